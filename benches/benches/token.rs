@@ -1,0 +1,97 @@
+//! Token micro-costs: verify (valid, bad signature, malformed), signing, path
+//! canonicalisation, and the HMAC implementations side by side (the choice of
+//! RustCrypto `hmac`+`sha2` over `ring` is made from these figures).
+//!
+//! Run: `cargo bench -p stile-benches --bench token`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use stile_token::{
+    Claims, Country, CountryRule, IpBinding, KEY_LEN, KeyRing, Policy, Request, Scope, SecretKey, TokenId,
+    canonicalize_path, sign, verify,
+};
+
+const NOW: u64 = 1_800_000_000;
+
+fn ring() -> KeyRing {
+    let mut ring = KeyRing::new();
+    ring.insert(1, &SecretKey::from_bytes([1; KEY_LEN]));
+    ring.insert(2, &SecretKey::from_bytes([2; KEY_LEN]));
+    ring
+}
+
+/// A typical production token: prefix scope, IPv4 binding, two countries, subject, channel.
+fn typical_claims() -> Claims {
+    Claims {
+        key_id: 2,
+        token_id: TokenId::from_u64(0x1122_3344_5566_7788),
+        issued_at: NOW - 60,
+        not_before: None,
+        expires_at: NOW + 3600,
+        scope: Scope::parse("/vod/4f7c2a9e/").unwrap(),
+        ip: Some(IpBinding::for_client("203.0.113.9".parse().unwrap(), 32, 64).unwrap()),
+        countries: Some(CountryRule::Allow(vec![Country::parse("DE").unwrap(), Country::parse("FR").unwrap()])),
+        subject: Some("user-8c1f2d".into()),
+        channel: Some("email".into()),
+    }
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let ring = ring();
+    let token = sign(&typical_claims(), &ring).unwrap();
+    let mut bad = token.clone().into_bytes();
+    let mid = bad.len() / 2;
+    bad[mid] = if bad[mid] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).unwrap();
+    let req = Request {
+        path: "/vod/4f7c2a9e/1080p/seg_00042.ts",
+        client_ip: Some("203.0.113.9".parse().unwrap()),
+        country: Country::parse("FR"),
+        now: NOW,
+    };
+    let policy = Policy::default();
+    assert!(verify(&token, &ring, &req, &policy).is_ok());
+    println!("typical token: {} bytes", token.len());
+
+    let mut g = c.benchmark_group("verify");
+    g.bench_function("valid", |b| b.iter(|| verify(black_box(&token), &ring, black_box(&req), &policy)));
+    g.bench_function("bad_signature", |b| b.iter(|| verify(black_box(&bad), &ring, black_box(&req), &policy)));
+    g.bench_function("malformed", |b| {
+        b.iter(|| verify(black_box("AQ-this-is-not*a-token"), &ring, black_box(&req), &policy))
+    });
+    g.finish();
+
+    c.bench_function("sign/typical", |b| b.iter(|| sign(black_box(&typical_claims()), &ring)));
+}
+
+fn bench_canonicalize(c: &mut Criterion) {
+    let mut g = c.benchmark_group("canonicalize");
+    g.bench_function("plain", |b| b.iter(|| canonicalize_path(black_box(b"/vod/4f7c2a9e/1080p/seg_00042.ts"))));
+    g.bench_function("encoded", |b| {
+        b.iter(|| canonicalize_path(black_box(b"/vod/caf%c3%a9%20cr%C3%A8me/1080p/seg%5f00042.ts")))
+    });
+    g.bench_function("attack_rejected", |b| b.iter(|| canonicalize_path(black_box(b"/vod/4f7c2a9e/%2e%2e/secret"))));
+    g.finish();
+}
+
+/// HMAC-SHA256 over a 90-byte message with a pre-keyed state: the choice.
+fn bench_hmac_impls(c: &mut Criterion) {
+    use hmac::{Mac, digest::KeyInit};
+    let msg = [0x5au8; 90];
+    let mut g = c.benchmark_group("hmac_sha256_90B");
+    let rc = <hmac::Hmac<sha2::Sha256> as KeyInit>::new(&[7u8; 64].into());
+    g.bench_function("rustcrypto_prekeyed", |b| {
+        b.iter(|| {
+            let mut m = rc.clone();
+            m.update(black_box(&msg));
+            m.finalize().into_bytes()
+        })
+    });
+    let rk = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7u8; 32]);
+    g.bench_function("ring_prekeyed", |b| b.iter(|| ring::hmac::sign(&rk, black_box(&msg))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_canonicalize, bench_hmac_impls);
+criterion_main!(benches);

@@ -1,0 +1,1 @@
+//! stile-control: placeholder until its issue lands.

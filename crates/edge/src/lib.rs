@@ -1,0 +1,1 @@
+//! stile-edge: placeholder until its issue lands.

@@ -1,0 +1,1 @@
+//! stile-proto: placeholder until its issue lands.
