@@ -362,10 +362,10 @@ impl Claims {
         if ttl == 0 || ttl > MAX_TTL_SECS {
             return Err(ClaimsError::Lifetime);
         }
-        if let Some(nbf) = self.not_before {
-            if nbf < self.issued_at || nbf >= self.expires_at {
-                return Err(ClaimsError::NotBefore);
-            }
+        if let Some(nbf) = self.not_before
+            && (nbf < self.issued_at || nbf >= self.expires_at)
+        {
+            return Err(ClaimsError::NotBefore);
         }
         if let Some(ip) = self.ip {
             // Re-run the constructor's checks: fields are public.
@@ -383,15 +383,11 @@ impl Claims {
             }
             None => None,
         };
-        if let Some(s) = &self.subject {
-            if !valid_subject(s.as_bytes()) {
-                return Err(ClaimsError::Subject);
-            }
+        if self.subject.as_ref().is_some_and(|s| !valid_subject(s.as_bytes())) {
+            return Err(ClaimsError::Subject);
         }
-        if let Some(c) = &self.channel {
-            if !valid_channel(c.as_bytes()) {
-                return Err(ClaimsError::Channel);
-            }
+        if self.channel.as_ref().is_some_and(|c| !valid_channel(c.as_bytes())) {
+            return Err(ClaimsError::Channel);
         }
         Ok(Claims { countries, ..self.clone() })
     }

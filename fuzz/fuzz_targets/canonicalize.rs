@@ -1,0 +1,20 @@
+//! Path canonicalisation on arbitrary bytes: never panics, is idempotent, and
+//! never lets a separator, dot segment or double encoding through.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stile_token::canonicalize_path;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(c) = canonicalize_path(data) {
+        assert_eq!(canonicalize_path(c.as_bytes()).as_deref(), Ok(c.as_ref()));
+        assert!(c.starts_with('/'));
+        assert!(!c.contains("//") && !c.contains("/./") && !c.contains("/../"));
+        assert!(!c.ends_with("/.") && !c.ends_with("/.."));
+        let lower = c.to_ascii_lowercase();
+        for bad in ["%2f", "%5c", "%25", "%00", "%3b", ";", "\\"] {
+            assert!(!lower.contains(bad));
+        }
+        assert!(c.len() <= stile_token::MAX_PATH_LEN);
+    }
+});
