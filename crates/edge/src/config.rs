@@ -1,0 +1,470 @@
+//! The edge's configuration: one typed struct read from TOML, a documented
+//! default for every field (mirrored in `docs/edge.md`), and [`EdgeConfig::validate`],
+//! which rejects anything the edge could not run with before a port is bound.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use stile_token::UnknownCountry;
+
+/// The whole edge configuration (`stile edge --config FILE`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Addresses the proxy listens on (plain HTTP; TLS terminates in front).
+    pub listen: Vec<String>,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`). Empty disables it.
+    pub admin_listen: String,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Seconds Pingora keeps serving in-flight requests after SIGTERM/SIGQUIT before stopping
+    /// its runtimes (Pingora's own default is 300 s; ours is short).
+    pub grace_period_secs: u64,
+    /// Seconds Pingora waits for runtimes to finish once the grace period is over.
+    pub graceful_shutdown_timeout_secs: u64,
+    /// PID file written by Pingora (needed for `-d` and zero-downtime upgrades).
+    pub pid_file: String,
+    /// Unix socket over which listening sockets are handed to a new process on upgrade (`-u`).
+    pub upgrade_sock: String,
+    /// The origin the edge proxies admitted requests to.
+    pub origin: OriginConfig,
+    /// Token transports and the verifier's time policy.
+    pub token: TokenConfig,
+    /// Cookie mode.
+    pub cookie: CookieConfig,
+    /// HLS playlist rewriting for query-string tokens.
+    pub playlist: PlaylistConfig,
+    /// Client address and country.
+    pub client: ClientConfig,
+    /// CORS for web players.
+    pub cors: CorsConfig,
+    /// Keys and revocations.
+    pub state: StateConfig,
+    /// Denial diagnostics.
+    pub diagnostics: DiagnosticsConfig,
+    /// Access log.
+    pub access_log: AccessLogConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> EdgeConfig {
+        EdgeConfig {
+            listen: vec!["0.0.0.0:8080".into()],
+            admin_listen: "127.0.0.1:9180".into(),
+            threads: 2,
+            grace_period_secs: 5,
+            graceful_shutdown_timeout_secs: 5,
+            pid_file: "/tmp/stile-edge.pid".into(),
+            upgrade_sock: "/tmp/stile-edge-upgrade.sock".into(),
+            origin: OriginConfig::default(),
+            token: TokenConfig::default(),
+            cookie: CookieConfig::default(),
+            playlist: PlaylistConfig::default(),
+            client: ClientConfig::default(),
+            cors: CorsConfig::default(),
+            state: StateConfig::default(),
+            diagnostics: DiagnosticsConfig::default(),
+            access_log: AccessLogConfig::default(),
+        }
+    }
+}
+
+/// Where admitted requests go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginConfig {
+    /// `host:port` of the origin (plain HTTP). Resolved once at startup, never per request.
+    pub address: String,
+    /// `Host` header sent to the origin. Empty: the host part of `address`.
+    pub host: String,
+    /// TCP connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Timeout for each read from the origin, milliseconds.
+    pub read_timeout_ms: u64,
+    /// Timeout for each write to the origin, milliseconds.
+    pub write_timeout_ms: u64,
+    /// How long an idle keep-alive connection to the origin is kept, seconds.
+    pub idle_timeout_secs: u64,
+    /// Idle keep-alive connections kept per proxy thread.
+    pub keepalive_pool_size: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> OriginConfig {
+        OriginConfig {
+            address: "127.0.0.1:8000".into(),
+            host: String::new(),
+            connect_timeout_ms: 1_000,
+            read_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+            keepalive_pool_size: 128,
+        }
+    }
+}
+
+/// Token transports and time policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// First path segment that marks a path-prefix token: `/<segment>/<token>/rest/of/path`.
+    pub path_segment: String,
+    /// Query parameter that carries a token.
+    pub query_param: String,
+    /// Clock-skew allowance applied to both ends of a token's validity window, seconds.
+    pub leeway_secs: u32,
+    /// What a country-bound token gets when the client's country is unknown: `deny` or `allow`.
+    pub unknown_country: UnknownCountryConfig,
+}
+
+impl Default for TokenConfig {
+    fn default() -> TokenConfig {
+        TokenConfig {
+            path_segment: "_st".into(),
+            query_param: "st".into(),
+            leeway_secs: stile_token::Policy::DEFAULT_LEEWAY_SECS,
+            unknown_country: UnknownCountryConfig::Deny,
+        }
+    }
+}
+
+/// `token.unknown_country`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCountryConfig {
+    /// Admit (fail open).
+    Allow,
+    /// Deny with reason `geo` (fail closed).
+    #[default]
+    Deny,
+}
+
+impl From<UnknownCountryConfig> for UnknownCountry {
+    fn from(c: UnknownCountryConfig) -> UnknownCountry {
+        match c {
+            UnknownCountryConfig::Allow => UnknownCountry::Allow,
+            UnknownCountryConfig::Deny => UnknownCountry::Deny,
+        }
+    }
+}
+
+/// Cookie mode: a cookie set when a manifest is admitted, so later requests pass with it alone.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieConfig {
+    /// Accept tokens from the cookie and set it when a manifest is admitted by a path or query token.
+    pub enabled: bool,
+    /// Cookie name.
+    pub name: String,
+    /// Add the `Secure` attribute (turn off only for plain-HTTP development).
+    pub secure: bool,
+    /// `SameSite` attribute: `None`, `Lax` or `Strict`.
+    pub same_site: SameSite,
+}
+
+impl Default for CookieConfig {
+    fn default() -> CookieConfig {
+        CookieConfig { enabled: false, name: "stile".into(), secure: true, same_site: SameSite::None }
+    }
+}
+
+/// `cookie.same_site`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on cross-site requests (needs `Secure` in browsers); what players on another origin need.
+    #[default]
+    None,
+    /// Sent on top-level navigations.
+    Lax,
+    /// Same-site requests only.
+    Strict,
+}
+
+impl SameSite {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::None => "None",
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+        }
+    }
+}
+
+/// HLS playlist rewriting.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaylistConfig {
+    /// Rewrite `.m3u8` playlists admitted by a query token so child URIs carry it.
+    pub rewrite: bool,
+    /// Largest playlist rewritten, bytes; larger ones pass through unmodified.
+    pub max_bytes: usize,
+}
+
+impl Default for PlaylistConfig {
+    fn default() -> PlaylistConfig {
+        PlaylistConfig { rewrite: true, max_bytes: 4 << 20 }
+    }
+}
+
+/// Client address and country.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Trusted proxy hops in front of the edge. 0: the socket peer is the client and
+    /// `X-Forwarded-For` is ignored; n: the client is the n-th address from the right.
+    pub trusted_hops: usize,
+    /// Path to a MaxMind country or city database (`.mmdb`). Empty: no database.
+    pub geoip_db: String,
+    /// Header carrying an ISO 3166 alpha-2 country set by a trusted layer in front
+    /// (e.g. `cf-ipcountry`). Empty: none. When set, it is used instead of the database.
+    pub country_header: String,
+}
+
+/// CORS for web players.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to read responses (`https://player.example`), or `*` for any.
+    /// Empty: no CORS headers, and OPTIONS needs a token like any request.
+    pub allowed_origins: Vec<String>,
+    /// `Access-Control-Max-Age` of preflight answers, seconds.
+    pub max_age_secs: u32,
+}
+
+impl Default for CorsConfig {
+    fn default() -> CorsConfig {
+        CorsConfig { allowed_origins: Vec::new(), max_age_secs: 600 }
+    }
+}
+
+/// Keys and revocations.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// JSON state file (keys and revocations; format in `docs/edge.md`). Required.
+    pub file: PathBuf,
+    /// How often the file is checked for changes, milliseconds (SIGHUP reloads at once).
+    pub poll_interval_ms: u64,
+    /// Age after which the state counts as stale, seconds; 0 = never.
+    pub max_age_secs: u64,
+    /// What a stale state does: `serve` (keep admitting) or `deny` (reason `stale_state`).
+    pub stale_policy: StalePolicy,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig { file: PathBuf::new(), poll_interval_ms: 1_000, max_age_secs: 0, stale_policy: StalePolicy::Serve }
+    }
+}
+
+/// `state.stale_policy`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    /// Keep serving with the last state.
+    #[default]
+    Serve,
+    /// Fail closed with reason `stale_state`.
+    Deny,
+}
+
+/// Denial diagnostics.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    /// Return the reason code in an `x-stile-reason` header on denials.
+    pub reason_header: bool,
+}
+
+/// Access log.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Emit one JSON event per request on target `stile::access`.
+    pub enabled: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> AccessLogConfig {
+        AccessLogConfig { enabled: true }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A field has a value the edge cannot run with.
+    #[error("invalid configuration: {field}: {message}")]
+    Invalid {
+        /// The dotted field name.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl EdgeConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config: EdgeConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+        if self.listen.is_empty() {
+            return bad("listen", "at least one address is required");
+        }
+        for l in &self.listen {
+            if l.parse::<SocketAddr>().is_err() {
+                return bad("listen", &format!("{l:?} is not an ip:port socket address"));
+            }
+        }
+        if !self.admin_listen.is_empty() && self.admin_listen.parse::<SocketAddr>().is_err() {
+            return bad("admin_listen", &format!("{:?} is not an ip:port socket address", self.admin_listen));
+        }
+        if self.threads == 0 {
+            return bad("threads", "must be at least 1");
+        }
+        if self.origin.address.is_empty() {
+            return bad("origin.address", "required");
+        }
+        if self.origin.connect_timeout_ms == 0 || self.origin.read_timeout_ms == 0 || self.origin.write_timeout_ms == 0
+        {
+            return bad("origin", "timeouts must be greater than zero");
+        }
+        if !is_token_name(&self.token.path_segment) {
+            return bad("token.path_segment", "must be a non-empty name of [A-Za-z0-9_-]");
+        }
+        if !is_token_name(&self.token.query_param) {
+            return bad("token.query_param", "must be a non-empty name of [A-Za-z0-9_-]");
+        }
+        if self.token.leeway_secs > 300 {
+            return bad("token.leeway_secs", "more than 300 s of leeway defeats short-lived links");
+        }
+        if !is_token_name(&self.cookie.name) {
+            return bad("cookie.name", "must be a non-empty name of [A-Za-z0-9_-]");
+        }
+        if self.cookie.same_site == SameSite::None && !self.cookie.secure && self.cookie.enabled {
+            // Browsers drop SameSite=None cookies without Secure; allowed for curl/ffmpeg dev setups.
+            tracing::warn!("cookie.same_site = None without cookie.secure: browsers will drop the cookie");
+        }
+        if self.playlist.max_bytes == 0 {
+            return bad("playlist.max_bytes", "must be greater than zero");
+        }
+        for o in &self.cors.allowed_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return bad("cors.allowed_origins", &format!("{o:?} is neither * nor an http(s) origin"));
+            }
+        }
+        if !self.client.country_header.is_empty()
+            && http::HeaderName::from_bytes(self.client.country_header.as_bytes()).is_err()
+        {
+            return bad("client.country_header", "not a valid header name");
+        }
+        if self.state.file.as_os_str().is_empty() {
+            return bad("state.file", "required");
+        }
+        if self.state.poll_interval_ms == 0 {
+            return bad("state.poll_interval_ms", "must be greater than zero");
+        }
+        Ok(())
+    }
+
+    /// Resolves the origin address once, off the request path.
+    pub fn resolve_origin(&self) -> Result<SocketAddr, ConfigError> {
+        let addr = &self.origin.address;
+        addr.to_socket_addrs()
+            .map_err(|e| ConfigError::Invalid {
+                field: "origin.address",
+                message: format!("cannot resolve {addr:?}: {e}"),
+            })?
+            .next()
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "origin.address",
+                message: format!("{addr:?} resolves to nothing"),
+            })
+    }
+
+    /// The `Host` header sent upstream.
+    pub fn origin_host(&self) -> String {
+        if !self.origin.host.is_empty() {
+            return self.origin.host.clone();
+        }
+        let a = &self.origin.address;
+        // `host:port` or `[v6]:port`: keep the host part.
+        match a.rsplit_once(':') {
+            Some((h, _)) => h.to_owned(),
+            None => a.clone(),
+        }
+    }
+}
+
+fn is_token_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<EdgeConfig, String> {
+        let c: EdgeConfig = toml::from_str(s).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse("[state]\nfile = \"/tmp/s.json\"\n").unwrap();
+        assert_eq!(c.token.query_param, "st");
+        assert_eq!(c.token.path_segment, "_st");
+        assert_eq!(c.token.leeway_secs, 5);
+        assert_eq!(c.cookie.name, "stile");
+        assert!(c.cookie.secure);
+        assert_eq!(c.playlist.max_bytes, 4 << 20);
+        assert_eq!(c.grace_period_secs, 5);
+        assert_eq!(c.origin_host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_field_named() {
+        for (toml, needle) in [
+            ("", "state.file"),
+            ("listen = []\n[state]\nfile='x'", "listen"),
+            ("listen = ['nope']\n[state]\nfile='x'", "listen"),
+            ("threads = 0\n[state]\nfile='x'", "threads"),
+            ("[token]\nquery_param = 'a b'\n[state]\nfile='x'", "token.query_param"),
+            ("[token]\nleeway_secs = 3600\n[state]\nfile='x'", "leeway"),
+            ("[cors]\nallowed_origins = ['ftp://x']\n[state]\nfile='x'", "cors"),
+            ("typo = 1\n[state]\nfile='x'", "unknown field"),
+            ("[token]\nunknown_country = 'maybe'\n[state]\nfile='x'", "unknown variant"),
+        ] {
+            let err = parse(toml).unwrap_err();
+            assert!(err.contains(needle), "{toml:?}: {err}");
+        }
+    }
+}

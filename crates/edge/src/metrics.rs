@@ -1,0 +1,279 @@
+//! The edge's Prometheus metrics, all named `stile_edge_<name>_<unit>[_total]`,
+//! registered in the edge's own registry and served by the admin listener.
+//!
+//! Label values come from small fixed sets: reason codes, transports, status
+//! classes. The `channel` label carries a token's share channel only once its MAC
+//! verified (forged tokens cannot mint label values), and at most
+//! [`MAX_CHANNEL_LABELS`] distinct channels; the rest count as `other`.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use stile_token::Reason;
+
+use crate::state::State;
+use crate::transport::Transport;
+
+/// Most distinct share channels used as label values.
+pub const MAX_CHANNEL_LABELS: usize = 64;
+
+/// Every metric of one edge.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    validation: Histogram,
+    upstream_responses: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    upstream_duration: HistogramVec,
+    revocations: IntGaugeVec,
+    keys: IntGauge,
+    state_version: IntGauge,
+    state_age: IntGauge,
+    state_reloads: IntCounterVec,
+    playlists: IntCounterVec,
+    channels: RwLock<HashSet<Box<str>>>,
+}
+
+/// How a playlist response was treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlaylistOutcome {
+    /// Child URIs got the token.
+    Rewritten,
+    /// Larger than `playlist.max_bytes`: served unmodified.
+    TooLarge,
+    /// Content-encoded by the origin: served unmodified.
+    Encoded,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "stile_edge_requests_total",
+                "Requests by decision, reason code, token transport and share channel.",
+            ),
+            &["decision", "reason", "transport", "channel"],
+        )
+        .expect("valid metric");
+        let validation = Histogram::with_opts(
+            HistogramOpts::new("stile_edge_validation_duration_seconds", "Time spent validating a request.")
+                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2]),
+        )
+        .expect("valid metric");
+        let upstream_responses = IntCounterVec::new(
+            Opts::new("stile_edge_upstream_responses_total", "Origin responses by status class."),
+            &["class"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("stile_edge_upstream_errors_total", "Failed origin exchanges by kind."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "stile_edge_upstream_duration_seconds",
+                "Time from admission to the end of the response.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            &["class"],
+        )
+        .expect("valid metric");
+        let revocations =
+            IntGaugeVec::new(Opts::new("stile_edge_revocation_entries", "Revocations in force, by kind."), &["kind"])
+                .expect("valid metric");
+        let keys = IntGauge::new("stile_edge_keys", "Verification keys held.").expect("valid metric");
+        let state_version =
+            IntGauge::new("stile_edge_state_version", "Version of the state in force.").expect("valid metric");
+        let state_age =
+            IntGauge::new("stile_edge_state_age_seconds", "Seconds since the state in force was known current.")
+                .expect("valid metric");
+        let state_reloads =
+            IntCounterVec::new(Opts::new("stile_edge_state_reloads_total", "State reloads by result."), &["result"])
+                .expect("valid metric");
+        let playlists = IntCounterVec::new(
+            Opts::new("stile_edge_playlist_rewrites_total", "HLS playlists considered for token rewriting, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(validation.clone()),
+            Box::new(upstream_responses.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(revocations.clone()),
+            Box::new(keys.clone()),
+            Box::new(state_version.clone()),
+            Box::new(state_age.clone()),
+            Box::new(state_reloads.clone()),
+            Box::new(playlists.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        // Pre-create the common series so dashboards see zeros, not gaps.
+        for r in Reason::ALL {
+            requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none"]);
+        }
+        for r in ["ok", "error"] {
+            state_reloads.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            requests,
+            validation,
+            upstream_responses,
+            upstream_errors,
+            upstream_duration,
+            revocations,
+            keys,
+            state_version,
+            state_age,
+            state_reloads,
+            playlists,
+            channels: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Counts one request's decision.
+    pub fn request(&self, reason: Option<Reason>, transport: Transport, channel: Option<&str>) {
+        let (decision, reason) = match reason {
+            None => ("allow", "ok"),
+            Some(r) => ("deny", r.as_str()),
+        };
+        let channel = self.channel_label(channel);
+        self.requests.with_label_values(&[decision, reason, transport.as_str(), channel]).inc();
+    }
+
+    /// Records the time one validation took.
+    pub fn validation_seconds(&self, secs: f64) {
+        self.validation.observe(secs);
+    }
+
+    /// Counts one origin response and its duration.
+    pub fn upstream_response(&self, status: u16, secs: f64) {
+        let class = status_class(status);
+        self.upstream_responses.with_label_values(&[class]).inc();
+        self.upstream_duration.with_label_values(&[class]).observe(secs);
+    }
+
+    /// Counts one failed origin exchange.
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts one playlist treatment.
+    pub fn playlist(&self, outcome: PlaylistOutcome) {
+        let label = match outcome {
+            PlaylistOutcome::Rewritten => "rewritten",
+            PlaylistOutcome::TooLarge => "too_large",
+            PlaylistOutcome::Encoded => "encoded",
+        };
+        self.playlists.with_label_values(&[label]).inc();
+    }
+
+    /// Publishes the gauges of a newly loaded state.
+    pub fn observe_state(&self, state: &State) {
+        let c = state.revocations.counts();
+        for (kind, n) in [("token_id", c.token_ids), ("subject", c.subjects), ("prefix", c.paths), ("key", c.keys)] {
+            self.revocations.with_label_values(&[kind]).set(n as i64);
+        }
+        self.keys.set(state.keys.len() as i64);
+        self.state_version.set(i64::try_from(state.version).unwrap_or(i64::MAX));
+    }
+
+    /// Updates the state age gauge.
+    pub fn observe_age(&self, now: u64, fresh_at: u64) {
+        self.state_age.set(i64::try_from(now.saturating_sub(fresh_at)).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one state reload.
+    pub fn state_reload(&self, ok: bool) {
+        self.state_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 << 10);
+        let families = self.registry.gather();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    fn channel_label<'a>(&self, channel: Option<&'a str>) -> &'a str {
+        let Some(c) = channel else { return "none" };
+        if self.channels.read().is_ok_and(|s| s.contains(c)) {
+            return c;
+        }
+        let Ok(mut set) = self.channels.write() else { return "other" };
+        if set.len() < MAX_CHANNEL_LABELS {
+            set.insert(c.into());
+            c
+        } else if set.contains(c) {
+            c
+        } else {
+            "other"
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_convention_and_encode() {
+        let m = Metrics::new();
+        m.request(None, Transport::Query, Some("email"));
+        m.request(Some(Reason::Expired), Transport::Cookie, None);
+        m.upstream_response(204, 0.01);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(
+            text.contains(
+                r#"stile_edge_requests_total{channel="email",decision="allow",reason="ok",transport="query"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"reason="expired""#));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            assert!(line.starts_with("# TYPE stile_edge_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn channel_labels_are_capped() {
+        let m = Metrics::new();
+        for i in 0..MAX_CHANNEL_LABELS {
+            m.request(None, Transport::Path, Some(&format!("c{i}")));
+        }
+        m.request(None, Transport::Path, Some("one-too-many"));
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(r#"channel="other""#));
+        assert!(!text.contains("one-too-many"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Assembling the edge: configuration → state, geo and origin checked before
+//! anything binds → a Pingora [`Server`] with the proxy, the admin listener and
+//! the state reloader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::clock::SharedClock;
+use crate::config::{ConfigError, EdgeConfig};
+use crate::geo::{Geo, GeoError};
+use crate::metrics::Metrics;
+use crate::proxy::EdgeProxy;
+use crate::state::{FileReloader, SharedState, StateError, load_file};
+
+/// How the process was asked to start (Pingora's own flags).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// Take the listening sockets over from a running edge (zero-downtime upgrade, `-u`).
+    pub upgrade: bool,
+    /// Detach into the background (`-d`).
+    pub daemon: bool,
+}
+
+/// Why the edge could not start. All of these happen before any port is bound.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Unreadable or invalid state file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Corrupt GeoIP database.
+    #[error(transparent)]
+    Geo(#[from] GeoError),
+    /// Pingora refused to set up.
+    #[error("cannot start the server: {0}")]
+    Server(String),
+}
+
+/// A fully checked edge, ready to run.
+#[derive(Debug)]
+pub struct Edge {
+    server: ServerBox,
+    /// The shared state (for embedding and tests).
+    pub shared: Arc<SharedState>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+struct ServerBox(Server);
+
+impl std::fmt::Debug for ServerBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Server")
+    }
+}
+
+impl Edge {
+    /// Checks everything that can fail (origin resolution, GeoIP database, state file)
+    /// and assembles the services. Binds nothing.
+    pub fn build(config: &EdgeConfig, opts: StartOptions, clock: SharedClock) -> Result<Edge, StartError> {
+        config.validate()?;
+        let origin = config.resolve_origin()?;
+        let geo = Arc::new(Geo::open(&config.client)?);
+        let leeway = u64::from(config.token.leeway_secs);
+        let state = load_file(&config.state.file, clock.now(), leeway)?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.observe_state(&state);
+        metrics.observe_age(clock.now(), state.fresh_at);
+        tracing::info!(
+            state.file = %config.state.file.display(), state.version = state.version,
+            state.keys = state.keys.len(), state.revocations = state.revocations.len(), "state loaded"
+        );
+        let shared = SharedState::new(state, true);
+
+        let conf = ServerConf {
+            threads: config.threads,
+            grace_period_seconds: Some(config.grace_period_secs),
+            graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_secs),
+            pid_file: config.pid_file.clone(),
+            upgrade_sock: config.upgrade_sock.clone(),
+            upstream_keepalive_pool_size: config.origin.keepalive_pool_size,
+            ..ServerConf::default()
+        };
+        let conf = conf.validate().map_err(|e| StartError::Server(e.to_string()))?;
+        let opt = Opt { upgrade: opts.upgrade, daemon: opts.daemon, ..Opt::default() };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        server.bootstrap();
+
+        let proxy = EdgeProxy::new(config, origin, shared.clone(), metrics.clone(), geo, clock.clone());
+        let mut svc = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "stile-edge");
+        for l in &config.listen {
+            svc.add_tcp(l);
+        }
+        let reloader = FileReloader {
+            path: config.state.file.clone(),
+            poll: Duration::from_millis(config.state.poll_interval_ms),
+            leeway,
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            clock,
+        };
+        let reload = server.add_service(background_service("stile-state", Reloader(reloader)));
+        let proxy = server.add_service(svc);
+        proxy.add_dependency(&reload);
+        if !config.admin_listen.is_empty() {
+            let mut admin =
+                Service::new("stile-admin".into(), Admin { shared: shared.clone(), metrics: metrics.clone() });
+            admin.threads = Some(1);
+            admin.add_tcp(&config.admin_listen);
+            server.add_service(admin);
+        }
+        Ok(Edge { server: ServerBox(server), shared, metrics })
+    }
+
+    /// Runs until SIGTERM (graceful, within the grace period), SIGINT (fast) or
+    /// SIGQUIT (hand the sockets to a new process started with `-u`, then drain).
+    /// Returns once every runtime has stopped.
+    pub fn run(self) {
+        self.server.0.run(RunArgs::default());
+    }
+}
+
+struct Reloader(FileReloader);
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
