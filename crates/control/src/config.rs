@@ -1,0 +1,414 @@
+//! The control plane's configuration: one typed struct per concern, a doc
+//! comment and a default on every field. `docs/control-plane.md` mirrors it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use stile_token::{Country, MAX_TTL_SECS};
+
+use crate::auth::Role;
+
+/// The whole configuration file (TOML). Every field has a default, so an empty
+/// file is a valid development configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC server listens on (used by `stile control`; tests pass
+    /// their own listener). Default `127.0.0.1:7400`.
+    pub listen: SocketAddr,
+    /// Where state is kept.
+    pub store: StoreConfig,
+    /// How minted links look.
+    pub links: LinksConfig,
+    /// Policy used when a mint request names none. Must be a key of `policies`.
+    /// Default `"public"`.
+    pub default_policy: String,
+    /// Policy templates by name. Default: `public` (no bindings), `private`
+    /// (subject required), `paid` (subject and client IP required), each with
+    /// TTLs from 10 min to 24 h, default 1 h. Naming any policy replaces all
+    /// three defaults.
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// Callers and their keys.
+    pub auth: AuthConfig,
+    /// Audit log retention.
+    pub audit: AuditConfig,
+    /// Revocation log bookkeeping.
+    pub revocations: RevocationConfig,
+}
+
+/// Storage backend settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Path of the embedded database file (redb); created if missing, its
+    /// directory must exist. It holds signing keys: keep it private (0600).
+    /// Default `stile-control.redb`.
+    pub path: PathBuf,
+}
+
+/// How links are built.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinksConfig {
+    /// Edge base URL (`https://host[:port]`, no path) used when a mint request
+    /// gives none. Default empty: requests must name one.
+    pub default_base_url: String,
+    /// Query parameter carrying the token (`?st=...`). Must match the edges.
+    /// Default `"st"`.
+    pub query_param: String,
+    /// First path segment of the path-prefix transport (`/_st/<token>/...`).
+    /// Must match the edges. Default `"_st"`.
+    pub path_prefix: String,
+    /// Cookie name of the cookie transport. Must match the edges. Default `"stile"`.
+    pub cookie_name: String,
+    /// Prefix length an IPv4 client address is bound to. Default 32.
+    pub ipv4_prefix_len: u8,
+    /// Prefix length an IPv6 client address is bound to (clients rotate
+    /// privacy addresses within a /64). Default 64.
+    pub ipv6_prefix_len: u8,
+    /// Most links one MintBatch call may mint. Default 10000.
+    pub max_batch: usize,
+}
+
+/// A policy template: what a link minted under it must carry.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Shortest TTL a request may ask for, seconds. Default 600 (10 min).
+    pub ttl_min_secs: u64,
+    /// Longest TTL a request may ask for, seconds; at most 31 days. Default 86400 (24 h).
+    pub ttl_max_secs: u64,
+    /// TTL when the request gives none, seconds. Default 3600 (1 h).
+    pub default_ttl_secs: u64,
+    /// Whether a subject (viewer id) is required. Default false.
+    pub require_subject: bool,
+    /// Whether a client IP binding is required. Default false.
+    pub require_ip: bool,
+    /// Countries admitted when the request gives no country rule (ISO 3166-1
+    /// alpha-2). Default empty: no rule. Exclusive with `deny_countries`.
+    pub allow_countries: Vec<String>,
+    /// Countries refused when the request gives no country rule. Default empty.
+    pub deny_countries: Vec<String>,
+}
+
+/// Authentication settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys defined in configuration, e.g. the bootstrap admin key. Only
+    /// their SHA-256 is written here (`stile control --gen-key` prints a key
+    /// and its hash). They cannot be deleted through the API. Default none.
+    pub keys: Vec<ConfiguredKey>,
+}
+
+/// An API key defined in the configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredKey {
+    /// Name, 1..64 characters of `[a-z0-9._-]`; the audit log's actor.
+    pub name: String,
+    /// Role: `minter`, `operator`, `edge` or `admin`.
+    pub role: Role,
+    /// Lower-case hex SHA-256 of the key string.
+    pub sha256: String,
+}
+
+/// Audit retention; whichever bound is hit first applies.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Most events kept; the oldest go first. Default 1000000.
+    pub max_events: u64,
+    /// Oldest event kept, seconds. Default 7776000 (90 days).
+    pub max_age_secs: u64,
+}
+
+/// Change log bookkeeping.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Change log entries kept for edges to catch up from; an edge further
+    /// behind gets a snapshot. Default 1000000.
+    pub log_retention: u64,
+    /// How often expired revocations, old log entries and old audit events are
+    /// pruned, seconds. Default 60.
+    pub prune_interval_secs: u64,
+    /// Added to a revocation's expiry (issued-before + longest policy TTL) to
+    /// cover edge clock skew, seconds. Default 300.
+    pub expiry_margin_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let policy = |subject, ip| PolicyConfig { require_subject: subject, require_ip: ip, ..PolicyConfig::default() };
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            store: StoreConfig::default(),
+            links: LinksConfig::default(),
+            default_policy: "public".into(),
+            policies: BTreeMap::from([
+                ("public".into(), policy(false, false)),
+                ("private".into(), policy(true, false)),
+                ("paid".into(), policy(true, true)),
+            ]),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
+            revocations: RevocationConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig { path: PathBuf::from("stile-control.redb") }
+    }
+}
+
+impl Default for LinksConfig {
+    fn default() -> LinksConfig {
+        LinksConfig {
+            default_base_url: String::new(),
+            query_param: "st".into(),
+            path_prefix: "_st".into(),
+            cookie_name: "stile".into(),
+            ipv4_prefix_len: 32,
+            ipv6_prefix_len: 64,
+            max_batch: 10_000,
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> PolicyConfig {
+        PolicyConfig {
+            ttl_min_secs: 600,
+            ttl_max_secs: 86_400,
+            default_ttl_secs: 3_600,
+            require_subject: false,
+            require_ip: false,
+            allow_countries: Vec::new(),
+            deny_countries: Vec::new(),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig { max_events: 1_000_000, max_age_secs: 90 * 86_400 }
+    }
+}
+
+impl Default for RevocationConfig {
+    fn default() -> RevocationConfig {
+        RevocationConfig { log_retention: 1_000_000, prune_interval_secs: 60, expiry_margin_secs: 300 }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config = Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the first problem is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        let links = &self.links;
+        if !links.default_base_url.is_empty()
+            && let Err(e) = crate::mint::normalise_base_url(&links.default_base_url)
+        {
+            return bad(format!("links.default_base_url: {e}"));
+        }
+        for (field, value) in [
+            ("query_param", &links.query_param),
+            ("path_prefix", &links.path_prefix),
+            ("cookie_name", &links.cookie_name),
+        ] {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return bad(format!("links.{field} must be 1 or more characters of [A-Za-z0-9_-], got {value:?}"));
+            }
+        }
+        if !(1..=32).contains(&links.ipv4_prefix_len) {
+            return bad(format!("links.ipv4_prefix_len must be 1..=32, got {}", links.ipv4_prefix_len));
+        }
+        if !(1..=128).contains(&links.ipv6_prefix_len) {
+            return bad(format!("links.ipv6_prefix_len must be 1..=128, got {}", links.ipv6_prefix_len));
+        }
+        if links.max_batch == 0 {
+            return bad("links.max_batch must be at least 1".into());
+        }
+        if self.policies.is_empty() {
+            return bad("policies: at least one policy is required".into());
+        }
+        if !self.policies.contains_key(&self.default_policy) {
+            return bad(format!(
+                "default_policy {:?} is not defined in policies (have: {})",
+                self.default_policy,
+                self.policy_names()
+            ));
+        }
+        for (name, p) in &self.policies {
+            if p.ttl_min_secs == 0 || p.ttl_min_secs > p.ttl_max_secs || p.ttl_max_secs > MAX_TTL_SECS {
+                return bad(format!(
+                    "policies.{name}: need 0 < ttl_min_secs <= ttl_max_secs <= {MAX_TTL_SECS}, got {}..{}",
+                    p.ttl_min_secs, p.ttl_max_secs
+                ));
+            }
+            if !(p.ttl_min_secs..=p.ttl_max_secs).contains(&p.default_ttl_secs) {
+                return bad(format!(
+                    "policies.{name}.default_ttl_secs {} is outside {}..={}",
+                    p.default_ttl_secs, p.ttl_min_secs, p.ttl_max_secs
+                ));
+            }
+            if let Err(e) = p.default_countries() {
+                return bad(format!("policies.{name}: {e}"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for key in &self.auth.keys {
+            if !crate::auth::valid_name(&key.name) {
+                return bad(format!("auth.keys: name {:?} must be 1..64 characters of [a-z0-9._-]", key.name));
+            }
+            if !names.insert(key.name.as_str()) {
+                return bad(format!("auth.keys: name {:?} appears twice", key.name));
+            }
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return bad(format!("auth.keys.{}: sha256 must be 64 lower-case hex digits", key.name));
+            }
+        }
+        if self.audit.max_events == 0 || self.audit.max_age_secs == 0 {
+            return bad("audit.max_events and audit.max_age_secs must be positive".into());
+        }
+        if self.revocations.log_retention == 0 || self.revocations.prune_interval_secs == 0 {
+            return bad("revocations.log_retention and revocations.prune_interval_secs must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The longest TTL any policy allows: how long a revocation must be kept.
+    pub fn max_ttl_secs(&self) -> u64 {
+        self.policies.values().map(|p| p.ttl_max_secs).max().unwrap_or(MAX_TTL_SECS)
+    }
+
+    pub(crate) fn policy_names(&self) -> String {
+        self.policies.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl PolicyConfig {
+    /// The default country rule, parsed.
+    pub fn default_countries(&self) -> Result<Option<stile_token::CountryRule>, String> {
+        crate::mint::country_rule(&self.allow_countries, &self.deny_countries)
+    }
+}
+
+/// Parses an ISO 3166-1 alpha-2 code.
+pub(crate) fn parse_country(code: &str) -> Result<Country, String> {
+    Country::parse(code).ok_or_else(|| format!("{code:?} is not an ISO 3166-1 alpha-2 country code"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        assert_eq!(Config::default().max_ttl_secs(), 86_400);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            default_policy = "paid"
+            [store]
+            path = "/var/lib/stile/control.redb"
+            [links]
+            default_base_url = "https://edge.example.com"
+            query_param = "tok"
+            [policies.paid]
+            ttl_min_secs = 60
+            ttl_max_secs = 7200
+            default_ttl_secs = 600
+            require_subject = true
+            allow_countries = ["us", "CA"]
+            [[auth.keys]]
+            name = "root"
+            role = "admin"
+            sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.auth.keys[0].role, Role::Admin);
+        assert_eq!(c.max_ttl_secs(), 7200);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let check = |toml: &str, needle: &str| {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        };
+        check("lisen = 1", "unknown field `lisen`");
+        check("default_policy = \"gold\"", "default_policy \"gold\" is not defined");
+        check("default_policy = \"x\"\n[policies.x]\nttl_min_secs = 0", "policies.x");
+        check("default_policy = \"x\"\n[policies.x]\nallow_countries = [\"USA\"]", "\"USA\" is not an ISO");
+        check(
+            "default_policy = \"x\"\n[policies.x]\nallow_countries = [\"US\"]\ndeny_countries = [\"FR\"]",
+            "not both",
+        );
+        check("[links]\ndefault_base_url = \"ftp://x\"", "links.default_base_url");
+        check("[links]\nipv6_prefix_len = 0", "ipv6_prefix_len");
+        check("[[auth.keys]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"", "unknown variant `root`");
+        check("[[auth.keys]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"00\"", "sha256");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let err = Config::load(Path::new("/nonexistent/stile.toml")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/stile.toml"), "{err}");
+    }
+}

@@ -1,0 +1,190 @@
+//! Explicit conversions between the domain types and `stile.v1` messages.
+
+use stile_proto::v1 as pb;
+use stile_token::TokenId;
+
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::model::{
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Revocation, SigningKey, Target,
+};
+
+impl From<AssetState> for pb::AssetState {
+    fn from(s: AssetState) -> pb::AssetState {
+        match s {
+            AssetState::Draft => pb::AssetState::Draft,
+            AssetState::Ready => pb::AssetState::Ready,
+            AssetState::Published => pb::AssetState::Published,
+            AssetState::Archived => pb::AssetState::Archived,
+        }
+    }
+}
+
+/// An asset state from the wire; UNSPECIFIED and unknown values are `None`.
+pub(crate) fn asset_state(value: i32) -> Option<AssetState> {
+    match pb::AssetState::try_from(value).ok()? {
+        pb::AssetState::Unspecified => None,
+        pb::AssetState::Draft => Some(AssetState::Draft),
+        pb::AssetState::Ready => Some(AssetState::Ready),
+        pb::AssetState::Published => Some(AssetState::Published),
+        pb::AssetState::Archived => Some(AssetState::Archived),
+    }
+}
+
+impl From<Asset> for pb::Asset {
+    fn from(a: Asset) -> pb::Asset {
+        pb::Asset {
+            id: a.id,
+            path: a.path,
+            entry: a.entry,
+            state: pb::AssetState::from(a.state).into(),
+            revision: a.revision,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+            updated_by: a.updated_by,
+        }
+    }
+}
+
+impl From<KeyState> for pb::KeyState {
+    fn from(s: KeyState) -> pb::KeyState {
+        match s {
+            KeyState::Pending => pb::KeyState::Pending,
+            KeyState::Active => pb::KeyState::Active,
+            KeyState::VerifyOnly => pb::KeyState::VerifyOnly,
+            KeyState::Retired => pb::KeyState::Retired,
+        }
+    }
+}
+
+/// Public facts about a key: never its secret.
+pub(crate) fn key_info(k: &SigningKey) -> pb::KeyInfo {
+    pb::KeyInfo {
+        key_id: k.id,
+        state: pb::KeyState::from(k.state).into(),
+        created_at: k.created_at,
+        activated_at: k.activated_at.unwrap_or(0),
+        retired_at: k.retired_at.unwrap_or(0),
+    }
+}
+
+impl From<Target> for pb::RevocationTarget {
+    fn from(t: Target) -> pb::RevocationTarget {
+        use pb::revocation_target::Target as T;
+        let target = match t {
+            Target::Token { token_id } => T::TokenId(TokenId::from_u64(token_id).to_string()),
+            Target::Subject { subject, issued_before } => T::Subject(pb::SubjectTarget { subject, issued_before }),
+            Target::PathPrefix { prefix, issued_before, purge } => {
+                T::PathPrefix(pb::PathPrefixTarget { prefix, issued_before, purge })
+            }
+            Target::Key { key_id } => T::KeyId(key_id),
+        };
+        pb::RevocationTarget { target: Some(target) }
+    }
+}
+
+impl From<Revocation> for pb::Revocation {
+    fn from(r: Revocation) -> pb::Revocation {
+        pb::Revocation {
+            version: r.version,
+            target: Some(r.target.into()),
+            reason: r.reason,
+            actor: r.actor,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+impl From<Change> for pb::Change {
+    fn from(c: Change) -> pb::Change {
+        let kind = match c.kind {
+            ChangeKind::Revocation(r) => pb::change::Kind::Revocation(r.into()),
+            ChangeKind::Key { key_id, state } => {
+                pb::change::Kind::Key(pb::KeyChange { key_id, state: pb::KeyState::from(state).into() })
+            }
+        };
+        pb::Change { version: c.version, at: c.at, actor: c.actor, kind: Some(kind) }
+    }
+}
+
+impl From<AuditAction> for pb::AuditAction {
+    fn from(a: AuditAction) -> pb::AuditAction {
+        match a {
+            AuditAction::Mint => pb::AuditAction::Mint,
+            AuditAction::MintBatch => pb::AuditAction::MintBatch,
+            AuditAction::Revoke => pb::AuditAction::Revoke,
+            AuditAction::KeyRotate => pb::AuditAction::KeyRotate,
+            AuditAction::KeyRetire => pb::AuditAction::KeyRetire,
+            AuditAction::AssetPut => pb::AuditAction::AssetPut,
+            AuditAction::AssetState => pb::AuditAction::AssetState,
+            AuditAction::ApiKeyCreate => pb::AuditAction::ApiKeyCreate,
+            AuditAction::ApiKeyDelete => pb::AuditAction::ApiKeyDelete,
+        }
+    }
+}
+
+/// An audit action filter from the wire; UNSPECIFIED is `None` (all).
+pub(crate) fn audit_action(value: i32) -> Result<Option<AuditAction>, ApiError> {
+    let action = pb::AuditAction::try_from(value)
+        .map_err(|_| ApiError::InvalidArgument(format!("unknown audit action {value}")))?;
+    Ok(match action {
+        pb::AuditAction::Unspecified => None,
+        pb::AuditAction::Mint => Some(AuditAction::Mint),
+        pb::AuditAction::MintBatch => Some(AuditAction::MintBatch),
+        pb::AuditAction::Revoke => Some(AuditAction::Revoke),
+        pb::AuditAction::KeyRotate => Some(AuditAction::KeyRotate),
+        pb::AuditAction::KeyRetire => Some(AuditAction::KeyRetire),
+        pb::AuditAction::AssetPut => Some(AuditAction::AssetPut),
+        pb::AuditAction::AssetState => Some(AuditAction::AssetState),
+        pb::AuditAction::ApiKeyCreate => Some(AuditAction::ApiKeyCreate),
+        pb::AuditAction::ApiKeyDelete => Some(AuditAction::ApiKeyDelete),
+    })
+}
+
+impl From<AuditEvent> for pb::AuditEvent {
+    fn from(e: AuditEvent) -> pb::AuditEvent {
+        pb::AuditEvent {
+            seq: e.seq,
+            at: e.at,
+            actor: e.actor,
+            action: pb::AuditAction::from(e.action).into(),
+            target: e.target,
+            channel: e.channel,
+            count: e.count,
+            detail: e.detail,
+        }
+    }
+}
+
+impl From<Role> for pb::Role {
+    fn from(r: Role) -> pb::Role {
+        match r {
+            Role::Minter => pb::Role::Minter,
+            Role::Operator => pb::Role::Operator,
+            Role::Edge => pb::Role::Edge,
+            Role::Admin => pb::Role::Admin,
+        }
+    }
+}
+
+/// A role from the wire.
+pub(crate) fn role(value: i32) -> Result<Role, ApiError> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Minter) => Ok(Role::Minter),
+        Ok(pb::Role::Operator) => Ok(Role::Operator),
+        Ok(pb::Role::Edge) => Ok(Role::Edge),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        _ => Err(ApiError::InvalidArgument("role must be MINTER, OPERATOR, EDGE or ADMIN".into())),
+    }
+}
+
+/// Public facts about a stored API key.
+pub(crate) fn api_key_info(k: &ApiKey) -> pb::ApiKeyInfo {
+    pb::ApiKeyInfo {
+        name: k.name.clone(),
+        role: pb::Role::from(k.role).into(),
+        created_at: k.created_at,
+        created_by: k.created_by.clone(),
+    }
+}

@@ -1,0 +1,74 @@
+//! The API's errors and their mapping to gRPC status codes, in one place.
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+/// Why a request failed. Every message tells the caller what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field is malformed or violates a policy. → `INVALID_ARGUMENT`
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is fine but the system is not in a state that allows it. → `FAILED_PRECONDITION`
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The named thing does not exist. → `NOT_FOUND`
+    #[error("{0}")]
+    NotFound(String),
+    /// The named thing exists already. → `ALREADY_EXISTS`
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No valid API key. → `UNAUTHENTICATED`
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The API key's role may not call this RPC. → `PERMISSION_DENIED`
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Not implemented yet. → `UNIMPLEMENTED`
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The storage backend failed; details are logged, not returned. → `ABORTED` on
+    /// a write conflict, `INTERNAL` otherwise.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A local failure (e.g. the OS random source). → `INTERNAL`
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Prefixes the message with where the problem is, e.g. `requests[3]`.
+    pub fn context(self, at: &str) -> ApiError {
+        match self {
+            ApiError::InvalidArgument(m) => ApiError::InvalidArgument(format!("{at}: {m}")),
+            ApiError::FailedPrecondition(m) => ApiError::FailedPrecondition(format!("{at}: {m}")),
+            ApiError::NotFound(m) => ApiError::NotFound(format!("{at}: {m}")),
+            other => other,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let (code, message) = match e {
+            ApiError::InvalidArgument(m) => (Code::InvalidArgument, m),
+            ApiError::FailedPrecondition(m) => (Code::FailedPrecondition, m),
+            ApiError::NotFound(m) => (Code::NotFound, m),
+            ApiError::AlreadyExists(m) => (Code::AlreadyExists, m),
+            ApiError::Unauthenticated(m) => (Code::Unauthenticated, m),
+            ApiError::PermissionDenied(m) => (Code::PermissionDenied, m),
+            ApiError::Unimplemented(m) => (Code::Unimplemented, m),
+            ApiError::Store(StoreError::Conflict(m)) => (Code::Aborted, format!("{m}; retry the request")),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store.failed");
+                (Code::Internal, "storage backend failed; see the control plane's log".into())
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal");
+                (Code::Internal, m)
+            }
+        };
+        Status::new(code, message)
+    }
+}

@@ -1,0 +1,333 @@
+//! The control plane's domain types, independent of protobuf and of the
+//! storage backend. `convert` maps them to and from `stile.v1` messages.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use stile_token::{KEY_LEN, KeyId, SecretKey};
+
+use crate::auth::Role;
+
+/// Publication state of an asset; minting requires [`AssetState::Published`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetState {
+    /// Created, content not ready.
+    Draft,
+    /// Content ready, not released.
+    Ready,
+    /// Released: links can be minted.
+    Published,
+    /// Withdrawn for good (terminal).
+    Archived,
+}
+
+impl AssetState {
+    /// Whether an asset may move from `self` to `to`: forward along
+    /// Draft → Ready → Published, one step back (Ready → Draft, Published →
+    /// Ready: unpublish), and from any live state to Archived, which is final.
+    pub fn can_move_to(self, to: AssetState) -> bool {
+        use AssetState::*;
+        matches!(
+            (self, to),
+            (Draft, Ready)
+                | (Ready, Draft)
+                | (Ready, Published)
+                | (Published, Ready)
+                | (Draft | Ready | Published, Archived)
+        )
+    }
+
+    /// The upper-case name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            AssetState::Draft => "DRAFT",
+            AssetState::Ready => "READY",
+            AssetState::Published => "PUBLISHED",
+            AssetState::Archived => "ARCHIVED",
+        }
+    }
+}
+
+/// A path prefix on the origin with a publication state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    /// Id, `[a-z0-9._-]{1,64}`.
+    pub id: String,
+    /// Canonical path prefix ending in `/`.
+    pub path: String,
+    /// Entry manifest relative to `path`; may be empty.
+    pub entry: String,
+    /// Publication state.
+    pub state: AssetState,
+    /// Incremented by every change; starts at 1.
+    pub revision: u64,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Last change, Unix seconds.
+    pub updated_at: u64,
+    /// Actor of the last change.
+    pub updated_by: String,
+}
+
+/// State of a signing key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Being distributed to edges; verifies, does not mint yet.
+    Pending,
+    /// The minting key.
+    Active,
+    /// Superseded; still verifies.
+    VerifyOnly,
+    /// Verifies nothing; its links are revoked.
+    Retired,
+}
+
+/// A signing key with its secret. The secret never leaves the process except
+/// to the storage backend and (with issue 4) to edges over the sync stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// Key id.
+    pub id: KeyId,
+    /// State.
+    pub state: KeyState,
+    /// The HMAC secret; `Debug` redacts it.
+    #[serde(with = "secret_hex")]
+    pub secret: SecretKey,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Activation time, Unix seconds.
+    pub activated_at: Option<u64>,
+    /// Retirement time, Unix seconds.
+    pub retired_at: Option<u64>,
+}
+
+/// What a revocation matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// One token id (its `u64` form).
+    Token {
+        /// The token id.
+        token_id: u64,
+    },
+    /// A subject's tokens issued before a time.
+    Subject {
+        /// The subject.
+        subject: String,
+        /// Unix seconds; tokens issued strictly before are revoked.
+        issued_before: u64,
+    },
+    /// Tokens whose scope lies under a prefix, issued before a time.
+    PathPrefix {
+        /// Canonical prefix ending in `/`.
+        prefix: String,
+        /// Unix seconds; tokens issued strictly before are revoked.
+        issued_before: u64,
+        /// Also purge edge caches under the prefix.
+        purge: bool,
+    },
+    /// Every token of a key.
+    Key {
+        /// The key id.
+        key_id: KeyId,
+    },
+}
+
+impl fmt::Display for Target {
+    /// The audit-log form: `token:…`, `subject:…`, `path:…`, `key:…`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Token { token_id } => write!(f, "token:{token_id:016x}"),
+            Target::Subject { subject, .. } => write!(f, "subject:{subject}"),
+            Target::PathPrefix { prefix, .. } => write!(f, "path:{prefix}"),
+            Target::Key { key_id } => write!(f, "key:{key_id}"),
+        }
+    }
+}
+
+/// A revocation as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Log version that recorded it; set by the store on append.
+    pub version: u64,
+    /// What it matches.
+    pub target: Target,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub actor: String,
+    /// When recorded, Unix seconds.
+    pub created_at: u64,
+    /// When it can be dropped, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// What a change log entry records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A revocation (also key retirements and purges).
+    Revocation(Revocation),
+    /// A signing key changed state (no secret here).
+    Key {
+        /// Key id.
+        key_id: KeyId,
+        /// New state.
+        state: KeyState,
+    },
+}
+
+/// One change log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Monotonic version, from 1, without gaps.
+    pub version: u64,
+    /// When, Unix seconds.
+    pub at: u64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub kind: ChangeKind,
+}
+
+/// What an audit event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// One link.
+    Mint,
+    /// A batch of links.
+    MintBatch,
+    /// A revocation.
+    Revoke,
+    /// A key rotation.
+    KeyRotate,
+    /// A key retirement.
+    KeyRetire,
+    /// Asset created or updated.
+    AssetPut,
+    /// Asset state change.
+    AssetState,
+    /// API key created.
+    ApiKeyCreate,
+    /// API key deleted.
+    ApiKeyDelete,
+}
+
+/// One audit event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Sequence number; set by the store.
+    pub seq: u64,
+    /// When, Unix seconds.
+    pub at: u64,
+    /// Who (API key name, or `system`).
+    pub actor: String,
+    /// What.
+    pub action: AuditAction,
+    /// On what, e.g. `asset:abc`.
+    pub target: String,
+    /// Share channel of minted links, if one.
+    pub channel: String,
+    /// Number of links, or 1.
+    pub count: u32,
+    /// Free-form detail (reason, transition).
+    pub detail: String,
+}
+
+impl AuditEvent {
+    /// An event with count 1 and no channel; the store assigns `seq`.
+    pub fn new(at: u64, actor: &str, action: AuditAction, target: String, detail: String) -> AuditEvent {
+        AuditEvent { seq: 0, at, actor: actor.to_owned(), action, target, channel: String::new(), count: 1, detail }
+    }
+}
+
+/// A stored API key: its hash, never the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// SHA-256 of the key string.
+    #[serde(with = "hex_32")]
+    pub sha256: [u8; 32],
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Creator's name.
+    pub created_by: String,
+}
+
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use stile_token::SecretKey;
+
+    pub(super) fn serialize<S: Serializer>(key: &SecretKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(key.expose()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretKey, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = hex::decode(text).map_err(serde::de::Error::custom)?;
+        SecretKey::from_slice(&bytes).ok_or_else(|| serde::de::Error::custom("signing key must be 32 bytes"))
+    }
+}
+
+mod hex_32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(String::deserialize(d)?, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// Length check kept beside the serde helpers: secrets are exactly this long.
+const _: () = assert!(KEY_LEN == 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asset_transitions() {
+        use AssetState::*;
+        let all = [Draft, Ready, Published, Archived];
+        let allowed: Vec<_> =
+            all.iter().flat_map(|&a| all.iter().map(move |&b| (a, b))).filter(|(a, b)| a.can_move_to(*b)).collect();
+        assert_eq!(
+            allowed,
+            vec![
+                (Draft, Ready),
+                (Draft, Archived),
+                (Ready, Draft),
+                (Ready, Published),
+                (Ready, Archived),
+                (Published, Ready),
+                (Published, Archived)
+            ]
+        );
+    }
+
+    #[test]
+    fn signing_key_round_trips_and_debug_redacts() {
+        let key = SigningKey {
+            id: 3,
+            state: KeyState::Active,
+            secret: SecretKey::from_bytes([0xab; KEY_LEN]),
+            created_at: 1,
+            activated_at: Some(2),
+            retired_at: None,
+        };
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(serde_json::from_str::<SigningKey>(&json).unwrap(), key);
+        assert!(!format!("{key:?}").contains("ab, ab") && !format!("{key:?}").contains("abab"));
+    }
+}

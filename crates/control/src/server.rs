@@ -1,0 +1,163 @@
+//! Assembling and running the gRPC server: the `stile.v1` services plus the
+//! standard health and reflection services, a periodic prune task, and
+//! graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stile_proto::v1::api_key_service_server::ApiKeyServiceServer;
+use stile_proto::v1::asset_service_server::AssetServiceServer;
+use stile_proto::v1::audit_service_server::AuditServiceServer;
+use stile_proto::v1::edge_service_server::EdgeServiceServer;
+use stile_proto::v1::key_service_server::KeyServiceServer;
+use stile_proto::v1::link_service_server::LinkServiceServer;
+use stile_proto::v1::revocation_service_server::RevocationServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::service::{ApiKeys, Assets, Audit, Edges, Keys, Links, Revocations, Shared};
+use crate::store::{RedbStore, Retention, Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The storage backend could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// Start-up work (initial signing key) failed.
+    #[error("start-up: {0}")]
+    Startup(ApiError),
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The gRPC transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Opens the configured store with the system clock and serves on `listener`
+/// until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    ControlPlane::open(config, Arc::new(SystemClock)).await?.serve(listener, shutdown).await
+}
+
+/// A control plane ready to serve: store open, signing key in place.
+#[derive(Debug)]
+pub struct ControlPlane {
+    shared: Arc<Shared>,
+}
+
+impl ControlPlane {
+    /// Opens the configured store (redb at `store.path`).
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<ControlPlane, ServeError> {
+        let path = config.store.path.clone();
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task: {e}")))??;
+        ControlPlane::with_store(config, Arc::new(store), clock).await
+    }
+
+    /// Uses an already open store; creates the first signing key if none is active.
+    pub async fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ControlPlane, ServeError> {
+        let shared = Arc::new(Shared::new(Arc::new(config), store, clock));
+        shared.ensure_signing_key().await.map_err(ServeError::Startup)?;
+        Ok(ControlPlane { shared })
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight calls finish and
+    /// makes buffered audit events durable.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let s = &self.shared;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<LinkServiceServer<Links>>().await;
+        health.set_serving::<RevocationServiceServer<Revocations>>().await;
+        health.set_serving::<KeyServiceServer<Keys>>().await;
+        health.set_serving::<AssetServiceServer<Assets>>().await;
+        health.set_serving::<EdgeServiceServer<Edges>>().await;
+        health.set_serving::<AuditServiceServer<Audit>>().await;
+        health.set_serving::<ApiKeyServiceServer<ApiKeys>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(stile_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(stile_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+        let pruner = tokio::spawn(prune_loop(Arc::clone(s)));
+        let addr = listener.local_addr().ok();
+        tracing::info!(listen = ?addr, "control.serving");
+        // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(LinkServiceServer::new(Links(Arc::clone(s))))
+            .add_service(RevocationServiceServer::new(Revocations(Arc::clone(s))))
+            .add_service(KeyServiceServer::new(Keys(Arc::clone(s))))
+            .add_service(AssetServiceServer::new(Assets(Arc::clone(s))))
+            .add_service(EdgeServiceServer::new(Edges(Arc::clone(s))))
+            .add_service(AuditServiceServer::new(Audit(Arc::clone(s))))
+            .add_service(ApiKeyServiceServer::new(ApiKeys(Arc::clone(s))))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        pruner.abort();
+        // Wait for the task to drop its handle on the store, so the file can be reopened.
+        let _ = pruner.await;
+        // A final durable commit flushes buffered (non-durable) mint audit events.
+        if let Err(e) = prune_once(s).await {
+            tracing::warn!(error = %e, "control.final_prune");
+        }
+        tracing::info!("control.stopped");
+        Ok(result?)
+    }
+}
+
+async fn prune_loop(s: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(s.config.revocations.prune_interval_secs));
+    loop {
+        tick.tick().await;
+        if let Err(e) = prune_once(&s).await {
+            tracing::warn!(error = %e, "prune.failed");
+        }
+    }
+}
+
+async fn prune_once(s: &Shared) -> Result<(), StoreError> {
+    let c = &s.config;
+    let retention = Retention {
+        log_entries: c.revocations.log_retention,
+        audit_events: c.audit.max_events,
+        audit_max_age_secs: c.audit.max_age_secs,
+    };
+    let pruned = s.store.prune(s.now(), retention).await?;
+    if pruned != Default::default() {
+        tracing::info!(
+            revocations = pruned.revocations,
+            log_entries = pruned.log_entries,
+            audit_events = pruned.audit_events,
+            "prune"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `ApiKeyService` (admin only): Create, List, Delete.
+
+use std::sync::Arc;
+
+use stile_proto::v1 as pb;
+use stile_proto::v1::api_key_service_server::ApiKeyService;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::auth::{Rpc, generate_api_key, valid_name};
+use crate::convert::{api_key_info, role};
+use crate::error::ApiError;
+use crate::model::{ApiKey, AuditAction, AuditEvent};
+use crate::store::{Batch, StoreError, Write};
+
+/// The API key service.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiKeys(pub(crate) Arc<Shared>);
+
+#[tonic::async_trait]
+impl ApiKeyService for ApiKeys {
+    async fn create(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let s = &self.0;
+        let caller = s.auth.check(&request, Rpc::CreateApiKey).await?;
+        let req = request.into_inner();
+        if !valid_name(&req.name) {
+            return Err(ApiError::InvalidArgument(format!(
+                "name {:?} must be 1 to 64 characters of [a-z0-9._-]",
+                req.name
+            ))
+            .into());
+        }
+        let role = role(req.role)?;
+        if s.auth.configured().any(|c| c.name == req.name) {
+            return Err(
+                ApiError::AlreadyExists(format!("API key name {:?} is defined in the config file", req.name)).into()
+            );
+        }
+        let (key, sha256) = generate_api_key()?;
+        let now = s.now();
+        let record = ApiKey { name: req.name, role, sha256, created_at: now, created_by: caller.name.clone() };
+        let audit = vec![AuditEvent::new(
+            now,
+            &caller.name,
+            AuditAction::ApiKeyCreate,
+            format!("api_key:{}", record.name),
+            role.name().into(),
+        )];
+        s.store.commit(Batch { writes: vec![Write::PutApiKey(record.clone())], audit }).await.map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::AlreadyExists(m),
+            other => ApiError::Store(other),
+        })?;
+        tracing::info!(caller = %caller.name, api_key = %record.name, role = %role, "api_keys.create");
+        Ok(Response::new(pb::CreateApiKeyResponse { info: Some(api_key_info(&record)), key }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let s = &self.0;
+        s.auth.check(&request, Rpc::ListApiKeys).await?;
+        let stored = s.store.api_keys().await.map_err(ApiError::from)?;
+        let mut keys: Vec<pb::ApiKeyInfo> = stored.iter().map(api_key_info).collect();
+        keys.extend(s.auth.configured().map(|c| pb::ApiKeyInfo {
+            name: c.name.clone(),
+            role: pb::Role::from(c.role).into(),
+            created_at: 0,
+            created_by: "config".into(),
+        }));
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListApiKeysResponse { keys }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        let s = &self.0;
+        let caller = s.auth.check(&request, Rpc::DeleteApiKey).await?;
+        let name = request.into_inner().name;
+        if s.auth.configured().any(|c| c.name == name) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "API key {name:?} is defined in the config file; remove it there"
+            ))
+            .into());
+        }
+        let now = s.now();
+        let audit = vec![AuditEvent::new(
+            now,
+            &caller.name,
+            AuditAction::ApiKeyDelete,
+            format!("api_key:{name}"),
+            String::new(),
+        )];
+        s.store.commit(Batch { writes: vec![Write::DeleteApiKey { name: name.clone() }], audit }).await.map_err(
+            |e| match e {
+                StoreError::Conflict(_) => ApiError::NotFound(format!("API key {name:?} does not exist")),
+                other => ApiError::Store(other),
+            },
+        )?;
+        tracing::info!(caller = %caller.name, api_key = %name, "api_keys.delete");
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+}

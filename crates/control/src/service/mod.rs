@@ -1,0 +1,125 @@
+//! The gRPC services. Each handler authenticates and checks the caller's role
+//! first ([`crate::auth`]), validates, commits one batch, then answers; errors
+//! become statuses in [`crate::error`].
+
+mod api_keys;
+mod assets;
+mod audit;
+mod edges;
+mod keys;
+mod links;
+mod revocations;
+
+use std::sync::{Arc, RwLock};
+
+use stile_token::{KeyId, KeyRing};
+
+pub(crate) use self::api_keys::ApiKeys;
+pub(crate) use self::assets::Assets;
+pub(crate) use self::audit::Audit;
+pub(crate) use self::edges::Edges;
+pub(crate) use self::keys::Keys;
+pub(crate) use self::links::Links;
+pub(crate) use self::revocations::Revocations;
+use crate::auth::Authenticator;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::model::KeyState;
+use crate::store::Store;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) auth: Authenticator,
+    /// The verifying keys and the minting key, as last loaded from the store.
+    keys: RwLock<KeyCache>,
+    /// Serialises key changes made through this process. Across replicas the
+    /// store's create-only key writes catch races (ABORTED).
+    key_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct KeyCache {
+    ring: KeyRing,
+    active: Option<KeyId>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Arc<Config>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Shared {
+        let auth = Authenticator::new(&config.auth.keys, Arc::clone(&store));
+        Shared {
+            config,
+            store,
+            clock,
+            auth,
+            keys: RwLock::new(KeyCache::default()),
+            key_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Now, Unix seconds.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
+    /// Reloads the key cache from the store.
+    pub(crate) async fn reload_keys(&self) -> Result<(), ApiError> {
+        let keys = self.store.signing_keys().await?;
+        let mut cache = KeyCache::default();
+        for k in keys.iter().filter(|k| k.state != KeyState::Retired) {
+            cache.ring.insert(k.id, &k.secret);
+            if k.state == KeyState::Active {
+                cache.active = Some(k.id);
+            }
+        }
+        if let Some(id) = cache.active {
+            cache.ring.set_active(id);
+        }
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = cache;
+        Ok(())
+    }
+
+    /// Runs `f` with the key ring and the active key id.
+    pub(crate) fn with_active_key<T>(
+        &self,
+        f: impl FnOnce(KeyId, &KeyRing) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let cache = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let id = cache.active.ok_or_else(|| {
+            ApiError::FailedPrecondition("no active signing key; rotate one in (KeyService.Rotate)".into())
+        })?;
+        f(id, &cache.ring)
+    }
+
+    /// Makes sure a signing key is active (first start of an empty store).
+    pub(crate) async fn ensure_signing_key(&self) -> Result<(), ApiError> {
+        self.reload_keys().await?;
+        if self.with_active_key(|id, _| Ok(id)).is_err() {
+            let (key, version) = keys::rotate(self, "system", "initial key").await?;
+            tracing::info!(key.id = key.id, version, "keys.initial");
+        }
+        Ok(())
+    }
+}
+
+/// Page size from a request's `limit`: 0 means 100, capped at 1000.
+pub(crate) fn page_limit(limit: u32) -> usize {
+    match limit {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
+/// Checks a free-text reason: `1..=200` characters when required, else `0..=200`.
+pub(crate) fn check_reason(reason: &str, required: bool) -> Result<(), ApiError> {
+    let len = reason.chars().count();
+    if (required && len == 0) || len > 200 {
+        let what = if required { "1 to 200" } else { "at most 200" };
+        return Err(ApiError::InvalidArgument(format!("reason must be {what} characters, got {len}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! `RevocationService`: Revoke (durable before it answers), List, Status.
+
+use std::sync::Arc;
+
+use stile_proto::v1 as pb;
+use stile_proto::v1::revocation_service_server::RevocationService;
+use stile_token::{TokenId, canonicalize_path};
+use tonic::{Request, Response, Status};
+
+use super::{Shared, check_reason, keys, page_limit};
+use crate::auth::Rpc;
+use crate::error::ApiError;
+use crate::model::{AuditAction, AuditEvent, ChangeKind, Revocation, Target};
+use crate::store::{Batch, Write};
+
+/// The revocation service.
+#[derive(Clone, Debug)]
+pub(crate) struct Revocations(pub(crate) Arc<Shared>);
+
+#[tonic::async_trait]
+impl RevocationService for Revocations {
+    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
+        let s = &self.0;
+        let caller = s.auth.check(&request, Rpc::Revoke).await?;
+        let req = request.into_inner();
+        check_reason(&req.reason, true)?;
+        let now = s.now();
+        let target = target(req.target, now)?;
+        let revocation = if let Target::Key { key_id } = target {
+            keys::retire(s, &caller.name, key_id, &req.reason).await?.1
+        } else {
+            let base = match &target {
+                Target::Subject { issued_before, .. } | Target::PathPrefix { issued_before, .. } => *issued_before,
+                Target::Token { .. } | Target::Key { .. } => now,
+            };
+            let revocation = Revocation {
+                version: 0,
+                target: target.clone(),
+                reason: req.reason.clone(),
+                actor: caller.name.clone(),
+                created_at: now,
+                expires_at: base + s.config.max_ttl_secs() + s.config.revocations.expiry_margin_secs,
+            };
+            let audit = vec![AuditEvent::new(now, &caller.name, AuditAction::Revoke, target.to_string(), req.reason)];
+            let writes =
+                vec![Write::Append { at: now, actor: caller.name.clone(), kind: ChangeKind::Revocation(revocation) }];
+            let committed = s.store.commit(Batch { writes, audit }).await.map_err(ApiError::from)?;
+            match committed.changes.into_iter().next().map(|c| c.kind) {
+                Some(ChangeKind::Revocation(r)) => r,
+                _ => return Err(ApiError::Internal("store did not return the revocation".into()).into()),
+            }
+        };
+        let version = revocation.version;
+        tracing::info!(caller = %caller.name, target = %revocation.target, version, "revoke");
+        Ok(Response::new(pb::RevokeResponse { revocation: Some(revocation.into()), version }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        self.0.auth.check(&request, Rpc::ListRevocations).await?;
+        let req = request.into_inner();
+        let now = self.0.now();
+        let found = self.0.store.revocations(req.after_version, page_limit(req.limit)).await.map_err(ApiError::from)?;
+        // Pruning runs periodically; hide what has expired since.
+        let revocations = found.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect();
+        Ok(Response::new(pb::ListRevocationsResponse { revocations }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::RevocationStatusRequest>,
+    ) -> Result<Response<pb::RevocationStatusResponse>, Status> {
+        self.0.auth.check(&request, Rpc::RevocationStatus).await?;
+        let asked = request.into_inner().version;
+        let current = self.0.store.version().await.map_err(ApiError::from)?;
+        let version = if asked == 0 { current } else { asked };
+        // Issue 4 fills `edges` from the sync sessions' ACKs.
+        Ok(Response::new(pb::RevocationStatusResponse {
+            current_version: current,
+            version,
+            committed: version <= current,
+            edges: Vec::new(),
+        }))
+    }
+}
+
+/// Validates a request's target; times default to `now` and may not be later.
+fn target(target: Option<pb::RevocationTarget>, now: u64) -> Result<Target, ApiError> {
+    use pb::revocation_target::Target as T;
+    let invalid = ApiError::InvalidArgument;
+    let issued_before = |t: u64| match t {
+        0 => Ok(now),
+        t if t <= now => Ok(t),
+        t => Err(invalid(format!("issued_before {t} is in the future (now {now}); revocations cover issued links"))),
+    };
+    match target.and_then(|t| t.target) {
+        None => Err(invalid("target is required: token_id, subject, path_prefix or key_id".into())),
+        Some(T::TokenId(hex)) => {
+            let id = TokenId::from_hex(&hex)
+                .ok_or_else(|| invalid(format!("token_id {hex:?} must be 16 hex digits (Link.token_id)")))?;
+            Ok(Target::Token { token_id: id.as_u64() })
+        }
+        Some(T::Subject(t)) => {
+            let ok = (1..=stile_token::MAX_SUBJECT_LEN).contains(&t.subject.len())
+                && t.subject.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if !ok {
+                return Err(invalid("subject must be 1 to 64 visible ASCII characters".into()));
+            }
+            Ok(Target::Subject { subject: t.subject, issued_before: issued_before(t.issued_before)? })
+        }
+        Some(T::PathPrefix(t)) => {
+            let prefix = canonicalize_path(t.prefix.as_bytes())
+                .map_err(|e| invalid(format!("path_prefix {:?}: {e}", t.prefix)))?
+                .into_owned();
+            if !prefix.ends_with('/') {
+                return Err(invalid(format!(
+                    "path_prefix {prefix:?} must end with '/' so it matches whole path segments"
+                )));
+            }
+            Ok(Target::PathPrefix { prefix, issued_before: issued_before(t.issued_before)?, purge: t.purge })
+        }
+        Some(T::KeyId(key_id)) => Ok(Target::Key { key_id }),
+    }
+}

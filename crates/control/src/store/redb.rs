@@ -1,0 +1,414 @@
+//! The embedded backend: one redb file. Each [`Store::commit`] is one write
+//! transaction committed with `Durability::Immediate` (fsync) before it
+//! returns; mint audit events use non-durable commits that the next durable
+//! commit (at the latest the periodic prune) makes durable. Values are JSON.
+//! redb calls block, so they run on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreError, StoreFuture,
+    Write,
+};
+use crate::model::{ApiKey, Asset, AuditEvent, Change, ChangeKind, KeyState, Revocation, SigningKey};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
+const API_KEY_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key_names");
+const SIGNING_KEYS: TableDefinition<u32, &[u8]> = TableDefinition::new("signing_keys");
+const ASSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("assets");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const REVOCATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("revocations");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Newest change log version.
+const META_VERSION: &str = "log.version";
+/// Last audit sequence number handed out.
+const META_AUDIT_SEQ: &str = "audit.seq";
+
+/// The redb backend.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file and its tables. The file is made
+    /// readable by its owner only, since it holds signing keys.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let db = Database::create(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+        restrict_permissions(path)?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(META).map_err(backend)?;
+            txn.open_table(API_KEYS).map_err(backend)?;
+            txn.open_table(API_KEY_NAMES).map_err(backend)?;
+            txn.open_table(SIGNING_KEYS).map_err(backend)?;
+            txn.open_table(ASSETS).map_err(backend)?;
+            txn.open_table(LOG).map_err(backend)?;
+            txn.open_table(REVOCATIONS).map_err(backend)?;
+            txn.open_table(AUDIT).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    fn blocking<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| backend(format!("store task: {e}")))?
+        })
+    }
+}
+
+impl Store for RedbStore {
+    fn commit(&self, batch: Batch) -> StoreFuture<'_, Committed> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let committed = apply(&txn, batch)?;
+            // Dropping `txn` without committing on error aborts it: nothing written.
+            txn.commit().map_err(backend)?;
+            Ok(committed)
+        })
+    }
+
+    fn record_audit(&self, events: Vec<AuditEvent>) -> StoreFuture<'_, ()> {
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(Durability::None).map_err(backend)?;
+            append_audit(&txn, events)?;
+            txn.commit().map_err(backend)
+        })
+    }
+
+    fn api_key(&self, sha256: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(API_KEYS).map_err(backend)?;
+            let value = table.get(sha256.as_slice()).map_err(backend)?;
+            value.map(|v| decode("api_keys", v.value())).transpose()
+        })
+    }
+
+    fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let mut keys: Vec<ApiKey> = values(&txn.open_table(API_KEYS).map_err(backend)?, "api_keys")?;
+            keys.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(keys)
+        })
+    }
+
+    fn signing_keys(&self) -> StoreFuture<'_, Vec<SigningKey>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            values(&txn.open_table(SIGNING_KEYS).map_err(backend)?, "signing_keys")
+        })
+    }
+
+    fn asset(&self, id: String) -> StoreFuture<'_, Option<Asset>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(ASSETS).map_err(backend)?;
+            let value = table.get(id.as_str()).map_err(backend)?;
+            value.map(|v| decode("assets", v.value())).transpose()
+        })
+    }
+
+    fn assets(&self, query: AssetQuery) -> StoreFuture<'_, Vec<Asset>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(ASSETS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.range::<&str>(query.after_id.as_str()..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                if k.value() == query.after_id {
+                    continue;
+                }
+                let asset: Asset = decode("assets", v.value())?;
+                if query.state.is_none_or(|s| s == asset.state) {
+                    out.push(asset);
+                    if out.len() >= query.limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn version(&self) -> StoreFuture<'_, u64> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            meta(&txn.open_table(META).map_err(backend)?, META_VERSION)
+        })
+    }
+
+    fn log_since(&self, version: u64, limit: usize) -> StoreFuture<'_, LogRead> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let current = meta(&txn.open_table(META).map_err(backend)?, META_VERSION)?;
+            if version > current {
+                return Ok(LogRead::Ahead { current });
+            }
+            let log = txn.open_table(LOG).map_err(backend)?;
+            let oldest = log.first().map_err(backend)?.map_or(current + 1, |(k, _)| k.value());
+            if version + 1 < oldest {
+                return Ok(LogRead::Compacted { oldest });
+            }
+            let mut out = Vec::new();
+            for entry in log.range(version + 1..).map_err(backend)?.take(limit) {
+                out.push(decode("log", entry.map_err(backend)?.1.value())?);
+            }
+            Ok(LogRead::Changes(out))
+        })
+    }
+
+    fn snapshot(&self) -> StoreFuture<'_, super::Snapshot> {
+        self.blocking(|db| {
+            // One read transaction: keys, revocations and version agree.
+            let txn = db.begin_read().map_err(backend)?;
+            let version = meta(&txn.open_table(META).map_err(backend)?, META_VERSION)?;
+            let keys: Vec<SigningKey> = values(&txn.open_table(SIGNING_KEYS).map_err(backend)?, "signing_keys")?;
+            let revocations = values(&txn.open_table(REVOCATIONS).map_err(backend)?, "revocations")?;
+            Ok(Snapshot {
+                version,
+                keys: keys.into_iter().filter(|k| k.state != KeyState::Retired).collect(),
+                revocations,
+            })
+        })
+    }
+
+    fn revocations(&self, after_version: u64, limit: usize) -> StoreFuture<'_, Vec<Revocation>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(REVOCATIONS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.range(after_version.saturating_add(1)..).map_err(backend)?.take(limit) {
+                out.push(decode("revocations", entry.map_err(backend)?.1.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn audit(&self, q: AuditQuery) -> StoreFuture<'_, Vec<AuditEvent>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(AUDIT).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.range(..q.before_seq.unwrap_or(u64::MAX)).map_err(backend)?.rev() {
+                let event: AuditEvent = decode("audit", entry.map_err(backend)?.1.value())?;
+                // Events are appended in time order, so the scan can stop early.
+                if event.at < q.since {
+                    break;
+                }
+                let matches = q.until.is_none_or(|u| event.at < u)
+                    && q.actor.as_ref().is_none_or(|a| *a == event.actor)
+                    && q.action.is_none_or(|a| a == event.action)
+                    && q.channel.as_ref().is_none_or(|c| *c == event.channel);
+                if matches {
+                    out.push(event);
+                    if out.len() >= q.limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let mut pruned = Pruned::default();
+            {
+                let mut revocations = txn.open_table(REVOCATIONS).map_err(backend)?;
+                let mut corrupt = None;
+                revocations
+                    .retain(|_, v| match serde_json::from_slice::<Revocation>(v) {
+                        Ok(r) if r.expires_at <= now => {
+                            pruned.revocations += 1;
+                            false
+                        }
+                        Ok(_) => true,
+                        Err(e) => {
+                            corrupt = Some(e.to_string());
+                            true
+                        }
+                    })
+                    .map_err(backend)?;
+                if let Some(message) = corrupt {
+                    return Err(StoreError::Corrupt { table: "revocations", message });
+                }
+
+                let mut log = txn.open_table(LOG).map_err(backend)?;
+                let len = log.len().map_err(backend)?;
+                let mut excess = len.saturating_sub(retention.log_entries);
+                while excess > 0 && log.pop_first().map_err(backend)?.is_some() {
+                    excess -= 1;
+                    pruned.log_entries += 1;
+                }
+
+                let mut audit = txn.open_table(AUDIT).map_err(backend)?;
+                let min_at = now.saturating_sub(retention.audit_max_age_secs);
+                let mut excess = audit.len().map_err(backend)?.saturating_sub(retention.audit_events);
+                loop {
+                    let Some((_, v)) = audit.first().map_err(backend)? else { break };
+                    let event: AuditEvent = decode("audit", v.value())?;
+                    if excess == 0 && event.at >= min_at {
+                        break;
+                    }
+                    drop(v);
+                    audit.pop_first().map_err(backend)?;
+                    excess = excess.saturating_sub(1);
+                    pruned.audit_events += 1;
+                }
+            }
+            txn.commit().map_err(backend)?;
+            Ok(pruned)
+        })
+    }
+}
+
+/// Applies a batch inside a write transaction; any error aborts it.
+fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreError> {
+    let mut committed = Committed::default();
+    {
+        let mut meta_t = txn.open_table(META).map_err(backend)?;
+        let mut version = meta(&meta_t, META_VERSION)?;
+        for write in batch.writes {
+            match write {
+                Write::PutAsset { asset, expected_revision } => {
+                    let mut t = txn.open_table(ASSETS).map_err(backend)?;
+                    let current = match t.get(asset.id.as_str()).map_err(backend)? {
+                        Some(v) => decode::<Asset>("assets", v.value())?.revision,
+                        None => 0,
+                    };
+                    if current != expected_revision {
+                        return Err(StoreError::Conflict(format!(
+                            "asset {:?} changed concurrently (revision {current}, expected {expected_revision})",
+                            asset.id
+                        )));
+                    }
+                    t.insert(asset.id.as_str(), encode(&asset)?.as_slice()).map_err(backend)?;
+                }
+                Write::PutKey { key, create } => {
+                    let mut t = txn.open_table(SIGNING_KEYS).map_err(backend)?;
+                    let exists = t.get(key.id).map_err(backend)?.is_some();
+                    if create && exists {
+                        return Err(StoreError::Conflict(format!("signing key {} already exists", key.id)));
+                    }
+                    if !create && !exists {
+                        return Err(StoreError::Conflict(format!("signing key {} does not exist", key.id)));
+                    }
+                    t.insert(key.id, encode(&key)?.as_slice()).map_err(backend)?;
+                }
+                Write::Append { at, actor, mut kind } => {
+                    version += 1;
+                    if let ChangeKind::Revocation(r) = &mut kind {
+                        r.version = version;
+                        let mut t = txn.open_table(REVOCATIONS).map_err(backend)?;
+                        t.insert(version, encode(r)?.as_slice()).map_err(backend)?;
+                    }
+                    let change = Change { version, at, actor, kind };
+                    let mut t = txn.open_table(LOG).map_err(backend)?;
+                    t.insert(version, encode(&change)?.as_slice()).map_err(backend)?;
+                    committed.changes.push(change);
+                }
+                Write::PutApiKey(key) => {
+                    let mut names = txn.open_table(API_KEY_NAMES).map_err(backend)?;
+                    let mut keys = txn.open_table(API_KEYS).map_err(backend)?;
+                    if names.get(key.name.as_str()).map_err(backend)?.is_some() {
+                        return Err(StoreError::Conflict(format!("API key name {:?} is taken", key.name)));
+                    }
+                    if keys.get(key.sha256.as_slice()).map_err(backend)?.is_some() {
+                        return Err(StoreError::Conflict("API key hash collision".into()));
+                    }
+                    names.insert(key.name.as_str(), key.sha256.as_slice()).map_err(backend)?;
+                    keys.insert(key.sha256.as_slice(), encode(&key)?.as_slice()).map_err(backend)?;
+                }
+                Write::DeleteApiKey { name } => {
+                    let mut names = txn.open_table(API_KEY_NAMES).map_err(backend)?;
+                    let hash = names.remove(name.as_str()).map_err(backend)?.map(|v| v.value().to_vec());
+                    let Some(hash) = hash else {
+                        return Err(StoreError::Conflict(format!("API key {name:?} does not exist")));
+                    };
+                    txn.open_table(API_KEYS).map_err(backend)?.remove(hash.as_slice()).map_err(backend)?;
+                }
+            }
+        }
+        meta_t.insert(META_VERSION, version).map_err(backend)?;
+    }
+    append_audit(txn, batch.audit)?;
+    Ok(committed)
+}
+
+fn append_audit(txn: &redb::WriteTransaction, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut meta_t = txn.open_table(META).map_err(backend)?;
+    let mut audit = txn.open_table(AUDIT).map_err(backend)?;
+    let mut seq = meta(&meta_t, META_AUDIT_SEQ)?;
+    for mut event in events {
+        seq += 1;
+        event.seq = seq;
+        audit.insert(seq, encode(&event)?.as_slice()).map_err(backend)?;
+    }
+    meta_t.insert(META_AUDIT_SEQ, seq).map_err(backend)?;
+    Ok(())
+}
+
+fn meta(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(table.get(key).map_err(backend)?.map_or(0, |v| v.value()))
+}
+
+fn values<K: redb::Key + 'static, T: DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(backend)? {
+        out.push(decode(name, entry.map_err(backend)?.1.value())?);
+    }
+    Ok(out)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, message: e.to_string() })
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| backend(format!("chmod 600 {}: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
