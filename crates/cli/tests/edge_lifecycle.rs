@@ -184,3 +184,35 @@ fn sigterm_drains_within_the_grace_period() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(edge.log().contains("SIGTERM received"), "{}", edge.log());
 }
+
+#[test]
+fn zero_downtime_upgrade_hands_the_sockets_over() {
+    let (_c, origin) = content();
+    let mut old = Edge::start(&origin, BASE_CONFIG, &state_json(1, serde_json::json!([]), None));
+    let config = old.dir.path().join("edge.toml");
+    let token = mint(|_| {});
+    let target = format!("/vod/abc/seg.ts?st={token}");
+
+    let mut new = Edge::spawn(&config, &["-u"]);
+    // The new process waits on the upgrade socket; give it time to listen there.
+    wait_until("new edge waiting for sockets", || old.dir.path().join("upgrade.sock").exists());
+    std::thread::sleep(Duration::from_millis(200));
+    old.signal("QUIT");
+
+    // Requests keep succeeding while the old process drains and exits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut served = 0;
+    while old.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "old edge did not exit: {}", old.log());
+        let r = get(old.port, &target, &[]).unwrap_or_else(|| panic!("request failed during upgrade: {}", old.log()));
+        assert_eq!(r.status, 200);
+        served += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served > 0);
+    assert!(new.try_wait().unwrap().is_none(), "new edge exited: {}", old.log());
+    assert_eq!(get(old.port, &target, &[]).unwrap().status, 200, "served by the new process");
+    assert_eq!(get(old.admin, "/readyz", &[]).unwrap().status, 200);
+    let _ = new.kill();
+    let _ = new.wait();
+}
