@@ -5,7 +5,6 @@
 
 use core::fmt;
 
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::claims::KeyId;
