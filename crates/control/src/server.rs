@@ -104,8 +104,10 @@ impl ControlPlane {
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
         let pruner = tokio::spawn(prune_loop(Arc::clone(s)));
-        let addr = listener.local_addr().ok();
-        tracing::info!(listen = ?addr, "control.serving");
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!(listen = %addr, "control.serving"),
+            Err(e) => tracing::warn!(error = %e, "control.serving"),
+        }
         // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
