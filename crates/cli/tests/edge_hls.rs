@@ -104,3 +104,20 @@ fn manifests_admitted_by_link_set_the_cookie() {
     let c = format!("stile={token}");
     assert_eq!(edge.get("/vod/abc/master.m3u8", &[("Cookie", &c)]).header("set-cookie"), None);
 }
+
+#[test]
+fn playlists_over_the_limit_pass_through_unmodified() {
+    let content = tempfile::tempdir().unwrap();
+    make_hls(content.path());
+    let origin = Origin::start(content.path());
+    let extra = format!("{BASE_CONFIG}[playlist]\nmax_bytes = 64\n");
+    let edge = Edge::start(&origin, &extra, &state_json(1, serde_json::json!([]), None));
+    let token = mint(|_| {});
+    let r = edge.get(&format!("/vod/abc/master.m3u8?st={token}"), &[]);
+    assert_eq!(r.status, 200);
+    let original = std::fs::read(content.path().join("vod/abc/master.m3u8")).unwrap();
+    assert_eq!(r.body, original);
+    assert_eq!(r.header("content-length"), Some(original.len().to_string().as_str()));
+    let m = String::from_utf8(get(edge.admin, "/metrics", &[]).unwrap().body).unwrap();
+    assert!(m.contains(r#"stile_edge_playlist_rewrites_total{result="too_large"} 1"#), "{m}");
+}

@@ -216,3 +216,23 @@ fn zero_downtime_upgrade_hands_the_sockets_over() {
     let _ = new.kill();
     let _ = new.wait();
 }
+
+#[test]
+fn origin_down_is_a_502_counted_and_logged_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin, dead) = (free_port(), free_port(), free_port());
+    let state = state_json(1, serde_json::json!([]), None);
+    let config = Edge::write_config(dir.path(), dead, port, admin, BASE_CONFIG, "", &state);
+    let child = Edge::spawn(&config, &[]);
+    let mut edge = Edge { port, admin, dir, child };
+    edge.wait_ready();
+    let token = mint(|_| {});
+    let r = edge.get(&format!("/vod/abc/seg.ts?st={token}"), &[]);
+    assert_eq!(r.status, 502);
+    let m = String::from_utf8(get(edge.admin, "/metrics", &[]).unwrap().body).unwrap();
+    assert!(m.contains(r#"stile_edge_upstream_errors_total{kind="connect"} 1"#), "{m}");
+    wait_until("error logged", || edge.log().contains("Fail to proxy"));
+    let log = edge.log();
+    assert!(!log.contains(&token), "token in log: {log}");
+    assert!(log.contains("GET /vod/abc/seg.ts"), "{log}");
+}

@@ -393,6 +393,14 @@ impl ProxyHttp for EdgeProxy {
         Ok(None)
     }
 
+    /// Pingora's error logs describe the request with this; the default includes the
+    /// query, which may hold a token.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let path = log_path(req.raw_path(), &self.validator.names().path_prefix);
+        format!("{} {}", req.method, String::from_utf8_lossy(path))
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let reason = ctx.result.and_then(Result::err);

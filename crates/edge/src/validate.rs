@@ -288,6 +288,26 @@ mod tests {
     }
 
     #[test]
+    fn unknown_country_follows_the_policy() {
+        let t = mint(|c| c.countries = Some(CountryRule::Allow(vec![Country::parse("GB").unwrap()])));
+        let target = format!("/vod/abc/a.ts?st={t}");
+        let input = Input { target: target.as_bytes(), client_ip: None, now: NOW };
+        let deny = validator(|_| {});
+        assert_eq!(deny.validate(&state(), &input, None, || None).result, Err(Reason::Geo));
+        let allow = validator(|c| c.token.unknown_country = crate::config::UnknownCountryConfig::Allow);
+        assert_eq!(allow.validate(&state(), &input, None, || None).result, Ok(()));
+        let mut looked_up = 0;
+        let plain = mint(|_| {});
+        let target = format!("/vod/abc/a.ts?st={plain}");
+        let input = Input { target: target.as_bytes(), client_ip: None, now: NOW };
+        let v = deny.validate(&state(), &input, None, || {
+            looked_up += 1;
+            None
+        });
+        assert_eq!((v.result, looked_up), (Ok(()), 0), "no lookup for tokens without a country rule");
+    }
+
+    #[test]
     fn key_lookup_fails_before_mac_for_unknown_keys() {
         // An unknown key id must not be reported as a bad signature.
         let mut c = claims();
