@@ -121,3 +121,13 @@ fn playlists_over_the_limit_pass_through_unmodified() {
     let m = String::from_utf8(get(edge.admin, "/metrics", &[]).unwrap().body).unwrap();
     assert!(m.contains(r#"stile_edge_playlist_rewrites_total{result="too_large"} 1"#), "{m}");
 }
+
+#[test]
+fn head_requests_for_playlists_are_not_rewritten() {
+    let (content, _origin, edge) = setup();
+    let token = mint(|_| {});
+    let r = request(edge.port, "HEAD", &format!("/vod/abc/master.m3u8?st={token}"), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let len = std::fs::metadata(content.path().join("vod/abc/master.m3u8")).unwrap().len();
+    assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
+}

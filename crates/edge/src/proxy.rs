@@ -251,8 +251,11 @@ impl ProxyHttp for EdgeProxy {
         ctx.admitted_at = Some(Instant::now());
         let by_link = matches!(verdict.transport, Transport::Path | Transport::Query);
         let want_cookie = self.cookie.enabled && by_link && verdict.manifest.is_some();
-        let want_rewrite =
-            self.rewrite_playlists && verdict.transport == Transport::Query && verdict.manifest == Some(Manifest::Hls);
+        // HEAD answers carry no body to rewrite; their headers stay the origin's.
+        let want_rewrite = self.rewrite_playlists
+            && verdict.transport == Transport::Query
+            && verdict.manifest == Some(Manifest::Hls)
+            && session.req_header().method == http::Method::GET;
         if (want_cookie || want_rewrite)
             && let (Some(raw), Some(token)) = (self.token_string(session), ctx.token.as_ref())
         {
