@@ -50,3 +50,20 @@ async fn edge_list_is_empty_until_sync_exists() {
     assert_eq!(out.current_version, 2, "the initial key's PENDING and ACTIVE changes");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn run_serves_until_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(stile_control::run(config(dir.path()), listener, async move {
+        let _ = rx.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let r = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    assert_eq!(r.into_inner().status(), ServingStatus::Serving);
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is released after shutdown");
+}
