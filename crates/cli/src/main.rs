@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 64 bad usage or configuration
 //! (EX_USAGE, before any port is bound).
 
+mod client;
 mod control;
 mod edge;
 
@@ -25,6 +26,8 @@ enum Command {
     Control(control::Args),
     /// Run an edge proxy.
     Edge(edge::Args),
+    /// Mint one link through the control plane.
+    Mint(client::MintArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +35,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Control(args) => control::run(args),
         Command::Edge(args) => edge::run(args),
+        Command::Mint(args) => client::mint(args),
     }
 }
