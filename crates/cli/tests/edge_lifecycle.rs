@@ -42,7 +42,7 @@ fn bad_startup_inputs_exit_64_before_binding() {
     refuses("", None, "cannot read state file");
     refuses("", Some("{\"version\": 1, \"keys\": [{\"id\": 1, \"secret\": \"AAAA\"}]}"), "32 bytes");
     refuses(
-        "[client]\ngeoip_db = \"/work/shared/testdata/geoip/GeoIP2-City-Test-Invalid-Node-Count.mmdb\"",
+        &format!("[client]\ngeoip_db = \"{}/GeoIP2-City-Test-Invalid-Node-Count.mmdb\"", support::GEOIP_DIR),
         Some(&good),
         "GeoIP database",
     );

@@ -20,7 +20,8 @@ fn setup() -> (tempfile::TempDir, Origin, Edge) {
         { "kind": "prefix", "value": "/vod/abc/v1/", "issued_before": now() - 3000 },
     ]);
     let extra = format!(
-        "{BASE_CONFIG}[client]\ntrusted_hops = 1\ngeoip_db = \"/work/shared/testdata/geoip/GeoLite2-Country-Test.mmdb\"\n"
+        "{BASE_CONFIG}[client]\ntrusted_hops = 1\ngeoip_db = \"{}/GeoLite2-Country-Test.mmdb\"\n",
+        support::GEOIP_DIR
     );
     let edge = Edge::start(&origin, &extra, &state_json(1, revoked, None));
     (content, origin, edge)
