@@ -84,22 +84,33 @@ pub fn canonicalize_path(raw: &[u8]) -> Result<Cow<'_, str>, PathError> {
     if raw.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong);
     }
-    let mut plain = true;
-    for &b in raw {
-        match class(b) {
-            Class::Raw => {}
-            Class::Encode | Class::Percent => plain = false,
-            Class::Reject => return Err(PathError::ForbiddenByte),
+    // Fast path: one pass that classifies every byte and checks the segments.
+    // Any byte that is not raw-kept sends the path to the slow path.
+    let mut seg_start = 1;
+    let mut i = 1;
+    while i < raw.len() {
+        let b = raw[i];
+        if !RAW_KEPT[usize::from(b)] {
+            if class(b) == Class::Reject {
+                return Err(PathError::ForbiddenByte);
+            }
+            return canonicalize_owned(raw);
         }
+        if b == b'/' {
+            check_segment(&raw[seg_start..i], false)?;
+            seg_start = i + 1;
+        }
+        i += 1;
     }
-    if plain {
-        check_segments(raw)?;
-        // Every byte is ASCII from the raw-allowed set.
-        return match core::str::from_utf8(raw) {
-            Ok(s) => Ok(Cow::Borrowed(s)),
-            Err(_) => Err(PathError::ForbiddenByte),
-        };
+    check_segment(&raw[seg_start..], true)?;
+    // Every byte is ASCII from the raw-kept set.
+    match core::str::from_utf8(raw) {
+        Ok(s) => Ok(Cow::Borrowed(s)),
+        Err(_) => Err(PathError::ForbiddenByte),
     }
+}
+
+fn canonicalize_owned(raw: &[u8]) -> Result<Cow<'_, str>, PathError> {
     let out = canonicalize_slow(raw)?;
     check_segments(out.as_bytes())?;
     Ok(Cow::Owned(out))
@@ -120,6 +131,28 @@ enum Class {
     Percent,
     /// Never allowed raw.
     Reject,
+}
+
+/// `class(b) == Class::Raw`, as a table for the fast path.
+const RAW_KEPT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = matches!(class(i as u8), Class::Raw);
+        i += 1;
+    }
+    t
+};
+
+/// Checks one segment: never `.` or `..`, and empty only as the last one
+/// (a single trailing slash, or the root path).
+fn check_segment(seg: &[u8], last: bool) -> Result<(), PathError> {
+    match seg {
+        b"" if last => Ok(()),
+        b"" => Err(PathError::EmptySegment),
+        b"." | b".." => Err(PathError::DotSegment),
+        _ => Ok(()),
+    }
 }
 
 const fn class(b: u8) -> Class {
