@@ -31,6 +31,8 @@ pub struct EdgeConfig {
     pub origin: OriginConfig,
     /// Token transports and the verifier's time policy.
     pub token: TokenConfig,
+    /// The master switch of token validation (benchmarks only; see [`ValidationConfig`]).
+    pub validation: ValidationConfig,
     /// Cookie mode.
     pub cookie: CookieConfig,
     /// HLS playlist rewriting for query-string tokens.
@@ -59,6 +61,7 @@ impl Default for EdgeConfig {
             upgrade_sock: "/tmp/stile-edge-upgrade.sock".into(),
             origin: OriginConfig::default(),
             token: TokenConfig::default(),
+            validation: ValidationConfig::default(),
             cookie: CookieConfig::default(),
             playlist: PlaylistConfig::default(),
             client: ClientConfig::default(),
@@ -146,6 +149,28 @@ impl From<UnknownCountryConfig> for UnknownCountry {
             UnknownCountryConfig::Allow => UnknownCountry::Allow,
             UnknownCountryConfig::Deny => UnknownCountry::Deny,
         }
+    }
+}
+
+/// The master switch of token validation.
+///
+/// Turning validation off makes the edge an open proxy for its origin: every request
+/// is passed through as received (token still in it), with no verification, no cookie
+/// and no playlist rewriting. It exists for one purpose — measuring what validation
+/// costs (`scripts/bench-load`, variant `edge-off`). It must be spelled out twice to
+/// take effect, and the edge logs a warning at startup when it is off.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Verify every request (the default). `false` needs `unsafe_acknowledge_open_proxy`.
+    pub enabled: bool,
+    /// Must be `true` for `enabled = false` to be accepted; refused otherwise.
+    pub unsafe_acknowledge_open_proxy: bool,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> ValidationConfig {
+        ValidationConfig { enabled: true, unsafe_acknowledge_open_proxy: false }
     }
 }
 
@@ -385,6 +410,13 @@ impl EdgeConfig {
         {
             return bad("client.country_header", "not a valid header name");
         }
+        if !self.validation.enabled && !self.validation.unsafe_acknowledge_open_proxy {
+            return bad(
+                "validation.enabled",
+                "false turns the edge into an open proxy; set validation.unsafe_acknowledge_open_proxy = true \
+                 as well if that is really wanted (benchmarks only)",
+            );
+        }
         if self.state.file.as_os_str().is_empty() {
             return bad("state.file", "required");
         }
@@ -448,6 +480,15 @@ mod tests {
         assert_eq!(c.playlist.max_bytes, 4 << 20);
         assert_eq!(c.grace_period_secs, 5);
         assert_eq!(c.origin_host(), "127.0.0.1");
+        assert!(c.validation.enabled, "validation is on unless explicitly turned off");
+    }
+
+    #[test]
+    fn validation_off_needs_the_acknowledgement() {
+        let c = parse("[validation]\nenabled = false\nunsafe_acknowledge_open_proxy = true\n[state]\nfile='x'");
+        assert!(!c.unwrap().validation.enabled);
+        let c = parse("[validation]\nunsafe_acknowledge_open_proxy = true\n[state]\nfile='x'").unwrap();
+        assert!(c.validation.enabled, "the acknowledgement alone changes nothing");
     }
 
     #[test]
@@ -462,6 +503,7 @@ mod tests {
             ("[cors]\nallowed_origins = ['ftp://x']\n[state]\nfile='x'", "cors"),
             ("typo = 1\n[state]\nfile='x'", "unknown field"),
             ("[token]\nunknown_country = 'maybe'\n[state]\nfile='x'", "unknown variant"),
+            ("[validation]\nenabled = false\n[state]\nfile='x'", "validation.enabled"),
         ] {
             let err = parse(toml).unwrap_err();
             assert!(err.contains(needle), "{toml:?}: {err}");

@@ -80,6 +80,12 @@ impl Edge {
             state.keys = state.keys.len(), state.revocations = state.revocations.len(), "state loaded"
         );
         let shared = SharedState::new(state, true);
+        if !config.validation.enabled {
+            tracing::warn!(
+                "TOKEN VALIDATION IS OFF (validation.enabled = false): this edge is an OPEN PROXY for its \
+                 origin and serves every request unverified. For benchmarks only; never in production."
+            );
+        }
 
         let conf = ServerConf {
             threads: config.threads,
