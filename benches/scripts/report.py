@@ -6,7 +6,8 @@ Each harness owns one section of BENCHMARKS.md, delimited by
 section's body and leaves everything else alone, so prose written by people
 between sections survives.
 
-    report.py criterion NAME GOALS_JSON   # criterion medians from target/criterion
+    report.py criterion NAME GOALS_JSON   # criterion medians from target/criterion,
+                                          # then any notes benches left in target/criterion/notes/*.md
     report.py section NAME FILE           # a ready-made markdown body
 
 Every section starts with the machine, the date and the command that made it.
@@ -63,7 +64,7 @@ def criterion_rows(goals: dict) -> str:
     """Median of every benchmark under target/criterion, with its goal if any."""
     base = ROOT / "target" / "criterion"
     rows = []
-    for est in sorted(base.glob("**/new/estimates.json")):
+    for est in sorted(p for p in base.glob("**/new/estimates.json") if "notes" not in p.parts):
         bench = est.parent.parent.relative_to(base).as_posix()
         bench_json = est.parent / "benchmark.json"
         if bench_json.exists():
@@ -88,7 +89,8 @@ def criterion_rows(goals: dict) -> str:
             goal = f"≤ {limit:g} ns"
         rows.append(f"| `{bench}` | {fmt_ns(median)} | {fmt_ns(lo)} – {fmt_ns(hi)} | {thr} | {goal} | {verdict} |")
     head = "| benchmark | median | 95% CI of median | throughput | goal | |\n|---|---|---|---|---|---|\n"
-    return head + "\n".join(rows) + "\n"
+    notes = "".join("\n" + n.read_text() for n in sorted((base / "notes").glob("*.md")))
+    return head + "\n".join(rows) + "\n" + notes
 
 
 def replace_section(name: str, body: str) -> None:

@@ -1,0 +1,76 @@
+//! Mints the link and writes the state file for the proxy load harness
+//! (`scripts/bench-load`).
+//!
+//! ```text
+//! stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED
+//! ```
+//!
+//! Writes `STATE_FILE` (key 1, a fixed benchmark secret, and `REVOKED` revoked
+//! token ids so the revocation lookup runs against a realistic table) and prints
+//! one token for `PATH`, scoped to the prefix `SCOPE`, issued at `NOW` (Unix
+//! seconds, given by the caller: this tool reads no clock) and valid for an hour.
+//! The token binds no IP or country, like most links. Exit 64 on bad arguments.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use std::process::ExitCode;
+
+use stile_token::{Claims, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
+
+/// The benchmark's signing secret (32 bytes of 0x5a). Never a real key.
+const SECRET: [u8; KEY_LEN] = [0x5a; KEY_LEN];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, state_file, scope, path, now, revoked] = &args[..] else {
+        eprintln!("usage: stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED");
+        return ExitCode::from(64);
+    };
+    let (Ok(now), Ok(revoked), Ok(scope)) = (now.parse::<u64>(), revoked.parse::<u64>(), Scope::parse(scope)) else {
+        eprintln!("stile-bench-mint: NOW and REVOKED must be integers, SCOPE a canonical path");
+        return ExitCode::from(64);
+    };
+    let mut ring = KeyRing::new();
+    ring.insert(1, &SecretKey::from_bytes(SECRET));
+    let claims = Claims {
+        key_id: 1,
+        token_id: TokenId::from_u64(u64::MAX),
+        issued_at: now,
+        not_before: None,
+        expires_at: now + 3600,
+        scope,
+        ip: None,
+        countries: None,
+        subject: Some("bench-viewer".into()),
+        channel: Some("bench".into()),
+    };
+    let token = match stile_token::sign(&claims, &ring) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("stile-bench-mint: cannot sign: {e:?}");
+            return ExitCode::from(64);
+        }
+    };
+    if !claims.scope.admits(path) {
+        eprintln!("stile-bench-mint: {path} is outside the scope");
+        return ExitCode::from(64);
+    }
+    let mut json = format!(
+        "{{\"version\":1,\"generated_at\":{now},\"keys\":[{{\"id\":1,\"secret\":\"{}\"}}],\"revocations\":[",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET)
+    );
+    for i in 0..revoked {
+        let sep = if i == 0 { "" } else { "," };
+        // Multiples of 7919 below 2^64 - 1: never the minted token's id (u64::MAX).
+        write!(json, "{sep}{{\"kind\":\"token_id\",\"value\":\"{:016x}\",\"expires_at\":{}}}", i * 7919, now + 3600)
+            .unwrap();
+    }
+    json.push_str("]}\n");
+    if let Err(e) = std::fs::write(state_file, json) {
+        eprintln!("stile-bench-mint: cannot write {state_file}: {e}");
+        return ExitCode::from(1);
+    }
+    println!("{token}");
+    ExitCode::SUCCESS
+}
