@@ -112,6 +112,11 @@ impl Origin {
         Origin { port, log }
     }
 
+    /// An origin run by the test itself on `port` (nothing is recorded).
+    pub fn external(port: u16) -> Origin {
+        Origin { port, log: Arc::default() }
+    }
+
     /// Every request head received so far (request line and headers).
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
