@@ -213,6 +213,10 @@ impl Authenticator {
 
     async fn authenticate(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, ApiError> {
         const MISSING: &str = "missing API key: send metadata `authorization: Bearer <api key>`";
+        if md.get_all("authorization").iter().nth(1).is_some() {
+            // Components that pick different copies would disagree about the caller.
+            return Err(ApiError::Unauthenticated("several authorization metadata entries; send exactly one".into()));
+        }
         let value = md.get("authorization").ok_or_else(|| ApiError::Unauthenticated(MISSING.into()))?;
         let value = value
             .to_str()

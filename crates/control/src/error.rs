@@ -69,6 +69,24 @@ impl From<ApiError> for Status {
                 (Code::Internal, m)
             }
         };
-        Status::new(code, message)
+        Status::new(code, bounded(message))
     }
+}
+
+/// Longest status message sent, in bytes. Messages may quote what the caller
+/// sent; unbounded, a huge field would come back as a `grpc-message` header
+/// larger than HTTP/2 peers accept, and the caller would see a transport error
+/// instead of the real one.
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_LEN {
+        let mut end = MAX_MESSAGE_LEN;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (truncated)");
+    }
+    message
 }
