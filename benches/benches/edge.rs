@@ -80,8 +80,10 @@ fn bench_validation(c: &mut Criterion) {
     let ring = ring();
     let mut b = token_ids(100_000);
     b.subject("user-revoked", NOW).path("/vod/takedown/", NOW).path("/live/x/", NOW);
-    let state =
-        SharedState::new(State { version: 1, keys: ring.clone(), revocations: b.build(NOW), fresh_at: NOW }, true);
+    let state = SharedState::new(
+        State { version: 1, keys: ring.clone(), revocations: b.build(NOW), fresh_at: NOW, ..State::default() },
+        true,
+    );
     let mut config = EdgeConfig::default();
     config.cookie.enabled = true;
     let v = Validator::new(&config);
