@@ -1,0 +1,253 @@
+//! Mint harness: batch links/s and unary latency of a real `stile control`
+//! process on loopback, pinned to one CPU, driven by a tonic client on the other.
+//!
+//! `scripts/bench-mint` builds the release binaries and runs this; it writes a
+//! markdown table to `--out` for `benches/scripts/report.py`.
+//!
+//! Phases (each bounded by `--secs`):
+//! 1. batch: MintBatch of 1000 links, back to back, 2 calls in flight;
+//! 2. unary saturation: 32 concurrent unary Mint loops;
+//! 3. unary latency below saturation: an open-loop schedule at half the
+//!    saturated rate, latency measured from the scheduled send time (so queueing
+//!    counts), reported as percentiles.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use stile_proto::v1 as pb;
+use tonic::transport::Channel;
+
+const ADMIN: &str = "stk_bench-admin-key-0123456789";
+const MINTER: &str = "stk_bench-minter-key-0123456789";
+const BATCH: usize = 1000;
+
+struct Args {
+    stile: PathBuf,
+    out: PathBuf,
+    secs: u64,
+    cpu: Option<u32>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args { stile: "target/release/stile".into(), out: "mint.md".into(), secs: 10, cpu: Some(1) };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--stile" => a.stile = value()?.into(),
+            "--out" => a.out = value()?.into(),
+            "--secs" => a.secs = value()?.parse()?,
+            "--cpu" => a.cpu = Some(value()?.parse()?),
+            "--no-pin" => a.cpu = None,
+            other => bail!("unknown argument {other}; see the module docs"),
+        }
+    }
+    Ok(a)
+}
+
+/// The control plane under test; killed on drop.
+struct Control {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_control(a: &Args) -> Result<(Control, String)> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let hash = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[store]\npath = \"{}/control.redb\"\n[links]\ndefault_base_url = \"https://edge.bench\"\n\
+         [[auth.keys]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
+         [[auth.keys]]\nname = \"backend\"\nrole = \"minter\"\nsha256 = \"{}\"\n",
+        dir.path().display(),
+        hash(ADMIN),
+        hash(MINTER)
+    );
+    let path = dir.path().join("control.toml");
+    std::fs::write(&path, config)?;
+    let mut cmd = match a.cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(&a.stile);
+            c
+        }
+        None => Command::new(&a.stile),
+    };
+    let log = std::fs::File::create(dir.path().join("control.log"))?;
+    let child = cmd
+        .args(["control", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", a.stile.display()))?;
+    Ok((Control { child, _dir: dir }, format!("http://127.0.0.1:{port}")))
+}
+
+fn auth<T>(m: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(m);
+    r.metadata_mut().insert("authorization", format!("Bearer {key}").parse().expect("ascii key"));
+    r
+}
+
+async fn connect(url: &str) -> Result<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Channel::from_shared(url.to_owned())?.connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => bail!("control plane did not come up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn mint_request(i: u64) -> pb::MintRequest {
+    pb::MintRequest {
+        asset_id: "bench".into(),
+        subject: format!("viewer-{i}"),
+        channel: "email".into(),
+        ..Default::default()
+    }
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<()> {
+    let a = args()?;
+    let (control, url) = start_control(&a)?;
+    let pid = control.child.id();
+    let channel = connect(&url).await?;
+    let mut assets = pb::asset_service_client::AssetServiceClient::new(channel.clone());
+    let put = pb::PutAssetRequest { id: "bench".into(), path: "/vod/bench/".into(), entry: "master.m3u8".into() };
+    assets.put(auth(put, ADMIN)).await?;
+    for state in [pb::AssetState::Ready, pb::AssetState::Published] {
+        let req = pb::SetAssetStateRequest { id: "bench".into(), state: state.into(), expected_revision: 0 };
+        assets.set_state(auth(req, ADMIN)).await?;
+    }
+    let links = pb::link_service_client::LinkServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    let window = Duration::from_secs(a.secs);
+
+    // 1. Batch.
+    let minted = Arc::new(AtomicU64::new(0));
+    let (cpu0, t0) = (cpu_secs(pid), Instant::now());
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (mut links, minted) = (links.clone(), minted.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while t0.elapsed() < window {
+                let requests = (0..BATCH as u64).map(|k| mint_request(i + k)).collect();
+                let r = links.mint_batch(auth(pb::MintBatchRequest { requests }, MINTER)).await?;
+                minted.fetch_add(r.into_inner().links.len() as u64, Ordering::Relaxed);
+                i += BATCH as u64;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let batch_secs = t0.elapsed().as_secs_f64();
+    let batch_links = minted.load(Ordering::Relaxed) as f64;
+    let batch_rate = batch_links / batch_secs;
+    let batch_cpu_us = (cpu_secs(pid) - cpu0) / batch_links * 1e6;
+
+    // 2. Unary saturation.
+    let done = Arc::new(AtomicU64::new(0));
+    let (cpu0, t0) = (cpu_secs(pid), Instant::now());
+    let mut tasks = Vec::new();
+    for w in 0..32u64 {
+        let (mut links, done) = (links.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w << 32;
+            while t0.elapsed() < window {
+                links.mint(auth(mint_request(i), MINTER)).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let unary_n = done.load(Ordering::Relaxed) as f64;
+    let unary_rate = unary_n / t0.elapsed().as_secs_f64();
+    let unary_cpu_us = (cpu_secs(pid) - cpu0) / unary_n * 1e6;
+
+    // 3. Open-loop latency at half the saturated rate.
+    let target = (unary_rate / 2.0).max(1.0);
+    let interval = Duration::from_secs_f64(1.0 / target);
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    let mut k = 0u64;
+    while t0.elapsed() < window {
+        let scheduled = t0 + interval.mul_f64(k as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let mut links = links.clone();
+        handles.push(tokio::spawn(async move {
+            links.mint(auth(mint_request(k), MINTER)).await.map(|_| scheduled.elapsed())
+        }));
+        k += 1;
+    }
+    let mut lat = Vec::with_capacity(handles.len());
+    for h in handles {
+        lat.push(h.await??);
+    }
+    lat.sort();
+
+    let per_core = |rate: f64, cpu_us: f64| if cpu_us > 0.0 { 1e6 / cpu_us } else { rate };
+    let table = format!(
+        "The control plane (`stile control`, embedded redb store) pinned to {pin}; the client on the other core.\n\n\
+         | phase | result | control-plane CPU per link | links/s per core (from CPU) | goal |\n|---|---|---|---|---|\n\
+         | MintBatch ×{BATCH}, 2 in flight | {batch_rate:.0} links/s ({batch_links:.0} in {batch_secs:.1} s) | {batch_cpu_us:.1} µs | {bpc:.0} | ≥ 30 000 links/s per core: {bv} |\n\
+         | unary Mint, 32 concurrent (saturation) | {unary_rate:.0} links/s | {unary_cpu_us:.1} µs | {upc:.0} | |\n\
+         | unary Mint, open loop at {target:.0}/s (half of saturation) | p50 {p50}, p90 {p90}, p99 {p99}, max {max} over {n} calls | | | p99 ≤ 2 ms: {lv} |\n",
+        pin = a.cpu.map_or("no CPU".to_string(), |c| format!("CPU {c}")),
+        bpc = per_core(batch_rate, batch_cpu_us),
+        bv = if per_core(batch_rate, batch_cpu_us) >= 30_000.0 { "met" } else { "**missed**" },
+        upc = per_core(unary_rate, unary_cpu_us),
+        p50 = ms(pct(&lat, 0.5)),
+        p90 = ms(pct(&lat, 0.9)),
+        p99 = ms(pct(&lat, 0.99)),
+        max = ms(lat.last().copied().unwrap_or_default()),
+        n = lat.len(),
+        lv = if pct(&lat, 0.99) <= Duration::from_millis(2) { "met" } else { "**missed**" },
+    );
+    std::fs::write(&a.out, &table)?;
+    print!("{table}");
+    drop(control);
+    Ok(())
+}
