@@ -36,6 +36,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Revocation log bookkeeping.
     pub revocations: RevocationConfig,
+    /// The edge sync stream, key rollout and Revoke's wait.
+    pub sync: SyncConfig,
 }
 
 /// Storage backend settings.
@@ -140,6 +142,51 @@ pub struct RevocationConfig {
     pub expiry_margin_secs: u64,
 }
 
+/// The edge sync stream (`EdgeService.Sync`), key rollout and `Revoke`'s wait.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// How often each edge gets a heartbeat (control-plane time and version),
+    /// milliseconds. Default 1000.
+    pub heartbeat_interval_ms: u64,
+    /// An edge further behind than this many versions (at hello, or while it
+    /// falls behind) gets a snapshot instead of deltas. Default 10000.
+    pub max_lag_versions: u64,
+    /// An edge whose stream accepts no message for this long (it stopped
+    /// reading) is disconnected, milliseconds. Default 10000.
+    pub send_timeout_ms: u64,
+    /// An edge that sends nothing (ACK, status) for this long is disconnected,
+    /// milliseconds; edges answer every heartbeat. Default 15000.
+    pub edge_timeout_ms: u64,
+    /// Time an edge has to send its hello after opening the stream,
+    /// milliseconds. Default 10000.
+    pub hello_timeout_ms: u64,
+    /// A rotated key becomes ACTIVE at the latest this long after it was pushed
+    /// as PENDING, even if some connected edges have not ACKed it (logged with
+    /// their ids), seconds. Default 30.
+    pub key_activation_timeout_secs: u64,
+    /// `Revoke` with `wait` and no timeout waits this long at most, milliseconds.
+    /// Default 5000.
+    pub revoke_wait_default_ms: u64,
+    /// Upper bound of a `Revoke` wait, milliseconds. Default 60000.
+    pub revoke_wait_max_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> SyncConfig {
+        SyncConfig {
+            heartbeat_interval_ms: 1_000,
+            max_lag_versions: 10_000,
+            send_timeout_ms: 10_000,
+            edge_timeout_ms: 15_000,
+            hello_timeout_ms: 10_000,
+            key_activation_timeout_secs: 30,
+            revoke_wait_default_ms: 5_000,
+            revoke_wait_max_ms: 60_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         let policy = |subject, ip| PolicyConfig { require_subject: subject, require_ip: ip, ..PolicyConfig::default() };
@@ -156,6 +203,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             revocations: RevocationConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -322,6 +370,27 @@ impl Config {
         if self.revocations.log_retention == 0 || self.revocations.prune_interval_secs == 0 {
             return bad("revocations.log_retention and revocations.prune_interval_secs must be positive".into());
         }
+        let y = &self.sync;
+        for (field, value) in [
+            ("heartbeat_interval_ms", y.heartbeat_interval_ms),
+            ("max_lag_versions", y.max_lag_versions),
+            ("send_timeout_ms", y.send_timeout_ms),
+            ("hello_timeout_ms", y.hello_timeout_ms),
+            ("revoke_wait_max_ms", y.revoke_wait_max_ms),
+        ] {
+            if value == 0 {
+                return bad(format!("sync.{field} must be positive"));
+            }
+        }
+        if y.edge_timeout_ms <= y.heartbeat_interval_ms {
+            return bad(format!(
+                "sync.edge_timeout_ms ({}) must exceed sync.heartbeat_interval_ms ({}): edges answer heartbeats",
+                y.edge_timeout_ms, y.heartbeat_interval_ms
+            ));
+        }
+        if y.revoke_wait_default_ms > y.revoke_wait_max_ms {
+            return bad("sync.revoke_wait_default_ms must not exceed sync.revoke_wait_max_ms".into());
+        }
         Ok(())
     }
 
@@ -402,6 +471,8 @@ mod tests {
         );
         check("[links]\ndefault_base_url = \"ftp://x\"", "links.default_base_url");
         check("[links]\nipv6_prefix_len = 0", "ipv6_prefix_len");
+        check("[sync]\nheartbeat_interval_ms = 0", "sync.heartbeat_interval_ms");
+        check("[sync]\nedge_timeout_ms = 500", "sync.edge_timeout_ms");
         check("[[auth.keys]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"", "unknown variant `root`");
         check("[[auth.keys]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"00\"", "sha256");
     }

@@ -68,6 +68,11 @@ pub(crate) fn key_info(k: &SigningKey) -> pb::KeyInfo {
     }
 }
 
+/// A verifying key with its secret, for the edges. Only the Sync stream sends this.
+pub(crate) fn edge_key(k: &SigningKey) -> pb::EdgeKey {
+    pb::EdgeKey { key_id: k.id, state: pb::KeyState::from(k.state).into(), secret: k.secret.expose().to_vec() }
+}
+
 impl From<Target> for pb::RevocationTarget {
     fn from(t: Target) -> pb::RevocationTarget {
         use pb::revocation_target::Target as T;

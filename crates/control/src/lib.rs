@@ -13,6 +13,7 @@
 //! - `mint`: claims and URLs for one link (pure);
 //! - `service`: one module per gRPC service;
 //! - [`store`]: the storage trait and the redb backend;
+//! - `sync`: the edge sync stream; `fleet`: the registry of connected edges;
 //! - [`model`]: domain types; `convert`: their protobuf forms;
 //! - [`error`]: errors and their gRPC status codes;
 //! - [`clock`]: the only reader of wall-clock time.
@@ -24,11 +25,13 @@ pub mod clock;
 pub mod config;
 mod convert;
 pub mod error;
+mod fleet;
 mod mint;
 pub mod model;
 mod server;
 mod service;
 pub mod store;
+mod sync;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError};

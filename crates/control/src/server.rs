@@ -72,7 +72,7 @@ impl ControlPlane {
         clock: Arc<dyn Clock>,
     ) -> Result<ControlPlane, ServeError> {
         let shared = Arc::new(Shared::new(Arc::new(config), store, clock));
-        shared.ensure_signing_key().await.map_err(ServeError::Startup)?;
+        crate::service::start(&shared).await.map_err(ServeError::Startup)?;
         Ok(ControlPlane { shared })
     }
 
@@ -104,6 +104,7 @@ impl ControlPlane {
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
         let pruner = tokio::spawn(prune_loop(Arc::clone(s)));
+        let poller = tokio::spawn(crate::sync::poll_versions(Arc::clone(s)));
         match listener.local_addr() {
             Ok(addr) => tracing::info!(listen = %addr, "control.serving"),
             Err(e) => tracing::warn!(error = %e, "control.serving"),
@@ -121,9 +122,15 @@ impl ControlPlane {
             .add_service(EdgeServiceServer::new(Edges(Arc::clone(s))))
             .add_service(AuditServiceServer::new(Audit(Arc::clone(s))))
             .add_service(ApiKeyServiceServer::new(ApiKeys(Arc::clone(s))))
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(incoming, async {
+                shutdown.await;
+                // End the sync streams, or the graceful shutdown waits for them.
+                s.stopping.send_replace(true);
+            })
             .await;
         pruner.abort();
+        poller.abort();
+        let _ = poller.await;
         // Wait for the task to drop its handle on the store, so the file can be reopened.
         let _ = pruner.await;
         // A final durable commit flushes buffered (non-durable) mint audit events.

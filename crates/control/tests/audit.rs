@@ -20,7 +20,12 @@ async fn events_and_filters() {
     server.clock.advance(Duration::from_secs(100));
     let mut rev = server.revocations().await;
     let target = pb::RevocationTarget { target: Some(pb::revocation_target::Target::TokenId(link.token_id.clone())) };
-    rev.revoke(auth(pb::RevokeRequest { target: Some(target), reason: "abuse".into() }, OPERATOR)).await.unwrap();
+    rev.revoke(auth(
+        pb::RevokeRequest { target: Some(target), reason: "abuse".into(), ..Default::default() },
+        OPERATOR,
+    ))
+    .await
+    .unwrap();
 
     let mut audit = server.audit().await;
     let mut list = async |q: pb::ListAuditRequest| audit.list(auth(q, OPERATOR)).await.map(|r| r.into_inner().events);

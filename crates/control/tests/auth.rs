@@ -34,6 +34,7 @@ async fn roles_are_enforced_per_rpc() {
             target: Some(pb::revocation_target::Target::TokenId("0123456789abcdef".into())),
         }),
         reason: "test".into(),
+        ..Default::default()
     };
     assert_status(
         rev.revoke(auth(revoke(), MINTER)).await,
@@ -66,12 +67,13 @@ async fn roles_are_enforced_per_rpc() {
     let mut edges = server.edges().await;
     assert_status(edges.list(auth(pb::ListEdgesRequest {}, EDGE)).await, denied, "EdgeService.List");
     let hello = pb::EdgeMessage {
-        kind: Some(pb::edge_message::Kind::Hello(pb::EdgeHello { edge_id: "e1".into(), last_applied_version: 0 })),
+        kind: Some(pb::edge_message::Kind::Hello(pb::EdgeHello { edge_id: "e1".into(), ..Default::default() })),
     };
     let sync = edges.sync(auth(tokio_stream::iter(vec![hello.clone()]), MINTER)).await;
     assert_status(sync, denied, "EdgeService.Sync needs role edge or admin");
-    let sync = edges.sync(auth(tokio_stream::iter(vec![hello]), EDGE)).await;
-    assert_status(sync, Code::Unimplemented, "edge sync");
+    let mut sync = edges.sync(auth(tokio_stream::iter(vec![hello]), EDGE)).await.expect("edges may sync").into_inner();
+    let first = sync.message().await.expect("stream").expect("a message");
+    assert!(matches!(first.kind, Some(pb::control_message::Kind::Snapshot(_))), "a new edge gets a snapshot");
 
     let mut api = server.api_keys().await;
     let create = pb::CreateApiKeyRequest { name: "x".into(), role: pb::Role::Minter.into() };

@@ -30,7 +30,7 @@ async fn state_survives_restart() {
     let mut rev = server.revocations().await;
     let target = pb::RevocationTarget { target: Some(pb::revocation_target::Target::TokenId(link.token_id.clone())) };
     let revoked = rev
-        .revoke(auth(pb::RevokeRequest { target: Some(target), reason: "r".into() }, OPERATOR))
+        .revoke(auth(pb::RevokeRequest { target: Some(target), reason: "r".into(), ..Default::default() }, OPERATOR))
         .await
         .unwrap()
         .into_inner();

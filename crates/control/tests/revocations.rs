@@ -11,7 +11,11 @@ use stile_proto::v1::revocation_target::Target as T;
 use tonic::Code;
 
 fn revoke(target: T, reason: &str) -> pb::RevokeRequest {
-    pb::RevokeRequest { target: Some(pb::RevocationTarget { target: Some(target) }), reason: reason.into() }
+    pb::RevokeRequest {
+        target: Some(pb::RevocationTarget { target: Some(target) }),
+        reason: reason.into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -81,7 +85,7 @@ async fn bad_requests_write_nothing() {
     let mut rev = server.revocations().await;
     let before = server.store.version().await.unwrap();
     let cases = [
-        (pb::RevokeRequest { target: None, reason: "x".into() }, "target is required"),
+        (pb::RevokeRequest { target: None, reason: "x".into(), ..Default::default() }, "target is required"),
         (revoke(T::TokenId("xyz".into()), "r"), "16 hex digits"),
         (revoke(T::TokenId("0123456789abcdef".into()), ""), "reason must be 1 to 200"),
         (revoke(T::TokenId("0123456789abcdef".into()), &"r".repeat(201)), "got 201"),

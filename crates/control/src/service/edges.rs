@@ -1,16 +1,17 @@
-//! `EdgeService`: List (empty until edge sync exists) and Sync (issue 4).
+//! `EdgeService`: List (the fleet registry) and Sync (the edge stream, in
+//! [`crate::sync`]).
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use stile_proto::v1 as pb;
 use stile_proto::v1::edge_service_server::EdgeService;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::auth::Rpc;
 use crate::error::ApiError;
+use crate::fleet::EdgeView;
+use crate::sync::{SyncStream, open};
 
 /// The edge fleet service.
 #[derive(Clone, Debug)]
@@ -21,13 +22,44 @@ impl EdgeService for Edges {
     async fn list(&self, request: Request<pb::ListEdgesRequest>) -> Result<Response<pb::ListEdgesResponse>, Status> {
         self.0.auth.check(&request, Rpc::ListEdges).await?;
         let current_version = self.0.store.version().await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListEdgesResponse { edges: Vec::new(), current_version }))
+        let edges = self.0.fleet.list().into_iter().map(|e| edge_info(e, current_version)).collect();
+        Ok(Response::new(pb::ListEdgesResponse { edges, current_version }))
     }
 
-    type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send + 'static>>;
+    type SyncStream = SyncStream;
 
     async fn sync(&self, request: Request<Streaming<pb::EdgeMessage>>) -> Result<Response<Self::SyncStream>, Status> {
-        self.0.auth.check(&request, Rpc::Sync).await?;
-        Err(ApiError::Unimplemented("edge sync is not available in this control plane version yet".into()).into())
+        let caller = self.0.auth.check(&request, Rpc::Sync).await?;
+        let remote = request.remote_addr();
+        Ok(Response::new(open(Arc::clone(&self.0), caller.name, remote, request.into_inner())))
+    }
+}
+
+/// The wire form of a registry entry; `lag` against `current`.
+pub(crate) fn edge_info(e: EdgeView, current: u64) -> pb::EdgeInfo {
+    pb::EdgeInfo {
+        lag: current.saturating_sub(e.applied),
+        edge_id: e.edge_id,
+        applied_version: e.applied,
+        clock_skew_ms: e.skew_ms,
+        connected_at: e.connected_at,
+        remote_addr: e.remote_addr,
+        last_seen_ms: e.last_seen_ms,
+        nacks: e.nacks,
+        last_error: e.last_error,
+        snapshots: e.snapshots,
+        deltas: e.deltas,
+        rtt_ms: e.rtt_ms,
+        sent_version: e.sent,
+    }
+}
+
+/// One edge's progress on `version`.
+pub(crate) fn edge_ack(e: &EdgeView, version: u64) -> pb::EdgeAck {
+    pb::EdgeAck {
+        edge_id: e.edge_id.clone(),
+        applied_version: e.applied,
+        applied: e.applied >= version,
+        error: e.last_error.clone(),
     }
 }

@@ -1,24 +1,32 @@
 //! `KeyService`: Rotate, List, Retire; and the key operations the rest of the
 //! server shares (start-up key, key revocation through `Revoke`).
 //!
-//! Rollout seam (issue 4, edge sync): a rotated key is logged PENDING, then
-//! ACTIVE in the same commit. Once edges ACK versions, rotation commits only
-//! the PENDING change and a rollout task appends ACTIVE after every connected
-//! edge has applied the PENDING version.
+//! Key rollout: Rotate commits the new key as PENDING, which the sync streams
+//! push to every edge with its secret (edges verify with PENDING keys). Once
+//! every connected edge has ACKed that version — or after
+//! `sync.key_activation_timeout_secs`, logged with the laggards' ids — a second
+//! commit makes it ACTIVE and the previous active key VERIFY_ONLY. Minting
+//! only ever uses the ACTIVE key, so a fresh link never names a key an edge
+//! has not been sent. The activation runs in its own task: a caller that
+//! hangs up does not leave the key PENDING, and a PENDING key found at
+//! start-up (crash mid-rollout) is rolled out again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use stile_proto::v1 as pb;
 use stile_proto::v1::key_service_server::KeyService;
 use stile_token::{KEY_LEN, KeyId, SecretKey};
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, check_reason};
 use crate::auth::Rpc;
 use crate::convert::key_info;
 use crate::error::ApiError;
+use crate::fleet::EdgeView;
 use crate::model::{AuditAction, AuditEvent, ChangeKind, KeyState, Revocation, SigningKey, Target};
 use crate::store::{Batch, Write};
 
@@ -32,9 +40,14 @@ impl KeyService for Keys {
         let caller = self.0.auth.check(&request, Rpc::RotateKey).await?;
         let reason = request.into_inner().reason;
         check_reason(&reason, false)?;
-        let (key, version) = rotate(&self.0, &caller.name, &reason).await?;
-        tracing::info!(caller = %caller.name, key.id = key.id, version, "keys.rotate");
-        Ok(Response::new(pb::RotateKeyResponse { key: Some(key_info(&key)), version }))
+        let r = rotate(&self.0, &caller.name, &reason).await?;
+        tracing::info!(caller = %caller.name, key.id = r.key.id, version = r.version, "keys.rotate");
+        Ok(Response::new(pb::RotateKeyResponse {
+            key: Some(key_info(&r.key)),
+            version: r.version,
+            pending_version: r.pending_version,
+            lagging: r.lagging,
+        }))
     }
 
     async fn list(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
@@ -60,45 +73,152 @@ impl KeyService for Keys {
     }
 }
 
-/// Creates a key from the OS CSPRNG and makes it the minting key; the
-/// previous minting key keeps verifying. Returns the key and the log version.
-pub(crate) async fn rotate(s: &Shared, actor: &str, reason: &str) -> Result<(SigningKey, u64), ApiError> {
+/// The outcome of a rotation.
+#[derive(Debug)]
+pub(crate) struct Rotated {
+    /// The new key, as stored (ACTIVE unless it was retired during its rollout).
+    pub(crate) key: SigningKey,
+    /// The version that made it ACTIVE.
+    pub(crate) version: u64,
+    /// The version that pushed it as PENDING.
+    pub(crate) pending_version: u64,
+    /// Connected edges that had not ACKed `pending_version` at activation.
+    pub(crate) lagging: Vec<String>,
+}
+
+/// Creates a key from the OS CSPRNG, pushes it to the edges as PENDING, and
+/// makes it the minting key once the connected edges have it (see the module
+/// documentation). The previous minting key keeps verifying.
+pub(crate) async fn rotate(s: &Arc<Shared>, actor: &str, reason: &str) -> Result<Rotated, ApiError> {
+    let _rotation = s.rotate_lock.lock().await;
+    let (key, pending_version) = {
+        let _guard = s.key_lock.lock().await;
+        let keys = s.store.signing_keys().await?;
+        let id: KeyId = keys
+            .iter()
+            .map(|k| k.id)
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| ApiError::FailedPrecondition("key ids are exhausted".into()))?;
+        let mut secret = [0u8; KEY_LEN];
+        OsRng.try_fill_bytes(&mut secret).map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
+        let now = s.now();
+        let key = SigningKey {
+            id,
+            state: KeyState::Pending,
+            secret: SecretKey::from_bytes(secret),
+            created_at: now,
+            activated_at: None,
+            retired_at: None,
+        };
+        let writes = vec![
+            Write::PutKey { key: key.clone(), create: true },
+            Write::Append {
+                at: now,
+                actor: actor.to_owned(),
+                kind: ChangeKind::Key { key_id: id, state: KeyState::Pending },
+            },
+        ];
+        let audit = vec![AuditEvent::new(now, actor, AuditAction::KeyRotate, format!("key:{id}"), reason.to_owned())];
+        let committed = s.store.commit(Batch { writes, audit }).await?;
+        s.reload_keys().await?;
+        (key, committed.changes.last().map_or(0, |c| c.version))
+    };
+    tracing::info!(key.id = key.id, version = pending_version, "keys.pending");
+    // Its own task: the activation happens even if the caller goes away.
+    let task = tokio::spawn(activate_after_rollout(Arc::clone(s), key.id, pending_version, actor.to_owned()));
+    task.await.map_err(|e| ApiError::Internal(format!("key rollout task: {e}")))?
+}
+
+/// Resumes rollouts a previous run left PENDING. Without an active key the
+/// newest pending key is activated at once (nothing can mint anyway);
+/// otherwise each gets a rollout after the edges had time to reconnect.
+pub(crate) async fn resume_rollouts(s: &Arc<Shared>) -> Result<(), ApiError> {
+    let keys = s.store.signing_keys().await?;
+    let mut pending: Vec<_> = keys.iter().filter(|k| k.state == KeyState::Pending).map(|k| k.id).collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let version = s.store.version().await?;
+    if !keys.iter().any(|k| k.state == KeyState::Active) {
+        pending.sort_unstable();
+        if let Some(id) = pending.pop() {
+            activate(s, id, "system").await?;
+        }
+    }
+    for id in pending {
+        let s = Arc::clone(s);
+        tokio::spawn(async move {
+            // Give the edges a chance to reconnect before counting who has the key.
+            let grace = Duration::from_millis(3 * s.config.sync.heartbeat_interval_ms + 1_000);
+            tokio::time::sleep(grace).await;
+            if let Err(e) = activate_after_rollout(Arc::clone(&s), id, version, "system".into()).await {
+                tracing::error!(key.id = id, error = %e, "keys.rollout_failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Waits until every connected edge ACKed `pending_version` (or the
+/// activation timeout), then activates the key.
+async fn activate_after_rollout(
+    s: Arc<Shared>,
+    id: KeyId,
+    pending_version: u64,
+    actor: String,
+) -> Result<Rotated, ApiError> {
+    let deadline = Instant::now() + Duration::from_secs(s.config.sync.key_activation_timeout_secs);
+    let edges = s.fleet.wait_applied(pending_version, deadline).await;
+    let lagging: Vec<String> =
+        edges.iter().filter(|e| e.applied < pending_version).map(|e: &EdgeView| e.edge_id.clone()).collect();
+    if lagging.is_empty() {
+        tracing::info!(key.id = id, edges = edges.len(), "keys.rollout_complete");
+    } else {
+        tracing::warn!(
+            key.id = id,
+            version = pending_version,
+            lagging = ?lagging,
+            timeout_secs = s.config.sync.key_activation_timeout_secs,
+            "keys.rollout_timeout: activating although these edges have not ACKed the key"
+        );
+    }
+    let (key, version) = activate(&s, id, &actor).await?;
+    Ok(Rotated { key, version, pending_version, lagging })
+}
+
+/// Makes a PENDING key ACTIVE and the current active key VERIFY_ONLY, in one
+/// commit. A key retired meanwhile stays retired.
+async fn activate(s: &Shared, id: KeyId, actor: &str) -> Result<(SigningKey, u64), ApiError> {
     let _guard = s.key_lock.lock().await;
     let keys = s.store.signing_keys().await?;
-    let id: KeyId = keys
+    let key = keys
         .iter()
-        .map(|k| k.id)
-        .max()
-        .unwrap_or(0)
-        .checked_add(1)
-        .ok_or_else(|| ApiError::FailedPrecondition("key ids are exhausted".into()))?;
-    let mut secret = [0u8; KEY_LEN];
-    OsRng.try_fill_bytes(&mut secret).map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
+        .find(|k| k.id == id)
+        .cloned()
+        .ok_or_else(|| ApiError::Internal(format!("pending key {id} disappeared from the store")))?;
+    if key.state != KeyState::Pending {
+        let version = s.store.version().await?;
+        return Ok((key, version));
+    }
     let now = s.now();
-    let key = SigningKey {
-        id,
-        state: KeyState::Active,
-        secret: SecretKey::from_bytes(secret),
-        created_at: now,
-        activated_at: Some(now),
-        retired_at: None,
-    };
+    let key = SigningKey { state: KeyState::Active, activated_at: Some(now), ..key };
     let change =
         |key_id, state| Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Key { key_id, state } };
-    let mut writes = vec![
-        Write::PutKey { key: key.clone(), create: true },
-        change(id, KeyState::Pending),
-        // Issue 4: this ACTIVE step waits until every connected edge ACKed PENDING.
-        change(id, KeyState::Active),
-    ];
+    let mut writes = vec![Write::PutKey { key: key.clone(), create: false }, change(id, KeyState::Active)];
     for old in keys.into_iter().filter(|k| k.state == KeyState::Active) {
         writes.push(change(old.id, KeyState::VerifyOnly));
         writes.push(Write::PutKey { key: SigningKey { state: KeyState::VerifyOnly, ..old }, create: false });
     }
-    let audit = vec![AuditEvent::new(now, actor, AuditAction::KeyRotate, format!("key:{id}"), reason.to_owned())];
-    let committed = s.store.commit(Batch { writes, audit }).await?;
+    let committed = s.store.commit(Batch { writes, audit: Vec::new() }).await?;
     s.reload_keys().await?;
-    let version = committed.changes.last().map_or(0, |c| c.version);
+    let version = committed
+        .changes
+        .iter()
+        .find(|c| matches!(c.kind, ChangeKind::Key { state: KeyState::Active, .. }))
+        .map_or(0, |c| c.version);
+    tracing::info!(key.id = id, version, "keys.active");
     Ok((key, version))
 }
 

@@ -25,8 +25,10 @@ use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::fleet::Fleet;
 use crate::model::KeyState;
 use crate::store::Store;
+use crate::sync::{NotifyingStore, VersionWatch};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -40,6 +42,15 @@ pub(crate) struct Shared {
     /// Serialises key changes made through this process. Across replicas the
     /// store's create-only key writes catch races (ABORTED).
     key_lock: tokio::sync::Mutex<()>,
+    /// Serialises whole key rotations (PENDING, rollout, ACTIVE).
+    rotate_lock: tokio::sync::Mutex<()>,
+    /// The edges connected to this process.
+    pub(crate) fleet: Arc<Fleet>,
+    /// The newest committed log version; sync sessions watch it.
+    pub(crate) versions: Arc<VersionWatch>,
+    /// Set when the server stops: sync sessions end so the graceful shutdown
+    /// does not wait for long-lived streams.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -49,7 +60,11 @@ struct KeyCache {
 }
 
 impl Shared {
+    /// Handlers' shared state. The store is wrapped so that every commit wakes
+    /// the sync sessions ([`NotifyingStore`]).
     pub(crate) fn new(config: Arc<Config>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Shared {
+        let versions = Arc::new(tokio::sync::watch::channel(0).0);
+        let store: Arc<dyn Store> = Arc::new(NotifyingStore::new(store, Arc::clone(&versions)));
         let auth = Authenticator::new(&config.auth.keys, Arc::clone(&store));
         Shared {
             config,
@@ -58,12 +73,21 @@ impl Shared {
             auth,
             keys: RwLock::new(KeyCache::default()),
             key_lock: tokio::sync::Mutex::new(()),
+            rotate_lock: tokio::sync::Mutex::new(()),
+            fleet: Fleet::new(),
+            versions,
+            stopping: tokio::sync::watch::channel(false).0,
         }
     }
 
     /// Now, Unix seconds.
     pub(crate) fn now(&self) -> u64 {
         self.clock.now_secs()
+    }
+
+    /// Now, Unix milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Reloads the key cache from the store.
@@ -94,16 +118,20 @@ impl Shared {
         })?;
         f(id, &cache.ring)
     }
+}
 
-    /// Makes sure a signing key is active (first start of an empty store).
-    pub(crate) async fn ensure_signing_key(&self) -> Result<(), ApiError> {
-        self.reload_keys().await?;
-        if self.with_active_key(|id, _| Ok(id)).is_err() {
-            let (key, version) = keys::rotate(self, "system", "initial key").await?;
-            tracing::info!(key.id = key.id, version, "keys.initial");
-        }
-        Ok(())
+/// Start-up: publishes the log version to the sync sessions, makes sure a
+/// signing key is active (first start of an empty store), and resumes the
+/// rollout of a key a previous run left PENDING.
+pub(crate) async fn start(s: &Arc<Shared>) -> Result<(), ApiError> {
+    s.versions.send_replace(s.store.version().await?);
+    s.reload_keys().await?;
+    keys::resume_rollouts(s).await?;
+    if s.with_active_key(|id, _| Ok(id)).is_err() {
+        let rotated = keys::rotate(s, "system", "initial key").await?;
+        tracing::info!(key.id = rotated.key.id, version = rotated.version, "keys.initial");
     }
+    Ok(())
 }
 
 /// Page size from a request's `limit`: 0 means 100, capped at 1000.

@@ -1,12 +1,15 @@
-//! `RevocationService`: Revoke (durable before it answers), List, Status.
+//! `RevocationService`: Revoke (durable before it answers; with `wait`, also
+//! enforced by every connected edge or named as lagging), List, Status.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use stile_proto::v1 as pb;
 use stile_proto::v1::revocation_service_server::RevocationService;
 use stile_token::{TokenId, canonicalize_path};
 use tonic::{Request, Response, Status};
 
+use super::edges::edge_ack;
 use super::{Shared, check_reason, keys, page_limit};
 use crate::auth::Rpc;
 use crate::error::ApiError;
@@ -52,7 +55,25 @@ impl RevocationService for Revocations {
         };
         let version = revocation.version;
         tracing::info!(caller = %caller.name, target = %revocation.target, version, "revoke");
-        Ok(Response::new(pb::RevokeResponse { revocation: Some(revocation.into()), version }))
+        let mut response = pb::RevokeResponse { revocation: Some(revocation.into()), version, ..Default::default() };
+        if req.wait {
+            let c = &s.config.sync;
+            let ms = match req.wait_timeout_ms {
+                0 => c.revoke_wait_default_ms,
+                n => u64::from(n).min(c.revoke_wait_max_ms),
+            };
+            let started = tokio::time::Instant::now();
+            let edges = s.fleet.wait_applied(version, started + Duration::from_millis(ms)).await;
+            response.waited_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+            response.lagging = edges.iter().filter(|e| e.applied < version).map(|e| e.edge_id.clone()).collect();
+            response.edges = edges.iter().map(|e| edge_ack(e, version)).collect();
+            if response.lagging.is_empty() {
+                tracing::info!(version, edges = edges.len(), waited_ms = response.waited_ms, "revoke.enforced");
+            } else {
+                tracing::warn!(version, lagging = ?response.lagging, waited_ms = response.waited_ms, "revoke.lagging");
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn list(
@@ -76,12 +97,12 @@ impl RevocationService for Revocations {
         let asked = request.into_inner().version;
         let current = self.0.store.version().await.map_err(ApiError::from)?;
         let version = if asked == 0 { current } else { asked };
-        // Issue 4 fills `edges` from the sync sessions' ACKs.
+        let edges = self.0.fleet.list().iter().map(|e| edge_ack(e, version)).collect();
         Ok(Response::new(pb::RevocationStatusResponse {
             current_version: current,
             version,
             committed: version <= current,
-            edges: Vec::new(),
+            edges,
         }))
     }
 }

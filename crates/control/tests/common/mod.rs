@@ -89,6 +89,11 @@ impl Server {
         (self.dir, self.clock)
     }
 
+    /// The store's newest log version.
+    pub async fn store_version(&self) -> u64 {
+        self.store.version().await.expect("store version")
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -1902,13 +1902,35 @@ pub struct EdgeInfo {
     /// Remote address of the stream.
     #[prost(string, tag = "6")]
     pub remote_addr: ::prost::alloc::string::String,
+    /// When the control plane last heard from it (ACK, NACK or status), Unix
+    /// milliseconds.
+    #[prost(uint64, tag = "7")]
+    pub last_seen_ms: u64,
+    /// NACKs received on this stream.
+    #[prost(uint64, tag = "8")]
+    pub nacks: u64,
+    /// The last NACK's error, empty if none.
+    #[prost(string, tag = "9")]
+    pub last_error: ::prost::alloc::string::String,
+    /// Snapshots sent on this stream (0: it resumed from its version with deltas).
+    #[prost(uint64, tag = "10")]
+    pub snapshots: u64,
+    /// Deltas sent on this stream.
+    #[prost(uint64, tag = "11")]
+    pub deltas: u64,
+    /// Heartbeat round trip, milliseconds, as last measured.
+    #[prost(uint32, tag = "12")]
+    pub rtt_ms: u32,
+    /// Newest version sent to it (applied_version trails it until the ACK).
+    #[prost(uint64, tag = "13")]
+    pub sent_version: u64,
 }
 /// Edge -> control plane.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EdgeMessage {
     /// One message kind.
-    #[prost(oneof = "edge_message::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "edge_message::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<edge_message::Kind>,
 }
 /// Nested message and enum types in `EdgeMessage`.
@@ -1926,6 +1948,9 @@ pub mod edge_message {
         /// A version the edge could not apply.
         #[prost(message, tag = "3")]
         Nack(super::Nack),
+        /// Answer to a heartbeat: the edge's clock skew and progress.
+        #[prost(message, tag = "4")]
+        Status(super::EdgeStatus),
     }
 }
 /// The edge introduces itself.
@@ -1935,9 +1960,15 @@ pub struct EdgeHello {
     /// Stable edge id, 1..64 characters of \[a-z0-9.\_-\].
     #[prost(string, tag = "1")]
     pub edge_id: ::prost::alloc::string::String,
-    /// Newest change log version the edge has applied; 0 if none.
+    /// Newest change log version the edge has applied; 0 if none. The control
+    /// plane answers with a Snapshot when it is 0, ahead of the log, older than
+    /// the log's oldest entry, or more than the configured lag behind; else with
+    /// the Deltas after it.
     #[prost(uint64, tag = "2")]
     pub last_applied_version: u64,
+    /// The edge's software version, for operators (free text, may be empty).
+    #[prost(string, tag = "3")]
+    pub agent: ::prost::alloc::string::String,
 }
 /// The edge applied every change up to `version`.
 #[allow(clippy::all)]
@@ -1947,7 +1978,8 @@ pub struct Ack {
     #[prost(uint64, tag = "1")]
     pub version: u64,
 }
-/// The edge failed to apply `version`.
+/// The edge failed to apply `version`. It keeps its last applied state; the
+/// control plane logs the error and sends a Snapshot.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Nack {
@@ -1957,6 +1989,21 @@ pub struct Nack {
     /// Why, for operators.
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
+}
+/// The edge's answer to a Heartbeat.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EdgeStatus {
+    /// The heartbeat answered (Heartbeat.seq).
+    #[prost(uint64, tag = "1")]
+    pub heartbeat_seq: u64,
+    /// The edge's clock minus the control plane's, milliseconds, estimated from
+    /// the heartbeat: local receive time - (cp_time_ms + rtt_ms / 2).
+    #[prost(int64, tag = "2")]
+    pub clock_skew_ms: i64,
+    /// Newest version applied (the same as the last ACK).
+    #[prost(uint64, tag = "3")]
+    pub applied_version: u64,
 }
 /// Control plane -> edge.
 #[allow(clippy::all)]
@@ -1993,9 +2040,17 @@ pub struct Snapshot {
     /// Every key that verifies (PENDING, ACTIVE, VERIFY_ONLY), with secrets.
     #[prost(message, repeated, tag = "2")]
     pub keys: ::prost::alloc::vec::Vec<EdgeKey>,
-    /// Every revocation still in force.
+    /// Every revocation still in force. Path-prefix revocations with `purge` set
+    /// and a version above the edge's previous version are purges the edge has
+    /// not seen yet.
     #[prost(message, repeated, tag = "3")]
     pub revocations: ::prost::alloc::vec::Vec<Revocation>,
+    /// Set only when the control plane's log is behind the edge's version (its
+    /// store was restored from an older backup): the edge replaces its state
+    /// even though this version is lower than the one it applied. Otherwise an
+    /// edge never goes back in version and NACKs an older snapshot.
+    #[prost(bool, tag = "4")]
+    pub reset: bool,
 }
 /// Key material for edges; only ever sent on the Sync stream.
 #[allow(clippy::all)]
@@ -2011,14 +2066,16 @@ pub struct EdgeKey {
     #[prost(bytes = "vec", tag = "3")]
     pub secret: ::prost::alloc::vec::Vec<u8>,
 }
-/// One change for the edge to apply.
+/// One change for the edge to apply. Deltas arrive in version order without
+/// gaps; a gap makes the edge NACK (and receive a Snapshot).
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Delta {
     /// The change (its version is change.version).
     #[prost(message, optional, tag = "1")]
     pub change: ::core::option::Option<Change>,
-    /// For key changes that add a key: its material.
+    /// For key changes to a verifying state (PENDING, ACTIVE, VERIFY_ONLY): the
+    /// key's material, so an edge always holds the secret of a key it is told of.
     #[prost(message, optional, tag = "2")]
     pub key: ::core::option::Option<EdgeKey>,
 }
@@ -2032,6 +2089,14 @@ pub struct Heartbeat {
     /// The control plane's current log version.
     #[prost(uint64, tag = "2")]
     pub current_version: u64,
+    /// Sequence number, echoed in EdgeStatus.heartbeat_seq.
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    /// Round trip of the previous heartbeat on this stream (send to EdgeStatus),
+    /// milliseconds; 0 before the first. The edge corrects its skew estimate by
+    /// half of it.
+    #[prost(uint32, tag = "4")]
+    pub rtt_ms: u32,
 }
 /// Generated client implementations.
 pub mod edge_service_client {
@@ -2452,14 +2517,21 @@ pub struct RotateKeyRequest {
 }
 /// The new key.
 #[allow(clippy::all)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RotateKeyResponse {
     /// The new key's public facts.
     #[prost(message, optional, tag = "1")]
     pub key: ::core::option::Option<KeyInfo>,
-    /// Change log version recording the rotation.
+    /// Change log version recording the activation.
     #[prost(uint64, tag = "2")]
     pub version: u64,
+    /// Change log version that pushed the key to the edges (PENDING).
+    #[prost(uint64, tag = "3")]
+    pub pending_version: u64,
+    /// Edges connected at activation that had not ACKed pending_version (the
+    /// timeout expired); empty when the whole fleet had the key.
+    #[prost(string, repeated, tag = "4")]
+    pub lagging: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// List keys.
 #[allow(clippy::all)]
@@ -2594,8 +2666,11 @@ pub mod key_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Creates a new 32-byte key from the OS CSPRNG and makes it the active
-        /// minting key; the previous active key keeps verifying (VERIFY_ONLY).
+        /// Creates a new 32-byte key from the OS CSPRNG as PENDING, which pushes it
+        /// (with its secret) to the edges, then makes it the active minting key once
+        /// every connected edge has ACKed that version, or after
+        /// sync.key_activation_timeout_secs (logged, naming the edges). The previous
+        /// active key keeps verifying (VERIFY_ONLY). Answers once the key is ACTIVE.
         pub async fn rotate(
             &mut self,
             request: impl tonic::IntoRequest<super::RotateKeyRequest>,
@@ -2683,8 +2758,11 @@ pub mod key_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with KeyServiceServer.
     #[async_trait]
     pub trait KeyService: std::marker::Send + std::marker::Sync + 'static {
-        /// Creates a new 32-byte key from the OS CSPRNG and makes it the active
-        /// minting key; the previous active key keeps verifying (VERIFY_ONLY).
+        /// Creates a new 32-byte key from the OS CSPRNG as PENDING, which pushes it
+        /// (with its secret) to the edges, then makes it the active minting key once
+        /// every connected edge has ACKed that version, or after
+        /// sync.key_activation_timeout_secs (logged, naming the edges). The previous
+        /// active key keeps verifying (VERIFY_ONLY). Answers once the key is ACTIVE.
         async fn rotate(
             &self,
             request: tonic::Request<super::RotateKeyRequest>,
@@ -3496,10 +3574,18 @@ pub struct RevokeRequest {
     /// Why: 1..200 characters, required; shown to support staff.
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
+    /// Also wait until every connected edge has ACKed the revocation's version
+    /// (enforces it), or until the deadline.
+    #[prost(bool, tag = "3")]
+    pub wait: bool,
+    /// Longest wait, milliseconds; 0 means the control plane's default
+    /// (sync.revoke_wait_default_ms). Capped at sync.revoke_wait_max_ms.
+    #[prost(uint32, tag = "4")]
+    pub wait_timeout_ms: u32,
 }
 /// The recorded revocation.
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RevokeResponse {
     /// The revocation as stored.
     #[prost(message, optional, tag = "1")]
@@ -3507,6 +3593,17 @@ pub struct RevokeResponse {
     /// Log version that carries it; pass to Status to follow its rollout.
     #[prost(uint64, tag = "2")]
     pub version: u64,
+    /// With `wait`: every edge connected when the wait ended and whether it has
+    /// applied `version`. The revocation is durable either way.
+    #[prost(message, repeated, tag = "3")]
+    pub edges: ::prost::alloc::vec::Vec<EdgeAck>,
+    /// With `wait`: ids of connected edges that had not ACKed `version` by the
+    /// deadline; empty when every connected edge enforces it.
+    #[prost(string, repeated, tag = "4")]
+    pub lagging: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// With `wait`: how long the call waited, milliseconds.
+    #[prost(uint32, tag = "5")]
+    pub waited_ms: u32,
 }
 /// List revocations in force.
 #[allow(clippy::all)]
@@ -3548,8 +3645,7 @@ pub struct RevocationStatusResponse {
     /// Whether that version is committed (durable).
     #[prost(bool, tag = "3")]
     pub committed: bool,
-    /// Connected edges and whether each has applied `version`. Filled once edge
-    /// sync exists; empty until then.
+    /// Connected edges and whether each has applied `version`.
     #[prost(message, repeated, tag = "4")]
     pub edges: ::prost::alloc::vec::Vec<EdgeAck>,
 }
@@ -3566,7 +3662,7 @@ pub struct EdgeAck {
     /// Whether `applied_version` >= the version asked about.
     #[prost(bool, tag = "3")]
     pub applied: bool,
-    /// Last NACK error for the version, if any.
+    /// The edge's last NACK error, if any.
     #[prost(string, tag = "4")]
     pub error: ::prost::alloc::string::String,
 }

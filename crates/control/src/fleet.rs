@@ -1,0 +1,236 @@
+//! The fleet registry: every edge connected to this control plane, what it has
+//! applied (ACKed), its clock skew and round trip, and how its stream is doing.
+//!
+//! Sync sessions ([`crate::sync`]) write it; `EdgeService.List`,
+//! `RevocationService.Status`, `Revoke` with `wait` and key rollout read it.
+//! Waiters ([`Fleet::wait_applied`]) wake on every ACK and every disconnect,
+//! so "every connected edge has ACKed v" is re-checked exactly when it can
+//! change.
+//!
+//! One entry per stream. A second stream announcing the same edge id replaces
+//! the first (which is told to stop): a restarted edge is not counted twice,
+//! and a half-open stream of its previous life cannot hold up a `Revoke` wait.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// The registry. Cheap to share; all methods take `&self`.
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    edges: Mutex<BTreeMap<u64, Entry>>,
+    next_session: AtomicU64,
+    /// Bumped on every ACK, NACK and disconnect: wakes waiters.
+    changed: watch::Sender<u64>,
+}
+
+/// What the registry knows about one connected edge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EdgeView {
+    /// The id it announced.
+    pub(crate) edge_id: String,
+    /// Remote address of its stream.
+    pub(crate) remote_addr: String,
+    /// When its stream started, Unix seconds.
+    pub(crate) connected_at: u64,
+    /// Newest version it ACKed (every version up to it is applied).
+    pub(crate) applied: u64,
+    /// Newest version sent to it.
+    pub(crate) sent: u64,
+    /// Its clock minus ours, milliseconds.
+    pub(crate) skew_ms: i64,
+    /// Last heartbeat round trip, milliseconds.
+    pub(crate) rtt_ms: u32,
+    /// When we last heard from it, Unix milliseconds.
+    pub(crate) last_seen_ms: u64,
+    /// NACKs on this stream.
+    pub(crate) nacks: u64,
+    /// The last NACK's error.
+    pub(crate) last_error: String,
+    /// Snapshots sent on this stream.
+    pub(crate) snapshots: u64,
+    /// Deltas sent on this stream.
+    pub(crate) deltas: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    view: EdgeView,
+    stop: Arc<Notify>,
+}
+
+/// A registered stream; removes its entry when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    fleet: Arc<Fleet>,
+    /// The session id (unique per stream).
+    pub(crate) id: u64,
+    /// Notified when a newer stream of the same edge replaces this one.
+    pub(crate) stop: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.fleet.remove(self.id);
+    }
+}
+
+impl Fleet {
+    /// An empty registry.
+    pub(crate) fn new() -> Arc<Fleet> {
+        Arc::new(Fleet {
+            edges: Mutex::new(BTreeMap::new()),
+            next_session: AtomicU64::new(1),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Registers a stream; any other stream of the same edge id is told to stop
+    /// and forgotten.
+    pub(crate) fn register(
+        self: &Arc<Fleet>,
+        edge_id: &str,
+        remote: Option<SocketAddr>,
+        now_ms: u64,
+        applied: u64,
+    ) -> Registration {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let stop = Arc::new(Notify::new());
+        let view = EdgeView {
+            edge_id: edge_id.to_owned(),
+            remote_addr: remote.map(|a| a.to_string()).unwrap_or_default(),
+            connected_at: now_ms / 1000,
+            applied,
+            sent: applied,
+            last_seen_ms: now_ms,
+            ..EdgeView::default()
+        };
+        {
+            let mut edges = self.lock();
+            edges.retain(|_, e| {
+                if e.view.edge_id == edge_id {
+                    // `notify_one` stores a permit: the old session sees it even if not waiting yet.
+                    e.stop.notify_one();
+                    false
+                } else {
+                    true
+                }
+            });
+            edges.insert(id, Entry { view, stop: Arc::clone(&stop) });
+        }
+        self.bump();
+        Registration { fleet: Arc::clone(self), id, stop }
+    }
+
+    /// Updates one stream's entry (no-op once it is gone).
+    pub(crate) fn update(&self, id: u64, f: impl FnOnce(&mut EdgeView)) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            f(&mut e.view);
+        }
+    }
+
+    /// Records an ACK of `version` (never moves `applied` backwards) and wakes waiters.
+    pub(crate) fn ack(&self, id: u64, version: u64, now_ms: u64) {
+        self.update(id, |v| {
+            v.applied = v.applied.max(version);
+            v.last_seen_ms = now_ms;
+        });
+        self.bump();
+    }
+
+    /// Records a NACK.
+    pub(crate) fn nack(&self, id: u64, error: &str, now_ms: u64) {
+        self.update(id, |v| {
+            v.nacks += 1;
+            v.last_error = error.chars().take(512).collect();
+            v.last_seen_ms = now_ms;
+        });
+        self.bump();
+    }
+
+    /// Every connected edge, by edge id.
+    pub(crate) fn list(&self) -> Vec<EdgeView> {
+        let mut out: Vec<EdgeView> = self.lock().values().map(|e| e.view.clone()).collect();
+        out.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+        out
+    }
+
+    /// Waits until every connected edge has applied `version`, or until
+    /// `deadline`. Returns the edges connected at that moment.
+    pub(crate) async fn wait_applied(&self, version: u64, deadline: Instant) -> Vec<EdgeView> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let edges = self.list();
+            if edges.iter().all(|e| e.applied >= version) {
+                return edges;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                // The sender lives as long as `self`; a timeout ends the wait.
+                Ok(Err(_)) | Err(_) => return self.list(),
+            }
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.edges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_returns_when_every_edge_acked_or_at_the_deadline() {
+        let fleet = Fleet::new();
+        let a = fleet.register("a", None, 0, 3);
+        let b = fleet.register("b", None, 0, 3);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waiter = {
+            let fleet = Arc::clone(&fleet);
+            tokio::spawn(async move { fleet.wait_applied(5, deadline).await })
+        };
+        fleet.ack(a.id, 5, 1);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        fleet.ack(b.id, 6, 1);
+        let edges = waiter.await.unwrap();
+        assert!(edges.iter().all(|e| e.applied >= 5));
+
+        // At the deadline the laggard is named.
+        let lagging = fleet.wait_applied(7, Instant::now() + Duration::from_millis(20)).await;
+        assert_eq!(lagging.iter().filter(|e| e.applied < 7).count(), 2);
+        drop(b);
+        assert_eq!(fleet.list().len(), 1, "a dropped registration leaves the registry");
+        fleet.ack(a.id, 3, 2);
+        assert_eq!(fleet.list()[0].applied, 5, "ACKs never move backwards");
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_of_the_same_edge_replaces_the_old_one() {
+        let fleet = Fleet::new();
+        let old = fleet.register("e1", None, 0, 1);
+        let _new = fleet.register("e1", None, 0, 1);
+        assert_eq!(fleet.list().len(), 1);
+        tokio::time::timeout(Duration::from_secs(1), old.stop.notified()).await.expect("old stream told to stop");
+        drop(old);
+        assert_eq!(fleet.list().len(), 1, "dropping the old registration keeps the new entry");
+    }
+}
