@@ -66,9 +66,9 @@ fn admin_listener_serves_health_readiness_and_metrics() {
     assert_eq!(get(edge.admin, "/nope", &[]).unwrap().status, 404);
     let m = String::from_utf8(get(edge.admin, "/metrics", &[]).unwrap().body).unwrap();
     for want in [
-        r#"stile_edge_requests_total{channel="email",decision="allow",reason="ok",transport="query"} 1"#,
-        r#"stile_edge_requests_total{channel="none",decision="deny",reason="missing",transport="none"} 1"#,
-        r#"stile_edge_requests_total{channel="none",decision="deny",reason="malformed",transport="query"} 1"#,
+        r#"stile_edge_requests_total{channel="email",decision="allow",kind="segment",reason="ok",transport="query"} 1"#,
+        r#"stile_edge_requests_total{channel="none",decision="deny",kind="segment",reason="missing",transport="none"} 1"#,
+        r#"stile_edge_requests_total{channel="none",decision="deny",kind="segment",reason="malformed",transport="query"} 1"#,
         r#"stile_edge_upstream_responses_total{class="2xx"} 1"#,
         "stile_edge_validation_duration_seconds_count 3",
         "stile_edge_state_version 7",

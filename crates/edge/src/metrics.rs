@@ -1,8 +1,8 @@
 //! The edge's Prometheus metrics, all named `stile_edge_<name>_<unit>[_total]`,
 //! registered in the edge's own registry and served by the admin listener.
 //!
-//! Label values come from small fixed sets: reason codes, transports, status
-//! classes. The `channel` label carries a token's share channel only once its MAC
+//! Label values come from small fixed sets: reason codes, transports, object
+//! kinds, status classes. The `channel` label carries a token's share channel only once its MAC
 //! verified (forged tokens cannot mint label values), and at most
 //! [`MAX_CHANNEL_LABELS`] distinct channels; the rest count as `other`.
 
@@ -38,6 +38,48 @@ pub struct Metrics {
     channels: RwLock<HashSet<Box<str>>>,
 }
 
+/// What a request asked for, by the extension of its path: the `kind` label of
+/// `stile_edge_requests_total`. Admitted manifests are what players fetch to start
+/// (and, for live streams, to refresh) playback; segment denials mid-playback point
+/// at links that expire before the viewer finishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// An HLS playlist or a DASH MPD.
+    Manifest,
+    /// A media segment, init segment or subtitle chunk.
+    Segment,
+    /// Anything else (keys, images, unparsable paths).
+    #[default]
+    Other,
+}
+
+impl ObjectKind {
+    /// Classifies a request: `manifest` as the validator decided on the canonical path,
+    /// else by the extension of the last segment of `path` (the query is ignored).
+    pub fn classify(manifest: bool, path: &[u8]) -> ObjectKind {
+        if manifest {
+            return ObjectKind::Manifest;
+        }
+        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let Some(dot) = name.iter().rposition(|&b| b == b'.') else { return ObjectKind::Other };
+        const SEGMENTS: [&[u8]; 13] = [
+            b"ts", b"m4s", b"mp4", b"m4a", b"m4v", b"aac", b"ac3", b"ec3", b"mp3", b"vtt", b"webvtt", b"cmfv", b"cmfa",
+        ];
+        let ext = &name[dot + 1..];
+        if SEGMENTS.iter().any(|s| ext.eq_ignore_ascii_case(s)) { ObjectKind::Segment } else { ObjectKind::Other }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Manifest => "manifest",
+            ObjectKind::Segment => "segment",
+            ObjectKind::Other => "other",
+        }
+    }
+}
+
 /// How a playlist response was treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlaylistOutcome {
@@ -56,9 +98,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "stile_edge_requests_total",
-                "Requests by decision, reason code, token transport and share channel.",
+                "Requests by decision, reason code, token transport, share channel and object kind.",
             ),
-            &["decision", "reason", "transport", "channel"],
+            &["decision", "reason", "transport", "channel", "kind"],
         )
         .expect("valid metric");
         let validation = Histogram::with_opts(
@@ -119,7 +161,7 @@ impl Metrics {
         }
         // Pre-create the common series so dashboards see zeros, not gaps.
         for r in Reason::ALL {
-            requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none"]);
+            requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none", "other"]);
         }
         for r in ["ok", "error"] {
             state_reloads.with_label_values(&[r]);
@@ -142,13 +184,13 @@ impl Metrics {
     }
 
     /// Counts one request's decision.
-    pub fn request(&self, reason: Option<Reason>, transport: Transport, channel: Option<&str>) {
+    pub fn request(&self, reason: Option<Reason>, transport: Transport, channel: Option<&str>, kind: ObjectKind) {
         let (decision, reason) = match reason {
             None => ("allow", "ok"),
             Some(r) => ("deny", r.as_str()),
         };
         let channel = self.channel_label(channel);
-        self.requests.with_label_values(&[decision, reason, transport.as_str(), channel]).inc();
+        self.requests.with_label_values(&[decision, reason, transport.as_str(), channel, kind.as_str()]).inc();
     }
 
     /// Records the time one validation took.
@@ -249,13 +291,13 @@ mod tests {
     #[test]
     fn names_follow_the_convention_and_encode() {
         let m = Metrics::new();
-        m.request(None, Transport::Query, Some("email"));
-        m.request(Some(Reason::Expired), Transport::Cookie, None);
+        m.request(None, Transport::Query, Some("email"), ObjectKind::Manifest);
+        m.request(Some(Reason::Expired), Transport::Cookie, None, ObjectKind::Segment);
         m.upstream_response(204, 0.01);
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(
             text.contains(
-                r#"stile_edge_requests_total{channel="email",decision="allow",reason="ok",transport="query"} 1"#
+                r#"stile_edge_requests_total{channel="email",decision="allow",kind="manifest",reason="ok",transport="query"} 1"#
             ),
             "{text}"
         );
@@ -266,12 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn object_kinds_come_from_the_extension() {
+        for (manifest, path, want) in [
+            (true, &b"/vod/abc/master.m3u8?st=x"[..], ObjectKind::Manifest),
+            (false, b"/vod/abc/v1/seg1.ts?st=x.m3u8", ObjectKind::Segment),
+            (false, b"/_st/tok.en/vod/abc/init.MP4", ObjectKind::Segment),
+            (false, b"/vod/abc/chunk-1.m4s", ObjectKind::Segment),
+            (false, b"/vod/abc/key.bin", ObjectKind::Other),
+            (false, b"/vod/abc/", ObjectKind::Other),
+            (false, b"/vod.d/abc", ObjectKind::Other),
+            (false, b"", ObjectKind::Other),
+        ] {
+            assert_eq!(ObjectKind::classify(manifest, path), want, "{}", String::from_utf8_lossy(path));
+        }
+    }
+
+    #[test]
     fn channel_labels_are_capped() {
         let m = Metrics::new();
         for i in 0..MAX_CHANNEL_LABELS {
-            m.request(None, Transport::Path, Some(&format!("c{i}")));
+            m.request(None, Transport::Path, Some(&format!("c{i}")), ObjectKind::Segment);
         }
-        m.request(None, Transport::Path, Some("one-too-many"));
+        m.request(None, Transport::Path, Some("one-too-many"), ObjectKind::Segment);
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(r#"channel="other""#));
         assert!(!text.contains("one-too-many"));

@@ -27,7 +27,7 @@ use stile_token::{Reason, Token};
 use crate::clock::SharedClock;
 use crate::config::{CookieConfig, CorsConfig, EdgeConfig};
 use crate::geo::{Geo, client_ip};
-use crate::metrics::{Metrics, PlaylistOutcome};
+use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
 use crate::playlist;
 use crate::state::SharedState;
 use crate::transport::{self, Transport};
@@ -74,6 +74,7 @@ pub struct RequestCtx {
     rewrite: Option<Rewrite>,
     upstream_status: Option<u16>,
     preflight: bool,
+    kind: ObjectKind,
 }
 
 /// A playlist being buffered for rewriting.
@@ -215,6 +216,7 @@ impl ProxyHttp for EdgeProxy {
             rewrite: None,
             upstream_status: None,
             preflight: false,
+            kind: ObjectKind::Other,
         }
     }
 
@@ -251,6 +253,7 @@ impl ProxyHttp for EdgeProxy {
         self.metrics.validation_seconds(started.elapsed().as_secs_f64());
         ctx.result = Some(verdict.result);
         ctx.transport = verdict.transport;
+        ctx.kind = ObjectKind::classify(verdict.manifest.is_some(), session.req_header().raw_path());
         ctx.token = verdict.token;
         if let Err(reason) = verdict.result {
             self.deny(session, ctx, reason).await?;
@@ -421,7 +424,7 @@ impl ProxyHttp for EdgeProxy {
             && !matches!(reason, Some(Reason::Malformed | Reason::UnknownKey | Reason::BadSignature));
         let channel = ctx.token.as_ref().filter(|_| verified).and_then(Token::channel);
         if !ctx.preflight {
-            self.metrics.request(reason, ctx.transport, channel);
+            self.metrics.request(reason, ctx.transport, channel, ctx.kind);
         }
         let upstream_secs = ctx.admitted_at.map(|t| t.elapsed().as_secs_f64());
         if let Some(secs) = upstream_secs {
