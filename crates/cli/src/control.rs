@@ -66,6 +66,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     };
     runtime.block_on(async move {
         let listen = config.listen;
+        let admin_listen = config.admin_listen.clone();
         // Open the store before binding, so a bad store path fails before any port is taken.
         let plane = match ControlPlane::open(config, Arc::new(SystemClock)).await {
             Ok(p) => p,
@@ -81,7 +82,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match plane.serve(listener, shutdown_signal()).await {
+        let admin = if admin_listen.is_empty() {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(admin_listen.as_str()).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("stile control: cannot listen on {admin_listen} (admin_listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        match plane.serve_with_admin(listener, admin, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("stile control: {e}");

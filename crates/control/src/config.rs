@@ -18,6 +18,9 @@ pub struct Config {
     /// Address the gRPC server listens on (used by `stile control`; tests pass
     /// their own listener). Default `127.0.0.1:7400`.
     pub listen: SocketAddr,
+    /// Address of the admin HTTP listener (`/healthz`, `/readyz`, `/metrics`),
+    /// bound by `stile control`. Empty disables it. Default `127.0.0.1:7401`.
+    pub admin_listen: String,
     /// Where state is kept.
     pub store: StoreConfig,
     /// How minted links look.
@@ -192,6 +195,7 @@ impl Default for Config {
         let policy = |subject, ip| PolicyConfig { require_subject: subject, require_ip: ip, ..PolicyConfig::default() };
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            admin_listen: "127.0.0.1:7401".into(),
             store: StoreConfig::default(),
             links: LinksConfig::default(),
             default_policy: "public".into(),
@@ -301,6 +305,9 @@ impl Config {
     /// Checks every value; the first problem is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if !self.admin_listen.is_empty() && self.admin_listen.parse::<SocketAddr>().is_err() {
+            return bad(format!("admin_listen {:?} is not an ip:port socket address", self.admin_listen));
+        }
         let links = &self.links;
         if !links.default_base_url.is_empty()
             && let Err(e) = crate::mint::normalise_base_url(&links.default_base_url)
@@ -471,6 +478,7 @@ mod tests {
         );
         check("[links]\ndefault_base_url = \"ftp://x\"", "links.default_base_url");
         check("[links]\nipv6_prefix_len = 0", "ipv6_prefix_len");
+        check("admin_listen = \"localhost\"", "admin_listen");
         check("[sync]\nheartbeat_interval_ms = 0", "sync.heartbeat_interval_ms");
         check("[sync]\nedge_timeout_ms = 500", "sync.edge_timeout_ms");
         check("[[auth.keys]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"", "unknown variant `root`");

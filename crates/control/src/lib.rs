@@ -16,6 +16,7 @@
 //! - `sync`: the edge sync stream; `fleet`: the registry of connected edges;
 //! - [`model`]: domain types; `convert`: their protobuf forms;
 //! - [`error`]: errors and their gRPC status codes;
+//! - [`metrics`]: Prometheus metrics and the admin listener (`/healthz`, `/readyz`, `/metrics`);
 //! - [`clock`]: the only reader of wall-clock time.
 //!
 //! Nothing here logs a token, an API key or a signing key.
@@ -26,6 +27,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod fleet;
+pub mod metrics;
 mod mint;
 pub mod model;
 mod server;

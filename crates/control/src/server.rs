@@ -83,7 +83,33 @@ impl ControlPlane {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        self.serve_with_admin(listener, None, shutdown).await
+    }
+
+    /// [`ControlPlane::serve`], plus the admin HTTP listener (`/healthz`, `/readyz`,
+    /// `/metrics`) on `admin` while serving. `/readyz` turns 503 as soon as
+    /// `shutdown` completes, while in-flight calls drain.
+    pub async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
         let s = &self.shared;
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin = admin.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(admin = %addr, "control.admin");
+            }
+            tokio::spawn(crate::metrics::serve_admin(l, Arc::clone(s), Arc::clone(&ready)))
+        });
+        let shutdown = {
+            let ready = Arc::clone(&ready);
+            async move {
+                shutdown.await;
+                ready.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<LinkServiceServer<Links>>().await;
         health.set_serving::<RevocationServiceServer<Revocations>>().await;
@@ -111,7 +137,9 @@ impl ControlPlane {
         }
         // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
         let result = tonic::transport::Server::builder()
+            .layer(crate::metrics::RpcLayer(Arc::clone(&s.metrics)))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
@@ -130,6 +158,9 @@ impl ControlPlane {
             .await;
         pruner.abort();
         poller.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         let _ = poller.await;
         // Wait for the task to drop its handle on the store, so the file can be reopened.
         let _ = pruner.await;

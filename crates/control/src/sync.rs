@@ -351,18 +351,29 @@ fn elapsed_ms(since: Instant) -> u64 {
 pub(crate) struct NotifyingStore {
     inner: Arc<dyn Store>,
     versions: Arc<VersionWatch>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl NotifyingStore {
     pub(crate) fn new(inner: Arc<dyn Store>, versions: Arc<VersionWatch>) -> NotifyingStore {
-        NotifyingStore { inner, versions }
+        NotifyingStore { inner, versions, metrics: None }
+    }
+
+    /// Also records each commit's duration and failures.
+    pub(crate) fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> NotifyingStore {
+        NotifyingStore { metrics: Some(metrics), ..self }
     }
 }
 
 impl Store for NotifyingStore {
     fn commit(&self, batch: Batch) -> StoreFuture<'_, Committed> {
         Box::pin(async move {
-            let committed = self.inner.commit(batch).await?;
+            let started = std::time::Instant::now();
+            let committed = self.inner.commit(batch).await;
+            if let Some(m) = &self.metrics {
+                m.commit(started.elapsed(), committed.is_ok());
+            }
+            let committed = committed?;
             if let Some(last) = committed.changes.last() {
                 let v = last.version;
                 self.versions.send_if_modified(|cur| {

@@ -263,6 +263,7 @@ pub(crate) async fn retire(
     ];
     let audit = vec![AuditEvent::new(now, actor, AuditAction::KeyRetire, format!("key:{key_id}"), reason.to_owned())];
     let committed = s.store.commit(Batch { writes, audit }).await?;
+    s.metrics.revocation(&Target::Key { key_id });
     s.reload_keys().await?;
     let revocation = committed
         .changes

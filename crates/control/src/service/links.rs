@@ -23,6 +23,7 @@ impl LinkService for Links {
         let s = &self.0;
         let caller = s.auth.check(&request, Rpc::Mint).await?;
         let req = request.into_inner();
+        let counted = s.metrics.mints(&s.config, [(req.policy.as_str(), req.channel.as_str())]);
         let asset = mint::gate(&req.asset_id, s.store.asset(req.asset_id.clone()).await.map_err(ApiError::from)?)?;
         let now = s.now();
         let link = s.with_active_key(|id, ring| mint::mint(&s.config, &req, &asset, MintKey { id, ring }, now))?;
@@ -31,6 +32,7 @@ impl LinkService for Links {
         event.channel = req.channel;
         s.store.record_audit(vec![event]).await.map_err(ApiError::from)?;
         tracing::debug!(caller = %caller.name, asset.id = %asset.id, token.id = %link.token_id, "mint");
+        counted.ok();
         Ok(Response::new(pb::MintResponse { link: Some(link) }))
     }
 
@@ -41,6 +43,7 @@ impl LinkService for Links {
         let s = &self.0;
         let caller = s.auth.check(&request, Rpc::MintBatch).await?;
         let requests = request.into_inner().requests;
+        let counted = s.metrics.mints(&s.config, requests.iter().map(|r| (r.policy.as_str(), r.channel.as_str())));
         let max = s.config.links.max_batch;
         if requests.is_empty() || requests.len() > max {
             return Err(ApiError::InvalidArgument(format!(
@@ -81,6 +84,7 @@ impl LinkService for Links {
         }
         s.store.record_audit(vec![event]).await.map_err(ApiError::from)?;
         tracing::info!(caller = %caller.name, count = links.len(), assets = assets.len(), "mint.batch");
+        counted.ok();
         Ok(Response::new(pb::MintBatchResponse { links }))
     }
 }

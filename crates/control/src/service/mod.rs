@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) fleet: Arc<Fleet>,
     /// The newest committed log version; sync sessions watch it.
     pub(crate) versions: Arc<VersionWatch>,
+    /// Prometheus metrics (served by the admin listener).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Set when the server stops: sync sessions end so the graceful shutdown
     /// does not wait for long-lived streams.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
@@ -64,7 +66,9 @@ impl Shared {
     /// the sync sessions ([`NotifyingStore`]).
     pub(crate) fn new(config: Arc<Config>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Shared {
         let versions = Arc::new(tokio::sync::watch::channel(0).0);
-        let store: Arc<dyn Store> = Arc::new(NotifyingStore::new(store, Arc::clone(&versions)));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store: Arc<dyn Store> =
+            Arc::new(NotifyingStore::new(store, Arc::clone(&versions)).with_metrics(Arc::clone(&metrics)));
         let auth = Authenticator::new(&config.auth.keys, Arc::clone(&store));
         Shared {
             config,
@@ -76,6 +80,7 @@ impl Shared {
             rotate_lock: tokio::sync::Mutex::new(()),
             fleet: Fleet::new(),
             versions,
+            metrics,
             stopping: tokio::sync::watch::channel(false).0,
         }
     }

@@ -48,6 +48,7 @@ impl RevocationService for Revocations {
             let writes =
                 vec![Write::Append { at: now, actor: caller.name.clone(), kind: ChangeKind::Revocation(revocation) }];
             let committed = s.store.commit(Batch { writes, audit }).await.map_err(ApiError::from)?;
+            s.metrics.revocation(&target);
             match committed.changes.into_iter().next().map(|c| c.kind) {
                 Some(ChangeKind::Revocation(r)) => r,
                 _ => return Err(ApiError::Internal("store did not return the revocation".into()).into()),
