@@ -11,6 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current time, Unix seconds.
     fn now(&self) -> u64;
+
+    /// The current time, Unix milliseconds (clock-skew measurement).
+    fn now_ms(&self) -> u64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The system clock.
@@ -21,6 +26,13 @@ impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // reason: this is the edge's one clock module.
     fn now(&self) -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    #[allow(clippy::disallowed_methods)] // reason: this is the edge's one clock module.
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

@@ -43,6 +43,9 @@ pub struct EdgeConfig {
     pub cors: CorsConfig,
     /// Keys and revocations.
     pub state: StateConfig,
+    /// Follow a control plane's change log instead of a static state file (see
+    /// [`crate::sync::SyncConfig`]). Absent: file mode.
+    pub sync: Option<crate::sync::SyncConfig>,
     /// Denial diagnostics.
     pub diagnostics: DiagnosticsConfig,
     /// Access log.
@@ -67,6 +70,7 @@ impl Default for EdgeConfig {
             client: ClientConfig::default(),
             cors: CorsConfig::default(),
             state: StateConfig::default(),
+            sync: None,
             diagnostics: DiagnosticsConfig::default(),
             access_log: AccessLogConfig::default(),
         }
@@ -268,7 +272,9 @@ impl Default for CorsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
-    /// JSON state file (keys and revocations; format in `docs/edge.md`). Required.
+    /// JSON state file (keys and revocations; format in `docs/edge.md`). Required in
+    /// file mode; with `[sync]` it is the optional cache of the applied state, which
+    /// the edge writes itself.
     pub file: PathBuf,
     /// How often the file is checked for changes, milliseconds (SIGHUP reloads at once).
     pub poll_interval_ms: u64,
@@ -417,8 +423,12 @@ impl EdgeConfig {
                  as well if that is really wanted (benchmarks only)",
             );
         }
-        if self.state.file.as_os_str().is_empty() {
-            return bad("state.file", "required");
+        if let Some(sync) = &self.sync {
+            if let Err((field, message)) = sync.check() {
+                return Err(ConfigError::Invalid { field, message });
+            }
+        } else if self.state.file.as_os_str().is_empty() {
+            return bad("state.file", "required (or a [sync] table)");
         }
         if self.state.poll_interval_ms == 0 {
             return bad("state.poll_interval_ms", "must be greater than zero");

@@ -14,6 +14,7 @@
 //! - [`playlist`] — the HLS playlist rewriter;
 //! - [`proxy`] — the Pingora `ProxyHttp` service;
 //! - [`admin`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`;
+//! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
 //! - [`server`] — assembling and running it all;
 //! - [`clock`] — the one reader of wall-clock time.
 //!
@@ -32,6 +33,7 @@ pub mod proxy;
 pub mod revocation;
 pub mod server;
 pub mod state;
+pub mod sync;
 pub mod transport;
 pub mod validate;
 

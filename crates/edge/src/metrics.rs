@@ -240,6 +240,11 @@ impl Metrics {
         self.state_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
     }
 
+    /// The registry, for components that register their own metrics (sync).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 << 10);

@@ -64,6 +64,12 @@ impl Revocations {
         false
     }
 
+    /// Whether every token of `key` is revoked (a retired key).
+    #[inline]
+    pub fn key_revoked(&self, key: KeyId) -> bool {
+        self.keys.contains(&key)
+    }
+
     /// Sizes by kind.
     pub fn counts(&self) -> RevocationCounts {
         RevocationCounts {

@@ -13,11 +13,12 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::clock::SharedClock;
-use crate::config::{ConfigError, EdgeConfig};
+use crate::config::{ConfigError, EdgeConfig, StalePolicy};
 use crate::geo::{Geo, GeoError};
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
 use crate::state::{FileReloader, SharedState, StateError, load_file};
+use crate::sync::{Initial, SyncClient, load_cache};
 
 /// How the process was asked to start (Pingora's own flags).
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,6 +41,9 @@ pub enum StartError {
     /// Corrupt GeoIP database.
     #[error(transparent)]
     Geo(#[from] GeoError),
+    /// The sync client cannot be set up (API key file).
+    #[error("{0}")]
+    Sync(String),
     /// Pingora refused to set up.
     #[error("cannot start the server: {0}")]
     Server(String),
@@ -71,15 +75,42 @@ impl Edge {
         let origin = config.resolve_origin()?;
         let geo = Arc::new(Geo::open(&config.client)?);
         let leeway = u64::from(config.token.leeway_secs);
-        let state = load_file(&config.state.file, clock.now(), leeway)?;
         let metrics = Arc::new(Metrics::new());
-        metrics.observe_state(&state);
-        metrics.observe_age(clock.now(), state.fresh_at);
-        tracing::info!(
-            state.file = %config.state.file.display(), state.version = state.version,
-            state.keys = state.keys.len(), state.revocations = state.revocations.len(), "state loaded"
-        );
-        let shared = SharedState::new(state, true);
+        let (shared, sync) = match &config.sync {
+            None => {
+                let state = load_file(&config.state.file, clock.now(), leeway)?;
+                metrics.observe_state(&state);
+                metrics.observe_age(clock.now(), state.fresh_at);
+                tracing::info!(
+                    state.file = %config.state.file.display(), state.version = state.version,
+                    state.keys = state.keys.len(), state.revocations = state.revocations.len(), "state loaded"
+                );
+                (SharedState::new(state, true), None)
+            }
+            Some(sync) => {
+                // Sync mode: `state.file` (optional) is the cache of the applied state.
+                let cache = (!config.state.file.as_os_str().is_empty()).then(|| config.state.file.clone());
+                let Initial { state, from_cache, model, liveness } = load_cache(cache.as_deref(), clock.now(), leeway);
+                metrics.observe_state(&state);
+                metrics.observe_age(clock.now(), state.fresh_at_now());
+                let shared = SharedState::new(state, from_cache);
+                if config.state.max_age_secs > 0 && config.state.stale_policy == StalePolicy::Deny {
+                    shared.set_stale_guard(config.state.max_age_secs, clock.clone());
+                }
+                let client = SyncClient::new(
+                    sync.clone(),
+                    cache,
+                    leeway,
+                    model,
+                    liveness,
+                    shared.clone(),
+                    metrics.clone(),
+                    clock.clone(),
+                )
+                .map_err(StartError::Sync)?;
+                (shared, Some(client))
+            }
+        };
         if !config.validation.enabled {
             tracing::warn!(
                 "TOKEN VALIDATION IS OFF (validation.enabled = false): this edge is an OPEN PROXY for its \
@@ -106,17 +137,24 @@ impl Edge {
         for l in &config.listen {
             svc.add_tcp(l);
         }
-        let reloader = FileReloader {
-            path: config.state.file.clone(),
-            poll: Duration::from_millis(config.state.poll_interval_ms),
-            leeway,
-            shared: shared.clone(),
-            metrics: metrics.clone(),
-            clock,
+        // The proxy starts once the state source is ready: at once in file mode and with a
+        // sync cache, else after the first state from the control plane.
+        let source = match sync {
+            Some(client) => server.add_service(background_service("stile-sync", client)),
+            None => {
+                let reloader = FileReloader {
+                    path: config.state.file.clone(),
+                    poll: Duration::from_millis(config.state.poll_interval_ms),
+                    leeway,
+                    shared: shared.clone(),
+                    metrics: metrics.clone(),
+                    clock,
+                };
+                server.add_service(background_service("stile-state", Reloader(reloader)))
+            }
         };
-        let reload = server.add_service(background_service("stile-state", Reloader(reloader)));
         let proxy = server.add_service(svc);
-        proxy.add_dependency(&reload);
+        proxy.add_dependency(&source);
         if !config.admin_listen.is_empty() {
             let mut admin =
                 Service::new("stile-admin".into(), Admin { shared: shared.clone(), metrics: metrics.clone() });

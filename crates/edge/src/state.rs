@@ -23,12 +23,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stile_token::{KeyRing, SecretKey, TokenId};
 
 use crate::clock::SharedClock;
@@ -45,8 +46,37 @@ pub struct State {
     /// Revocations in force.
     pub revocations: Revocations,
     /// When this state was last known current, Unix seconds: the file's `generated_at`,
-    /// else when it was loaded. Staleness is measured from here.
+    /// else when it was loaded. Staleness is measured from here (or from `live`).
     pub fresh_at: u64,
+    /// When the state's source last confirmed it current (sync mode: every message
+    /// from the control plane), shared by every version built from that source so
+    /// heartbeats need not rebuild the state. 0 in file mode.
+    pub live: Liveness,
+}
+
+impl State {
+    /// When this state was last known current: the later of `fresh_at` and `live`.
+    #[inline]
+    pub fn fresh_at_now(&self) -> u64 {
+        self.fresh_at.max(self.live.get())
+    }
+}
+
+/// A shared, updatable "last confirmed current" time, Unix seconds.
+#[derive(Clone, Debug, Default)]
+pub struct Liveness(Arc<AtomicU64>);
+
+impl Liveness {
+    /// The time, Unix seconds (0: never).
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves the time forward (never backward).
+    pub fn touch(&self, now: u64) {
+        self.0.fetch_max(now, Ordering::Relaxed);
+    }
 }
 
 /// The state shared by the proxy, the admin listener and the reloader.
@@ -54,12 +84,18 @@ pub struct State {
 pub struct SharedState {
     current: ArcSwap<State>,
     ready: AtomicBool,
+    /// Sync mode with `stale_policy = "deny"`: (max age, clock) — a stale edge is not ready.
+    stale_guard: OnceLock<(u64, SharedClock)>,
 }
 
 impl SharedState {
     /// A handle holding `state`, ready when `ready` is true.
     pub fn new(state: State, ready: bool) -> Arc<SharedState> {
-        Arc::new(SharedState { current: ArcSwap::from_pointee(state), ready: AtomicBool::new(ready) })
+        Arc::new(SharedState {
+            current: ArcSwap::from_pointee(state),
+            ready: AtomicBool::new(ready),
+            stale_guard: OnceLock::new(),
+        })
     }
 
     /// The current state, without locking. Hold the guard for one request only.
@@ -74,9 +110,22 @@ impl SharedState {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Whether a state has been loaded (`/readyz`).
+    /// Whether a state has been loaded (`/readyz`) and, when a stale guard is set,
+    /// is not older than its limit.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        if !self.ready.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.stale_guard.get() {
+            Some((max_age, clock)) => clock.now() <= self.load().fresh_at_now().saturating_add(*max_age),
+            None => true,
+        }
+    }
+
+    /// Makes readiness also require a state younger than `max_age` seconds (sync mode
+    /// with `stale_policy = "deny"`: a stale edge denies everything, so it is not ready).
+    pub fn set_stale_guard(&self, max_age: u64, clock: SharedClock) {
+        let _ = self.stale_guard.set((max_age, clock));
     }
 }
 
@@ -109,8 +158,9 @@ pub enum StateError {
     },
 }
 
-/// The JSON state file, as written by operators or tooling.
-#[derive(Debug, Deserialize)]
+/// The JSON state file, as written by operators or tooling (and, in sync mode, the
+/// edge's own cache of its applied state).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateFile {
     /// Version; a reload with a lower version than the one in force is refused.
@@ -126,7 +176,7 @@ pub struct StateFile {
 }
 
 /// One key of the state file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Key id.
@@ -136,7 +186,7 @@ pub struct KeyEntry {
 }
 
 /// One revocation of the state file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationEntry {
     /// What `value` names.
@@ -144,7 +194,7 @@ pub struct RevocationEntry {
     /// Token id (16 hex digits), subject, canonical path or prefix, or key id (decimal).
     pub value: String,
     /// For `subject` and `prefix`: tokens issued strictly before this time are revoked.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_before: Option<u64>,
     /// When the entry may be dropped (no token it matches is still valid). 0 or absent: never.
     #[serde(default)]
@@ -152,7 +202,7 @@ pub struct RevocationEntry {
 }
 
 /// `revocations[].kind`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationKind {
     /// One token.
@@ -224,6 +274,7 @@ impl StateFile {
             keys,
             revocations: b.build(prune_before),
             fresh_at: self.generated_at.unwrap_or(now),
+            live: Liveness::default(),
         })
     }
 }

@@ -150,7 +150,14 @@ impl Validator {
     where
         G: FnOnce() -> Option<Country>,
     {
-        token.verify_mac(&state.keys)?;
+        if let Err(reason) = token.verify_mac(&state.keys) {
+            // A retired key has left the ring, but its revocation is still in force:
+            // say `revoked`, which is what happened (support's `explain` relies on it).
+            if reason == Reason::UnknownKey && state.revocations.key_revoked(token.key_id()) {
+                return Err(Reason::Revoked);
+            }
+            return Err(reason);
+        }
         // First pass without a country, failing closed on it: most tokens carry no country
         // rule and never pay for the lookup.
         let req = stile_token::Request { path, client_ip: input.client_ip, country: None, now: input.now };
@@ -163,7 +170,7 @@ impl Validator {
             return Err(Reason::Revoked);
         }
         if let Some(max) = self.stale_after
-            && input.now > state.fresh_at.saturating_add(max)
+            && input.now > state.fresh_at_now().saturating_add(max)
         {
             return Err(Reason::StaleState);
         }
@@ -225,7 +232,7 @@ mod tests {
     }
 
     fn state() -> State {
-        State { version: 1, keys: ring(), revocations: Default::default(), fresh_at: NOW }
+        State { version: 1, keys: ring(), revocations: Default::default(), fresh_at: NOW, ..Default::default() }
     }
 
     fn run(v: &Validator, s: &State, target: &str, cookie: Option<&str>, now: u64) -> Verdict {
