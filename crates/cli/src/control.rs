@@ -15,10 +15,10 @@ use stile_control::{Config, ControlPlane, SystemClock};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Path to the TOML configuration file (see docs/control-plane.md).
-    #[arg(long, short)]
+    #[arg(long, short, env = "STILE_CONTROL_CONFIG")]
     config: Option<PathBuf>,
     /// Listen address, overriding `listen` from the configuration.
-    #[arg(long)]
+    #[arg(long, env = "STILE_CONTROL_LISTEN")]
     listen: Option<SocketAddr>,
     /// Check the configuration, then exit.
     #[arg(long, short)]

@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Path to the TOML configuration file (see docs/edge.md).
-    #[arg(long, short)]
+    #[arg(long, short, env = "STILE_EDGE_CONFIG")]
     config: Option<PathBuf>,
     /// Take the listening sockets over from a running edge (zero-downtime upgrade:
     /// start the new binary with -u, then send SIGQUIT to the old one).

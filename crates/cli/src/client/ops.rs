@@ -1,0 +1,831 @@
+//! Operator and admin commands: `revoke`, `revocations`, `keys`, `assets`,
+//! `edges`, `audit`, `api-keys`, and `config` (the effective client settings).
+
+use std::time::Duration;
+
+use clap::{ArgGroup, Subcommand};
+use serde_json::json;
+use stile_proto::v1 as pb;
+use stile_proto::v1::api_key_service_client::ApiKeyServiceClient;
+use stile_proto::v1::asset_service_client::AssetServiceClient;
+use stile_proto::v1::audit_service_client::AuditServiceClient;
+use stile_proto::v1::edge_service_client::EdgeServiceClient;
+use stile_proto::v1::key_service_client::KeyServiceClient;
+use stile_proto::v1::revocation_service_client::RevocationServiceClient;
+
+use super::output::{Table, parse_duration, parse_time, relative, rfc3339, utc};
+use super::{Client, Failure, now, print_json, short};
+use crate::settings::Settings;
+
+// ------------------------------------------------------------------ revoke
+
+/// Arguments of `stile revoke`: exactly one target.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["token_id", "link", "subject", "prefix", "key_id"])))]
+pub(crate) struct RevokeArgs {
+    /// One link, by its token id (16 hex digits, as `stile mint` and `stile explain` show).
+    #[arg(long, value_name = "HEX")]
+    token_id: Option<String>,
+    /// One link, by the link itself (URL or bare token); decoded offline for its token id.
+    #[arg(long, value_name = "URL")]
+    link: Option<String>,
+    /// Every link of one viewer issued before --before.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Every link whose scope lies under this path prefix (ending in /), issued before --before.
+    #[arg(long, value_name = "PATH")]
+    prefix: Option<String>,
+    /// Every link signed with this key (retires the key; rotate first if it is active).
+    #[arg(long, value_name = "ID")]
+    key_id: Option<u32>,
+    /// With --subject or --prefix: links issued before this time (default now;
+    /// Unix seconds, RFC 3339, or -10m).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    before: Option<String>,
+    /// With --prefix: also purge cached objects under the prefix at the edges.
+    #[arg(long, requires = "prefix")]
+    purge: bool,
+    /// Why (1..200 characters); shown to support staff by `stile explain`.
+    #[arg(long, required = true)]
+    reason: String,
+    /// Return only once every connected edge enforces it, or name the edges
+    /// that did not by --deadline (exit 4).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the longest wait, e.g. 2s, 500ms (default: the control
+    /// plane's `sync.revoke_wait_default_ms`).
+    #[arg(long, value_name = "DURATION", requires = "wait")]
+    deadline: Option<String>,
+}
+
+pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Failure> {
+    use pb::revocation_target::Target as T;
+    let now = now();
+    if a.before.is_some() && a.subject.is_none() && a.prefix.is_none() {
+        return Err(Failure::usage("--before applies to --subject and --prefix only"));
+    }
+    let before = match &a.before {
+        Some(t) => parse_time(t, now).map_err(|e| Failure::usage(format!("--before: {e}")))?,
+        None => 0,
+    };
+    let target = if let Some(id) = a.token_id {
+        let id = id.trim().to_ascii_lowercase();
+        if stile_token::TokenId::from_hex(&id).is_none() {
+            return Err(Failure::usage(format!("--token-id {id:?}: expected 16 hex digits")));
+        }
+        T::TokenId(id)
+    } else if let Some(link) = a.link {
+        let found = crate::explain::token_of(&link)
+            .map_err(|e| Failure::usage(format!("--link: {e}")).hint("pass --token-id HEX instead"))?;
+        T::TokenId(found.to_string())
+    } else if let Some(subject) = a.subject {
+        T::Subject(pb::SubjectTarget { subject, issued_before: before })
+    } else if let Some(prefix) = a.prefix {
+        T::PathPrefix(pb::PathPrefixTarget { prefix, issued_before: before, purge: a.purge })
+    } else if let Some(key_id) = a.key_id {
+        T::KeyId(key_id)
+    } else {
+        return Err(Failure::usage("nothing to revoke"));
+    };
+    let wait_timeout_ms = match &a.deadline {
+        Some(d) => deadline_ms(d)?,
+        None => 0,
+    };
+    let client = Client::connect(settings, "operator").await?;
+    let req = pb::RevokeRequest {
+        target: Some(pb::RevocationTarget { target: Some(target) }),
+        reason: a.reason,
+        wait: a.wait,
+        wait_timeout_ms,
+    };
+    let resp = RevocationServiceClient::new(client.channel.clone())
+        .revoke(client.req(req))
+        .await
+        .map_err(|s| client.fail(&s))?
+        .into_inner();
+    let r = resp.revocation.clone().unwrap_or_default();
+    let lagging = a.wait && !resp.lagging.is_empty();
+    if settings.json() {
+        let mut doc = json!({ "version": resp.version, "revocation": revocation_json(&r) });
+        if a.wait {
+            doc["waited_ms"] = resp.waited_ms.into();
+            doc["lagging"] = json!(resp.lagging);
+            doc["edges"] = resp.edges.iter().map(edge_ack_json).collect();
+        }
+        print_json(&doc);
+        return if lagging { Err(Failure::negative()) } else { Ok(()) };
+    }
+    println!("revoked {} — version {}", target_text(r.target.as_ref()), resp.version);
+    println!("  by {} at {}, reason: {}", r.actor, utc(r.created_at), r.reason);
+    println!(
+        "  in force until {} ({}); then no link it matches can still be valid",
+        utc(r.expires_at),
+        relative(r.expires_at, now)
+    );
+    if !a.wait {
+        println!("  rollout to edges: stile revocations status {}", resp.version);
+        return Ok(());
+    }
+    let applied = resp.edges.iter().filter(|e| e.applied).count();
+    if resp.edges.is_empty() {
+        println!("  no edges connected: nothing to wait for");
+    } else if !lagging {
+        println!("  enforced by all {applied} connected edges after {} ms", resp.waited_ms);
+    } else {
+        println!(
+            "  enforced by {applied} of {} connected edges after {} ms; NOT yet by: {}",
+            resp.edges.len(),
+            resp.waited_ms,
+            resp.lagging.join(", ")
+        );
+        return Err(Failure::negative().hint(format!(
+            "the revocation is durable and will reach them; follow with `stile revocations status {}`",
+            resp.version
+        )));
+    }
+    Ok(())
+}
+
+fn deadline_ms(d: &str) -> Result<u32, Failure> {
+    let t = d.trim();
+    let ms = if let Some(ms) = t.strip_suffix("ms") {
+        ms.parse::<u64>().map_err(|_| Failure::usage(format!("--deadline {d:?}: expected e.g. 2s or 500ms")))?
+    } else {
+        let secs = parse_duration(t).map_err(|e| Failure::usage(format!("--deadline: {e}")))?;
+        u64::try_from(secs).map_err(|_| Failure::usage("--deadline must not be negative"))? * 1000
+    };
+    if ms == 0 {
+        return Err(Failure::usage("--deadline must be positive"));
+    }
+    Ok(u32::try_from(ms).unwrap_or(u32::MAX))
+}
+
+fn edge_ack_json(e: &pb::EdgeAck) -> serde_json::Value {
+    json!({ "edge_id": e.edge_id, "applied_version": e.applied_version, "applied": e.applied, "error": e.error })
+}
+
+// ------------------------------------------------------------- revocations
+
+/// `stile revocations ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum RevocationsCmd {
+    /// List the revocations in force, oldest first.
+    Ls,
+    /// Show where the change log stands and which edges applied VERSION (default: the newest).
+    Status {
+        /// A change log version, as `stile revoke` printed it.
+        #[arg(value_name = "VERSION")]
+        log_version: Option<u64>,
+    },
+}
+
+pub(crate) async fn revocations(settings: &Settings, c: RevocationsCmd) -> Result<(), Failure> {
+    let client = Client::connect(settings, "operator").await?;
+    let mut rpc = RevocationServiceClient::new(client.channel.clone());
+    match c {
+        RevocationsCmd::Ls => {
+            let all = list_revocations(&client).await?;
+            if settings.json() {
+                print_json(&json!({ "revocations": all.iter().map(revocation_json).collect::<Vec<_>>() }));
+                return Ok(());
+            }
+            if all.is_empty() {
+                println!("no revocations in force");
+                return Ok(());
+            }
+            let mut t = Table::new(&["VERSION", "TARGET", "ISSUED BEFORE", "BY", "AT", "UNTIL", "REASON"]);
+            for r in &all {
+                t.row(vec![
+                    r.version.to_string(),
+                    target_text(r.target.as_ref()),
+                    issued_before(r.target.as_ref()).map_or_else(|| "-".into(), utc),
+                    r.actor.clone(),
+                    utc(r.created_at),
+                    utc(r.expires_at),
+                    r.reason.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+        RevocationsCmd::Status { log_version } => {
+            let req = pb::RevocationStatusRequest { version: log_version.unwrap_or(0) };
+            let s = rpc.status(client.req(req)).await.map_err(|s| client.fail(&s))?.into_inner();
+            if settings.json() {
+                print_json(&json!({
+                    "current_version": s.current_version, "version": s.version, "committed": s.committed,
+                    "edges": s.edges.iter().map(edge_ack_json).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            println!(
+                "version {} is {} (current version {})",
+                s.version,
+                if s.committed { "committed" } else { "NOT committed" },
+                s.current_version
+            );
+            if s.edges.is_empty() {
+                println!("no edges connected to this control plane");
+            } else {
+                let applied = s.edges.iter().filter(|e| e.applied).count();
+                println!("applied by {applied} of {} connected edges", s.edges.len());
+                let mut t = Table::new(&["EDGE", "APPLIED VERSION", "APPLIED", "ERROR"]);
+                for e in &s.edges {
+                    let yes = if e.applied { "yes" } else { "NO" };
+                    t.row(vec![e.edge_id.clone(), e.applied_version.to_string(), yes.into(), e.error.clone()]);
+                }
+                print!("{}", t.render());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every revocation in force, following the paging cursor.
+pub(crate) async fn list_revocations(client: &Client) -> Result<Vec<pb::Revocation>, Failure> {
+    let mut rpc = RevocationServiceClient::new(client.channel.clone());
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let req = pb::ListRevocationsRequest { after_version: after, limit: 1000 };
+        let page = rpc.list(client.req(req)).await.map_err(|s| client.fail(&s))?.into_inner().revocations;
+        let Some(last) = page.last() else { break };
+        after = last.version;
+        let full = page.len() == 1000;
+        all.extend(page);
+        if !full {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+pub(crate) fn target_text(t: Option<&pb::RevocationTarget>) -> String {
+    use pb::revocation_target::Target as T;
+    match t.and_then(|t| t.target.as_ref()) {
+        Some(T::TokenId(id)) => format!("token {id}"),
+        Some(T::Subject(s)) => format!("subject {}", s.subject),
+        Some(T::PathPrefix(p)) => format!("prefix {}{}", p.prefix, if p.purge { " (purge)" } else { "" }),
+        Some(T::KeyId(k)) => format!("key {k}"),
+        None => "?".into(),
+    }
+}
+
+fn issued_before(t: Option<&pb::RevocationTarget>) -> Option<u64> {
+    use pb::revocation_target::Target as T;
+    match t.and_then(|t| t.target.as_ref()) {
+        Some(T::Subject(s)) => Some(s.issued_before),
+        Some(T::PathPrefix(p)) => Some(p.issued_before),
+        _ => None,
+    }
+}
+
+pub(crate) fn revocation_json(r: &pb::Revocation) -> serde_json::Value {
+    use pb::revocation_target::Target as T;
+    let target = match r.target.as_ref().and_then(|t| t.target.as_ref()) {
+        Some(T::TokenId(id)) => json!({ "kind": "token_id", "token_id": id }),
+        Some(T::Subject(s)) => json!({ "kind": "subject", "subject": s.subject, "issued_before": s.issued_before }),
+        Some(T::PathPrefix(p)) => {
+            json!({ "kind": "prefix", "prefix": p.prefix, "issued_before": p.issued_before, "purge": p.purge })
+        }
+        Some(T::KeyId(k)) => json!({ "kind": "key", "key_id": k }),
+        None => serde_json::Value::Null,
+    };
+    json!({
+        "version": r.version, "target": target, "reason": r.reason, "actor": r.actor,
+        "created_at": r.created_at, "expires_at": r.expires_at,
+    })
+}
+
+// -------------------------------------------------------------------- keys
+
+/// `stile keys ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCmd {
+    /// Create a new signing key and make it the minting key (the old one keeps verifying).
+    Rotate {
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List signing keys (ids, states, dates; never secrets).
+    Ls {
+        /// Include retired keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Retire a key: it stops verifying and every link it signed is revoked.
+    Retire {
+        /// Key id.
+        key_id: u32,
+        /// Why (1..200 characters).
+        #[arg(long, required = true)]
+        reason: String,
+    },
+}
+
+pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure> {
+    let client = Client::connect(settings, "operator").await?;
+    let mut rpc = KeyServiceClient::new(client.channel.clone());
+    let now = now();
+    match c {
+        KeysCmd::Rotate { reason } => {
+            let r = rpc.rotate(client.req(pb::RotateKeyRequest { reason })).await.map_err(|s| client.fail(&s))?;
+            let r = r.into_inner();
+            let k = r.key.unwrap_or_default();
+            if settings.json() {
+                print_json(&json!({ "key": key_json(&k), "version": r.version }));
+            } else {
+                println!(
+                    "key {} is now {} (version {}); earlier keys keep verifying their links",
+                    k.key_id,
+                    key_state(k.state),
+                    r.version
+                );
+            }
+        }
+        KeysCmd::Ls { all } => {
+            let keys = list_keys(&client, all).await?;
+            if settings.json() {
+                print_json(&json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }));
+                return Ok(());
+            }
+            let mut t = Table::new(&["ID", "STATE", "CREATED", "ACTIVATED", "RETIRED"]);
+            for k in &keys {
+                t.row(vec![
+                    k.key_id.to_string(),
+                    key_state(k.state),
+                    when(k.created_at, now),
+                    when(k.activated_at, now),
+                    when(k.retired_at, now),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+        KeysCmd::Retire { key_id, reason } => {
+            let r = rpc
+                .retire(client.req(pb::RetireKeyRequest { key_id, reason }))
+                .await
+                .map_err(|s| client.fail(&s))?
+                .into_inner();
+            if settings.json() {
+                print_json(&json!({
+                    "key": key_json(&r.key.unwrap_or_default()),
+                    "revocation": r.revocation.as_ref().map(revocation_json),
+                    "version": r.version,
+                }));
+            } else {
+                println!("key {key_id} retired (version {}); every link it signed is revoked", r.version);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn list_keys(client: &Client, include_retired: bool) -> Result<Vec<pb::KeyInfo>, Failure> {
+    let req = pb::ListKeysRequest { include_retired };
+    let r = KeyServiceClient::new(client.channel.clone()).list(client.req(req)).await.map_err(|s| client.fail(&s))?;
+    Ok(r.into_inner().keys)
+}
+
+pub(crate) fn key_state(s: i32) -> String {
+    pb::KeyState::try_from(s).map_or_else(|_| format!("state {s}"), |s| short(s.as_str_name(), "KEY_STATE_"))
+}
+
+fn key_json(k: &pb::KeyInfo) -> serde_json::Value {
+    json!({
+        "key_id": k.key_id, "state": key_state(k.state), "created_at": k.created_at,
+        "activated_at": k.activated_at, "retired_at": k.retired_at,
+    })
+}
+
+fn when(secs: u64, now: u64) -> String {
+    if secs == 0 { "-".into() } else { format!("{} ({})", utc(secs), relative(secs, now)) }
+}
+
+// ------------------------------------------------------------------ assets
+
+/// `stile assets ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AssetsCmd {
+    /// Create an asset (in DRAFT) or update its entry manifest.
+    Put {
+        /// Asset id: 1..64 characters of [a-z0-9._-].
+        id: String,
+        /// Path prefix on the edge, ending in / (immutable once created).
+        #[arg(long)]
+        path: String,
+        /// Entry manifest relative to the path, e.g. master.m3u8.
+        #[arg(long, default_value = "")]
+        entry: String,
+    },
+    /// Move an asset to a new state: draft, ready, published, archived.
+    State {
+        /// Asset id.
+        id: String,
+        /// Target state.
+        #[arg(value_parser = ["draft", "ready", "published", "archived"])]
+        state: String,
+        /// Apply only if the asset is at this revision.
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Show one asset.
+    Get {
+        /// Asset id.
+        id: String,
+    },
+    /// List assets.
+    Ls {
+        /// Only assets in this state.
+        #[arg(long, value_parser = ["draft", "ready", "published", "archived"])]
+        state: Option<String>,
+    },
+}
+
+fn asset_state_of(s: &str) -> pb::AssetState {
+    match s {
+        "draft" => pb::AssetState::Draft,
+        "ready" => pb::AssetState::Ready,
+        "published" => pb::AssetState::Published,
+        "archived" => pb::AssetState::Archived,
+        _ => pb::AssetState::Unspecified,
+    }
+}
+
+pub(crate) fn asset_state(s: i32) -> String {
+    pb::AssetState::try_from(s).map_or_else(|_| format!("state {s}"), |s| short(s.as_str_name(), "ASSET_STATE_"))
+}
+
+pub(crate) async fn assets(settings: &Settings, c: AssetsCmd) -> Result<(), Failure> {
+    let client = Client::connect(settings, "operator").await?;
+    let mut rpc = AssetServiceClient::new(client.channel.clone());
+    let now = now();
+    let one = |a: Option<pb::Asset>, note: &str| -> Result<(), Failure> {
+        let a = a.ok_or_else(|| Failure::runtime("the control plane returned no asset"))?;
+        if settings.json() {
+            print_json(&asset_json(&a));
+        } else {
+            println!(
+                "asset {} {note}: {} {}{} (revision {}, by {} {})",
+                a.id,
+                asset_state(a.state),
+                a.path,
+                a.entry,
+                a.revision,
+                a.updated_by,
+                relative(a.updated_at, now)
+            );
+        }
+        Ok(())
+    };
+    match c {
+        AssetsCmd::Put { id, path, entry } => {
+            let r = rpc.put(client.req(pb::PutAssetRequest { id, path, entry })).await.map_err(|s| client.fail(&s))?;
+            let r = r.into_inner();
+            one(r.asset, if r.created { "created" } else { "updated" })?;
+        }
+        AssetsCmd::State { id, state, expected_revision } => {
+            let req = pb::SetAssetStateRequest {
+                id,
+                state: asset_state_of(&state).into(),
+                expected_revision: expected_revision.unwrap_or(0),
+            };
+            let r = rpc.set_state(client.req(req)).await.map_err(|s| client.fail(&s))?;
+            one(r.into_inner().asset, "is now")?;
+        }
+        AssetsCmd::Get { id } => {
+            let r = rpc.get(client.req(pb::GetAssetRequest { id })).await.map_err(|s| client.fail(&s))?;
+            one(r.into_inner().asset, "is")?;
+        }
+        AssetsCmd::Ls { state } => {
+            let filter = state.as_deref().map_or(pb::AssetState::Unspecified, asset_state_of);
+            let mut all = Vec::new();
+            let mut after = String::new();
+            loop {
+                let req = pb::ListAssetsRequest { state: filter.into(), after_id: after.clone(), limit: 1000 };
+                let page = rpc.list(client.req(req)).await.map_err(|s| client.fail(&s))?.into_inner().assets;
+                let full = page.len() == 1000;
+                if let Some(last) = page.last() {
+                    after = last.id.clone();
+                }
+                all.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            if settings.json() {
+                print_json(&json!({ "assets": all.iter().map(asset_json).collect::<Vec<_>>() }));
+                return Ok(());
+            }
+            if all.is_empty() {
+                println!("no assets{}", state.map(|s| format!(" in state {s}")).unwrap_or_default());
+                return Ok(());
+            }
+            let mut t = Table::new(&["ID", "STATE", "PATH", "ENTRY", "REV", "UPDATED", "BY"]);
+            for a in &all {
+                t.row(vec![
+                    a.id.clone(),
+                    asset_state(a.state),
+                    a.path.clone(),
+                    a.entry.clone(),
+                    a.revision.to_string(),
+                    relative(a.updated_at, now),
+                    a.updated_by.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
+}
+
+fn asset_json(a: &pb::Asset) -> serde_json::Value {
+    json!({
+        "id": a.id, "path": a.path, "entry": a.entry, "state": asset_state(a.state), "revision": a.revision,
+        "created_at": a.created_at, "updated_at": a.updated_at, "updated_by": a.updated_by,
+    })
+}
+
+// ------------------------------------------------------------------- edges
+
+/// `stile edges ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum EdgesCmd {
+    /// List the edges connected to this control plane: applied version, lag, clock skew.
+    Ls,
+}
+
+pub(crate) async fn edges(settings: &Settings, c: EdgesCmd) -> Result<(), Failure> {
+    let EdgesCmd::Ls = c;
+    let client = Client::connect(settings, "operator").await?;
+    let r = EdgeServiceClient::new(client.channel.clone())
+        .list(client.req(pb::ListEdgesRequest::default()))
+        .await
+        .map_err(|s| client.fail(&s))?
+        .into_inner();
+    if settings.json() {
+        print_json(&json!({
+            "current_version": r.current_version,
+            "edges": r.edges.iter().map(|e| json!({
+                "edge_id": e.edge_id, "applied_version": e.applied_version, "lag": e.lag,
+                "clock_skew_ms": e.clock_skew_ms, "connected_at": e.connected_at, "remote_addr": e.remote_addr,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("change log version {}", r.current_version);
+    if r.edges.is_empty() {
+        println!("no edges connected (edges in state-file mode do not connect)");
+        return Ok(());
+    }
+    let now = now();
+    let mut t = Table::new(&["EDGE", "APPLIED", "LAG", "SKEW", "CONNECTED", "FROM"]);
+    for e in &r.edges {
+        t.row(vec![
+            e.edge_id.clone(),
+            e.applied_version.to_string(),
+            e.lag.to_string(),
+            format!("{:+} ms", e.clock_skew_ms),
+            relative(e.connected_at, now),
+            e.remote_addr.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+// ------------------------------------------------------------------- audit
+
+/// `stile audit ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Show the newest audit events (oldest of them first), optionally following new ones.
+    Tail(AuditTailArgs),
+}
+
+/// Arguments of `stile audit tail`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditTailArgs {
+    /// How many events.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: u32,
+    /// Only this actor (API key name).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only this action.
+    #[arg(long, value_parser = AUDIT_ACTIONS)]
+    action: Option<String>,
+    /// Only this share channel.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Only events at or after this time (RFC 3339, Unix seconds, or a duration ago: 1h, 30m).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    since: Option<String>,
+    /// Keep printing new events until Ctrl-C.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+const AUDIT_ACTIONS: [&str; 9] = [
+    "mint",
+    "mint_batch",
+    "revoke",
+    "key_rotate",
+    "key_retire",
+    "asset_put",
+    "asset_state",
+    "api_key_create",
+    "api_key_delete",
+];
+
+fn audit_action(s: i32) -> String {
+    pb::AuditAction::try_from(s)
+        .map_or_else(|_| format!("action {s}"), |a| short(a.as_str_name(), "AUDIT_ACTION_").to_ascii_lowercase())
+}
+
+pub(crate) async fn audit(settings: &Settings, c: AuditCmd) -> Result<(), Failure> {
+    let AuditCmd::Tail(a) = c;
+    let now = now();
+    let since = match &a.since {
+        None => 0,
+        Some(s) => match parse_duration(s) {
+            Ok(d) if !s.starts_with('+') => now.saturating_sub(d.unsigned_abs()),
+            _ => parse_time(s, now).map_err(|e| Failure::usage(format!("--since: {e}")))?,
+        },
+    };
+    let action = match &a.action {
+        Some(name) => pb::AuditAction::from_str_name(&format!("AUDIT_ACTION_{}", name.to_ascii_uppercase()))
+            .ok_or_else(|| Failure::usage(format!("--action {name:?} is unknown")))?,
+        None => pb::AuditAction::Unspecified,
+    };
+    let client = Client::connect(settings, "operator").await?;
+    let mut rpc = AuditServiceClient::new(client.channel.clone());
+    let request = |limit: u32| pb::ListAuditRequest {
+        actor: a.actor.clone().unwrap_or_default(),
+        action: action.into(),
+        since,
+        until: 0,
+        limit,
+        before_seq: 0,
+        channel: a.channel.clone().unwrap_or_default(),
+    };
+    let mut events = rpc.list(client.req(request(a.limit))).await.map_err(|s| client.fail(&s))?.into_inner().events;
+    events.reverse();
+    let mut last = events.last().map_or(0, |e| e.seq);
+    if settings.json() && !a.follow {
+        print_json(&json!({ "events": events.iter().map(audit_json).collect::<Vec<_>>() }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "CHANNEL", "COUNT", "DETAIL"]);
+    let row = |e: &pb::AuditEvent| {
+        vec![
+            e.seq.to_string(),
+            utc(e.at),
+            e.actor.clone(),
+            audit_action(e.action),
+            e.target.clone(),
+            e.channel.clone(),
+            e.count.to_string(),
+            e.detail.clone(),
+        ]
+    };
+    if settings.json() {
+        // --follow --json: one JSON object per line (JSON Lines), so consumers can stream.
+        for e in &events {
+            println!("{}", audit_json(e));
+        }
+    } else if events.is_empty() && !a.follow {
+        println!("no audit events match");
+    } else {
+        for e in &events {
+            t.row(row(e));
+        }
+        print!("{}", t.render());
+    }
+    if !a.follow {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let new = rpc.list(client.req(request(1000))).await.map_err(|s| client.fail(&s))?.into_inner().events;
+        let seen = last;
+        for e in new.iter().rev().filter(|e| e.seq > seen) {
+            if settings.json() {
+                println!("{}", audit_json(e));
+            } else {
+                println!("{}", row(e).join("  "));
+            }
+            last = e.seq;
+        }
+    }
+}
+
+fn audit_json(e: &pb::AuditEvent) -> serde_json::Value {
+    json!({
+        "seq": e.seq, "at": e.at, "time": rfc3339(e.at), "actor": e.actor, "action": audit_action(e.action),
+        "target": e.target, "channel": e.channel, "count": e.count, "detail": e.detail,
+    })
+}
+
+// ---------------------------------------------------------------- api keys
+
+/// `stile api-keys ...` (admin)
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApiKeysCmd {
+    /// Create an API key; it is printed once.
+    Create {
+        /// Name: 1..64 characters of [a-z0-9._-]; the actor in the audit log.
+        name: String,
+        /// Role.
+        #[arg(long, value_parser = ["minter", "operator", "edge", "admin"])]
+        role: String,
+    },
+    /// List API keys (names, roles, dates; never secrets).
+    Ls,
+    /// Delete a stored API key; it stops working at once.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+fn role(r: i32) -> String {
+    pb::Role::try_from(r).map_or_else(|_| format!("role {r}"), |r| short(r.as_str_name(), "ROLE_").to_ascii_lowercase())
+}
+
+pub(crate) async fn api_keys(settings: &Settings, c: ApiKeysCmd) -> Result<(), Failure> {
+    let client = Client::connect(settings, "admin").await?;
+    let mut rpc = ApiKeyServiceClient::new(client.channel.clone());
+    match c {
+        ApiKeysCmd::Create { name, role: r } => {
+            let role_value = pb::Role::from_str_name(&format!("ROLE_{}", r.to_ascii_uppercase())).unwrap_or_default();
+            let req = pb::CreateApiKeyRequest { name, role: role_value.into() };
+            let resp = rpc.create(client.req(req)).await.map_err(|s| client.fail(&s))?.into_inner();
+            let info = resp.info.unwrap_or_default();
+            if settings.json() {
+                print_json(&json!({ "name": info.name, "role": role(info.role), "key": resp.key }));
+            } else {
+                println!("created API key {:?} with role {}; it is shown only now:", info.name, role(info.role));
+                println!("{}", resp.key);
+            }
+        }
+        ApiKeysCmd::Ls => {
+            let keys = rpc.list(client.req(pb::ListApiKeysRequest::default())).await.map_err(|s| client.fail(&s))?;
+            let keys = keys.into_inner().keys;
+            if settings.json() {
+                print_json(&json!({ "keys": keys.iter().map(|k| json!({
+                    "name": k.name, "role": role(k.role), "created_at": k.created_at, "created_by": k.created_by,
+                })).collect::<Vec<_>>() }));
+                return Ok(());
+            }
+            let mut t = Table::new(&["NAME", "ROLE", "CREATED", "BY"]);
+            for k in &keys {
+                t.row(vec![k.name.clone(), role(k.role), utc(k.created_at), k.created_by.clone()]);
+            }
+            print!("{}", t.render());
+        }
+        ApiKeysCmd::Delete { name } => {
+            rpc.delete(client.req(pb::DeleteApiKeyRequest { name: name.clone() }))
+                .await
+                .map_err(|s| client.fail(&s))?;
+            if settings.json() {
+                print_json(&json!({ "deleted": name }));
+            } else {
+                println!("deleted API key {name:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ config
+
+/// `stile config`: the effective client settings and where each came from.
+pub(crate) fn show_config(s: &Settings) -> Result<(), Failure> {
+    let key = s.api_key.as_deref().map(mask);
+    if s.json() {
+        print_json(&json!({
+            "server": s.server, "server_source": s.server_source.name(),
+            "api_key": key, "api_key_source": s.api_key_source.name(),
+            "output": "json", "file": s.file.as_ref().map(|p| p.display().to_string()),
+        }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["SETTING", "VALUE", "FROM"]);
+    t.row(vec!["server".into(), s.server.clone(), s.server_source.name().into()]);
+    t.row(vec!["api_key".into(), key.unwrap_or_else(|| "(none)".into()), s.api_key_source.name().into()]);
+    t.row(vec!["output".into(), "table".into(), String::new()]);
+    let file = s.file.as_ref().map_or_else(|| "(none)".into(), |p| p.display().to_string());
+    t.row(vec!["file".into(), file, String::new()]);
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `stk_AbCd…` — enough to tell keys apart, never the key.
+fn mask(key: &str) -> String {
+    let head: String = key.chars().take(8).collect();
+    format!("{head}… ({} characters)", key.chars().count())
+}

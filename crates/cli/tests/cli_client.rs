@@ -1,0 +1,242 @@
+//! The client commands through the real binary against `stile dev`: documented
+//! exit codes (0 ok, 1 unreachable, 2 refused, 3 auth, 4 explain denies, 64
+//! usage), `--json` documents, batch minting to a file, and the precedence of
+//! flags, environment and configuration file.
+
+mod dev_support;
+
+use dev_support::{Dev, stile};
+
+#[test]
+fn commands_exit_codes_and_json() {
+    let dev = Dev::start(&["--quiet"]);
+    let s = dev.server.as_str();
+
+    // mint: JSON link with every transport; the operator may not mint (3); no key is usage (64).
+    let m = stile(&["mint", "sample", "--server", s, "--api-key", &dev.minter, "--subject", "v9", "--json"], &[]);
+    assert_eq!(m.code, 0, "{m:?}");
+    let link = m.json();
+    assert!(link["query_url"].as_str().unwrap().contains("?st="), "{link}");
+    assert!(link["path_url"].as_str().unwrap().contains("/_st/"), "{link}");
+    assert_eq!(link["cookie"]["name"], "stile");
+    let denied = dev.stile(&["mint", "sample"]);
+    assert_eq!(denied.code, 3, "{denied:?}");
+    assert!(denied.stderr.contains("permission denied") && denied.stderr.contains("hint:"), "{}", denied.stderr);
+    let nokey = stile(&["mint", "sample", "--server", s], &[]);
+    assert_eq!(nokey.code, 64, "{nokey:?}");
+    assert!(nokey.stderr.contains("STILE_API_KEY"), "{}", nokey.stderr);
+    let badkey = stile(&["keys", "ls", "--server", s, "--api-key", "stk_nope"], &[]);
+    assert_eq!(badkey.code, 3, "{badkey:?}");
+
+    // Refusals are 2, with the server's message.
+    let nf = dev.stile(&["assets", "get", "nope"]);
+    assert_eq!(nf.code, 2, "{nf:?}");
+    assert!(nf.stderr.contains("NOT_FOUND"), "{}", nf.stderr);
+    let unpublished = dev.stile(&["assets", "put", "draft1", "--path", "/vod/d/", "--entry", "m.m3u8"]);
+    assert_eq!(unpublished.code, 0, "{unpublished:?}");
+    let gate = stile(&["mint", "draft1", "--server", s, "--api-key", &dev.minter], &[]);
+    assert_eq!(gate.code, 2, "{gate:?}");
+    assert!(gate.stderr.contains("FAILED_PRECONDITION"), "{}", gate.stderr);
+
+    // Unreachable is 1 with advice; bad flags are 64.
+    let down = stile(&["keys", "ls", "--server", "http://127.0.0.1:1", "--api-key", "k"], &[]);
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(down.stderr.contains("cannot reach the control plane") && down.stderr.contains("stile dev"), "{down:?}");
+    assert_eq!(stile(&["revoke", "--reason", "x"], &[]).code, 64, "no target");
+    assert_eq!(stile(&["keys", "frobnicate"], &[]).code, 64);
+    assert_eq!(stile(&["--help"], &[]).code, 0);
+
+    // Listings as JSON.
+    let keys = dev.stile(&["keys", "ls", "--json"]).json();
+    assert_eq!(keys["keys"][0]["state"], "ACTIVE", "{keys}");
+    let rot = dev.stile(&["keys", "rotate", "--reason", "test", "--json"]);
+    assert_eq!(rot.code, 0, "{rot:?}");
+    assert_eq!(dev.stile(&["keys", "ls", "--json"]).json()["keys"].as_array().unwrap().len(), 2);
+    let assets = dev.stile(&["assets", "ls", "--state", "published", "--json"]).json();
+    assert_eq!(assets["assets"][0]["id"], "sample", "{assets}");
+    assert_eq!(dev.stile(&["edges", "ls", "--json"]).code, 0);
+    let table = dev.stile(&["assets", "ls"]);
+    assert!(table.stdout.starts_with("ID  ") && table.stdout.contains("PUBLISHED"), "{}", table.stdout);
+
+    // Revocations of every kind, listed.
+    for args in [
+        vec!["--token-id", "00000000000000aa"],
+        vec!["--link", link["query_url"].as_str().unwrap()],
+        vec!["--subject", "v9", "--before", "now"],
+        vec!["--prefix", "/vod/sample/", "--before", "-1m"],
+    ] {
+        let mut a = vec!["revoke", "--reason", "test"];
+        a.extend(args.iter().copied());
+        let r = dev.stile(&a);
+        assert_eq!(r.code, 0, "{a:?}: {r:?}");
+    }
+    let revs = dev.stile(&["revocations", "ls", "--json"]).json();
+    assert_eq!(revs["revocations"].as_array().unwrap().len(), 4, "{revs}");
+    // (the --wait revocation below makes five)
+    assert_eq!(revs["revocations"][1]["target"]["token_id"], link["token_id"]);
+    let waited = dev.stile(&[
+        "revoke",
+        "--token-id",
+        "00000000000000bb",
+        "--reason",
+        "w",
+        "--wait",
+        "--deadline",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(waited.code, 0, "{waited:?}");
+    assert_eq!(waited.json()["lagging"], serde_json::json!([]), "no edge is connected over sync in dev yet");
+    assert_eq!(dev.stile(&["revoke", "--token-id", "00000000000000bb", "--reason", "w", "--deadline", "1s"]).code, 64);
+    let retire = dev.stile(&["revoke", "--key-id", "1", "--reason", "retire old key"]);
+    assert_eq!(retire.code, 0, "{retire:?}");
+    let status = dev.stile(&["revocations", "status", "--json"]).json();
+    assert_eq!(status["committed"], true, "{status}");
+
+    // The audit log shows who did what.
+    let audit = dev.stile(&["audit", "tail", "--action", "revoke", "--json"]).json();
+    let events = audit["events"].as_array().unwrap();
+    assert!(events.len() >= 4 && events.iter().all(|e| e["actor"] == "dev-operator"), "{audit}");
+
+    // Admin: API keys.
+    let admin = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["--server", s, "--api-key", dev.admin.as_str()]);
+        stile(&a, &[])
+    };
+    let created = admin(&["api-keys", "create", "backend-1", "--role", "minter", "--json"]);
+    assert_eq!(created.code, 0, "{created:?}");
+    assert!(created.json()["key"].as_str().unwrap().starts_with("stk_"));
+    assert!(admin(&["api-keys", "ls"]).stdout.contains("backend-1"));
+    assert_eq!(admin(&["api-keys", "create", "backend-1", "--role", "minter"]).code, 2, "name taken");
+    assert_eq!(admin(&["api-keys", "delete", "backend-1"]).code, 0);
+    assert_eq!(dev.stile(&["api-keys", "ls"]).code, 3, "operators cannot manage keys");
+}
+
+#[test]
+fn batch_minting_writes_one_line_per_link() {
+    let dev = Dev::start(&["--quiet"]);
+    let out = dev.dir.path().join("links.txt");
+    let out_s = out.to_str().unwrap();
+    let key = dev.minter.as_str();
+    let r = stile(
+        &[
+            "mint",
+            "sample",
+            "--server",
+            &dev.server,
+            "--api-key",
+            key,
+            "--count",
+            "2500",
+            "--subject",
+            "v-{n}",
+            "--out",
+            out_s,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("minted 2500 links to"), "{}", r.stderr);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2500);
+    assert!(lines.iter().all(|l| l.starts_with("http://127.0.0.1:") && l.contains("?st=")));
+
+    // JSON lines from a batch file; each names its subject.
+    let batch = dev.dir.path().join("batch.jsonl");
+    std::fs::write(
+        &batch,
+        "{\"subject\":\"a\",\"channel\":\"email\"}\n# comment\n{\"asset_id\":\"sample\",\"subject\":\"b\"}\n",
+    )
+    .unwrap();
+    let r = stile(
+        &["mint", "sample", "--server", &dev.server, "--api-key", key, "--batch", batch.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let links: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(links.len(), 2);
+    let ex = dev.stile(&["explain", "--json", links[0]["query_url"].as_str().unwrap()]).json();
+    assert_eq!(ex["token"]["subject"], "a");
+    assert_eq!(ex["token"]["channel"], "email");
+
+    // A bad line is a usage error naming the line.
+    std::fs::write(&batch, "{\"subjct\":\"a\"}\n").unwrap();
+    let r =
+        stile(&["mint", "sample", "--server", &dev.server, "--api-key", key, "--batch", batch.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("line 1"), "{}", r.stderr);
+}
+
+#[test]
+fn settings_precedence_flags_env_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cli.toml");
+    std::fs::write(&file, "server = \"http://file:1\"\napi_key = \"stk_file\"\noutput = \"json\"\n").unwrap();
+    let f = file.to_str().unwrap();
+
+    let show = |args: &[&str], env: &[(&str, &str)]| {
+        let mut a = vec!["config"];
+        a.extend_from_slice(args);
+        let r = stile(&a, env);
+        assert_eq!(r.code, 0, "{r:?}");
+        r
+    };
+    // File only (output = json from the file).
+    let j = show(&[], &[("STILE_CONFIG", f)]).json();
+    assert_eq!((j["server"].as_str(), j["server_source"].as_str()), (Some("http://file:1"), Some("file")));
+    assert!(j["api_key"].as_str().unwrap().starts_with("stk_file"), "{j}");
+    // Environment beats the file.
+    let j = show(&[], &[("STILE_CONFIG", f), ("STILE_SERVER", "http://env:2")]).json();
+    assert_eq!((j["server"].as_str(), j["server_source"].as_str()), (Some("http://env:2"), Some("environment")));
+    // Flags beat both.
+    let j = show(&["--server", "http://flag:3", "--config", f], &[("STILE_SERVER", "http://env:2")]).json();
+    assert_eq!((j["server"].as_str(), j["server_source"].as_str()), (Some("http://flag:3"), Some("flag")));
+    // Defaults, as a table; the key is never shown whole.
+    let t = show(&[], &[]);
+    assert!(t.stdout.contains("http://127.0.0.1:7400") && t.stdout.contains("default"), "{}", t.stdout);
+    let t = show(&["--api-key", "stk_0123456789abcdefghij"], &[]);
+    assert!(!t.stdout.contains("stk_0123456789abcdefghij"), "{}", t.stdout);
+    // A missing or broken file named explicitly is a usage error.
+    assert_eq!(stile(&["config", "--config", "/nonexistent/cli.toml"], &[]).code, 64);
+    std::fs::write(&file, "sever = 1\n").unwrap();
+    let r = stile(&["config"], &[("STILE_CONFIG", f)]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("unknown field"), "{}", r.stderr);
+}
+
+#[test]
+fn explain_works_offline_with_a_key_file() {
+    let dev = Dev::start(&["--quiet"]);
+    let state = dev.dir.path().join("state.json");
+    // No server, no key file: passes as far as checked, says what it could not check.
+    let off = stile(&["explain", "--offline", &dev.query_url], &[]);
+    assert_eq!(off.code, 0, "{off:?}");
+    assert!(off.stdout.contains("not checked: key, signature, revoked"), "{}", off.stdout);
+    // Scope mismatch for a given path, and expiry for a given edge clock.
+    let scope = stile(&["explain", "--offline", "--path", "/vod/other/x.ts", &dev.query_url], &[]);
+    assert_eq!(scope.code, 4, "{scope:?}");
+    assert!(scope.stdout.contains("DENY scope"), "{}", scope.stdout);
+    let late = stile(&["explain", "--offline", "--skew", "+2h", &dev.query_url], &[]);
+    assert_eq!(late.code, 4, "{late:?}");
+    assert!(late.stdout.contains("DENY expired") && late.stdout.contains("2 h ahead"), "{}", late.stdout);
+    // Not a token at all.
+    let junk = stile(&["explain", "--offline", "http://edge/vod/a.ts?st=not-a-token"], &[]);
+    assert_eq!(junk.code, 4);
+    assert!(junk.stdout.contains("DENY malformed"), "{}", junk.stdout);
+    // A state file with a different key: unknown_key; with a tampered token: bad_signature.
+    std::fs::write(&state, r#"{"version":1,"keys":[{"id":9,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#)
+        .unwrap();
+    let k = stile(&["explain", "--offline", "--key-file", state.to_str().unwrap(), &dev.query_url], &[]);
+    assert_eq!(k.code, 4, "{k:?}");
+    assert!(k.stdout.contains("DENY unknown_key"), "{}", k.stdout);
+    std::fs::write(&state, r#"{"version":1,"keys":[{"id":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#)
+        .unwrap();
+    let b = stile(&["explain", "--offline", "--key-file", state.to_str().unwrap(), &dev.query_url], &[]);
+    assert!(b.stdout.contains("DENY bad_signature"), "{}", b.stdout);
+    // Unreachable control plane: still explains, says so.
+    let un = stile(&["explain", "--server", "http://127.0.0.1:1", "--api-key", "k", &dev.query_url], &[]);
+    assert_eq!(un.code, 0, "{un:?}");
+    assert!(un.stdout.contains("not reached"), "{}", un.stdout);
+}
