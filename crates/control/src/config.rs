@@ -47,10 +47,59 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Which backend holds the state: `redb` (one embedded file, one control
+    /// plane) or `redis` (shared by several control-plane replicas; see
+    /// `docs/redis.md`). Default `redb`.
+    pub backend: StoreBackend,
     /// Path of the embedded database file (redb); created if missing, its
     /// directory must exist. It holds signing keys: keep it private (0600).
     /// Default `stile-control.redb`.
     pub path: PathBuf,
+    /// The Redis backend (used when `backend = "redis"`).
+    pub redis: RedisConfig,
+}
+
+/// The storage backends.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded redb file at `store.path`.
+    #[default]
+    Redb,
+    /// A Redis server at `store.redis.url`.
+    Redis,
+}
+
+/// The Redis backend (`docs/redis.md`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path[?db=N]`.
+    /// The password never appears in logs. Default `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Every key lives under `{<key_prefix>}:` (one Redis Cluster hash slot).
+    /// Several deployments can share one Redis with different prefixes.
+    /// Default `stile`.
+    pub key_prefix: String,
+    /// Time allowed to open a connection, milliseconds. Default 1000.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one command's answer, milliseconds; beyond it the call
+    /// fails with UNAVAILABLE. Default 2000.
+    pub command_timeout_ms: u64,
+    /// Replicas that must have a commit before it is acknowledged (`WAIT`);
+    /// fewer within `wait_timeout_ms` fails the call with UNAVAILABLE (the
+    /// change stays on the primary). Default 0: the primary's answer suffices.
+    pub wait_replicas: u32,
+    /// How long a commit waits for `wait_replicas`, milliseconds. Default 1000.
+    pub wait_timeout_ms: u64,
+    /// While Redis is unreachable, minting keeps working from asset states and
+    /// API keys this process read within this many seconds (and the signing
+    /// keys it holds). 0: minting fails with UNAVAILABLE too. Default 300.
+    pub stale_read_secs: u64,
+    /// Mint audit events held in memory while Redis is unreachable, written
+    /// when it returns; beyond this many, minting fails with UNAVAILABLE.
+    /// Default 100000.
+    pub audit_buffer: usize,
 }
 
 /// How links are built.
@@ -214,7 +263,78 @@ impl Default for Config {
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig { path: PathBuf::from("stile-control.redb") }
+        StoreConfig {
+            backend: StoreBackend::Redb,
+            path: PathBuf::from("stile-control.redb"),
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "stile".into(),
+            connect_timeout_ms: 1_000,
+            command_timeout_ms: 2_000,
+            wait_replicas: 0,
+            wait_timeout_ms: 1_000,
+            stale_read_secs: 300,
+            audit_buffer: 100_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Like the derived form, with the URL's password redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout_ms", &self.wait_timeout_ms)
+            .field("stale_read_secs", &self.stale_read_secs)
+            .field("audit_buffer", &self.audit_buffer)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The URL with any user info replaced by `***`, for logs and messages.
+    pub fn redacted_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.url.clone(),
+            },
+            None => "<not a URL>".into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let schemes = ["redis://", "redis+unix://", "unix://"];
+        if !schemes.iter().any(|s| self.url.starts_with(s)) || redis::Client::open(self.url.as_str()).is_err() {
+            return Err(format!(
+                "store.redis.url {:?} must be redis://[user:password@]host[:port][/db] or redis+unix:///path \
+                 (TLS, rediss://, is not built in)",
+                self.redacted_url()
+            ));
+        }
+        if !crate::auth::valid_name(&self.key_prefix) {
+            return Err(format!(
+                "store.redis.key_prefix {:?} must be 1..64 characters of [a-z0-9._-]",
+                self.key_prefix
+            ));
+        }
+        if self.connect_timeout_ms == 0 || self.command_timeout_ms == 0 || self.wait_timeout_ms == 0 {
+            return Err(
+                "store.redis: connect_timeout_ms, command_timeout_ms and wait_timeout_ms must be positive".into()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -307,6 +427,11 @@ impl Config {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if !self.admin_listen.is_empty() && self.admin_listen.parse::<SocketAddr>().is_err() {
             return bad(format!("admin_listen {:?} is not an ip:port socket address", self.admin_listen));
+        }
+        if self.store.backend == StoreBackend::Redis
+            && let Err(e) = self.store.redis.validate()
+        {
+            return bad(e);
         }
         let links = &self.links;
         if !links.default_base_url.is_empty()
@@ -463,6 +588,19 @@ mod tests {
     }
 
     #[test]
+    fn redis_store_parses_and_never_shows_its_password() {
+        let c = Config::from_toml(
+            "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://app:s3cret@10.0.0.5:6380/2\"\nwait_replicas = 1",
+        )
+        .unwrap();
+        assert_eq!((c.store.backend, c.store.redis.wait_replicas), (StoreBackend::Redis, 1));
+        assert_eq!(c.store.redis.redacted_url(), "redis://***@10.0.0.5:6380/2");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        // An unused Redis section is not checked.
+        Config::from_toml("[store.redis]\nurl = \"nonsense\"").unwrap();
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let check = |toml: &str, needle: &str| {
             let err = Config::from_toml(toml).unwrap_err().to_string();
@@ -478,6 +616,9 @@ mod tests {
         );
         check("[links]\ndefault_base_url = \"ftp://x\"", "links.default_base_url");
         check("[links]\nipv6_prefix_len = 0", "ipv6_prefix_len");
+        check("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"http://x\"", "store.redis.url");
+        check("[store]\nbackend = \"redis\"\n[store.redis]\nkey_prefix = \"A B\"", "store.redis.key_prefix");
+        check("[store]\nbackend = \"memcached\"", "unknown variant `memcached`");
         check("admin_listen = \"localhost\"", "admin_listen");
         check("[sync]\nheartbeat_interval_ms = 0", "sync.heartbeat_interval_ms");
         check("[sync]\nedge_timeout_ms = 500", "sync.edge_timeout_ms");

@@ -29,7 +29,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unimplemented(String),
     /// The storage backend failed; details are logged, not returned. → `ABORTED` on
-    /// a write conflict, `INTERNAL` otherwise.
+    /// a write conflict, `UNAVAILABLE` when the backend cannot be reached,
+    /// `INTERNAL` otherwise.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A local failure (e.g. the OS random source). → `INTERNAL`
@@ -60,6 +61,10 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(m) => (Code::PermissionDenied, m),
             ApiError::Unimplemented(m) => (Code::Unimplemented, m),
             ApiError::Store(StoreError::Conflict(m)) => (Code::Aborted, format!("{m}; retry the request")),
+            ApiError::Store(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "store.unavailable");
+                (Code::Unavailable, "storage backend unavailable; the request was not acknowledged, retry later".into())
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store.failed");
                 (Code::Internal, "storage backend failed; see the control plane's log".into())

@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::error::ApiError;
 use crate::service::{ApiKeys, Assets, Audit, Edges, Keys, Links, Revocations, Shared};
-use crate::store::{RedbStore, Retention, Store, StoreError};
+use crate::store::{RedbStore, RedisStore, Retention, Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +56,19 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Opens the configured store (redb at `store.path`).
+    /// Opens the configured store (redb at `store.path`, or Redis at `store.redis.url`).
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<ControlPlane, ServeError> {
-        let path = config.store.path.clone();
-        let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
-            .await
-            .map_err(|e| StoreError::Backend(format!("store task: {e}")))??;
-        ControlPlane::with_store(config, Arc::new(store), clock).await
+        let store: Arc<dyn Store> = match config.store.backend {
+            StoreBackend::Redb => {
+                let path = config.store.path.clone();
+                let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("store task: {e}")))??;
+                Arc::new(store)
+            }
+            StoreBackend::Redis => Arc::new(RedisStore::connect(&config.store.redis, config.audit.max_events).await?),
+        };
+        ControlPlane::with_store(config, store, clock).await
     }
 
     /// Uses an already open store; creates the first signing key if none is active.

@@ -423,25 +423,50 @@ impl Store for NotifyingStore {
     fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned> {
         self.inner.prune(now, retention)
     }
+    fn watch_versions(&self) -> Option<watch::Receiver<u64>> {
+        self.inner.watch_versions()
+    }
 }
 
 /// Re-reads the store's version every heartbeat interval and publishes it
 /// when it moved: commits by other writers of a shared backend reach this
-/// replica's edges within one interval.
+/// replica's edges within one interval. A shared backend that tails its log
+/// ([`Store::watch_versions`], Redis) wakes this at once instead; the poll
+/// stays as a safety net. A version moved by another writer may have changed
+/// the signing keys, so the key cache is reloaded then.
 pub(crate) async fn poll_versions(s: Arc<Shared>) {
+    let mut tail = s.store.watch_versions();
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.sync.heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        match s.store.version().await {
+        let seen = match tail.as_mut() {
+            Some(rx) => tokio::select! {
+                changed = rx.changed() => match changed {
+                    Ok(()) => Ok(*rx.borrow_and_update()),
+                    Err(_) => {
+                        tail = None;
+                        continue;
+                    }
+                },
+                _ = tick.tick() => s.store.version().await,
+            },
+            None => {
+                tick.tick().await;
+                s.store.version().await
+            }
+        };
+        match seen {
             Ok(v) => {
-                s.versions.send_if_modified(|cur| {
+                let moved = s.versions.send_if_modified(|cur| {
                     let newer = v > *cur;
                     if newer {
                         *cur = v;
                     }
                     newer
                 });
+                if moved && let Err(e) = s.reload_keys().await {
+                    tracing::warn!(error = %e, "sync.key_reload_failed");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "sync.version_poll_failed"),
         }

@@ -1,11 +1,62 @@
-//! The redb backend directly: atomic batches, the change log API the edge
-//! sync stream will replay (`log_since`, `snapshot`), and pruning.
+//! The storage trait's contract, run against every backend: the embedded
+//! redb file and a real `redis-server` (started on a free port per test):
+//! atomic batches, the change log API the edge sync stream replays
+//! (`log_since`, `snapshot`), and pruning.
+
+use std::future::Future;
+use std::sync::Arc;
 
 use stile_control::auth::Role;
+use stile_control::config::RedisConfig;
 use stile_control::model::{
     ApiKey, Asset, AssetState, AuditAction, AuditEvent, ChangeKind, KeyState, Revocation, Target,
 };
-use stile_control::store::{AuditQuery, Batch, LogRead, RedbStore, Retention, Store, StoreError, Write};
+use stile_control::store::{
+    AssetQuery, AuditQuery, Batch, LogRead, RedbStore, RedisStore, Retention, Store, StoreError, Write,
+};
+use stile_tests::redis::RedisServer;
+
+/// Defines `redb` and `redis` tests running the same body against each backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(#[tokio::test] async fn $name() { super::with_redb(super::$name).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $name() { super::with_redis(super::$name).await })*
+        }
+    };
+}
+
+both_backends!(
+    a_failed_precondition_writes_nothing,
+    log_since_snapshot_and_pruning,
+    audit_retention,
+    api_keys_signing_keys_and_assets,
+    batches_see_their_own_earlier_writes,
+    audit_queries_page_newest_first,
+);
+
+async fn with_redb<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    test(Arc::new(store)).await;
+}
+
+async fn with_redis<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let server = RedisServer::start();
+    let config = RedisConfig { url: server.url(), ..RedisConfig::default() };
+    let store = RedisStore::connect(&config, 1_000_000).await.unwrap();
+    test(Arc::new(store)).await;
+}
 
 fn revoke(token_id: u64, expires_at: u64) -> Write {
     let r = Revocation {
@@ -32,15 +83,7 @@ fn asset(revision: u64) -> Asset {
     }
 }
 
-fn open() -> (tempfile::TempDir, RedbStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
-    (dir, store)
-}
-
-#[tokio::test]
-async fn a_failed_precondition_writes_nothing() {
-    let (_dir, store) = open();
+async fn a_failed_precondition_writes_nothing(store: Arc<dyn Store>) {
     store
         .commit(Batch { writes: vec![Write::PutAsset { asset: asset(1), expected_revision: 0 }], audit: vec![] })
         .await
@@ -63,9 +106,7 @@ async fn a_failed_precondition_writes_nothing() {
     assert!(store.api_key([2; 32]).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn log_since_snapshot_and_pruning() {
-    let (_dir, store) = open();
+async fn log_since_snapshot_and_pruning(store: Arc<dyn Store>) {
     for i in 1..=5 {
         let committed = store.commit(Batch { writes: vec![revoke(i, 100 * i)], audit: vec![] }).await.unwrap();
         assert_eq!(committed.changes[0].version, i, "versions from 1 without gaps");
@@ -96,9 +137,7 @@ async fn log_since_snapshot_and_pruning() {
     assert_eq!(store.revocations(0, 100).await.unwrap().len(), 4, "key changes are not revocations");
 }
 
-#[tokio::test]
-async fn audit_retention() {
-    let (_dir, store) = open();
+async fn audit_retention(store: Arc<dyn Store>) {
     for at in 1..=6 {
         store
             .record_audit(vec![AuditEvent::new(at * 100, "t", AuditAction::Mint, "asset:a".into(), String::new())])
@@ -110,4 +149,121 @@ async fn audit_retention() {
     assert_eq!(pruned.audit_events, 3, "two beyond max_events, then one older than 350");
     let left = store.audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(left.iter().map(|e| e.at).collect::<Vec<_>>(), [600, 500, 400]);
+}
+
+fn signing_key(id: u32, state: KeyState) -> stile_control::model::SigningKey {
+    stile_control::model::SigningKey {
+        id,
+        state,
+        secret: stile_token::SecretKey::from_bytes([id as u8; stile_token::KEY_LEN]),
+        created_at: 1,
+        activated_at: None,
+        retired_at: None,
+    }
+}
+
+fn api_key(name: &str, hash: u8) -> ApiKey {
+    ApiKey { name: name.into(), role: Role::Operator, sha256: [hash; 32], created_at: 1, created_by: "t".into() }
+}
+
+async fn commit(store: &Arc<dyn Store>, writes: Vec<Write>) -> Result<Vec<stile_control::model::Change>, StoreError> {
+    store.commit(Batch { writes, audit: vec![] }).await.map(|c| c.changes)
+}
+
+async fn api_keys_signing_keys_and_assets(store: Arc<dyn Store>) {
+    commit(&store, vec![Write::PutApiKey(api_key("b", 2)), Write::PutApiKey(api_key("a", 1))]).await.unwrap();
+    let names: Vec<_> = store.api_keys().await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(store.api_key([1; 32]).await.unwrap(), Some(api_key("a", 1)));
+    commit(&store, vec![Write::DeleteApiKey { name: "a".into() }]).await.unwrap();
+    assert_eq!(store.api_key([1; 32]).await.unwrap(), None);
+    let err = commit(&store, vec![Write::DeleteApiKey { name: "a".into() }]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("does not exist")), "{err:?}");
+
+    let put = |id, state, create| Write::PutKey { key: signing_key(id, state), create };
+    commit(&store, vec![put(2, KeyState::Pending, true), put(1, KeyState::Active, true)]).await.unwrap();
+    assert_eq!(
+        store.signing_keys().await.unwrap(),
+        [signing_key(1, KeyState::Active), signing_key(2, KeyState::Pending)]
+    );
+    let err = commit(&store, vec![put(1, KeyState::Active, true)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("already exists")), "{err:?}");
+    let err = commit(&store, vec![put(3, KeyState::Active, false)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("does not exist")), "{err:?}");
+    let retire =
+        Write::Append { at: 5, actor: "t".into(), kind: ChangeKind::Key { key_id: 1, state: KeyState::Retired } };
+    let changes = commit(&store, vec![put(1, KeyState::Retired, false), retire]).await.unwrap();
+    assert_eq!(changes[0].version, 1);
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.keys, [signing_key(2, KeyState::Pending)], "retired keys do not verify");
+    assert_eq!(store.log_since(0, 10).await.unwrap(), LogRead::Changes(changes), "the log holds what commit returned");
+
+    for (id, state) in [("c", AssetState::Published), ("a", AssetState::Draft), ("b", AssetState::Published)] {
+        let asset = Asset { id: id.into(), path: format!("/{id}/"), state, ..asset(1) };
+        commit(&store, vec![Write::PutAsset { asset, expected_revision: 0 }]).await.unwrap();
+    }
+    let ids = |assets: Vec<Asset>| assets.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let q = |after: &str, state, limit| AssetQuery { after_id: after.into(), state, limit };
+    assert_eq!(ids(store.assets(q("", None, 10)).await.unwrap()), ["a", "b", "c"]);
+    assert_eq!(ids(store.assets(q("a", None, 10)).await.unwrap()), ["b", "c"]);
+    assert_eq!(ids(store.assets(q("", Some(AssetState::Published), 1)).await.unwrap()), ["b"]);
+    assert_eq!(ids(store.assets(q("b", Some(AssetState::Draft), 10)).await.unwrap()), Vec::<String>::new());
+    assert_eq!(store.asset("b".into()).await.unwrap().unwrap().path, "/b/");
+    assert_eq!(store.asset("zz".into()).await.unwrap(), None);
+}
+
+async fn batches_see_their_own_earlier_writes(store: Arc<dyn Store>) {
+    let writes = vec![
+        Write::PutAsset { asset: asset(1), expected_revision: 0 },
+        Write::PutAsset { asset: asset(2), expected_revision: 1 },
+        Write::PutApiKey(api_key("k", 1)),
+        Write::DeleteApiKey { name: "k".into() },
+        Write::PutApiKey(api_key("k", 2)),
+    ];
+    commit(&store, writes).await.unwrap();
+    assert_eq!(store.asset("a".into()).await.unwrap().unwrap().revision, 2);
+    assert_eq!(store.api_key([1; 32]).await.unwrap(), None);
+    assert_eq!(store.api_key([2; 32]).await.unwrap().unwrap().name, "k");
+
+    let dup = vec![Write::PutApiKey(api_key("x", 3)), revoke(1, 100), Write::PutApiKey(api_key("x", 4))];
+    let err = commit(&store, dup).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("\"x\" is taken")), "{err:?}");
+    assert_eq!(store.api_key([3; 32]).await.unwrap(), None, "nothing of the rejected batch was written");
+    assert_eq!(store.version().await.unwrap(), 0);
+    assert!(store.revocations(0, 10).await.unwrap().is_empty());
+}
+
+async fn audit_queries_page_newest_first(store: Arc<dyn Store>) {
+    let event = |at, actor: &str, action| AuditEvent::new(at, actor, action, "x".into(), String::new());
+    store
+        .record_audit(vec![event(10, "shop", AuditAction::Mint), event(20, "ops", AuditAction::Revoke)])
+        .await
+        .unwrap();
+    let mut minted = event(30, "shop", AuditAction::Mint);
+    minted.channel = "email".into();
+    store.record_audit(vec![minted]).await.unwrap();
+    let batch = Batch { writes: vec![revoke(7, 100)], audit: vec![event(40, "ops", AuditAction::Revoke)] };
+    store.commit(batch).await.unwrap();
+
+    let list = |q: AuditQuery| {
+        let store = Arc::clone(&store);
+        async move { store.audit(AuditQuery { limit: q.limit.max(1), ..q }).await.unwrap() }
+    };
+    let all = list(AuditQuery { limit: 10, ..Default::default() }).await;
+    assert_eq!(all.iter().map(|e| (e.seq, e.at)).collect::<Vec<_>>(), [(4, 40), (3, 30), (2, 20), (1, 10)]);
+    let page = list(AuditQuery { limit: 2, before_seq: Some(4), ..Default::default() }).await;
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 2]);
+    let shop = list(AuditQuery { limit: 10, actor: Some("shop".into()), ..Default::default() }).await;
+    assert_eq!(shop.iter().map(|e| e.at).collect::<Vec<_>>(), [30, 10]);
+    let revokes = list(AuditQuery {
+        limit: 10,
+        action: Some(AuditAction::Revoke),
+        since: 15,
+        until: Some(40),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(revokes.iter().map(|e| e.at).collect::<Vec<_>>(), [20]);
+    let email = list(AuditQuery { limit: 10, channel: Some("email".into()), ..Default::default() }).await;
+    assert_eq!(email.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
 }

@@ -1,5 +1,6 @@
 //! Storage behind one object-safe trait, so callers hold an `Arc<dyn Store>`
-//! and a backend (embedded redb today, Redis later) is chosen at start-up.
+//! and a backend (embedded redb, or Redis shared by several control-plane
+//! replicas) is chosen at start-up.
 //!
 //! Every state change goes through [`Store::commit`]: one [`Batch`] of writes
 //! plus its audit events, applied atomically and acknowledged only once
@@ -10,12 +11,14 @@
 //! sync stream replays: versions start at 1 and have no gaps.
 
 mod redb;
+mod redis;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
 pub use self::redb::RedbStore;
+pub use self::redis::RedisStore;
 use crate::model::{ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, Revocation, SigningKey};
 
 /// The future every store method returns.
@@ -65,6 +68,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Drops expired revocations, change log entries beyond retention, and audit
     /// events beyond retention. The log's versions never change.
     fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned>;
+
+    /// For a backend that several processes write (Redis with control-plane
+    /// replicas): the newest log version committed by any of them, kept
+    /// current by a background tail of the backend's log. `None` (the
+    /// default) when this process is the only writer, so its own commits are
+    /// all there is to see. Wrappers must forward it.
+    fn watch_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Writes applied atomically by [`Store::commit`].
@@ -218,4 +230,10 @@ pub enum StoreError {
     /// The backend failed (I/O, lock, connection).
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The backend cannot be reached or refuses writes for now (Redis down,
+    /// failing over, out of memory, too few replicas); nothing was
+    /// acknowledged and retrying later may succeed. A write that timed out
+    /// may still have been applied.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
 }
