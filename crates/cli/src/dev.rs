@@ -12,16 +12,14 @@
 //!   SIGINT/SIGTERM; when it returns, the control plane is stopped gracefully
 //!   and the process exits 0.
 //!
-//! At start it creates three API keys (admin, operator, minter; configured keys,
+//! At start it creates four API keys (admin, operator, minter, edge; configured keys,
 //! fresh on every start, printed once), publishes the sample asset, mints a
 //! link and prints it in each transport form with the exact commands to try.
 //!
-//! State feed: the edge runs in state-file mode. A task copies the control
-//! plane's snapshot (verifying keys and revocations in force) into the edge's
-//! state file whenever the change log version moves; the edge re-reads the file
-//! within `state.poll_interval_ms` (100 ms). So `stile revoke` takes effect at
-//! the dev edge within a fraction of a second. When the edge gains its `[sync]`
-//! client (the push path), dev switches to it: see [`edge_config`].
+//! The edge gets its keys and revocations over the push path, exactly as in
+//! production: its `[sync]` client (a Pingora background service) holds the
+//! sync stream to the control plane with an `edge`-role key, so `stile revoke`
+//! (and `--wait`) reaches it within milliseconds and `stile edges ls` lists it.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -30,10 +28,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use serde_json::json;
 use stile_control::config::ConfiguredKey;
-use stile_control::model::Target;
 use stile_control::store::{RedbStore, Store};
 use stile_control::{Config, ControlPlane, SystemClock};
 use stile_proto::v1 as pb;
@@ -86,6 +81,7 @@ struct DevKeys {
     admin: String,
     operator: String,
     minter: String,
+    edge: String,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -142,7 +138,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
     drop(bind(ports.edge, "edge")?);
     drop(bind(ports.admin, "edge admin")?);
 
-    let keys = DevKeys { admin: new_key()?, operator: new_key()?, minter: new_key()? };
+    let keys = DevKeys { admin: new_key()?, operator: new_key()?, minter: new_key()?, edge: new_key()? };
     let config = control_config(&dir, ports, &keys);
     config
         .validate()
@@ -156,6 +152,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         .map_err(|e| rt(format!("cannot start the async runtime: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state_file = dir.join("edge-state.json");
+    let control_url = format!("http://127.0.0.1:{}", ports.control);
 
     // Control plane, origin and the state feed.
     let control_task = runtime.block_on(async {
@@ -165,8 +162,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
                 rt(format!("cannot open the store in {}: {e} (is another `stile dev` using it?)", dir.display()))
             })?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let plane = ControlPlane::with_store(config, store.clone(), Arc::new(SystemClock)).await.map_err(rt)?;
-        write_state(&store, &state_file).await?;
+        let plane = ControlPlane::with_store(config, store, Arc::new(SystemClock)).await.map_err(rt)?;
         let listener = tokio::net::TcpListener::from_std(control_listener).map_err(rt)?;
         let mut stop = stop_rx.clone();
         let control = tokio::spawn(plane.serve(listener, async move {
@@ -174,7 +170,6 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         }));
         let origin = tokio::net::TcpListener::from_std(origin_listener).map_err(rt)?;
         tokio::spawn(serve_origin(origin));
-        tokio::spawn(feed_state(store, state_file.clone(), stop_rx.clone()));
         Ok::<_, DevError>(control)
     })?;
 
@@ -190,7 +185,10 @@ fn run_inner(args: Args) -> Result<(), DevError> {
 
     // The edge, in this thread, until SIGINT (Ctrl-C) or SIGTERM.
     let edge_config_path = dir.join("edge.toml");
-    std::fs::write(&edge_config_path, edge_config(&dir, ports, &state_file)).map_err(rt)?;
+    // It holds the edge's API key: owner-only.
+    private_file(&edge_config_path)
+        .and_then(|mut f| f.write_all(edge_config(&dir, ports, &state_file, &control_url, &keys.edge).as_bytes()))
+        .map_err(|e| rt(format!("writing {}: {e}", edge_config_path.display())))?;
     let edge_config = stile_edge::EdgeConfig::load(&edge_config_path)
         .map_err(|e| rt(format!("internal: the generated edge configuration is invalid: {e}")))?;
     let edge = stile_edge::Edge::build(
@@ -266,6 +264,7 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
         ("dev-admin", &keys.admin, "admin"),
         ("dev-operator", &keys.operator, "operator"),
         ("dev-minter", &keys.minter, "minter"),
+        ("dev-edge", &keys.edge, "edge"),
     ]
     .into_iter()
     .map(|(name, key, role)| ConfiguredKey {
@@ -273,6 +272,7 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
         role: match role {
             "admin" => stile_control::auth::Role::Admin,
             "operator" => stile_control::auth::Role::Operator,
+            "edge" => stile_control::auth::Role::Edge,
             _ => stile_control::auth::Role::Minter,
         },
         sha256: sha256_hex(key),
@@ -281,13 +281,10 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
     c
 }
 
-/// The edge's configuration. State-file mode, fed by [`feed_state`].
-///
-/// Switching to the push path once the edge has its `[sync]` client: add an
-/// `edge`-role key to [`DevKeys`] and [`control_config`], replace the `[state]`
-/// file feed by `[sync] endpoint = "http://127.0.0.1:<control>"`, `api_key`,
-/// `edge_id = "dev"`, and drop [`feed_state`] and [`write_state`].
-fn edge_config(dir: &Path, ports: Ports, state_file: &Path) -> String {
+/// The edge's configuration: the sample origin, cookie mode for plain HTTP, the
+/// reason header on, and `[sync]` to this process's control plane (the state
+/// file is the edge's cache of its applied state).
+fn edge_config(dir: &Path, ports: Ports, state_file: &Path, control: &str, edge_key: &str) -> String {
     format!(
         "# Generated by `stile dev`; see docs/edge.md.\n\
          listen = [\"127.0.0.1:{edge}\"]\n\
@@ -300,72 +297,14 @@ fn edge_config(dir: &Path, ports: Ports, state_file: &Path) -> String {
          [origin]\naddress = \"127.0.0.1:{origin}\"\n\n\
          [cookie]\nenabled = true\nsecure = false # plain HTTP on loopback\nsame_site = \"Lax\"\n\n\
          [diagnostics]\nreason_header = true\n\n\
-         [state]\nfile = \"{s}\"\npoll_interval_ms = 100\n",
+         [state]\nfile = \"{s}\"\n\n\
+         [sync]\nendpoints = [\"{control}\"]\napi_key = \"{edge_key}\"\nedge_id = \"dev\"\n",
         edge = ports.edge,
         admin = ports.admin,
         origin = ports.origin,
         d = dir.display(),
         s = state_file.display(),
     )
-}
-
-// ------------------------------------------------------------- state feed
-
-/// Copies the control plane's state into the edge's state file whenever the
-/// change log version moves (checked every 50 ms), until `stop`.
-async fn feed_state(store: Arc<dyn Store>, path: PathBuf, mut stop: watch::Receiver<bool>) {
-    let mut last = store.version().await.unwrap_or(0);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-        match store.version().await {
-            Ok(v) if v != last => match write_state(&store, &path).await {
-                Ok(()) => last = v,
-                Err(DevError::Runtime(e) | DevError::Usage(e)) => tracing::warn!(error = %e, "dev.state_feed"),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "dev.state_feed"),
-        }
-    }
-}
-
-/// Writes the control plane's snapshot as an edge state file (atomically: temp file + rename).
-async fn write_state(store: &Arc<dyn Store>, path: &Path) -> Result<(), DevError> {
-    let snap = store.snapshot().await.map_err(|e| rt(format!("reading the control plane's state: {e}")))?;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let keys: Vec<_> = snap
-        .keys
-        .iter()
-        .filter(|k| k.state != stile_control::model::KeyState::Retired)
-        .map(|k| json!({ "id": k.id, "secret": b64.encode(k.secret.expose()) }))
-        .collect();
-    let revocations: Vec<_> = snap
-        .revocations
-        .iter()
-        .map(|r| match &r.target {
-            Target::Token { token_id } => {
-                json!({ "kind": "token_id", "value": format!("{token_id:016x}"), "expires_at": r.expires_at })
-            }
-            Target::Subject { subject, issued_before } => json!({
-                "kind": "subject", "value": subject, "issued_before": issued_before, "expires_at": r.expires_at,
-            }),
-            Target::PathPrefix { prefix, issued_before, .. } => json!({
-                "kind": "prefix", "value": prefix, "issued_before": issued_before, "expires_at": r.expires_at,
-            }),
-            Target::Key { key_id } => json!({ "kind": "key", "value": key_id.to_string(), "expires_at": r.expires_at }),
-        })
-        .collect();
-    let body = json!({ "version": snap.version, "keys": keys, "revocations": revocations }).to_string();
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = private_file(&tmp)?;
-        f.write_all(body.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| rt(format!("writing {}: {e}", path.display())))
 }
 
 /// A new file readable by its owner only: it holds signing keys.
@@ -472,11 +411,12 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
         format!("  ffplay -autoexit '{p}'"),
         format!("  curl -si -H 'Cookie: {cname}={cvalue}' '{curl}' | head -n 1"),
         String::new(),
-        format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile'"),
+        format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),
         format!("  curl -si '{q}' | grep -i -e '^HTTP' -e x-stile-reason    # 403, revoked"),
         format!("  stile explain --server {server} --api-key {op} '{q}'"),
         String::new(),
         format!("  stile mint {ASSET_ID} --server {server} --api-key {minter} --subject viewer-2    # a fresh link"),
+        format!("  stile edges ls --server {server} --api-key {op}"),
         format!("  stile audit tail --server {server} --api-key {op}"),
         String::new(),
         "The edge logs each request below. Ctrl-C stops everything.".into(),

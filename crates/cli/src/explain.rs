@@ -454,6 +454,7 @@ fn explain(input: &Input, req: &RequestFacts, key_file: Option<&KeyFile>, server
                 Status::Fail(Reason::UnknownKey),
                 format!("key {kid} is unknown to the control plane at {server}: minted by another installation?"),
             ),
+            // An edge holds a retired key's revocation and denies its links as `revoked`.
             Some(k) if k.state == pb::KeyState::Retired as i32 => {
                 let why = revocations
                     .iter()
@@ -461,9 +462,9 @@ fn explain(input: &Input, req: &RequestFacts, key_file: Option<&KeyFile>, server
                     .map(|rv| format!(" by {}: \"{}\"", rv.actor, rv.reason))
                     .unwrap_or_default();
                 (
-                    Status::Fail(Reason::UnknownKey),
+                    Status::Fail(Reason::Revoked),
                     format!(
-                        "key {kid} was retired {} ({}){why}; edges no longer hold it",
+                        "key {kid} was retired {} ({}){why}; every link it signed is revoked",
                         relative(k.retired_at, req.real_now),
                         utc(k.retired_at)
                     ),
@@ -936,7 +937,7 @@ mod tests {
             keys: vec![key(1, pb::KeyState::Retired)],
             revocations: vec![revocation(T::KeyId(1))],
         };
-        check(url, &ok, &f, None, &retired, "unknown_key", "key 1 was retired 1 min ago");
+        check(url, &ok, &f, None, &retired, "revoked", "key 1 was retired 1 min ago");
         check(url, &other, &f, Some(&kf), &none, "unknown_key", "not in state.json (it holds keys 1)");
         let mut forged = ok.clone().into_bytes();
         let last = forged.len() - 3;

@@ -1,6 +1,7 @@
 //! The README's five-minute tour, driven through the real binary: `stile dev`
 //! starts and prints links; each printed link plays through the edge with
-//! ffmpeg; `stile revoke` makes the next request fail with reason `revoked`;
+//! ffmpeg; `stile revoke --wait` (over the push path) makes the next request
+//! fail with reason `revoked`;
 //! `stile explain` names the reason, who revoked, and why; Ctrl-C exits 0.
 
 mod dev_support;
@@ -31,10 +32,18 @@ fn tour_play_revoke_explain() {
     assert!(ok.stdout.contains("PASS"), "{}", ok.stdout);
     assert!(ok.stdout.contains("key 1 is ACTIVE"), "{}", ok.stdout);
 
-    // Revoke the link, as printed.
-    let r = dev.stile(&["revoke", "--token-id", &dev.token_id, "--reason", "trying Stile"]);
+    // The dev edge holds the sync stream to the control plane.
+    let connected = eventually(Duration::from_secs(10), || {
+        let e = dev.stile(&["edges", "ls", "--json"]).json();
+        e["edges"].as_array().is_some_and(|a| a.len() == 1 && a[0]["edge_id"] == "dev")
+    });
+    assert!(connected, "{:?}", dev.stile(&["edges", "ls"]));
+
+    // Revoke the link, as printed: --wait returns once the edge enforces it.
+    let r = dev.stile(&["revoke", "--token-id", &dev.token_id, "--reason", "trying Stile", "--wait"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains(&format!("revoked token {}", dev.token_id)), "{}", r.stdout);
+    assert!(r.stdout.contains("enforced by all 1 connected edges"), "{}", r.stdout);
 
     // The next fetch fails with reason revoked, within a fraction of a second.
     let target = Dev::target(&dev.query_url);
