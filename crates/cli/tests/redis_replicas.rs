@@ -1,0 +1,168 @@
+//! Control-plane replicas on one Redis, real processes: two `stile control`
+//! on the Redis store (`store.backend = "redis"`) with an edge on each. A
+//! revocation through either replica reaches the edges of both, in order and
+//! without gaps; Revoke/List through the other replica sees it; when a replica
+//! is killed with SIGKILL its edge moves to the other and catches up.
+
+mod support;
+mod sync_support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use stile_tests::redis::RedisServer;
+use support::{free_port, signal};
+use sync_support::*;
+
+/// A `stile control` on the Redis store, killed on drop.
+struct Replica {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Replica {
+    fn start(redis: &RedisServer) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let key = |name: &str, role: &str, key: &str| {
+            let hash: String = stile_control::auth::hash_api_key(key).iter().map(|b| format!("{b:02x}")).collect();
+            format!("[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{hash}\"\n")
+        };
+        let config = dir.path().join("control.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+                 [store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\n\
+                 [links]\ndefault_base_url = \"{BASE_URL}\"\n\
+                 [sync]\nheartbeat_interval_ms = 200\nkey_activation_timeout_secs = 10\n{}{}",
+                key("admin", "admin", ADMIN),
+                key("edges", "edge", EDGE_KEY),
+                admin = free_port(),
+                url = redis.url(),
+            ),
+        )
+        .unwrap();
+        let child = spawn(&config, dir.path());
+        let replica = Replica { port, dir, child };
+        let ops = replica.ops();
+        let mut r = replica;
+        until(Duration::from_secs(20), "the control plane", || {
+            if let Some(status) = r.child.try_wait().unwrap() {
+                panic!("control plane exited with {status}: {}", r.log());
+            }
+            ops.try_list().ok()
+        });
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn ops(&self) -> Ops {
+        Ops::new(&self.url())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("control.log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(config: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("control.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_stile"))
+        .args(["control", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `edge` answers 403 `revoked` for `link`.
+fn wait_revoked(edge: &SyncEdge, link: &stile_proto::v1::Link) {
+    until(Duration::from_secs(10), &format!("{} to enforce the revocation of {}", edge.id, link.token_id), || {
+        let r = edge.get(&target(link));
+        (r.status == 403 && r.header("x-stile-reason") == Some("revoked")).then_some(())
+    });
+}
+
+#[test]
+fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_kill() {
+    let redis = RedisServer::start();
+    let (_content, origin) = content();
+    let a = Replica::start(&redis);
+    let mut b = Replica::start(&redis);
+    let (ops_a, ops_b) = (a.ops(), b.ops());
+    ops_a.publish();
+    // edge-a follows A only; edge-b prefers B and falls back to A.
+    let edge_a = SyncEdge::start("edge-a", &origin, &[a.url()], "");
+    let edge_b = SyncEdge::start("edge-b", &origin, &[b.url(), a.url()], "");
+    ops_a.wait_converged(1);
+    ops_b.wait_converged(1);
+    assert_eq!(ops_a.list().edges[0].edge_id, "edge-a");
+    assert_eq!(ops_b.list().edges[0].edge_id, "edge-b");
+
+    // Links minted by either replica (one key, shared through Redis) play on either edge.
+    let links: Vec<_> = (0..6).map(|i| if i % 2 == 0 { ops_a.mint() } else { ops_b.mint() }).collect();
+    for l in &links {
+        assert_eq!(edge_a.get(&target(l)).status, 200);
+        assert_eq!(edge_b.get(&target(l)).status, 200);
+    }
+
+    // A revocation through A reaches the edge on B.
+    let first = ops_a.revoke(&links[0].token_id, true);
+    assert!(first.lagging.is_empty(), "{first:?}");
+    wait_revoked(&edge_b, &links[0]);
+
+    // Interleaved revocations through both replicas: every edge applies all, in order.
+    let mut last = first.version;
+    for (i, l) in links.iter().enumerate().skip(1).take(4) {
+        let r = if i % 2 == 0 { ops_a.revoke(&l.token_id, false) } else { ops_b.revoke(&l.token_id, false) };
+        assert!(r.version > last, "versions grow across replicas: {} after {last}", r.version);
+        last = r.version;
+    }
+    for ops in [&ops_a, &ops_b] {
+        let list = until(Duration::from_secs(10), "both replicas' edges at the newest version", || {
+            let l = ops.try_list().ok()?;
+            (l.current_version >= last && l.edges.iter().all(|e| e.applied_version >= last)).then_some(l)
+        });
+        assert_eq!(list.edges.len(), 1);
+    }
+    for edge in [&edge_a, &edge_b] {
+        for l in &links[..5] {
+            wait_revoked(edge, l);
+        }
+        assert_eq!(edge.get(&target(&links[5])).status, 200, "{}: an unrevoked link still plays", edge.id);
+        assert_eq!(edge.metric("stile_edge_state_version"), Some(last as f64), "{}", edge.id);
+    }
+
+    // B dies: edge-b moves to A and catches up with what A commits meanwhile.
+    b.kill9();
+    let late = ops_a.revoke(&links[5].token_id, false);
+    wait_revoked(&edge_b, &links[5]);
+    let list = until(Duration::from_secs(20), "edge-b to reconnect to A", || {
+        let l = ops_a.try_list().ok()?;
+        (l.edges.len() == 2 && l.edges.iter().all(|e| e.applied_version >= late.version)).then_some(l)
+    });
+    assert!(list.edges.iter().any(|e| e.edge_id == "edge-b"), "{list:?}");
+    assert_eq!(edge_b.metric("stile_edge_state_version"), Some(late.version as f64));
+    drop(a);
+}
