@@ -296,3 +296,33 @@ async fn key_prefixes_separate_deployments_and_share_one_hash_slot() {
     // The entry id is the version.
     assert!(server.command(&["XRANGE", "{blue}:log", "-", "+"]).contains("1-0"));
 }
+
+#[tokio::test]
+async fn the_acl_user_in_deploy_redis_conf_is_enough() {
+    let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/redis.conf")).unwrap();
+    let rule = conf
+        .lines()
+        .find_map(|l| l.trim_start_matches('#').trim().strip_prefix("user stile "))
+        .expect("deploy/redis.conf documents a `user stile` ACL");
+    let server = RedisServer::start();
+    let mut args = vec!["ACL", "SETUSER", "stile"];
+    args.extend(rule.split_whitespace());
+    assert!(server.command(&args).starts_with("+OK"), "ACL SETUSER {rule}");
+    let url = server.url().replace("redis://", "redis://stile:CHANGE-ME@");
+    let s = RedisStore::connect(&RedisConfig { url, ..config(&server) }, 10).await.expect("connect as stile");
+    s.commit(revoke(1)).await.unwrap();
+    let e = AuditEvent::new(1, "shop", AuditAction::Mint, "asset:v".into(), String::new());
+    s.record_audit(vec![e]).await.unwrap();
+    assert!(matches!(s.log_since(0, 10).await.unwrap(), LogRead::Changes(c) if c.len() == 1));
+    assert_eq!(s.snapshot().await.unwrap().revocations.len(), 1);
+    assert_eq!(s.audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap().len(), 1);
+    let retention = stile_control::store::Retention { log_entries: 10, audit_events: 10, audit_max_age_secs: 10 };
+    s.prune(5, retention).await.unwrap();
+    let mut tail = s.watch_versions().unwrap();
+    let other = RedisStore::connect(&config(&server), 10).await.unwrap();
+    other.commit(revoke(2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while *tail.borrow_and_update() < 2 {
+        tokio::time::timeout_at(deadline, tail.changed()).await.expect("the tail works as stile").unwrap();
+    }
+}
