@@ -326,3 +326,15 @@ async fn the_acl_user_in_deploy_redis_conf_is_enough() {
         tokio::time::timeout_at(deadline, tail.changed()).await.expect("the tail works as stile").unwrap();
     }
 }
+
+#[tokio::test]
+async fn wait_replicas_unmet_is_unavailable_and_mint_audit_does_not_wait() {
+    let server = RedisServer::start();
+    let cfg = RedisConfig { wait_replicas: 1, wait_timeout_ms: 100, ..config(&server) };
+    let s = RedisStore::connect(&cfg, 10).await.unwrap();
+    let err = s.commit(revoke(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(ref m) if m.contains("0 of 1")), "{err:?}");
+    assert_eq!(s.version().await.unwrap(), 1, "the change is on the primary, just not acknowledged");
+    let e = AuditEvent::new(1, "shop", AuditAction::Mint, "asset:v".into(), String::new());
+    s.record_audit(vec![e]).await.expect("mint audit events are not held to wait_replicas");
+}

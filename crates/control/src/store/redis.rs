@@ -720,6 +720,7 @@ impl Inner {
         ] {
             inv.key(key);
         }
+        let audit_only = batch.writes.is_empty();
         inv.arg(self.settings.audit_cap).arg(batch.writes.len());
         // What the caller gets back: the appended changes, versions filled in below.
         let mut appended = Vec::new();
@@ -755,7 +756,10 @@ impl Inner {
             inv.arg(event.at).arg(encode(&AuditEvent { seq: 0, ..event.clone() })?);
         }
 
-        let mut w = self.writer.clone();
+        // Mint audit events (no writes) need not be durable before the answer
+        // (`Store::record_audit`): the read connection, no WAIT, so mints never
+        // queue behind a commit's WAIT.
+        let mut w = if audit_only { self.conn.clone() } else { self.writer.clone() };
         let reply: Vec<String> = self.observe(within(self.settings.commit_timeout, inv.invoke_async(&mut w)).await)?;
         match reply.first().map(String::as_str) {
             Some("ok") => {}
@@ -765,7 +769,7 @@ impl Inner {
             }
         }
         let first: u64 = reply.get(1).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt("commit reply"))?;
-        if self.settings.wait_replicas > 0 {
+        if self.settings.wait_replicas > 0 && !audit_only {
             let cmd = redis::cmd("WAIT").arg(self.settings.wait_replicas).arg(self.settings.wait_timeout_ms).clone();
             let acked: u32 = self.observe(within(self.settings.commit_timeout, cmd.query_async(&mut w)).await)?;
             if acked < self.settings.wait_replicas {
@@ -954,7 +958,6 @@ async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
                     continue;
                 }
             };
-        backoff = Duration::from_millis(50);
         loop {
             // A counter below what was seen means Redis lost data or was
             // restored from an older backup: follow it from there (sync
@@ -974,7 +977,13 @@ async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
                     }
                     s.publish(v);
                 }
-                Err(_) => break,
+                Err(e) => {
+                    match &e {
+                        StoreError::Unavailable(m) => s.mark_down(m),
+                        other => tracing::warn!(error = %other, "redis.tail_failed"),
+                    }
+                    break;
+                }
             }
             s.mark_up();
             if let Err(e) = s.flush_audit().await {
@@ -1004,13 +1013,18 @@ async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    if let StoreError::Unavailable(m) = &e {
-                        s.mark_down(m);
+                    match &e {
+                        StoreError::Unavailable(m) => s.mark_down(m),
+                        other => tracing::warn!(error = %other, "redis.tail_failed"),
                     }
                     break;
                 }
             }
+            backoff = Duration::from_millis(50);
         }
+        // The connection failed (or Redis refused the tail's commands): back off.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(TAIL_MAX_BACKOFF);
     }
 }
 
