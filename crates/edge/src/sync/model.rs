@@ -21,7 +21,7 @@ use crate::revocation::RevocationsBuilder;
 use crate::state::{KeyEntry, Liveness, RevocationEntry, RevocationKind, State, StateError, StateFile};
 
 /// The applied state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Model {
     /// Newest applied version; 0 before the first snapshot.
     pub version: u64,
@@ -91,8 +91,9 @@ impl Model {
         let mut purge = None;
         match change.kind.as_ref().ok_or("change without a kind")? {
             pb::change::Kind::Revocation(r) => {
-                // Validate on a copy of nothing: add_revocation checks before inserting.
-                purge = self.add_revocation(r)?;
+                // add_revocation checks before inserting. A purge is reported at the
+                // version of the change that carried it, whatever the revocation says.
+                purge = self.add_revocation(r)?.map(|p| Purge { version: change.version, ..p });
             }
             pb::change::Kind::Key(k) => match pb::KeyState::try_from(k.state) {
                 Ok(pb::KeyState::Retired) => {
@@ -355,6 +356,25 @@ mod tests {
         m.apply_delta(&delta(3, pb::change::Kind::Revocation(token_rev(3, "0000000000000002", 1000)), None)).unwrap();
         assert_eq!(m.prune(600, 5), 1);
         assert_eq!(m.to_state(0, &Liveness::default()).revocations.len(), 1);
+    }
+
+    #[test]
+    fn a_purge_carries_the_version_of_its_change() {
+        let mut m = Model::default();
+        m.apply_snapshot(&pb::Snapshot { version: 1, ..Default::default() }).unwrap();
+        let purge = pb::Revocation {
+            version: 99, // inconsistent with the change: the change's version wins
+            target: Some(pb::RevocationTarget {
+                target: Some(pb::revocation_target::Target::PathPrefix(pb::PathPrefixTarget {
+                    prefix: "/vod/".into(),
+                    issued_before: 1,
+                    purge: true,
+                })),
+            }),
+            ..Default::default()
+        };
+        let p = m.apply_delta(&delta(2, pb::change::Kind::Revocation(purge), None)).unwrap();
+        assert_eq!(p.map(|p| p.version), Some(2));
     }
 
     #[test]
