@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
@@ -90,7 +90,7 @@ impl Edge {
             Some(sync) => {
                 // Sync mode: `state.file` (optional) is the cache of the applied state.
                 let cache = (!config.state.file.as_os_str().is_empty()).then(|| config.state.file.clone());
-                let Initial { state, from_cache, model, liveness } = load_cache(cache.as_deref(), clock.now(), leeway);
+                let Initial { state, from_cache, model, liveness } = load_cache(cache.as_deref());
                 metrics.observe_state(&state);
                 metrics.observe_age(clock.now(), state.fresh_at_now());
                 let shared = SharedState::new(state, from_cache);
@@ -170,6 +170,31 @@ impl Edge {
     /// Returns once every runtime has stopped.
     pub fn run(self) {
         self.server.0.run(RunArgs::default());
+    }
+
+    /// Runs like [`Edge::run`], but ignores process signals and stops (fast
+    /// shutdown) once `stop` fires or its sender is dropped. For embedding the
+    /// edge in another process: tests that inject the clock run it this way.
+    pub fn run_until(self, stop: tokio::sync::oneshot::Receiver<()>) {
+        let shutdown_signal = Box::new(StopWhen(std::sync::Mutex::new(Some(stop))));
+        self.server.0.run(RunArgs { shutdown_signal });
+    }
+}
+
+/// [`Edge::run_until`]'s shutdown signal.
+struct StopWhen(std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopWhen {
+    async fn recv(&self) -> ShutdownSignal {
+        let stop = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match stop {
+            Some(stop) => {
+                let _ = stop.await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+        ShutdownSignal::FastShutdown
     }
 }
 

@@ -27,6 +27,7 @@ mod model;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,8 @@ pub struct SyncClient {
     clock: SharedClock,
     liveness: Liveness,
     model: Mutex<Model>,
+    /// The control plane's time in the newest heartbeat, Unix seconds (0: none yet).
+    cp_time: AtomicU64,
 }
 
 /// What the edge starts from in sync mode.
@@ -85,8 +88,10 @@ pub struct Initial {
 
 /// Loads the cache file, if there is a usable one. A missing file starts empty;
 /// an unreadable or invalid one is logged and ignored (the control plane sends
-/// a snapshot), since the edge wrote it itself.
-pub fn load_cache(path: Option<&Path>, now: u64, leeway: u64) -> Initial {
+/// a snapshot), since the edge wrote it itself. Nothing is pruned here: the
+/// local clock alone may be wrong (see [`SyncClient::prune_horizon`]); expired
+/// entries go with the first change applied after a heartbeat.
+pub fn load_cache(path: Option<&Path>) -> Initial {
     let liveness = Liveness::default();
     let empty = |liveness: Liveness| Initial {
         state: State { live: liveness.clone(), ..State::default() },
@@ -103,8 +108,7 @@ pub fn load_cache(path: Option<&Path>, now: u64, leeway: u64) -> Initial {
         Ok((model, file.generated_at.unwrap_or(0)))
     });
     match loaded {
-        Ok((mut model, fresh_at)) => {
-            model.prune(now, leeway);
+        Ok((model, fresh_at)) => {
             let state = model.to_state(fresh_at, &liveness);
             tracing::info!(state.cache = %path.display(), state.version = model.version, "sync.cache_loaded");
             Initial { state, from_cache: true, model, liveness }
@@ -147,6 +151,7 @@ impl SyncClient {
             clock,
             liveness,
             model: Mutex::new(model),
+            cp_time: AtomicU64::new(0),
         })
     }
 
@@ -306,13 +311,17 @@ impl SyncClient {
                     }
                 }
                 if changed {
-                    model.prune(now, self.leeway);
+                    model.prune(self.prune_horizon(now), self.leeway);
                     self.publish(&model, now);
                     cache.dirty = true;
                 }
             }
             let applied = self.applied_version();
             if changed {
+                // The cache holds what is ACKed before the ACK leaves, so an edge killed
+                // right after it restarts at that version, never behind (no fsync here:
+                // this survives the process; the periodic write below fsyncs).
+                self.write_cache_before_ack(cache).await;
                 outcome.applied = true;
                 out.send(pb::EdgeMessage { kind: Some(Em::Ack(pb::Ack { version: applied })) })
                     .await
@@ -329,6 +338,7 @@ impl SyncClient {
                     .map_err(|_| "stream closed")?;
             }
             for h in heartbeats {
+                self.cp_time.fetch_max(h.cp_time_ms / 1000, Ordering::Relaxed);
                 // Skew: our clock minus the control plane's at the moment it sent, corrected by half the RTT.
                 let local = i128::from(self.clock.now_ms());
                 let skew = local - i128::from(h.cp_time_ms) - i128::from(h.rtt_ms / 2);
@@ -357,6 +367,15 @@ impl SyncClient {
         }
     }
 
+    /// The time before which (less the leeway) a revocation may be dropped: the
+    /// earlier of this edge's clock and the control plane's (from heartbeats),
+    /// which set the revocations' and the tokens' expiry. The edge's clock alone
+    /// is not enough: after it jumps ahead, entries dropped then would be gone
+    /// for good, and once it is set back the tokens they revoked would pass again.
+    fn prune_horizon(&self, now: u64) -> u64 {
+        now.min(self.cp_time.load(Ordering::Relaxed))
+    }
+
     fn publish(&self, model: &Model, now: u64) {
         let state = model.to_state(now, &self.liveness);
         let current = self.shared.load().version;
@@ -364,10 +383,11 @@ impl SyncClient {
             // Only a control-plane reset gets here (the model refuses older snapshots otherwise).
             tracing::warn!(state.version = state.version, state.current = current, "sync.version_reset");
         }
-        self.metrics.observe_state(&state);
         self.sync_metrics.lag.set(0);
         tracing::debug!(state.version = state.version, "sync.applied");
         self.shared.store(state);
+        // After the swap: the version metric never shows a version requests do not see yet.
+        self.metrics.observe_state(&self.shared.load());
     }
 
     fn purged(&self, purges: &[Purge]) {
@@ -401,6 +421,22 @@ impl SyncClient {
         Duration::from_millis(ms)
     }
 
+    /// Writes the cache file now, without fsync (the applied state must be in it before it is ACKed).
+    async fn write_cache_before_ack(&self, cache: &mut CacheWriter) {
+        let Some(path) = self.cache.clone() else { return };
+        let file = self.lock_model().to_file(self.shared.load().fresh_at_now());
+        match tokio::task::spawn_blocking(move || write_cache(&path, &file, false)).await {
+            Ok(Ok(())) => self.sync_metrics.cache_writes.with_label_values(&["ok"]).inc(),
+            Ok(Err(e)) => {
+                self.sync_metrics.cache_writes.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "sync.cache_write_failed");
+            }
+            Err(e) => tracing::error!(error = %e, "sync.cache_task_failed"),
+        }
+        // Still dirty: the periodic write makes it durable.
+        cache.dirty = true;
+    }
+
     /// Writes the cache file when it is dirty and the interval has passed (or `force`).
     async fn flush_cache(&self, cache: &mut CacheWriter, force: bool) {
         let Some(path) = self.cache.clone() else { return };
@@ -415,7 +451,7 @@ impl SyncClient {
         let version = file.version;
         cache.dirty = false;
         cache.last = Some(tokio::time::Instant::now());
-        let result = tokio::task::spawn_blocking(move || write_cache(&path, &file)).await;
+        let result = tokio::task::spawn_blocking(move || write_cache(&path, &file, true)).await;
         match result {
             Ok(Ok(())) => {
                 self.sync_metrics.cache_writes.with_label_values(&["ok"]).inc();
@@ -455,8 +491,8 @@ struct CacheWriter {
     last: Option<tokio::time::Instant>,
 }
 
-/// Writes the cache atomically: a 0600 temporary file beside it, fsync, rename.
-fn write_cache(path: &Path, file: &StateFile) -> Result<(), StateError> {
+/// Writes the cache atomically: a 0600 temporary file beside it, fsync (with `sync`), rename.
+fn write_cache(path: &Path, file: &StateFile, sync: bool) -> Result<(), StateError> {
     let err = |source| StateError::Read { path: path.to_owned(), source };
     let json = serde_json::to_vec(file).map_err(|e| err(std::io::Error::other(e)))?;
     let tmp = path.with_extension("tmp");
@@ -466,7 +502,9 @@ fn write_cache(path: &Path, file: &StateFile) -> Result<(), StateError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(&tmp).map_err(err)?;
     f.write_all(&json).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    if sync {
+        f.sync_all().map_err(err)?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(())
@@ -553,18 +591,18 @@ mod tests {
         let mut m = Model::default();
         let key = pb::EdgeKey { key_id: 1, state: pb::KeyState::Active.into(), secret: vec![5; 32] };
         m.apply_snapshot(&pb::Snapshot { version: 7, keys: vec![key], ..Default::default() }).unwrap();
-        write_cache(&path, &m.to_file(100)).unwrap();
+        write_cache(&path, &m.to_file(100), true).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let initial = load_cache(Some(&path), 100, 5);
+        let initial = load_cache(Some(&path));
         assert!(initial.from_cache);
         assert_eq!((initial.state.version, initial.state.fresh_at), (7, 100));
         assert!(initial.state.keys.contains(1));
         std::fs::write(&path, "{").unwrap();
-        assert!(!load_cache(Some(&path), 100, 5).from_cache, "a broken cache is ignored");
-        assert!(!load_cache(Some(&dir.path().join("none")), 100, 5).from_cache);
+        assert!(!load_cache(Some(&path)).from_cache, "a broken cache is ignored");
+        assert!(!load_cache(Some(&dir.path().join("none"))).from_cache);
     }
 }
