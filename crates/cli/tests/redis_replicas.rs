@@ -7,94 +7,10 @@
 mod support;
 mod sync_support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use stile_tests::redis::RedisServer;
-use support::{free_port, signal};
 use sync_support::*;
-
-/// A `stile control` on the Redis store, killed on drop.
-struct Replica {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Replica {
-    fn start(redis: &RedisServer) -> Replica {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let key = |name: &str, role: &str, key: &str| {
-            let hash: String = stile_control::auth::hash_api_key(key).iter().map(|b| format!("{b:02x}")).collect();
-            format!("[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{hash}\"\n")
-        };
-        let config = dir.path().join("control.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-                 [store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\n\
-                 [links]\ndefault_base_url = \"{BASE_URL}\"\n\
-                 [sync]\nheartbeat_interval_ms = 200\nkey_activation_timeout_secs = 10\n{}{}",
-                key("admin", "admin", ADMIN),
-                key("edges", "edge", EDGE_KEY),
-                admin = free_port(),
-                url = redis.url(),
-            ),
-        )
-        .unwrap();
-        let child = spawn(&config, dir.path());
-        let replica = Replica { port, dir, child };
-        let ops = replica.ops();
-        let mut r = replica;
-        until(Duration::from_secs(20), "the control plane", || {
-            if let Some(status) = r.child.try_wait().unwrap() {
-                panic!("control plane exited with {status}: {}", r.log());
-            }
-            ops.try_list().ok()
-        });
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn ops(&self) -> Ops {
-        Ops::new(&self.url())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("control.log")).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        signal(self.child.id(), "KILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(config: &Path, dir: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("control.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_stile"))
-        .args(["control", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 /// Waits until `edge` answers 403 `revoked` for `link`.
 fn wait_revoked(edge: &SyncEdge, link: &stile_proto::v1::Link) {
@@ -108,8 +24,8 @@ fn wait_revoked(edge: &SyncEdge, link: &stile_proto::v1::Link) {
 fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_kill() {
     let redis = RedisServer::start();
     let (_content, origin) = content();
-    let a = Replica::start(&redis);
-    let mut b = Replica::start(&redis);
+    let a = Control::start_redis(&redis.url());
+    let mut b = Control::start_redis(&redis.url());
     let (ops_a, ops_b) = (a.ops(), b.ops());
     ops_a.publish();
     // edge-a follows A only; edge-b prefers B and falls back to A.
@@ -155,7 +71,7 @@ fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_
     }
 
     // B dies: edge-b moves to A and catches up with what A commits meanwhile.
-    b.kill9();
+    b.kill();
     let late = ops_a.revoke(&links[5].token_id, false);
     wait_revoked(&edge_b, &links[5]);
     let list = until(Duration::from_secs(20), "edge-b to reconnect to A", || {

@@ -28,28 +28,20 @@ impl Monotonic {
 
 #[test]
 fn edges_survive_a_control_plane_sigkill_and_converge() {
-    let (_content, origin) = content();
-    let cp_dir = tempfile::tempdir().unwrap();
-    let control = Control::start(cp_dir.path());
-    let ops = control.ops();
-    ops.publish();
-    let edges: Vec<SyncEdge> =
-        (1..=2).map(|i| SyncEdge::start(&format!("edge-{i}"), &origin, &[control.url()], "")).collect();
+    let Fleet { edges, ops, control, .. } = &mut Fleet::start(2);
     let mut versions = Monotonic(vec![0.0; edges.len()]);
-    ops.wait_converged(2);
     let (a, b, good) = (ops.mint(), ops.mint(), ops.mint());
     let acked = ops.revoke(&a.token_id, true);
     assert!(acked.lagging.is_empty());
-    versions.sample(&edges);
+    versions.sample(edges);
 
-    let (dir, port) = control.kill9();
-    drop(ops);
+    control.kill();
     // Meanwhile the edges keep serving with their last state.
     until(Duration::from_secs(10), "edges to notice the loss", || {
-        versions.sample(&edges);
+        versions.sample(edges);
         edges.iter().all(|e| e.metric("stile_edge_sync_connected") == Some(0.0)).then_some(())
     });
-    for e in &edges {
+    for e in edges.iter() {
         assert_eq!(e.get(&target(&good)).status, 200, "{}", e.id);
         let r = e.get(&target(&a));
         assert_eq!(
@@ -59,39 +51,35 @@ fn edges_survive_a_control_plane_sigkill_and_converge() {
             e.id
         );
     }
-    versions.sample(&edges);
+    versions.sample(edges);
 
-    let control = Control::start_on(&dir, port);
-    let ops = control.ops();
+    control.restart();
     let list = until(Duration::from_secs(20), "the edges to reconnect and converge", || {
-        versions.sample(&edges);
+        versions.sample(edges);
         let l = ops.try_list().ok()?;
         (l.edges.len() == 2 && l.edges.iter().all(|e| e.applied_version == l.current_version)).then_some(l)
     });
     assert!(list.current_version >= acked.version, "no ACKed change lost: {list:?}");
     let r = ops.revoke(&b.token_id, true);
     assert!(r.lagging.is_empty(), "{r:?}");
-    for e in &edges {
+    for e in edges.iter() {
         assert_eq!(e.get(&target(&a)).status, 403);
         assert_eq!(e.get(&target(&b)).status, 403);
         assert_eq!(e.get(&target(&good)).status, 200);
     }
-    versions.sample(&edges);
+    versions.sample(edges);
 }
 
 #[test]
 fn staleness_follows_the_policy_when_the_control_plane_is_gone() {
-    let (_content, origin) = content();
-    let cp_dir = tempfile::tempdir().unwrap();
-    let control = Control::start(cp_dir.path());
-    let ops = control.ops();
-    ops.publish();
-    let deny = SyncEdge::start("edge-deny", &origin, &[control.url()], "max_age_secs = 2\nstale_policy = \"deny\"");
-    let serve = SyncEdge::start("edge-serve", &origin, &[control.url()], "max_age_secs = 2\nstale_policy = \"serve\"");
+    let mut fleet = Fleet::start(0);
+    let deny = fleet.edge("edge-deny", "max_age_secs = 2\nstale_policy = \"deny\"");
+    let serve = fleet.edge("edge-serve", "max_age_secs = 2\nstale_policy = \"serve\"");
+    let ops = &fleet.ops;
     ops.wait_converged(2);
     let link = ops.mint();
     assert_eq!(deny.get(&target(&link)).status, 200);
-    control.kill9();
+    fleet.control.kill();
     let r = until(Duration::from_secs(15), "the deny edge to go stale", || {
         let r = deny.get(&target(&link));
         (r.status == 403).then_some(r)

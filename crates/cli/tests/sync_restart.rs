@@ -11,12 +11,8 @@ use sync_support::*;
 
 #[test]
 fn a_restarted_edge_resumes_from_its_cache_without_a_snapshot() {
-    let (_content, origin) = content();
-    let cp_dir = tempfile::tempdir().unwrap();
-    let control = Control::start(cp_dir.path());
-    let ops = control.ops();
-    ops.publish();
-    let mut edge = SyncEdge::start("edge-r", &origin, &[control.url()], "");
+    let mut fleet = Fleet::start(1);
+    let (ops, edge) = (&fleet.ops, &mut fleet.edges[0]);
     let early = ops.mint();
     let late = ops.mint();
     let v = ops.revoke(&early.token_id, true).version;

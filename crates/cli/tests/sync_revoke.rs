@@ -6,25 +6,17 @@
 mod support;
 mod sync_support;
 
-use std::time::Duration;
-
 use sync_support::*;
 
 #[test]
 fn revoke_reaches_every_edge_before_wait_returns() {
-    let (_content, origin) = content();
-    let cp_dir = tempfile::tempdir().unwrap();
-    let control = Control::start(cp_dir.path());
-    let ops = control.ops();
-    ops.publish();
-    let edges: Vec<SyncEdge> =
-        (1..=3).map(|i| SyncEdge::start(&format!("edge-{i}"), &origin, &[control.url()], "")).collect();
+    let Fleet { edges, ops, .. } = &Fleet::start(3);
     let list = ops.wait_converged(3);
     assert!(list.edges.iter().all(|e| e.snapshots == 1 && e.lag == 0), "{list:?}");
 
     let link = ops.mint();
     let other = ops.mint();
-    for e in &edges {
+    for e in edges {
         assert_eq!(e.get(&target(&link)).status, 200, "{}: {}", e.id, e.log());
     }
 
@@ -33,7 +25,7 @@ fn revoke_reaches_every_edge_before_wait_returns() {
     assert_eq!(r.edges.len(), 3);
     assert!(r.edges.iter().all(|e| e.applied && e.applied_version >= r.version), "{r:?}");
     // Enforced: the very next request at every edge is denied.
-    for e in &edges {
+    for e in edges {
         let resp = e.get(&target(&link));
         assert_eq!((resp.status, resp.header("x-stile-reason")), (403, Some("revoked")), "{}", e.id);
         assert_eq!(e.get(&target(&other)).status, 200, "{}: other links still pass", e.id);
@@ -44,7 +36,7 @@ fn revoke_reaches_every_edge_before_wait_returns() {
     assert!(rotated.lagging.is_empty(), "{rotated:?}");
     let fresh = ops.mint();
     assert_eq!(fresh.key_id, rotated.key.unwrap().key_id);
-    for e in &edges {
+    for e in edges {
         assert_eq!(e.get(&target(&fresh)).status, 200, "{}: a link with the new key", e.id);
         assert_eq!(e.get(&target(&other)).status, 200, "{}: old-key links keep verifying", e.id);
         assert_eq!(e.metric("stile_edge_sync_connected"), Some(1.0));
@@ -52,5 +44,4 @@ fn revoke_reaches_every_edge_before_wait_returns() {
     }
     let list = ops.wait_converged(3);
     assert!(list.edges.iter().all(|e| e.snapshots == 1), "deltas after the first snapshot: {list:?}");
-    let _ = Duration::ZERO;
 }

@@ -41,12 +41,33 @@ pub fn content() -> (tempfile::TempDir, Origin) {
 
 // ---------------------------------------------------------------- control plane
 
-/// A running `stile control`, killed on drop.
+/// Where a control plane keeps its state (the `[store]` section it is given).
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// The embedded redb file `control.redb` in the control plane's directory.
+    Redb,
+    /// A Redis server at this URL (`store.backend = "redis"`).
+    Redis(String),
+}
+
+impl Store {
+    fn section(&self, dir: &Path) -> String {
+        match self {
+            Store::Redb => format!("[store]\npath = \"{}/control.redb\"\n", dir.display()),
+            Store::Redis(url) => format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\n"),
+        }
+    }
+}
+
+/// A running `stile control`, killed on drop. Its configuration and log live in
+/// `dir`, kept across restarts (and, with the redb store, the store file).
 pub struct Control {
     pub port: u16,
     pub dir: PathBuf,
     pub child: Child,
     config: PathBuf,
+    /// The directory when the control plane made it itself.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Control {
@@ -57,6 +78,19 @@ impl Control {
 
     /// Starts (or restarts) on a given port.
     pub fn start_on(dir: &Path, port: u16) -> Control {
+        Control::launch(dir, port, &Store::Redb)
+    }
+
+    /// Starts a control plane on Redis, with a temporary directory of its own.
+    pub fn start_redis(url: &str) -> Control {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Control::launch(tmp.path(), free_port(), &Store::Redis(url.into()));
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// Writes the configuration (`store` as its store section) and starts it; waits until it answers.
+    pub fn launch(dir: &Path, port: u16, store: &Store) -> Control {
         let key = |name: &str, role: &str, key: &str| {
             format!(
                 "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
@@ -68,34 +102,30 @@ impl Control {
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-                 [store]\npath = \"{d}/control.redb\"\n[links]\ndefault_base_url = \"{BASE_URL}\"\n\
+                 {store}[links]\ndefault_base_url = \"{BASE_URL}\"\n\
                  [sync]\nheartbeat_interval_ms = 200\nkey_activation_timeout_secs = 10\n{admin_key}{edge_key}",
                 admin = free_port(),
-                d = dir.display(),
+                store = store.section(dir),
                 admin_key = key("admin", "admin", ADMIN),
                 edge_key = key("edges", "edge", EDGE_KEY),
             ),
         )
         .unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("control.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stile"))
-            .args(["control", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut c = Control { port, dir: dir.to_owned(), child, config };
-        let ops = c.ops();
+        let child = spawn_control(&config, dir, &[]);
+        let mut c = Control { port, dir: dir.to_owned(), child, config, _tmp: None };
+        c.wait_up();
+        c
+    }
+
+    /// Waits until it answers gRPC; panics with its log if it exits meanwhile.
+    pub fn wait_up(&mut self) {
+        let ops = self.ops();
         until(Duration::from_secs(20), "the control plane", || {
-            if let Some(status) = c.child.try_wait().unwrap() {
-                panic!("control plane exited with {status}: {}", c.log());
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("control plane exited with {status}: {}", self.log());
             }
             ops.try_list().ok()
         });
-        c
     }
 
     pub fn url(&self) -> String {
@@ -111,10 +141,36 @@ impl Control {
     }
 
     /// SIGKILL, and wait for it.
-    pub fn kill9(mut self) -> (PathBuf, u16) {
+    pub fn kill(&mut self) {
         signal(self.child.id(), "KILL");
         let _ = self.child.wait();
-        (self.dir.clone(), self.port)
+    }
+
+    /// SIGTERM (a graceful stop: the store is closed cleanly), and wait for it (10 s, then SIGKILL).
+    pub fn stop(&mut self) {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("the control plane did not stop on SIGTERM within 10 s: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then start again with the same configuration and port; waits until it answers.
+    pub fn restart(&mut self) {
+        self.restart_under(&[]);
+    }
+
+    /// Like [`Control::restart`], with the command run through `wrapper`
+    /// (e.g. `prlimit --fsize=N --`), which must `exec` it.
+    pub fn restart_under(&mut self, wrapper: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_control(&self.config, &self.dir, wrapper);
+        self.wait_up();
     }
 }
 
@@ -123,6 +179,32 @@ impl Drop for Control {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_control(config: &Path, dir: &Path, wrapper: &[&str]) -> Child {
+    spawn_stile("control", config, &dir.join("control.log"), wrapper)
+}
+
+/// Runs `stile SUBCOMMAND --config CONFIG` (through `wrapper`, if any), output appended to `log`.
+fn spawn_stile(subcommand: &str, config: &Path, log: &Path, wrapper: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let stile = env!("CARGO_BIN_EXE_stile");
+    let mut cmd = match wrapper.split_first() {
+        None => Command::new(stile),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(stile);
+            c
+        }
+    };
+    cmd.args([subcommand, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -186,16 +268,41 @@ impl Ops {
 
     /// Revokes one token id; with `wait`, until every edge ACKed (10 s at most).
     pub fn revoke(&self, token_id: &str, wait: bool) -> pb::RevokeResponse {
-        let mut c = pb::revocation_service_client::RevocationServiceClient::new(self.channel().unwrap());
+        self.try_revoke(token_id, wait, 10_000).expect("RevocationService.Revoke")
+    }
+
+    /// Revokes one token id; with `wait`, until every connected edge ACKed (`wait_ms` at most).
+    /// The whole call is bounded (`wait_ms` + 10 s): a hang is an error.
+    pub fn try_revoke(&self, token_id: &str, wait: bool, wait_ms: u32) -> Result<pb::RevokeResponse, tonic::Status> {
+        let mut c = pb::revocation_service_client::RevocationServiceClient::new(self.channel()?);
         let r = pb::RevokeRequest {
             target: Some(pb::RevocationTarget {
                 target: Some(pb::revocation_target::Target::TokenId(token_id.into())),
             }),
             reason: "test".into(),
             wait,
-            wait_timeout_ms: 10_000,
+            wait_timeout_ms: wait_ms,
         };
-        self.rt.block_on(c.revoke(req(r))).unwrap().into_inner()
+        let limit = Duration::from_millis(u64::from(wait_ms)) + Duration::from_secs(10);
+        match self.rt.block_on(async { tokio::time::timeout(limit, c.revoke(req(r))).await }) {
+            Ok(r) => r.map(|r| r.into_inner()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!("Revoke did not answer within {limit:?}"))),
+        }
+    }
+
+    /// Every revocation in force (all pages).
+    pub fn revocations(&self) -> Vec<pb::Revocation> {
+        let mut c = pb::revocation_service_client::RevocationServiceClient::new(self.channel().unwrap());
+        let mut all: Vec<pb::Revocation> = Vec::new();
+        loop {
+            let after_version = all.last().map_or(0, |r| r.version);
+            let page = pb::ListRevocationsRequest { after_version, limit: 1000 };
+            let page = self.rt.block_on(c.list(req(page))).expect("RevocationService.List").into_inner();
+            if page.revocations.is_empty() {
+                return all;
+            }
+            all.extend(page.revocations);
+        }
     }
 
     pub fn rotate(&self) -> pb::RotateKeyResponse {
@@ -237,26 +344,7 @@ impl SyncEdge {
     }
 
     pub fn spawn(id: &str, origin: &Origin, endpoints: &[String], extra_state: &str) -> SyncEdge {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, admin) = (free_port(), free_port());
-        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
-        let config = dir.path().join("edge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\nthreads = 1\n\
-                 grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
-                 pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\
-                 [diagnostics]\nreason_header = true\n[origin]\naddress = \"127.0.0.1:{o}\"\n\
-                 [state]\nfile = \"{d}/cache.json\"\n{extra_state}\n\
-                 [sync]\nendpoints = [{eps}]\napi_key = \"{EDGE_KEY}\"\nedge_id = \"{id}\"\n\
-                 heartbeat_timeout_ms = 1500\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\ncache_interval_ms = 100\n",
-                d = dir.path().display(),
-                o = origin.port,
-                eps = endpoints.join(", "),
-            ),
-        )
-        .unwrap();
+        let EdgeFiles { dir, port, admin, config } = EdgeFiles::write(id, origin, endpoints, extra_state);
         let child = spawn_edge(&config, dir.path());
         SyncEdge { id: id.into(), port, admin, dir, config, child }
     }
@@ -284,11 +372,7 @@ impl SyncEdge {
 
     /// One metric's value (first sample whose line starts with `name`).
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let body = get(self.admin, "/metrics", &[])?.body;
-        let text = String::from_utf8(body).ok()?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        metric(self.admin, name)
     }
 
     pub fn log(&self) -> String {
@@ -296,22 +380,90 @@ impl SyncEdge {
     }
 }
 
+/// An edge's directory and configuration in sync mode (ports chosen, nothing started).
+pub struct EdgeFiles {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+}
+
+impl EdgeFiles {
+    /// Writes `edge.toml` for an edge following `endpoints`; `extra_state` goes into `[state]`.
+    pub fn write(id: &str, origin: &Origin, endpoints: &[String], extra_state: &str) -> EdgeFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+        let config = dir.path().join("edge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\nthreads = 1\n\
+                 grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
+                 pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\
+                 [diagnostics]\nreason_header = true\n[origin]\naddress = \"127.0.0.1:{o}\"\n\
+                 [state]\nfile = \"{d}/cache.json\"\n{extra_state}\n\
+                 [sync]\nendpoints = [{eps}]\napi_key = \"{EDGE_KEY}\"\nedge_id = \"{id}\"\n\
+                 heartbeat_timeout_ms = 1500\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\ncache_interval_ms = 100\n",
+                d = dir.path().display(),
+                o = origin.port,
+                eps = endpoints.join(", "),
+            ),
+        )
+        .unwrap();
+        EdgeFiles { dir, port, admin, config }
+    }
+}
+
 fn spawn_edge(config: &Path, dir: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("edge.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_stile"))
-        .args(["edge", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_stile("edge", config, &dir.join("edge.log"), &[])
 }
 
 impl Drop for SyncEdge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One metric's value from an admin listener (first sample whose line starts with `name`).
+pub fn metric(admin: u16, name: &str) -> Option<f64> {
+    let body = get(admin, "/metrics", &[])?.body;
+    let text = String::from_utf8(body).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+// ---------------------------------------------------------------- a fleet
+
+/// The common setup: content and its origin, a control plane on a fresh redb
+/// store with asset `abc` published, and edges `edge-1`…`edge-n` following it,
+/// converged. Everything stops on drop.
+pub struct Fleet {
+    pub edges: Vec<SyncEdge>,
+    pub ops: Ops,
+    pub control: Control,
+    pub origin: Origin,
+    pub cp_dir: tempfile::TempDir,
+    _content: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub fn start(n: usize) -> Fleet {
+        let (content, origin) = content();
+        let cp_dir = tempfile::tempdir().unwrap();
+        let control = Control::start(cp_dir.path());
+        let ops = control.ops();
+        ops.publish();
+        let edges: Vec<SyncEdge> =
+            (1..=n).map(|i| SyncEdge::start(&format!("edge-{i}"), &origin, &[control.url()], "")).collect();
+        ops.wait_converged(n);
+        Fleet { edges, ops, control, origin, cp_dir, _content: content }
+    }
+
+    /// Starts one more edge following the control plane.
+    pub fn edge(&self, id: &str, extra_state: &str) -> SyncEdge {
+        SyncEdge::start(id, &self.origin, &[self.control.url()], extra_state)
     }
 }
