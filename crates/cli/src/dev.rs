@@ -519,11 +519,14 @@ async fn wait_for_port(port: u16, limit: Duration) -> bool {
 /// (unless `--quiet`) one short line per edge request (the access log).
 fn init_tracing(dir: &Path, quiet: bool) -> Result<(), DevError> {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _};
     let log = std::fs::File::create(dir.join("stile-dev.log")).map_err(|e| rt(format!("log file: {e}")))?;
     let file_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Never Pingora's debug events: they print request headers (viewers' credentials).
+    let file_filter = file_filter.and(crate::edge::no_pingora_debug());
     let file = tracing_subscriber::fmt::layer().with_writer(Arc::new(log)).with_ansi(false).with_filter(file_filter);
     let warnings = tracing_subscriber::fmt::layer()
         .compact()

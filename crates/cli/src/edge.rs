@@ -65,14 +65,27 @@ pub(crate) fn run(args: Args) -> ExitCode {
 }
 
 /// JSON logs on stdout; `RUST_LOG` filters (default `info`). Pingora's `log`
-/// records are bridged into the same stream.
+/// records are bridged into the same stream, at most at `info` level (see
+/// [`no_pingora_debug`]).
 fn init_tracing() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .try_init();
+    let json = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
+    let _ = tracing_subscriber::registry().with(json.with_filter(filter.and(no_pingora_debug()))).try_init();
+}
+
+/// Drops Pingora's events below `info`, whatever `RUST_LOG` says: at `debug`
+/// Pingora prints whole request headers ("Sending header to upstream
+/// RequestHeader { … }"), which carry viewers' `Authorization` and `Cookie`
+/// values. Found by `crates/cli/tests/log_scan.rs`.
+pub(crate) fn no_pingora_debug() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(pingora_at_info_at_most as fn(&tracing::Metadata<'_>) -> bool)
+}
+
+fn pingora_at_info_at_most(m: &tracing::Metadata<'_>) -> bool {
+    !(m.target().starts_with("pingora") && *m.level() > tracing::Level::INFO)
 }
