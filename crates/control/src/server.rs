@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::clock::{Clock, SystemClock};
+
+/// Longest a graceful shutdown waits for in-flight calls and open connections.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 use crate::config::{Config, StoreBackend};
 use crate::error::ApiError;
 use crate::service::{ApiKeys, Assets, Audit, Edges, Keys, Links, Revocations, Shared};
@@ -144,7 +147,8 @@ impl ControlPlane {
         // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        let result = tonic::transport::Server::builder()
+        let (stopped, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let serve = tonic::transport::Server::builder()
             .layer(crate::metrics::RpcLayer(Arc::clone(&s.metrics)))
             .add_service(health_service)
             .add_service(reflection)
@@ -160,8 +164,23 @@ impl ControlPlane {
                 shutdown.await;
                 // End the sync streams, or the graceful shutdown waits for them.
                 s.stopping.send_replace(true);
-            })
-            .await;
+                let _ = stopped.send(());
+            });
+        // Draining is bounded: an idle client connection that never answers the
+        // GOAWAY would otherwise hold the shutdown forever.
+        let drain_limit = async {
+            match drain_started.await {
+                Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            r = serve => r,
+            () = drain_limit => {
+                tracing::warn!(limit_secs = DRAIN_LIMIT.as_secs(), "control.drain_timeout: closing the remaining connections");
+                Ok(())
+            }
+        };
         pruner.abort();
         poller.abort();
         if let Some(admin) = admin {
