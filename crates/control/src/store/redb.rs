@@ -1,11 +1,16 @@
 //! The embedded backend: one redb file. Each [`Store::commit`] is one write
 //! transaction committed with `Durability::Immediate` (fsync) before it
-//! returns; mint audit events use non-durable commits that the next durable
-//! commit (at the latest the periodic prune) makes durable. Values are JSON.
-//! redb calls block, so they run on tokio's blocking pool.
+//! returns. Mint audit events are group-committed: [`Store::record_audit`]
+//! queues them in memory and one non-durable write transaction per
+//! [`AUDIT_GROUP_WINDOW`] writes them all (the next durable commit, at the
+//! latest the periodic prune, makes them durable; a durable commit or an audit
+//! read takes the queue with it). Values are JSON. redb calls block, so they
+//! run on tokio's blocking pool.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
@@ -31,10 +36,62 @@ const META_VERSION: &str = "log.version";
 /// Last audit sequence number handed out.
 const META_AUDIT_SEQ: &str = "audit.seq";
 
+/// How long queued mint audit events wait for companions before one write
+/// transaction records them all.
+pub(crate) const AUDIT_GROUP_WINDOW: Duration = Duration::from_millis(5);
+
+/// Queued audit events past which `record_audit` writes them itself before
+/// returning (and fails when the write does): memory stays bounded and a
+/// store that cannot write fails mints instead of dropping their audit trail.
+const AUDIT_QUEUE_MAX: usize = 16_384;
+
 /// The redb backend.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    audit: Arc<AuditQueue>,
+}
+
+/// Mint audit events waiting for their group commit.
+#[derive(Debug, Default)]
+struct AuditQueue {
+    events: Mutex<Vec<AuditEvent>>,
+    /// A flush task is scheduled.
+    scheduled: AtomicBool,
+    /// Held from taking events until their transaction ended: a reader that
+    /// takes it after finding the queue empty knows no taken event is still
+    /// on its way to the table. Lock order: redb's writer, then this.
+    writing: Mutex<()>,
+}
+
+impl AuditQueue {
+    fn take(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts events whose write failed back in front of newer ones.
+    fn put_back(&self, mut events: Vec<AuditEvent>) {
+        let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.append(&mut q);
+        *q = events;
+    }
+
+    /// Writes the queued events into `txn`, then runs `then`, which commits it.
+    /// The events go back in the queue when the write or `then` fails.
+    fn write_with<T>(
+        &self,
+        txn: redb::WriteTransaction,
+        then: impl FnOnce(redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let events = self.take();
+        let kept = events.clone();
+        let result = append_audit(&txn, events).and_then(|()| then(txn));
+        if result.is_err() && !kept.is_empty() {
+            self.put_back(kept);
+        }
+        result
+    }
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -61,7 +118,48 @@ impl RedbStore {
             txn.open_table(AUDIT).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore { db: Arc::new(db), audit: Arc::default() })
+    }
+
+    /// Writes the queued audit events in one non-durable transaction.
+    fn flush_audit(db: &Database, queue: &AuditQueue) -> Result<(), StoreError> {
+        {
+            // Waits out a write in progress, so everything recorded so far is in the table.
+            let _writing = queue.writing.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.events.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                return Ok(());
+            }
+        }
+        let mut txn = db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::None).map_err(backend)?;
+        // A failed write aborts the transaction (dropped) and keeps the events queued.
+        queue.write_with(txn, |txn| txn.commit().map_err(backend))
+    }
+
+    /// Schedules one flush [`AUDIT_GROUP_WINDOW`] from now unless one is
+    /// pending. The task holds the database weakly, so a store dropped
+    /// meanwhile (its queue already written by the shutdown's final commit)
+    /// can be reopened at once.
+    fn schedule_flush(&self) {
+        if self.audit.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (db, queue) = (Arc::downgrade(&self.db), Arc::downgrade(&self.audit));
+        tokio::spawn(async move {
+            tokio::time::sleep(AUDIT_GROUP_WINDOW).await;
+            let flushed = tokio::task::spawn_blocking(move || {
+                let (Some(db), Some(queue)) = (Weak::upgrade(&db), Weak::upgrade(&queue)) else { return Ok(()) };
+                // Cleared before the queue is taken: events queued from here on schedule another flush.
+                queue.scheduled.store(false, Ordering::Release);
+                RedbStore::flush_audit(&db, &queue)
+            })
+            .await;
+            match flushed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "store.audit_flush_failed"),
+                Err(e) => tracing::warn!(error = %e, "store.audit_flush_failed"),
+            }
+        });
     }
 
     fn blocking<T, F>(&self, f: F) -> StoreFuture<'_, T>
@@ -78,22 +176,32 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn commit(&self, batch: Batch) -> StoreFuture<'_, Committed> {
+        let queue = Arc::clone(&self.audit);
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(backend)?;
-            let committed = apply(&txn, batch)?;
-            // Dropping `txn` without committing on error aborts it: nothing written.
-            txn.commit().map_err(backend)?;
-            Ok(committed)
+            // Queued mint audit events are older than this batch's own: they go first,
+            // and this durable commit makes them durable too.
+            queue.write_with(txn, |txn| {
+                let committed = apply(&txn, batch)?;
+                // Dropping `txn` without committing on error aborts it: nothing written.
+                txn.commit().map_err(backend)?;
+                Ok(committed)
+            })
         })
     }
 
     fn record_audit(&self, events: Vec<AuditEvent>) -> StoreFuture<'_, ()> {
-        self.blocking(move |db| {
-            let mut txn = db.begin_write().map_err(backend)?;
-            txn.set_durability(Durability::None).map_err(backend)?;
-            append_audit(&txn, events)?;
-            txn.commit().map_err(backend)
-        })
+        let queued = {
+            let mut q = self.audit.events.lock().unwrap_or_else(|e| e.into_inner());
+            q.extend(events);
+            q.len()
+        };
+        if queued < AUDIT_QUEUE_MAX {
+            self.schedule_flush();
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let queue = Arc::clone(&self.audit);
+        self.blocking(move |db| RedbStore::flush_audit(db, &queue))
     }
 
     fn api_key(&self, sha256: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>> {
@@ -207,7 +315,10 @@ impl Store for RedbStore {
     }
 
     fn audit(&self, q: AuditQuery) -> StoreFuture<'_, Vec<AuditEvent>> {
+        let queue = Arc::clone(&self.audit);
         self.blocking(move |db| {
+            // Reads see every event recorded before them.
+            RedbStore::flush_audit(db, &queue)?;
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(AUDIT).map_err(backend)?;
             let mut out = Vec::new();
@@ -233,54 +344,58 @@ impl Store for RedbStore {
     }
 
     fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned> {
+        let queue = Arc::clone(&self.audit);
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(backend)?;
-            let mut pruned = Pruned::default();
-            {
-                let mut revocations = txn.open_table(REVOCATIONS).map_err(backend)?;
-                let mut corrupt = None;
-                revocations
-                    .retain(|_, v| match serde_json::from_slice::<Revocation>(v) {
-                        Ok(r) if r.expires_at <= now => {
-                            pruned.revocations += 1;
-                            false
-                        }
-                        Ok(_) => true,
-                        Err(e) => {
-                            corrupt = Some(e.to_string());
-                            true
-                        }
-                    })
-                    .map_err(backend)?;
-                if let Some(message) = corrupt {
-                    return Err(StoreError::Corrupt { table: "revocations", message });
-                }
-
-                let mut log = txn.open_table(LOG).map_err(backend)?;
-                let len = log.len().map_err(backend)?;
-                let mut excess = len.saturating_sub(retention.log_entries);
-                while excess > 0 && log.pop_first().map_err(backend)?.is_some() {
-                    excess -= 1;
-                    pruned.log_entries += 1;
-                }
-
-                let mut audit = txn.open_table(AUDIT).map_err(backend)?;
-                let min_at = now.saturating_sub(retention.audit_max_age_secs);
-                let mut excess = audit.len().map_err(backend)?.saturating_sub(retention.audit_events);
-                loop {
-                    let Some((_, v)) = audit.first().map_err(backend)? else { break };
-                    let event: AuditEvent = decode("audit", v.value())?;
-                    if excess == 0 && event.at >= min_at {
-                        break;
+            // The queued audit events become durable with this commit.
+            queue.write_with(txn, |txn| {
+                let mut pruned = Pruned::default();
+                {
+                    let mut revocations = txn.open_table(REVOCATIONS).map_err(backend)?;
+                    let mut corrupt = None;
+                    revocations
+                        .retain(|_, v| match serde_json::from_slice::<Revocation>(v) {
+                            Ok(r) if r.expires_at <= now => {
+                                pruned.revocations += 1;
+                                false
+                            }
+                            Ok(_) => true,
+                            Err(e) => {
+                                corrupt = Some(e.to_string());
+                                true
+                            }
+                        })
+                        .map_err(backend)?;
+                    if let Some(message) = corrupt {
+                        return Err(StoreError::Corrupt { table: "revocations", message });
                     }
-                    drop(v);
-                    audit.pop_first().map_err(backend)?;
-                    excess = excess.saturating_sub(1);
-                    pruned.audit_events += 1;
+
+                    let mut log = txn.open_table(LOG).map_err(backend)?;
+                    let len = log.len().map_err(backend)?;
+                    let mut excess = len.saturating_sub(retention.log_entries);
+                    while excess > 0 && log.pop_first().map_err(backend)?.is_some() {
+                        excess -= 1;
+                        pruned.log_entries += 1;
+                    }
+
+                    let mut audit = txn.open_table(AUDIT).map_err(backend)?;
+                    let min_at = now.saturating_sub(retention.audit_max_age_secs);
+                    let mut excess = audit.len().map_err(backend)?.saturating_sub(retention.audit_events);
+                    loop {
+                        let Some((_, v)) = audit.first().map_err(backend)? else { break };
+                        let event: AuditEvent = decode("audit", v.value())?;
+                        if excess == 0 && event.at >= min_at {
+                            break;
+                        }
+                        drop(v);
+                        audit.pop_first().map_err(backend)?;
+                        excess = excess.saturating_sub(1);
+                        pruned.audit_events += 1;
+                    }
                 }
-            }
-            txn.commit().map_err(backend)?;
-            Ok(pruned)
+                txn.commit().map_err(backend)?;
+                Ok(pruned)
+            })
         })
     }
 }
