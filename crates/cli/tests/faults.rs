@@ -588,7 +588,14 @@ fn edge_clock_jumps_forward_and_back_under_load() {
     checker.revoke(&ops, early).expect("revoke");
     pause(200);
 
-    // Forward past every link's expiry (default TTL 1 h) and the leeway: expired.
+    // Forward to just inside a link's expiry plus the leeway (5 s): still valid;
+    // just past it, and far past it: expired.
+    let to = |at: u64| i64::try_from(at).unwrap() - i64::try_from(SystemClock.now()).unwrap();
+    let exp = links[valid].expires_at;
+    clock.jump_to(to(exp + 5 - 2));
+    assert_eq!(edge.get(&links[valid]), (200, None), "valid within the leeway");
+    clock.jump_to(to(exp + 5 + 2));
+    assert_eq!(edge.get(&links[valid]), (403, Some("expired".into())), "expired past the leeway");
     clock.jump_to(3_600 + 60);
     assert_eq!(edge.get(&links[valid]), (403, Some("expired".into())), "expired after a forward jump");
     // Forward past the revocations' own expiry (issued + max TTL 24 h + margin),
