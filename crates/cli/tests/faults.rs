@@ -669,6 +669,11 @@ fn full_disk_under_the_embedded_store() {
         "a clear failure, not a hang: {failure:?}"
     );
     assert!(!failure.message().is_empty());
+    // "See the control plane's log": it names the cause.
+    let log = control.log();
+    let cause = log.lines().find(|l| l.contains("store.failed")).unwrap_or_default().to_owned();
+    eprintln!("full disk: the control plane logged {cause}");
+    assert!(cause.contains("File too large"), "the log names the cause: {cause:?}");
     // Nothing is acknowledged while the disk is full.
     let again = checker.revoke(&ops, 3);
     assert!(again.is_err(), "acknowledged on a full disk: {again:?}");
