@@ -26,8 +26,13 @@ use dev_support::{Run, stile};
 use support::{Origin, free_port, get, signal};
 use sync_support::{content, until};
 
-/// `debug` everywhere, `trace` for Stile's crates.
+/// `debug` everywhere, `trace` for Stile's crates; `STILE_LOG_SCAN_LEVEL`
+/// overrides it (e.g. `trace` to see what third-party crates print there).
 const LOG_LEVEL: &str = "debug,stile=trace,stile_cli=trace,stile_control=trace,stile_edge=trace,stile_token=trace";
+
+fn log_level() -> String {
+    std::env::var("STILE_LOG_SCAN_LEVEL").unwrap_or_else(|_| LOG_LEVEL.to_owned())
+}
 
 // ---------------------------------------------------------------- the scanner
 
@@ -144,7 +149,7 @@ impl Proc {
         let err = dir.join(format!("{name}.stderr"));
         let child = Command::new(env!("CARGO_BIN_EXE_stile"))
             .args(args)
-            .env("RUST_LOG", LOG_LEVEL)
+            .env("RUST_LOG", log_level())
             .env("HOME", dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
@@ -271,7 +276,8 @@ impl Cli {
     fn run(&mut self, key: &str, args: &[&str]) -> &Run {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--server", &self.server, "--api-key", key]);
-        let r = stile(&all, &[("RUST_LOG", LOG_LEVEL)]);
+        let level = log_level();
+        let r = stile(&all, &[("RUST_LOG", &level)]);
         self.runs.push((format!("stile {}", args.join(" ")), r));
         &self.runs.last().unwrap().1
     }
