@@ -65,6 +65,15 @@ impl From<ApiError> for Status {
                 tracing::warn!(error = %e, "store.unavailable");
                 (Code::Unavailable, "storage backend unavailable; the request was not acknowledged, retry later".into())
             }
+            ApiError::Store(e @ StoreError::Full(_)) => {
+                tracing::error!(error = %e, "store.full");
+                (
+                    Code::ResourceExhausted,
+                    "the control plane's storage is full; nothing was written or acknowledged. Free disk space on the \
+                     control plane, then retry"
+                        .into(),
+                )
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store.failed");
                 (Code::Internal, "storage backend failed; see the control plane's log".into())

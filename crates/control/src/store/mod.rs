@@ -236,4 +236,8 @@ pub enum StoreError {
     /// may still have been applied.
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the file-size limit) is full: the write was aborted and
+    /// nothing was written; it succeeds again once there is room.
+    #[error("storage full: {0}")]
+    Full(String),
 }

@@ -104,7 +104,7 @@ impl RedbStore {
     /// Opens (or creates) the database file and its tables. The file is made
     /// readable by its owner only, since it holds signing keys.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| failed(format!("opening {}: {e}", path.display())))?;
         restrict_permissions(path)?;
         let txn = db.begin_write().map_err(backend)?;
         {
@@ -169,7 +169,7 @@ impl RedbStore {
     {
         let db = Arc::clone(&self.db);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| backend(format!("store task: {e}")))?
+            tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| failed(format!("store task: {e}")))?
         })
     }
 }
@@ -512,7 +512,20 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, S
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, message: e.to_string() })
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A redb error; a full disk or file-size limit is [`StoreError::Full`], so
+/// the caller hears that nothing was written and why.
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    if let redb::Error::Io(io) = &e {
+        use std::io::ErrorKind;
+        if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded) {
+            return StoreError::Full(e.to_string());
+        }
+    }
     StoreError::Backend(e.to_string())
 }
 
@@ -520,7 +533,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| backend(format!("chmod 600 {}: {e}", path.display())))
+        .map_err(|e| failed(format!("chmod 600 {}: {e}", path.display())))
 }
 
 #[cfg(not(unix))]
