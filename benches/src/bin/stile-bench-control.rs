@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
+use stile_benches::{auth, auth_key_toml, connect, ms, parse_flags, pct};
 use stile_proto::v1 as pb;
-use tonic::transport::Channel;
 
 const ADMIN: &str = "stk_bench-admin-key-0123456789";
 const MINTER: &str = "stk_bench-minter-key-0123456789";
@@ -35,10 +34,8 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut a = Args { stile: "target/release/stile".into(), out: "mint.md".into(), secs: 10, cpu: Some(1) };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
+    parse_flags(|flag, value| {
+        match flag {
             "--stile" => a.stile = value()?.into(),
             "--out" => a.out = value()?.into(),
             "--secs" => a.secs = value()?.parse()?,
@@ -46,7 +43,8 @@ fn args() -> Result<Args> {
             "--no-pin" => a.cpu = None,
             other => bail!("unknown argument {other}; see the module docs"),
         }
-    }
+        Ok(())
+    })?;
     Ok(a)
 }
 
@@ -66,14 +64,11 @@ impl Drop for Control {
 fn start_control(a: &Args) -> Result<(Control, String)> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let hash = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\n[store]\npath = \"{}/control.redb\"\n[links]\ndefault_base_url = \"https://edge.bench\"\n\
-         [[auth.keys]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
-         [[auth.keys]]\nname = \"backend\"\nrole = \"minter\"\nsha256 = \"{}\"\n",
+        "listen = \"127.0.0.1:{port}\"\n[store]\npath = \"{}/control.redb\"\n[links]\ndefault_base_url = \"https://edge.bench\"\n{}{}",
         dir.path().display(),
-        hash(ADMIN),
-        hash(MINTER)
+        auth_key_toml("admin", "admin", ADMIN),
+        auth_key_toml("backend", "minter", MINTER),
     );
     let path = dir.path().join("control.toml");
     std::fs::write(&path, config)?;
@@ -98,23 +93,6 @@ fn start_control(a: &Args) -> Result<(Control, String)> {
     Ok((Control { child, _dir: dir }, format!("http://127.0.0.1:{port}")))
 }
 
-fn auth<T>(m: T, key: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(m);
-    r.metadata_mut().insert("authorization", format!("Bearer {key}").parse().expect("ascii key"));
-    r
-}
-
-async fn connect(url: &str) -> Result<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match Channel::from_shared(url.to_owned())?.connect().await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => bail!("control plane did not come up: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 fn mint_request(i: u64) -> pb::MintRequest {
     pb::MintRequest {
         asset_id: "bench".into(),
@@ -130,17 +108,6 @@ fn cpu_secs(pid: u32) -> f64 {
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
