@@ -30,6 +30,8 @@
 //! plane has ACKed (an ACK means enforced), the other replica's edges are read
 //! from its `RevocationService.Status`, and every edge is checked to deny them.
 //! One revocation through each control plane before all that is not counted.
+//! `--no-edge-cache` runs the edges without `state.file` (no cache writes), to
+//! show what the cache costs.
 //!
 //! No CPU pinning: the machine has 2 cores, and the edges, the control
 //! plane(s), Redis and this process (origin and pollers) all share them, so the
