@@ -45,3 +45,40 @@ fn a_restarted_edge_resumes_from_its_cache_without_a_snapshot() {
         assert_eq!((r.status, r.header("x-stile-reason")), (403, Some("revoked")));
     }
 }
+
+/// An edge killed right after it ACKed a revocation, long before its next full
+/// cache write, restarts enforcing it even with the control plane gone: the
+/// ACKed delta was journaled beside the cache before the ACK left.
+#[test]
+fn an_edge_killed_right_after_an_ack_restarts_enforcing_it() {
+    let mut fleet = Fleet::start(1);
+    let edge = &mut fleet.edges[0];
+    // No periodic full write during the test: only the journal can carry the revocation.
+    let config = std::fs::read_to_string(&edge.config).unwrap();
+    std::fs::write(&edge.config, config.replace("cache_interval_ms = 100", "cache_interval_ms = 600000")).unwrap();
+    edge.restart();
+    edge.wait_ready();
+    fleet.ops.wait_converged(1);
+    let cache = edge.dir.path().join("cache.json");
+    let cached_version = move || -> u64 {
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+        json["version"].as_u64().unwrap()
+    };
+    let before = cached_version();
+
+    let link = fleet.ops.mint();
+    let acked = fleet.ops.revoke(&link.token_id, true);
+    assert!(acked.lagging.is_empty() && acked.edges.len() == 1, "ACKed: {acked:?}");
+    let edge = &mut fleet.edges[0];
+    support::signal(edge.child.id(), "KILL");
+    let _ = edge.child.wait();
+    fleet.control.kill();
+    assert!(cached_version() < acked.version, "the full cache was not rewritten (at {before})");
+
+    let edge = &mut fleet.edges[0];
+    edge.restart();
+    edge.wait_ready();
+    let r = edge.get(&target(&link));
+    assert_eq!((r.status, r.header("x-stile-reason")), (403, Some("revoked")), "{}", edge.log());
+    assert!(edge.log().contains("\"journal.replayed\":1"), "{}", edge.log());
+}

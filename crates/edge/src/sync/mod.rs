@@ -17,17 +17,20 @@
 //! - On any failure: reconnect to the next endpoint with jittered exponential
 //!   backoff, resuming from the applied version.
 //! - The applied state is cached in `state.file` (written atomically, 0600: it
-//!   holds key secrets), at most every `sync.cache_interval_ms`, so a restarted
-//!   edge resumes with deltas instead of a full snapshot.
+//!   holds key secrets), at most every `sync.cache_interval_ms` and off the
+//!   receive loop, so a restarted edge resumes with deltas instead of a full
+//!   snapshot. Deltas are journaled beside it before they are ACKed
+//!   ([`journal`]), so a restarted edge is never behind what it ACKed.
 //!
 //! Only this module sees the protocol types; [`Model`] converts them.
 
 mod config;
+mod journal;
 mod model;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,7 +89,8 @@ pub struct Initial {
     pub liveness: Liveness,
 }
 
-/// Loads the cache file, if there is a usable one. A missing file starts empty;
+/// Loads the cache file, if there is a usable one, and replays the deltas
+/// journaled after it. A missing file starts empty;
 /// an unreadable or invalid one is logged and ignored (the control plane sends
 /// a snapshot), since the edge wrote it itself. Nothing is pruned here: the
 /// local clock alone may be wrong (see [`SyncClient::prune_horizon`]); expired
@@ -108,9 +112,13 @@ pub fn load_cache(path: Option<&Path>) -> Initial {
         Ok((model, file.generated_at.unwrap_or(0)))
     });
     match loaded {
-        Ok((model, fresh_at)) => {
+        Ok((mut model, fresh_at)) => {
+            let replayed = journal::replay(path, &mut model);
             let state = model.to_state(fresh_at, &liveness);
-            tracing::info!(state.cache = %path.display(), state.version = model.version, "sync.cache_loaded");
+            tracing::info!(
+                state.cache = %path.display(), state.version = model.version, journal.replayed = replayed,
+                "sync.cache_loaded"
+            );
             Initial { state, from_cache: true, model, liveness }
         }
         Err(e) => {
@@ -158,7 +166,9 @@ impl SyncClient {
     /// Runs until shutdown: connect, sync, reconnect.
     pub async fn run(&self, mut shutdown: ShutdownWatch, mut ready: Option<ServiceReadyNotifier>) {
         let span = tracing::info_span!("sync", edge.id = %self.edge_id);
-        async {
+        let (writes, lane) = mpsc::channel::<FullWrite>(4);
+        let lane_state = Arc::new(LaneState::default());
+        let sync = async {
             // A cached state lets the proxy start at once (stale or not: staleness is
             // enforced per request and in /readyz).
             if self.applied_version() > 0
@@ -168,7 +178,7 @@ impl SyncClient {
             }
             let mut attempt: u32 = 0;
             let mut endpoint = 0usize;
-            let mut cache = CacheWriter::default();
+            let mut cache = CacheWriter::new(self.cache.as_deref(), writes, Arc::clone(&lane_state));
             let mut first = true;
             loop {
                 let url = &self.config.endpoints[endpoint % self.config.endpoints.len()];
@@ -192,7 +202,9 @@ impl SyncClient {
                     }
                 };
                 match &outcome.error {
-                    Some(e) => tracing::warn!(endpoint = %url, error = %e, retry_ms = wait.as_millis() as u64, "sync.disconnected"),
+                    Some(e) => {
+                        tracing::warn!(endpoint = %url, error = %e, retry_ms = wait.as_millis() as u64, "sync.disconnected")
+                    }
                     None => tracing::info!(endpoint = %url, retry_ms = wait.as_millis() as u64, "sync.disconnected"),
                 }
                 endpoint = endpoint.wrapping_add(1);
@@ -202,10 +214,11 @@ impl SyncClient {
                 }
             }
             self.flush_cache(&mut cache, true).await;
+            // Dropping the writer's sender ends the write lane.
+            drop(cache);
             tracing::info!("sync.stopped");
-        }
-        .instrument(span)
-        .await
+        };
+        async { tokio::join!(sync, self.write_lane(lane, &lane_state)) }.instrument(span).await;
     }
 
     /// One connection, until it fails.
@@ -270,6 +283,8 @@ impl SyncClient {
             self.liveness.touch(now);
             let mut heartbeats = Vec::new();
             let mut changed = false;
+            let mut snapshot = false;
+            let mut deltas = Vec::new();
             let mut failed = None;
             {
                 let mut model = self.lock_model();
@@ -286,6 +301,7 @@ impl SyncClient {
                                 self.sync_metrics.snapshots.inc();
                                 self.purged(&purges);
                                 changed = true;
+                                snapshot = true;
                             }
                             Err(e) => {
                                 failed = Some((s.version, e));
@@ -299,6 +315,9 @@ impl SyncClient {
                                     self.sync_metrics.deltas.inc();
                                     self.purged(purge.as_slice());
                                     changed = true;
+                                    if model.version == v {
+                                        deltas.push(d);
+                                    }
                                 }
                                 Err(e) => {
                                     failed = Some((v, e));
@@ -318,10 +337,10 @@ impl SyncClient {
             }
             let applied = self.applied_version();
             if changed {
-                // The cache holds what is ACKed before the ACK leaves, so an edge killed
-                // right after it restarts at that version, never behind (no fsync here:
-                // this survives the process; the periodic write below fsyncs).
-                self.write_cache_before_ack(cache).await;
+                // The cache (file and journal) holds what is ACKed before the ACK leaves,
+                // so an edge killed right after it restarts at that version, never behind
+                // (no fsync here: this survives the process; the periodic write fsyncs).
+                self.persist_before_ack(cache, snapshot, &deltas).await;
                 outcome.applied = true;
                 out.send(pb::EdgeMessage { kind: Some(Em::Ack(pb::Ack { version: applied })) })
                     .await
@@ -421,48 +440,94 @@ impl SyncClient {
         Duration::from_millis(ms)
     }
 
-    /// Writes the cache file now, without fsync (the applied state must be in it before it is ACKed).
-    async fn write_cache_before_ack(&self, cache: &mut CacheWriter) {
+    /// Makes what is about to be ACKed survive the process: the batch's deltas
+    /// are appended to the journal (cost proportional to the deltas); after a
+    /// snapshot the whole file is written (through the write lane, in order
+    /// with the periodic writes), which also covers the journal so far.
+    async fn persist_before_ack(&self, cache: &mut CacheWriter, snapshot: bool, deltas: &[pb::Delta]) {
         let Some(path) = self.cache.clone() else { return };
-        let file = self.lock_model().to_file(self.shared.load().fresh_at_now());
-        match tokio::task::spawn_blocking(move || write_cache(&path, &file, false)).await {
-            Ok(Ok(())) => self.sync_metrics.cache_writes.with_label_values(&["ok"]).inc(),
-            Ok(Err(e)) => {
-                self.sync_metrics.cache_writes.with_label_values(&["error"]).inc();
-                tracing::error!(error = %e, "sync.cache_write_failed");
-            }
-            Err(e) => tracing::error!(error = %e, "sync.cache_task_failed"),
-        }
-        // Still dirty: the periodic write makes it durable.
         cache.dirty = true;
+        let result = if snapshot {
+            let through = cache.journal.as_mut().map_or(0, journal::Journal::rotate);
+            let file = self.lock_model().to_file(self.shared.load().fresh_at_now());
+            let (done, written) = tokio::sync::oneshot::channel();
+            let write = FullWrite { file, sync: false, through, done: Some(done) };
+            if cache.writes.send(write).await.is_err() {
+                return;
+            }
+            written.await.unwrap_or_else(|_| Err("the cache write lane stopped".into()))
+        } else {
+            // A small append to an open file: done in place, not worth a blocking-pool hop.
+            match cache.journal.as_mut().map(|j| j.append(deltas)) {
+                Some(Err(e)) => Err(format!("journal {}: {e}", path.display())),
+                _ => Ok(()),
+            }
+        };
+        if let Err(e) = result {
+            self.sync_metrics.cache_writes.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "sync.cache_write_failed");
+        }
     }
 
-    /// Writes the cache file when it is dirty and the interval has passed (or `force`).
+    /// Writes the whole cache file (fsync) when it is dirty and the interval
+    /// has passed, or with `force` (at shutdown, waiting for it). The write runs
+    /// in the write lane, not on the receive loop; one at a time.
     async fn flush_cache(&self, cache: &mut CacheWriter, force: bool) {
-        let Some(path) = self.cache.clone() else { return };
+        if self.cache.is_none() {
+            return;
+        }
+        if cache.lane.failed.swap(false, Ordering::AcqRel) {
+            cache.dirty = true;
+        }
         if !cache.dirty {
             return;
         }
         let interval = Duration::from_millis(self.config.cache_interval_ms);
-        if !force && cache.last.is_some_and(|t| t.elapsed() < interval) {
+        if !force && (cache.lane.busy.load(Ordering::Acquire) || cache.last.is_some_and(|t| t.elapsed() < interval)) {
             return;
         }
+        let through = cache.journal.as_mut().map_or(0, journal::Journal::rotate);
         let file = self.lock_model().to_file(self.shared.load().fresh_at_now());
-        let version = file.version;
         cache.dirty = false;
         cache.last = Some(tokio::time::Instant::now());
-        let result = tokio::task::spawn_blocking(move || write_cache(&path, &file, true)).await;
-        match result {
-            Ok(Ok(())) => {
-                self.sync_metrics.cache_writes.with_label_values(&["ok"]).inc();
-                tracing::debug!(state.version = version, "sync.cache_written");
+        cache.lane.busy.store(true, Ordering::Release);
+        let (done, written) = tokio::sync::oneshot::channel();
+        let write = FullWrite { file, sync: true, through, done: force.then_some(done) };
+        if cache.writes.send(write).await.is_ok() && force {
+            let _ = written.await;
+        }
+    }
+
+    /// Performs the full cache writes in order: temporary file, fsync when
+    /// asked, rename, then the journal segments the new file covers go.
+    async fn write_lane(&self, mut writes: mpsc::Receiver<FullWrite>, lane: &LaneState) {
+        let Some(path) = self.cache.clone() else { return };
+        while let Some(w) = writes.recv().await {
+            let version = w.file.version;
+            let p = path.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                write_cache(&p, &w.file, w.sync).map_err(|e| e.to_string())?;
+                journal::remove_through(&p, w.through).map_err(|e| format!("removing journal segments: {e}"))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("cache task: {e}")));
+            match &result {
+                Ok(()) => {
+                    self.sync_metrics.cache_writes.with_label_values(&["ok"]).inc();
+                    tracing::debug!(state.version = version, "sync.cache_written");
+                }
+                Err(e) => {
+                    self.sync_metrics.cache_writes.with_label_values(&["error"]).inc();
+                    tracing::error!(error = %e, "sync.cache_write_failed");
+                    lane.failed.store(true, Ordering::Release);
+                }
             }
-            Ok(Err(e)) => {
-                self.sync_metrics.cache_writes.with_label_values(&["error"]).inc();
-                tracing::error!(error = %e, "sync.cache_write_failed");
-                cache.dirty = true;
+            if w.sync {
+                lane.busy.store(false, Ordering::Release);
             }
-            Err(e) => tracing::error!(error = %e, "sync.cache_task_failed"),
+            if let Some(done) = w.done {
+                let _ = done.send(result);
+            }
         }
     }
 }
@@ -485,10 +550,44 @@ struct Outcome {
     error: Option<String>,
 }
 
-#[derive(Debug, Default)]
+/// The receive loop's side of the cache.
+#[derive(Debug)]
 struct CacheWriter {
+    /// Applied changes are not in a full write yet.
     dirty: bool,
+    /// When the last full write was started.
     last: Option<tokio::time::Instant>,
+    journal: Option<journal::Journal>,
+    /// To the write lane.
+    writes: mpsc::Sender<FullWrite>,
+    lane: Arc<LaneState>,
+}
+
+impl CacheWriter {
+    fn new(cache: Option<&Path>, writes: mpsc::Sender<FullWrite>, lane: Arc<LaneState>) -> CacheWriter {
+        CacheWriter { dirty: false, last: None, journal: cache.map(journal::Journal::open), writes, lane }
+    }
+}
+
+/// Shared between the receive loop and the write lane.
+#[derive(Debug, Default)]
+struct LaneState {
+    /// A periodic (fsync'd) write is queued or running.
+    busy: AtomicBool,
+    /// A write failed: the next periodic write retries.
+    failed: AtomicBool,
+}
+
+/// One full write of the cache file.
+#[derive(Debug)]
+struct FullWrite {
+    file: StateFile,
+    /// fsync before the rename (periodic and final writes).
+    sync: bool,
+    /// Journal segments up to this one are covered and removed afterwards.
+    through: u64,
+    /// Told the result, when someone waits.
+    done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
 
 /// Writes the cache atomically: a 0600 temporary file beside it, fsync (with `sync`), rename.
