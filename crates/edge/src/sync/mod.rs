@@ -565,7 +565,10 @@ struct CacheWriter {
 
 impl CacheWriter {
     fn new(cache: Option<&Path>, writes: mpsc::Sender<FullWrite>, lane: Arc<LaneState>) -> CacheWriter {
-        CacheWriter { dirty: false, last: None, journal: cache.map(journal::Journal::open), writes, lane }
+        // The file on disk is as new as what was loaded: the first full write is due one interval
+        // from now (a first snapshot is written before its ACK anyway).
+        let last = Some(tokio::time::Instant::now());
+        CacheWriter { dirty: false, last, journal: cache.map(journal::Journal::open), writes, lane }
     }
 }
 
