@@ -506,10 +506,11 @@ struct Measured {
 
 async fn measure(a: &Args, name: &'static str, controls: &[&Control], edges: &[Edge]) -> Result<Measured> {
     let mut m = Measured { name, edges: edges.len(), controls: controls.len(), ..Measured::default() };
-    // Every edge connected and at the current version, on every control plane.
+    // Every edge connected and at the current version, as every control plane
+    // sees the fleet (replicas share their views through the store).
     let deadline = Instant::now() + Duration::from_secs(30);
-    for (ci, c) in controls.iter().enumerate() {
-        let want = (0..edges.len()).filter(|i| i % controls.len() == ci).count();
+    for c in controls {
+        let want = edges.len();
         loop {
             let l = edge_list(&c.channel).await?;
             if l.edges.len() == want && l.edges.iter().all(|e| e.applied_version == l.current_version) {
@@ -592,9 +593,9 @@ async fn measure(a: &Args, name: &'static str, controls: &[&Control], edges: &[E
     m.busy = busy_share(cpu0, cpu_ticks());
     drop(conns);
 
-    // wait = true, no pollers. The call waits for the edges of the control plane
-    // that took it; the others' ACKs are read from their Status afterwards, so
-    // the whole fleet's time is an upper bound by one Status round trip.
+    // wait = true, no pollers. The call waits for every edge, whichever control
+    // plane it follows (replicas share their fleet views); the other control
+    // planes' Status is checked afterwards as well.
     for (i, link) in waited.iter().enumerate() {
         let via = i % controls.len();
         let t0 = Instant::now();
@@ -771,7 +772,7 @@ fn report(a: &Args, results: &[Measured]) -> String {
         let n = m.from_start.len().max(1) as f64;
         format!("{:.1}; {:.0} %", m.polls as f64 / n, m.busy * 100.0)
     });
-    row("Revoke with `wait = true`, no pollers (returns when the edges of that control plane ACKed)", &|m| {
+    row("Revoke with `wait = true`, no pollers (returns when every edge of the fleet ACKed)", &|m| {
         if m.waited.is_empty() {
             return "not run".into();
         }

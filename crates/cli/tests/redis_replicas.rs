@@ -1,8 +1,10 @@
 //! Control-plane replicas on one Redis, real processes: two `stile control`
 //! on the Redis store (`store.backend = "redis"`) with an edge on each. A
 //! revocation through either replica reaches the edges of both, in order and
-//! without gaps; Revoke/List through the other replica sees it; when a replica
-//! is killed with SIGKILL its edge moves to the other and catches up.
+//! without gaps; Revoke/List through the other replica sees it; each replica
+//! lists the edges of both, and Revoke with `wait` returns once the edges of
+//! both applied it; when a replica is killed with SIGKILL its edge moves to
+//! the other and catches up.
 
 mod support;
 mod sync_support;
@@ -31,10 +33,11 @@ fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_
     // edge-a follows A only; edge-b prefers B and falls back to A.
     let edge_a = SyncEdge::start("edge-a", &origin, &[a.url()], "");
     let edge_b = SyncEdge::start("edge-b", &origin, &[b.url(), a.url()], "");
-    ops_a.wait_converged(1);
-    ops_b.wait_converged(1);
-    assert_eq!(ops_a.list().edges[0].edge_id, "edge-a");
-    assert_eq!(ops_b.list().edges[0].edge_id, "edge-b");
+    // Each replica sees the whole fleet: its own edge and the other's (published through Redis).
+    for ops in [&ops_a, &ops_b] {
+        let ids: Vec<String> = ops.wait_converged(2).edges.into_iter().map(|e| e.edge_id).collect();
+        assert_eq!(ids, ["edge-a", "edge-b"]);
+    }
 
     // Links minted by either replica (one key, shared through Redis) play on either edge.
     let links: Vec<_> = (0..6).map(|i| if i % 2 == 0 { ops_a.mint() } else { ops_b.mint() }).collect();
@@ -43,10 +46,13 @@ fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_
         assert_eq!(edge_b.get(&target(l)).status, 200);
     }
 
-    // A revocation through A reaches the edge on B.
+    // A revocation through A reaches the edge on B, and the wait covers it:
+    // once Revoke returns, B's edge already denies the link.
     let first = ops_a.revoke(&links[0].token_id, true);
-    assert!(first.lagging.is_empty(), "{first:?}");
-    wait_revoked(&edge_b, &links[0]);
+    assert!(first.lagging.is_empty() && first.edges.len() == 2, "{first:?}");
+    assert!(first.edges.iter().all(|e| e.applied), "{first:?}");
+    let r = edge_b.get(&target(&links[0]));
+    assert_eq!((r.status, r.header("x-stile-reason")), (403, Some("revoked")), "enforced when the wait returned");
 
     // Interleaved revocations through both replicas: every edge applies all, in order.
     let mut last = first.version;
@@ -60,7 +66,7 @@ fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_
             let l = ops.try_list().ok()?;
             (l.current_version >= last && l.edges.iter().all(|e| e.applied_version >= last)).then_some(l)
         });
-        assert_eq!(list.edges.len(), 1);
+        assert_eq!(list.edges.len(), 2);
     }
     for edge in [&edge_a, &edge_b] {
         for l in &links[..5] {

@@ -10,14 +10,23 @@
 //! One entry per stream. A second stream announcing the same edge id replaces
 //! the first (which is told to stop): a restarted edge is not counted twice,
 //! and a half-open stream of its previous life cannot hold up a `Revoke` wait.
+//!
+//! Control-plane replicas sharing a backend (Redis) each publish their view
+//! through the store ([`publish_loop`]: on every change and every heartbeat
+//! interval, expiring after three) and read the others' ([`everywhere`]), so
+//! `EdgeService.List`, `RevocationService.Status`, `Revoke` with `wait` and
+//! key rollout cover the edges connected to every replica.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+
+use crate::service::Shared;
 
 /// The registry. Cheap to share; all methods take `&self`.
 #[derive(Debug)]
@@ -29,7 +38,8 @@ pub(crate) struct Fleet {
 }
 
 /// What the registry knows about one connected edge.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct EdgeView {
     /// The id it announced.
     pub(crate) edge_id: String,
@@ -188,6 +198,85 @@ impl Fleet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.edges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Publishes this replica's view for the others while the store is shared:
+/// at once on every change (an ACK, a connect, a disconnect) and at least
+/// every heartbeat interval; each view expires after three intervals (at
+/// least 1 s), so a replica that died drops out of the others' lists.
+pub(crate) async fn publish_loop(s: Arc<Shared>) {
+    let interval = std::time::Duration::from_millis(s.config.sync.heartbeat_interval_ms.max(1));
+    let ttl_ms = u64::try_from((interval * 3).as_millis()).unwrap_or(u64::MAX).max(1000);
+    let mut changed = s.fleet.changed.subscribe();
+    let mut failing = false;
+    loop {
+        changed.borrow_and_update();
+        let view = serde_json::to_string(&s.fleet.list()).unwrap_or_else(|_| "[]".into());
+        match s.store.publish_fleet(s.replica_id.clone(), view, ttl_ms).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "fleet.publish_failed");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Every edge connected to any replica: this replica's own registry, plus
+/// what the others published (when the store is shared). An edge listed twice
+/// (it moved between replicas) counts once, with the view heard from last.
+/// If the others' views cannot be read, this replica's alone.
+pub(crate) async fn everywhere(s: &Shared) -> Vec<EdgeView> {
+    let mut edges: BTreeMap<String, EdgeView> = s.fleet.list().into_iter().map(|e| (e.edge_id.clone(), e)).collect();
+    if !s.store.is_shared() {
+        return edges.into_values().collect();
+    }
+    match s.store.fleet_views().await {
+        Ok(views) => {
+            for (replica, view) in views {
+                if replica == s.replica_id {
+                    continue;
+                }
+                let Ok(theirs) = serde_json::from_str::<Vec<EdgeView>>(&view) else {
+                    tracing::warn!(replica = %replica, "fleet.view_unreadable");
+                    continue;
+                };
+                for e in theirs {
+                    match edges.get(&e.edge_id) {
+                        Some(mine) if mine.last_seen_ms >= e.last_seen_ms => {}
+                        _ => {
+                            edges.insert(e.edge_id.clone(), e);
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "fleet.views_unavailable: listing this replica's edges only"),
+    }
+    edges.into_values().collect()
+}
+
+/// Waits until every edge connected to any replica has applied `version`, or
+/// until `deadline`; returns the edges as last seen. This replica's edges wake
+/// the wait on every ACK; the others' views are re-read every 5 ms.
+pub(crate) async fn wait_everywhere(s: &Shared, version: u64, deadline: Instant) -> Vec<EdgeView> {
+    let local = s.fleet.wait_applied(version, deadline).await;
+    if !s.store.is_shared() {
+        return local;
+    }
+    loop {
+        let all = everywhere(s).await;
+        let now = Instant::now();
+        if all.iter().all(|e| e.applied >= version) || now >= deadline {
+            return all;
+        }
+        tokio::time::sleep_until((now + std::time::Duration::from_millis(5)).min(deadline)).await;
     }
 }
 

@@ -140,6 +140,7 @@ impl ControlPlane {
 
         let pruner = tokio::spawn(prune_loop(Arc::clone(s)));
         let poller = tokio::spawn(crate::sync::poll_versions(Arc::clone(s)));
+        let publisher = s.store.is_shared().then(|| tokio::spawn(crate::fleet::publish_loop(Arc::clone(s))));
         match listener.local_addr() {
             Ok(addr) => tracing::info!(listen = %addr, "control.serving"),
             Err(e) => tracing::warn!(error = %e, "control.serving"),
@@ -183,6 +184,9 @@ impl ControlPlane {
         };
         pruner.abort();
         poller.abort();
+        if let Some(publisher) = publisher {
+            publisher.abort();
+        }
         if let Some(admin) = admin {
             admin.abort();
         }

@@ -426,6 +426,15 @@ impl Store for NotifyingStore {
     fn watch_versions(&self) -> Option<watch::Receiver<u64>> {
         self.inner.watch_versions()
     }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    fn publish_fleet(&self, replica: String, view: String, ttl_ms: u64) -> StoreFuture<'_, ()> {
+        self.inner.publish_fleet(replica, view, ttl_ms)
+    }
+    fn fleet_views(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.inner.fleet_views()
+    }
 }
 
 /// Re-reads the store's version every heartbeat interval and publishes it

@@ -318,6 +318,8 @@ async fn the_acl_user_in_deploy_redis_conf_is_enough() {
     assert_eq!(s.audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap().len(), 1);
     let retention = stile_control::store::Retention { log_entries: 10, audit_events: 10, audit_max_age_secs: 10 };
     s.prune(5, retention).await.unwrap();
+    s.publish_fleet("r1".into(), "[]".into(), 1000).await.expect("fleet views as stile");
+    assert_eq!(s.fleet_views().await.unwrap(), [("r1".to_owned(), "[]".to_owned())]);
     let mut tail = s.watch_versions().unwrap();
     let other = RedisStore::connect(&config(&server), 10).await.unwrap();
     other.commit(revoke(2)).await.unwrap();
@@ -325,6 +327,24 @@ async fn the_acl_user_in_deploy_redis_conf_is_enough() {
     while *tail.borrow_and_update() < 2 {
         tokio::time::timeout_at(deadline, tail.changed()).await.expect("the tail works as stile").unwrap();
     }
+}
+
+/// Replicas share their fleet views; an expired view drops out (and its
+/// replica from the index).
+#[tokio::test]
+async fn fleet_views_are_shared_and_expire() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&config(&server), 10).await.unwrap();
+    let b = RedisStore::connect(&config(&server), 10).await.unwrap();
+    assert!(a.is_shared());
+    a.publish_fleet("a".into(), r#"[{"edge_id":"e1"}]"#.into(), 60_000).await.unwrap();
+    b.publish_fleet("b".into(), r#"[{"edge_id":"e2"}]"#.into(), 100).await.unwrap();
+    let mut views = a.fleet_views().await.unwrap();
+    views.sort();
+    assert_eq!(views, [("a".into(), r#"[{"edge_id":"e1"}]"#.into()), ("b".into(), r#"[{"edge_id":"e2"}]"#.into())]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.fleet_views().await.unwrap(), [("a".to_owned(), r#"[{"edge_id":"e1"}]"#.to_owned())]);
+    assert_eq!(server.command(&["SMEMBERS", "{stile}:fleet:replicas"]).trim(), "*1\r\n$1\r\na".trim());
 }
 
 #[tokio::test]

@@ -22,7 +22,8 @@ impl EdgeService for Edges {
     async fn list(&self, request: Request<pb::ListEdgesRequest>) -> Result<Response<pb::ListEdgesResponse>, Status> {
         self.0.auth.check(&request, Rpc::ListEdges).await?;
         let current_version = self.0.store.version().await.map_err(ApiError::from)?;
-        let edges = self.0.fleet.list().into_iter().map(|e| edge_info(e, current_version)).collect();
+        let edges =
+            crate::fleet::everywhere(&self.0).await.into_iter().map(|e| edge_info(e, current_version)).collect();
         Ok(Response::new(pb::ListEdgesResponse { edges, current_version }))
     }
 

@@ -170,7 +170,7 @@ async fn activate_after_rollout(
     actor: String,
 ) -> Result<Rotated, ApiError> {
     let deadline = Instant::now() + Duration::from_secs(s.config.sync.key_activation_timeout_secs);
-    let edges = s.fleet.wait_applied(pending_version, deadline).await;
+    let edges = crate::fleet::wait_everywhere(&s, pending_version, deadline).await;
     let lagging: Vec<String> =
         edges.iter().filter(|e| e.applied < pending_version).map(|e: &EdgeView| e.edge_id.clone()).collect();
     if lagging.is_empty() {

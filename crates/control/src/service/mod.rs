@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// Set when the server stops: sync sessions end so the graceful shutdown
     /// does not wait for long-lived streams.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// This process among the replicas sharing a backend (random per start).
+    pub(crate) replica_id: String,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +84,7 @@ impl Shared {
             versions,
             metrics,
             stopping: tokio::sync::watch::channel(false).0,
+            replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
         }
     }
 

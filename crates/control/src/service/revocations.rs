@@ -64,7 +64,7 @@ impl RevocationService for Revocations {
                 n => u64::from(n).min(c.revoke_wait_max_ms),
             };
             let started = tokio::time::Instant::now();
-            let edges = s.fleet.wait_applied(version, started + Duration::from_millis(ms)).await;
+            let edges = crate::fleet::wait_everywhere(s, version, started + Duration::from_millis(ms)).await;
             response.waited_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
             response.lagging = edges.iter().filter(|e| e.applied < version).map(|e| e.edge_id.clone()).collect();
             response.edges = edges.iter().map(|e| edge_ack(e, version)).collect();
@@ -98,7 +98,7 @@ impl RevocationService for Revocations {
         let asked = request.into_inner().version;
         let current = self.0.store.version().await.map_err(ApiError::from)?;
         let version = if asked == 0 { current } else { asked };
-        let edges = self.0.fleet.list().iter().map(|e| edge_ack(e, version)).collect();
+        let edges = crate::fleet::everywhere(&self.0).await.iter().map(|e| edge_ack(e, version)).collect();
         Ok(Response::new(pb::RevocationStatusResponse {
             current_version: current,
             version,

@@ -77,6 +77,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn watch_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Whether other control-plane processes share this backend (replicas),
+    /// so edges connected to them are part of the fleet too. Wrappers must
+    /// forward it.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Publishes this replica's view of its connected edges (`view`, opaque
+    /// JSON) for the other replicas, expiring after `ttl_ms` unless published
+    /// again. A no-op (the default) for a backend only this process uses.
+    fn publish_fleet(&self, _replica: String, _view: String, _ttl_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The unexpired views published by every replica (this one's included),
+    /// as `(replica, view)`.
+    fn fleet_views(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }
 
 /// Writes applied atomically by [`Store::commit`].
