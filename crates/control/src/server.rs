@@ -17,13 +17,13 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::clock::{Clock, SystemClock};
-
-/// Longest a graceful shutdown waits for in-flight calls and open connections.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 use crate::config::{Config, StoreBackend};
 use crate::error::ApiError;
 use crate::service::{ApiKeys, Assets, Audit, Edges, Keys, Links, Revocations, Shared};
 use crate::store::{RedbStore, RedisStore, Retention, Store, StoreError};
+
+/// Longest a graceful shutdown waits for in-flight calls and open connections.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -84,11 +84,11 @@ impl AuditQueue {
         then: impl FnOnce(redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let events = self.take();
-        let kept = events.clone();
-        let result = append_audit(&txn, events).and_then(|()| then(txn));
-        if result.is_err() && !kept.is_empty() {
-            self.put_back(kept);
+        let mut events = self.take();
+        let result = append_audit(&txn, &mut events).and_then(|()| then(txn));
+        if result.is_err() && !events.is_empty() {
+            // Their sequence numbers are assigned again when they are written.
+            self.put_back(events);
         }
         result
     }
@@ -469,21 +469,23 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
         }
         meta_t.insert(META_VERSION, version).map_err(backend)?;
     }
-    append_audit(txn, batch.audit)?;
+    let mut audit = batch.audit;
+    append_audit(txn, &mut audit)?;
     Ok(committed)
 }
 
-fn append_audit(txn: &redb::WriteTransaction, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+/// Appends `events`, numbering them (their `seq` is set in place).
+fn append_audit(txn: &redb::WriteTransaction, events: &mut [AuditEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
     let mut meta_t = txn.open_table(META).map_err(backend)?;
     let mut audit = txn.open_table(AUDIT).map_err(backend)?;
     let mut seq = meta(&meta_t, META_AUDIT_SEQ)?;
-    for mut event in events {
+    for event in events {
         seq += 1;
         event.seq = seq;
-        audit.insert(seq, encode(&event)?.as_slice()).map_err(backend)?;
+        audit.insert(seq, encode(&*event)?.as_slice()).map_err(backend)?;
     }
     meta_t.insert(META_AUDIT_SEQ, seq).map_err(backend)?;
     Ok(())
