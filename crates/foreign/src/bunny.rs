@@ -214,9 +214,12 @@ impl Config {
             data.extend_from_slice(v);
         }
         let client = req.client_ip.map(util::unmap);
-        let ip_bytes = match (p.ip_flag, client) {
-            (false, _) => IpBytes::none(),
-            (true, Some(ip)) => IpBytes::of(ip),
+        // IPv6: the Go SDK and Bunny's published vectors sign the /64, the
+        // PHP, Node and Java SDKs' tests the whole address; either binds.
+        let ip_variants = match (p.ip_flag, client) {
+            (false, _) => [Some(IpBytes::none()), None],
+            (true, Some(ip @ IpAddr::V6(v6))) => [Some(IpBytes::of(ip)), Some(IpBytes::full(v6.octets()))],
+            (true, Some(ip)) => [Some(IpBytes::of(ip)), None],
             (true, None) => return Err(Reason::Ip),
         };
         let ip_text = match (p.ip_flag, self.ip_validation, client) {
@@ -224,15 +227,19 @@ impl Config {
             (false, true, None) => return Err(Reason::Ip),
             _ => None,
         };
-        let parts: [&[u8]; 5] = [
-            sig_path,
-            p.expires,
-            ip_bytes.as_slice(),
-            &data,
-            ip_text.as_deref().map(str::as_bytes).unwrap_or_default(),
-        ];
-        let key =
-            keys.iter().find(|k| k.secret_bytes().is_some_and(|s| util::hmac_ok(Hash::Sha256, s, &parts, &p.mac)));
+        let key = keys.iter().find(|k| {
+            let Some(secret) = k.secret_bytes() else { return false };
+            ip_variants.iter().flatten().any(|ip| {
+                let parts: [&[u8]; 5] = [
+                    sig_path,
+                    p.expires,
+                    ip.as_slice(),
+                    &data,
+                    ip_text.as_deref().map(str::as_bytes).unwrap_or_default(),
+                ];
+                util::hmac_ok(Hash::Sha256, secret, &parts, &p.mac)
+            })
+        });
         let Some(key) = key else { return Err(keys.miss(false)) };
         req.check_window(None, Some(p.expires_at), false)?;
         let scope = match &p.token_path {
@@ -283,6 +290,10 @@ impl IpBytes {
             }
         }
         b
+    }
+
+    fn full(octets: [u8; 16]) -> IpBytes {
+        IpBytes { buf: octets, len: 16 }
     }
 
     fn as_slice(&self) -> &[u8] {
