@@ -332,7 +332,12 @@ impl Config {
                     let q = util::upstream("", found.raw_query, |n| self.query && n == self.token_name.as_bytes());
                     url.extend_from_slice(q.as_bytes());
                 }
-                let url = if self.escape_early { escape(&url).into_bytes() } else { url };
+                // Escaped as the generator escapes the URL it was given: the decoded one.
+                let url = if self.escape_early {
+                    escape(&util::percent_decode(&url).ok_or(Reason::Malformed)?).into_bytes()
+                } else {
+                    url
+                };
                 let mut f = Vec::with_capacity(url.len() + 5);
                 f.extend_from_slice(&d);
                 f.extend_from_slice(b"url=");
