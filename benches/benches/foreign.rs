@@ -34,52 +34,94 @@ fn rows(c: &mut Criterion, name: &str, cfg: &Config, keys: &Keys, target: &str, 
             black_box(cfg.verify(&f, keys, req).is_ok())
         })
     });
-    c.bench_function(&format!("foreign/{name}/verify"), |b| b.iter(|| black_box(cfg.verify(black_box(&found), keys, req).is_ok())));
+    c.bench_function(&format!("foreign/{name}/verify"), |b| {
+        b.iter(|| black_box(cfg.verify(black_box(&found), keys, req).is_ok()))
+    });
 }
 
 fn bench_formats(c: &mut Criterion) {
     // Akamai: an ACL token with st, exp, id, in the query string.
     let acfg = akamai::Config { token_name: "hdnts".into(), ..akamai::Config::default() };
-    let akeys = Keys::new(vec![Key::parse_secret("k", "52a152a152a152a152a152a152a1", KeyEncoding::Hex).unwrap()]).unwrap();
-    let claims = Claims { start: Some(NOW - 60), expires: NOW + 3600, acl: Some("/vod/4f7c2a9e/*"), id: Some("s-1"), ..Default::default() };
+    let akeys =
+        Keys::new(vec![Key::parse_secret("k", "52a152a152a152a152a152a152a1", KeyEncoding::Hex).unwrap()]).unwrap();
+    let claims = Claims {
+        start: Some(NOW - 60),
+        expires: NOW + 3600,
+        acl: Some("/vod/4f7c2a9e/*"),
+        id: Some("s-1"),
+        ..Default::default()
+    };
     let tok = akamai::sign(&acfg, akeys.iter().next().unwrap(), &claims).unwrap();
     let target = format!("/vod/4f7c2a9e/1080p/seg_00042.ts?hdnts={tok}");
     rows(c, "akamai-sha256", &Config::Akamai(acfg), &akeys, &target, "", &request("https", "h", NOW));
 
     // Cloud CDN: Google's published example signed URL (HMAC-SHA1).
-    let ckeys = Keys::new(vec![Key::parse_secret("my-key", "nZtRohdNF9m3cKM24IcK4w==", KeyEncoding::Base64).unwrap()]).unwrap();
-    let target = "/some/path?some=query&another=param&Expires=1549751401&KeyName=my-key&Signature=9Q9TCxSju8-W5nUkk5CuTrun2_o=";
-    rows(c, "cloud-cdn-url", &Config::default_for(Format::CloudCdn), &ckeys, target, "", &request("http", "www.example.com", 1_549_751_400));
+    let ckeys =
+        Keys::new(vec![Key::parse_secret("my-key", "nZtRohdNF9m3cKM24IcK4w==", KeyEncoding::Base64).unwrap()]).unwrap();
+    let target =
+        "/some/path?some=query&another=param&Expires=1549751401&KeyName=my-key&Signature=9Q9TCxSju8-W5nUkk5CuTrun2_o=";
+    rows(
+        c,
+        "cloud-cdn-url",
+        &Config::default_for(Format::CloudCdn),
+        &ckeys,
+        target,
+        "",
+        &request("http", "www.example.com", 1_549_751_400),
+    );
 
     // Media CDN: Google's published example URL prefix (Ed25519) and dual tokens.
-    let seed = base64::engine::general_purpose::URL_SAFE.decode("BxwXXNjeGaoWqjr7GHEymRJkP4SaOC12dTGixk7Yr8I=").unwrap();
+    let seed =
+        base64::engine::general_purpose::URL_SAFE.decode("BxwXXNjeGaoWqjr7GHEymRJkP4SaOC12dTGixk7Yr8I=").unwrap();
     let sk = SigningKey::from_bytes(&seed.try_into().unwrap());
     let mkeys = Keys::new(vec![Key::ed25519_public("my-key", sk.verifying_key().as_bytes()).unwrap()]).unwrap();
     let target = "/some/path?some=query&another=param&URLPrefix=aHR0cDovL3d3dy5leGFtcGxlLmNvbS9zb21lLw==&Expires=1650848400&KeyName=my-key&Signature=pVN8HKc6Be-PDczd9NjqSui3HHaoCLUN5iDv6JhQ77uKigsCih6z_cMTGjeXhgGASh1zr-ZPrOnxWJxxGWxsBg==";
     let media = Config::default_for(Format::MediaCdn);
     rows(c, "media-cdn-prefix-ed25519", &media, &mkeys, target, "", &request("http", "www.example.com", 1_650_848_399));
-    let dkeys = Keys::new(vec![Key::parse_secret("s", "g_SlMILiIWKqsC6Z2L7gy0sReDOqtSrJrE7CXNr5Nl8=", KeyEncoding::Base64).unwrap()]).unwrap();
+    let dkeys = Keys::new(vec![
+        Key::parse_secret("s", "g_SlMILiIWKqsC6Z2L7gy0sReDOqtSrJrE7CXNr5Nl8=", KeyEncoding::Base64).unwrap(),
+    ])
+    .unwrap();
     let target = "/example.m3u8?edge-cache-token=PathGlobs=/*~Expires=1663070400~hmac=9439ecdd5c4919f76f915dea72afa85a045579794e63d8cda664f5a1140c8d93";
     rows(c, "media-cdn-dual-hmac-sha256", &media, &dkeys, target, "", &request("http", "10.20.30.40", 1_663_070_000));
 
     // Bunny: a directory token bound to an IPv4 address and two countries.
     let secret = b"SecurityKey";
     let bkeys = Keys::new(vec![Key::secret("zone", secret).unwrap()]).unwrap();
-    let target = bunny::sign(secret, &bunny::Claims {
-        path: "/vod/4f7c2a9e/1080p/seg_00042.ts",
-        expires: NOW + 3600,
-        token_path: Some("/vod/4f7c2a9e/"),
-        countries: Some("CA,US"),
-        ip: Some("203.0.113.9".parse().unwrap()),
-        ..Default::default()
-    });
-    rows(c, "bunny-ip-countries", &Config::Bunny(bunny::Config::default()), &bkeys, &target, "", &request("https", "h", NOW));
+    let target = bunny::sign(
+        secret,
+        &bunny::Claims {
+            path: "/vod/4f7c2a9e/1080p/seg_00042.ts",
+            expires: NOW + 3600,
+            token_path: Some("/vod/4f7c2a9e/"),
+            countries: Some("CA,US"),
+            ip: Some("203.0.113.9".parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    rows(
+        c,
+        "bunny-ip-countries",
+        &Config::Bunny(bunny::Config::default()),
+        &bkeys,
+        &target,
+        "",
+        &request("https", "h", NOW),
+    );
 
     // nginx secure_link with the documentation's expression.
     let nkeys = Keys::new(vec![Key::secret("n", b"secret").unwrap()]).unwrap();
     let md5 = nginx::sign_default(b"secret", NOW + 3600, "/vod/4f7c2a9e/1080p/seg_00042.ts", "203.0.113.9");
     let target = format!("/vod/4f7c2a9e/1080p/seg_00042.ts?md5={md5}&expires={}", NOW + 3600);
-    rows(c, "nginx-secure-link", &Config::default_for(Format::NginxSecureLink), &nkeys, &target, "", &request("https", "h", NOW));
+    rows(
+        c,
+        "nginx-secure-link",
+        &Config::default_for(Format::NginxSecureLink),
+        &nkeys,
+        &target,
+        "",
+        &request("https", "h", NOW),
+    );
 }
 
 /// Ed25519 verification of a 120-byte signed value: ed25519-dalek with the

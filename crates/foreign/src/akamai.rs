@@ -316,6 +316,30 @@ impl Config {
         Ok(p)
     }
 
+    /// The signed body with each value decoded, as the vendor's edge
+    /// verifies it; `None` if a value does not decode.
+    fn decoded_body(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let d = u8::try_from(self.field_delimiter).ok()?;
+        let mut out = Vec::with_capacity(body.len());
+        for (i, field) in body.split(|&b| b == d).enumerate() {
+            if i > 0 {
+                out.push(d);
+            }
+            let eq = field.iter().position(|&b| b == b'=')?;
+            let (name, value) = (&field[..=eq], &field[eq + 1..]);
+            out.extend_from_slice(name);
+            let plain = util::percent_decode(value)?;
+            match name {
+                b"ip=" | b"id=" | b"data=" if self.escape_early => {
+                    let spaced: Vec<u8> = plain.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+                    out.extend_from_slice(escape(&spaced).as_bytes());
+                }
+                _ => out.extend_from_slice(&plain),
+            }
+        }
+        Some(out)
+    }
+
     pub(crate) fn verify<'a>(
         &self,
         found: &'a Found<'_>,
@@ -347,12 +371,22 @@ impl Config {
             _ => None,
         };
         let salt_field = self.salt.as_ref().map(|s| [&d[..], b"salt=", s.as_bytes()].concat());
-        let parts: [&[u8]; 3] =
-            [p.body, url_field.as_deref().unwrap_or_default(), salt_field.as_deref().unwrap_or_default()];
+        // The body as sent; and, for tokens with escapes, the body as Akamai's
+        // edge reads it: the value URL-decoded, `ip`/`id`/`data` escaped again
+        // when "escape token input" is on (older generators escape the ACL in
+        // the token but sign it decoded).
+        let decoded = if p.body.iter().any(|&b| b == b'%' || b == b'+') { self.decoded_body(p.body) } else { None };
+        let bodies = [Some(p.body), decoded.as_deref()];
         let key = keys
             .iter()
             .filter_map(|k| Some((k, k.secret_bytes()?)))
-            .find(|(_, secret)| util::hmac_ok(self.algorithm, secret, &parts, &p.mac[..p.mac_len]))
+            .find(|(_, secret)| {
+                bodies.iter().flatten().any(|body| {
+                    let parts =
+                        [*body, url_field.as_deref().unwrap_or_default(), salt_field.as_deref().unwrap_or_default()];
+                    util::hmac_ok(self.algorithm, secret, &parts, &p.mac[..p.mac_len])
+                })
+            })
             .map(|(k, _)| k);
         let Some(key) = key else { return Err(keys.miss(false)) };
         req.check_window(p.st, Some(p.exp), false)?;
@@ -533,6 +567,29 @@ mod tests {
                 Err(Reason::Malformed),
                 "{tok}"
             );
+        }
+    }
+
+    /// An older generator's published output (data from
+    /// <https://gist.github.com/dvl/7da9ee28479d9274ec0d>, key `abcd`): the
+    /// ACL is escaped in the token and signed decoded.
+    #[test]
+    fn older_generators_escaped_acl() {
+        let keys = Keys::new(vec![Key::parse_secret("k", "abcd", KeyEncoding::Hex).unwrap()]).unwrap();
+        let any = Any::Akamai(Config::default());
+        let mut req = Request::new("https", "h", 300);
+        req.client_ip = Some("127.0.0.1".parse().unwrap());
+        for tok in [
+            "st=123~exp=423~acl=%2f*~hmac=c9d583d364a7d83aa75e0896f7a864aca2e470b009caf700d601da365d44c831",
+            "ip=127.0.0.1~st=123~exp=423~acl=%2f*~hmac=7d807cbc347ae77142215d27859d3ef95d1998230f05a45d953b14aba6987e58",
+        ] {
+            let t = format!("/any/path.ts?__token__={tok}");
+            let found = any.locate(t.as_bytes(), &[]).unwrap().unwrap();
+            let v = any.verify(&found, &keys, &req).unwrap();
+            assert_eq!(v.scope, Scope::Globs { list: "/*", separators: b"!" });
+            let bad = t.replace("exp=423", "exp=424");
+            let found = any.locate(bad.as_bytes(), &[]).unwrap().unwrap();
+            assert_eq!(any.verify(&found, &keys, &req).unwrap_err(), Reason::BadSignature);
         }
     }
 

@@ -266,8 +266,9 @@ fn locate<'a>(
         transport = Transport::Cookie;
     }
     let Some(parsed) = parsed else { return Ok(None) };
-    if matches!(parsed, Parsed::Signed(ref s) if s.kind == Kind::Cookie || s.kind == Kind::UrlPrefix)
-        && let Parsed::Signed(s) = &parsed
+    // A signed cookie always names its prefix.
+    if let Parsed::Signed(s) = &parsed
+        && s.kind == Kind::Cookie
         && s.url_prefix.is_none()
     {
         return Err(Reason::Malformed);

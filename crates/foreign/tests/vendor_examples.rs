@@ -105,6 +105,62 @@ fn cloud_cdn_signed_urls_from_googles_samples() {
     assert_eq!(run(&cfg, &keys, &twice, None, &req), Err(Reason::Malformed));
 }
 
+/// Same source, later revision: URL prefixes and signed cookies.
+const CLOUD_PREFIXES: [(&str, &str); 3] = [
+    (
+        "http://35.186.234.33/index.html?URLPrefix=aHR0cDovLzM1LjE4Ni4yMzQuMzMv&Expires=1549751401&KeyName=my-key&Signature=j7HYgoQ8dIOVsW3Rw4cpkjWfRMA=",
+        "http://35.186.234.33/",
+    ),
+    (
+        "http://www.example.com/?URLPrefix=aHR0cDovL3d3dy5leGFtcGxlLmNvbS8=&Expires=1549751401&KeyName=my-key&Signature=UdT5nVks6Hh8QFMJI9kmXuXYBk0=",
+        "http://www.example.com/",
+    ),
+    (
+        "http://www.example.com/some/path?some=query&another=param&URLPrefix=aHR0cDovL3d3dy5leGFtcGxlLmNvbS9zb21lLw==&Expires=1549751401&KeyName=my-key&Signature=3th4ThmpS95I1TAKYyYSCSq3dnQ=",
+        "http://www.example.com/some/",
+    ),
+];
+const CLOUD_COOKIES: [(&str, &str); 2] = [
+    (
+        "Cloud-CDN-Cookie=URLPrefix=aHR0cDovLzM1LjE4Ni4yMzQuMzMvaW5kZXguaHRtbA==:Expires=1549751401:KeyName=my-key:Signature=uImwlOBCPs91mlCyG9vyyZRrNWU=",
+        "http://35.186.234.33/index.html",
+    ),
+    (
+        "Cloud-CDN-Cookie=URLPrefix=aHR0cDovL3d3dy5leGFtcGxlLmNvbS9mb28v:Expires=1549751401:KeyName=my-key:Signature=Z9uYAu73YHioRScZDxnP-TnS274=",
+        "http://www.example.com/foo/",
+    ),
+];
+
+#[test]
+fn cloud_cdn_url_prefixes_and_cookies_from_googles_samples() {
+    let cfg = Config::default_for(Format::CloudCdn);
+    let keys = cloud_keys();
+    for (url, prefix) in CLOUD_PREFIXES {
+        let (scheme, host, target) = url_parts(url);
+        let req = Request::new(scheme, host, 1_549_751_400);
+        let got = run(&cfg, &keys, target, None, &req).unwrap_or_else(|r| panic!("{url}: {r}"));
+        assert_eq!(got.scope, format!("url-prefix {prefix}"));
+        assert!(!got.upstream.contains("Signature") && !got.upstream.contains("URLPrefix"), "{}", got.upstream);
+        assert_eq!(run(&cfg, &keys, &tamper(target, "Signature="), None, &req), Err(Reason::BadSignature));
+        assert_eq!(run(&cfg, &keys, target, None, &Request::new(scheme, host, 1_549_751_401)), Err(Reason::Expired));
+    }
+    for (cookie, prefix) in CLOUD_COOKIES {
+        let (scheme, host, path) = url_parts(prefix);
+        let req = Request::new(scheme, host, 1_549_751_400);
+        let target = if path.ends_with('/') { format!("{path}seg_1.ts?x=1") } else { path.to_string() };
+        let got = run(&cfg, &keys, &target, Some(&format!("a=b; {cookie}")), &req)
+            .unwrap_or_else(|r| panic!("{cookie}: {r}"));
+        assert_eq!(got.scope, format!("url-prefix {prefix}"));
+        assert_eq!(got.upstream, target);
+        assert_eq!(run(&cfg, &keys, &target, Some(&tamper(cookie, "Signature=")), &req), Err(Reason::BadSignature));
+        assert_eq!(run(&cfg, &keys, "/elsewhere.ts", Some(cookie), &req), Err(Reason::Scope));
+    }
+    // A cookie must name its prefix.
+    let req = Request::new("http", "www.example.com", 1_549_751_400);
+    let bare = "Cloud-CDN-Cookie=Expires=1549751401:KeyName=my-key:Signature=Z9uYAu73YHioRScZDxnP-TnS274=";
+    assert_eq!(run(&cfg, &keys, "/foo/x", Some(bare), &req), Err(Reason::Malformed));
+}
+
 // --- Google Media CDN -------------------------------------------------------
 // Source: GoogleCloudPlatform/python-docs-samples, media_cdn/snippets_test.py
 // (sample code of https://cloud.google.com/media-cdn/docs/generate-signatures).
