@@ -195,6 +195,10 @@ fn verdicts_match_real_nginx() {
     let elsewhere = nginx::sign_default(SECRET.as_bytes(), future, "/s/link.txt", "10.0.0.1");
     agree(&n, &link, &format!("/s/link.txt?md5={elsewhere}&expires={future}"), 403);
 
+    // The documentation's own example links.
+    agree(&n, &link, "/s/link?md5=_e4Nc3iduzkWRm01TBBNYw&expires=2147483647", 200);
+    agree(&n, &secret, "/p/5e814704a28d9bc1914ff19fa0c4a00a/link", 200);
+
     let h = md5_hex(&format!("link.txt{SECRET}"));
     agree(&n, &secret, &format!("/p/{h}/link.txt"), 200);
     agree(&n, &secret, &format!("/p/{}/link.txt", h.to_uppercase()), 200);

@@ -553,3 +553,49 @@ fn bunny_vectors_published_by_bunny() {
     let (_, _, ignore) = url_parts(BUNNY_VECTORS[4].1);
     assert_eq!(run(&cfg, &keys, &format!("{ignore}&x=1"), None, &req).map(|o| o.upstream), Ok("/300kb.jpg?x=1".into()));
 }
+
+// --- nginx --------------------------------------------------------------------
+// Source: https://nginx.org/en/docs/http/ngx_http_secure_link_module.html — the
+// example configuration (`secure_link $arg_md5,$arg_expires;
+// secure_link_md5 "$secure_link_expires$uri$remote_addr secret";`, client
+// 127.0.0.1) with its example link, and the `secure_link_secret secret;`
+// example in `location /p/` with its example link.
+
+#[test]
+fn nginx_documentation_examples() {
+    use stile_foreign::nginx;
+    let keys = Keys::new(vec![Key::parse_secret("nginx", "secret", KeyEncoding::Raw).unwrap()]).unwrap();
+    let cfg = Config::default_for(Format::NginxSecureLink);
+    let mut req = Request::new("http", "example.com", 2_147_483_000);
+    req.client_ip = Some("127.0.0.1".parse().unwrap());
+    let link = "/s/link?md5=_e4Nc3iduzkWRm01TBBNYw&expires=2147483647";
+    assert_eq!(
+        run(&cfg, &keys, link, None, &req),
+        Ok(Outcome {
+            upstream: "/s/link".into(),
+            expires: Some(2_147_483_647),
+            token_id: None,
+            scope: "exact /s/link".into()
+        })
+    );
+    // nginx admits at the expiry second itself and refuses after it.
+    assert!(run(&cfg, &keys, link, None, &Request { now: 2_147_483_647, ..req }).is_ok());
+    assert_eq!(run(&cfg, &keys, link, None, &Request { now: 2_147_483_648, ..req }), Err(Reason::Expired));
+    let other = Request { client_ip: Some("127.0.0.2".parse().unwrap()), ..req };
+    assert_eq!(run(&cfg, &keys, link, None, &other), Err(Reason::BadSignature));
+
+    let secret = Config::NginxSecureLink(nginx::Config::SecureLinkSecret {
+        location: "/p/".into(),
+        rewrite_to: "/secure/".into(),
+    });
+    assert_eq!(
+        run(&secret, &keys, "/p/5e814704a28d9bc1914ff19fa0c4a00a/link", None, &req),
+        Ok(Outcome {
+            upstream: "/secure/link".into(),
+            expires: None,
+            token_id: None,
+            scope: "exact /secure/link".into()
+        })
+    );
+    assert_eq!(run(&secret, &keys, "/p/5e814704a28d9bc1914ff19fa0c4a00b/link", None, &req), Err(Reason::BadSignature));
+}
