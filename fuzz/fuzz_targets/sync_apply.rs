@@ -11,53 +11,96 @@
 //!   version, gaps, older and `reset` snapshots), so that ordering bugs are
 //!   reachable without finding valid protobuf first.
 //!
+//! Messages are applied as the sync client applies them, through
+//! `Model::apply_batch` (modes 1 and 2 cut the sequence into batches).
+//!
 //! Invariants: nothing panics; the version never goes back (except by a snapshot
-//! with `reset`, the documented exception); a refused message, or an ignored
-//! duplicate, leaves the model exactly as it was; pruning keeps the version and
-//! only removes; the state built from the model carries its version; the cache
-//! file form round-trips to the same model and loads as a static state file.
+//! with `reset`, the documented exception); a batch stops at its first refused
+//! message, which leaves the model as the messages before it left it (checked
+//! against applying those alone); a batch with nothing applied changes nothing;
+//! purges are new and canonical; the journaled deltas, replayed onto the model
+//! as it was, reach the version ACKed (so a restarted edge is never behind an
+//! ACK); pruning keeps the version and only removes; the state built from the
+//! model carries its version; the cache file form round-trips to the same model
+//! and loads as a static state file.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use std::path::Path;
 use stile_edge::state::{Liveness, StateFile};
-use stile_edge::sync::Model;
+use stile_edge::sync::{BatchOutcome, Model};
 use stile_proto::v1 as pb;
 use stile_proto::v1::control_message::Kind as Cm;
 
-/// Applies one message like the sync client does, and checks the invariants.
-fn apply(model: &mut Model, msg: &pb::ControlMessage) {
+const LEEWAY: u64 = 5;
+
+/// Applies one batch like the sync client does, and checks the invariants.
+fn apply(model: &mut Model, batch: Vec<pb::ControlMessage>, now: u64) -> BatchOutcome {
     let before = model.clone();
-    match &msg.kind {
-        Some(Cm::Snapshot(s)) => match model.apply_snapshot(s) {
-            Ok(purges) => {
-                assert_eq!(model.version, s.version);
-                if !s.reset {
-                    assert!(model.version >= before.version, "snapshot went back: {} -> {}", before.version, s.version);
-                }
-                for p in &purges {
-                    assert!(p.version > before.version, "purge {} already seen at {}", p.version, before.version);
-                    assert!(stile_token::is_canonical(&p.prefix));
-                }
-            }
-            Err(_) => assert_eq!(*model, before, "a refused snapshot changed the model"),
-        },
-        Some(Cm::Delta(d)) => match model.apply_delta(d) {
-            Ok(Some(p)) => {
-                assert_eq!(model.version, before.version + 1);
-                assert_eq!(p.version, model.version, "a purge is reported at the version that carried it");
-                assert!(stile_token::is_canonical(&p.prefix));
-            }
-            Ok(None) => {
-                // Applied without a purge, or an ignored duplicate.
-                assert!(model.version == before.version + 1 || *model == before, "a duplicate changed the model");
-            }
-            Err(_) => assert_eq!(*model, before, "a refused delta changed the model"),
-        },
-        // Heartbeats never touch the model.
-        Some(Cm::Heartbeat(_)) | None => {}
+    let out = model.apply_batch(batch.clone(), now, LEEWAY);
+    let updates = batch.iter().filter(|m| matches!(m.kind, Some(Cm::Snapshot(_) | Cm::Delta(_)))).count();
+    let applied = usize::try_from(out.snapshots + out.deltas).expect("small");
+    assert!(applied + usize::from(out.nack.is_some()) <= updates);
+    assert_eq!(out.changed, applied > 0);
+    assert_eq!(out.snapshot, out.snapshots > 0);
+    if !out.changed {
+        assert_eq!(*model, before, "a batch that applied nothing changed the model");
+        assert_eq!(out.pruned, 0);
     }
+    if out.resets.is_empty() {
+        assert!(model.version >= before.version, "went back: {} -> {}", before.version, model.version);
+    }
+    for p in &out.purges {
+        assert!(p.version > before.version || !out.resets.is_empty(), "purge {} already seen", p.version);
+        assert!(stile_token::is_canonical(&p.prefix));
+    }
+    if let Some((_, e)) = &out.nack {
+        assert!(!e.to_string().is_empty());
+        // Exactly the messages before the refused one were applied: applying them alone agrees.
+        let refused = refused_at(&before, &batch, now);
+        let mut prefix = before.clone();
+        let alone = prefix.apply_batch(batch[..refused].to_vec(), now, LEEWAY);
+        assert!(alone.nack.is_none(), "the prefix before a refusal is refused");
+        assert_eq!(prefix, *model, "a refused message changed the model");
+        assert_eq!(alone.heartbeats.len(), out.heartbeats.len());
+    } else {
+        let heartbeats = batch.iter().filter(|m| matches!(m.kind, Some(Cm::Heartbeat(_)))).count();
+        assert_eq!(out.heartbeats.len(), heartbeats);
+    }
+    // What is journaled before the ACK gets a restarted edge to the ACKed version: replayed
+    // onto the model as it was (the snapshot case writes the whole file instead).
+    let mut versions = out.journal.iter().map(|d| d.change.as_ref().expect("journaled change").version);
+    assert!(versions.clone().zip(versions.clone().skip(1)).all(|(a, b)| b == a + 1), "journal out of order");
+    if !out.snapshot {
+        let mut replayed = before.clone();
+        for d in &out.journal {
+            replayed.apply_delta(d).expect("a journaled delta replays");
+        }
+        if out.changed {
+            replayed.prune(now, LEEWAY);
+        }
+        assert_eq!(replayed, *model, "the journal does not reach the ACKed state");
+    } else if let Some(last) = versions.next_back() {
+        assert!(last <= model.version);
+    }
+    out
+}
+
+/// The index of the message a batch refuses (the batch is known to refuse one):
+/// the shortest prefix that `apply_batch` refuses ends with it (a prefix of a
+/// refused prefix may pass, a longer one never does, so bisect).
+fn refused_at(before: &Model, batch: &[pb::ControlMessage], now: u64) -> usize {
+    let (mut lo, mut hi) = (0, batch.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before.clone().apply_batch(batch[..=mid].to_vec(), now, LEEWAY).nack.is_some() {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 /// The checks run on the model after a sequence.
@@ -187,33 +230,47 @@ fuzz_target!(|data: &[u8]| {
             // enum read from a 5-byte varint re-encodes sign-extended in 10).
             assert!(msg.encoded_len() <= 2 * rest.len());
             for mut m in [Model::default(), populated()] {
-                apply(&mut m, &msg);
+                apply(&mut m, vec![msg.clone()], now);
                 check(&mut m, now);
             }
         }
         1 => {
+            // A length with its top bit set ends the batch after its message.
             let mut m = populated();
             let mut rest = rest;
+            let mut batch = Vec::new();
             while rest.len() >= 2 {
-                let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+                let raw = u16::from_le_bytes([rest[0], rest[1]]);
+                let len = usize::from(raw & 0x7fff).min(rest.len() - 2);
                 let (msg, tail) = rest[2..].split_at(len);
                 rest = tail;
                 if let Ok(msg) = pb::ControlMessage::decode(msg) {
-                    apply(&mut m, &msg);
+                    batch.push(msg);
+                }
+                if raw & 0x8000 != 0 {
+                    apply(&mut m, std::mem::take(&mut batch), now);
                 }
             }
+            apply(&mut m, batch, now);
             check(&mut m, now);
         }
         _ => {
+            // Operations are built against the model as applied so far, so each is its
+            // own batch unless bit 6 of its last byte joins it to the previous one's.
             let mut m = if mode & 0x80 == 0 { populated() } else { Model::default() };
+            let mut batch: Vec<pb::ControlMessage> = Vec::new();
             for (i, chunk) in rest.chunks_exact(8).enumerate() {
                 let b: &[u8; 8] = chunk.try_into().expect("8 bytes");
-                let msg = op(&m, b);
-                apply(&mut m, &msg);
+                if b[7] & 0x40 == 0 && !batch.is_empty() {
+                    apply(&mut m, std::mem::take(&mut batch), now);
+                }
+                batch.push(op(&m, b));
                 if i % 4 == 3 {
+                    apply(&mut m, std::mem::take(&mut batch), now);
                     check(&mut m, now);
                 }
             }
+            apply(&mut m, batch, now);
             check(&mut m, now);
         }
     }

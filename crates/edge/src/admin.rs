@@ -15,11 +15,18 @@ use crate::state::SharedState;
 
 /// The admin HTTP application.
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// State readiness.
-    pub shared: Arc<SharedState>,
+    shared: Arc<SharedState>,
     /// Metrics to expose.
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    /// Serves `shared`'s readiness and `metrics`.
+    pub(crate) fn new(shared: Arc<SharedState>, metrics: Arc<Metrics>) -> Admin {
+        Admin { shared, metrics }
+    }
 }
 
 #[async_trait]

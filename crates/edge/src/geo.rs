@@ -12,7 +12,7 @@ use crate::config::ClientConfig;
 
 /// Where countries come from.
 #[derive(Debug)]
-pub enum Geo {
+pub(crate) enum Geo {
     /// No source: every country is unknown (country-bound tokens follow `token.unknown_country`).
     None,
     /// A header set by a trusted layer in front (e.g. `cf-ipcountry`).
@@ -39,7 +39,7 @@ pub enum GeoError {
 
 impl Geo {
     /// Opens the configured source; a database is verified in full, so a corrupt file fails here.
-    pub fn open(config: &ClientConfig) -> Result<Geo, GeoError> {
+    pub(crate) fn open(config: &ClientConfig) -> Result<Geo, GeoError> {
         if !config.country_header.is_empty() {
             let name = HeaderName::from_bytes(config.country_header.to_ascii_lowercase().as_bytes())
                 .map_err(|_| GeoError::Header(config.country_header.clone()))?;
@@ -57,7 +57,7 @@ impl Geo {
     }
 
     /// The client's country from its address or the trusted header value.
-    pub fn country(&self, ip: Option<IpAddr>, header: Option<&[u8]>) -> Option<Country> {
+    pub(crate) fn country(&self, ip: Option<IpAddr>, header: Option<&[u8]>) -> Option<Country> {
         match self {
             Geo::None => None,
             Geo::Header(_) => match header? {
@@ -69,7 +69,7 @@ impl Geo {
     }
 
     /// The trusted header to read, if that is the source.
-    pub fn header(&self) -> Option<&HeaderName> {
+    pub(crate) fn header(&self) -> Option<&HeaderName> {
         match self {
             Geo::Header(h) => Some(h),
             _ => None,
@@ -93,7 +93,7 @@ fn lookup(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr) -> Option<Country> {
 /// The client address: the socket peer, or with `trusted_hops` = n > 0 the n-th
 /// address from the right of `X-Forwarded-For` (each trusted hop appends the
 /// address it received the request from). Too few entries or an unparsable one: unknown.
-pub fn client_ip<'a, I>(peer: Option<IpAddr>, trusted_hops: usize, xff: I) -> Option<IpAddr>
+pub(crate) fn client_ip<'a, I>(peer: Option<IpAddr>, trusted_hops: usize, xff: I) -> Option<IpAddr>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {

@@ -3,19 +3,21 @@
 //! The Stile edge: a Pingora proxy in front of an HTTP origin that verifies every
 //! manifest and segment request — token signature, time window, path scope, IP,
 //! country, revocations — before proxying it, and keeps tokens away from the
-//! origin. `docs/edge.md` is the operator's guide; the phases are in [`proxy`].
+//! origin. `docs/edge.md` is the operator's guide; the phase chart is in
+//! `proxy.rs` and ARCHITECTURE.md walks one request through the files.
 //!
-//! Code map:
-//! - [`config`] — the typed TOML configuration, with defaults and validation;
+//! Code map (private modules by file name):
+//! - `config.rs` — the typed TOML configuration, with defaults and validation (types re-exported here);
 //! - [`transport`] — finding the token (path prefix, query, cookie) and the token-free upstream target;
-//! - [`validate`] — the validation pipeline, free of Pingora;
-//! - [`revocation`], [`state`] — the revocation set, key ring, and the state file they load from;
-//! - [`geo`] — client address and country;
+//! - [`validate`] — the validation pipeline, free of Pingora, with a trace for `stile explain`;
+//! - [`revocation`], [`state`] — the revocation set, key ring, and the state-file codec;
+//! - `reload.rs` — file mode: re-reading the state file on SIGHUP or change;
+//! - `geo.rs` — client address and country;
 //! - [`playlist`] — the HLS playlist rewriter;
-//! - [`proxy`] — the Pingora `ProxyHttp` service;
-//! - [`admin`], [`metrics`] — `/healthz`, `/readyz`, `/metrics`;
+//! - `proxy.rs` — the Pingora `ProxyHttp` service;
+//! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
-//! - [`server`] — assembling and running it all;
+//! - `server.rs` — assembling and running it all ([`Edge`]);
 //! - [`clock`] — the one reader of wall-clock time.
 //!
 //! Invariants: no token or key is ever logged or sent upstream; what is admitted is
@@ -23,19 +25,30 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+// Public modules are the ones other crates use: `stile explain` (cli) runs the
+// edge's own transport, state, revocation and validation code; the cli and the
+// fault tests embed the edge with an injected clock; the benches and the fuzz
+// targets drive the validator, the revocation set, the playlist rewriter and
+// the sync model directly. Everything else is private, its types re-exported
+// where a public signature needs them.
+mod admin;
 pub mod clock;
-pub mod config;
-pub mod geo;
-pub mod metrics;
+mod config;
+mod geo;
+mod metrics;
 pub mod playlist;
-pub mod proxy;
+mod proxy;
+mod reload;
 pub mod revocation;
-pub mod server;
+mod server;
 pub mod state;
 pub mod sync;
 pub mod transport;
 pub mod validate;
 
-pub use config::EdgeConfig;
+pub use config::{
+    AccessLogConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig, DiagnosticsConfig, EdgeConfig, OriginConfig,
+    PlaylistConfig, SameSite, StalePolicy, StateConfig, TokenConfig, UnknownCountryConfig, ValidationConfig,
+};
+pub use geo::GeoError;
 pub use server::{Edge, StartError, StartOptions};

@@ -18,7 +18,7 @@ use crate::state::State;
 use crate::transport::Transport;
 
 /// Most distinct share channels used as label values.
-pub const MAX_CHANNEL_LABELS: usize = 64;
+pub(crate) const MAX_CHANNEL_LABELS: usize = 64;
 
 /// Every metric of one edge.
 #[derive(Debug)]

@@ -34,11 +34,11 @@ use crate::transport::{self, Transport};
 use crate::validate::{Input, Manifest, Validator};
 
 /// Name of the diagnostic header carrying the reason code.
-pub const REASON_HEADER: &str = "x-stile-reason";
+pub(crate) const REASON_HEADER: &str = "x-stile-reason";
 
 /// The edge proxy service.
 #[derive(Debug)]
-pub struct EdgeProxy {
+pub(crate) struct EdgeProxy {
     validator: Validator,
     /// `validation.enabled`: false only in benchmarks (an open proxy; see the config docs).
     validate: bool,
@@ -61,7 +61,7 @@ pub struct EdgeProxy {
 
 /// Everything one request carries from phase to phase.
 #[derive(Debug)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     started: Option<Instant>,
     admitted_at: Option<Instant>,
     result: Option<std::result::Result<(), Reason>>,
@@ -89,7 +89,7 @@ struct Rewrite {
 
 impl EdgeProxy {
     /// Builds the service from a validated configuration and its runtime parts.
-    pub fn new(
+    pub(crate) fn new(
         config: &EdgeConfig,
         origin: SocketAddr,
         shared: Arc<SharedState>,

@@ -1,14 +1,14 @@
 //! Assembling the edge: configuration → state, geo and origin checked before
 //! anything binds → a Pingora [`Server`] with the proxy, the admin listener and
-//! the state reloader.
+//! the state source (the sync client, or the file reloader).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use pingora::services::background::{BackgroundService, background_service};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
@@ -17,8 +17,9 @@ use crate::config::{ConfigError, EdgeConfig, StalePolicy};
 use crate::geo::{Geo, GeoError};
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
-use crate::state::{FileReloader, SharedState, StateError, load_file};
-use crate::sync::{Initial, SyncClient, load_cache};
+use crate::reload::FileReloader;
+use crate::state::{SharedState, StateError, load_file};
+use crate::sync::{Initial, KeyError, SyncClient, SyncDeps, load_cache};
 
 /// How the process was asked to start (Pingora's own flags).
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,8 +43,8 @@ pub enum StartError {
     #[error(transparent)]
     Geo(#[from] GeoError),
     /// The sync client cannot be set up (API key file).
-    #[error("{0}")]
-    Sync(String),
+    #[error(transparent)]
+    Sync(#[from] KeyError),
     /// Pingora refused to set up.
     #[error("cannot start the server: {0}")]
     Server(String),
@@ -53,12 +54,12 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Edge {
     server: ServerBox,
-    /// The shared state (for embedding and tests).
-    pub shared: Arc<SharedState>,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
+    shared: Arc<SharedState>,
+    metrics: Arc<Metrics>,
 }
 
+/// Pingora's `Server` has no `Debug`; this wrapper gives [`Edge`] one
+/// (the workspace lints `missing_debug_implementations`).
 struct ServerBox(Server);
 
 impl std::fmt::Debug for ServerBox {
@@ -69,7 +70,10 @@ impl std::fmt::Debug for ServerBox {
 
 impl Edge {
     /// Checks everything that can fail (origin resolution, GeoIP database, state file)
-    /// and assembles the services. Binds nothing.
+    /// and assembles the services. It binds no port itself, so a bad configuration
+    /// fails before any is bound; but it runs Pingora's bootstrap, which with
+    /// `opts.upgrade` waits to receive the listening sockets of the edge being
+    /// replaced (and exits the process if that fails).
     pub fn build(config: &EdgeConfig, opts: StartOptions, clock: SharedClock) -> Result<Edge, StartError> {
         config.validate()?;
         let origin = config.resolve_origin()?;
@@ -83,7 +87,7 @@ impl Edge {
                 metrics.observe_age(clock.now(), state.fresh_at);
                 tracing::info!(
                     state.file = %config.state.file.display(), state.version = state.version,
-                    state.keys = state.keys.len(), state.revocations = state.revocations.len(), "state loaded"
+                    state.keys = state.keys.len(), state.revocations = state.revocations.len(), "state.loaded"
                 );
                 (SharedState::new(state, true), None)
             }
@@ -97,17 +101,16 @@ impl Edge {
                 if config.state.max_age_secs > 0 && config.state.stale_policy == StalePolicy::Deny {
                     shared.set_stale_guard(config.state.max_age_secs, clock.clone());
                 }
-                let client = SyncClient::new(
-                    sync.clone(),
+                let client = SyncClient::new(SyncDeps {
+                    config: sync.clone(),
                     cache,
                     leeway,
                     model,
                     liveness,
-                    shared.clone(),
-                    metrics.clone(),
-                    clock.clone(),
-                )
-                .map_err(StartError::Sync)?;
+                    shared: shared.clone(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                })?;
                 (shared, Some(client))
             }
         };
@@ -142,27 +145,36 @@ impl Edge {
         let source = match sync {
             Some(client) => server.add_service(background_service("stile-sync", client)),
             None => {
-                let reloader = FileReloader {
-                    path: config.state.file.clone(),
-                    poll: Duration::from_millis(config.state.poll_interval_ms),
+                let reloader = FileReloader::new(
+                    config.state.file.clone(),
+                    Duration::from_millis(config.state.poll_interval_ms),
                     leeway,
-                    shared: shared.clone(),
-                    metrics: metrics.clone(),
+                    shared.clone(),
+                    metrics.clone(),
                     clock,
-                };
-                server.add_service(background_service("stile-state", Reloader(reloader)))
+                );
+                server.add_service(background_service("stile-state", reloader))
             }
         };
         let proxy = server.add_service(svc);
         proxy.add_dependency(&source);
         if !config.admin_listen.is_empty() {
-            let mut admin =
-                Service::new("stile-admin".into(), Admin { shared: shared.clone(), metrics: metrics.clone() });
+            let mut admin = Service::new("stile-admin".into(), Admin::new(shared.clone(), metrics.clone()));
             admin.threads = Some(1);
             admin.add_tcp(&config.admin_listen);
             server.add_service(admin);
         }
         Ok(Edge { server: ServerBox(server), shared, metrics })
+    }
+
+    /// The shared state requests are verified against (for embedding and tests).
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
+    }
+
+    /// The edge's metrics registry and recorders.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Runs until SIGTERM (graceful, within the grace period), SIGINT (fast) or
@@ -195,14 +207,5 @@ impl ShutdownSignalWatch for StopWhen {
             None => std::future::pending::<()>().await,
         }
         ShutdownSignal::FastShutdown
-    }
-}
-
-struct Reloader(FileReloader);
-
-#[async_trait]
-impl BackgroundService for Reloader {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.run(shutdown).await;
     }
 }

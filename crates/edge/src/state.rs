@@ -1,12 +1,16 @@
-//! The edge's verification state — key ring and revocation set — and the static
+//! The edge's verification state — key ring and revocation set — and the
 //! state file it is loaded from.
 //!
 //! The state is immutable once built and published through an
 //! `Arc<ArcSwap<State>>`: every request reads it lock-free, and a reload swaps in
-//! a whole new version. Until edges sync from the control plane, the state comes
-//! from a JSON file (a supported mode for air-gapped edges), reloaded on SIGHUP or
-//! when the file changes; a bad file keeps the old state, logs the error and counts
-//! it in `stile_edge_state_reloads_total{result="error"}`.
+//! a whole new version. It comes from the sync stream ([`crate::sync`]) or, on
+//! edges without `[sync]` (air-gapped ones), from a static JSON state file that
+//! `reload.rs` re-reads on SIGHUP or when it changes; a bad file keeps the old
+//! state, logs the error and counts it in `stile_edge_state_reloads_total{result="error"}`.
+//!
+//! [`StateFile::decode`] is the one parser of that file format: the file mode's
+//! loader, the sync client's cache (which is a state file) and `stile explain
+//! --key-file` all read it through there.
 //!
 //! File format (normative copy in `docs/edge.md`):
 //!
@@ -25,21 +29,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
-use stile_token::{KeyRing, SecretKey, TokenId};
+use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
 
 use crate::clock::SharedClock;
-use crate::metrics::Metrics;
 use crate::revocation::{Revocations, RevocationsBuilder};
+
+/// The state file's encoding of key secrets: base64url, padding optional when
+/// read and never written. The one definition, for files and the sync cache.
+pub(crate) const SECRET_ENCODING: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// One version of everything a request is verified against.
 #[derive(Debug, Default)]
 pub struct State {
-    /// Monotonic version of this state (from the file, later from the control plane).
+    /// Monotonic version of this state (the file's, or the control plane's change-log version).
     pub version: u64,
     /// Keys that verify.
     pub keys: KeyRing,
@@ -140,6 +150,14 @@ pub enum StateError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file (the sync cache) could not be written.
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O or encoding error.
+        source: std::io::Error,
+    },
     /// Not JSON of the expected shape.
     #[error("invalid state file {path}: {source}")]
     Parse {
@@ -186,7 +204,7 @@ pub struct KeyEntry {
 }
 
 /// One revocation of the state file.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationEntry {
     /// What `value` names.
@@ -202,7 +220,7 @@ pub struct RevocationEntry {
 }
 
 /// `revocations[].kind`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationKind {
     /// One token.
@@ -215,6 +233,32 @@ pub enum RevocationKind {
     Key,
 }
 
+impl RevocationKind {
+    /// The file's name for the kind (`token_id`, `subject`, `prefix`, `key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::TokenId => "token_id",
+            RevocationKind::Subject => "subject",
+            RevocationKind::Prefix => "prefix",
+            RevocationKind::Key => "key",
+        }
+    }
+}
+
+/// A state file's contents, checked: keys decoded, every revocation valid
+/// (token ids in lower case). What [`StateFile::decode`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct Decoded {
+    /// The file's version.
+    pub version: u64,
+    /// The file's `generated_at`.
+    pub generated_at: Option<u64>,
+    /// The keys, each id once.
+    pub keys: Vec<(KeyId, SecretKey)>,
+    /// The revocations, in file order.
+    pub revocations: Vec<RevocationEntry>,
+}
+
 impl StateFile {
     /// Reads and parses a state file.
     pub fn read(path: &Path) -> Result<StateFile, StateError> {
@@ -222,152 +266,126 @@ impl StateFile {
         serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.to_owned(), source })
     }
 
-    /// Builds the state, dropping revocations that expired before `now - leeway`.
-    pub fn into_state(self, path: &Path, now: u64, leeway: u64) -> Result<State, StateError> {
+    /// Checks every key and revocation (`path` names the file in errors): the
+    /// one set of rules for state files, sync caches and `stile explain`.
+    pub fn decode(&self, path: &Path) -> Result<Decoded, StateError> {
         let bad = |message: String| StateError::Invalid { path: path.to_owned(), message };
-        let engine = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::URL_SAFE,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-        );
-        let mut keys = KeyRing::new();
+        let mut keys: Vec<(KeyId, SecretKey)> = Vec::with_capacity(self.keys.len());
         for k in &self.keys {
-            let raw = engine.decode(k.secret.trim()).map_err(|e| bad(format!("key {}: secret: {e}", k.id)))?;
+            let raw = SECRET_ENCODING.decode(k.secret.trim()).map_err(|e| bad(format!("key {}: secret: {e}", k.id)))?;
             let secret = SecretKey::from_slice(&raw)
                 .ok_or_else(|| bad(format!("key {}: secret must be 32 bytes, got {}", k.id, raw.len())))?;
-            if keys.contains(k.id) {
+            if keys.iter().any(|(id, _)| *id == k.id) {
                 return Err(bad(format!("key {} listed twice", k.id)));
             }
-            keys.insert(k.id, &secret);
+            keys.push((k.id, secret));
         }
-        let prune_before = now.saturating_sub(leeway);
-        let n_ids = self.revocations.iter().filter(|r| r.kind == RevocationKind::TokenId).count();
-        let mut b = RevocationsBuilder::with_capacity(n_ids);
+        let mut revocations = Vec::with_capacity(self.revocations.len());
         for (i, r) in self.revocations.iter().enumerate() {
-            if r.expires_at != 0 && r.expires_at < prune_before && r.kind != RevocationKind::TokenId {
-                continue;
-            }
-            let before = || r.issued_before.ok_or_else(|| bad(format!("revocations[{i}]: issued_before is required")));
-            match r.kind {
-                RevocationKind::TokenId => {
-                    let id = TokenId::from_hex(&r.value)
-                        .ok_or_else(|| bad(format!("revocations[{i}]: token id must be 16 hex digits")))?;
-                    b.token_id(id, r.expires_at);
-                }
-                RevocationKind::Subject => {
-                    b.subject(&r.value, before()?);
-                }
-                RevocationKind::Prefix => {
-                    if !stile_token::is_canonical(&r.value) {
-                        return Err(bad(format!("revocations[{i}]: {:?} is not a canonical path", r.value)));
-                    }
-                    b.path(&r.value, before()?);
-                }
-                RevocationKind::Key => {
-                    let id = r.value.parse().map_err(|_| bad(format!("revocations[{i}]: key id must be a u32")))?;
-                    b.key(id);
-                }
-            }
+            let entry = r.checked().map_err(|why| bad(format!("revocations[{i}]: {why}")))?;
+            revocations.push(entry);
         }
-        Ok(State {
+        Ok(Decoded { version: self.version, generated_at: self.generated_at, keys, revocations })
+    }
+
+    /// Builds the state, dropping revocations that expired before `now - leeway`.
+    pub fn into_state(self, path: &Path, now: u64, leeway: u64) -> Result<State, StateError> {
+        Ok(self.decode(path)?.into_state(now, leeway))
+    }
+}
+
+impl Decoded {
+    /// The state these keys and revocations make, as the file mode builds it:
+    /// revocations that expired before `now - leeway` are left out, and the
+    /// state counts as current from `generated_at` (else from `now`).
+    pub fn into_state(self, now: u64, leeway: u64) -> State {
+        let mut keys = KeyRing::new();
+        for (id, secret) in &self.keys {
+            keys.insert(*id, secret);
+        }
+        State {
             version: self.version,
             keys,
-            revocations: b.build(prune_before),
+            revocations: revocation_set(&self.revocations, now.saturating_sub(leeway)),
             fresh_at: self.generated_at.unwrap_or(now),
             live: Liveness::default(),
-        })
+        }
+    }
+}
+
+impl RevocationEntry {
+    /// This entry if it is valid, with a token id in lower case; else why not.
+    pub fn checked(&self) -> Result<RevocationEntry, String> {
+        let mut value = self.value.clone();
+        match self.kind {
+            RevocationKind::TokenId => {
+                let id = TokenId::from_hex(&self.value).ok_or("token id must be 16 hex digits")?;
+                value = id.to_string();
+            }
+            RevocationKind::Subject => {
+                self.issued_before.ok_or("issued_before is required")?;
+            }
+            RevocationKind::Prefix => {
+                self.issued_before.ok_or("issued_before is required")?;
+                if !stile_token::is_canonical(&self.value) {
+                    return Err(format!("{:?} is not a canonical path", self.value));
+                }
+            }
+            RevocationKind::Key => {
+                self.value.parse::<KeyId>().map_err(|_| "key id must be a u32")?;
+            }
+        }
+        Ok(RevocationEntry { kind: self.kind, value, issued_before: self.issued_before, expires_at: self.expires_at })
+    }
+}
+
+/// The revocation set of checked entries (see [`RevocationEntry::checked`]),
+/// without those that expired before `prune_before`.
+pub fn revocation_set(entries: &[RevocationEntry], prune_before: u64) -> Revocations {
+    let ids = entries.iter().filter(|r| r.kind == RevocationKind::TokenId).count();
+    let mut b = RevocationsBuilder::with_capacity(ids);
+    for r in entries {
+        // Token ids keep their expiry in the set, which drops them when it is built.
+        if r.expires_at != 0 && r.expires_at < prune_before && r.kind != RevocationKind::TokenId {
+            continue;
+        }
+        add_revocation(&mut b, r.kind, &r.value, r.issued_before, r.expires_at);
+    }
+    b.build(prune_before)
+}
+
+/// Adds one checked revocation to a set being built (values that do not parse
+/// are skipped: checked entries always do).
+pub(crate) fn add_revocation(
+    b: &mut RevocationsBuilder,
+    kind: RevocationKind,
+    value: &str,
+    issued_before: Option<u64>,
+    expires_at: u64,
+) {
+    match kind {
+        RevocationKind::TokenId => {
+            if let Some(id) = TokenId::from_hex(value) {
+                b.token_id(id, expires_at);
+            }
+        }
+        RevocationKind::Subject => {
+            b.subject(value, issued_before.unwrap_or(0));
+        }
+        RevocationKind::Prefix => {
+            b.path(value, issued_before.unwrap_or(0));
+        }
+        RevocationKind::Key => {
+            if let Ok(id) = value.parse() {
+                b.key(id);
+            }
+        }
     }
 }
 
 /// Loads a state file into a [`State`] (startup and reloads).
-pub fn load_file(path: &Path, now: u64, leeway: u64) -> Result<State, StateError> {
+pub(crate) fn load_file(path: &Path, now: u64, leeway: u64) -> Result<State, StateError> {
     StateFile::read(path)?.into_state(path, now, leeway)
-}
-
-/// Reloads the state file on SIGHUP and whenever its modification time or size changes.
-#[derive(Debug)]
-pub struct FileReloader {
-    /// The file.
-    pub path: PathBuf,
-    /// Poll interval.
-    pub poll: Duration,
-    /// Revocation leeway (the token leeway) used when pruning.
-    pub leeway: u64,
-    /// Where to publish.
-    pub shared: Arc<SharedState>,
-    /// Metrics to update.
-    pub metrics: Arc<Metrics>,
-    /// Time source.
-    pub clock: SharedClock,
-}
-
-impl FileReloader {
-    /// Re-reads the file; on success publishes it, on failure keeps the old state.
-    pub fn reload(&self, why: &'static str) -> bool {
-        let now = self.clock.now();
-        match load_file(&self.path, now, self.leeway) {
-            Ok(state) => {
-                let old = self.shared.load().version;
-                if state.version < old {
-                    tracing::error!(
-                        state.file = %self.path.display(), state.version = state.version, state.current = old,
-                        trigger = why, "state reload refused: version goes backwards"
-                    );
-                    self.metrics.state_reload(false);
-                    return false;
-                }
-                self.metrics.observe_state(&state);
-                tracing::info!(
-                    state.file = %self.path.display(), state.version = state.version,
-                    state.revocations = state.revocations.len(), trigger = why, "state reloaded"
-                );
-                self.shared.store(state);
-                self.metrics.state_reload(true);
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, trigger = why, "state reload failed; keeping the previous state");
-                self.metrics.state_reload(false);
-                false
-            }
-        }
-    }
-
-    /// Runs until `shutdown` flips to true.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install SIGHUP handler; relying on file polling");
-                None
-            }
-        };
-        let mut seen = stamp(&self.path);
-        let mut tick = tokio::time::interval(self.poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => if *shutdown.borrow() { return },
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    seen = stamp(&self.path);
-                    self.reload("sighup");
-                }
-                _ = tick.tick() => {
-                    let now = stamp(&self.path);
-                    if now != seen {
-                        seen = now;
-                        self.reload("file_changed");
-                    }
-                    self.metrics.observe_age(self.clock.now(), self.shared.load().fresh_at);
-                }
-            }
-        }
-    }
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 #[cfg(test)]
@@ -414,9 +432,36 @@ mod tests {
             (r#"{"version":1,"keys":[],"revocations":[{"kind":"key","value":"x"}]}"#, "u32"),
             (r#"{"version":1,"keys":[],"revocations":[{"kind":"ip","value":"x"}]}"#, "unknown variant"),
             (r#"{"version":1,"keys":[],"extra":1}"#, "unknown field"),
+            (
+                &format!(r#"{{"version":1,"keys":[{{"id":1,"secret":"{SECRET}"}},{{"id":1,"secret":"{SECRET}"}}]}}"#),
+                "twice",
+            ),
         ] {
             let err = parse(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");
+            // The sync cache is read by the same codec: the same files are refused for the same reason.
+            if let Ok(file) = serde_json::from_str::<StateFile>(json) {
+                let err = crate::sync::Model::from_file(&file, Path::new("s.json")).unwrap_err().to_string();
+                assert!(err.contains(needle), "cache {json}: {err}");
+            }
         }
+    }
+
+    #[test]
+    fn decode_normalises_and_the_set_prunes() {
+        let json = format!(
+            r#"{{"version":2,"keys":[{{"id":4,"secret":"{SECRET}="}}],"revocations":[
+            {{"kind":"token_id","value":"00000000000000AB","expires_at":10}},
+            {{"kind":"subject","value":"v","issued_before":900,"expires_at":10}},
+            {{"kind":"subject","value":"w","issued_before":900,"expires_at":2000}}]}}"#
+        );
+        let file: StateFile = serde_json::from_str(&json).unwrap();
+        let d = file.decode(Path::new("s.json")).unwrap();
+        assert_eq!(d.keys.len(), 1, "padding is optional");
+        assert_eq!(d.revocations[0].value, "00000000000000ab", "token ids in lower case");
+        assert_eq!(revocation_set(&d.revocations, 0).len(), 3);
+        let c = revocation_set(&d.revocations, 100).counts();
+        assert_eq!((c.token_ids, c.subjects), (0, 1), "entries expired before the horizon are left out");
+        assert_eq!(d.into_state(105, 5).revocations.len(), 1);
     }
 }

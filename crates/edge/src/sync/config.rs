@@ -87,18 +87,25 @@ impl SyncConfig {
         Ok(())
     }
 
-    /// The API key, read from `api_key_file` when set.
-    pub fn key(&self) -> Result<String, String> {
-        if self.api_key_file.as_os_str().is_empty() {
-            return Ok(self.api_key.clone());
+    /// The API key, read from `api_key_file` when set; it must be visible
+    /// ASCII (it travels in the `authorization` header).
+    pub fn key(&self) -> Result<String, KeyError> {
+        let key = if self.api_key_file.as_os_str().is_empty() {
+            self.api_key.clone()
+        } else {
+            let path = self.api_key_file.clone();
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+            let key = text.trim();
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(KeyError::Unusable { path });
+            }
+            key.to_owned()
+        };
+        if format!("Bearer {key}").parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>().is_err() {
+            return Err(KeyError::NotAscii);
         }
-        let text = std::fs::read_to_string(&self.api_key_file)
-            .map_err(|e| format!("cannot read sync.api_key_file {}: {e}", self.api_key_file.display()))?;
-        let key = text.trim();
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!("sync.api_key_file {} holds no usable key", self.api_key_file.display()));
-        }
-        Ok(key.to_owned())
+        Ok(key)
     }
 
     /// The configured edge id, or one derived from the host name.
@@ -118,6 +125,28 @@ impl SyncConfig {
             .collect();
         if id.is_empty() { "edge".into() } else { id }
     }
+}
+
+/// Why the sync API key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// `api_key_file` cannot be read.
+    #[error("cannot read sync.api_key_file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `api_key_file` holds nothing usable.
+    #[error("sync.api_key_file {} holds no usable key", .path.display())]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key cannot travel in a header.
+    #[error("sync API key is not visible ASCII")]
+    NotAscii,
 }
 
 /// `[a-z0-9._-]{1,64}`, as the control plane requires.

@@ -1,8 +1,11 @@
 //! The edge's copy of the control plane's state, as the sync stream builds it:
 //! verifying keys with their secrets, revocations with their expiry, and the
 //! applied version. Snapshots replace it, deltas extend it, each message all
-//! or nothing; [`Model::to_state`] turns it into the immutable [`State`]
-//! requests read, and the cache file is its [`StateFile`] form.
+//! or nothing; [`Model::apply_batch`] applies what arrived together, purely
+//! (no I/O, no clock: the caller passes the time). [`Model::to_state`] turns
+//! it into the immutable [`State`] requests read, and the cache file is its
+//! [`StateFile`] form, read back through the one state-file codec
+//! ([`StateFile::decode`]).
 //!
 //! Key retirement: a RETIRED key leaves the key ring at once (its secret is
 //! forgotten), and the key revocation that comes with it stays in the
@@ -15,26 +18,21 @@ use std::path::Path;
 
 use base64::Engine;
 use stile_proto::v1 as pb;
-use stile_token::{KeyRing, SecretKey, TokenId};
+use stile_proto::v1::control_message::Kind as Cm;
+use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
 
 use crate::revocation::RevocationsBuilder;
-use crate::state::{KeyEntry, Liveness, RevocationEntry, RevocationKind, State, StateError, StateFile};
+use crate::state::{
+    KeyEntry, Liveness, RevocationEntry, RevocationKind, SECRET_ENCODING, State, StateError, StateFile, add_revocation,
+};
 
 /// The applied state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Model {
     /// Newest applied version; 0 before the first snapshot.
     pub version: u64,
-    keys: BTreeMap<u32, SecretKey>,
-    revocations: BTreeMap<(Kind, String), Entry>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    TokenId,
-    Subject,
-    Prefix,
-    Key,
+    keys: BTreeMap<KeyId, SecretKey>,
+    revocations: BTreeMap<(RevocationKind, String), Entry>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,19 +50,163 @@ pub struct Purge {
     pub prefix: String,
 }
 
+/// Why a sync message was refused (NACKed with this text): the model is left
+/// as it was before the message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// A snapshot older than the applied version, without `reset`.
+    #[error("snapshot version {got} is older than the applied version {applied}")]
+    OlderSnapshot {
+        /// The snapshot's version.
+        got: u64,
+        /// The applied version.
+        applied: u64,
+    },
+    /// A delta beyond the next version.
+    #[error("gap: delta {got} after applied version {applied}")]
+    Gap {
+        /// The delta's version.
+        got: u64,
+        /// The applied version.
+        applied: u64,
+    },
+    /// A delta without its change.
+    #[error("delta without a change")]
+    NoChange,
+    /// A change without its kind.
+    #[error("change without a kind")]
+    NoKind,
+    /// Key material of the wrong length.
+    #[error("key {id}: secret must be 32 bytes, got {len}")]
+    SecretLength {
+        /// The key id.
+        id: KeyId,
+        /// The length received.
+        len: usize,
+    },
+    /// A key change carrying another key's material.
+    #[error("key change for {change} carries key {material}")]
+    KeyMismatch {
+        /// The key the change is about.
+        change: KeyId,
+        /// The key the material is for.
+        material: KeyId,
+    },
+    /// A new key announced without its material.
+    #[error("key {0} announced without its material")]
+    NoMaterial(KeyId),
+    /// A key state this edge does not know.
+    #[error("key {id}: unknown state {state}")]
+    KeyState {
+        /// The key id.
+        id: KeyId,
+        /// The state's wire value.
+        state: i32,
+    },
+    /// A revocation without a target.
+    #[error("revocation without a target")]
+    NoTarget,
+    /// A token id that is not 16 hex digits.
+    #[error("token id {0:?} is not 16 hex digits")]
+    TokenId(String),
+    /// An empty subject.
+    #[error("empty subject")]
+    EmptySubject,
+    /// A prefix that is not a canonical path.
+    #[error("prefix {0:?} is not a canonical path")]
+    NotCanonical(String),
+}
+
+/// What one batch did: [`Model::apply_batch`]'s report, from which the sync
+/// client publishes, persists, ACKs, NACKs and answers heartbeats.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Something was applied (a duplicate delta counts: it is ACKed again);
+    /// the state must be republished and the batch's version ACKed.
+    pub changed: bool,
+    /// A snapshot was applied (the cache must be rewritten whole before the ACK).
+    pub snapshot: bool,
+    /// Snapshots applied.
+    pub snapshots: u64,
+    /// Deltas accepted (duplicates included).
+    pub deltas: u64,
+    /// Versions of snapshots applied with `reset` (the control plane's log was behind this edge).
+    pub resets: Vec<u64>,
+    /// The deltas that advanced the version, in order: what the journal must hold before the ACK.
+    pub journal: Vec<pb::Delta>,
+    /// Purges the edge had not seen.
+    pub purges: Vec<Purge>,
+    /// The message refused, by version, and why; nothing after it in the batch was looked at.
+    pub nack: Option<(u64, ApplyError)>,
+    /// Heartbeats received before any refusal, in order.
+    pub heartbeats: Vec<pb::Heartbeat>,
+    /// Revocations pruned after applying.
+    pub pruned: usize,
+}
+
 impl Model {
+    /// Applies the messages that arrived together, in order, stopping at the
+    /// first refused one. When anything was applied, revocations that expired
+    /// before `prune_at - leeway` are pruned (`prune_at`: the earlier of the
+    /// edge's and the control plane's clocks, see the sync client). Pure: the
+    /// caller logs, counts, persists and answers from the outcome.
+    pub fn apply_batch(&mut self, batch: Vec<pb::ControlMessage>, prune_at: u64, leeway: u64) -> BatchOutcome {
+        let mut out = BatchOutcome::default();
+        for msg in batch {
+            match msg.kind {
+                Some(Cm::Snapshot(s)) => match self.apply_snapshot(&s) {
+                    Ok(purges) => {
+                        if s.reset {
+                            out.resets.push(s.version);
+                        }
+                        out.snapshots += 1;
+                        out.purges.extend(purges);
+                        out.changed = true;
+                        out.snapshot = true;
+                    }
+                    Err(e) => {
+                        out.nack = Some((s.version, e));
+                        break;
+                    }
+                },
+                Some(Cm::Delta(d)) => {
+                    let v = d.change.as_ref().map_or(0, |c| c.version);
+                    let before = self.version;
+                    match self.apply_delta(&d) {
+                        Ok(purge) => {
+                            out.deltas += 1;
+                            out.purges.extend(purge);
+                            out.changed = true;
+                            if self.version > before {
+                                out.journal.push(d);
+                            }
+                        }
+                        Err(e) => {
+                            out.nack = Some((v, e));
+                            break;
+                        }
+                    }
+                }
+                Some(Cm::Heartbeat(h)) => out.heartbeats.push(h),
+                None => {}
+            }
+        }
+        if out.changed {
+            out.pruned = self.prune(prune_at, leeway);
+        }
+        out
+    }
+
     /// Replaces everything with a snapshot. Refuses (leaving the model as it
     /// was) a snapshot older than the applied version unless `reset` is set,
     /// and any malformed content. Returns the purges the edge had not seen.
-    pub fn apply_snapshot(&mut self, s: &pb::Snapshot) -> Result<Vec<Purge>, String> {
+    pub fn apply_snapshot(&mut self, s: &pb::Snapshot) -> Result<Vec<Purge>, ApplyError> {
         if s.version < self.version && !s.reset {
-            return Err(format!("snapshot version {} is older than the applied version {}", s.version, self.version));
+            return Err(ApplyError::OlderSnapshot { got: s.version, applied: self.version });
         }
         let mut next = Model { version: s.version, ..Model::default() };
         for k in &s.keys {
-            let secret = SecretKey::from_slice(&k.secret)
-                .ok_or_else(|| format!("key {}: secret must be 32 bytes, got {}", k.key_id, k.secret.len()))?;
-            next.keys.insert(k.key_id, secret);
+            next.keys.insert(k.key_id, secret(k)?);
         }
         let mut purges = Vec::new();
         for r in &s.revocations {
@@ -80,16 +222,16 @@ impl Model {
 
     /// Applies the next delta. It must be exactly `version + 1`; older ones are
     /// duplicates and ignored (`Ok(None)`), anything else is refused.
-    pub fn apply_delta(&mut self, d: &pb::Delta) -> Result<Option<Purge>, String> {
-        let change = d.change.as_ref().ok_or("delta without a change")?;
+    pub fn apply_delta(&mut self, d: &pb::Delta) -> Result<Option<Purge>, ApplyError> {
+        let change = d.change.as_ref().ok_or(ApplyError::NoChange)?;
         if change.version <= self.version {
             return Ok(None);
         }
         if change.version != self.version + 1 {
-            return Err(format!("gap: delta {} after applied version {}", change.version, self.version));
+            return Err(ApplyError::Gap { got: change.version, applied: self.version });
         }
         let mut purge = None;
-        match change.kind.as_ref().ok_or("change without a kind")? {
+        match change.kind.as_ref().ok_or(ApplyError::NoKind)? {
             pb::change::Kind::Revocation(r) => {
                 // add_revocation checks before inserting. A purge is reported at the
                 // version of the change that carried it, whatever the revocation says.
@@ -101,16 +243,13 @@ impl Model {
                 }
                 Ok(pb::KeyState::Pending | pb::KeyState::Active | pb::KeyState::VerifyOnly) => match &d.key {
                     Some(key) if key.key_id == k.key_id => {
-                        let secret = SecretKey::from_slice(&key.secret).ok_or_else(|| {
-                            format!("key {}: secret must be 32 bytes, got {}", key.key_id, key.secret.len())
-                        })?;
-                        self.keys.insert(k.key_id, secret);
+                        self.keys.insert(k.key_id, secret(key)?);
                     }
-                    Some(key) => return Err(format!("key change for {} carries key {}", k.key_id, key.key_id)),
+                    Some(key) => return Err(ApplyError::KeyMismatch { change: k.key_id, material: key.key_id }),
                     None if self.keys.contains_key(&k.key_id) => {}
-                    None => return Err(format!("key {} announced without its material", k.key_id)),
+                    None => return Err(ApplyError::NoMaterial(k.key_id)),
                 },
-                _ => return Err(format!("key {}: unknown state {}", k.key_id, k.state)),
+                _ => return Err(ApplyError::KeyState { id: k.key_id, state: k.state }),
             },
         }
         self.version = change.version;
@@ -132,48 +271,29 @@ impl Model {
         for (id, secret) in &self.keys {
             keys.insert(*id, secret);
         }
-        let ids = self.revocations.keys().filter(|(k, _)| *k == Kind::TokenId).count();
+        let ids = self.revocations.keys().filter(|(k, _)| *k == RevocationKind::TokenId).count();
         let mut b = RevocationsBuilder::with_capacity(ids);
         for ((kind, value), e) in &self.revocations {
-            match kind {
-                Kind::TokenId => {
-                    if let Some(id) = TokenId::from_hex(value) {
-                        b.token_id(id, e.expires_at);
-                    }
-                }
-                Kind::Subject => {
-                    b.subject(value, e.issued_before.unwrap_or(0));
-                }
-                Kind::Prefix => {
-                    b.path(value, e.issued_before.unwrap_or(0));
-                }
-                Kind::Key => {
-                    if let Ok(id) = value.parse() {
-                        b.key(id);
-                    }
-                }
-            }
+            add_revocation(&mut b, *kind, value, e.issued_before, e.expires_at);
         }
         State { version: self.version, keys, revocations: b.build(0), fresh_at, live: liveness.clone() }
     }
 
     /// The cache file form (the static state-file format).
     pub fn to_file(&self, generated_at: u64) -> StateFile {
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         StateFile {
             version: self.version,
             generated_at: Some(generated_at),
-            keys: self.keys.iter().map(|(id, s)| KeyEntry { id: *id, secret: b64.encode(s.expose()) }).collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(id, s)| KeyEntry { id: *id, secret: SECRET_ENCODING.encode(s.expose()) })
+                .collect(),
             revocations: self
                 .revocations
                 .iter()
                 .map(|((kind, value), e)| RevocationEntry {
-                    kind: match kind {
-                        Kind::TokenId => RevocationKind::TokenId,
-                        Kind::Subject => RevocationKind::Subject,
-                        Kind::Prefix => RevocationKind::Prefix,
-                        Kind::Key => RevocationKind::Key,
-                    },
+                    kind: *kind,
                     value: value.clone(),
                     issued_before: e.issued_before,
                     expires_at: e.expires_at,
@@ -184,74 +304,29 @@ impl Model {
 
     /// The model a cache file holds; checked like a state file.
     pub fn from_file(file: &StateFile, path: &Path) -> Result<Model, StateError> {
-        let bad = |message: String| StateError::Invalid { path: path.to_owned(), message };
-        let engine = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::URL_SAFE,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-        );
-        let mut m = Model { version: file.version, ..Model::default() };
-        for k in &file.keys {
-            let raw = engine.decode(k.secret.trim()).map_err(|e| bad(format!("key {}: secret: {e}", k.id)))?;
-            let secret = SecretKey::from_slice(&raw)
-                .ok_or_else(|| bad(format!("key {}: secret must be 32 bytes, got {}", k.id, raw.len())))?;
-            m.keys.insert(k.id, secret);
-        }
-        for (i, r) in file.revocations.iter().enumerate() {
-            let kind = match r.kind {
-                RevocationKind::TokenId => Kind::TokenId,
-                RevocationKind::Subject => Kind::Subject,
-                RevocationKind::Prefix => Kind::Prefix,
-                RevocationKind::Key => Kind::Key,
-            };
-            let ok = match kind {
-                Kind::TokenId => TokenId::from_hex(&r.value).is_some(),
-                Kind::Subject => r.issued_before.is_some(),
-                Kind::Prefix => r.issued_before.is_some() && stile_token::is_canonical(&r.value),
-                Kind::Key => r.value.parse::<u32>().is_ok(),
-            };
-            if !ok {
-                return Err(bad(format!("revocations[{i}]: invalid {:?} entry", r.kind)));
-            }
-            m.merge(kind, r.value.clone(), Entry { issued_before: r.issued_before, expires_at: r.expires_at });
+        let decoded = file.decode(path)?;
+        let mut m = Model { version: decoded.version, ..Model::default() };
+        m.keys.extend(decoded.keys);
+        for r in decoded.revocations {
+            m.merge(r.kind, r.value, Entry { issued_before: r.issued_before, expires_at: r.expires_at });
         }
         Ok(m)
     }
 
-    fn add_revocation(&mut self, r: &pb::Revocation) -> Result<Option<Purge>, String> {
-        use pb::revocation_target::Target as T;
-        let target = r.target.as_ref().and_then(|t| t.target.as_ref()).ok_or("revocation without a target")?;
-        let exp = r.expires_at;
-        let (kind, value, entry, purge) = match target {
-            T::TokenId(hex) => {
-                let id = TokenId::from_hex(hex).ok_or_else(|| format!("token id {hex:?} is not 16 hex digits"))?;
-                (Kind::TokenId, format!("{:016x}", id.as_u64()), Entry { issued_before: None, expires_at: exp }, None)
+    fn add_revocation(&mut self, r: &pb::Revocation) -> Result<Option<Purge>, ApplyError> {
+        let entry = RevocationEntry::try_from(r)?;
+        let purge = match r.target.as_ref().and_then(|t| t.target.as_ref()) {
+            Some(pb::revocation_target::Target::PathPrefix(p)) if p.purge => {
+                Some(Purge { version: r.version, prefix: p.prefix.clone() })
             }
-            T::Subject(s) => {
-                if s.subject.is_empty() {
-                    return Err("empty subject".into());
-                }
-                (
-                    Kind::Subject,
-                    s.subject.clone(),
-                    Entry { issued_before: Some(s.issued_before), expires_at: exp },
-                    None,
-                )
-            }
-            T::PathPrefix(p) => {
-                if !stile_token::is_canonical(&p.prefix) {
-                    return Err(format!("prefix {:?} is not a canonical path", p.prefix));
-                }
-                let purge = p.purge.then(|| Purge { version: r.version, prefix: p.prefix.clone() });
-                (Kind::Prefix, p.prefix.clone(), Entry { issued_before: Some(p.issued_before), expires_at: exp }, purge)
-            }
-            T::KeyId(id) => (Kind::Key, id.to_string(), Entry { issued_before: None, expires_at: exp }, None),
+            _ => None,
         };
-        self.merge(kind, value, entry);
+        let e = Entry { issued_before: entry.issued_before, expires_at: entry.expires_at };
+        self.merge(entry.kind, entry.value, e);
         Ok(purge)
     }
 
-    fn merge(&mut self, kind: Kind, value: String, e: Entry) {
+    fn merge(&mut self, kind: RevocationKind, value: String, e: Entry) {
         use std::collections::btree_map::Entry as Slot;
         match self.revocations.entry((kind, value)) {
             Slot::Vacant(v) => {
@@ -269,6 +344,42 @@ impl Model {
             }
         }
     }
+}
+
+/// A control-plane revocation as a state-file entry (checked, token id in
+/// lower case): how the sync stream's revocations and the ones `stile explain`
+/// fetches become the edge's own.
+impl TryFrom<&pb::Revocation> for RevocationEntry {
+    type Error = ApplyError;
+
+    fn try_from(r: &pb::Revocation) -> Result<RevocationEntry, ApplyError> {
+        use pb::revocation_target::Target as T;
+        let target = r.target.as_ref().and_then(|t| t.target.as_ref()).ok_or(ApplyError::NoTarget)?;
+        let (kind, value, issued_before) = match target {
+            T::TokenId(hex) => {
+                let id = TokenId::from_hex(hex).ok_or_else(|| ApplyError::TokenId(hex.clone()))?;
+                (RevocationKind::TokenId, id.to_string(), None)
+            }
+            T::Subject(s) => {
+                if s.subject.is_empty() {
+                    return Err(ApplyError::EmptySubject);
+                }
+                (RevocationKind::Subject, s.subject.clone(), Some(s.issued_before))
+            }
+            T::PathPrefix(p) => {
+                if !stile_token::is_canonical(&p.prefix) {
+                    return Err(ApplyError::NotCanonical(p.prefix.clone()));
+                }
+                (RevocationKind::Prefix, p.prefix.clone(), Some(p.issued_before))
+            }
+            T::KeyId(id) => (RevocationKind::Key, id.to_string(), None),
+        };
+        Ok(RevocationEntry { kind, value, issued_before, expires_at: r.expires_at })
+    }
+}
+
+fn secret(k: &pb::EdgeKey) -> Result<SecretKey, ApplyError> {
+    SecretKey::from_slice(&k.secret).ok_or(ApplyError::SecretLength { id: k.key_id, len: k.secret.len() })
 }
 
 #[cfg(test)]
@@ -308,7 +419,7 @@ mod tests {
         m.apply_snapshot(&snap).unwrap();
         assert_eq!(m.version, 5);
         let older = pb::Snapshot { version: 4, ..snap.clone() };
-        assert!(m.apply_snapshot(&older).unwrap_err().contains("older"));
+        assert_eq!(m.apply_snapshot(&older).unwrap_err(), ApplyError::OlderSnapshot { got: 4, applied: 5 });
         assert_eq!(m.version, 5, "a refused snapshot changes nothing");
         m.apply_snapshot(&pb::Snapshot { reset: true, ..older }).unwrap();
         assert_eq!(m.version, 4);
@@ -319,12 +430,13 @@ mod tests {
         let mut m = Model::default();
         m.apply_snapshot(&pb::Snapshot { version: 2, keys: vec![key(1)], ..Default::default() }).unwrap();
         let rev = |v| delta(v, pb::change::Kind::Revocation(token_rev(v, "0000000000000001", 10)), None);
-        assert!(m.apply_delta(&rev(4)).unwrap_err().contains("gap"));
+        assert_eq!(m.apply_delta(&rev(4)).unwrap_err(), ApplyError::Gap { got: 4, applied: 2 });
         m.apply_delta(&rev(3)).unwrap();
         assert_eq!(m.apply_delta(&rev(3)).unwrap(), None, "duplicates are ignored");
         assert_eq!(m.version, 3);
         // A key without material is refused; with it, it joins the ring; retired, it leaves.
-        assert!(m.apply_delta(&delta(4, key_change(2, pb::KeyState::Pending), None)).is_err());
+        let bare = delta(4, key_change(2, pb::KeyState::Pending), None);
+        assert_eq!(m.apply_delta(&bare).unwrap_err(), ApplyError::NoMaterial(2));
         assert_eq!(m.version, 3);
         m.apply_delta(&delta(4, key_change(2, pb::KeyState::Pending), Some(key(2)))).unwrap();
         m.apply_delta(&delta(5, key_change(2, pb::KeyState::Active), None)).unwrap();
@@ -375,6 +487,40 @@ mod tests {
         };
         let p = m.apply_delta(&delta(2, pb::change::Kind::Revocation(purge), None)).unwrap();
         assert_eq!(p.map(|p| p.version), Some(2));
+    }
+
+    fn msg(kind: Cm) -> pb::ControlMessage {
+        pb::ControlMessage { kind: Some(kind) }
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_and_stops_at_the_first_refusal() {
+        let mut m = Model::default();
+        let rev = |v, hex, exp| delta(v, pb::change::Kind::Revocation(token_rev(v, hex, exp)), None);
+        let heartbeat = pb::Heartbeat { cp_time_ms: 1, current_version: 3, seq: 7, rtt_ms: 0 };
+        let batch = vec![
+            msg(Cm::Snapshot(pb::Snapshot { version: 1, keys: vec![key(1)], ..Default::default() })),
+            msg(Cm::Delta(rev(2, "0000000000000001", 50))),
+            msg(Cm::Delta(rev(2, "0000000000000001", 50))), // a duplicate: accepted, not journaled
+            msg(Cm::Heartbeat(heartbeat)),
+            msg(Cm::Delta(rev(3, "0000000000000002", 5_000))),
+            msg(Cm::Delta(rev(5, "0000000000000003", 5_000))), // a gap: refused, the rest unread
+            msg(Cm::Heartbeat(heartbeat)),
+        ];
+        let out = m.apply_batch(batch, 100, 5);
+        assert!(out.changed && out.snapshot);
+        assert_eq!((out.snapshots, out.deltas, out.pruned), (1, 3, 1), "revocation 1 expired before 100 - 5");
+        assert_eq!(out.journal.iter().map(|d| d.change.as_ref().unwrap().version).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(out.nack, Some((5, ApplyError::Gap { got: 5, applied: 3 })));
+        assert_eq!(out.heartbeats, [heartbeat], "nothing after the refusal is looked at");
+        assert_eq!(m.version, 3);
+        assert_eq!(m.to_state(0, &Liveness::default()).revocations.len(), 1);
+
+        // Only heartbeats: nothing changes, nothing is pruned.
+        let before = m.clone();
+        let out = m.apply_batch(vec![msg(Cm::Heartbeat(pb::Heartbeat::default()))], u64::MAX, 0);
+        assert!(!out.changed && out.nack.is_none() && out.heartbeats.len() == 1);
+        assert_eq!(m, before);
     }
 
     #[test]
