@@ -1,27 +1,59 @@
-//! Token parse + verify on arbitrary input: never panics, and whatever parses
-//! re-encodes to a token with the same claims — except a scope that passes the
-//! parser's byte rules without being canonical (the spec leaves that check to
-//! signers, since the scope is covered by the MAC).
+//! Token parse + verify on arbitrary input: never panics; `verify` is
+//! `malformed` exactly when `Token::parse` fails, and otherwise agrees with
+//! parse + MAC + claim checks, for each of a few requests (time, path, client
+//! address, country, unknown-country policy). Whatever parses re-encodes to a token with the
+//! same claims — except a scope that passes the parser's byte rules without
+//! being canonical (the spec leaves that check to signers, since the scope is
+//! covered by the MAC).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stile_token::{ClaimsError, KeyRing, Policy, Request, SecretKey, Token, verify};
+use stile_token::{ClaimsError, Country, KeyRing, Policy, Reason, Request, SecretKey, Token, UnknownCountry, verify};
+
+const NOW: u64 = 1_767_225_600;
+
+/// Eight requests whose bits cover every path, binding and policy choice.
+const PICKS: [u8; 8] = [0x00, 0x15, 0x2a, 0x3f, 0xc1, 0x96, 0x6b, 0xfc];
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
     let mut ring = KeyRing::new();
     ring.insert(1, &SecretKey::from_bytes([1; 32]));
-    let req = Request { path: "/vod/abc/seg.ts", client_ip: None, country: None, now: 1_767_225_600 };
-    let _ = verify(s, &ring, &req, &Policy::default());
-    if let Ok(token) = Token::parse(s) {
-        // Anything that parses is structurally valid claims: signing them again
-        // must succeed and parse back to the same claims.
-        let claims = token.claims();
-        let mut ring = KeyRing::new();
-        ring.insert(claims.key_id, &SecretKey::from_bytes([2; 32]));
-        match stile_token::sign(&claims, &ring) {
-            Ok(again) => assert_eq!(Token::parse(&again).expect("re-signed token parses").claims(), claims),
-            Err(e) => assert!(matches!(e, ClaimsError::Path(_)), "parsed claims rejected by the signer: {e:?}"),
+    let parsed = Token::parse(s);
+    if let Err(reason) = parsed {
+        assert_eq!(reason, Reason::Malformed, "parse fails only as malformed");
+    }
+    for pick in PICKS {
+        let paths = ["/vod/abc/seg.ts", "/vod/abc/", "/", "/vod/abd/seg.ts"];
+        let req = Request {
+            path: paths[usize::from(pick & 3)],
+            client_ip: (pick & 4 != 0).then(|| "203.0.113.9".parse().expect("an address")),
+            country: (pick & 8 != 0).then(|| Country::parse("DE").expect("a country")),
+            now: NOW.wrapping_add(u64::from(pick >> 4) << 28),
+        };
+        let policy = Policy {
+            unknown_country: if pick & 0x80 != 0 { UnknownCountry::Allow } else { UnknownCountry::Deny },
+            ..Policy::default()
+        };
+        let verified = verify(s, &ring, &req, &policy).map(|t| t.claims());
+        match &parsed {
+            Err(_) => assert_eq!(verified, Err(Reason::Malformed), "verify of an unparsable token"),
+            Ok(token) => {
+                let by_parts = token.verify_mac(&ring).and_then(|()| token.check(&req, &policy));
+                assert_ne!(by_parts, Err(Reason::Malformed), "a parsed token is never malformed afterwards");
+                assert_eq!(verified, by_parts.map(|()| token.claims()), "verify disagrees with its parts");
+            }
         }
+    }
+    let Ok(token) = parsed else { return };
+
+    // Anything that parses is structurally valid claims: signing them again
+    // must succeed and parse back to the same claims.
+    let claims = token.claims();
+    let mut ring = KeyRing::new();
+    ring.insert(claims.key_id, &SecretKey::from_bytes([2; 32]));
+    match stile_token::sign(&claims, &ring) {
+        Ok(again) => assert_eq!(Token::parse(&again).expect("re-signed token parses").claims(), claims),
+        Err(e) => assert!(matches!(e, ClaimsError::Path(_)), "parsed claims rejected by the signer: {e:?}"),
     }
 });

@@ -250,11 +250,20 @@ mod tests {
     }
 
     #[test]
-    fn never_panics_on_odd_bytes() {
-        for input in
-            [&b"\xff\xfe\r"[..], b"#EXT-X-KEY:", b"#EXT-X-KEY:,URI=\"", b"\r\r\n", b"#EXT-X-MAP:URI=\"a\"\"b\""]
-        {
-            let _ = rewrite(input, "st", "T", Some("h"));
+    fn odd_bytes_keep_their_lines() {
+        // (input, output): lines without a URI come back byte for byte; a URI gets the token.
+        for (input, expect) in [
+            (&b"\xff\xfe\r"[..], &b"\xff\xfe?st=T\r"[..]),
+            (b"#EXT-X-KEY:", b"#EXT-X-KEY:"),
+            (b"#EXT-X-KEY:,URI=\"", b"#EXT-X-KEY:,URI=\""),
+            (b"\r\r\n", b"\r\r\n"),
+            (b"#EXT-X-MAP:URI=\"a\"\"b\"", b"#EXT-X-MAP:URI=\"a?st=T\"\"b\""),
+            (b"#\xff\n\n#EXT-X-KEY:METHOD=NONE\r\n", b"#\xff\n\n#EXT-X-KEY:METHOD=NONE\r\n"),
+        ] {
+            let got = rewrite(input, "st", "T", Some("h"));
+            let lines = |b: &[u8]| b.split(|&c| c == b'\n').count();
+            assert_eq!(lines(&got), lines(input), "line count of {input:?}");
+            assert_eq!(got, expect, "{input:?} gave {:?}", String::from_utf8_lossy(&got));
         }
     }
 }
