@@ -1,29 +1,35 @@
 //! `stile explain URL`: the support team's self-serve diagnostic.
 //!
-//! It finds the token the way an edge does (`stile_edge::transport::locate`:
-//! path prefix > query parameter > cookie), decodes it offline, shows its claims
-//! with times in UTC and relative to now, asks the control plane (when it can)
-//! whether the key is known and whether a revocation matches — by whom, when,
-//! why —, and runs the edge's checks in the edge's order for a given edge clock
-//! (`--skew`, `--at`), client address and country. It ends with ONE line: why an
-//! edge would deny the request, or that it would pass.
+//! It builds the request an edge would receive for the link, and the state an
+//! edge would hold as far as it is known — the keys and revocations of
+//! `--key-file` (read by the edge's own state-file codec) and the revocations
+//! the control plane lists —, then runs the edge's own validator on them
+//! (`stile_edge::validate::Validator::validate_traced`) for a given edge clock
+//! (`--skew`, `--at`), client address and country. Every decision is the
+//! edge's; this module only renders the trace: claims with times in UTC and
+//! relative to now, who revoked and why, and ONE line: why an edge would deny
+//! the request, or that it would pass.
 //!
-//! Offline it cannot check the MAC (the control plane never reveals secrets):
-//! it says so. With `--key-file` (an edge state file) it checks the MAC and the
-//! file's revocations too.
+//! What it does not know it says so, rather than guessing: without the key's
+//! secret (the control plane never reveals it) the MAC is not checked, and
+//! without `--client-ip`/`--country` neither are IP and country rules; a key
+//! the control plane lists counts as held.
 //!
 //! [`explain`] is a pure function of its inputs (no clock, no network), so the
-//! tests below drive every verdict from a table.
+//! tests below drive every verdict from a table, and check it against the
+//! edge's own verdict.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::json;
+use stile_edge::EdgeConfig;
+use stile_edge::state::{RevocationEntry, RevocationKind, State, StateFile, revocation_set};
 use stile_edge::transport::{Transport, TransportNames, locate};
+use stile_edge::validate::{self, Check, MAX_TARGET_LEN, Validator};
 use stile_proto::v1 as pb;
-use stile_token::{Country, CountryRule, KeyRing, Reason, SecretKey, Token, TokenId, canonicalize_path};
+use stile_token::{Country, CountryRule, KeyId, KeyRing, Reason, SecretKey, Token, TokenId, canonicalize_path};
 
 use crate::client::output::{duration, parse_duration, parse_time, relative, utc};
 use crate::client::{Client, Failure, Kind, now, print_json};
@@ -185,52 +191,38 @@ enum ServerView {
     Answered { server: String, keys: Vec<pb::KeyInfo>, revocations: Vec<pb::Revocation> },
 }
 
-/// The keys and revocations of an edge state file.
+/// The keys and revocations of an edge state file, read by the edge's codec.
 #[derive(Debug)]
 struct KeyFile {
     path: String,
-    ring: KeyRing,
-    ids: Vec<u32>,
-    revocations: Vec<FileRevocation>,
-}
-
-#[derive(Debug, Clone)]
-struct FileRevocation {
-    kind: String,
-    value: String,
-    issued_before: u64,
+    keys: Vec<(KeyId, SecretKey)>,
+    revocations: Vec<RevocationEntry>,
 }
 
 impl KeyFile {
     fn load(path: &std::path::Path) -> Result<KeyFile, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read --key-file {}: {e}", path.display()))?;
-        KeyFile::parse(&path.display().to_string(), &text)
+        let file = StateFile::read(path).map_err(|e| format!("--key-file: {e}"))?;
+        KeyFile::decode(path, &file)
     }
 
+    #[cfg(test)]
     fn parse(path: &str, text: &str) -> Result<KeyFile, String> {
-        let bad = |why: String| format!("--key-file {path}: {why} (expected an edge state file, docs/edge.md)");
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let file: StateFile = serde_json::from_str(text).map_err(|e| format!("--key-file {path}: {e}"))?;
+        KeyFile::decode(std::path::Path::new(path), &file)
+    }
+
+    fn decode(path: &std::path::Path, file: &StateFile) -> Result<KeyFile, String> {
+        let d =
+            file.decode(path).map_err(|e| format!("--key-file: {e} (expected an edge state file, docs/edge.md)"))?;
+        Ok(KeyFile { path: path.display().to_string(), keys: d.keys, revocations: d.revocations })
+    }
+
+    fn ring(&self) -> KeyRing {
         let mut ring = KeyRing::new();
-        let mut ids = Vec::new();
-        for k in v.get("keys").and_then(|k| k.as_array()).ok_or_else(|| bad("no \"keys\" array".into()))? {
-            let id = k.get("id").and_then(serde_json::Value::as_u64).and_then(|i| u32::try_from(i).ok());
-            let secret = k.get("secret").and_then(|s| s.as_str()).map(|s| s.trim_end_matches('='));
-            let (Some(id), Some(secret)) = (id, secret) else { return Err(bad("a key without id or secret".into())) };
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(secret)
-                .map_err(|_| bad(format!("key {id}: the secret is not base64url")))?;
-            let key = SecretKey::from_slice(&bytes).ok_or_else(|| bad(format!("key {id}: not 32 bytes")))?;
-            ring.insert(id, &key);
-            ids.push(id);
+        for (id, secret) in &self.keys {
+            ring.insert(*id, secret);
         }
-        let mut revocations = Vec::new();
-        for r in v.get("revocations").and_then(|r| r.as_array()).into_iter().flatten() {
-            let s = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
-            let issued_before = r.get("issued_before").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            revocations.push(FileRevocation { kind: s("kind"), value: s("value"), issued_before });
-        }
-        Ok(KeyFile { path: path.to_owned(), ring, ids, revocations })
+        ring
     }
 }
 
@@ -266,8 +258,9 @@ enum Status {
     NotApplicable,
 }
 
+/// One line of the report's checks.
 #[derive(Debug)]
-struct Check {
+struct Row {
     name: &'static str,
     status: Status,
     detail: String,
@@ -291,7 +284,7 @@ struct Report {
     edge_now: u64,
     leeway: u32,
     server: String,
-    checks: Vec<Check>,
+    checks: Vec<Row>,
     verdict: Verdict,
 }
 
@@ -300,63 +293,83 @@ fn located_token(input: &Input) -> Result<String, (Reason, String)> {
     Ok(locate_all(input)?.0)
 }
 
-/// The token, its transport and the raw request path (when the input has one).
-fn locate_all(input: &Input) -> Result<(String, Transport, Option<String>), (Reason, String)> {
+/// The token found in a link, its transport and the raw request path (when the
+/// link has one); or the reason an edge would give and why.
+type Located = Result<(String, Transport, Option<String>), (Reason, String)>;
+
+/// Finds the token as an edge does (path prefix › query › cookie).
+fn locate_all(input: &Input) -> Located {
     let n = &input.names;
     let link = input.link.trim();
-    let cookie_header = input.cookie.as_ref().map(|c| {
-        let c = c.trim().trim_start_matches("Cookie:").trim();
-        if c.contains('=') { c.to_owned() } else { format!("{}={c}", n.cookie_name) }
-    });
-    // The request target: a URL's path and query, or a bare path, or nothing (a bare token).
-    let target = if let Some(i) = link.find("://") {
-        let rest = &link[i + 3..];
-        let t = rest.find(['/', '?']).map_or("/", |j| &rest[j..]);
-        Some(if t.starts_with('?') { format!("/{t}") } else { t.to_owned() })
-    } else if link.starts_with('/') || link.starts_with('?') {
-        Some(link.to_owned())
-    } else {
-        None
-    };
-    let Some(mut target) = target else {
+    let Some(target) = target_of(link) else {
         if link.is_empty() {
             return Err((Reason::Missing, "empty input: give a link or a token".into()));
         }
         return Ok((link.to_owned(), Transport::None, None));
     };
-    if let Some(i) = target.find('#') {
-        target.truncate(i);
-    }
-    let names = TransportNames {
-        path_prefix: format!("/{}/", n.path_segment),
-        query_param: n.query_param.clone(),
-        cookie: Some(n.cookie_name.clone()),
-    };
-    let cookies: Vec<&[u8]> = cookie_header.iter().map(|c| c.as_bytes()).collect();
-    let located = locate(target.as_bytes(), cookies, &names).map_err(|r| {
-        let dup = target.split(['?', '&']).skip(1).filter(|p| p.split('=').next() == Some(&n.query_param)).count();
-        let why = if dup > 1 {
-            format!("the query carries {dup} `{}=` parameters; edges refuse that as ambiguous", n.query_param)
-        } else if target.starts_with(&names.path_prefix) {
-            format!("the path starts with {} but has no path after the token", names.path_prefix)
-        } else {
-            "the token is not valid text".into()
-        };
-        (r, why)
-    })?;
+    let cookie = cookie_header(input);
+    let cookies = cookie.iter().map(|c| c.as_bytes());
+    let located =
+        locate(target.as_bytes(), cookies, &transport_names(n)).map_err(|r| (r, locate_failure(n, &target)))?;
     let path = String::from_utf8_lossy(located.path).into_owned();
     let path = if target.starts_with("/?") && located.path == b"/" { None } else { Some(path) };
     match located.token {
         Some(t) => Ok((t.to_owned(), located.transport, path)),
-        None => Err((
-            Reason::Missing,
-            format!(
-                "no token in the link: not in the path (/{}/<token>/…), not in the query ({}=…), \
-                 and no cookie (--cookie)",
-                n.path_segment, n.query_param
-            ),
-        )),
+        None => Err((Reason::Missing, no_token(n))),
     }
+}
+
+/// The request target of a link: a URL's path and query, a bare path or query, or
+/// nothing (a bare token). The fragment never reaches an edge.
+fn target_of(link: &str) -> Option<String> {
+    let mut target = if let Some(i) = link.find("://") {
+        let rest = &link[i + 3..];
+        let t = rest.find(['/', '?']).map_or("/", |j| &rest[j..]);
+        if t.starts_with('?') { format!("/{t}") } else { t.to_owned() }
+    } else if link.starts_with('/') || link.starts_with('?') {
+        link.to_owned()
+    } else {
+        return None;
+    };
+    if let Some(i) = target.find('#') {
+        target.truncate(i);
+    }
+    Some(target)
+}
+
+/// The request's `Cookie` header: `--cookie` as given, or a bare value as the edge's cookie.
+fn cookie_header(input: &Input) -> Option<String> {
+    input.cookie.as_ref().map(|c| {
+        let c = c.trim().trim_start_matches("Cookie:").trim();
+        if c.contains('=') { c.to_owned() } else { format!("{}={c}", input.names.cookie_name) }
+    })
+}
+
+fn transport_names(n: &Names) -> TransportNames {
+    TransportNames {
+        path_prefix: format!("/{}/", n.path_segment),
+        query_param: n.query_param.clone(),
+        cookie: Some(n.cookie_name.clone()),
+    }
+}
+
+/// Why finding the token failed, in words.
+fn locate_failure(n: &Names, target: &str) -> String {
+    let dup = target.split(['?', '&']).skip(1).filter(|p| p.split('=').next() == Some(&n.query_param)).count();
+    if dup > 1 {
+        format!("the query carries {dup} `{}=` parameters; edges refuse that as ambiguous", n.query_param)
+    } else if target.starts_with(&format!("/{}/", n.path_segment)) {
+        format!("the path starts with /{}/ but has no path after the token", n.path_segment)
+    } else {
+        "the token is not valid text".into()
+    }
+}
+
+fn no_token(n: &Names) -> String {
+    format!(
+        "no token in the link: not in the path (/{}/<token>/…), not in the query ({}=…), and no cookie (--cookie)",
+        n.path_segment, n.query_param
+    )
 }
 
 /// Why a token string does not parse, in words.
@@ -381,6 +394,118 @@ fn malformed_hint(token: &str) -> String {
     }
 }
 
+/// The request an edge would receive for the input.
+#[derive(Debug)]
+struct EdgeRequest {
+    target: String,
+    cookie: Option<String>,
+    /// The raw path it asks for, when the input names one (else the scope stands in).
+    path: Option<String>,
+    /// The raw path the edge checks: `path`, or the scope (never a path token).
+    checked: String,
+}
+
+impl EdgeRequest {
+    /// The link's own request, or, when the path is not the link's (a bare token,
+    /// `--path`), the token in a cookie on that path (the scope when there is none).
+    fn new(input: &Input, located: &Located) -> EdgeRequest {
+        let link = input.link.trim();
+        match located {
+            Ok((token, _, raw_path)) if input.path.is_some() || raw_path.is_none() => {
+                let path = input.path.clone();
+                let target = path.clone().unwrap_or_else(|| {
+                    Token::parse(token).map_or_else(|_| "/".to_owned(), |t| t.scope_path().to_owned())
+                });
+                let checked = target.split('?').next().unwrap_or_default().to_owned();
+                EdgeRequest { target, cookie: Some(format!("{}={token}", input.names.cookie_name)), path, checked }
+            }
+            Ok((_, _, raw_path)) => EdgeRequest {
+                target: target_of(link).unwrap_or_default(),
+                cookie: cookie_header(input),
+                path: raw_path.clone(),
+                checked: raw_path.clone().unwrap_or_default(),
+            },
+            Err(_) => EdgeRequest {
+                target: target_of(link).unwrap_or_default(),
+                cookie: cookie_header(input),
+                path: None,
+                checked: String::new(),
+            },
+        }
+    }
+}
+
+/// The configuration an edge with these names and leeway runs (cookies on; no
+/// staleness rule, which explain cannot know).
+fn edge_config(n: &Names, leeway: u32) -> EdgeConfig {
+    let mut c = EdgeConfig::default();
+    c.token.path_segment = n.path_segment.clone();
+    c.token.query_param = n.query_param.clone();
+    c.token.leeway_secs = leeway;
+    c.cookie.enabled = true;
+    c.cookie.name = n.cookie_name.clone();
+    c.state.max_age_secs = 0;
+    c
+}
+
+/// What the state an edge would hold is made of: the key file's keys and
+/// revocations, and the revocations the control plane lists.
+struct Known<'a> {
+    key_file: Option<&'a KeyFile>,
+    server: &'a ServerView,
+    /// The control plane's revocations as the edge's entries, with the originals.
+    listed: Vec<(RevocationEntry, &'a pb::Revocation)>,
+}
+
+impl<'a> Known<'a> {
+    fn new(key_file: Option<&'a KeyFile>, server: &'a ServerView) -> Known<'a> {
+        let listed = match server {
+            ServerView::Answered { revocations, .. } => {
+                revocations.iter().filter_map(|rv| RevocationEntry::try_from(rv).ok().map(|e| (e, rv))).collect()
+            }
+            _ => Vec::new(),
+        };
+        Known { key_file, server, listed }
+    }
+
+    /// The state: keys with secrets, every revocation known, pruned as an edge prunes.
+    fn state(&self, now: u64, leeway: u64) -> State {
+        let mut entries: Vec<RevocationEntry> = self.key_file.map(|k| k.revocations.clone()).unwrap_or_default();
+        entries.extend(self.listed.iter().map(|(e, _)| e.clone()));
+        State {
+            keys: self.key_file.map(KeyFile::ring).unwrap_or_default(),
+            revocations: revocation_set(&entries, now.saturating_sub(leeway)),
+            fresh_at: now,
+            ..State::default()
+        }
+    }
+
+    /// The control plane's view of a key, when it answered.
+    fn cp_key(&self, kid: KeyId) -> Option<(&str, Option<&pb::KeyInfo>)> {
+        match self.server {
+            ServerView::Answered { server, keys, .. } => Some((server.as_str(), keys.iter().find(|k| k.key_id == kid))),
+            _ => None,
+        }
+    }
+
+    /// Which revocation, on its own, denies `token` on `path` (`key_only`: by its key).
+    fn matching(&self, token: &Token, path: &str, key_only: bool) -> Option<Source<'a>> {
+        let hits = |e: &RevocationEntry| {
+            let set = revocation_set(std::slice::from_ref(e), 0);
+            if key_only { set.key_revoked(token.key_id()) } else { set.is_revoked(token, path) }
+        };
+        let file = self.key_file.and_then(|k| k.revocations.iter().find(|e| hits(e)).map(|e| Source::File(k, e)));
+        file.or_else(|| self.listed.iter().find(|(e, _)| hits(e)).map(|(_, rv)| Source::ControlPlane(rv)))
+    }
+}
+
+/// Where a matching revocation came from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    File(&'a KeyFile, &'a RevocationEntry),
+    ControlPlane(&'a pb::Revocation),
+}
+
 fn explain(input: &Input, req: &RequestFacts, key_file: Option<&KeyFile>, server: &ServerView) -> Report {
     let mut r = Report {
         transport: None,
@@ -397,205 +522,272 @@ fn explain(input: &Input, req: &RequestFacts, key_file: Option<&KeyFile>, server
         checks: Vec::new(),
         verdict: Verdict::Pass { caveats: Vec::new(), line: String::new() },
     };
-    let check = |r: &mut Report, name, status, detail: String| r.checks.push(Check { name, status, detail });
-
-    // Transport and request path.
-    let (token_str, path) = match locate_all(input) {
-        Ok((t, transport, raw_path)) => {
-            r.transport = Some(transport);
-            (t, input.path.clone().or(raw_path))
-        }
-        Err((reason, why)) => {
-            check(&mut r, "token", Status::Fail(reason), why);
-            return r.finish(req);
-        }
-    };
-    if let Some(raw) = path {
-        match canonicalize_path(raw.as_bytes()) {
-            Ok(p) => r.path = Some(p.into_owned()),
-            Err(e) => {
-                check(
-                    &mut r,
-                    "path",
-                    Status::Fail(Reason::Malformed),
-                    format!("the request path {raw:?} is refused: {e}"),
-                );
-                return r.finish(req);
-            }
-        }
-    }
-
-    // Format.
-    let token = match Token::parse(&token_str) {
-        Ok(t) => t,
-        Err(_) => {
-            check(&mut r, "format", Status::Fail(Reason::Malformed), malformed_hint(&token_str));
-            return r.finish(req);
-        }
-    };
-    check(&mut r, "format", Status::Pass, format!("a Stile v1 token, {} characters", token_str.len()));
-    let kid = token.key_id();
-
-    // Key.
-    let mut key = (Status::Unknown, "not checked: no --key-file and no answer from the control plane".to_owned());
-    if let Some(kf) = key_file {
-        key = if kf.ring.contains(kid) {
-            (Status::Pass, format!("key {kid} is in {}", kf.path))
-        } else {
-            let held = kf.ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-            (Status::Fail(Reason::UnknownKey), format!("key {kid} is not in {} (it holds keys {held})", kf.path))
-        };
-    }
-    if let ServerView::Answered { server, keys, revocations } = server
-        && !matches!(key.0, Status::Fail(_))
+    let located = locate_all(input);
+    if let Err((Reason::Missing, why)) = &located
+        && input.link.trim().is_empty()
     {
-        key = match keys.iter().find(|k| k.key_id == kid) {
-            None => (
-                Status::Fail(Reason::UnknownKey),
-                format!("key {kid} is unknown to the control plane at {server}: minted by another installation?"),
-            ),
-            // An edge holds a retired key's revocation and denies its links as `revoked`.
-            Some(k) if k.state == pb::KeyState::Retired as i32 => {
-                let why = revocations
-                    .iter()
-                    .find(|rv| matches!(target(rv), Some(pb::revocation_target::Target::KeyId(id)) if *id == kid))
-                    .map(|rv| format!(" by {}: \"{}\"", rv.actor, rv.reason))
-                    .unwrap_or_default();
-                (
-                    Status::Fail(Reason::Revoked),
+        r.checks.push(Row { name: "token", status: Status::Fail(Reason::Missing), detail: why.clone() });
+        return r.finish(req);
+    }
+    let request = EdgeRequest::new(input, &located);
+    r.transport = located.as_ref().ok().map(|(_, t, _)| *t);
+    r.path = request.path.as_deref().and_then(|p| canonicalize_path(p.as_bytes()).ok()).map(|p| p.into_owned());
+
+    // The edge's own validator, on the state it would hold.
+    let known = Known::new(key_file, server);
+    let state = known.state(req.edge_now, u64::from(req.leeway));
+    let validator = Validator::new(&edge_config(&input.names, req.leeway));
+    let edge_input = validate::Input { target: request.target.as_bytes(), client_ip: req.client_ip, now: req.edge_now };
+    let mut trace = Vec::new();
+    let verdict = validator.validate_traced(
+        &state,
+        &edge_input,
+        request.cookie.as_deref().map(str::as_bytes),
+        || req.country,
+        &mut |check, outcome| trace.push((check, outcome)),
+    );
+    let ctx = Render { input, req, known: &known, request: &request, located: &located, token: verdict.token.as_ref() };
+    for (check, outcome) in trace {
+        ctx.rows(check, outcome, &mut r.checks);
+    }
+    r.token = verdict.token;
+    r.finish(req)
+}
+
+/// What the rows are rendered from.
+struct Render<'a> {
+    input: &'a Input,
+    req: &'a RequestFacts,
+    known: &'a Known<'a>,
+    request: &'a EdgeRequest,
+    located: &'a Located,
+    token: Option<&'a Token>,
+}
+
+impl Render<'_> {
+    /// The report's rows for one traced check. The status is the edge's
+    /// outcome, except where explain lacks a fact the edge would have (the
+    /// key's secret, the client's address or country, the request path): then
+    /// it is `unknown`, and `n/a` where the token has no such rule.
+    fn rows(&self, check: Check, outcome: Result<(), Reason>, rows: &mut Vec<Row>) {
+        let n = &self.input.names;
+        let mut push = |name, (status, detail): (Status, String)| rows.push(Row { name, status, detail });
+        let token_text = self.located.as_ref().map(|(t, _, _)| t.as_str()).unwrap_or_default();
+        match (check, outcome, self.token) {
+            // Before the token parses, only failures are shown.
+            (Check::Target | Check::Transport | Check::Path | Check::Token, Ok(()), _) => {}
+            (Check::Target, Err(r), _) => {
+                push("token", (Status::Fail(r), format!("the request is longer than {MAX_TARGET_LEN} bytes")));
+            }
+            (Check::Transport, Err(r), _) => push("token", (Status::Fail(r), locate_failure(n, &self.request.target))),
+            (Check::Path, Err(r), _) => {
+                let raw = &self.request.checked;
+                let why = canonicalize_path(raw.as_bytes()).err().map_or_else(String::new, |e| e.to_string());
+                push("path", (Status::Fail(r), format!("the request path {raw:?} is refused: {why}")));
+            }
+            (Check::Token, Err(r), _) => push("token", (Status::Fail(r), no_token(n))),
+            (Check::Format, Err(r), _) => push("format", (Status::Fail(r), malformed_hint(token_text))),
+            (Check::Format, Ok(()), _) => {
+                push("format", (Status::Pass, format!("a Stile v1 token, {} characters", token_text.len())));
+            }
+            (_, _, None) => {}
+            (Check::Key, outcome, Some(t)) => {
+                push("key", self.key(t, outcome));
+                if outcome.is_err() {
+                    // The edge checks no MAC without the key.
+                    push("signature", self.unchecked_signature());
+                }
+            }
+            (Check::Signature, outcome, Some(t)) => push("signature", self.signature(t, outcome)),
+            (Check::Time, outcome, Some(t)) => push("time", self.time(t, outcome)),
+            (Check::Scope, outcome, Some(t)) => push("scope", self.scope(t, outcome)),
+            (Check::Ip, outcome, Some(t)) => push("ip", self.ip(t, outcome)),
+            (Check::Country, outcome, Some(t)) => push("country", self.country(t, outcome)),
+            (Check::Revoked, outcome, Some(t)) => push("revoked", self.revoked(t, outcome)),
+            (Check::Stale, outcome, Some(_)) => push("state", (status(outcome), "the edge's state is too old".into())),
+        }
+    }
+
+    fn key(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let kid = t.key_id();
+        let cp = self.known.cp_key(kid);
+        match (outcome, self.known.key_file) {
+            (Ok(()), Some(kf)) => match cp {
+                Some((server, Some(k))) => {
+                    (Status::Pass, format!("key {kid} is in {}; {} on {server}", kf.path, key_state(k.state)))
+                }
+                _ => (Status::Pass, format!("key {kid} is in {}", kf.path)),
+            },
+            (Ok(()), None) => (Status::Pass, format!("key {kid} verifies")),
+            (Err(Reason::Revoked), _) => {
+                let why = match self.known.matching(t, "", true) {
+                    Some(Source::ControlPlane(rv)) => format!(" by {}: \"{}\"", rv.actor, rv.reason),
+                    Some(Source::File(kf, _)) => format!(" (a key revocation in {})", kf.path),
+                    None => String::new(),
+                };
+                let when = match cp {
+                    Some((_, Some(k))) if k.state == pb::KeyState::Retired as i32 => {
+                        format!("was retired {} ({})", relative(k.retired_at, self.req.real_now), utc(k.retired_at))
+                    }
+                    _ => "is revoked".to_owned(),
+                };
+                (Status::Fail(Reason::Revoked), format!("key {kid} {when}{why}; every link it signed is revoked"))
+            }
+            (Err(r), Some(kf)) => {
+                let held = kf.keys.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join(", ");
+                (Status::Fail(r), format!("key {kid} is not in {} (it holds keys {held})", kf.path))
+            }
+            // Without a key file the state holds no secrets: the control plane says whether edges hold the key.
+            (Err(r), None) => match cp {
+                Some((server, None)) => (
+                    Status::Fail(r),
+                    format!("key {kid} is unknown to the control plane at {server}: minted by another installation?"),
+                ),
+                Some((_, Some(k))) if k.state == pb::KeyState::Retired as i32 => (
+                    Status::Fail(r),
                     format!(
-                        "key {kid} was retired {} ({}){why}; every link it signed is revoked",
-                        relative(k.retired_at, req.real_now),
+                        "key {kid} was retired {} ({}) and its revocation has expired: edges no longer hold it",
+                        relative(k.retired_at, self.req.real_now),
                         utc(k.retired_at)
                     ),
-                )
-            }
-            Some(k) => (Status::Pass, format!("key {kid} is {} on {server}", crate::client::key_state_name(k.state))),
-        };
+                ),
+                Some((server, Some(k))) => (Status::Pass, format!("key {kid} is {} on {server}", key_state(k.state))),
+                None => (Status::Unknown, "not checked: no --key-file and no answer from the control plane".into()),
+            },
+        }
     }
-    check(&mut r, "key", key.0, key.1);
 
-    // Signature.
-    let sig = match key_file {
-        Some(kf) if kf.ring.contains(kid) => match token.verify_mac(&kf.ring) {
-            Ok(()) => (Status::Pass, format!("the MAC verifies with key {kid} from {}", kf.path)),
-            Err(_) => (
-                Status::Fail(Reason::BadSignature),
-                format!("the MAC does not match key {kid} from {}: the token was altered, or the key differs", kf.path),
+    fn unchecked_signature(&self) -> (Status, String) {
+        match self.known.key_file {
+            Some(_) => (Status::NotApplicable, "not checked: the key is missing".into()),
+            None => (
+                Status::Unknown,
+                "not checked offline: needs the key's secret (--key-file EDGE_STATE.json); the control plane never \
+                 reveals secrets"
+                    .into(),
             ),
-        },
-        Some(_) => (Status::NotApplicable, "not checked: the key is missing".to_owned()),
-        None => (
-            Status::Unknown,
-            "not checked offline: needs the key's secret (--key-file EDGE_STATE.json); the control plane never \
-             reveals secrets"
-                .to_owned(),
-        ),
-    };
-    check(&mut r, "signature", sig.0, sig.1);
-
-    // Time window, with the edge's clock and leeway.
-    let (now, leeway) = (req.edge_now, u64::from(req.leeway));
-    let (exp, from) = (token.expires_at(), token.valid_from());
-    let clock = clock_words(req);
-    let time = if now >= exp.saturating_add(leeway) {
-        (
-            Status::Fail(Reason::Expired),
-            format!("expired {} ({}){clock}; edges allow {leeway} s of leeway", relative(exp, now), utc(exp)),
-        )
-    } else if now.saturating_add(leeway) < from {
-        (
-            Status::Fail(Reason::NotYetValid),
-            format!("not valid until {} ({}){clock}; edges allow {leeway} s of leeway", utc(from), relative(from, now)),
-        )
-    } else if now >= exp {
-        (Status::Pass, format!("expired {} ago but within the edge's {leeway} s leeway{clock}", duration(now - exp)))
-    } else {
-        (Status::Pass, format!("valid until {} ({}){clock}", utc(exp), relative(exp, now)))
-    };
-    check(&mut r, "time", time.0, time.1);
-
-    // Scope.
-    let scope = token.scope_path();
-    let kind = if token.is_prefix() { "prefix" } else { "exact path" };
-    let sc = match &r.path {
-        Some(p) => {
-            let ok = if token.is_prefix() { p.starts_with(scope) } else { p == scope };
-            if ok {
-                (Status::Pass, format!("{p} is within the link's scope {scope} ({kind})"))
-            } else {
-                (Status::Fail(Reason::Scope), format!("{p} is outside the link's scope {scope} ({kind})"))
-            }
         }
-        None => (Status::Unknown, format!("scope {scope} ({kind}); no request path to check (give a URL or --path)")),
-    };
-    check(&mut r, "scope", sc.0, sc.1);
-
-    // IP.
-    let ip = match (token.ip(), req.client_ip) {
-        (None, _) => (Status::NotApplicable, "not bound to an address".to_owned()),
-        (Some(b), Some(c)) if b.contains(c) => (Status::Pass, format!("{c} is within {b}")),
-        (Some(b), Some(c)) => (Status::Fail(Reason::Ip), format!("{c} is outside the link's binding {b}")),
-        (Some(b), None) => (Status::Unknown, format!("bound to {b}; give --client-ip to check")),
-    };
-    check(&mut r, "ip", ip.0, ip.1);
-
-    // Country.
-    let geo = match (token.country_rule(), req.country) {
-        (None, _) => (Status::NotApplicable, "no country rule".to_owned()),
-        (Some(rule), c) => {
-            let (list, deny) = match &rule {
-                CountryRule::Allow(l) => (l, false),
-                CountryRule::Deny(l) => (l, true),
-            };
-            let names = list.iter().map(Country::as_str).collect::<Vec<_>>().join(", ");
-            let rule_text = if deny { format!("deny-list {names}") } else { format!("allow-list {names}") };
-            match c {
-                None => (Status::Unknown, format!("{rule_text}; give --country to check")),
-                Some(c) if list.contains(&c) != deny => (Status::Pass, format!("{c} is admitted by the {rule_text}")),
-                Some(c) => (Status::Fail(Reason::Geo), format!("{c} is not admitted by the {rule_text}")),
-            }
-        }
-    };
-    check(&mut r, "country", geo.0, geo.1);
-
-    // Revocations.
-    let request_path = r.path.clone().unwrap_or_else(|| scope.to_owned());
-    let mut rev = (
-        Status::Unknown,
-        "not checked: no answer from the control plane (--server, --api-key with role operator) and no --key-file"
-            .to_owned(),
-    );
-    if let Some(kf) = key_file {
-        rev = match kf.revocations.iter().find(|f| file_matches(f, &token, &request_path)) {
-            Some(f) => (Status::Fail(Reason::Revoked), format!("{} revokes it ({})", describe_file(f), kf.path)),
-            None => (Status::Pass, format!("none of the {} revocations in {} matches", kf.revocations.len(), kf.path)),
-        };
     }
-    if let ServerView::Answered { server, revocations, .. } = server
-        && !matches!(rev.0, Status::Fail(_))
-    {
-        rev = match revocations.iter().find(|rv| matches(rv, &token, &request_path)) {
-            Some(rv) => (
-                Status::Fail(Reason::Revoked),
+
+    fn signature(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let (kid, file) = (t.key_id(), self.known.key_file.map_or("the key file", |k| k.path.as_str()));
+        match outcome {
+            Ok(()) => (Status::Pass, format!("the MAC verifies with key {kid} from {file}")),
+            Err(r) => (
+                Status::Fail(r),
+                format!("the MAC does not match key {kid} from {file}: the token was altered, or the key differs"),
+            ),
+        }
+    }
+
+    fn time(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let (now, leeway, clock) = (self.req.edge_now, self.req.leeway, clock_words(self.req));
+        let (exp, from) = (t.expires_at(), t.valid_from());
+        match outcome {
+            Err(Reason::NotYetValid) => (
+                Status::Fail(Reason::NotYetValid),
+                format!(
+                    "not valid until {} ({}){clock}; edges allow {leeway} s of leeway",
+                    utc(from),
+                    relative(from, now)
+                ),
+            ),
+            Err(r) => (
+                Status::Fail(r),
+                format!("expired {} ({}){clock}; edges allow {leeway} s of leeway", relative(exp, now), utc(exp)),
+            ),
+            Ok(()) if now >= exp => (
+                Status::Pass,
+                format!("expired {} ago but within the edge's {leeway} s leeway{clock}", duration(now - exp)),
+            ),
+            Ok(()) => (Status::Pass, format!("valid until {} ({}){clock}", utc(exp), relative(exp, now))),
+        }
+    }
+
+    fn scope(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let scope = t.scope_path();
+        let kind = if t.is_prefix() { "prefix" } else { "exact path" };
+        let Some(p) = self.request.path.as_deref() else {
+            return (
+                Status::Unknown,
+                format!("scope {scope} ({kind}); no request path to check (give a URL or --path)"),
+            );
+        };
+        let p = canonicalize_path(p.as_bytes()).map_or_else(|_| p.to_owned(), |c| c.into_owned());
+        match outcome {
+            Ok(()) => (Status::Pass, format!("{p} is within the link's scope {scope} ({kind})")),
+            Err(r) => (Status::Fail(r), format!("{p} is outside the link's scope {scope} ({kind})")),
+        }
+    }
+
+    fn ip(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        match (t.ip(), self.req.client_ip, outcome) {
+            (None, _, _) => (Status::NotApplicable, "not bound to an address".into()),
+            (Some(b), None, _) => (Status::Unknown, format!("bound to {b}; give --client-ip to check")),
+            (Some(b), Some(c), Ok(())) => (Status::Pass, format!("{c} is within {b}")),
+            (Some(b), Some(c), Err(r)) => (Status::Fail(r), format!("{c} is outside the link's binding {b}")),
+        }
+    }
+
+    fn country(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let Some(rule) = t.country_rule() else { return (Status::NotApplicable, "no country rule".into()) };
+        let (list, deny) = match &rule {
+            CountryRule::Allow(l) => (l, false),
+            CountryRule::Deny(l) => (l, true),
+        };
+        let names = list.iter().map(Country::as_str).collect::<Vec<_>>().join(", ");
+        let rule_text = if deny { format!("deny-list {names}") } else { format!("allow-list {names}") };
+        match (self.req.country, outcome) {
+            (None, _) => (Status::Unknown, format!("{rule_text}; give --country to check")),
+            (Some(c), Ok(())) => (Status::Pass, format!("{c} is admitted by the {rule_text}")),
+            (Some(c), Err(r)) => (Status::Fail(r), format!("{c} is not admitted by the {rule_text}")),
+        }
+    }
+
+    fn revoked(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let path = canonicalize_path(self.request.checked.as_bytes()).unwrap_or_default();
+        match (outcome, self.known.matching(t, &path, false)) {
+            (Err(r), Some(Source::File(kf, e))) => {
+                (Status::Fail(r), format!("{} revokes it ({})", describe(e), kf.path))
+            }
+            (Err(r), Some(Source::ControlPlane(rv))) => (
+                Status::Fail(r),
                 format!(
                     "revoked by {} {} ({}): \"{}\" — {} (version {})",
                     rv.actor,
-                    relative(rv.created_at, req.real_now),
+                    relative(rv.created_at, self.req.real_now),
                     utc(rv.created_at),
                     rv.reason,
                     crate::client::revocation_target_text(rv.target.as_ref()),
                     rv.version
                 ),
             ),
-            None => {
-                (Status::Pass, format!("none of the {} revocations in force on {server} matches", revocations.len()))
-            }
-        };
+            (Err(r), None) => (Status::Fail(r), "a revocation in force matches".into()),
+            (Ok(()), _) => match (self.known.server, self.known.key_file) {
+                (ServerView::Answered { server, revocations, .. }, _) => (
+                    Status::Pass,
+                    format!("none of the {} revocations in force on {server} matches", revocations.len()),
+                ),
+                (_, Some(kf)) => {
+                    (Status::Pass, format!("none of the {} revocations in {} matches", kf.revocations.len(), kf.path))
+                }
+                _ => (
+                    Status::Unknown,
+                    "not checked: no answer from the control plane (--server, --api-key with role operator) and no \
+                     --key-file"
+                        .into(),
+                ),
+            },
+        }
     }
-    check(&mut r, "revoked", rev.0, rev.1);
-    r.token = Some(token);
-    r.finish(req)
+}
+
+fn status(outcome: Result<(), Reason>) -> Status {
+    outcome.map_or_else(Status::Fail, |()| Status::Pass)
+}
+
+fn key_state(state: i32) -> String {
+    crate::client::key_state_name(state)
 }
 
 fn clock_words(req: &RequestFacts) -> String {
@@ -607,45 +799,13 @@ fn clock_words(req: &RequestFacts) -> String {
     }
 }
 
-fn target(rv: &pb::Revocation) -> Option<&pb::revocation_target::Target> {
-    rv.target.as_ref().and_then(|t| t.target.as_ref())
-}
-
-/// Whether a control-plane revocation matches the token, as an edge decides it.
-fn matches(rv: &pb::Revocation, t: &Token, path: &str) -> bool {
-    use pb::revocation_target::Target as T;
-    match target(rv) {
-        Some(T::TokenId(id)) => TokenId::from_hex(id) == Some(t.token_id()),
-        Some(T::Subject(s)) => t.subject() == Some(s.subject.as_str()) && t.issued_at() < s.issued_before,
-        Some(T::PathPrefix(p)) => {
-            (prefix_covers(&p.prefix, path) || prefix_covers(&p.prefix, t.scope_path()))
-                && t.issued_at() < p.issued_before
+/// A state-file revocation in words.
+fn describe(e: &RevocationEntry) -> String {
+    match (e.kind, e.issued_before) {
+        (RevocationKind::Subject | RevocationKind::Prefix, Some(before)) => {
+            format!("a {} revocation of {} (links issued before {})", e.kind.as_str(), e.value, utc(before))
         }
-        Some(T::KeyId(k)) => *k == t.key_id(),
-        None => false,
-    }
-}
-
-fn file_matches(f: &FileRevocation, t: &Token, path: &str) -> bool {
-    match f.kind.as_str() {
-        "token_id" => TokenId::from_hex(&f.value) == Some(t.token_id()),
-        "subject" => t.subject() == Some(f.value.as_str()) && t.issued_at() < f.issued_before,
-        "prefix" => prefix_covers(&f.value, path) && t.issued_at() < f.issued_before,
-        "key" => f.value.parse::<u32>().ok() == Some(t.key_id()),
-        _ => false,
-    }
-}
-
-fn prefix_covers(prefix: &str, path: &str) -> bool {
-    if prefix.ends_with('/') { path.starts_with(prefix) } else { path == prefix }
-}
-
-fn describe_file(f: &FileRevocation) -> String {
-    match f.kind.as_str() {
-        "subject" | "prefix" => {
-            format!("a {} revocation of {} (links issued before {})", f.kind, f.value, utc(f.issued_before))
-        }
-        kind => format!("a {kind} revocation of {}", f.value),
+        (kind, _) => format!("a {} revocation of {}", kind.as_str(), e.value),
     }
 }
 
@@ -791,6 +951,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use stile_token::{Claims, IpBinding, Scope};
 
     const NOW: u64 = 1_700_000_000;
@@ -957,8 +1118,111 @@ mod tests {
         check("http://edge/vod/abc/master.m3u8", &ok, &f, None, &none, "missing", "no token in the link");
         check("http://edge/vod/abc/x.ts?st=TOKEN&st=TOKEN", &ok, &f, None, &none, "malformed", "2 `st=` parameters");
         check("http://edge/vod/abc/%2e%2e/x.ts?st=TOKEN", &ok, &f, None, &none, "malformed", "request path");
+        check("http://edge/_st/TOKEN/vod/%2e%2e/x.ts", &ok, &f, None, &none, "malformed", "\"/vod/%2e%2e/x.ts\"");
+        let kf_prefix = key_file(&format!(r#"{{"kind":"prefix","value":"/vod/abc/v1/","issued_before":{NOW}}}"#));
+        let seg = "http://edge/_st/TOKEN/vod/abc/v1/seg0.ts";
+        check(seg, &ok, &f, Some(&kf_prefix), &none, "revoked", "a prefix revocation of /vod/abc/v1/");
         // A bare token: no path, so the scope is unknown.
         check("TOKEN", &ok, &f, Some(&kf), &none, "pass", "not checked: scope");
+    }
+
+    /// For a table of links, explain's verdict is the edge's own: the edge's
+    /// file-mode loader builds the state from the same state file, and its
+    /// validator judges the same request, address, country and clock.
+    #[test]
+    fn explain_says_what_the_edge_does() {
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+        let ok = token(|_| {});
+        let mut forged = ok.clone().into_bytes();
+        let last = forged.len() - 3;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        let bound = token(|c| c.ip = Some(IpBinding::new("203.0.113.0".parse().unwrap(), 24).unwrap()));
+        let allow_de = token(|c| c.countries = Some(CountryRule::Allow(vec![Country::parse("DE").unwrap()])));
+        let deny_fr = token(|c| c.countries = Some(CountryRule::Deny(vec![Country::parse("FR").unwrap()])));
+        let key2 = token(|c| c.key_id = 2);
+        let url = "http://edge:8080/vod/abc/master.m3u8?st=TOKEN";
+        let (inside, outside) = ("203.0.113.9".parse().ok(), "198.51.100.7".parse().ok());
+        let (de, fr) = (Country::parse("DE"), Country::parse("FR"));
+        let rev = |kind: &str, value: &str, before: u64| {
+            format!(r#"{{"kind":"{kind}","value":"{value}","issued_before":{before},"expires_at":{}}}"#, NOW + 9000)
+        };
+        #[rustfmt::skip]
+        type Case<'a> = (&'a str, &'a str, String, Option<IpAddr>, Option<Country>, u64, &'a str);
+        let rows: Vec<Case<'_>> = vec![
+            // (link, token, revocations, client ip, country, edge clock, the edge's verdict)
+            (url, &ok, String::new(), None, None, NOW, "pass"),
+            ("http://edge/_st/TOKEN/vod/abc/v1/seg0.ts", &ok, String::new(), None, None, NOW, "pass"),
+            (url, &ok, String::new(), None, None, NOW + 3000 + 4, "pass"),
+            (url, &ok, String::new(), None, None, NOW + 3000 + 5, "expired"),
+            (url, &ok, String::new(), None, None, NOW - 600 - 6, "not_yet_valid"),
+            ("http://edge/vod/other/a.ts?st=TOKEN", &ok, String::new(), None, None, NOW, "scope"),
+            ("http://edge/vod/abc/%2e%2e/x.ts?st=TOKEN", &ok, String::new(), None, None, NOW, "malformed"),
+            ("http://edge/vod/abc/a.ts?st=TOKEN&st=TOKEN", &ok, String::new(), None, None, NOW, "malformed"),
+            ("http://edge/vod/abc/a.ts", &ok, String::new(), None, None, NOW, "missing"),
+            (url, "AAAA", String::new(), None, None, NOW, "malformed"),
+            (url, &bound, String::new(), inside, None, NOW, "pass"),
+            (url, &bound, String::new(), outside, None, NOW, "ip"),
+            (url, &allow_de, String::new(), None, de, NOW, "pass"),
+            (url, &allow_de, String::new(), None, fr, NOW, "geo"),
+            (url, &deny_fr, String::new(), None, fr, NOW, "geo"),
+            (url, &deny_fr, String::new(), None, de, NOW, "pass"),
+            (url, &ok, r#"{"kind":"token_id","value":"0123456789ABCDEF"}"#.into(), None, None, NOW, "revoked"),
+            (url, &ok, rev("subject", "viewer-1", NOW), None, None, NOW, "revoked"),
+            (url, &ok, rev("subject", "viewer-1", NOW - 600), None, None, NOW, "pass"),
+            (url, &ok, rev("prefix", "/vod/", NOW), None, None, NOW, "revoked"),
+            (url, &ok, rev("prefix", "/vod/abc/master.m3u8", NOW), None, None, NOW, "revoked"),
+            (url, &ok, rev("prefix", "/vod/abc/v1/", NOW), None, None, NOW, "pass"),
+            (url, &ok, r#"{"kind":"key","value":"1"}"#.into(), None, None, NOW, "revoked"),
+            (url, &key2, r#"{"kind":"key","value":"2"}"#.into(), None, None, NOW, "revoked"),
+            (url, &key2, String::new(), None, None, NOW, "unknown_key"),
+            (url, &forged, String::new(), None, None, NOW, "bad_signature"),
+            (url, &bound, r#"{"kind":"key","value":"1"}"#.into(), outside, None, NOW + 3000 + 5, "expired"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (link, tok, revocations, client_ip, country, now, want) in rows {
+            let json =
+                format!(r#"{{"version":3,"keys":[{{"id":1,"secret":"{secret}"}}],"revocations":[{revocations}]}}"#);
+            let link = link.replace("TOKEN", tok);
+            let facts = RequestFacts { client_ip, country, edge_now: now, clock: EdgeClock::At, ..facts() };
+            let input = Input { link: link.clone(), cookie: None, path: None, names: Names::default() };
+            let kf = KeyFile::parse("state.json", &json).unwrap();
+            let report = explain(&input, &facts, Some(&kf), &ServerView::NotAsked("--offline".into()));
+            let explained = match report.verdict {
+                Verdict::Deny(r, _) => r.as_str(),
+                Verdict::Pass { .. } => "pass",
+            };
+            // The edge: its file loader, its configuration's defaults (cookies on), its validator.
+            let file: StateFile = serde_json::from_str(&json).unwrap();
+            let state = file.into_state(std::path::Path::new("state.json"), now, 5).unwrap();
+            let mut config = EdgeConfig::default();
+            config.cookie.enabled = true;
+            let target = target_of(&link).unwrap();
+            let edge_input = validate::Input { target: target.as_bytes(), client_ip, now };
+            let edge = Validator::new(&config).validate(&state, &edge_input, None, || country).result;
+            let edge = edge.map_or_else(|r| r.as_str(), |()| "pass");
+            assert_eq!(explained, edge, "{link} at {now}:\n{}", report.text());
+            assert_eq!(edge, want, "{link} at {now}");
+            seen.insert(want);
+        }
+        let every = ["pass", "expired", "not_yet_valid", "scope", "ip", "geo", "revoked", "unknown_key"];
+        for reason in every.into_iter().chain(["bad_signature", "malformed", "missing"]) {
+            assert!(seen.contains(reason), "no row for {reason}");
+        }
+    }
+
+    #[test]
+    fn a_revoked_key_missing_from_the_file_is_revoked_as_at_the_edge() {
+        // The edge says `revoked` for a retired key (its revocation in force, its secret gone).
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+        let text = format!(
+            r#"{{"version":1,"keys":[{{"id":1,"secret":"{secret}"}}],"revocations":[{{"kind":"key","value":"2"}}]}}"#
+        );
+        let kf = KeyFile::parse("state.json", &text).unwrap();
+        let other = token(|c| c.key_id = 2);
+        let none = ServerView::NotAsked("--offline".into());
+        let url = "http://edge/vod/abc/master.m3u8?st=TOKEN";
+        check(url, &other, &facts(), Some(&kf), &none, "revoked", "a key revocation in state.json");
     }
 
     #[test]

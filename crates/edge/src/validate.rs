@@ -9,10 +9,15 @@
 //!
 //! The upstream target is built from the canonical path, so what was validated
 //! is exactly what the origin serves.
+//!
+//! [`Validator::validate_traced`] runs the same pipeline and reports each
+//! [`Check`] as it goes, carrying on past a failure wherever the later checks
+//! can still run: `stile explain` renders that trace, so what it says is what
+//! this code decides.
 
 use std::net::IpAddr;
 
-use stile_token::{Country, MAX_PATH_LEN, MAX_TOKEN_LEN, Policy, Reason, Token, UnknownCountry, canonicalize_path};
+use stile_token::{ClaimCheck, Country, MAX_PATH_LEN, MAX_TOKEN_LEN, Policy, Reason, Token, canonicalize_path};
 
 use crate::config::{EdgeConfig, StalePolicy};
 use crate::state::State;
@@ -56,6 +61,50 @@ pub struct Verdict {
     pub manifest: Option<Manifest>,
 }
 
+/// One step of validation, in the order the validator runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// The request target is at most [`MAX_TARGET_LEN`] bytes (`malformed`).
+    Target,
+    /// Finding the token: path prefix › query parameter › cookie (`malformed` when ambiguous).
+    Transport,
+    /// The request path canonicalises (`malformed`).
+    Path,
+    /// Some transport carried a token (`missing`).
+    Token,
+    /// The token parses (`malformed`).
+    Format,
+    /// Its key is in the ring (`unknown_key`; `revoked` for a retired key whose revocation is in force).
+    Key,
+    /// Its MAC verifies (`bad_signature`). Not run when the key is unknown.
+    Signature,
+    /// The validity window, with leeway (`expired`, `not_yet_valid`).
+    Time,
+    /// The canonical path within the scope (`scope`).
+    Scope,
+    /// The client address within the IP binding (`ip`).
+    Ip,
+    /// The client's country admitted by the country rule (`geo`); the country is
+    /// looked up only for tokens with a rule.
+    Country,
+    /// No revocation matches (`revoked`).
+    Revoked,
+    /// The state is not older than `state.max_age_secs` (`stale_state`); only with
+    /// `stale_policy = "deny"`.
+    Stale,
+}
+
+impl From<ClaimCheck> for Check {
+    fn from(c: ClaimCheck) -> Check {
+        match c {
+            ClaimCheck::Time => Check::Time,
+            ClaimCheck::Scope => Check::Scope,
+            ClaimCheck::Ip => Check::Ip,
+            ClaimCheck::Country => Check::Country,
+        }
+    }
+}
+
 /// Kinds of manifest, by the canonical path's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Manifest {
@@ -92,10 +141,42 @@ impl Validator {
 
     /// Validates one request. `cookies` are the raw `Cookie` header values; `country`
     /// is called at most once, only for country-bound tokens.
+    #[inline]
     pub fn validate<'a, C, G>(&self, state: &State, input: &Input<'a>, cookies: C, country: G) -> Verdict
     where
         C: IntoIterator<Item = &'a [u8]>,
         G: FnOnce() -> Option<Country>,
+    {
+        self.run(state, input, cookies, country, &mut FirstFailure)
+    }
+
+    /// Validates like [`Validator::validate`], with the same verdict, and tells
+    /// `trace` every check's outcome in order. It goes on past a failure as far
+    /// as the later checks can run (past the key and every claim check; not
+    /// past a missing or unparsable token, and the MAC needs the key), so a
+    /// diagnostic sees each check's own result; the verdict is still the first
+    /// failure.
+    pub fn validate_traced<'a, C, G>(
+        &self,
+        state: &State,
+        input: &Input<'a>,
+        cookies: C,
+        country: G,
+        trace: &mut dyn FnMut(Check, Result<(), Reason>),
+    ) -> Verdict
+    where
+        C: IntoIterator<Item = &'a [u8]>,
+        G: FnOnce() -> Option<Country>,
+    {
+        self.run(state, input, cookies, country, &mut EveryCheck(trace))
+    }
+
+    #[inline(always)]
+    fn run<'a, C, G, O>(&self, state: &State, input: &Input<'a>, cookies: C, country: G, obs: &mut O) -> Verdict
+    where
+        C: IntoIterator<Item = &'a [u8]>,
+        G: FnOnce() -> Option<Country>,
+        O: Observer,
     {
         let mut v = Verdict {
             result: Err(Reason::Malformed),
@@ -104,35 +185,31 @@ impl Validator {
             upstream_target: None,
             manifest: None,
         };
-        if input.target.len() > MAX_TARGET_LEN {
-            return v;
+        // The steps before the token is parsed end validation when they fail.
+        macro_rules! require {
+            ($check:expr, $outcome:expr) => {
+                match $outcome {
+                    Ok(value) => {
+                        obs.step($check, Ok(()));
+                        value
+                    }
+                    Err(reason) => {
+                        obs.step($check, Err(reason));
+                        v.result = Err(reason);
+                        return v;
+                    }
+                }
+            };
         }
-        let located = match locate(input.target, cookies, &self.names) {
-            Ok(l) => l,
-            Err(reason) => {
-                v.result = Err(reason);
-                return v;
-            }
-        };
+        require!(Check::Target, if input.target.len() > MAX_TARGET_LEN { Err(Reason::Malformed) } else { Ok(()) });
+        let located = require!(Check::Transport, locate(input.target, cookies, &self.names));
         v.transport = located.transport;
-        let canonical = match canonicalize_path(located.path) {
-            Ok(c) => c,
-            Err(_) => return v,
-        };
+        let canonical = require!(Check::Path, canonicalize_path(located.path).map_err(|_| Reason::Malformed));
         v.manifest = manifest_kind(&canonical);
-        let Some(raw_token) = located.token else {
-            v.result = Err(Reason::Missing);
-            return v;
-        };
+        let raw_token = require!(Check::Token, located.token.ok_or(Reason::Missing));
         // `stile_token::verify`, split so the country is looked up only when needed.
-        let token = match Token::parse(raw_token) {
-            Ok(t) => t,
-            Err(reason) => {
-                v.result = Err(reason);
-                return v;
-            }
-        };
-        let result = self.check(state, &token, &canonical, input, country);
+        let token = require!(Check::Format, Token::parse(raw_token));
+        let result = self.check(state, &token, &canonical, input, country, obs);
         v.token = Some(token);
         v.result = result;
         if result.is_ok() {
@@ -146,35 +223,99 @@ impl Validator {
         v
     }
 
-    fn check<G>(&self, state: &State, token: &Token, path: &str, input: &Input<'_>, country: G) -> Result<(), Reason>
+    /// The checks of a parsed token, in order; the first failure is the result.
+    #[inline(always)]
+    fn check<G, O>(
+        &self,
+        state: &State,
+        token: &Token,
+        path: &str,
+        input: &Input<'_>,
+        country: G,
+        obs: &mut O,
+    ) -> Result<(), Reason>
     where
         G: FnOnce() -> Option<Country>,
+        O: Observer,
     {
-        if let Err(reason) = token.verify_mac(&state.keys) {
+        let mut first = Ok(());
+        // Records one outcome; leaves with the first failure unless the observer goes on.
+        macro_rules! step {
+            ($check:expr, $outcome:expr) => {
+                let outcome: Result<(), Reason> = $outcome;
+                if let Err(reason) = outcome {
+                    if first.is_ok() {
+                        first = Err(reason);
+                    }
+                    if !obs.step($check, outcome) {
+                        return first;
+                    }
+                } else {
+                    obs.step($check, outcome);
+                }
+            };
+        }
+        match token.verify_mac(&state.keys) {
+            Ok(()) => {
+                step!(Check::Key, Ok(()));
+                step!(Check::Signature, Ok(()));
+            }
             // A retired key has left the ring, but its revocation is still in force:
             // say `revoked`, which is what happened (support's `explain` relies on it).
-            if reason == Reason::UnknownKey && state.revocations.key_revoked(token.key_id()) {
-                return Err(Reason::Revoked);
+            Err(Reason::UnknownKey) if state.revocations.key_revoked(token.key_id()) => {
+                step!(Check::Key, Err(Reason::Revoked));
             }
-            return Err(reason);
+            Err(Reason::UnknownKey) => {
+                step!(Check::Key, Err(Reason::UnknownKey));
+            }
+            Err(reason) => {
+                step!(Check::Key, Ok(()));
+                step!(Check::Signature, Err(reason));
+            }
         }
-        // First pass without a country, failing closed on it: most tokens carry no country
-        // rule and never pay for the lookup.
-        let req = stile_token::Request { path, client_ip: input.client_ip, country: None, now: input.now };
-        let strict = Policy { unknown_country: UnknownCountry::Deny, ..self.policy };
-        match token.check(&req, &strict) {
-            Err(Reason::Geo) => token.check(&stile_token::Request { country: country(), ..req }, &self.policy)?,
-            other => other?,
+        // Most tokens carry no country rule and never pay for the lookup.
+        let mut req = stile_token::Request { path, client_ip: input.client_ip, country: None, now: input.now };
+        let mut country = Some(country);
+        for claim in ClaimCheck::ALL {
+            if claim == ClaimCheck::Country
+                && token.has_country_rule()
+                && let Some(lookup) = country.take()
+            {
+                req.country = lookup();
+            }
+            step!(Check::from(claim), token.check_one(claim, &req, &self.policy));
         }
-        if state.revocations.is_revoked(token, path) {
-            return Err(Reason::Revoked);
+        step!(Check::Revoked, if state.revocations.is_revoked(token, path) { Err(Reason::Revoked) } else { Ok(()) });
+        if let Some(max) = self.stale_after {
+            let stale = input.now > state.fresh_at_now().saturating_add(max);
+            step!(Check::Stale, if stale { Err(Reason::StaleState) } else { Ok(()) });
         }
-        if let Some(max) = self.stale_after
-            && input.now > state.fresh_at_now().saturating_add(max)
-        {
-            return Err(Reason::StaleState);
-        }
-        Ok(())
+        first
+    }
+}
+
+/// Sees each check's outcome; says whether validation goes on after a failure.
+trait Observer {
+    fn step(&mut self, check: Check, outcome: Result<(), Reason>) -> bool;
+}
+
+/// The request path: stop at the first failure, record nothing (compiles away).
+struct FirstFailure;
+
+impl Observer for FirstFailure {
+    #[inline(always)]
+    fn step(&mut self, _: Check, _: Result<(), Reason>) -> bool {
+        false
+    }
+}
+
+/// `validate_traced`: tell the caller everything, go on wherever possible.
+struct EveryCheck<'t>(&'t mut dyn FnMut(Check, Result<(), Reason>));
+
+impl Observer for EveryCheck<'_> {
+    fn step(&mut self, check: Check, outcome: Result<(), Reason>) -> bool {
+        (self.0)(check, outcome);
+        true
     }
 }
 
@@ -235,9 +376,45 @@ mod tests {
         State { version: 1, keys: ring(), revocations: Default::default(), fresh_at: NOW, ..Default::default() }
     }
 
+    /// Validates, and checks that the traced run agrees: the same verdict, the checks
+    /// in order, and the first failure traced is the verdict's reason.
     fn run(v: &Validator, s: &State, target: &str, cookie: Option<&str>, now: u64) -> Verdict {
         let input = Input { target: target.as_bytes(), client_ip: Some("192.0.2.1".parse().unwrap()), now };
-        v.validate(s, &input, cookie.map(str::as_bytes), || Country::parse("SE"))
+        let verdict = v.validate(s, &input, cookie.map(str::as_bytes), || Country::parse("SE"));
+        let mut trace = Vec::new();
+        let traced = v.validate_traced(s, &input, cookie.map(str::as_bytes), || Country::parse("SE"), &mut |c, o| {
+            trace.push((c, o))
+        });
+        assert_eq!(traced.result, verdict.result, "{target}");
+        assert_eq!(traced.transport, verdict.transport);
+        assert_eq!(traced.upstream_target, verdict.upstream_target);
+        assert_eq!(trace.iter().find_map(|(_, o)| o.err()), verdict.result.err(), "{target}: {trace:?}");
+        assert!(trace.windows(2).all(|w| (w[0].0 as u8) < (w[1].0 as u8)), "out of order: {trace:?}");
+        verdict
+    }
+
+    #[test]
+    fn the_trace_goes_on_past_failures() {
+        let v = validator(|_| {});
+        let t = mint(|c| c.ip = Some(IpBinding::new("198.51.100.0".parse().unwrap(), 24).unwrap()));
+        let target = format!("/vod/abd/seg.ts?st={t}");
+        let input = Input { target: target.as_bytes(), client_ip: None, now: NOW + 3600 };
+        let mut trace = Vec::new();
+        let verdict = v.validate_traced(&State::default(), &input, None, || None, &mut |c, o| trace.push((c, o)));
+        assert_eq!(verdict.result, Err(Reason::UnknownKey));
+        let after_format: Vec<_> = trace.into_iter().skip_while(|(c, _)| *c != Check::Key).collect();
+        assert_eq!(
+            after_format,
+            [
+                (Check::Key, Err(Reason::UnknownKey)),
+                (Check::Time, Err(Reason::Expired)),
+                (Check::Scope, Err(Reason::Scope)),
+                (Check::Ip, Err(Reason::Ip)),
+                (Check::Country, Ok(())),
+                (Check::Revoked, Ok(())),
+            ],
+            "every check after the key, the MAC skipped without a key"
+        );
     }
 
     #[test]

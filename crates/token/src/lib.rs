@@ -49,7 +49,7 @@ pub use claims::{
 pub use keys::{KEY_LEN, KeyRing, SecretKey, TAG_LEN};
 pub use path::{MAX_PATH_LEN, PathError, canonicalize_path, is_canonical};
 pub use reason::Reason;
-pub use wire::{MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, sign};
+pub use wire::{ClaimCheck, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, sign};
 
 /// What the verifier knows about the request being checked.
 #[derive(Clone, Copy, Debug)]

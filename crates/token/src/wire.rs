@@ -121,6 +121,24 @@ fn write_body(c: &Claims, raw: &mut Vec<u8>) {
     }
 }
 
+/// The claim checks of [`Token::check`], in its order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClaimCheck {
+    /// The validity window, with the policy's leeway at both ends (`expired`, `not_yet_valid`).
+    Time,
+    /// The request path within the scope (`scope`).
+    Scope,
+    /// The client address within the IP binding, if any (`ip`).
+    Ip,
+    /// The client's country admitted by the country rule, if any (`geo`).
+    Country,
+}
+
+impl ClaimCheck {
+    /// Every claim check, in the order [`Token::check`] runs them.
+    pub const ALL: [ClaimCheck; 4] = [ClaimCheck::Time, ClaimCheck::Scope, ClaimCheck::Ip, ClaimCheck::Country];
+}
+
 /// A parsed, **not yet verified** token: the decoded bytes held inline (no
 /// heap) with the offsets of each field. Produced by [`Token::parse`] and
 /// returned by [`crate::verify`] once every check has passed.
@@ -283,35 +301,63 @@ impl Token {
         if key.verify(body, tag) { Ok(()) } else { Err(Reason::BadSignature) }
     }
 
-    /// Checks time window, scope, IP and country, in that order.
+    /// Checks time window, scope, IP and country, in that order
+    /// ([`ClaimCheck::ALL`]), stopping at the first failure.
     pub fn check(&self, req: &crate::Request<'_>, policy: &crate::Policy) -> Result<(), Reason> {
-        let leeway = u64::from(policy.leeway_secs);
-        if req.now >= self.expires_at().saturating_add(leeway) {
-            return Err(Reason::Expired);
+        for check in ClaimCheck::ALL {
+            self.check_one(check, req, policy)?;
         }
-        if req.now.saturating_add(leeway) < self.valid_from() {
-            return Err(Reason::NotYetValid);
-        }
-        if !scope_admits(self.is_prefix(), self.scope_path(), req.path) {
-            return Err(Reason::Scope);
-        }
-        if let Some(ip) = self.ip {
-            match req.client_ip {
-                Some(client) if ip.contains(unmap(client)) => {}
-                _ => return Err(Reason::Ip),
+        Ok(())
+    }
+
+    /// One of [`Token::check`]'s checks, on its own (a verifier that reports
+    /// each check runs them in [`ClaimCheck::ALL`]'s order).
+    #[inline]
+    pub fn check_one(&self, check: ClaimCheck, req: &crate::Request<'_>, policy: &crate::Policy) -> Result<(), Reason> {
+        match check {
+            ClaimCheck::Time => {
+                let leeway = u64::from(policy.leeway_secs);
+                if req.now >= self.expires_at().saturating_add(leeway) {
+                    return Err(Reason::Expired);
+                }
+                if req.now.saturating_add(leeway) < self.valid_from() {
+                    return Err(Reason::NotYetValid);
+                }
             }
-        }
-        if self.flags & flag::COUNTRIES != 0 {
-            let deny = self.flags & flag::COUNTRY_DENY != 0;
-            let admitted = match req.country {
-                Some(country) => self.country_codes().chunks_exact(2).any(|c| c == country.bytes()) != deny,
-                None => policy.unknown_country == crate::UnknownCountry::Allow,
-            };
-            if !admitted {
-                return Err(Reason::Geo);
+            ClaimCheck::Scope => {
+                if !scope_admits(self.is_prefix(), self.scope_path(), req.path) {
+                    return Err(Reason::Scope);
+                }
+            }
+            ClaimCheck::Ip => {
+                if let Some(ip) = self.ip {
+                    match req.client_ip {
+                        Some(client) if ip.contains(unmap(client)) => {}
+                        _ => return Err(Reason::Ip),
+                    }
+                }
+            }
+            ClaimCheck::Country => {
+                if self.has_country_rule() {
+                    let deny = self.flags & flag::COUNTRY_DENY != 0;
+                    let admitted = match req.country {
+                        Some(country) => self.country_codes().chunks_exact(2).any(|c| c == country.bytes()) != deny,
+                        None => policy.unknown_country == crate::UnknownCountry::Allow,
+                    };
+                    if !admitted {
+                        return Err(Reason::Geo);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether the token carries a country rule (so the verifier needs the
+    /// client's country); allocation-free, unlike [`Token::country_rule`].
+    #[inline]
+    pub fn has_country_rule(&self) -> bool {
+        self.flags & flag::COUNTRIES != 0
     }
 
     /// The key id.
