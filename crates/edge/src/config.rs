@@ -290,6 +290,14 @@ impl Default for StateConfig {
     }
 }
 
+impl StateConfig {
+    /// The age, seconds, past which a state denies every request (`stale_state`):
+    /// `max_age_secs` when it is set and `stale_policy = "deny"`, else none.
+    pub fn deny_when_older_than(&self) -> Option<u64> {
+        (self.max_age_secs > 0 && self.stale_policy == StalePolicy::Deny).then_some(self.max_age_secs)
+    }
+}
+
 /// `state.stale_policy`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -95,70 +95,73 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "stile_edge_requests_total",
-                "Requests by decision, reason code, token transport, share channel and object kind.",
+        let requests = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_edge_requests_total",
+                    "Requests by decision, reason code, token transport, share channel and object kind.",
+                ),
+                &["decision", "reason", "transport", "channel", "kind"],
             ),
-            &["decision", "reason", "transport", "channel", "kind"],
-        )
-        .expect("valid metric");
-        let validation = Histogram::with_opts(
-            HistogramOpts::new("stile_edge_validation_duration_seconds", "Time spent validating a request.")
-                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2]),
-        )
-        .expect("valid metric");
-        let upstream_responses = IntCounterVec::new(
-            Opts::new("stile_edge_upstream_responses_total", "Origin responses by status class."),
-            &["class"],
-        )
-        .expect("valid metric");
-        let upstream_errors = IntCounterVec::new(
-            Opts::new("stile_edge_upstream_errors_total", "Failed origin exchanges by kind."),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "stile_edge_upstream_duration_seconds",
-                "Time from admission to the end of the response.",
-            )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
-            &["class"],
-        )
-        .expect("valid metric");
-        let revocations =
-            IntGaugeVec::new(Opts::new("stile_edge_revocation_entries", "Revocations in force, by kind."), &["kind"])
-                .expect("valid metric");
-        let keys = IntGauge::new("stile_edge_keys", "Verification keys held.").expect("valid metric");
+        );
+        let validation = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new("stile_edge_validation_duration_seconds", "Time spent validating a request.")
+                    .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2]),
+            ),
+        );
+        let upstream_responses = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("stile_edge_upstream_responses_total", "Origin responses by status class."),
+                &["class"],
+            ),
+        );
+        let upstream_errors = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("stile_edge_upstream_errors_total", "Failed origin exchanges by kind."),
+                &["kind"],
+            ),
+        );
+        let upstream_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "stile_edge_upstream_duration_seconds",
+                    "Time from admission to the end of the response.",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+                &["class"],
+            ),
+        );
+        let revocations = registered(
+            &registry,
+            IntGaugeVec::new(Opts::new("stile_edge_revocation_entries", "Revocations in force, by kind."), &["kind"]),
+        );
+        let keys = registered(&registry, IntGauge::new("stile_edge_keys", "Verification keys held."));
         let state_version =
-            IntGauge::new("stile_edge_state_version", "Version of the state in force.").expect("valid metric");
-        let state_age =
-            IntGauge::new("stile_edge_state_age_seconds", "Seconds since the state in force was known current.")
-                .expect("valid metric");
-        let state_reloads =
-            IntCounterVec::new(Opts::new("stile_edge_state_reloads_total", "State reloads by result."), &["result"])
-                .expect("valid metric");
-        let playlists = IntCounterVec::new(
-            Opts::new("stile_edge_playlist_rewrites_total", "HLS playlists considered for token rewriting, by result."),
-            &["result"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(validation.clone()),
-            Box::new(upstream_responses.clone()),
-            Box::new(upstream_errors.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(revocations.clone()),
-            Box::new(keys.clone()),
-            Box::new(state_version.clone()),
-            Box::new(state_age.clone()),
-            Box::new(state_reloads.clone()),
-            Box::new(playlists.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
+            registered(&registry, IntGauge::new("stile_edge_state_version", "Version of the state in force."));
+        let state_age = registered(
+            &registry,
+            IntGauge::new("stile_edge_state_age_seconds", "Seconds since the state in force was known current."),
+        );
+        let state_reloads = registered(
+            &registry,
+            IntCounterVec::new(Opts::new("stile_edge_state_reloads_total", "State reloads by result."), &["result"]),
+        );
+        let playlists = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_edge_playlist_rewrites_total",
+                    "HLS playlists considered for token rewriting, by result.",
+                ),
+                &["result"],
+            ),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for r in Reason::ALL {
             requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none", "other"]);
@@ -276,6 +279,17 @@ impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
     }
+}
+
+/// Registers one metric in `registry` and returns it. Names and help texts are
+/// static and unique, so a failure is a bug that shows at the edge's start.
+pub(crate) fn registered<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique metric name");
+    metric
 }
 
 fn status_class(status: u16) -> &'static str {

@@ -13,7 +13,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::clock::SharedClock;
-use crate::config::{ConfigError, EdgeConfig, StalePolicy};
+use crate::config::{ConfigError, EdgeConfig};
 use crate::geo::{Geo, GeoError};
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
@@ -98,8 +98,8 @@ impl Edge {
                 metrics.observe_state(&state);
                 metrics.observe_age(clock.now(), state.fresh_at_now());
                 let shared = SharedState::new(state, from_cache);
-                if config.state.max_age_secs > 0 && config.state.stale_policy == StalePolicy::Deny {
-                    shared.set_stale_guard(config.state.max_age_secs, clock.clone());
+                if let Some(max_age) = config.state.deny_when_older_than() {
+                    shared.set_stale_guard(max_age, clock.clone());
                 }
                 let client = SyncClient::new(SyncDeps {
                     config: sync.clone(),

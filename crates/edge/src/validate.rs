@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use stile_token::{ClaimCheck, Country, MAX_PATH_LEN, MAX_TOKEN_LEN, Policy, Reason, Token, canonicalize_path};
 
-use crate::config::{EdgeConfig, StalePolicy};
+use crate::config::EdgeConfig;
 use crate::state::State;
 use crate::transport::{Transport, TransportNames, locate, upstream_target};
 
@@ -124,9 +124,7 @@ impl Validator {
         };
         let policy =
             Policy { leeway_secs: config.token.leeway_secs, unknown_country: config.token.unknown_country.into() };
-        let stale_after = (config.state.max_age_secs > 0 && config.state.stale_policy == StalePolicy::Deny)
-            .then_some(config.state.max_age_secs);
-        Validator { names, policy, stale_after }
+        Validator { names, policy, stale_after: config.state.deny_when_older_than() }
     }
 
     /// The transport names.
@@ -333,6 +331,7 @@ fn manifest_kind(path: &str) -> Option<Manifest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StalePolicy;
     use crate::revocation::RevocationsBuilder;
     use stile_token::{Claims, CountryRule, IpBinding, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
 

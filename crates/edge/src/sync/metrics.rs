@@ -3,6 +3,8 @@
 
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+use crate::metrics::registered;
+
 /// The sync client's metrics, registered in the edge's registry.
 #[derive(Clone, Debug)]
 pub(crate) struct SyncMetrics {
@@ -19,49 +21,50 @@ pub(crate) struct SyncMetrics {
 }
 
 impl SyncMetrics {
+    /// Creates the metrics in the edge's `registry`.
     pub(crate) fn new(registry: &Registry) -> SyncMetrics {
         let m = SyncMetrics {
-            connected: IntGauge::new("stile_edge_sync_connected", "1 while the sync stream to a control plane is up.")
-                .expect("valid metric"),
-            lag: IntGauge::new(
-                "stile_edge_sync_lag_versions",
-                "Control-plane version minus applied version, as of the last heartbeat.",
-            )
-            .expect("valid metric"),
-            skew: Gauge::new(
-                "stile_edge_clock_skew_seconds",
-                "This edge's clock minus the control plane's, from heartbeats (RTT-corrected).",
-            )
-            .expect("valid metric"),
-            reconnects: IntCounter::new("stile_edge_sync_reconnects_total", "Sync stream reconnect attempts.")
-                .expect("valid metric"),
-            snapshots: IntCounter::new("stile_edge_sync_snapshots_total", "Snapshots applied.").expect("valid metric"),
-            deltas: IntCounter::new("stile_edge_sync_deltas_total", "Deltas applied.").expect("valid metric"),
-            nacks: IntCounter::new("stile_edge_sync_nacks_total", "Messages refused (NACKed).").expect("valid metric"),
-            purges: IntCounter::new("stile_edge_purges_total", "Purges received (recorded; no cache yet).")
-                .expect("valid metric"),
-            purge_version: IntGauge::new("stile_edge_purge_last_version", "Log version of the last purge received.")
-                .expect("valid metric"),
-            cache_writes: IntCounterVec::new(
-                Opts::new("stile_edge_sync_cache_writes_total", "Writes of the state cache file, by result."),
-                &["result"],
-            )
-            .expect("valid metric"),
+            connected: registered(
+                registry,
+                IntGauge::new("stile_edge_sync_connected", "1 while the sync stream to a control plane is up."),
+            ),
+            lag: registered(
+                registry,
+                IntGauge::new(
+                    "stile_edge_sync_lag_versions",
+                    "Control-plane version minus applied version, as of the last heartbeat.",
+                ),
+            ),
+            skew: registered(
+                registry,
+                Gauge::new(
+                    "stile_edge_clock_skew_seconds",
+                    "This edge's clock minus the control plane's, from heartbeats (RTT-corrected).",
+                ),
+            ),
+            reconnects: registered(
+                registry,
+                IntCounter::new("stile_edge_sync_reconnects_total", "Sync stream reconnect attempts."),
+            ),
+            snapshots: registered(registry, IntCounter::new("stile_edge_sync_snapshots_total", "Snapshots applied.")),
+            deltas: registered(registry, IntCounter::new("stile_edge_sync_deltas_total", "Deltas applied.")),
+            nacks: registered(registry, IntCounter::new("stile_edge_sync_nacks_total", "Messages refused (NACKed).")),
+            purges: registered(
+                registry,
+                IntCounter::new("stile_edge_purges_total", "Purges received (recorded; no cache yet)."),
+            ),
+            purge_version: registered(
+                registry,
+                IntGauge::new("stile_edge_purge_last_version", "Log version of the last purge received."),
+            ),
+            cache_writes: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("stile_edge_sync_cache_writes_total", "Writes of the state cache file, by result."),
+                    &["result"],
+                ),
+            ),
         };
-        for c in [
-            Box::new(m.connected.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.lag.clone()),
-            Box::new(m.skew.clone()),
-            Box::new(m.reconnects.clone()),
-            Box::new(m.snapshots.clone()),
-            Box::new(m.deltas.clone()),
-            Box::new(m.nacks.clone()),
-            Box::new(m.purges.clone()),
-            Box::new(m.purge_version.clone()),
-            Box::new(m.cache_writes.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
         for r in ["ok", "error"] {
             m.cache_writes.with_label_values(&[r]);
         }
