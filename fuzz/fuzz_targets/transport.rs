@@ -13,11 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = data.split(|&b| b == b'\n');
     let target = lines.next().unwrap_or_default();
     let cookies: Vec<&[u8]> = lines.collect();
-    let names = TransportNames {
-        path_prefix: "/_st/".into(),
-        query_param: "st".into(),
-        cookie: Some("stile".into()),
-    };
+    let names = TransportNames { path_prefix: "/_st/".into(), query_param: "st".into(), cookie: Some("stile".into()) };
     if let Ok(found) = locate(target, cookies.iter().copied(), &names) {
         assert_eq!(found.token.is_some(), found.transport != Transport::None, "{found:?}");
         let before_query = target.split(|&b| b == b'?').next().unwrap_or_default();

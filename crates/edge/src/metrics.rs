@@ -253,7 +253,7 @@ impl Metrics {
         let mut out = Vec::with_capacity(16 << 10);
         let families = self.registry.gather();
         if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
-            tracing::error!(error = %e, "cannot encode metrics");
+            tracing::error!(error = %e, "metrics.encode_failed");
         }
         out
     }
