@@ -39,7 +39,7 @@ pub struct Validator {
 pub struct Input<'a> {
     /// The raw request target (`/path?query`).
     pub target: &'a [u8],
-    /// The client address (see [`crate::geo::client_ip`]).
+    /// The client address (the proxy takes it from the peer and the trusted `X-Forwarded-For` hops).
     pub client_ip: Option<IpAddr>,
     /// The current time, Unix seconds.
     pub now: u64,

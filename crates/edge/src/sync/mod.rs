@@ -4,7 +4,7 @@
 //!
 //! - Hello with the applied version; the control plane answers with a snapshot
 //!   or the deltas after it (`docs/sync-protocol.md`).
-//! - Messages ready together are applied as one batch: one new [`State`] is
+//! - Messages ready together are applied as one batch: one new [`State`](crate::state::State) is
 //!   built and published atomically, then the batch's last version is ACKed —
 //!   an ACK means "enforced by every request from now on".
 //! - Never an older version: older snapshots are NACKed (unless the control
@@ -22,7 +22,7 @@
 //!   snapshot. Deltas are journaled beside it before they are ACKed, so a
 //!   restarted edge is never behind what it ACKed.
 //!
-//! Layers, top to bottom: [`SyncClient`] orchestrates (reconnects, publishes,
+//! Layers, top to bottom: `SyncClient` orchestrates (reconnects, publishes,
 //! ACKs, metrics); `session.rs` is one connection (connect, hello, batches,
 //! ACK/NACK/status); [`Model::apply_batch`] applies a batch purely;
 //! `persist.rs` and `journal.rs` keep the cache; `metrics.rs` counts.
