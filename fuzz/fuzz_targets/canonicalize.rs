@@ -16,5 +16,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(!lower.contains(bad));
         }
         assert!(c.len() <= stile_token::MAX_PATH_LEN);
+        // No raw byte an HTTP parser refuses or re-encodes; every escape upper case.
+        assert!(c.bytes().all(|b| (0x21..=0x7e).contains(&b) && !b"<>`#?\\;".contains(&b)));
+        // No segment a trimming or decoding origin could turn into `..`.
+        for seg in c.split('/').skip(1) {
+            let head = seg.split("%3F").next().unwrap_or("").split("%23").next().unwrap_or("");
+            assert!(head != "." && head != "..", "{c}");
+            for part in [head, seg] {
+                assert!(!part.ends_with('.') && !part.ends_with("%20"), "{c}");
+            }
+        }
     }
 });

@@ -33,6 +33,7 @@ import hmac
 import ipaddress
 import json
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -455,15 +456,27 @@ KEPT = frozenset(
     b"-._~!$&'()*+,=:@/"
 )
 # Rule 3: raw bytes accepted but written percent-encoded.
-ENCODED = frozenset(b'"<>[]^`{|}')
-# Rule 5: decoded bytes that are rejected / written percent-encoded.
+ENCODED = frozenset(b'"[]^{|}')
+# Rule 5: decoded bytes that are rejected; every other decoded byte below 0x80
+# outside KEPT is written percent-encoded.
 CONTROL = frozenset(range(0x00, 0x20)) | {0x7F}
 DECODED_REJECTED = frozenset(b"/%\\;") | CONTROL
-DECODED_ENCODED = ENCODED | frozenset(b" #?")
-# Rule 5: characters some servers fold into '.', '/' or '\'.
-FOLDING_CHARS = frozenset(
-    [0x2024, 0x2044, 0x2215, 0x2216, 0xFE52, 0xFE68, 0xFF0E, 0xFF0F, 0xFF3C]
-)
+# Rule 5: solidus look-alikes that NFKC keeps.
+SOLIDUS_LOOK_ALIKES = frozenset([0x2215, 0x2044, 0x2216, 0x29F5, 0x29F8, 0x29F9])
+
+
+def code_point_allowed(char: str) -> bool:
+    """Rule 5 for one decoded non-ASCII code point."""
+    code_point = ord(char)
+    if 0x80 <= code_point <= 0x9F or code_point in SOLIDUS_LOOK_ALIKES:
+        return False
+    # Unassigned or private-use in this Python's Unicode data (the spec's table
+    # is Unicode 18.0; an older table only rejects more).
+    if unicodedata.category(char) in ("Cn", "Co"):
+        return False
+    return unicodedata.normalize("NFKC", char) == char
+
+
 HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -509,7 +522,7 @@ def canonicalize_path(path: str) -> str | None:
                 out.append(byte)
             elif byte in ENCODED:  # rule 3
                 out += pct(byte)
-            else:  # rule 4 (space, controls, >= 0x80, '\', ';', '#', '?')
+            else:  # rule 4 (space, controls, >= 0x80, '\\', ';', '#', '?', '<', '>', '`')
                 return None
             i += 1
             continue
@@ -523,8 +536,8 @@ def canonicalize_path(path: str) -> str | None:
         if decoded in KEPT:
             out.append(decoded)
             i += 3
-        elif decoded in DECODED_ENCODED:
-            out += pct(decoded)
+        elif decoded < 0x80:
+            out += pct(decoded)  # space, '"', '#', '<', '>', '?', '[', ...
             i += 3
         elif decoded >= 0x80:
             # One complete, strictly valid UTF-8 character, spelled entirely
@@ -544,8 +557,7 @@ def canonicalize_path(path: str) -> str | None:
                 return None
             if len(char) != 1:
                 return None
-            code_point = ord(char)
-            if 0x80 <= code_point <= 0x9F or code_point in FOLDING_CHARS:
+            if not code_point_allowed(char):
                 return None
             for b in sequence:
                 out += pct(b)
@@ -561,10 +573,18 @@ def canonicalize_path(path: str) -> str | None:
     segments = bytes(out).split(b"/")[1:]
     for index, segment in enumerate(segments):
         is_last = index == len(segments) - 1
-        if segment == b"" and not is_last:
-            return None  # '//'
-        if segment in (b".", b".."):
+        if segment == b"":
+            if not is_last:
+                return None  # '//'
+            continue
+        head = segment
+        for delimiter in (b"%3F", b"%23"):
+            head = head.split(delimiter, 1)[0]
+        if head in (b".", b".."):
             return None
+        for part in (head, segment):
+            if part.endswith(b".") or part.endswith(b"%20"):
+                return None  # trailing dot or space
 
     return out.decode("ascii")
 

@@ -38,6 +38,7 @@ mod claims;
 mod keys;
 mod path;
 mod reason;
+mod unicode_table;
 mod wire;
 
 use std::net::IpAddr;
@@ -49,6 +50,7 @@ pub use claims::{
 pub use keys::{KEY_LEN, KeyRing, SecretKey, TAG_LEN};
 pub use path::{MAX_PATH_LEN, PathError, canonicalize_path, is_canonical};
 pub use reason::Reason;
+pub use unicode_table::UNICODE_VERSION;
 pub use wire::{ClaimCheck, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, sign};
 
 /// What the verifier knows about the request being checked.

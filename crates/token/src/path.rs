@@ -6,21 +6,25 @@
 //! sends upstream, and anything ambiguous — a form that some origin might
 //! resolve differently from us — is rejected rather than guessed.
 //!
-//! Rules (also in `docs/token-format.md` § Canonical paths):
+//! Rules (normative text: `docs/token-format.md` § 5):
 //! - input is the path only (the caller splits off `?query` first), at most
 //!   [`MAX_PATH_LEN`] bytes, starting with `/`;
 //! - raw bytes allowed as they are: `A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , = : @ /`;
-//! - raw `" < > [ ] ^ \` { | }` are accepted and percent-encoded;
-//! - raw space, control bytes, bytes ≥ 0x80, `\`, `;`, `#`, `?` are rejected;
+//! - raw `" [ ] ^ { | }` are accepted and percent-encoded;
+//! - raw space, control bytes, bytes ≥ 0x80, `\`, `;`, `#`, `?`, `<`, `>` and the
+//!   backtick are rejected (HTTP parsers refuse or re-encode them before we could judge);
 //! - `%HH` (either hex case) decodes; a decoded character from the raw-allowed
 //!   set is written raw (`%41` → `A`, `%2E` → `.`); `/`, `\`, `%`, `;` and
 //!   controls are rejected (`%2F`, `%5C`, `%25` — so double encoding such as
-//!   `%252e` —, `%3B`, `%00`…); other ASCII is written as `%HH` upper case;
-//! - escapes ≥ `%80` must form strict UTF-8 (no overlong forms, surrogates or
-//!   C1 controls) and are written as `%HH` upper case; code points that some
-//!   servers fold into `/`, `\` or `.` (fullwidth solidus and friends) are rejected;
-//! - after that, no empty segment (`//`) and no `.` or `..` segment; a single
-//!   trailing `/` is allowed.
+//!   `%252e` —, `%3B`, `%00`, `%7F`…); other ASCII is written as `%HH` upper case;
+//! - escapes ≥ `%80` must form strict UTF-8 and are written as `%HH` upper case;
+//!   the code point must not be a C1 control, unassigned, private-use, or change
+//!   under NFKC (fullwidth and small forms, `‥`, `；`…: servers that normalise
+//!   would see a separator, a dot or a different name) — [`crate::unicode_table`];
+//! - after that, no empty segment (`//`); and in each segment, the part before
+//!   the first `%3F` or `%23` may not be `.` or `..` nor end with `.` or `%20`
+//!   (`...`, `..%20`, `..%3F`: servers that trim trailing dots and spaces, or
+//!   decode `?`/`#`, would see `..`); a single trailing `/` is allowed.
 //!
 //! Paths are case-sensitive: `/VOD/a.ts` and `/vod/a.ts` are different objects.
 
@@ -46,8 +50,14 @@ pub enum PathError {
     ForbiddenByte,
     /// An empty segment (`//`).
     EmptySegment,
-    /// A `.` or `..` segment.
+    /// A `.` or `..` segment (also before an encoded `?` or `#`: `..%3F`).
     DotSegment,
+    /// A segment ending in a dot or a space (`...`, `..%20`, `a.`), which some
+    /// servers trim.
+    TrailingDotOrSpace,
+    /// A percent-encoded code point that is a C1 control, unassigned,
+    /// private-use, or not NFKC-stable.
+    ForbiddenCodePoint,
 }
 
 impl PathError {
@@ -62,6 +72,8 @@ impl PathError {
             PathError::ForbiddenByte => "forbidden raw byte",
             PathError::EmptySegment => "empty path segment",
             PathError::DotSegment => "dot segment",
+            PathError::TrailingDotOrSpace => "segment ends with a dot or a space",
+            PathError::ForbiddenCodePoint => "encoded code point is unassigned, a control or changes under NFKC",
         }
     }
 }
@@ -151,6 +163,7 @@ fn check_segment(seg: &[u8], last: bool) -> Result<(), PathError> {
         b"" if last => Ok(()),
         b"" => Err(PathError::EmptySegment),
         b"." | b".." => Err(PathError::DotSegment),
+        [.., b'.'] => Err(PathError::TrailingDotOrSpace),
         _ => Ok(()),
     }
 }
@@ -161,7 +174,7 @@ const fn class(b: u8) -> Class {
         b'-' | b'.' | b'_' | b'~' => Class::Raw,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' => Class::Raw,
         b':' | b'@' | b'/' => Class::Raw,
-        b'"' | b'<' | b'>' | b'[' | b']' | b'^' | b'`' | b'{' | b'|' | b'}' => Class::Encode,
+        b'"' | b'[' | b']' | b'^' | b'{' | b'|' | b'}' => Class::Encode,
         b'%' => Class::Percent,
         _ => Class::Reject,
     }
@@ -191,18 +204,14 @@ fn push_escaped(out: &mut String, b: u8) {
     out.push(HEX_UPPER[usize::from(b & 0x0f)] as char);
 }
 
-/// Code points that some servers normalise into a separator or a dot.
-const CONFUSABLES: &[char] = &[
-    '\u{2024}', // one dot leader
-    '\u{2044}', // fraction slash
-    '\u{2215}', // division slash
-    '\u{2216}', // set minus
-    '\u{FE52}', // small full stop
-    '\u{FE68}', // small reverse solidus
-    '\u{FF0E}', // fullwidth full stop
-    '\u{FF0F}', // fullwidth solidus
-    '\u{FF3C}', // fullwidth reverse solidus
-];
+/// Whether a decoded non-ASCII code point may appear in a canonical path.
+fn allowed_code_point(c: char) -> bool {
+    let cp = u32::from(c);
+    let table = crate::unicode_table::REJECTED;
+    // The last range starting at or below `cp`.
+    let i = table.partition_point(|&(start, _)| start <= cp);
+    i == 0 || table[i - 1].1 < cp
+}
 
 fn canonicalize_slow(raw: &[u8]) -> Result<String, PathError> {
     let mut out = String::with_capacity(raw.len() + raw.len() / 2);
@@ -227,10 +236,12 @@ fn canonicalize_slow(raw: &[u8]) -> Result<String, PathError> {
                         Class::Raw => out.push(d as char),
                         Class::Encode => push_escaped(&mut out, d),
                         // `\`, `;`, controls.
-                        Class::Reject if d == b' ' || d == b'#' || d == b'?' => push_escaped(&mut out, d),
-                        Class::Reject | Class::Percent => {
+                        Class::Reject if d == b'\\' || d == b';' || d < 0x20 || d == 0x7f => {
                             return Err(PathError::ForbiddenEscape);
                         }
+                        // Space, `#`, `?`, `<`, `>`, backtick: printable, but never raw.
+                        Class::Reject => push_escaped(&mut out, d),
+                        Class::Percent => return Err(PathError::ForbiddenEscape),
                     }
                     i += 3;
                 } else {
@@ -267,8 +278,8 @@ fn decode_utf8_run(raw: &[u8], i: usize, lead: u8, out: &mut String) -> Result<u
     }
     let s = core::str::from_utf8(&buf[..len]).map_err(|_| PathError::InvalidUtf8)?;
     let c = s.chars().next().ok_or(PathError::InvalidUtf8)?;
-    if ('\u{80}'..='\u{9F}').contains(&c) || CONFUSABLES.contains(&c) {
-        return Err(PathError::InvalidUtf8);
+    if !allowed_code_point(c) {
+        return Err(PathError::ForbiddenCodePoint);
     }
     for &b in &buf[..len] {
         push_escaped(out, b);
@@ -285,14 +296,26 @@ fn check_segments(path: &[u8]) -> Result<(), PathError> {
     let mut segments = body.split(|&b| b == b'/').peekable();
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
-        match seg {
-            b"" if last => {} // one trailing slash
-            b"" => return Err(PathError::EmptySegment),
+        if seg.is_empty() {
+            check_segment(seg, last)?;
+            continue;
+        }
+        let head = until_encoded_delimiter(seg);
+        match head {
             b"." | b".." => return Err(PathError::DotSegment),
+            _ if head.ends_with(b".") || head.ends_with(b"%20") => return Err(PathError::TrailingDotOrSpace),
+            _ if seg.ends_with(b".") || seg.ends_with(b"%20") => return Err(PathError::TrailingDotOrSpace),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The part of a canonical segment before its first `%3F` or `%23`: what a
+/// server that decodes them before splitting off the query or fragment sees.
+fn until_encoded_delimiter(seg: &[u8]) -> &[u8] {
+    let cut = seg.windows(3).position(|w| w == b"%3F" || w == b"%23").unwrap_or(seg.len());
+    &seg[..cut]
 }
 
 #[cfg(test)]
@@ -326,7 +349,7 @@ mod tests {
             "/live/ch-1/a~b_c.d/x.m4s",
             "/a/!$&'()*+,=:@/x",
             "/vod/..a/x.ts",
-            "/vod/a../x.ts",
+            "/vod/a.b/x.ts",
             "/vod/.hidden",
         ] {
             check(p, Ok(p));
@@ -346,6 +369,50 @@ mod tests {
         check("/vod/caf%c3%a9/x.ts", Ok("/vod/caf%C3%A9/x.ts"));
         check("/vod/%F0%9F%8E%AC.ts", Ok("/vod/%F0%9F%8E%AC.ts"));
         check("/vod/%21", Ok("/vod/!"));
+        // Printable ASCII that is never raw in a canonical path stays encoded.
+        check("/vod/%3c%3E%60%22", Ok("/vod/%3C%3E%60%22"));
+        check("/vod/a\"b", Ok("/vod/a%22b"));
+        check("/vod/%3Fx/%23y", Ok("/vod/%3Fx/%23y"));
+    }
+
+    #[test]
+    fn trailing_dots_and_spaces_are_rejected() {
+        for p in ["/vod/.../x", "/vod/a./x", "/vod/a.", "/vod/..%20/x", "/vod/%20/x", "/vod/a%20", "/vod/.%20./x"] {
+            check(p, Err(TrailingDotOrSpace));
+        }
+        // Before an encoded `?` or `#`, which a decoding origin would cut at.
+        for p in ["/vod/..%3F/x", "/vod/..%3f/x", "/vod/..%23/x", "/vod/.%3Fx"] {
+            check(p, Err(DotSegment));
+        }
+        for p in ["/vod/a.%3Fx", "/vod/x%3Fa%20", "/vod/a%20%23"] {
+            check(p, Err(TrailingDotOrSpace));
+        }
+        check("/vod/%3Fa/x", Ok("/vod/%3Fa/x"));
+        check("/vod/a%3F..b", Ok("/vod/a%3F..b"));
+        check("/vod/%20a", Ok("/vod/%20a"));
+    }
+
+    #[test]
+    fn code_points_that_change_under_nfkc_are_rejected() {
+        for p in [
+            "/vod/a/%E2%80%A5/%E2%80%A5/b/seg.ts", // two dot leader: `..`
+            "/vod/a/%EF%B8%B0/x",                 // presentation form for vertical two dot leader
+            "/vod/a/..%CD%BE/x",                  // Greek question mark: `;` even under NFC
+            "/vod/a%EF%BC%85",                    // fullwidth percent
+            "/vod/a%EF%BC%9Bb",                   // fullwidth semicolon
+            "/vod/a%EF%BC%9Fb",                   // fullwidth question mark
+            "/vod/a%EF%BC%83b",                   // fullwidth number sign
+            "/vod/a%E2%81%84b",                   // fraction slash
+            "/vod/%EF%AC%81le",                   // the `fi` ligature
+            "/vod/%C2%A0",                        // no-break space
+            "/vod/%CD%B8",                        // unassigned U+0378
+            "/vod/%EE%80%80",                     // private use U+E000
+            "/vod/%F3%B0%80%80",                  // private use plane 15
+        ] {
+            check(p, Err(ForbiddenCodePoint));
+        }
+        check("/vod/%C3%A9%E5%AD%97%F0%9F%8E%AC", Ok("/vod/%C3%A9%E5%AD%97%F0%9F%8E%AC"));
+        check("/vod/e%CC%81", Ok("/vod/e%CC%81"));
     }
 
     #[test]
@@ -407,6 +474,10 @@ mod tests {
             "/vod/a#b",
             "/vod/a?b",
             "/vod/caf\u{e9}",
+            "/vod/a<b",
+            "/vod/a>b",
+            "/vod/a`b",
+            "/vod/a\x7fb",
         ] {
             check(p, Err(ForbiddenByte));
         }
@@ -433,12 +504,16 @@ mod tests {
             "/vod/%ed%a0%80",            // surrogate
             "/vod/%f4%90%80%80",         // > U+10FFFF
             "/vod/%ff",                  // never valid
+        ] {
+            check(p, Err(InvalidUtf8));
+        }
+        for p in [
             "/vod/%c2%85",               // C1 control (NEL)
             "/vod/a%ef%bc%8fb",          // fullwidth solidus
             "/vod/%ef%bc%8e%ef%bc%8e/x", // fullwidth dots
             "/vod/a%e2%88%95b",          // division slash
         ] {
-            check(p, Err(InvalidUtf8));
+            check(p, Err(ForbiddenCodePoint));
         }
     }
 
@@ -453,6 +528,8 @@ mod tests {
         check(&ok, Ok(&ok));
         // Encoding can grow a path past the limit.
         let grows = format!("/{}", "|".repeat(MAX_PATH_LEN / 2));
+        check(&grows, Err(TooLong));
+        let grows = format!("/{}", "{".repeat(MAX_PATH_LEN / 2));
         check(&grows, Err(TooLong));
     }
 
