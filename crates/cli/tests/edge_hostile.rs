@@ -10,16 +10,40 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Sends raw bytes as one request and returns the status code, or `None` when the
+/// The defined answer to one hostile request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// Served (the edge admitted it).
+    Served,
+    /// The edge's own denial: status and `x-stile-reason`.
+    Stile(u16, &'static str),
+    /// Pingora 0.9's HTTP parser answers before any phase of the edge runs (no reason
+    /// header; the edge counts and logs it, see `edge_audit.rs`). These rows describe
+    /// Pingora and may change with it.
+    Pingora(u16),
+}
+
+/// Sends raw bytes as one request and returns what came back, or `None` when the
 /// edge closed the connection without an HTTP answer.
-fn raw(port: u16, bytes: &[u8]) -> Option<u16> {
+fn raw(port: u16, bytes: &[u8]) -> Option<Answer> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(bytes).ok()?;
+    let _ = s.write_all(bytes);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let head = std::str::from_utf8(out.get(..out.len().min(64))?).ok()?;
-    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+    let status: u16 = head.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
+    let reason = head.lines().find_map(|l| l.strip_prefix("x-stile-reason: ")).map(str::to_owned);
+    Some(match (status, reason) {
+        (200, None) => Answer::Served,
+        (s, Some(r)) => Answer::Stile(s, leak(r)),
+        (s, None) => Answer::Pingora(s),
+    })
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 fn get_req(target: &[u8], headers: &[u8]) -> Vec<u8> {
@@ -82,55 +106,53 @@ fn bad_input_table() {
 
     let over_cap_header = format!("X-Junk: {}\r\n", "j".repeat(1024 * 1024 + 1));
     let ok = format!("/vod/abc/seg0.ts?st={t}");
-    // (name, request bytes, the defined answer: a status, or `None` for "connection
-    // closed without an answer"). Limits: the edge's validator denies targets over
-    // 2 KiB of path plus the token (`malformed`); Pingora caps the request head
-    // at 1 MiB and 256 headers (400 past either).
-    let cases: Vec<(&str, Vec<u8>, Option<u16>)> = vec![
-        ("path over the validator's limit", get_req(long_path.as_bytes(), b""), Some(403)),
-        ("2 MiB request line", get_req(huge_path.as_bytes(), b""), Some(400)),
-        ("oversized token cookie", get_req(b"/vod/abc/seg0.ts", big_cookie.as_bytes()), Some(403)),
-        ("200 KiB header, under the head cap", get_req(ok.as_bytes(), big_header.as_bytes()), Some(200)),
-        ("header past the 1 MiB head cap", get_req(ok.as_bytes(), over_cap_header.as_bytes()), Some(400)),
-        ("2000 headers", get_req(ok.as_bytes(), many_headers.as_bytes()), Some(400)),
-        ("duplicate token parameter", get_req(format!("{ok}&st={t}").as_bytes(), b""), Some(403)),
-        ("duplicate parameter, other token second", get_req(format!("{ok}&st={other}").as_bytes(), b""), Some(403)),
-        ("empty token parameter", get_req(b"/vod/abc/seg0.ts?st=", b""), Some(403)),
+    use Answer::{Pingora, Served, Stile};
+    const MALFORMED: Answer = Stile(403, "malformed");
+    // (name, request bytes, the defined answer). Limits: the edge's validator denies
+    // targets over 2 KiB of path plus the token (`malformed`); Pingora caps the request
+    // head at 1 MiB and 256 headers (400 past either).
+    let cases: Vec<(&str, Vec<u8>, Answer)> = vec![
+        ("path over the validator's limit", get_req(long_path.as_bytes(), b""), MALFORMED),
+        ("2 MiB request line", get_req(huge_path.as_bytes(), b""), Pingora(400)),
+        ("oversized token cookie", get_req(b"/vod/abc/seg0.ts", big_cookie.as_bytes()), MALFORMED),
+        ("200 KiB header, under the head cap", get_req(ok.as_bytes(), big_header.as_bytes()), Served),
+        ("header past the 1 MiB head cap", get_req(ok.as_bytes(), over_cap_header.as_bytes()), Pingora(400)),
+        ("2000 headers", get_req(ok.as_bytes(), many_headers.as_bytes()), Pingora(400)),
+        ("duplicate token parameter", get_req(format!("{ok}&st={t}").as_bytes(), b""), MALFORMED),
+        ("duplicate parameter, other token second", get_req(format!("{ok}&st={other}").as_bytes(), b""), MALFORMED),
+        ("empty token parameter", get_req(b"/vod/abc/seg0.ts?st=", b""), MALFORMED),
         (
             "token in path and garbage in query: path wins",
             get_req(format!("/_st/{t}/vod/abc/seg0.ts?st=garbage").as_bytes(), b""),
-            Some(200),
+            Served,
         ),
         (
             "garbage in path and token in query: path wins",
             get_req(format!("/_st/garbage/vod/abc/seg0.ts?st={t}").as_bytes(), b""),
-            Some(403),
+            MALFORMED,
         ),
-        (
-            "token in query and garbage cookie: query wins",
-            get_req(ok.as_bytes(), b"Cookie: stile=garbage\r\n"),
-            Some(200),
-        ),
-        ("path-prefix marker without a token", get_req(b"/_st/", b""), Some(403)),
-        ("malformed percent-encoding", get_req(format!("/vod/abc/%zz.ts?st={t}").as_bytes(), b""), Some(403)),
-        ("truncated percent-encoding", get_req(format!("/vod/abc/seg0.ts%?st={t}").as_bytes(), b""), Some(403)),
-        ("overlong UTF-8 slash", get_req(format!("/vod/abc/%c0%afseg0.ts?st={t}").as_bytes(), b""), Some(403)),
+        ("token in query and garbage cookie: query wins", get_req(ok.as_bytes(), b"Cookie: stile=garbage\r\n"), Served),
+        ("path-prefix marker without a token", get_req(b"/_st/", b""), MALFORMED),
+        ("malformed percent-encoding", get_req(format!("/vod/abc/%zz.ts?st={t}").as_bytes(), b""), MALFORMED),
+        ("truncated percent-encoding", get_req(format!("/vod/abc/seg0.ts%?st={t}").as_bytes(), b""), MALFORMED),
+        ("overlong UTF-8 slash", get_req(format!("/vod/abc/%c0%afseg0.ts?st={t}").as_bytes(), b""), MALFORMED),
         (
             "raw non-UTF-8 bytes in the path",
             get_req(&[b"/vod/abc/\xff\xfe.ts?st=", t.as_bytes()].concat(), b""),
-            Some(400),
+            Pingora(400),
         ),
-        ("raw UTF-8 in the path", get_req(&[b"/vod/abc/\xc3\xa9.ts?st=", t.as_bytes()].concat(), b""), Some(403)),
-        ("NUL in the path", get_req(b"/vod/abc/a\0.ts", b""), Some(403)),
-        ("absolute-form target", get_req(format!("http://evil.example{ok}").as_bytes(), b""), Some(400)),
-        ("asterisk target", get_req(b"*", b""), Some(403)),
-        ("not HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(), Some(400)),
-        ("token for another path", get_req(format!("/vod/xyz/seg0.ts?st={t}").as_bytes(), b""), Some(403)),
+        ("raw UTF-8 in the path", get_req(&[b"/vod/abc/\xc3\xa9.ts?st=", t.as_bytes()].concat(), b""), MALFORMED),
+        // Pingora re-encodes a line with a control byte; the edge sees it was not the line sent.
+        ("NUL in the path", get_req(b"/vod/abc/a\0.ts", b""), Stile(400, "malformed")),
+        ("absolute-form target", get_req(format!("http://evil.example{ok}").as_bytes(), b""), Pingora(400)),
+        ("asterisk target", get_req(b"*", b""), MALFORMED),
+        ("not HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(), Pingora(400)),
+        ("token for another path", get_req(format!("/vod/xyz/seg0.ts?st={t}").as_bytes(), b""), Stile(403, "scope")),
     ];
     let mut failures = Vec::new();
     for (name, bytes, expected) in &cases {
         let got = raw(port, bytes);
-        if got != *expected {
+        if got != Some(*expected) {
             failures.push(format!("{name}: got {got:?}, expected {expected:?}"));
         }
         // Everyone else keeps being served.

@@ -14,6 +14,7 @@
 //! - `reload.rs` — file mode: re-reading the state file on SIGHUP or change;
 //! - `geo.rs` — client address and country;
 //! - [`playlist`] — the HLS playlist rewriter;
+//! - `intake.rs` — the request line as the client sent it, and the requests Pingora refuses;
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
@@ -35,6 +36,7 @@ mod admin;
 pub mod clock;
 mod config;
 mod geo;
+mod intake;
 mod metrics;
 pub mod playlist;
 mod proxy;

@@ -2,15 +2,17 @@
 //!
 //! | phase | what the edge does |
 //! |---|---|
-//! | `request_filter` | CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
+//! | (before any phase) | [`crate::intake`] keeps the request line as sent; requests Pingora refuses are logged there |
+//! | `request_filter` | request line as sent = as parsed, else 400; CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
 //! | `upstream_peer` | the origin's pre-resolved socket address, with timeouts |
 //! | `upstream_request_filter` | canonical, token-free target; `Host`; our cookie and tokenised `Referer` removed |
-//! | `response_filter` | CORS, `Set-Cookie` (cookie mode), playlist framing (chunked, no `Content-Length`) |
+//! | `response_filter` | CORS, `Set-Cookie` (cookie mode), no shared caching of per-viewer answers, HTTP/1.1 status line, playlist framing (chunked, or close-delimited for HTTP/1.0 clients) |
 //! | `response_body_filter` | buffers an HLS playlist (bounded) and rewrites it at end of stream |
 //! | `logging` | metrics and the JSON access log |
 //!
 //! `request_filter` runs before any cache lookup, so validation also guards cache hits.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use stile_token::{Reason, Token};
 use crate::clock::SharedClock;
 use crate::config::{CookieConfig, CorsConfig, EdgeConfig};
 use crate::geo::{Geo, client_ip};
+use crate::intake;
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
 use crate::playlist;
 use crate::state::SharedState;
@@ -57,6 +60,44 @@ pub(crate) struct EdgeProxy {
     access_log: bool,
     denied: ResponseHeader,
     unauthorized: ResponseHeader,
+    bad_request: ResponseHeader,
+}
+
+/// Counts and logs the requests that Pingora answers itself, before any phase
+/// runs (a request line or head its parser refuses): see [`crate::intake`].
+#[derive(Clone, Debug)]
+pub(crate) struct RefusalLog {
+    metrics: Arc<Metrics>,
+    path_prefix: String,
+    trusted_hops: usize,
+    access_log: bool,
+}
+
+impl RefusalLog {
+    /// One refused request: `line` is its first line as sent (possibly cut), `status`
+    /// Pingora's answer. Counted as a `malformed` denial; the access-log line carries
+    /// the same redacted path as every other.
+    pub(crate) fn record(&self, line: &[u8], status: u16, peer: Option<IpAddr>) {
+        let (method, target) = split_request_line(line);
+        let kind = ObjectKind::classify(false, target.unwrap_or_default());
+        self.metrics.request(Some(Reason::Malformed), Transport::None, None, kind);
+        if !self.access_log {
+            return;
+        }
+        let path = target.map(|t| log_path(t, &self.path_prefix));
+        tracing::info!(
+            target: "stile::access",
+            client = intake::refused_client(peer, self.trusted_hops).map(tracing::field::display),
+            method = method.and_then(|m| std::str::from_utf8(m).ok()),
+            path = path.as_deref(),
+            decision = "deny",
+            reason = Reason::Malformed.as_str(),
+            transport = Transport::None.as_str(),
+            status,
+            bytes = 0u64,
+            error = "refused_by_parser",
+        );
+    }
 }
 
 /// Everything one request carries from phase to phase.
@@ -121,6 +162,17 @@ impl EdgeProxy {
             access_log: config.access_log.enabled,
             denied: denial_header(403),
             unauthorized: denial_header(401),
+            bad_request: denial_header(400),
+        }
+    }
+
+    /// What the [`crate::intake`] needs to count and log the requests Pingora refuses.
+    pub(crate) fn refusals(&self) -> RefusalLog {
+        RefusalLog {
+            metrics: self.metrics.clone(),
+            path_prefix: self.validator.names().path_prefix.clone(),
+            trusted_hops: self.trusted_hops,
+            access_log: self.access_log,
         }
     }
 
@@ -159,9 +211,16 @@ impl EdgeProxy {
         session.write_response_header(Box::new(resp), true).await
     }
 
-    async fn deny(&self, session: &mut Session, ctx: &RequestCtx, reason: Reason) -> Result<()> {
-        let status = reason.http_status();
-        let mut resp = if status == 401 { self.unauthorized.clone() } else { self.denied.clone() };
+    async fn deny(&self, session: &mut Session, ctx: &RequestCtx, reason: Reason, status: u16) -> Result<()> {
+        let mut resp = match status {
+            401 => self.unauthorized.clone(),
+            400 => {
+                // The request line was not what the client sent: do not read another from this connection.
+                session.set_keepalive(None);
+                self.bad_request.clone()
+            }
+            _ => self.denied.clone(),
+        };
         if self.reason_header {
             resp.insert_header(REASON_HEADER, reason.as_str())?;
         }
@@ -181,6 +240,28 @@ impl EdgeProxy {
         let req = session.req_header();
         let cookies = req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes);
         transport::locate(req.raw_path(), cookies, self.validator.names()).ok()?.token.map(str::to_owned)
+    }
+
+    /// Shared caches (a CDN or corporate proxy in front of the edge) must never store
+    /// an answer meant for one viewer: with `no_store` (it sets the viewer's token
+    /// cookie, or its body carries the token) nobody may store it; an answer admitted
+    /// by the token cookie, or one carrying the origin's own `Set-Cookie`, becomes
+    /// `private` (the origin's other directives kept), and one admitted by the cookie
+    /// also varies on `Cookie`. Answers admitted by a path or query token stay as the
+    /// origin sent them: the token is in the URL, so a cache keyed by URL only ever
+    /// serves them to holders of the same link.
+    fn keep_from_shared_caches(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, no_store: bool) -> Result<()> {
+        let by_cookie = ctx.transport == Transport::Cookie && ctx.result == Some(Ok(()));
+        if no_store {
+            resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+        } else if by_cookie || resp.headers.contains_key(header::SET_COOKIE) {
+            let value = private_cache_control(resp);
+            resp.insert_header(header::CACHE_CONTROL, value)?;
+        }
+        if by_cookie {
+            resp.append_header(header::VARY, "Cookie")?;
+        }
+        Ok(())
     }
 
     fn cookie_header(&self, token: &Token, value: &str, now: u64) -> String {
@@ -225,6 +306,20 @@ impl ProxyHttp for EdgeProxy {
         ctx.started = Some(started);
         ctx.cors_origin = self.allowed_origin(session);
         let req = session.req_header();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip);
+        let xff = req.headers.get_all("x-forwarded-for").into_iter().map(http::HeaderValue::as_bytes);
+        let client = client_ip(peer, self.trusted_hops, xff);
+        ctx.client = client;
+        // Judge the bytes the client sent: a line Pingora re-encoded (raw space or control
+        // byte) or whose `#fragment` it dropped is not the request we would validate.
+        if let Some(capture) = intake::capture(session)
+            && !capture.line_matches(req.method.as_str().as_bytes(), req.raw_path())
+        {
+            ctx.result = Some(Err(Reason::Malformed));
+            ctx.kind = ObjectKind::classify(false, req.raw_path());
+            self.deny(session, ctx, Reason::Malformed, 400).await?;
+            return Ok(true);
+        }
         if let Some(origin) = ctx.cors_origin.clone()
             && req.method == http::Method::OPTIONS
             && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -233,10 +328,6 @@ impl ProxyHttp for EdgeProxy {
             self.answer_preflight(session, &origin).await?;
             return Ok(true);
         }
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip);
-        let xff = req.headers.get_all("x-forwarded-for").into_iter().map(http::HeaderValue::as_bytes);
-        let client = client_ip(peer, self.trusted_hops, xff);
-        ctx.client = client;
         if !self.validate {
             // `validation.enabled = false` (benchmarks only): admit as received.
             ctx.result = Some(Ok(()));
@@ -256,7 +347,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.kind = ObjectKind::classify(verdict.manifest.is_some(), session.req_header().raw_path());
         ctx.token = verdict.token;
         if let Err(reason) = verdict.result {
-            self.deny(session, ctx, reason).await?;
+            self.deny(session, ctx, reason, reason.http_status()).await?;
             return Ok(true);
         }
         ctx.upstream_target = verdict.upstream_target;
@@ -338,7 +429,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -347,11 +438,15 @@ impl ProxyHttp for EdgeProxy {
         if let Some(o) = &ctx.cors_origin {
             self.add_cors(resp, o)?;
         }
+        let mut no_store = false;
         if let Some(c) = ctx.set_cookie.take()
             && resp.status.is_success()
         {
             resp.append_header(header::SET_COOKIE, c)?;
+            no_store = true;
         }
+        // An HTTP/1.0 client cannot read a chunked body: such playlists end with the connection.
+        let old_client = matches!(session.req_header().version, http::Version::HTTP_09 | http::Version::HTTP_10);
         if let Some(rw) = ctx.rewrite.as_mut() {
             let encoded = resp
                 .headers
@@ -372,9 +467,21 @@ impl ProxyHttp for EdgeProxy {
                 rw.buf.reserve(len.unwrap_or(16 << 10));
                 resp.remove_header(&header::CONTENT_LENGTH);
                 resp.remove_header(&header::ETAG);
-                resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-                // The body now carries a viewer's token: no shared caching.
-                resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+                if !old_client {
+                    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                }
+                // The body now carries a viewer's token: no caching at all.
+                no_store = true;
+            }
+        }
+        self.keep_from_shared_caches(resp, ctx, no_store)?;
+        if !session.as_downstream().is_http2() {
+            // The edge speaks HTTP/1.1 whatever the origin's version (an HTTP/1.0 status line
+            // with chunked framing is not a valid response).
+            resp.set_version(http::Version::HTTP_11);
+            if old_client && resp.headers.contains_key(header::TRANSFER_ENCODING) {
+                resp.remove_header(&header::TRANSFER_ENCODING);
+                session.set_keepalive(None);
             }
         }
         Ok(())
@@ -413,10 +520,13 @@ impl ProxyHttp for EdgeProxy {
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
         let req = session.req_header();
         let path = log_path(req.raw_path(), &self.validator.names().path_prefix);
-        format!("{} {}", req.method, String::from_utf8_lossy(path))
+        format!("{} {path}", req.method)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(capture) = intake::capture(session) {
+            capture.mark_logged();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let reason = ctx.result.and_then(Result::err);
         // A forged token must not choose label values or log fields: only MAC-verified channels count.
@@ -441,7 +551,6 @@ impl ProxyHttp for EdgeProxy {
         }
         let req = session.req_header();
         let path = log_path(req.raw_path(), &self.validator.names().path_prefix);
-        let path = String::from_utf8_lossy(path);
         let decision = match (ctx.preflight, reason) {
             (true, _) => "preflight",
             (false, None) if ctx.result.is_some() => "allow",
@@ -477,17 +586,176 @@ fn denial_header(status: u16) -> ResponseHeader {
 }
 
 fn denial_body(status: u16) -> &'static [u8] {
-    if status == 401 { b"unauthorized\n" } else { b"forbidden\n" }
+    match status {
+        401 => b"unauthorized\n",
+        400 => b"bad request\n",
+        _ => b"forbidden\n",
+    }
 }
 
-/// The request path for logs: no query (it may hold a token), no path-prefix token.
-fn log_path<'a>(target: &'a [u8], path_prefix: &str) -> &'a [u8] {
-    let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
-    let path = match path.strip_prefix(path_prefix.as_bytes()) {
-        Some(rest) => rest.iter().position(|&b| b == b'/').map_or(&b"/"[..], |i| &rest[i..]),
-        None => path,
+/// `private` and the origin's `Cache-Control` directives, less those that let a
+/// shared cache store the response (`public`, `s-maxage`, `proxy-revalidate`).
+fn private_cache_control(resp: &ResponseHeader) -> String {
+    let mut out = String::from("private");
+    for value in resp.headers.get_all(header::CACHE_CONTROL) {
+        for d in value.to_str().unwrap_or_default().split(',').map(str::trim) {
+            let name = d.split('=').next().unwrap_or_default().trim();
+            let shared =
+                ["public", "private", "s-maxage", "proxy-revalidate"].iter().any(|n| name.eq_ignore_ascii_case(n));
+            if !d.is_empty() && !shared {
+                out.push_str(", ");
+                out.push_str(d);
+            }
+        }
+    }
+    out
+}
+
+/// Longest path written to a log line, bytes.
+const LOG_PATH_MAX: usize = 512;
+
+/// The shortest token string (`docs/token-format.md` § 2): runs of token characters
+/// this long are redacted from logged paths wherever they are.
+const TOKEN_SHAPED: usize = 59;
+
+const REDACTED: &str = "<redacted>";
+
+/// The request path for logs, with nothing token-shaped in it: no query and no
+/// fragment (they may hold a token); the path-prefix token removed; after any
+/// other spelling of the path marker (`/_ST/`, `/%5Fst/`, a second `/_st/`…) every
+/// segment replaced by `<redacted>`; and any run of at least [`TOKEN_SHAPED`]
+/// base64url characters (percent-encoded ones included) replaced by `<redacted>`,
+/// whatever the verdict. At most [`LOG_PATH_MAX`] bytes.
+pub(crate) fn log_path<'a>(target: &'a [u8], path_prefix: &str) -> Cow<'a, str> {
+    let end = target.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(target.len());
+    let mut path = &target[..end];
+    if let Some(rest) = path.strip_prefix(path_prefix.as_bytes()) {
+        path = rest.iter().position(|&b| b == b'/').map_or(&b"/"[..], |i| &rest[i..]);
+    }
+    let marker = path_prefix.trim_matches('/');
+    let cut_at = marker_variant_end(path, marker);
+    let clean = cut_at.is_none() && token_run(path).is_none();
+    let mut out: Cow<'a, str> = if clean {
+        String::from_utf8_lossy(path)
+    } else {
+        let (head, redacted_tail) = match cut_at {
+            Some(i) => (&path[..i], true),
+            None => (path, false),
+        };
+        let mut s = String::with_capacity(head.len() + 16);
+        let mut rest = head;
+        while let Some((start, len)) = token_run(rest) {
+            s.push_str(&String::from_utf8_lossy(&rest[..start]));
+            s.push_str(REDACTED);
+            rest = &rest[start + len..];
+        }
+        s.push_str(&String::from_utf8_lossy(rest));
+        if redacted_tail {
+            s.push('/');
+            s.push_str(REDACTED);
+        }
+        Cow::Owned(s)
     };
-    &path[..path.len().min(512)]
+    if out.len() > LOG_PATH_MAX {
+        let mut cut = LOG_PATH_MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.to_mut().truncate(cut);
+    }
+    out
+}
+
+/// The index just past the first segment that spells the path marker in another
+/// case or percent-encoding (`_ST`, `%5Fst`, `%255fst`), or the marker itself.
+fn marker_variant_end(path: &[u8], marker: &str) -> Option<usize> {
+    let mut start = 0;
+    for seg in path.split(|&b| b == b'/') {
+        let end = start + seg.len();
+        if !seg.is_empty() && is_marker(seg, marker.as_bytes()) {
+            return Some(end);
+        }
+        start = end + 1;
+    }
+    None
+}
+
+fn is_marker(seg: &[u8], marker: &[u8]) -> bool {
+    let mut cur = seg.to_vec();
+    // Three rounds of decoding cover double and triple encoding.
+    for _ in 0..4 {
+        if cur.eq_ignore_ascii_case(marker) {
+            return true;
+        }
+        if !cur.contains(&b'%') || cur.len() > 27 * marker.len() {
+            return false;
+        }
+        cur = percent_decode(&cur);
+    }
+    false
+}
+
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1).and_then(|&c| hex_val(c)), b.get(i + 2).and_then(|&c| hex_val(c))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    char::from(c).to_digit(16).map(|d| d as u8)
+}
+
+/// The first run (start, length in bytes) of at least [`TOKEN_SHAPED`] base64url
+/// characters, counting a `%HH` that decodes to one as one character.
+fn token_run(b: &[u8]) -> Option<(usize, usize)> {
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let (mut start, mut chars, mut i) = (0, 0, 0);
+    while i < b.len() {
+        let (c, width) = match (b[i], b.get(i + 1).and_then(|&c| hex_val(c)), b.get(i + 2).and_then(|&c| hex_val(c))) {
+            (b'%', Some(h), Some(l)) => (h << 4 | l, 3),
+            (c, _, _) => (c, 1),
+        };
+        if is_b64(c) {
+            if chars == 0 {
+                start = i;
+            }
+            chars += 1;
+        } else {
+            if chars >= TOKEN_SHAPED {
+                return Some((start, i - start));
+            }
+            chars = 0;
+        }
+        i += width;
+    }
+    (chars >= TOKEN_SHAPED).then(|| (start, b.len() - start))
+}
+
+/// The method (if it is a plain token) and the target of a request line as sent.
+fn split_request_line(line: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    let Some(sp) = line.iter().position(|&b| b == b' ') else { return (None, None) };
+    let method = &line[..sp];
+    let method =
+        (!method.is_empty() && method.len() <= 32 && method.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'))
+            .then_some(method);
+    let rest = &line[sp + 1..];
+    let target = match rest.windows(6).rposition(|w| w == b" HTTP/") {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    (method, Some(target))
 }
 
 fn error_kind(t: &ErrorType) -> &'static str {
@@ -517,9 +785,44 @@ mod tests {
 
     #[test]
     fn log_paths_carry_no_token() {
-        assert_eq!(log_path(b"/vod/a.ts?st=SECRET", "/_st/"), b"/vod/a.ts");
-        assert_eq!(log_path(b"/_st/SECRET/vod/a.ts", "/_st/"), b"/vod/a.ts");
-        assert_eq!(log_path(b"/_st/SECRET", "/_st/"), b"/");
-        assert_eq!(log_path(b"/plain", "/_st/"), b"/plain");
+        let t = "AQEAAAABASNFZ4mrze8AAAAAaVZ_xAAADkwJL3ZvZC9hYmMvIKmQJ2Lc6G7tQuq5xFuQ8Qc";
+        let p = |target: String| log_path(target.as_bytes(), "/_st/").into_owned();
+        assert_eq!(p(format!("/vod/a.ts?st={t}")), "/vod/a.ts");
+        assert_eq!(p(format!("/vod/a.ts#st={t}")), "/vod/a.ts");
+        assert_eq!(p(format!("/_st/{t}/vod/a.ts")), "/vod/a.ts");
+        assert_eq!(p(format!("/_st/{t}")), "/");
+        assert_eq!(p("/plain".into()), "/plain");
+        // Markers the transport does not recognise, and a doubled prefix.
+        assert_eq!(p(format!("/_ST/{t}/vod/a.ts")), "/_ST/<redacted>");
+        assert_eq!(p(format!("/vod/%5Fst/{t}/a.ts")), "/vod/%5Fst/<redacted>");
+        assert_eq!(p(format!("/%255F%53t//{t}/a.ts")), "/%255F%53t/<redacted>");
+        assert_eq!(p(format!("/_st/{t}/_st/{t}/vod/a.ts")), "/_st/<redacted>");
+        // Token-shaped runs anywhere, also percent-encoded or glued to other characters.
+        assert_eq!(p(format!("/vod/{t}/a.ts")), "/vod/<redacted>/a.ts");
+        assert_eq!(p(format!("/vod/seg-{t}.ts")), "/vod/<redacted>.ts");
+        let encoded: String = t.bytes().map(|b| format!("%{b:02X}")).collect();
+        assert_eq!(p(format!("/vod/{encoded}")), "/vod/<redacted>");
+        // Shorter runs stay.
+        assert_eq!(
+            p("/vod/segment_with_a_long_name_0000000000.ts".into()),
+            "/vod/segment_with_a_long_name_0000000000.ts"
+        );
+        assert!(p(format!("/{}", "x/".repeat(400))).len() <= LOG_PATH_MAX);
+    }
+
+    #[test]
+    fn request_lines_split_for_the_refusal_log() {
+        assert_eq!(split_request_line(b"GET /a b HTTP/1.1"), (Some(&b"GET"[..]), Some(&b"/a b"[..])));
+        assert_eq!(split_request_line(b"GET /cut-short"), (Some(&b"GET"[..]), Some(&b"/cut-short"[..])));
+        assert_eq!(split_request_line(b"\x16\x03\x01 x"), (None, Some(&b"x"[..])));
+        assert_eq!(split_request_line(b"garbage"), (None, None));
+    }
+
+    #[test]
+    fn private_keeps_the_origins_other_directives() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header(header::CACHE_CONTROL, "public, max-age=60, S-MAXAGE=600").unwrap();
+        r.append_header(header::CACHE_CONTROL, "must-revalidate").unwrap();
+        assert_eq!(private_cache_control(&r), "private, max-age=60, must-revalidate");
     }
 }

@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::clock::SharedClock;
 use crate::config::{ConfigError, EdgeConfig};
 use crate::geo::{Geo, GeoError};
+use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
 use crate::reload::FileReloader;
@@ -136,7 +137,10 @@ impl Edge {
         server.bootstrap();
 
         let proxy = EdgeProxy::new(config, origin, shared.clone(), metrics.clone(), geo, clock.clone());
-        let mut svc = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "stile-edge");
+        // Behind the request-line tap (`crate::intake`), which Pingora's own service builder lacks.
+        let refusals = proxy.refusals();
+        let app = Intake::new(pingora::proxy::http_proxy(&server.configuration, proxy), refusals);
+        let mut svc = Service::new("stile-edge".into(), app);
         for l in &config.listen {
             svc.add_tcp(l);
         }

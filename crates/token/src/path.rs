@@ -396,18 +396,18 @@ mod tests {
     fn code_points_that_change_under_nfkc_are_rejected() {
         for p in [
             "/vod/a/%E2%80%A5/%E2%80%A5/b/seg.ts", // two dot leader: `..`
-            "/vod/a/%EF%B8%B0/x",                 // presentation form for vertical two dot leader
-            "/vod/a/..%CD%BE/x",                  // Greek question mark: `;` even under NFC
-            "/vod/a%EF%BC%85",                    // fullwidth percent
-            "/vod/a%EF%BC%9Bb",                   // fullwidth semicolon
-            "/vod/a%EF%BC%9Fb",                   // fullwidth question mark
-            "/vod/a%EF%BC%83b",                   // fullwidth number sign
-            "/vod/a%E2%81%84b",                   // fraction slash
-            "/vod/%EF%AC%81le",                   // the `fi` ligature
-            "/vod/%C2%A0",                        // no-break space
-            "/vod/%CD%B8",                        // unassigned U+0378
-            "/vod/%EE%80%80",                     // private use U+E000
-            "/vod/%F3%B0%80%80",                  // private use plane 15
+            "/vod/a/%EF%B8%B0/x",                  // presentation form for vertical two dot leader
+            "/vod/a/..%CD%BE/x",                   // Greek question mark: `;` even under NFC
+            "/vod/a%EF%BC%85",                     // fullwidth percent
+            "/vod/a%EF%BC%9Bb",                    // fullwidth semicolon
+            "/vod/a%EF%BC%9Fb",                    // fullwidth question mark
+            "/vod/a%EF%BC%83b",                    // fullwidth number sign
+            "/vod/a%E2%81%84b",                    // fraction slash
+            "/vod/%EF%AC%81le",                    // the `fi` ligature
+            "/vod/%C2%A0",                         // no-break space
+            "/vod/%CD%B8",                         // unassigned U+0378
+            "/vod/%EE%80%80",                      // private use U+E000
+            "/vod/%F3%B0%80%80",                   // private use plane 15
         ] {
             check(p, Err(ForbiddenCodePoint));
         }
@@ -494,16 +494,16 @@ mod tests {
     #[test]
     fn overlong_and_invalid_utf8_are_rejected() {
         for p in [
-            "/vod/%c0%af",               // overlong '/'
-            "/vod/%c0%ae%c0%ae/x",       // overlong '.'
-            "/vod/%e0%80%af",            // 3-byte overlong '/'
-            "/vod/%f0%80%80%af",         // 4-byte overlong '/'
-            "/vod/%c3",                  // truncated
-            "/vod/%c3x",                 // truncated
-            "/vod/%80",                  // lone continuation
-            "/vod/%ed%a0%80",            // surrogate
-            "/vod/%f4%90%80%80",         // > U+10FFFF
-            "/vod/%ff",                  // never valid
+            "/vod/%c0%af",         // overlong '/'
+            "/vod/%c0%ae%c0%ae/x", // overlong '.'
+            "/vod/%e0%80%af",      // 3-byte overlong '/'
+            "/vod/%f0%80%80%af",   // 4-byte overlong '/'
+            "/vod/%c3",            // truncated
+            "/vod/%c3x",           // truncated
+            "/vod/%80",            // lone continuation
+            "/vod/%ed%a0%80",      // surrogate
+            "/vod/%f4%90%80%80",   // > U+10FFFF
+            "/vod/%ff",            // never valid
         ] {
             check(p, Err(InvalidUtf8));
         }
