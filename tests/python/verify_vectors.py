@@ -76,6 +76,11 @@ BASE64URL_VALUE = {c: i for i, c in enumerate(BASE64URL_ALPHABET)}
 VISIBLE_ASCII = frozenset(range(0x21, 0x7F))  # 0x21..=0x7E
 CHANNEL_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._:-")
 UPPER_ASCII = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+# Minimum counts of the vectors file: fewer means the file lost cases.
+MIN_VECTORS = 100
+MIN_PATHS = 80
 
 # The IPv4-mapped IPv6 range, which MUST NOT appear with family 6.
 IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
@@ -298,6 +303,8 @@ def parse_body(body: bytes) -> Token:
     ttl = reader.uint(4)
     if not 1 <= ttl <= TTL_MAX:
         raise Malformed("ttl out of range")
+    if issued_at + ttl >= 2**64:
+        raise Malformed("expires_at not below 2^64")
 
     nbf_offset = None
     if flags & FLAG_NBF:
@@ -374,12 +381,27 @@ def client_ip_matches(binding: IpBinding, client_ip: str | None) -> bool:
     return (int(client) >> shift) == (int(binding.address) >> shift)
 
 
+def client_country(value: str | None) -> bytes | None:
+    """Section 4 inputs: the client country as a geo source reports it.
+
+    Two ASCII letters in either case; anything else, and the codes ISO 3166-1
+    leaves to user assignment (AA, QM-QZ, XA-XZ, ZZ), is unknown (None).
+    """
+    if value is None or len(value) != 2 or not all(c in ASCII_LETTERS for c in value):
+        return None
+    code = value.upper()
+    if code in ("AA", "ZZ") or code[0] == "X" or (code[0] == "Q" and code[1] >= "M"):
+        return None
+    return code.encode("ascii")
+
+
 def country_admitted(token: Token, country: str | None, policy: Policy) -> bool:
-    """Step 10: allow/deny list, or the unknown-country policy."""
+    """Step 10: allow/deny list, or the unknown-country policy (for both kinds of list)."""
     assert token.countries is not None
-    if country is None:
+    code = client_country(country)
+    if code is None:
         return policy.unknown_country_allowed
-    in_list = country.encode("ascii", "replace") in token.countries
+    in_list = code in token.countries
     return in_list != token.country_deny
 
 
@@ -594,8 +616,18 @@ def canonicalize_path(path: str) -> str | None:
 # --------------------------------------------------------------------------
 
 
+def policy_from(data: dict) -> Policy:
+    """A `policy` object of the vectors file (section 6)."""
+    return Policy(
+        leeway=data["leeway_secs"],
+        unknown_country_allowed=data["unknown_country"] == "allow",
+    )
+
+
 def check_vector(vector: dict, keys: dict[int, bytes], policy: Policy) -> str | None:
     """Check one entry of `vectors`; return a failure message or None."""
+    if "policy" in vector:
+        policy = policy_from(vector["policy"])
     req = vector["request"]
     request = Request(
         path=req["path"],
@@ -649,10 +681,7 @@ def main(argv: list[str]) -> int:
         data = json.load(f)
 
     keys = {key["id"]: bytes.fromhex(key["secret_hex"]) for key in data["keys"]}
-    policy = Policy(
-        leeway=data["policy"]["leeway_secs"],
-        unknown_country_allowed=data["policy"]["unknown_country"] == "allow",
-    )
+    policy = policy_from(data["policy"])
 
     passed = failed = 0
 
@@ -672,6 +701,19 @@ def main(argv: list[str]) -> int:
         record(f"vector {vector['name']!r}", lambda v=vector: check_vector(v, keys, policy))
     for case in data["paths"]:
         record(f"path {case['input']!r}", lambda c=case: check_path(c))
+
+    # Floors: an emptied or truncated file must not pass.
+    if len(data["vectors"]) < MIN_VECTORS:
+        failed += 1
+        print(f"FAIL only {len(data['vectors'])} vectors (at least {MIN_VECTORS} expected)")
+    if len(data["paths"]) < MIN_PATHS:
+        failed += 1
+        print(f"FAIL only {len(data['paths'])} path cases (at least {MIN_PATHS} expected)")
+    expected = {vector["expect"] for vector in data["vectors"]}
+    for reason in (OK, MALFORMED, UNKNOWN_KEY, BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, SCOPE, IP, GEO):
+        if reason not in expected:
+            failed += 1
+            print(f"FAIL no vector expects {reason}")
 
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1

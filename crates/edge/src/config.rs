@@ -401,7 +401,7 @@ impl EdgeConfig {
         if !is_token_name(&self.token.query_param) {
             return bad("token.query_param", "must be a non-empty name of [A-Za-z0-9_-]");
         }
-        if self.token.leeway_secs > 300 {
+        if self.token.leeway_secs > stile_token::Policy::MAX_LEEWAY_SECS {
             return bad("token.leeway_secs", "more than 300 s of leeway defeats short-lived links");
         }
         if !is_token_name(&self.cookie.name) {

@@ -60,10 +60,7 @@ impl Geo {
     pub(crate) fn country(&self, ip: Option<IpAddr>, header: Option<&[u8]>) -> Option<Country> {
         match self {
             Geo::None => None,
-            Geo::Header(_) => match header? {
-                [a, b] => Country::new([*a, *b]),
-                _ => None,
-            },
+            Geo::Header(_) => Country::from_client(header?),
             Geo::Mmdb(reader) => lookup(reader, ip?),
         }
     }
@@ -87,7 +84,7 @@ fn lookup(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr) -> Option<Country> {
         found.decode_path::<&str>(&[maxminddb::PathElement::Key(field), maxminddb::PathElement::Key("iso_code")])
     };
     let iso = code("country").ok().flatten().or_else(|| code("registered_country").ok().flatten())?;
-    Country::parse(iso)
+    Country::from_client(iso.as_bytes())
 }
 
 /// The client address: the socket peer, or with `trusted_hops` = n > 0 the n-th
@@ -151,6 +148,9 @@ mod tests {
         assert_eq!(g.header().map(HeaderName::as_str), Some("cf-ipcountry"));
         assert_eq!(g.country(None, Some(b"se")).map(|c| c.to_string()).as_deref(), Some("SE"));
         assert_eq!(g.country(None, Some(b"XXX")), None);
+        // Cloudflare's "unknown" and Tor markers are unknown, not countries.
+        assert_eq!(g.country(None, Some(b"XX")), None);
+        assert_eq!(g.country(None, Some(b"T1")), None);
         assert_eq!(g.country(None, None), None);
     }
 

@@ -2,29 +2,127 @@
 //!
 //! `cargo run -p stile-token --example gen_vectors > docs/token-vectors.json`
 //!
-//! The output is deterministic. Valid tokens are produced by `stile_token::sign`;
-//! malformed ones are assembled byte by byte here and given a correct MAC, so a
-//! verifier must reject them for their structure, not their signature. The
-//! test `tests/vectors.rs` fails if this output and the committed file differ.
+//! The output is deterministic, and `crates/token/tests/vectors.rs` fails when it
+//! and the committed file differ (the test includes this file as a module).
+//!
+//! Every expected verdict, claim set and canonical path is written here by hand,
+//! from the rule of `docs/token-format.md` the row exercises: nothing is
+//! computed by calling the crate's verifier or canonicaliser, so the vectors are
+//! an oracle for them. Valid tokens are produced by `stile_token::sign`;
+//! malformed or non-canonical ones are assembled byte by byte here and given a
+//! correct MAC, so a verifier must reject them for their structure, not their
+//! signature.
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use stile_token::{
-    Claims, Country, CountryRule, IpBinding, KeyRing, Policy, Request, Scope, SecretKey, TokenId, canonicalize_path,
-    sign, verify,
-};
+use stile_token::{Claims, Country, CountryRule, IpBinding, KeyRing, Scope, SecretKey, TokenId, sign};
 
 const NOW: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const KEY1: [u8; 32] = *b"stile-test-vector-key-one-32byte";
 const KEY2: [u8; 32] = *b"stile-test-vector-key-two-32byte";
+const KEY_MAX: [u8; 32] = *b"stile-test-vector-key-max-32byte";
+const MAX_TTL: u64 = 31 * 86_400;
 
+#[allow(dead_code)] // reason: the test that includes this file calls `document` only.
 fn main() {
+    println!("{}", document());
+}
+
+/// What a vector expects: valid (with its claims as the JSON object of § 6) or a reason code.
+enum Expect {
+    Ok(Value),
+    Deny(&'static str),
+}
+
+struct Vectors {
+    ring: KeyRing,
+    rows: Vec<Value>,
+}
+
+/// The request side of a vector.
+#[derive(Clone, Copy)]
+struct Req<'a> {
+    path: &'a str,
+    ip: Option<&'a str>,
+    country: Option<&'a str>,
+    now: u64,
+}
+
+impl<'a> Req<'a> {
+    fn at(path: &'a str) -> Req<'a> {
+        Req { path, ip: None, country: None, now: NOW }
+    }
+
+    fn now(self, now: u64) -> Req<'a> {
+        Req { now, ..self }
+    }
+
+    fn ip(self, ip: &'a str) -> Req<'a> {
+        Req { ip: Some(ip), ..self }
+    }
+
+    fn country(self, country: &'a str) -> Req<'a> {
+        Req { country: Some(country), ..self }
+    }
+}
+
+impl Vectors {
+    fn push(&mut self, name: &str, token: &str, req: Req<'_>, expect: Expect, policy: Option<Value>) {
+        let mut v = json!({
+            "name": name,
+            "token": token,
+            "request": { "path": req.path, "client_ip": req.ip, "country": req.country, "now": req.now },
+        });
+        if let Some(p) = policy {
+            v["policy"] = p;
+        }
+        match expect {
+            Expect::Ok(claims) => {
+                v["expect"] = "ok".into();
+                v["claims"] = claims;
+            }
+            Expect::Deny(reason) => v["expect"] = reason.into(),
+        }
+        self.rows.push(v);
+    }
+
+    /// A token signed from `claims`; valid vectors list the claims as minted.
+    fn signed(&mut self, name: &str, claims: &Claims, req: Req<'_>, expect: Option<&'static str>) {
+        let token = sign(claims, &self.ring).expect("vector claims are valid");
+        let expect = expect.map_or_else(|| Expect::Ok(claims_json(claims)), Expect::Deny);
+        self.push(name, &token, req, expect, None);
+    }
+
+    /// Like [`Vectors::signed`] under another policy (`leeway_secs`, `unknown_country`).
+    fn with_policy(
+        &mut self,
+        name: &str,
+        claims: &Claims,
+        req: Req<'_>,
+        policy: (u32, &str),
+        expect: Option<&'static str>,
+    ) {
+        let token = sign(claims, &self.ring).expect("vector claims are valid");
+        let expect = expect.map_or_else(|| Expect::Ok(claims_json(claims)), Expect::Deny);
+        let policy = json!({ "leeway_secs": policy.0, "unknown_country": policy.1 });
+        self.push(name, &token, req, expect, Some(policy));
+    }
+
+    /// A token string with a given verdict for the segment request.
+    fn raw(&mut self, name: &str, token: &str, req: Req<'_>, reason: &'static str) {
+        self.push(name, token, req, Expect::Deny(reason), None);
+    }
+}
+
+/// The whole vectors file, as committed.
+pub(crate) fn document() -> String {
     let mut ring = KeyRing::new();
     ring.insert(1, &SecretKey::from_bytes(KEY1));
     ring.insert(2, &SecretKey::from_bytes(KEY2));
-    let policy = Policy::default();
-    let mut vectors = Vec::new();
+    ring.insert(u32::MAX, &SecretKey::from_bytes(KEY_MAX));
+    let mut v = Vectors { ring, rows: Vec::new() };
+    let country = |c: &str| Country::parse(c).unwrap();
 
     let base = Claims {
         key_id: 1,
@@ -43,204 +141,222 @@ fn main() {
         token_id: TokenId::from_u64(0xfedc_ba98_7654_3210),
         not_before: Some(NOW - 30),
         ip: Some(IpBinding::new("203.0.113.0".parse().unwrap(), 24).unwrap()),
-        countries: Some(CountryRule::Allow(vec![Country::parse("FR").unwrap(), Country::parse("DE").unwrap()])),
+        countries: Some(CountryRule::Allow(vec![country("FR"), country("DE")])),
         subject: Some("viewer-42".into()),
         channel: Some("embed:partner-x".into()),
         ..base.clone()
     };
     let exact = Claims { scope: Scope::Exact("/vod/abc/master.m3u8".into()), ..base.clone() };
-    let v6 = Claims {
-        ip: Some(IpBinding::for_client("2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap(), 32, 64).unwrap()),
-        ..base.clone()
-    };
+    let v6 = Claims { ip: Some(IpBinding::new("2001:db8:1:2::".parse().unwrap(), 64).unwrap()), ..base.clone() };
     let v4_exact = Claims { ip: Some(IpBinding::new("198.51.100.7".parse().unwrap(), 32).unwrap()), ..base.clone() };
-    let deny = Claims { countries: Some(CountryRule::Deny(vec![Country::parse("US").unwrap()])), ..base.clone() };
-    let encoded_scope = Claims { scope: Scope::parse("/vod/caf%C3%A9/").unwrap(), ..base.clone() };
-
+    let deny = Claims { countries: Some(CountryRule::Deny(vec![country("US")])), ..base.clone() };
+    let encoded_scope = Claims { scope: Scope::Prefix("/vod/caf%C3%A9/".into()), ..base.clone() };
     let seg = "/vod/abc/720p/seg_00001.ts";
-    let mut add = |name: &str, claims: &Claims, path: &str, ip: Option<&str>, country: Option<&str>, now: u64| {
-        let token = sign(claims, &ring).unwrap();
-        vectors.push(vector(&ring, &policy, name, &token, path, ip, country, now));
-    };
+    let at = Req::at(seg);
 
-    // Valid, and each check at its boundary.
-    add("minimal prefix token, segment under the prefix", &base, seg, None, None, NOW);
-    add("prefix admits the master playlist", &base, "/vod/abc/master.m3u8", None, None, NOW);
-    add("every optional claim present", &full, seg, Some("203.0.113.77"), Some("DE"), NOW);
-    add("exact scope admits its path", &exact, "/vod/abc/master.m3u8", None, None, NOW);
-    add("exact scope admits nothing else", &exact, "/vod/abc/master.m3u8.bak", None, None, NOW);
-    add("prefix matches on a segment boundary only", &base, "/vod/abcd/seg.ts", None, None, NOW);
-    add("prefix does not admit its own path without slash", &base, "/vod/abc", None, None, NOW);
-    add("last second inside expiry + leeway", &base, seg, None, None, base.expires_at + 4);
-    add("expired at expiry + leeway", &base, seg, None, None, base.expires_at + 5);
-    add("long expired", &base, seg, None, None, base.expires_at + 86_400);
-    add("issued in the future beyond leeway", &base, seg, None, None, base.issued_at - 6);
-    add("issued in the future within leeway", &base, seg, None, None, base.issued_at - 5);
-    add("before not-before beyond leeway", &full, seg, Some("203.0.113.1"), Some("DE"), NOW - 36);
-    add("not-before within leeway", &full, seg, Some("203.0.113.1"), Some("DE"), NOW - 35);
-    add("IPv4 network binding mismatch", &full, seg, Some("203.0.114.1"), Some("DE"), NOW);
-    add("IP-bound token without a client address", &full, seg, None, Some("DE"), NOW);
-    add("IPv4 exact binding via IPv4-mapped IPv6 client", &v4_exact, seg, Some("::ffff:198.51.100.7"), None, NOW);
-    add("IPv6 /64 binding admits a rotated privacy address", &v6, seg, Some("2001:db8:1:2::99"), None, NOW);
-    add("IPv6 /64 binding denies another /64", &v6, seg, Some("2001:db8:1:3::1"), None, NOW);
-    add("country not in allow-list", &full, seg, Some("203.0.113.1"), Some("US"), NOW);
-    add("unknown country under allow-list (policy deny)", &full, seg, Some("203.0.113.1"), None, NOW);
-    add("country in deny-list", &deny, seg, None, Some("US"), NOW);
-    add("country not in deny-list", &deny, seg, None, Some("CA"), NOW);
+    // § 4 steps 6-10, each valid and at its boundary.
+    v.signed("minimal prefix token, segment under the prefix", &base, at, None);
+    v.signed("prefix admits the master playlist", &base, Req::at("/vod/abc/master.m3u8"), None);
+    v.signed("prefix admits its own directory URL", &base, Req::at("/vod/abc/"), None);
+    v.signed("every optional claim present", &full, at.ip("203.0.113.77").country("DE"), None);
+    v.signed("exact scope admits its path", &exact, Req::at("/vod/abc/master.m3u8"), None);
+    v.signed("exact scope admits nothing else", &exact, Req::at("/vod/abc/master.m3u8.bak"), Some("scope"));
+    v.signed("prefix matches on a segment boundary only", &base, Req::at("/vod/abcd/seg.ts"), Some("scope"));
+    v.signed("prefix does not admit its own path without slash", &base, Req::at("/vod/abc"), Some("scope"));
+    v.signed("last second inside expiry + leeway", &base, at.now(base.expires_at + 4), None);
+    v.signed("expired at expiry + leeway", &base, at.now(base.expires_at + 5), Some("expired"));
+    v.signed("long expired", &base, at.now(base.expires_at + 86_400), Some("expired"));
+    v.signed("issued in the future beyond leeway", &base, at.now(base.issued_at - 6), Some("not_yet_valid"));
+    v.signed("issued in the future within leeway", &base, at.now(base.issued_at - 5), None);
+    let inside = at.ip("203.0.113.1").country("DE");
+    v.signed("before not-before beyond leeway", &full, inside.now(NOW - 36), Some("not_yet_valid"));
+    v.signed("not-before within leeway", &full, inside.now(NOW - 35), None);
+    v.signed("IPv4 network binding mismatch", &full, at.ip("203.0.114.1").country("DE"), Some("ip"));
+    v.signed("IP-bound token without a client address", &full, at.country("DE"), Some("ip"));
+    v.signed("unparsable client address counts as unknown", &full, at.ip("203.0.113.x").country("DE"), Some("ip"));
+    v.signed("IPv4 exact binding via IPv4-mapped IPv6 client", &v4_exact, at.ip("::ffff:198.51.100.7"), None);
+    v.signed("IPv4 binding, IPv4-compatible IPv6 client (not mapped)", &v4_exact, at.ip("::198.51.100.7"), Some("ip"));
+    v.signed("IPv4 binding, NAT64 client (not mapped)", &v4_exact, at.ip("64:ff9b::198.51.100.7"), Some("ip"));
+    v.signed("IPv4 binding, IPv6 client", &v4_exact, at.ip("2001:db8::1"), Some("ip"));
+    v.signed("IPv6 binding, IPv4 client", &v6, at.ip("198.51.100.7"), Some("ip"));
+    v.signed("IPv6 /64 binding admits a rotated privacy address", &v6, at.ip("2001:db8:1:2::99"), None);
+    v.signed("IPv6 /64 binding denies another /64", &v6, at.ip("2001:db8:1:3::1"), Some("ip"));
+    v.signed("country not in allow-list", &full, at.ip("203.0.113.1").country("US"), Some("geo"));
+    v.signed("client country in lower case", &full, at.ip("203.0.113.1").country("de"), None);
+    v.signed("unknown country under allow-list (policy deny)", &full, at.ip("203.0.113.1"), Some("geo"));
+    v.signed("client country XX is unknown", &full, at.ip("203.0.113.1").country("XX"), Some("geo"));
+    v.signed("client country empty is unknown", &full, at.ip("203.0.113.1").country(""), Some("geo"));
+    v.signed("client country T1 is unknown", &full, at.ip("203.0.113.1").country("T1"), Some("geo"));
+    v.signed("country in deny-list", &deny, at.country("US"), Some("geo"));
+    v.signed("country not in deny-list", &deny, at.country("CA"), None);
+    v.signed("unknown country under deny-list (policy deny)", &deny, at, Some("geo"));
+    v.signed("client country XX under deny-list (policy deny)", &deny, at.country("XX"), Some("geo"));
+    let allow = (5, "allow");
+    v.with_policy("unknown country under allow-list (policy allow)", &full, at.ip("203.0.113.1"), allow, None);
+    v.with_policy("unknown country under deny-list (policy allow)", &deny, at, allow, None);
+    v.with_policy("XX under deny-list (policy allow)", &deny, at.country("XX"), allow, None);
+    v.with_policy("known country in deny-list (policy allow)", &deny, at.country("US"), allow, Some("geo"));
+    v.with_policy("leeway 0: last second before expiry", &base, at.now(base.expires_at - 1), (0, "deny"), None);
+    v.with_policy("leeway 0: expired at expiry", &base, at.now(base.expires_at), (0, "deny"), Some("expired"));
+    v.with_policy(
+        "leeway 0: not valid before issue",
+        &base,
+        at.now(base.issued_at - 1),
+        (0, "deny"),
+        Some("not_yet_valid"),
+    );
+    v.with_policy("leeway 300: inside", &base, at.now(base.expires_at + 299), (300, "deny"), None);
+    v.with_policy("leeway 300: expired", &base, at.now(base.expires_at + 300), (300, "deny"), Some("expired"));
     let nbf0 = Claims { not_before: Some(base.issued_at), ..base.clone() };
-    add("not-before equal to the issue time", &nbf0, seg, None, None, NOW);
+    v.signed("not-before equal to the issue time", &nbf0, at, None);
     let root = Claims { scope: Scope::Prefix("/".into()), ..base.clone() };
-    add("root prefix admits every path", &root, "/live/x.ts", None, None, NOW);
-    add("percent-encoded scope admits its canonical path", &encoded_scope, "/vod/caf%C3%A9/a.ts", None, None, NOW);
+    v.signed("root prefix admits every path", &root, Req::at("/live/x.ts"), None);
+    v.signed("percent-encoded scope admits its canonical path", &encoded_scope, Req::at("/vod/caf%C3%A9/a.ts"), None);
+
+    // Which reason wins when two checks fail: the earlier step of § 4.
+    v.signed("expired and out of scope: expired", &base, Req::at("/vod/xyz/a.ts").now(NOW + 86_400), Some("expired"));
+    v.signed("not yet valid and out of scope", &base, Req::at("/x.ts").now(NOW - 3600), Some("not_yet_valid"));
+    v.signed("out of scope and wrong IP: scope", &v4_exact, Req::at("/x.ts").ip("192.0.2.1"), Some("scope"));
+    v.signed("wrong IP and wrong country: ip", &full, at.ip("192.0.2.1").country("US"), Some("ip"));
+    v.signed(
+        "expired and wrong IP: expired",
+        &full,
+        at.ip("192.0.2.1").country("DE").now(NOW + 86_400),
+        Some("expired"),
+    );
+
+    // The extremes: every field at its maximum as a valid value (the longest token,
+    // 644 characters), the shortest token (59), and the expiry at 2^64 - 1.
+    let longest = Claims {
+        key_id: u32::MAX,
+        token_id: TokenId::from_u64(u64::MAX),
+        issued_at: u64::MAX - MAX_TTL,
+        not_before: Some(u64::MAX - 1),
+        expires_at: u64::MAX,
+        scope: Scope::Prefix(format!("/{}/", "a".repeat(253))),
+        ip: Some(IpBinding::new("2001:db8::1".parse().unwrap(), 128).unwrap()),
+        countries: Some(CountryRule::Allow(
+            (b'A'..=b'Z')
+                .map(|c| [b'A', c])
+                .chain((b'A'..=b'F').map(|c| [b'B', c]))
+                .map(|c| Country::new(c).unwrap())
+                .collect(),
+        )),
+        subject: Some((0x21u8..=0x60).map(char::from).collect()),
+        channel: Some("abcdefghijklmnopqrstuvwxyz._:-09".into()),
+    };
+    let longest_token = sign(&longest, &v.ring).unwrap();
+    assert_eq!(longest_token.len(), 644, "every field at its maximum spells the longest token");
+    let long_path = format!("/{}/x.ts", "a".repeat(253));
+    let long_req = Req::at(&long_path).ip("2001:db8::1").country("BF").now(u64::MAX - 1);
+    v.push(
+        "every field at its maximum (644 characters)",
+        &longest_token,
+        long_req,
+        Expect::Ok(claims_json(&longest)),
+        None,
+    );
+    v.raw("645 characters", &format!("{longest_token}A"), long_req, "malformed");
+    v.raw("646 characters", &format!("{longest_token}AA"), long_req, "malformed");
+    let shortest = Claims { scope: Scope::Prefix("/".into()), ..base.clone() };
+    let shortest_token = sign(&shortest, &v.ring).unwrap();
+    assert_eq!(shortest_token.len(), 59);
+    v.push("the shortest token (59 characters)", &shortest_token, at, Expect::Ok(claims_json(&shortest)), None);
+    v.raw("58 characters", &shortest_token[..58], at, "malformed");
+    let last = Claims { issued_at: u64::MAX - 3600, expires_at: u64::MAX, ..base.clone() };
+    v.signed("expiry at 2^64 - 1", &last, at.now(u64::MAX - 3600), None);
+    v.signed("expiry at 2^64 - 1: expiry + leeway passes 2^64", &last, at.now(u64::MAX), None);
+    v.with_policy("expiry at 2^64 - 1, leeway 0: expired", &last, at.now(u64::MAX), (0, "deny"), Some("expired"));
 
     // Signature and key failures.
-    let good = sign(&base, &ring).unwrap();
+    let good = sign(&base, &v.ring).unwrap();
     let mut raw = decode(&good);
-    let last = raw.len() - 1;
-    raw[last] ^= 1;
-    vectors.push(vector(&ring, &policy, "tag bit flipped", &encode(&raw), seg, None, None, NOW));
+    let end = raw.len() - 1;
+    raw[end] ^= 1;
+    v.raw("tag bit flipped", &encode(&raw), at, "bad_signature");
     let mut raw = decode(&good);
     raw[20] ^= 0x40; // inside issued_at
-    vectors.push(vector(&ring, &policy, "claims changed after signing", &encode(&raw), seg, None, None, NOW));
+    v.raw("claims changed after signing", &encode(&raw), at, "bad_signature");
+    v.raw("claims changed and expired: bad_signature", &encode(&raw), at.now(NOW + 86_400), "bad_signature");
     let mut other = KeyRing::new();
     other.insert(1, &SecretKey::from_bytes(KEY2));
-    let wrong_key = sign(&base, &other).unwrap();
-    vectors.push(vector(&ring, &policy, "signed with another secret", &wrong_key, seg, None, None, NOW));
+    v.raw("signed with another secret", &sign(&base, &other).unwrap(), at, "bad_signature");
     other.insert(9, &SecretKey::from_bytes(KEY1));
     let unknown = sign(&Claims { key_id: 9, ..base.clone() }, &other).unwrap();
-    vectors.push(vector(&ring, &policy, "unknown key id", &unknown, seg, None, None, NOW));
+    v.raw("unknown key id", &unknown, at, "unknown_key");
+    v.raw("unknown key id and expired: unknown_key", &unknown, at.now(NOW + 86_400), "unknown_key");
 
     // Malformed: structure errors, each with a correct MAC.
-    let body = |flags: u8, tail: &[u8]| -> Vec<u8> {
-        let mut b = vec![1, flags];
-        b.extend_from_slice(&1u32.to_be_bytes());
-        b.extend_from_slice(&0x0123_4567_89ab_cdefu64.to_be_bytes());
-        b.extend_from_slice(&(NOW - 60).to_be_bytes());
-        b.extend_from_slice(&3660u32.to_be_bytes());
-        b.extend_from_slice(tail);
-        b
-    };
-    let scope = |s: &str| -> Vec<u8> {
-        let mut v = vec![s.len() as u8];
-        v.extend_from_slice(s.as_bytes());
-        v
-    };
-    let mut malformed = |name: &str, raw_body: Vec<u8>| {
-        let t = encode(&mac(&raw_body, &KEY1));
-        vectors.push(vector(&ring, &policy, name, &t, seg, None, None, NOW));
-    };
-    // Sanity: the hand-built body equals what `sign` writes.
-    assert_eq!(encode(&mac(&body(1, &scope("/vod/abc/")), &KEY1)), good);
-    let mut v2 = body(1, &scope("/vod/abc/"));
+    let body = |flags: u8, tail: &[u8]| Body { flags, issued_at: NOW - 60, ttl: 3660 }.with(tail);
+    let scope = |s: &str| [&[s.len() as u8][..], s.as_bytes()].concat();
+    let abc = scope("/vod/abc/");
+    assert_eq!(encode(&mac(&body(1, &abc), &KEY1)), good, "the hand-built body is what `sign` writes");
+    let mut malformed = |name: &str, raw_body: Vec<u8>| v.raw(name, &encode(&mac(&raw_body, &KEY1)), at, "malformed");
+    let mut v2 = body(1, &abc);
     v2[0] = 2;
     malformed("unknown version", v2);
-    malformed("reserved flag bit set", body(1 | 0x80, &scope("/vod/abc/")));
-    malformed("deny flag without countries", body(1 | 0x10, &scope("/vod/abc/")));
+    malformed("reserved flag bit set", body(1 | 0x80, &abc));
+    malformed("deny flag without countries", body(1 | 0x10, &abc));
     malformed("prefix flag on a scope without trailing slash", body(1, &scope("/vod/abc")));
-    malformed("exact scope with trailing slash", body(0, &scope("/vod/abc/")));
+    malformed("exact scope with trailing slash", body(0, &abc));
     malformed("empty scope", body(1, &[0]));
     malformed("scope not starting with slash", body(1, &scope("vod/abc/")));
     malformed("scope with a space", body(1, &scope("/vod/a c/")));
+    malformed("scope with a byte above 0x7E", body(1, &scope("/vod/a\u{7f}c/")));
     malformed("scope length past the end", body(1, &[200, b'/', b'v']));
-    malformed("trailing byte after the last field", body(1, &[&scope("/vod/abc/")[..], &[0]].concat()));
-    malformed("countries not sorted", body(1 | 0x08, &[&scope("/vod/abc/")[..], b"\x02FRDE"].concat()));
-    malformed("duplicate country", body(1 | 0x08, &[&scope("/vod/abc/")[..], b"\x02DEDE"].concat()));
-    malformed("lower-case country", body(1 | 0x08, &[&scope("/vod/abc/")[..], b"\x01de"].concat()));
-    malformed("zero countries", body(1 | 0x08, &[&scope("/vod/abc/")[..], b"\x00"].concat()));
-    malformed("IPv4 host bits set", body(1 | 0x04, &[&scope("/vod/abc/")[..], &[4, 24, 203, 0, 113, 7]].concat()));
-    malformed("IPv4 prefix 33", body(1 | 0x04, &[&scope("/vod/abc/")[..], &[4, 33, 203, 0, 113, 7]].concat()));
-    malformed("unknown address family", body(1 | 0x04, &[&scope("/vod/abc/")[..], &[5, 8, 10, 0, 0, 0]].concat()));
-    malformed("subject with a space", body(1 | 0x20, &[&scope("/vod/abc/")[..], b"\x03a b"].concat()));
-    malformed("channel with upper case", body(1 | 0x40, &[&scope("/vod/abc/")[..], b"\x05Email"].concat()));
-    let mut zero_ttl = body(1, &scope("/vod/abc/"));
-    zero_ttl[22..26].copy_from_slice(&0u32.to_be_bytes());
-    malformed("zero lifetime", zero_ttl);
-    let mut long_ttl = body(1, &scope("/vod/abc/"));
-    long_ttl[22..26].copy_from_slice(&(31 * 86_400 + 1u32).to_be_bytes());
-    malformed("lifetime over 31 days", long_ttl);
-    malformed("NBF flag with offset 0 and an empty scope", body(1 | 0x02, &[&0u32.to_be_bytes()[..], &[0]].concat()));
-    malformed("field cut short by the tag", body(1 | 0x20, &[&scope("/vod/abc/")[..], b"\x09abc"].concat()));
-    malformed(
-        "IPv6 host bits set",
-        body(
-            1 | 0x04,
-            &[&scope("/vod/abc/")[..], &[6, 64], &[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]].concat(),
-        ),
-    );
+    malformed("trailing byte after the last field", body(1, &[&abc[..], &[0]].concat()));
+    malformed("countries not sorted", body(1 | 0x08, &[&abc[..], b"\x02FRDE"].concat()));
+    malformed("duplicate country", body(1 | 0x08, &[&abc[..], b"\x02DEDE"].concat()));
+    malformed("lower-case country", body(1 | 0x08, &[&abc[..], b"\x01de"].concat()));
+    malformed("zero countries", body(1 | 0x08, &[&abc[..], b"\x00"].concat()));
+    let thirty_three: Vec<u8> =
+        (b'A'..=b'Z').flat_map(|c| [b'A', c]).chain((b'A'..=b'G').flat_map(|c| [b'B', c])).collect();
+    malformed("33 countries", body(1 | 0x08, &[&abc[..], &[33], &thirty_three].concat()));
+    malformed("IPv4 host bits set", body(1 | 0x04, &[&abc[..], &[4, 24, 203, 0, 113, 7]].concat()));
+    malformed("IPv4 prefix 33", body(1 | 0x04, &[&abc[..], &[4, 33, 203, 0, 113, 7]].concat()));
+    malformed("IP prefix 0", body(1 | 0x04, &[&abc[..], &[4, 0, 0, 0, 0, 0]].concat()));
+    let v6_addr = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    malformed("IPv6 prefix 0", body(1 | 0x04, &[&abc[..], &[6, 0], &[0; 16]].concat()));
+    malformed("IPv6 prefix 129", body(1 | 0x04, &[&abc[..], &[6, 129], &v6_addr].concat()));
+    malformed("IPv6 host bits set", body(1 | 0x04, &[&abc[..], &[6, 64], &v6_addr].concat()));
     malformed(
         "IPv4-mapped address written as family 6",
-        body(
-            1 | 0x04,
-            &[&scope("/vod/abc/")[..], &[6, 128], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]].concat(),
-        ),
+        body(1 | 0x04, &[&abc[..], &[6, 128], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]].concat()),
     );
-    malformed("IP prefix 0", body(1 | 0x04, &[&scope("/vod/abc/")[..], &[4, 0, 0, 0, 0, 0]].concat()));
-    let long_subject = [&[65u8][..], &[b'x'; 65]].concat();
-    malformed("subject of 65 bytes", body(1 | 0x20, &[&scope("/vod/abc/")[..], &long_subject].concat()));
-    let long_channel = [&[33u8][..], &[b'x'; 33]].concat();
-    malformed("channel of 33 bytes", body(1 | 0x40, &[&scope("/vod/abc/")[..], &long_channel].concat()));
-    malformed("not-before at expiry", body(1 | 0x02, &[&3660u32.to_be_bytes()[..], &scope("/vod/abc/")].concat()));
+    malformed("unknown address family", body(1 | 0x04, &[&abc[..], &[5, 8, 10, 0, 0, 0]].concat()));
+    malformed("subject with a space", body(1 | 0x20, &[&abc[..], b"\x03a b"].concat()));
+    malformed("zero-length subject", body(1 | 0x20, &[&abc[..], b"\x00"].concat()));
+    malformed("subject of 65 bytes", body(1 | 0x20, &[&abc[..], &[65], &[b'x'; 65]].concat()));
+    malformed("channel with upper case", body(1 | 0x40, &[&abc[..], b"\x05Email"].concat()));
+    malformed("zero-length channel", body(1 | 0x40, &[&abc[..], b"\x00"].concat()));
+    malformed("channel of 33 bytes", body(1 | 0x40, &[&abc[..], &[33], &[b'x'; 33]].concat()));
+    malformed("zero lifetime", Body { flags: 1, issued_at: NOW - 60, ttl: 0 }.with(&abc));
+    malformed("lifetime over 31 days", Body { flags: 1, issued_at: NOW - 60, ttl: 31 * 86_400 + 1 }.with(&abc));
+    malformed("expiry overflows 2^64", Body { flags: 1, issued_at: u64::MAX - 100, ttl: 3600 }.with(&abc));
+    malformed("NBF flag with offset 0 and an empty scope", body(1 | 0x02, &[&0u32.to_be_bytes()[..], &[0]].concat()));
+    malformed("not-before at expiry", body(1 | 0x02, &[&3660u32.to_be_bytes()[..], &abc].concat()));
+    malformed("field cut short by the tag", body(1 | 0x20, &[&abc[..], b"\x09abc"].concat()));
+    // Malformed wins over the key and the MAC: the body is parsed first.
+    let bad_body = body(1 | 0x08, &[&abc[..], b"\x01de"].concat());
+    v.raw("malformed body signed with another key: malformed", &encode(&mac(&bad_body, &KEY2)), at, "malformed");
+    let mut bad_key = bad_body.clone();
+    bad_key[2..6].copy_from_slice(&9u32.to_be_bytes());
+    v.raw("malformed body with an unknown key id: malformed", &encode(&mac(&bad_key, &KEY1)), at, "malformed");
+    // A scope that passes the byte rules but is not canonical admits no canonical path.
+    let non_canonical = encode(&mac(&body(1, &scope("/vod/%41/")), &KEY1));
+    v.raw("non-canonical scope: scope, not malformed", &non_canonical, Req::at("/vod/A/x.ts"), "scope");
 
     // Malformed at the string level.
-    let mut text = |name: &str, token: String| {
-        vectors.push(vector(&ring, &policy, name, &token, seg, None, None, NOW));
-    };
-    text("empty", String::new());
-    text("padding character", format!("{good}="));
-    text("standard base64 alphabet", good.replace(['-', '_'], "+"));
-    text("character outside the alphabet", format!("{}*", &good[..good.len() - 1]));
-    text("impossible length (1 mod 4)", format!("{good}AAA"));
-    text("truncated", good[..good.len() - 8].to_string());
-    text("too long", "A".repeat(700));
+    v.raw("empty", "", at, "malformed");
+    v.raw("padding character", &format!("{good}="), at, "malformed");
+    v.raw("standard base64 alphabet", &good.replace(['-', '_'], "+"), at, "malformed");
+    v.raw("character outside the alphabet", &format!("{}*", &good[..good.len() - 1]), at, "malformed");
+    v.raw("impossible length (1 mod 4)", &format!("{good}AAA"), at, "malformed");
+    v.raw("truncated", &good[..good.len() - 8], at, "malformed");
+    v.raw("too long", &"A".repeat(700), at, "malformed");
+    v.raw("percent-encoded token", &good.replacen('A', "%41", 1), at, "malformed");
     // Non-zero unused bits in the last character: same bytes, another spelling.
-    let alt = nonzero_trailing_bits(&good);
-    text("non-zero trailing bits (second spelling of a valid token)", alt);
-
-    let paths: Vec<Value> = [
-        "/vod/abc/seg.ts",
-        "/vod/%61bc/seg.ts",
-        "/vod/a%2Ets",
-        "/vod/caf%c3%a9/x.ts",
-        "/vod/a|b",
-        "/vod/a%20b",
-        "/vod/a%3fb",
-        "/vod/abc/",
-        "/vod/abc%2fseg.ts",
-        "/vod/abc%5Cseg.ts",
-        "/vod/%252e%252e/x",
-        "/vod/%00",
-        "/vod/a;p=1/x",
-        "/vod/a\\b",
-        "/vod//x",
-        "/vod/./x",
-        "/vod/../x",
-        "/vod/%2e%2e/x",
-        "/vod/%c0%ae%c0%ae/x",
-        "/vod/%e0%80%af",
-        "/vod/%ed%a0%80",
-        "/vod/%ef%bc%8f",
-        "/vod/%c2%85",
-        "/vod/%zz",
-        "vod/x",
-        "/VOD/Abc/Seg.TS",
-        "/",
-        "/vod/%",
-        "/vod/%4",
-        "/vod/%C3",
-        "/vod/%C3A",
-        "/vod/%C3%",
-        "/vod/%F0%9F%8E%AC.ts",
-        "/vod/%F4%90%80%80",
-        &format!("/{}", "a".repeat(2047)),
-        &format!("/{}", "a".repeat(2048)),
-        &format!("/{}", "|".repeat(700)),
-    ]
-    .iter()
-    .map(|p| match canonicalize_path(p.as_bytes()) {
-        Ok(c) => json!({ "input": p, "canonical": c }),
-        Err(_) => json!({ "input": p, "canonical": null }),
-    })
-    .collect();
+    v.raw("non-zero trailing bits (second spelling of a valid token)", &nonzero_trailing_bits(&good), at, "malformed");
 
     let doc = json!({
         "format": "stile-token",
@@ -248,60 +364,161 @@ fn main() {
         "keys": [
             { "id": 1, "secret_hex": hex::encode(KEY1) },
             { "id": 2, "secret_hex": hex::encode(KEY2) },
+            { "id": u32::MAX, "secret_hex": hex::encode(KEY_MAX) },
         ],
-        "policy": { "leeway_secs": policy.leeway_secs, "unknown_country": "deny" },
-        "vectors": vectors,
-        "paths": paths,
+        "policy": { "leeway_secs": 5, "unknown_country": "deny" },
+        "vectors": v.rows,
+        "paths": paths(),
     });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+    serde_json::to_string_pretty(&doc).unwrap()
 }
 
-#[allow(clippy::too_many_arguments)] // reason: one row of the table, named fields follow.
-fn vector(
-    ring: &KeyRing,
-    policy: &Policy,
-    name: &str,
-    token: &str,
-    path: &str,
-    ip: Option<&str>,
-    country: Option<&str>,
-    now: u64,
-) -> Value {
-    let req =
-        Request { path, client_ip: ip.map(|s| s.parse().unwrap()), country: country.and_then(Country::parse), now };
-    let (expect, claims) = match verify(token, ring, &req, policy) {
-        Ok(t) => ("ok".to_string(), Some(claims_json(&t.claims()))),
-        Err(r) => (r.as_str().to_string(), None),
-    };
-    let mut v = json!({
-        "name": name,
-        "token": token,
-        "request": { "path": path, "client_ip": ip, "country": country, "now": now },
-        "expect": expect,
-    });
-    if let Some(c) = claims {
-        v["claims"] = c;
-    }
-    v
+/// Canonicalisation cases (§ 5), each with its expected canonical form or `None`.
+fn paths() -> Vec<Value> {
+    let a2047 = format!("/{}", "a".repeat(2047));
+    let a2048 = format!("/{}", "a".repeat(2048));
+    let bars = format!("/{}", "|".repeat(700));
+    let cases: Vec<(&str, Option<&str>)> = vec![
+        // Rules 1-3.
+        ("/vod/abc/seg.ts", Some("/vod/abc/seg.ts")),
+        ("/VOD/Abc/Seg.TS", Some("/VOD/Abc/Seg.TS")),
+        ("/", Some("/")),
+        ("/vod/abc/", Some("/vod/abc/")),
+        ("vod/x", None),
+        (&a2047, Some(&a2047)),
+        (&a2048, None),
+        (&bars, None),
+        ("/a/!$&'()*+,=:@~/x", Some("/a/!$&'()*+,=:@~/x")),
+        ("/vod/a|b", Some("/vod/a%7Cb")),
+        ("/vod/a\"b", Some("/vod/a%22b")),
+        ("/vod/[a]^{b}", Some("/vod/%5Ba%5D%5E%7Bb%7D")),
+        // Rule 4: raw bytes rejected.
+        ("/vod/a b", None),
+        ("/vod/a;p=1/x", None),
+        ("/vod/a\\b", None),
+        ("/vod/a<b", None),
+        ("/vod/a>b", None),
+        ("/vod/a`b", None),
+        ("/vod/a\u{7f}b", None),
+        ("/vod/caf\u{e9}", None),
+        ("/vod/%", None),
+        ("/vod/%4", None),
+        ("/vod/%zz", None),
+        // Rule 5: escapes of ASCII.
+        ("/vod/%61bc/seg.ts", Some("/vod/abc/seg.ts")),
+        ("/vod/a%2Ets", Some("/vod/a.ts")),
+        ("/vod/a%20b", Some("/vod/a%20b")),
+        ("/vod/a%3fb", Some("/vod/a%3Fb")),
+        ("/vod/%3c%3e%60%22%23", Some("/vod/%3C%3E%60%22%23")),
+        ("/vod/abc%2fseg.ts", None),
+        ("/vod/abc%5Cseg.ts", None),
+        ("/vod/%252e%252e/x", None),
+        ("/vod/%3b", None),
+        ("/vod/%00", None),
+        ("/vod/%1f", None),
+        ("/vod/%7F", None),
+        ("/vod/%7f", None),
+        // Rule 5: escapes of UTF-8.
+        ("/vod/caf%c3%a9/x.ts", Some("/vod/caf%C3%A9/x.ts")),
+        ("/vod/%F0%9F%8E%AC.ts", Some("/vod/%F0%9F%8E%AC.ts")),
+        ("/vod/%E5%AD%97", Some("/vod/%E5%AD%97")),
+        ("/vod/e%CC%81", Some("/vod/e%CC%81")),
+        ("/vod/%C3", None),
+        ("/vod/%C3A", None),
+        ("/vod/%C3%", None),
+        ("/vod/%c0%ae%c0%ae/x", None),
+        ("/vod/%e0%80%af", None),
+        ("/vod/%ed%a0%80", None),
+        ("/vod/%F4%90%80%80", None),
+        ("/vod/%80", None),
+        ("/vod/%c2%85", None),
+        // Rule 5: code points that are not NFKC-stable, unassigned or private-use, look-alikes.
+        ("/vod/%ef%bc%8f", None),
+        ("/vod/%EF%BC%8E%EF%BC%8E/x", None),
+        ("/vod/a/%E2%80%A5/x", None),
+        ("/vod/a/%EF%B8%B0/x", None),
+        ("/vod/a/..%CD%BE/x", None),
+        ("/vod/a%EF%BC%85", None),
+        ("/vod/a%EF%BC%9B", None),
+        ("/vod/a%EF%BC%9F", None),
+        ("/vod/a%EF%BC%83", None),
+        ("/vod/a%EF%B9%92", None),
+        ("/vod/a%E2%80%A4", None),
+        ("/vod/%EF%AC%81le", None),
+        ("/vod/%C2%A0", None),
+        ("/vod/%CD%B8", None),
+        ("/vod/%EE%80%80", None),
+        ("/vod/a%E2%81%84b", None),
+        ("/vod/a%E2%88%95b", None),
+        ("/vod/a%E2%88%96b", None),
+        // Rule 6: segments.
+        ("/vod//x", None),
+        ("/vod/./x", None),
+        ("/vod/../x", None),
+        ("/vod/%2e%2e/x", None),
+        ("/vod/.../x", None),
+        ("/vod/a./x", None),
+        ("/vod/a.", None),
+        ("/vod/..%20/x", None),
+        ("/vod/%20/x", None),
+        ("/vod/a%20", None),
+        ("/vod/..%3F/x", None),
+        ("/vod/..%3f/x", None),
+        ("/vod/..%23/x", None),
+        ("/vod/a.%3Fx", None),
+        ("/vod/..a/x.ts", Some("/vod/..a/x.ts")),
+        ("/vod/.hidden", Some("/vod/.hidden")),
+        ("/vod/%3Fa/x", Some("/vod/%3Fa/x")),
+        ("/vod/a%3F..b", Some("/vod/a%3F..b")),
+        ("/vod/%20a", Some("/vod/%20a")),
+    ];
+    cases.into_iter().map(|(input, canonical)| json!({ "input": input, "canonical": canonical })).collect()
 }
 
+/// The claims JSON of § 6, written from the claims as minted (countries in body
+/// order, i.e. sorted; the IP binding in its shortest text form).
 fn claims_json(c: &Claims) -> Value {
+    let countries = c.countries.as_ref().map(|r| {
+        let mut list: Vec<String> = r.countries().iter().map(|c| c.as_str().to_owned()).collect();
+        list.sort();
+        list.dedup();
+        match r {
+            CountryRule::Allow(_) => json!({ "allow": list }),
+            CountryRule::Deny(_) => json!({ "deny": list }),
+        }
+    });
     json!({
         "key_id": c.key_id,
-        "token_id": c.token_id.to_string(),
+        "token_id": format!("{:016x}", c.token_id.as_u64()),
         "issued_at": c.issued_at,
         "not_before": c.not_before,
         "expires_at": c.expires_at,
         "scope": c.scope.path(),
         "scope_is_prefix": c.scope.is_prefix(),
-        "ip": c.ip.map(|i| i.to_string()),
-        "countries": c.countries.as_ref().map(|r| match r {
-            CountryRule::Allow(l) => json!({"allow": l.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>()}),
-            CountryRule::Deny(l) => json!({"deny": l.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>()}),
-        }),
+        "ip": c.ip.map(|i| format!("{}/{}", i.addr(), i.prefix_len())),
+        "countries": countries,
         "subject": c.subject,
         "channel": c.channel,
     })
+}
+
+/// A body for key 1 and token id 0123456789abcdef, by hand (§ 3).
+struct Body {
+    flags: u8,
+    issued_at: u64,
+    ttl: u32,
+}
+
+impl Body {
+    fn with(&self, tail: &[u8]) -> Vec<u8> {
+        let mut b = vec![1, self.flags];
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.extend_from_slice(&0x0123_4567_89ab_cdefu64.to_be_bytes());
+        b.extend_from_slice(&self.issued_at.to_be_bytes());
+        b.extend_from_slice(&self.ttl.to_be_bytes());
+        b.extend_from_slice(tail);
+        b
+    }
 }
 
 fn mac(body: &[u8], key: &[u8]) -> Vec<u8> {

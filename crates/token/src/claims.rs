@@ -120,6 +120,22 @@ impl Country {
         }
     }
 
+    /// The client's country as a geo source reports it (a trusted header, a
+    /// database): two ASCII letters in either case (`de` is `DE`). Anything else is
+    /// unknown (`None`): empty, one or three letters, digits such as Cloudflare's
+    /// Tor marker `T1`, and the codes ISO 3166-1 leaves to user assignment (`AA`,
+    /// `QM`–`QZ`, `XA`–`XZ`, `ZZ`), which geo sources use for "unknown" (`XX`). So
+    /// an unknown client always meets the verifier's unknown-country policy, never
+    /// a list (`docs/token-format.md` § 4).
+    pub fn from_client(value: &[u8]) -> Option<Country> {
+        let c = match value {
+            [a, b] => Country::new([*a, *b])?,
+            _ => return None,
+        };
+        let user_assigned = matches!(c.0, [b'A', b'A'] | [b'Q', b'M'..=b'Z'] | [b'X', _] | [b'Z', b'Z']);
+        (!user_assigned).then_some(c)
+    }
+
     /// The two upper-case bytes.
     pub fn bytes(self) -> [u8; 2] {
         self.0
@@ -454,5 +470,16 @@ mod tests {
         assert_eq!(Country::parse("us").unwrap().as_str(), "US");
         assert!(Country::parse("USA").is_none());
         assert!(Country::parse("U1").is_none());
+    }
+
+    #[test]
+    fn client_countries_unknown_unless_two_letters_of_a_real_code() {
+        let c = |v: &str| Country::from_client(v.as_bytes()).map(|c| c.to_string());
+        assert_eq!(c("de").as_deref(), Some("DE"));
+        assert_eq!(c("Fr").as_deref(), Some("FR"));
+        assert_eq!(c("QL").as_deref(), Some("QL"));
+        for unknown in ["", "D", "DEU", "T1", "A1", "XX", "xk", "ZZ", "AA", "QM", "QZ", " D"] {
+            assert_eq!(c(unknown), None, "{unknown:?}");
+        }
     }
 }

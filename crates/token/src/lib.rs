@@ -89,6 +89,10 @@ pub struct Policy {
 impl Policy {
     /// The default leeway: a few seconds, never a silent minute.
     pub const DEFAULT_LEEWAY_SECS: u32 = 5;
+    /// The largest leeway a verifier may be configured with (`docs/token-format.md`
+    /// § 4): more defeats short-lived links. The edge refuses a larger
+    /// `token.leeway_secs` at startup.
+    pub const MAX_LEEWAY_SECS: u32 = 300;
 }
 
 impl Default for Policy {

@@ -316,11 +316,12 @@ impl Token {
     pub fn check_one(&self, check: ClaimCheck, req: &crate::Request<'_>, policy: &crate::Policy) -> Result<(), Reason> {
         match check {
             ClaimCheck::Time => {
-                let leeway = u64::from(policy.leeway_secs);
-                if req.now >= self.expires_at().saturating_add(leeway) {
+                // Unbounded arithmetic (§ 4): `expires_at + leeway` may pass 2^64 - 1.
+                let (now, leeway) = (u128::from(req.now), u128::from(policy.leeway_secs));
+                if now >= u128::from(self.expires_at()) + leeway {
                     return Err(Reason::Expired);
                 }
-                if req.now.saturating_add(leeway) < self.valid_from() {
+                if now + leeway < u128::from(self.valid_from()) {
                     return Err(Reason::NotYetValid);
                 }
             }
