@@ -354,7 +354,11 @@ fn hostile(port: u16, t: &str) {
     for (bytes, answer) in cases {
         let out = send_raw(port, &bytes);
         let head = String::from_utf8_lossy(&out[..out.len().min(12)]).into_owned();
-        assert!(head.starts_with(answer), "{answer}… expected, got {head:?} for {:?}", String::from_utf8_lossy(&bytes[..80]));
+        assert!(
+            head.starts_with(answer),
+            "{answer}… expected, got {head:?} for {:?}",
+            String::from_utf8_lossy(&bytes[..80])
+        );
     }
 }
 
