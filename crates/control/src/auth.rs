@@ -3,49 +3,16 @@
 //! may call what.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ConfiguredKey;
 use crate::error::ApiError;
+pub use crate::model::Role;
 use crate::store::Store;
-
-/// What a caller may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A backend that mints links (audience access).
-    Minter,
-    /// An SRE: revocations, keys, assets, audit, fleet (operator privileges).
-    Operator,
-    /// An edge proxy: the sync stream only.
-    Edge,
-    /// Everything.
-    Admin,
-}
-
-impl Role {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Minter => "minter",
-            Role::Operator => "operator",
-            Role::Edge => "edge",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Every RPC that checks a role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,11 +128,6 @@ pub fn generate_api_key() -> Result<(String, [u8; 32]), ApiError> {
 /// SHA-256 of an API key string: what is stored and looked up.
 pub fn hash_api_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-/// Whether a name (API key, asset, edge) is 1..=64 characters of `[a-z0-9._-]`.
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
 }
 
 /// Checks the `authorization` metadata of each request against configured

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use stile_token::{Country, MAX_TTL_SECS};
+use stile_token::MAX_TTL_SECS;
 
-use crate::auth::Role;
+use crate::model::{Role, valid_name};
+use crate::policy::{PolicyError, country_rule, normalise_base_url};
+pub use crate::store::RedisConfig;
 
 /// The whole configuration file (TOML). Every field has a default, so an empty
 /// file is a valid development configuration.
@@ -68,38 +70,6 @@ pub enum StoreBackend {
     Redb,
     /// A Redis server at `store.redis.url`.
     Redis,
-}
-
-/// The Redis backend (`docs/redis.md`).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path[?db=N]`.
-    /// The password never appears in logs. Default `redis://127.0.0.1:6379/0`.
-    pub url: String,
-    /// Every key lives under `{<key_prefix>}:` (one Redis Cluster hash slot).
-    /// Several deployments can share one Redis with different prefixes.
-    /// Default `stile`.
-    pub key_prefix: String,
-    /// Time allowed to open a connection, milliseconds. Default 1000.
-    pub connect_timeout_ms: u64,
-    /// Time allowed for one command's answer, milliseconds; beyond it the call
-    /// fails with UNAVAILABLE. Default 2000.
-    pub command_timeout_ms: u64,
-    /// Replicas that must have a commit before it is acknowledged (`WAIT`);
-    /// fewer within `wait_timeout_ms` fails the call with UNAVAILABLE (the
-    /// change stays on the primary). Default 0: the primary's answer suffices.
-    pub wait_replicas: u32,
-    /// How long a commit waits for `wait_replicas`, milliseconds. Default 1000.
-    pub wait_timeout_ms: u64,
-    /// While Redis is unreachable, minting keeps working from asset states and
-    /// API keys this process read within this many seconds (and the signing
-    /// keys it holds). 0: minting fails with UNAVAILABLE too. Default 300.
-    pub stale_read_secs: u64,
-    /// Mint audit events held in memory while Redis is unreachable, written
-    /// when it returns; beyond this many, minting fails with UNAVAILABLE.
-    /// Default 100000.
-    pub audit_buffer: usize,
 }
 
 /// How links are built.
@@ -271,73 +241,6 @@ impl Default for StoreConfig {
     }
 }
 
-impl Default for RedisConfig {
-    fn default() -> RedisConfig {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379/0".into(),
-            key_prefix: "stile".into(),
-            connect_timeout_ms: 1_000,
-            command_timeout_ms: 2_000,
-            wait_replicas: 0,
-            wait_timeout_ms: 1_000,
-            stale_read_secs: 300,
-            audit_buffer: 100_000,
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisConfig {
-    /// Like the derived form, with the URL's password redacted.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &self.redacted_url())
-            .field("key_prefix", &self.key_prefix)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("command_timeout_ms", &self.command_timeout_ms)
-            .field("wait_replicas", &self.wait_replicas)
-            .field("wait_timeout_ms", &self.wait_timeout_ms)
-            .field("stale_read_secs", &self.stale_read_secs)
-            .field("audit_buffer", &self.audit_buffer)
-            .finish()
-    }
-}
-
-impl RedisConfig {
-    /// The URL with any user info replaced by `***`, for logs and messages.
-    pub fn redacted_url(&self) -> String {
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}"),
-                None => self.url.clone(),
-            },
-            None => "<not a URL>".into(),
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let schemes = ["redis://", "redis+unix://", "unix://"];
-        if !schemes.iter().any(|s| self.url.starts_with(s)) || redis::Client::open(self.url.as_str()).is_err() {
-            return Err(format!(
-                "store.redis.url {:?} must be redis://[user:password@]host[:port][/db] or redis+unix:///path \
-                 (TLS, rediss://, is not built in)",
-                self.redacted_url()
-            ));
-        }
-        if !crate::auth::valid_name(&self.key_prefix) {
-            return Err(format!(
-                "store.redis.key_prefix {:?} must be 1..64 characters of [a-z0-9._-]",
-                self.key_prefix
-            ));
-        }
-        if self.connect_timeout_ms == 0 || self.command_timeout_ms == 0 || self.wait_timeout_ms == 0 {
-            return Err(
-                "store.redis: connect_timeout_ms, command_timeout_ms and wait_timeout_ms must be positive".into()
-            );
-        }
-        Ok(())
-    }
-}
-
 impl Default for LinksConfig {
     fn default() -> LinksConfig {
         LinksConfig {
@@ -431,11 +334,11 @@ impl Config {
         if self.store.backend == StoreBackend::Redis
             && let Err(e) = self.store.redis.validate()
         {
-            return bad(e);
+            return bad(e.to_string());
         }
         let links = &self.links;
         if !links.default_base_url.is_empty()
-            && let Err(e) = crate::mint::normalise_base_url(&links.default_base_url)
+            && let Err(e) = normalise_base_url(&links.default_base_url)
         {
             return bad(format!("links.default_base_url: {e}"));
         }
@@ -486,7 +389,7 @@ impl Config {
         }
         let mut names = std::collections::BTreeSet::new();
         for key in &self.auth.keys {
-            if !crate::auth::valid_name(&key.name) {
+            if !valid_name(&key.name) {
                 return bad(format!("auth.keys: name {:?} must be 1..64 characters of [a-z0-9._-]", key.name));
             }
             if !names.insert(key.name.as_str()) {
@@ -538,14 +441,9 @@ impl Config {
 
 impl PolicyConfig {
     /// The default country rule, parsed.
-    pub fn default_countries(&self) -> Result<Option<stile_token::CountryRule>, String> {
-        crate::mint::country_rule(&self.allow_countries, &self.deny_countries)
+    pub(crate) fn default_countries(&self) -> Result<Option<stile_token::CountryRule>, PolicyError> {
+        country_rule(&self.allow_countries, &self.deny_countries)
     }
-}
-
-/// Parses an ISO 3166-1 alpha-2 code.
-pub(crate) fn parse_country(code: &str) -> Result<Country, String> {
-    Country::parse(code).ok_or_else(|| format!("{code:?} is not an ISO 3166-1 alpha-2 country code"))
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 use stile_proto::v1 as pb;
 use stile_token::TokenId;
 
-use crate::auth::Role;
 use crate::error::ApiError;
 use crate::model::{
-    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Revocation, SigningKey, Target,
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Revocation, Role, SigningKey,
+    Target,
 };
 
 impl From<AssetState> for pb::AssetState {

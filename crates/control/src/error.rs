@@ -25,9 +25,6 @@ pub enum ApiError {
     /// The API key's role may not call this RPC. → `PERMISSION_DENIED`
     #[error("{0}")]
     PermissionDenied(String),
-    /// Not implemented yet. → `UNIMPLEMENTED`
-    #[error("{0}")]
-    Unimplemented(String),
     /// The storage backend failed; details are logged, not returned. → `ABORTED` on
     /// a write conflict, `UNAVAILABLE` when the backend cannot be reached,
     /// `INTERNAL` otherwise.
@@ -59,7 +56,6 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(m) => (Code::AlreadyExists, m),
             ApiError::Unauthenticated(m) => (Code::Unauthenticated, m),
             ApiError::PermissionDenied(m) => (Code::PermissionDenied, m),
-            ApiError::Unimplemented(m) => (Code::Unimplemented, m),
             ApiError::Store(StoreError::Conflict(m)) => (Code::Aborted, format!("{m}; retry the request")),
             ApiError::Store(e @ StoreError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "store.unavailable");

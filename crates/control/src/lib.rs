@@ -30,6 +30,7 @@ mod fleet;
 pub mod metrics;
 mod mint;
 pub mod model;
+mod policy;
 mod server;
 mod service;
 pub mod store;

@@ -10,13 +10,12 @@ use std::net::IpAddr;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use stile_proto::v1 as pb;
-use stile_token::{
-    Claims, ClaimsError, CountryRule, IpBinding, KeyId, KeyRing, Scope, TOKEN_ID_LEN, TokenId, canonicalize_path,
-};
+use stile_token::{Claims, ClaimsError, IpBinding, KeyId, KeyRing, Scope, TOKEN_ID_LEN, TokenId, canonicalize_path};
 
-use crate::config::{Config, PolicyConfig, parse_country};
+use crate::config::{Config, PolicyConfig};
 use crate::error::ApiError;
 use crate::model::{Asset, AssetState};
+use crate::policy::{country_rule, normalise_base_url};
 
 /// The signing key to mint with.
 #[derive(Clone, Copy, Debug)]
@@ -163,39 +162,6 @@ pub(crate) fn mint(
     })
 }
 
-/// A country rule from allow- and deny-lists; at most one may be non-empty.
-pub(crate) fn country_rule(allow: &[String], deny: &[String]) -> Result<Option<CountryRule>, String> {
-    let parse = |codes: &[String]| codes.iter().map(|c| parse_country(c)).collect::<Result<Vec<_>, _>>();
-    match (allow.is_empty(), deny.is_empty()) {
-        (true, true) => Ok(None),
-        (false, true) => Ok(Some(CountryRule::Allow(parse(allow)?))),
-        (true, false) => Ok(Some(CountryRule::Deny(parse(deny)?))),
-        (false, false) => Err("give allow or deny countries, not both".into()),
-    }
-    .and_then(|rule| match &rule {
-        Some(r) if r.countries().len() > stile_token::MAX_COUNTRIES => {
-            Err(format!("at most {} countries", stile_token::MAX_COUNTRIES))
-        }
-        _ => Ok(rule),
-    })
-}
-
-/// Checks an edge base URL (`http(s)://authority`, no path, query or
-/// fragment) and returns it without a trailing `/`.
-pub(crate) fn normalise_base_url(url: &str) -> Result<String, String> {
-    let trimmed = url.trim_end_matches('/');
-    let authority = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"))
-        .ok_or_else(|| format!("{url:?} must start with https:// or http://"))?;
-    if authority.is_empty()
-        || !authority.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-    {
-        return Err(format!("{url:?} must be scheme://host[:port] with no path, query or fragment"));
-    }
-    Ok(trimmed.to_owned())
-}
-
 fn random_token_id() -> Result<TokenId, ApiError> {
     let mut bytes = [0u8; TOKEN_ID_LEN];
     OsRng.try_fill_bytes(&mut bytes).map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
@@ -213,7 +179,7 @@ fn non_empty(s: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use stile_token::{KEY_LEN, Policy, Request, SecretKey, verify};
+    use stile_token::{CountryRule, KEY_LEN, Policy, Request, SecretKey, verify};
 
     use super::*;
 
@@ -315,14 +281,5 @@ mod tests {
         let err = gate("abc", Some(draft)).unwrap_err();
         assert!(matches!(err, ApiError::FailedPrecondition(ref m) if m.contains("DRAFT")), "{err:?}");
         assert!(gate("abc", Some(asset())).is_ok());
-    }
-
-    #[test]
-    fn base_urls() {
-        assert_eq!(normalise_base_url("https://e.example:8443/").unwrap(), "https://e.example:8443");
-        assert_eq!(normalise_base_url("http://[::1]:8080").unwrap(), "http://[::1]:8080");
-        for bad in ["e.example", "https://", "https://e/x", "https://e?x=1", "ftp://e"] {
-            assert!(normalise_base_url(bad).is_err(), "{bad}");
-        }
     }
 }

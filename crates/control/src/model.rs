@@ -6,7 +6,42 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use stile_token::{KEY_LEN, KeyId, SecretKey};
 
-use crate::auth::Role;
+/// What a caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A backend that mints links (audience access).
+    Minter,
+    /// An SRE: revocations, keys, assets, audit, fleet (operator privileges).
+    Operator,
+    /// An edge proxy: the sync stream only.
+    Edge,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Minter => "minter",
+            Role::Operator => "operator",
+            Role::Edge => "edge",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a name (API key, asset, edge) is 1..=64 characters of `[a-z0-9._-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+}
 
 /// Publication state of an asset; minting requires [`AssetState::Published`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

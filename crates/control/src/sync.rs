@@ -35,10 +35,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth::valid_name;
 use crate::convert::edge_key;
 use crate::fleet::Registration;
-use crate::model::{ChangeKind, KeyState};
+use crate::model::{ChangeKind, KeyState, valid_name};
 use crate::service::Shared;
 use crate::store::{
     AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreFuture,

@@ -7,10 +7,10 @@ use stile_proto::v1::api_key_service_server::ApiKeyService;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::auth::{Rpc, generate_api_key, valid_name};
+use crate::auth::{Rpc, generate_api_key};
 use crate::convert::{api_key_info, role};
 use crate::error::ApiError;
-use crate::model::{ApiKey, AuditAction, AuditEvent};
+use crate::model::{ApiKey, AuditAction, AuditEvent, valid_name};
 use crate::store::{Batch, StoreError, Write};
 
 /// The API key service.

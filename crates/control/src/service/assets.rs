@@ -8,10 +8,10 @@ use stile_token::canonicalize_path;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, page_limit};
-use crate::auth::{Rpc, valid_name};
+use crate::auth::Rpc;
 use crate::convert::asset_state;
 use crate::error::ApiError;
-use crate::model::{Asset, AssetState, AuditAction, AuditEvent};
+use crate::model::{Asset, AssetState, AuditAction, AuditEvent, valid_name};
 use crate::store::{AssetQuery, Batch, StoreError, Write};
 
 /// The asset service.

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use self::redb::RedbStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisConfig, RedisStore};
 use crate::model::{ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, Revocation, SigningKey};
 
 /// The future every store method returns.

@@ -60,8 +60,11 @@ use super::{
     AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreError, StoreFuture,
     Write,
 };
-use crate::config::RedisConfig;
 use crate::model::{ApiKey, Asset, AuditEvent, Change, ChangeKind, KeyState, Revocation, SigningKey};
+
+mod config;
+
+pub use self::config::RedisConfig;
 
 /// How long one `XREAD BLOCK` of the log tail waits, milliseconds.
 const TAIL_BLOCK_MS: u64 = 1_000;
