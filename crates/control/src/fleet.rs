@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::locks;
 use crate::service::Shared;
 
 /// The registry. Cheap to share; all methods take `&self`.
@@ -197,7 +198,7 @@ impl Fleet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-        self.edges.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.edges)
     }
 }
 
@@ -213,7 +214,8 @@ pub(crate) async fn publish_loop(s: Arc<Shared>) {
     loop {
         changed.borrow_and_update();
         let view = serde_json::to_string(&s.fleet.list()).unwrap_or_else(|_| "[]".into());
-        match s.store.publish_fleet(s.replica_id.clone(), view, ttl_ms).await {
+        let Some(bus) = &s.bus else { return };
+        match bus.publish_fleet(s.replica_id.clone(), view, ttl_ms).await {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 failing = true;
@@ -234,10 +236,10 @@ pub(crate) async fn publish_loop(s: Arc<Shared>) {
 /// If the others' views cannot be read, this replica's alone.
 pub(crate) async fn everywhere(s: &Shared) -> Vec<EdgeView> {
     let mut edges: BTreeMap<String, EdgeView> = s.fleet.list().into_iter().map(|e| (e.edge_id.clone(), e)).collect();
-    if !s.store.is_shared() {
+    let Some(bus) = &s.bus else {
         return edges.into_values().collect();
-    }
-    match s.store.fleet_views().await {
+    };
+    match bus.fleet_views().await {
         Ok(views) => {
             for (replica, view) in views {
                 if replica == s.replica_id {
@@ -267,7 +269,7 @@ pub(crate) async fn everywhere(s: &Shared) -> Vec<EdgeView> {
 /// the wait on every ACK; the others' views are re-read every 5 ms.
 pub(crate) async fn wait_everywhere(s: &Shared, version: u64, deadline: Instant) -> Vec<EdgeView> {
     let local = s.fleet.wait_applied(version, deadline).await;
-    if !s.store.is_shared() {
+    if s.bus.is_none() {
         return local;
     }
     loop {

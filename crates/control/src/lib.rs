@@ -27,6 +27,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod fleet;
+mod locks;
 pub mod metrics;
 mod mint;
 pub mod model;

@@ -3,7 +3,7 @@
 //!
 //! Recorded in few places: every RPC by a tower layer on the gRPC server
 //! ([`RpcLayer`]: method and status code, duration); mints and revocations by their
-//! handlers; store commits in [`crate::sync::NotifyingStore`]. Fleet gauges (connected
+//! handlers; store commits in `NotifyingStore` (`store/notify.rs`). Fleet gauges (connected
 //! edges, worst lag and skew, log version, pending key age) are read from the shared
 //! state when `/metrics` is scraped.
 //!
@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::model::{KeyState, Target};
 use crate::service::Shared;
+use crate::store::notify::CommitObserver;
 
 /// Most distinct share channels used as label values.
 pub const MAX_CHANNEL_LABELS: usize = 64;
@@ -174,14 +175,6 @@ impl Metrics {
         self.revocations.with_label_values(&[kind]).inc();
     }
 
-    /// Records one store commit: how long it took, and whether it failed.
-    pub(crate) fn commit(&self, elapsed: Duration, ok: bool) {
-        self.commit_duration.observe(elapsed.as_secs_f64());
-        if !ok {
-            self.store_errors.with_label_values(&["commit"]).inc();
-        }
-    }
-
     /// Counts a failed store operation other than a commit.
     pub(crate) fn store_error(&self, op: &'static str) {
         self.store_errors.with_label_values(&[op]).inc();
@@ -243,6 +236,16 @@ impl Metrics {
             channel
         } else {
             "other"
+        }
+    }
+}
+
+impl CommitObserver for Metrics {
+    /// Records one store commit: how long it took, and whether it failed.
+    fn commit(&self, elapsed: Duration, ok: bool) {
+        self.commit_duration.observe(elapsed.as_secs_f64());
+        if !ok {
+            self.store_errors.with_label_values(&["commit"]).inc();
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreBackend};
 use crate::error::ApiError;
 use crate::service::{ApiKeys, Assets, Audit, Edges, Keys, Links, Revocations, Shared};
-use crate::store::{RedbStore, RedisStore, Retention, Store, StoreError};
+use crate::store::{RedbStore, RedisStore, ReplicaBus, Retention, Store, StoreError};
 
 /// Longest a graceful shutdown waits for in-flight calls and open connections.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -61,26 +61,39 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens the configured store (redb at `store.path`, or Redis at `store.redis.url`).
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<ControlPlane, ServeError> {
-        let store: Arc<dyn Store> = match config.store.backend {
+        match config.store.backend {
             StoreBackend::Redb => {
                 let path = config.store.path.clone();
                 let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
                     .await
                     .map_err(|e| StoreError::Backend(format!("store task: {e}")))??;
-                Arc::new(store)
+                ControlPlane::start(config, Arc::new(store), None, clock).await
             }
-            StoreBackend::Redis => Arc::new(RedisStore::connect(&config.store.redis, config.audit.max_events).await?),
-        };
-        ControlPlane::with_store(config, store, clock).await
+            StoreBackend::Redis => {
+                let redis = Arc::new(RedisStore::connect(&config.store.redis, config.audit.max_events).await?);
+                let bus: Arc<dyn ReplicaBus> = Arc::clone(&redis) as _;
+                ControlPlane::start(config, redis, Some(bus), clock).await
+            }
+        }
     }
 
-    /// Uses an already open store; creates the first signing key if none is active.
+    /// Uses an already open store that only this process writes; creates the
+    /// first signing key if none is active.
     pub async fn with_store(
         config: Config,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<ControlPlane, ServeError> {
-        let shared = Arc::new(Shared::new(Arc::new(config), store, clock));
+        ControlPlane::start(config, store, None, clock).await
+    }
+
+    async fn start(
+        config: Config,
+        store: Arc<dyn Store>,
+        bus: Option<Arc<dyn ReplicaBus>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ControlPlane, ServeError> {
+        let shared = Arc::new(Shared::new(Arc::new(config), store, bus, clock));
         crate::service::start(&shared).await.map_err(ServeError::Startup)?;
         Ok(ControlPlane { shared })
     }
@@ -140,7 +153,7 @@ impl ControlPlane {
 
         let pruner = tokio::spawn(prune_loop(Arc::clone(s)));
         let poller = tokio::spawn(crate::sync::poll_versions(Arc::clone(s)));
-        let publisher = s.store.is_shared().then(|| tokio::spawn(crate::fleet::publish_loop(Arc::clone(s))));
+        let publisher = s.bus.is_some().then(|| tokio::spawn(crate::fleet::publish_loop(Arc::clone(s))));
         match listener.local_addr() {
             Ok(addr) => tracing::info!(listen = %addr, "control.serving"),
             Err(e) => tracing::warn!(error = %e, "control.serving"),

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use stile_proto::v1 as pb;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,9 +39,8 @@ use crate::convert::edge_key;
 use crate::fleet::Registration;
 use crate::model::{ChangeKind, KeyState, valid_name};
 use crate::service::Shared;
-use crate::store::{
-    AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreFuture,
-};
+use crate::store::notify::raise;
+use crate::store::{LogRead, Snapshot};
 
 /// The response stream of `Sync`.
 pub(crate) type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send + 'static>>;
@@ -54,9 +53,6 @@ const LOG_BATCH: usize = 256;
 /// Least time between two snapshots caused by NACKs, so an edge that keeps
 /// refusing cannot make the session loop.
 const NACK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The newest committed log version, watched by every session.
-pub(crate) type VersionWatch = watch::Sender<u64>;
 
 /// Starts a session on a freshly opened stream and returns its response stream.
 pub(crate) fn open(
@@ -343,107 +339,14 @@ fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A [`Store`] that publishes the newest log version after every commit that
-/// appended changes, so sync sessions wake at once. Other writers of a shared
-/// backend (replicas) are picked up by [`poll_versions`].
-#[derive(Debug)]
-pub(crate) struct NotifyingStore {
-    inner: Arc<dyn Store>,
-    versions: Arc<VersionWatch>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-}
-
-impl NotifyingStore {
-    pub(crate) fn new(inner: Arc<dyn Store>, versions: Arc<VersionWatch>) -> NotifyingStore {
-        NotifyingStore { inner, versions, metrics: None }
-    }
-
-    /// Also records each commit's duration and failures.
-    pub(crate) fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> NotifyingStore {
-        NotifyingStore { metrics: Some(metrics), ..self }
-    }
-}
-
-impl Store for NotifyingStore {
-    fn commit(&self, batch: Batch) -> StoreFuture<'_, Committed> {
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let committed = self.inner.commit(batch).await;
-            if let Some(m) = &self.metrics {
-                m.commit(started.elapsed(), committed.is_ok());
-            }
-            let committed = committed?;
-            if let Some(last) = committed.changes.last() {
-                let v = last.version;
-                self.versions.send_if_modified(|cur| {
-                    let newer = v > *cur;
-                    if newer {
-                        *cur = v;
-                    }
-                    newer
-                });
-            }
-            Ok(committed)
-        })
-    }
-    fn record_audit(&self, events: Vec<crate::model::AuditEvent>) -> StoreFuture<'_, ()> {
-        self.inner.record_audit(events)
-    }
-    fn api_key(&self, sha256: [u8; 32]) -> StoreFuture<'_, Option<crate::model::ApiKey>> {
-        self.inner.api_key(sha256)
-    }
-    fn api_keys(&self) -> StoreFuture<'_, Vec<crate::model::ApiKey>> {
-        self.inner.api_keys()
-    }
-    fn signing_keys(&self) -> StoreFuture<'_, Vec<crate::model::SigningKey>> {
-        self.inner.signing_keys()
-    }
-    fn asset(&self, id: String) -> StoreFuture<'_, Option<crate::model::Asset>> {
-        self.inner.asset(id)
-    }
-    fn assets(&self, query: AssetQuery) -> StoreFuture<'_, Vec<crate::model::Asset>> {
-        self.inner.assets(query)
-    }
-    fn version(&self) -> StoreFuture<'_, u64> {
-        self.inner.version()
-    }
-    fn log_since(&self, version: u64, limit: usize) -> StoreFuture<'_, LogRead> {
-        self.inner.log_since(version, limit)
-    }
-    fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
-        self.inner.snapshot()
-    }
-    fn revocations(&self, after_version: u64, limit: usize) -> StoreFuture<'_, Vec<crate::model::Revocation>> {
-        self.inner.revocations(after_version, limit)
-    }
-    fn audit(&self, query: AuditQuery) -> StoreFuture<'_, Vec<crate::model::AuditEvent>> {
-        self.inner.audit(query)
-    }
-    fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned> {
-        self.inner.prune(now, retention)
-    }
-    fn watch_versions(&self) -> Option<watch::Receiver<u64>> {
-        self.inner.watch_versions()
-    }
-    fn is_shared(&self) -> bool {
-        self.inner.is_shared()
-    }
-    fn publish_fleet(&self, replica: String, view: String, ttl_ms: u64) -> StoreFuture<'_, ()> {
-        self.inner.publish_fleet(replica, view, ttl_ms)
-    }
-    fn fleet_views(&self) -> StoreFuture<'_, Vec<(String, String)>> {
-        self.inner.fleet_views()
-    }
-}
-
 /// Re-reads the store's version every heartbeat interval and publishes it
 /// when it moved: commits by other writers of a shared backend reach this
 /// replica's edges within one interval. A shared backend that tails its log
-/// ([`Store::watch_versions`], Redis) wakes this at once instead; the poll
+/// ([`crate::store::ReplicaBus::watch_versions`], Redis) wakes this at once instead; the poll
 /// stays as a safety net. A version moved by another writer may have changed
 /// the signing keys, so the key cache is reloaded then.
 pub(crate) async fn poll_versions(s: Arc<Shared>) {
-    let mut tail = s.store.watch_versions();
+    let mut tail = s.bus.as_ref().map(|bus| bus.watch_versions());
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.sync.heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -465,14 +368,9 @@ pub(crate) async fn poll_versions(s: Arc<Shared>) {
         };
         match seen {
             Ok(v) => {
-                let moved = s.versions.send_if_modified(|cur| {
-                    let newer = v > *cur;
-                    if newer {
-                        *cur = v;
-                    }
-                    newer
-                });
-                if moved && let Err(e) = s.reload_keys().await {
+                if raise(&s.versions, v)
+                    && let Err(e) = s.reload_keys().await
+                {
                     tracing::warn!(error = %e, "sync.key_reload_failed");
                 }
             }

@@ -26,9 +26,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::fleet::Fleet;
+use crate::locks;
 use crate::model::KeyState;
-use crate::store::Store;
-use crate::sync::{NotifyingStore, VersionWatch};
+use crate::store::notify::{NotifyingStore, VersionWatch};
+use crate::store::{ReplicaBus, Store};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// This process among the replicas sharing a backend (random per start).
     pub(crate) replica_id: String,
+    /// The other replicas sharing the backend, if it is shared.
+    pub(crate) bus: Option<Arc<dyn ReplicaBus>>,
 }
 
 #[derive(Debug, Default)]
@@ -66,11 +69,16 @@ struct KeyCache {
 impl Shared {
     /// Handlers' shared state. The store is wrapped so that every commit wakes
     /// the sync sessions ([`NotifyingStore`]).
-    pub(crate) fn new(config: Arc<Config>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Shared {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        bus: Option<Arc<dyn ReplicaBus>>,
+        clock: Arc<dyn Clock>,
+    ) -> Shared {
         let versions = Arc::new(tokio::sync::watch::channel(0).0);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let store: Arc<dyn Store> =
-            Arc::new(NotifyingStore::new(store, Arc::clone(&versions)).with_metrics(Arc::clone(&metrics)));
+            Arc::new(NotifyingStore::new(store, Arc::clone(&versions), Arc::clone(&metrics) as _));
         let auth = Authenticator::new(&config.auth.keys, Arc::clone(&store));
         Shared {
             config,
@@ -85,6 +93,7 @@ impl Shared {
             metrics,
             stopping: tokio::sync::watch::channel(false).0,
             replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            bus,
         }
     }
 
@@ -111,7 +120,7 @@ impl Shared {
         if let Some(id) = cache.active {
             cache.ring.set_active(id);
         }
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = cache;
+        *locks::write(&self.keys) = cache;
         Ok(())
     }
 
@@ -120,7 +129,7 @@ impl Shared {
         &self,
         f: impl FnOnce(KeyId, &KeyRing) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let cache = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let cache = locks::read(&self.keys);
         let id = cache.active.ok_or_else(|| {
             ApiError::FailedPrecondition("no active signing key; rotate one in (KeyService.Rotate)".into())
         })?;

@@ -9,7 +9,13 @@
 //!
 //! The change log ([`Store::log_since`], [`Store::snapshot`]) is what the edge
 //! sync stream replays: versions start at 1 and have no gaps.
+//!
+//! Replicas sharing a backend coordinate through a second trait,
+//! [`ReplicaBus`] (the Redis backend implements both). The control plane wraps
+//! its store in `notify::NotifyingStore`, which wakes the edge sync sessions
+//! after every commit.
 
+pub(crate) mod notify;
 mod redb;
 mod redis;
 
@@ -68,35 +74,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Drops expired revocations, change log entries beyond retention, and audit
     /// events beyond retention. The log's versions never change.
     fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned>;
+}
 
-    /// For a backend that several processes write (Redis with control-plane
-    /// replicas): the newest log version committed by any of them, kept
-    /// current by a background tail of the backend's log. `None` (the
-    /// default) when this process is the only writer, so its own commits are
-    /// all there is to see. Wrappers must forward it.
-    fn watch_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        None
-    }
-
-    /// Whether other control-plane processes share this backend (replicas),
-    /// so edges connected to them are part of the fleet too. Wrappers must
-    /// forward it.
-    fn is_shared(&self) -> bool {
-        false
-    }
+/// Coordination between control-plane replicas that share one backend
+/// (Redis). Kept apart from [`Store`]: a backend only this process writes has
+/// none, and the control plane takes it from the backend when it opens it,
+/// never through a wrapper (the commit-notifying store, caches), so no
+/// wrapper can drop it by forgetting to forward a method.
+pub trait ReplicaBus: Send + Sync + fmt::Debug + 'static {
+    /// The newest log version committed by any replica, kept current by a
+    /// background tail of the backend's log.
+    fn watch_versions(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Publishes this replica's view of its connected edges (`view`, opaque
     /// JSON) for the other replicas, expiring after `ttl_ms` unless published
-    /// again. A no-op (the default) for a backend only this process uses.
-    fn publish_fleet(&self, _replica: String, _view: String, _ttl_ms: u64) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(Ok(())))
-    }
+    /// again.
+    fn publish_fleet(&self, replica: String, view: String, ttl_ms: u64) -> StoreFuture<'_, ()>;
 
     /// The unexpired views published by every replica (this one's included),
     /// as `(replica, view)`.
-    fn fleet_views(&self) -> StoreFuture<'_, Vec<(String, String)>> {
-        Box::pin(std::future::ready(Ok(Vec::new())))
-    }
+    fn fleet_views(&self) -> StoreFuture<'_, Vec<(String, String)>>;
 }
 
 /// Writes applied atomically by [`Store::commit`].

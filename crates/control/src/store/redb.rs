@@ -20,6 +20,7 @@ use super::{
     AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreError, StoreFuture,
     Write,
 };
+use crate::locks;
 use crate::model::{ApiKey, Asset, AuditEvent, Change, ChangeKind, KeyState, Revocation, SigningKey};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -66,12 +67,12 @@ struct AuditQueue {
 
 impl AuditQueue {
     fn take(&self) -> Vec<AuditEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *locks::lock(&self.events))
     }
 
     /// Puts events whose write failed back in front of newer ones.
     fn put_back(&self, mut events: Vec<AuditEvent>) {
-        let mut q = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = locks::lock(&self.events);
         events.append(&mut q);
         *q = events;
     }
@@ -83,7 +84,7 @@ impl AuditQueue {
         txn: redb::WriteTransaction,
         then: impl FnOnce(redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let _writing = locks::lock(&self.writing);
         let mut events = self.take();
         let result = append_audit(&txn, &mut events).and_then(|()| then(txn));
         if result.is_err() && !events.is_empty() {
@@ -125,8 +126,8 @@ impl RedbStore {
     fn flush_audit(db: &Database, queue: &AuditQueue) -> Result<(), StoreError> {
         {
             // Waits out a write in progress, so everything recorded so far is in the table.
-            let _writing = queue.writing.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.events.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            let _writing = locks::lock(&queue.writing);
+            if locks::lock(&queue.events).is_empty() {
                 return Ok(());
             }
         }
@@ -192,7 +193,7 @@ impl Store for RedbStore {
 
     fn record_audit(&self, events: Vec<AuditEvent>) -> StoreFuture<'_, ()> {
         let queued = {
-            let mut q = self.audit.events.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = locks::lock(&self.audit.events);
             q.extend(events);
             q.len()
         };
