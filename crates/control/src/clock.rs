@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now_secs(&self) -> u64 {
         self.now().as_secs()
     }
+
+    /// Now, Unix milliseconds.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.now().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The system clock.

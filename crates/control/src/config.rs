@@ -434,6 +434,12 @@ impl Config {
         self.policies.values().map(|p| p.ttl_max_secs).max().unwrap_or(MAX_TTL_SECS)
     }
 
+    /// How long after its base time (issued-before, or now) a revocation is
+    /// kept: the longest TTL plus the edges' clock-skew margin.
+    pub(crate) fn revocation_lifetime_secs(&self) -> u64 {
+        self.max_ttl_secs() + self.revocations.expiry_margin_secs
+    }
+
     pub(crate) fn policy_names(&self) -> String {
         self.policies.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
     }

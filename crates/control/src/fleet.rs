@@ -1,7 +1,7 @@
 //! The fleet registry: every edge connected to this control plane, what it has
 //! applied (ACKed), its clock skew and round trip, and how its stream is doing.
 //!
-//! Sync sessions ([`crate::sync`]) write it; `EdgeService.List`,
+//! Sync sessions (`sync.rs`) write it; `EdgeService.List`,
 //! `RevocationService.Status`, `Revoke` with `wait` and key rollout read it.
 //! Waiters ([`Fleet::wait_applied`]) wake on every ACK and every disconnect,
 //! so "every connected edge has ACKed v" is re-checked exactly when it can
@@ -12,22 +12,24 @@
 //! and a half-open stream of its previous life cannot hold up a `Revoke` wait.
 //!
 //! Control-plane replicas sharing a backend (Redis) each publish their view
-//! through the store ([`publish_loop`]: on every change and every heartbeat
-//! interval, expiring after three) and read the others' ([`everywhere`]), so
-//! `EdgeService.List`, `RevocationService.Status`, `Revoke` with `wait` and
-//! key rollout cover the edges connected to every replica.
+//! through the [`ReplicaBus`] ([`ReplicaFleet::publish_loop`]: on every change
+//! and every heartbeat interval, expiring after three) and read the others'
+//! ([`ReplicaFleet::everywhere`]), so `EdgeService.List`,
+//! `RevocationService.Status`, `Revoke` with `wait` and key rollout cover the
+//! edges connected to every replica.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::locks;
-use crate::service::Shared;
+use crate::store::ReplicaBus;
 
 /// The registry. Cheap to share; all methods take `&self`.
 #[derive(Debug)]
@@ -202,90 +204,143 @@ impl Fleet {
     }
 }
 
-/// Publishes this replica's view for the others while the store is shared:
-/// at once on every change (an ACK, a connect, a disconnect) and at least
-/// every heartbeat interval; each view expires after three intervals (at
-/// least 1 s), so a replica that died drops out of the others' lists.
-pub(crate) async fn publish_loop(s: Arc<Shared>) {
-    let interval = std::time::Duration::from_millis(s.config.sync.heartbeat_interval_ms.max(1));
-    let ttl_ms = u64::try_from((interval * 3).as_millis()).unwrap_or(u64::MAX).max(1000);
-    let mut changed = s.fleet.changed.subscribe();
-    let mut failing = false;
-    loop {
-        changed.borrow_and_update();
-        let view = serde_json::to_string(&s.fleet.list()).unwrap_or_else(|_| "[]".into());
-        let Some(bus) = &s.bus else { return };
-        match bus.publish_fleet(s.replica_id.clone(), view, ttl_ms).await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "fleet.publish_failed");
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = changed.changed() => {}
-            () = tokio::time::sleep(interval) => {}
+/// What the fleet gauges show, as of one scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FleetStats {
+    /// The newest committed log version.
+    pub(crate) log_version: u64,
+    /// Edges holding a sync stream to this process.
+    pub(crate) connected: usize,
+    /// Largest number of versions a connected edge has not ACKed.
+    pub(crate) max_lag: u64,
+    /// Largest |edge clock - this clock|, milliseconds.
+    pub(crate) max_skew_ms: u64,
+}
+
+impl Fleet {
+    /// This process's edges measured against `log_version`.
+    pub(crate) fn stats(&self, log_version: u64) -> FleetStats {
+        let edges = self.list();
+        FleetStats {
+            log_version,
+            connected: edges.len(),
+            max_lag: edges.iter().map(|e| log_version.saturating_sub(e.applied)).max().unwrap_or(0),
+            max_skew_ms: edges.iter().map(|e| e.skew_ms.unsigned_abs()).max().unwrap_or(0),
         }
     }
 }
 
-/// Every edge connected to any replica: this replica's own registry, plus
-/// what the others published (when the store is shared). An edge listed twice
-/// (it moved between replicas) counts once, with the view heard from last.
-/// If the others' views cannot be read, this replica's alone.
-pub(crate) async fn everywhere(s: &Shared) -> Vec<EdgeView> {
-    let mut edges: BTreeMap<String, EdgeView> = s.fleet.list().into_iter().map(|e| (e.edge_id.clone(), e)).collect();
-    let Some(bus) = &s.bus else {
-        return edges.into_values().collect();
-    };
-    match bus.fleet_views().await {
-        Ok(views) => {
-            for (replica, view) in views {
-                if replica == s.replica_id {
-                    continue;
+/// The whole fleet as this replica sees it: its own registry and, when the
+/// backend is shared, the views the other replicas publish through the
+/// [`ReplicaBus`]. What `EdgeService.List`, `RevocationService.Status`,
+/// `Revoke` with `wait` and key rollout read.
+#[derive(Debug)]
+pub(crate) struct ReplicaFleet {
+    fleet: Arc<Fleet>,
+    bus: Option<Arc<dyn ReplicaBus>>,
+    /// This process among the replicas (random per start).
+    replica_id: String,
+    /// How often the view is republished without a change (the heartbeat interval).
+    interval: Duration,
+}
+
+impl ReplicaFleet {
+    /// `fleet` alone, or with the other replicas on `bus`; `interval` is the
+    /// sync heartbeat interval.
+    pub(crate) fn new(fleet: Arc<Fleet>, bus: Option<Arc<dyn ReplicaBus>>, interval: Duration) -> ReplicaFleet {
+        let replica_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        ReplicaFleet { fleet, bus, replica_id, interval: interval.max(Duration::from_millis(1)) }
+    }
+
+    /// Whether other replicas share the backend.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.bus.is_some()
+    }
+
+    /// Publishes this replica's view for the others while the backend is
+    /// shared (returns at once if it is not): at once on every change (an
+    /// ACK, a connect, a disconnect) and at least every interval; each view
+    /// expires after three intervals (at least 1 s), so a replica that died
+    /// drops out of the others' lists.
+    pub(crate) async fn publish_loop(self: Arc<Self>) {
+        let Some(bus) = &self.bus else { return };
+        let ttl_ms = u64::try_from((self.interval * 3).as_millis()).unwrap_or(u64::MAX).max(1000);
+        let mut changed = self.fleet.changed.subscribe();
+        let mut failing = false;
+        loop {
+            changed.borrow_and_update();
+            let view = serde_json::to_string(&self.fleet.list()).unwrap_or_else(|_| "[]".into());
+            match bus.publish_fleet(self.replica_id.clone(), view, ttl_ms).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "fleet.publish_failed");
                 }
-                let Ok(theirs) = serde_json::from_str::<Vec<EdgeView>>(&view) else {
-                    tracing::warn!(replica = %replica, "fleet.view_unreadable");
-                    continue;
-                };
-                for e in theirs {
-                    match edges.get(&e.edge_id) {
-                        Some(mine) if mine.last_seen_ms >= e.last_seen_ms => {}
-                        _ => {
-                            edges.insert(e.edge_id.clone(), e);
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// Every edge connected to any replica: this replica's own registry, plus
+    /// what the others published. An edge listed twice (it moved between
+    /// replicas) counts once, with the view heard from last. If the others'
+    /// views cannot be read, this replica's alone.
+    pub(crate) async fn everywhere(&self) -> Vec<EdgeView> {
+        let mut edges: BTreeMap<String, EdgeView> =
+            self.fleet.list().into_iter().map(|e| (e.edge_id.clone(), e)).collect();
+        let Some(bus) = &self.bus else {
+            return edges.into_values().collect();
+        };
+        match bus.fleet_views().await {
+            Ok(views) => {
+                for (replica, view) in views {
+                    if replica == self.replica_id {
+                        continue;
+                    }
+                    let Ok(theirs) = serde_json::from_str::<Vec<EdgeView>>(&view) else {
+                        tracing::warn!(replica = %replica, "fleet.view_unreadable");
+                        continue;
+                    };
+                    for e in theirs {
+                        match edges.get(&e.edge_id) {
+                            Some(mine) if mine.last_seen_ms >= e.last_seen_ms => {}
+                            _ => {
+                                edges.insert(e.edge_id.clone(), e);
+                            }
                         }
                     }
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "fleet.views_unavailable: listing this replica's edges only"),
         }
-        Err(e) => tracing::warn!(error = %e, "fleet.views_unavailable: listing this replica's edges only"),
+        edges.into_values().collect()
     }
-    edges.into_values().collect()
-}
 
-/// Waits until every edge connected to any replica has applied `version`, or
-/// until `deadline`; returns the edges as last seen. This replica's edges wake
-/// the wait on every ACK; the others' views are re-read every 5 ms.
-pub(crate) async fn wait_everywhere(s: &Shared, version: u64, deadline: Instant) -> Vec<EdgeView> {
-    let local = s.fleet.wait_applied(version, deadline).await;
-    if s.bus.is_none() {
-        return local;
-    }
-    loop {
-        let all = everywhere(s).await;
-        let now = Instant::now();
-        if all.iter().all(|e| e.applied >= version) || now >= deadline {
-            return all;
+    /// Waits until every edge connected to any replica has applied `version`,
+    /// or until `deadline`; returns the edges as last seen. This replica's
+    /// edges wake the wait on every ACK; the others' views are re-read every 5 ms.
+    pub(crate) async fn wait_everywhere(&self, version: u64, deadline: Instant) -> Vec<EdgeView> {
+        let local = self.fleet.wait_applied(version, deadline).await;
+        if self.bus.is_none() {
+            return local;
         }
-        tokio::time::sleep_until((now + std::time::Duration::from_millis(5)).min(deadline)).await;
+        loop {
+            let all = self.everywhere().await;
+            let now = Instant::now();
+            if all.iter().all(|e| e.applied >= version) || now >= deadline {
+                return all;
+            }
+            tokio::time::sleep_until((now + Duration::from_millis(5)).min(deadline)).await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]

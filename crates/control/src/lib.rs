@@ -5,22 +5,27 @@
 //! change log of revocations and key changes, assets and an audit log, and
 //! authenticates every call with a bearer API key and a role.
 //!
-//! Entry points: [`run`] (what `stile control` calls) and [`ControlPlane`]
-//! (tests inject a clock or a store). Layout:
+//! Entry points: [`ControlPlane::open`] and [`ControlPlane::serve_with_admin`]
+//! (what `stile control` calls), [`ControlPlane::with_store`] (tests and
+//! `stile dev` inject a store or a clock), and [`run`] (open and serve gRPC
+//! only). Modules, lowest layer first (each uses only those above it):
 //!
-//! - [`config`]: the TOML configuration;
+//! - [`clock`]: the only reader of wall-clock time; `locks`: poisoned-lock recovery;
+//! - [`model`]: domain types (assets, keys, revocations, the change log, roles);
+//! - `policy`: checks of policy values (countries, base URLs);
+//! - [`store`]: the `Store` trait, the `ReplicaBus` trait, the redb and Redis
+//!   backends, and `store::notify` (wakes the sync sessions on every commit);
+//! - [`config`]: the TOML configuration; [`error`]: errors and their gRPC codes;
 //! - [`auth`]: API keys, roles and the per-RPC role table;
-//! - `mint`: claims and URLs for one link (pure);
-//! - `service`: one module per gRPC service;
-//! - [`store`]: the storage trait and the redb backend;
-//! - `sync`: the edge sync stream; `fleet`: the registry of connected edges;
-//! - [`model`]: domain types; `convert`: their protobuf forms;
-//! - [`error`]: errors and their gRPC status codes;
-//! - [`metrics`]: Prometheus metrics and the admin listener (`/healthz`, `/readyz`, `/metrics`);
-//! - [`clock`]: the only reader of wall-clock time.
+//! - `mint`: claims and URLs for one link, pure; `convert`: domain ↔ protobuf;
+//! - `signing`: the signing keys in memory; `fleet`: connected edges, here and
+//!   on the other replicas; [`metrics`]: Prometheus metrics and the RPC layer;
+//! - `sync`: the edge sync sessions; `service`: one module per gRPC service;
+//! - `admin`: `/healthz`, `/readyz`, `/metrics`; `server`: wiring and serving.
 //!
 //! Nothing here logs a token, an API key or a signing key.
 
+mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -34,6 +39,7 @@ pub mod model;
 mod policy;
 mod server;
 mod service;
+mod signing;
 pub mod store;
 mod sync;
 

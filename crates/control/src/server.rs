@@ -1,9 +1,16 @@
-//! Assembling and running the gRPC server: the `stile.v1` services plus the
-//! standard health and reflection services, a periodic prune task, and
-//! graceful shutdown.
+//! Assembling and running the control plane: [`ControlPlane::open`] builds
+//! every component from the configuration and the store; `serve` runs the
+//! `stile.v1` services plus the standard health and reflection services, the
+//! background tasks (pruning, following other writers' versions, publishing
+//! this replica's fleet view), the admin listener, and the graceful shutdown.
+//!
+//! This is the one place that wires components together; each component and
+//! service is handed only the handles it uses.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stile_proto::v1::api_key_service_server::ApiKeyServiceServer;
@@ -14,13 +21,24 @@ use stile_proto::v1::key_service_server::KeyServiceServer;
 use stile_proto::v1::link_service_server::LinkServiceServer;
 use stile_proto::v1::revocation_service_server::RevocationServiceServer;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
 
+use crate::admin::Admin;
+use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreBackend};
 use crate::error::ApiError;
-use crate::service::{ApiKeys, Assets, Audit, Edges, Keys, Links, Revocations, Shared};
+use crate::fleet::{Fleet, ReplicaFleet};
+use crate::metrics::{Metrics, RpcLayer};
+use crate::service::{ApiKeys, Assets, Audit, Edges, KeyRollout, Keys, Links, Revocations};
+use crate::signing::SigningKeys;
+use crate::store::notify::{NotifyingStore, VersionWatch, raise};
 use crate::store::{RedbStore, RedisStore, ReplicaBus, Retention, Store, StoreError};
+use crate::sync::SyncCtx;
 
 /// Longest a graceful shutdown waits for in-flight calls and open connections.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -36,14 +54,16 @@ pub enum ServeError {
     Startup(ApiError),
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
-    Reflection(String),
+    Reflection(#[from] tonic_reflection::server::Error),
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Opens the configured store with the system clock and serves on `listener`
-/// until `shutdown` completes.
+/// Opens the configured store with the system clock and serves gRPC on
+/// `listener` until `shutdown` completes, without the admin listener. `stile
+/// control` uses [`ControlPlane::open`] and [`ControlPlane::serve_with_admin`]
+/// instead; this is the shortest way to embed a control plane.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -55,7 +75,21 @@ pub async fn run(
 /// A control plane ready to serve: store open, signing key in place.
 #[derive(Debug)]
 pub struct ControlPlane {
-    shared: Arc<Shared>,
+    config: Arc<Config>,
+    /// The store every component uses: the backend behind [`NotifyingStore`].
+    store: Arc<dyn Store>,
+    /// The other replicas, when the backend is shared.
+    bus: Option<Arc<dyn ReplicaBus>>,
+    clock: Arc<dyn Clock>,
+    /// The newest committed version; sync sessions and the metrics read it.
+    versions: Arc<VersionWatch>,
+    metrics: Arc<Metrics>,
+    auth: Authenticator,
+    keys: Arc<SigningKeys>,
+    fleet: Arc<Fleet>,
+    replicas: Arc<ReplicaFleet>,
+    rollout: Arc<KeyRollout>,
+    sync: Arc<SyncCtx>,
 }
 
 impl ControlPlane {
@@ -87,15 +121,53 @@ impl ControlPlane {
         ControlPlane::start(config, store, None, clock).await
     }
 
+    /// Builds every component, then the start-up work: publishes the log
+    /// version to the sync sessions, loads the signing keys, resumes the
+    /// rollout of a key a previous run left PENDING, and makes sure a key is
+    /// active (first start of an empty store).
     async fn start(
         config: Config,
-        store: Arc<dyn Store>,
+        backend: Arc<dyn Store>,
         bus: Option<Arc<dyn ReplicaBus>>,
         clock: Arc<dyn Clock>,
     ) -> Result<ControlPlane, ServeError> {
-        let shared = Arc::new(Shared::new(Arc::new(config), store, bus, clock));
-        crate::service::start(&shared).await.map_err(ServeError::Startup)?;
-        Ok(ControlPlane { shared })
+        let config = Arc::new(config);
+        let versions = Arc::new(tokio::sync::watch::channel(0).0);
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(NotifyingStore::new(backend, Arc::clone(&versions), metrics.clone()));
+        let auth = Authenticator::new(&config.auth.keys, Arc::clone(&store));
+        let keys = Arc::new(SigningKeys::new(Arc::clone(&store)));
+        let fleet = Fleet::new();
+        let heartbeat = Duration::from_millis(config.sync.heartbeat_interval_ms);
+        let replicas = Arc::new(ReplicaFleet::new(Arc::clone(&fleet), bus.clone(), heartbeat));
+        let rollout = Arc::new(KeyRollout::new(
+            &config,
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&keys),
+            Arc::clone(&replicas),
+            Arc::clone(&metrics),
+        ));
+        let sync = Arc::new(SyncCtx::new(
+            Arc::clone(&store),
+            Arc::clone(&fleet),
+            Arc::clone(&versions),
+            Arc::clone(&clock),
+            config.sync.clone(),
+        ));
+
+        let startup = async {
+            versions.send_replace(store.version().await?);
+            keys.reload().await?;
+            rollout.resume().await?;
+            if !keys.has_active() {
+                let rotated = rollout.rotate("system", "initial key").await?;
+                tracing::info!(key.id = rotated.key.id, version = rotated.version, "keys.initial");
+            }
+            Ok::<(), ApiError>(())
+        };
+        startup.await.map_err(ServeError::Startup)?;
+        Ok(ControlPlane { config, store, bus, clock, versions, metrics, auth, keys, fleet, replicas, rollout, sync })
     }
 
     /// Serves until `shutdown` completes, then lets in-flight calls finish and
@@ -117,67 +189,25 @@ impl ControlPlane {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let s = &self.shared;
-        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let admin = admin.map(|l| {
-            if let Ok(addr) = l.local_addr() {
-                tracing::info!(admin = %addr, "control.admin");
-            }
-            tokio::spawn(crate::metrics::serve_admin(l, Arc::clone(s), Arc::clone(&ready)))
-        });
-        let shutdown = {
-            let ready = Arc::clone(&ready);
-            async move {
-                shutdown.await;
-                ready.store(false, std::sync::atomic::Ordering::Relaxed);
-            }
-        };
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<LinkServiceServer<Links>>().await;
-        health.set_serving::<RevocationServiceServer<Revocations>>().await;
-        health.set_serving::<KeyServiceServer<Keys>>().await;
-        health.set_serving::<AssetServiceServer<Assets>>().await;
-        health.set_serving::<EdgeServiceServer<Edges>>().await;
-        health.set_serving::<AuditServiceServer<Audit>>().await;
-        health.set_serving::<ApiKeyServiceServer<ApiKeys>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(stile_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServeError::Reflection(e.to_string()))?;
-        let reflection_alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(stile_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| ServeError::Reflection(e.to_string()))?;
-
-        let pruner = tokio::spawn(prune_loop(Arc::clone(s)));
-        let poller = tokio::spawn(crate::sync::poll_versions(Arc::clone(s)));
-        let publisher = s.bus.is_some().then(|| tokio::spawn(crate::fleet::publish_loop(Arc::clone(s))));
+        let ready = Arc::new(AtomicBool::new(false));
+        let routes = self.routes().await?;
+        let background = self.spawn_background(admin, &ready);
         match listener.local_addr() {
             Ok(addr) => tracing::info!(listen = %addr, "control.serving"),
             Err(e) => tracing::warn!(error = %e, "control.serving"),
         }
         // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        ready.store(true, Ordering::Relaxed);
         let (stopped, drain_started) = tokio::sync::oneshot::channel::<()>();
         let serve = tonic::transport::Server::builder()
-            .layer(crate::metrics::RpcLayer(Arc::clone(&s.metrics)))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_alpha)
-            .add_service(LinkServiceServer::new(Links(Arc::clone(s))))
-            .add_service(RevocationServiceServer::new(Revocations(Arc::clone(s))))
-            .add_service(KeyServiceServer::new(Keys(Arc::clone(s))))
-            .add_service(AssetServiceServer::new(Assets(Arc::clone(s))))
-            .add_service(EdgeServiceServer::new(Edges(Arc::clone(s))))
-            .add_service(AuditServiceServer::new(Audit(Arc::clone(s))))
-            .add_service(ApiKeyServiceServer::new(ApiKeys(Arc::clone(s))))
+            .layer(RpcLayer(Arc::clone(&self.metrics)))
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 shutdown.await;
+                ready.store(false, Ordering::Relaxed);
                 // End the sync streams, or the graceful shutdown waits for them.
-                s.stopping.send_replace(true);
+                self.sync.stop();
                 let _ = stopped.send(());
             });
         // Draining is bounded: an idle client connection that never answers the
@@ -195,44 +225,198 @@ impl ControlPlane {
                 Ok(())
             }
         };
-        pruner.abort();
-        poller.abort();
-        if let Some(publisher) = publisher {
-            publisher.abort();
-        }
-        if let Some(admin) = admin {
-            admin.abort();
-        }
-        let _ = poller.await;
-        // Wait for the task to drop its handle on the store, so the file can be reopened.
-        let _ = pruner.await;
+        // Wait for the tasks to drop their handles on the store, so the file can be reopened.
+        background.stop().await;
         // A final durable commit flushes buffered (non-durable) mint audit events.
-        if let Err(e) = prune_once(s).await {
+        if let Err(e) = prune_once(self.store.as_ref(), &self.config, self.clock.as_ref()).await {
             tracing::warn!(error = %e, "control.final_prune");
         }
         tracing::info!("control.stopped");
         Ok(result?)
     }
+
+    /// Every gRPC service behind one router: health (each `stile.v1` service
+    /// marked SERVING), reflection v1 and v1alpha, and the `stile.v1` services.
+    async fn routes(&self) -> Result<Routes, ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(stile_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        routes.add_service(reflection().build_v1()?);
+        routes.add_service(reflection().build_v1alpha()?);
+        let (auth, store, clock) = (&self.auth, &self.store, &self.clock);
+        let links = Links {
+            config: Arc::clone(&self.config),
+            auth: auth.clone(),
+            store: Arc::clone(store),
+            clock: Arc::clone(clock),
+            keys: Arc::clone(&self.keys),
+            metrics: Arc::clone(&self.metrics),
+        };
+        let revocations = Revocations {
+            config: Arc::clone(&self.config),
+            auth: auth.clone(),
+            store: Arc::clone(store),
+            clock: Arc::clone(clock),
+            rollout: Arc::clone(&self.rollout),
+            replicas: Arc::clone(&self.replicas),
+            metrics: Arc::clone(&self.metrics),
+        };
+        let keys = Keys { auth: auth.clone(), store: Arc::clone(store), rollout: Arc::clone(&self.rollout) };
+        let assets = Assets { auth: auth.clone(), store: Arc::clone(store), clock: Arc::clone(clock) };
+        let edges = Edges {
+            auth: auth.clone(),
+            store: Arc::clone(store),
+            replicas: Arc::clone(&self.replicas),
+            sync: Arc::clone(&self.sync),
+        };
+        let audit = Audit { auth: auth.clone(), store: Arc::clone(store) };
+        let api_keys = ApiKeys { auth: auth.clone(), store: Arc::clone(store), clock: Arc::clone(clock) };
+        serving(&mut routes, &health, LinkServiceServer::new(links)).await;
+        serving(&mut routes, &health, RevocationServiceServer::new(revocations)).await;
+        serving(&mut routes, &health, KeyServiceServer::new(keys)).await;
+        serving(&mut routes, &health, AssetServiceServer::new(assets)).await;
+        serving(&mut routes, &health, EdgeServiceServer::new(edges)).await;
+        serving(&mut routes, &health, AuditServiceServer::new(audit)).await;
+        serving(&mut routes, &health, ApiKeyServiceServer::new(api_keys)).await;
+        Ok(routes.routes())
+    }
+
+    /// Starts the background tasks; they run until [`Background::stop`].
+    fn spawn_background(&self, admin: Option<TcpListener>, ready: &Arc<AtomicBool>) -> Background {
+        let mut tasks = Vec::new();
+        if let Some(listener) = admin {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(admin = %addr, "control.admin");
+            }
+            let admin = Admin {
+                metrics: Arc::clone(&self.metrics),
+                fleet: Arc::clone(&self.fleet),
+                versions: Arc::clone(&self.versions),
+                store: Arc::clone(&self.store),
+                clock: Arc::clone(&self.clock),
+                ready: Arc::clone(ready),
+            };
+            tasks.push(tokio::spawn(admin.serve(listener)));
+        }
+        tasks.push(tokio::spawn(prune_loop(
+            Arc::clone(&self.store),
+            Arc::clone(&self.config),
+            Arc::clone(&self.clock),
+        )));
+        tasks.push(tokio::spawn(follow_versions(
+            Arc::clone(&self.store),
+            self.bus.as_ref().map(|bus| bus.watch_versions()),
+            Arc::clone(&self.versions),
+            Arc::clone(&self.keys),
+            Duration::from_millis(self.config.sync.heartbeat_interval_ms),
+        )));
+        if self.replicas.is_shared() {
+            tasks.push(tokio::spawn(Arc::clone(&self.replicas).publish_loop()));
+        }
+        Background(tasks)
+    }
 }
 
-async fn prune_loop(s: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(s.config.revocations.prune_interval_secs));
+/// Adds `service` to the router and marks it SERVING on the health service,
+/// so the two lists cannot differ.
+async fn serving<S>(routes: &mut RoutesBuilder, health: &HealthReporter, service: S)
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    health.set_serving::<S>().await;
+    routes.add_service(service);
+}
+
+/// The background tasks of a serving control plane.
+struct Background(Vec<JoinHandle<()>>);
+
+impl Background {
+    /// Aborts every task and waits until each has ended.
+    async fn stop(self) {
+        for task in &self.0 {
+            task.abort();
+        }
+        for task in self.0 {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Follows the log version written by anyone: re-reads the store's version
+/// every heartbeat interval and publishes it when it moved, so commits by
+/// other writers of a shared backend reach this replica's edges within one
+/// interval. A shared backend that tails its log (`tail`, from
+/// [`ReplicaBus::watch_versions`]) wakes this at once instead; the poll stays
+/// as a safety net. A version moved by another writer may have changed the
+/// signing keys, so the key cache is reloaded then.
+async fn follow_versions(
+    store: Arc<dyn Store>,
+    mut tail: Option<tokio::sync::watch::Receiver<u64>>,
+    versions: Arc<VersionWatch>,
+    keys: Arc<SigningKeys>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let seen = match tail.as_mut() {
+            Some(rx) => tokio::select! {
+                changed = rx.changed() => match changed {
+                    Ok(()) => Ok(*rx.borrow_and_update()),
+                    Err(_) => {
+                        tail = None;
+                        continue;
+                    }
+                },
+                _ = tick.tick() => store.version().await,
+            },
+            None => {
+                tick.tick().await;
+                store.version().await
+            }
+        };
+        match seen {
+            Ok(v) => {
+                if raise(&versions, v)
+                    && let Err(e) = keys.reload().await
+                {
+                    tracing::warn!(error = %e, "sync.key_reload_failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sync.version_poll_failed"),
+        }
+    }
+}
+
+async fn prune_loop(store: Arc<dyn Store>, config: Arc<Config>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.revocations.prune_interval_secs));
     loop {
         tick.tick().await;
-        if let Err(e) = prune_once(&s).await {
+        if let Err(e) = prune_once(store.as_ref(), &config, clock.as_ref()).await {
             tracing::warn!(error = %e, "prune.failed");
         }
     }
 }
 
-async fn prune_once(s: &Shared) -> Result<(), StoreError> {
-    let c = &s.config;
+async fn prune_once(store: &dyn Store, config: &Config, clock: &dyn Clock) -> Result<(), StoreError> {
     let retention = Retention {
-        log_entries: c.revocations.log_retention,
-        audit_events: c.audit.max_events,
-        audit_max_age_secs: c.audit.max_age_secs,
+        log_entries: config.revocations.log_retention,
+        audit_events: config.audit.max_events,
+        audit_max_age_secs: config.audit.max_age_secs,
     };
-    let pruned = s.store.prune(s.now(), retention).await?;
+    let pruned = store.prune(clock.now_secs(), retention).await?;
     if pruned != Default::default() {
         tracing::info!(
             revocations = pruned.revocations,

@@ -28,18 +28,21 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use stile_proto::v1 as pb;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
+use crate::clock::Clock;
+use crate::config::SyncConfig;
 use crate::convert::edge_key;
+use crate::fleet::Fleet;
 use crate::fleet::Registration;
 use crate::model::{ChangeKind, KeyState, valid_name};
-use crate::service::Shared;
-use crate::store::notify::raise;
+use crate::store::Store;
+use crate::store::notify::VersionWatch;
 use crate::store::{LogRead, Snapshot};
 
 /// The response stream of `Sync`.
@@ -54,21 +57,62 @@ const LOG_BATCH: usize = 256;
 /// refusing cannot make the session loop.
 const NACK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Starts a session on a freshly opened stream and returns its response stream.
-pub(crate) fn open(
-    s: Arc<Shared>,
-    caller: String,
-    remote: Option<SocketAddr>,
-    inbound: Streaming<pb::EdgeMessage>,
-) -> SyncStream {
-    let (tx, rx) = mpsc::channel(SEND_BUFFER);
-    tokio::spawn(async move {
-        if let Err(status) = run(s, caller, remote, inbound, tx.clone()).await {
-            // Best effort: the edge may be gone.
-            let _ = tx.try_send(Err(status));
-        }
-    });
-    Box::pin(ReceiverStream::new(rx))
+/// What every sync session uses: the store (the change log), the registry of
+/// connected edges, the newest version, the stop flag, the clock and the
+/// `[sync]` settings.
+#[derive(Debug)]
+pub(crate) struct SyncCtx {
+    store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
+    versions: Arc<VersionWatch>,
+    /// Set when the server stops: sessions end so the graceful shutdown does
+    /// not wait for long-lived streams.
+    stopping: watch::Sender<bool>,
+    clock: Arc<dyn Clock>,
+    cfg: SyncConfig,
+}
+
+impl SyncCtx {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        fleet: Arc<Fleet>,
+        versions: Arc<VersionWatch>,
+        clock: Arc<dyn Clock>,
+        cfg: SyncConfig,
+    ) -> SyncCtx {
+        SyncCtx { store, fleet, versions, stopping: watch::channel(false).0, clock, cfg }
+    }
+
+    /// Ends every session (the server is stopping).
+    pub(crate) fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Starts a session on a freshly opened stream and returns its response stream.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        caller: String,
+        remote: Option<SocketAddr>,
+        inbound: Streaming<pb::EdgeMessage>,
+    ) -> SyncStream {
+        let (tx, rx) = mpsc::channel(SEND_BUFFER);
+        let s = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(status) = run(s, caller, remote, inbound, tx.clone()).await {
+                // Best effort: the edge may be gone.
+                let _ = tx.try_send(Err(status));
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_secs()
+    }
 }
 
 /// State the reader half shares with the writer half of one session.
@@ -88,13 +132,13 @@ struct Session {
 }
 
 async fn run(
-    s: Arc<Shared>,
+    s: Arc<SyncCtx>,
     caller: String,
     remote: Option<SocketAddr>,
     mut inbound: Streaming<pb::EdgeMessage>,
     tx: mpsc::Sender<Result<pb::ControlMessage, Status>>,
 ) -> Result<(), Status> {
-    let cfg = &s.config.sync;
+    let cfg = &s.cfg;
     let first = tokio::time::timeout(Duration::from_millis(cfg.hello_timeout_ms), inbound.message())
         .await
         .map_err(|_| Status::deadline_exceeded("no EdgeHello within sync.hello_timeout_ms"))??;
@@ -131,17 +175,17 @@ async fn run(
 /// Reads ACKs, NACKs and statuses until the stream ends or stays silent for
 /// `sync.edge_timeout_ms`.
 async fn read_loop(
-    s: Arc<Shared>,
+    s: Arc<SyncCtx>,
     id: u64,
     session: Arc<Session>,
     mut inbound: Streaming<pb::EdgeMessage>,
     started: Instant,
 ) {
-    let silence = Duration::from_millis(s.config.sync.edge_timeout_ms);
+    let silence = Duration::from_millis(s.cfg.edge_timeout_ms);
     loop {
         let msg = match tokio::time::timeout(silence, inbound.message()).await {
             Err(_) => {
-                tracing::warn!(silent_ms = s.config.sync.edge_timeout_ms, "sync.edge_silent");
+                tracing::warn!(silent_ms = s.cfg.edge_timeout_ms, "sync.edge_silent");
                 break;
             }
             Ok(Err(e)) => {
@@ -191,14 +235,14 @@ async fn read_loop(
 /// Sends what the edge lacks, then new deltas and heartbeats, until the edge
 /// goes away, is replaced, or stops reading. Returns why it ended.
 async fn write_loop(
-    s: &Shared,
+    s: &SyncCtx,
     registration: &Registration,
     session: &Session,
     tx: &mpsc::Sender<Result<pb::ControlMessage, Status>>,
     hello_version: u64,
     started: Instant,
 ) -> Result<&'static str, Status> {
-    let cfg = &s.config.sync;
+    let cfg = &s.cfg;
     let send_timeout = Duration::from_millis(cfg.send_timeout_ms);
     let send = |msg: pb::control_message::Kind| async move {
         match tokio::time::timeout(send_timeout, tx.send(Ok(pb::ControlMessage { kind: Some(msg) }))).await {
@@ -314,7 +358,7 @@ async fn write_loop(
 }
 
 /// A snapshot message: every verifying key with its secret, every live revocation.
-async fn snapshot(s: &Shared, reset: bool) -> Result<pb::Snapshot, Status> {
+async fn snapshot(s: &SyncCtx, reset: bool) -> Result<pb::Snapshot, Status> {
     let Snapshot { version, keys, revocations } = s.store.snapshot().await.map_err(internal)?;
     let now = s.now();
     Ok(pb::Snapshot {
@@ -325,7 +369,7 @@ async fn snapshot(s: &Shared, reset: bool) -> Result<pb::Snapshot, Status> {
     })
 }
 
-async fn key_material(s: &Shared, key_id: u32) -> Result<Option<pb::EdgeKey>, Status> {
+async fn key_material(s: &SyncCtx, key_id: u32) -> Result<Option<pb::EdgeKey>, Status> {
     let keys = s.store.signing_keys().await.map_err(internal)?;
     Ok(keys.iter().find(|k| k.id == key_id && k.state != KeyState::Retired).map(edge_key))
 }
@@ -337,44 +381,4 @@ fn internal(e: crate::store::StoreError) -> Status {
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Re-reads the store's version every heartbeat interval and publishes it
-/// when it moved: commits by other writers of a shared backend reach this
-/// replica's edges within one interval. A shared backend that tails its log
-/// ([`crate::store::ReplicaBus::watch_versions`], Redis) wakes this at once instead; the poll
-/// stays as a safety net. A version moved by another writer may have changed
-/// the signing keys, so the key cache is reloaded then.
-pub(crate) async fn poll_versions(s: Arc<Shared>) {
-    let mut tail = s.bus.as_ref().map(|bus| bus.watch_versions());
-    let mut tick = tokio::time::interval(Duration::from_millis(s.config.sync.heartbeat_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let seen = match tail.as_mut() {
-            Some(rx) => tokio::select! {
-                changed = rx.changed() => match changed {
-                    Ok(()) => Ok(*rx.borrow_and_update()),
-                    Err(_) => {
-                        tail = None;
-                        continue;
-                    }
-                },
-                _ = tick.tick() => s.store.version().await,
-            },
-            None => {
-                tick.tick().await;
-                s.store.version().await
-            }
-        };
-        match seen {
-            Ok(v) => {
-                if raise(&s.versions, v)
-                    && let Err(e) = s.reload_keys().await
-                {
-                    tracing::warn!(error = %e, "sync.key_reload_failed");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "sync.version_poll_failed"),
-        }
-    }
 }

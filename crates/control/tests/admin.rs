@@ -12,13 +12,23 @@ use stile_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let (status, _, body) = request(addr, "GET", path).await;
     (status, body)
+}
+
+/// One request on its own connection, read until the server closes it:
+/// status, lower-case head, body.
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("the admin listener closes the connection after one answer")
+        .unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 #[tokio::test]
@@ -36,9 +46,16 @@ async fn admin_listener_serves_health_readiness_and_metrics() {
         let _ = stopped.await;
     }));
 
-    assert_eq!(get(admin_addr, "/healthz").await.0, 200);
-    assert_eq!(get(admin_addr, "/readyz").await.0, 200);
-    assert_eq!(get(admin_addr, "/nope").await.0, 404);
+    assert_eq!(get(admin_addr, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(get(admin_addr, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(get(admin_addr, "/nope").await, (404, "not found\n".into()));
+    assert_eq!(get(admin_addr, "/healthz?probe=1").await.0, 200, "the query is not part of the route");
+    for (method, path) in [("POST", "/healthz"), ("DELETE", "/metrics"), ("POST", "/nope")] {
+        assert_eq!(request(admin_addr, method, path).await.0, 405, "{method} {path}");
+    }
+    let (status, head, body) = request(admin_addr, "HEAD", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, ""), "HEAD answers the head only");
+    assert!(head.contains("connection: close") && head.contains("content-type: text/plain"), "{head}");
 
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{grpc_addr}")).unwrap().connect().await.unwrap();
@@ -55,10 +72,11 @@ async fn admin_listener_serves_health_readiness_and_metrics() {
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     let mut links = pb::link_service_client::LinkServiceClient::new(channel);
     let mint = pb::MintRequest { asset_id: "nope".into(), channel: "email".into(), ..Default::default() };
-    assert!(links.mint(auth(mint, MINTER)).await.is_err());
+    assert_status(links.mint(auth(mint, MINTER)).await, tonic::Code::NotFound, "asset \"nope\" does not exist");
 
-    let (status, metrics) = get(admin_addr, "/metrics").await;
+    let (status, head, metrics) = request(admin_addr, "GET", "/metrics").await;
     assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
     for want in [
         r#"stile_control_rpcs_total{code="ok",method="RevocationService/Revoke"} 1"#,
         r#"stile_control_rpcs_total{code="permission_denied",method="RevocationService/Revoke"} 1"#,

@@ -6,16 +6,20 @@ use stile_proto::v1 as pb;
 use stile_proto::v1::api_key_service_server::ApiKeyService;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
-use crate::auth::{Rpc, generate_api_key};
+use crate::auth::{Authenticator, Rpc, generate_api_key};
+use crate::clock::Clock;
 use crate::convert::{api_key_info, role};
 use crate::error::ApiError;
 use crate::model::{ApiKey, AuditAction, AuditEvent, valid_name};
-use crate::store::{Batch, StoreError, Write};
+use crate::store::{Batch, Store, StoreError, Write};
 
 /// The API key service.
 #[derive(Clone, Debug)]
-pub(crate) struct ApiKeys(pub(crate) Arc<Shared>);
+pub(crate) struct ApiKeys {
+    pub(crate) auth: Authenticator,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
 
 #[tonic::async_trait]
 impl ApiKeyService for ApiKeys {
@@ -23,8 +27,7 @@ impl ApiKeyService for ApiKeys {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let s = &self.0;
-        let caller = s.auth.check(&request, Rpc::CreateApiKey).await?;
+        let caller = self.auth.check(&request, Rpc::CreateApiKey).await?;
         let req = request.into_inner();
         if !valid_name(&req.name) {
             return Err(ApiError::InvalidArgument(format!(
@@ -34,13 +37,13 @@ impl ApiKeyService for ApiKeys {
             .into());
         }
         let role = role(req.role)?;
-        if s.auth.configured().any(|c| c.name == req.name) {
+        if self.auth.configured().any(|c| c.name == req.name) {
             return Err(
                 ApiError::AlreadyExists(format!("API key name {:?} is defined in the config file", req.name)).into()
             );
         }
         let (key, sha256) = generate_api_key()?;
-        let now = s.now();
+        let now = self.clock.now_secs();
         let record = ApiKey { name: req.name, role, sha256, created_at: now, created_by: caller.name.clone() };
         let audit = vec![AuditEvent::new(
             now,
@@ -49,10 +52,12 @@ impl ApiKeyService for ApiKeys {
             format!("api_key:{}", record.name),
             role.name().into(),
         )];
-        s.store.commit(Batch { writes: vec![Write::PutApiKey(record.clone())], audit }).await.map_err(|e| match e {
-            StoreError::Conflict(m) => ApiError::AlreadyExists(m),
-            other => ApiError::Store(other),
-        })?;
+        self.store.commit(Batch { writes: vec![Write::PutApiKey(record.clone())], audit }).await.map_err(
+            |e| match e {
+                StoreError::Conflict(m) => ApiError::AlreadyExists(m),
+                other => ApiError::Store(other),
+            },
+        )?;
         tracing::info!(caller = %caller.name, api_key = %record.name, role = %role, "api_keys.create");
         Ok(Response::new(pb::CreateApiKeyResponse { info: Some(api_key_info(&record)), key }))
     }
@@ -61,11 +66,10 @@ impl ApiKeyService for ApiKeys {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let s = &self.0;
-        s.auth.check(&request, Rpc::ListApiKeys).await?;
-        let stored = s.store.api_keys().await.map_err(ApiError::from)?;
+        self.auth.check(&request, Rpc::ListApiKeys).await?;
+        let stored = self.store.api_keys().await.map_err(ApiError::from)?;
         let mut keys: Vec<pb::ApiKeyInfo> = stored.iter().map(api_key_info).collect();
-        keys.extend(s.auth.configured().map(|c| pb::ApiKeyInfo {
+        keys.extend(self.auth.configured().map(|c| pb::ApiKeyInfo {
             name: c.name.clone(),
             role: pb::Role::from(c.role).into(),
             created_at: 0,
@@ -79,16 +83,15 @@ impl ApiKeyService for ApiKeys {
         &self,
         request: Request<pb::DeleteApiKeyRequest>,
     ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
-        let s = &self.0;
-        let caller = s.auth.check(&request, Rpc::DeleteApiKey).await?;
+        let caller = self.auth.check(&request, Rpc::DeleteApiKey).await?;
         let name = request.into_inner().name;
-        if s.auth.configured().any(|c| c.name == name) {
+        if self.auth.configured().any(|c| c.name == name) {
             return Err(ApiError::FailedPrecondition(format!(
                 "API key {name:?} is defined in the config file; remove it there"
             ))
             .into());
         }
-        let now = s.now();
+        let now = self.clock.now_secs();
         let audit = vec![AuditEvent::new(
             now,
             &caller.name,
@@ -96,7 +99,7 @@ impl ApiKeyService for ApiKeys {
             format!("api_key:{name}"),
             String::new(),
         )];
-        s.store.commit(Batch { writes: vec![Write::DeleteApiKey { name: name.clone() }], audit }).await.map_err(
+        self.store.commit(Batch { writes: vec![Write::DeleteApiKey { name: name.clone() }], audit }).await.map_err(
             |e| match e {
                 StoreError::Conflict(_) => ApiError::NotFound(format!("API key {name:?} does not exist")),
                 other => ApiError::Store(other),

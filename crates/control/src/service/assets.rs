@@ -7,22 +7,26 @@ use stile_proto::v1::asset_service_server::AssetService;
 use stile_token::canonicalize_path;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, page_limit};
-use crate::auth::Rpc;
+use super::page_limit;
+use crate::auth::{Authenticator, Rpc};
+use crate::clock::Clock;
 use crate::convert::asset_state;
 use crate::error::ApiError;
 use crate::model::{Asset, AssetState, AuditAction, AuditEvent, valid_name};
-use crate::store::{AssetQuery, Batch, StoreError, Write};
+use crate::store::{AssetQuery, Batch, Store, StoreError, Write};
 
 /// The asset service.
 #[derive(Clone, Debug)]
-pub(crate) struct Assets(pub(crate) Arc<Shared>);
+pub(crate) struct Assets {
+    pub(crate) auth: Authenticator,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
 
 #[tonic::async_trait]
 impl AssetService for Assets {
     async fn put(&self, request: Request<pb::PutAssetRequest>) -> Result<Response<pb::PutAssetResponse>, Status> {
-        let s = &self.0;
-        let caller = s.auth.check(&request, Rpc::PutAsset).await?;
+        let caller = self.auth.check(&request, Rpc::PutAsset).await?;
         let req = request.into_inner();
         let invalid = ApiError::InvalidArgument;
         if !valid_name(&req.id) {
@@ -44,8 +48,8 @@ impl AssetService for Assets {
                 _ => return Err(invalid(format!("entry {:?} is not a canonical relative path", req.entry)).into()),
             }
         }
-        let now = s.now();
-        let existing = s.store.asset(req.id.clone()).await.map_err(ApiError::from)?;
+        let now = self.clock.now_secs();
+        let existing = self.store.asset(req.id.clone()).await.map_err(ApiError::from)?;
         let (asset, expected_revision) = match existing {
             None => (
                 Asset {
@@ -93,7 +97,7 @@ impl AssetService for Assets {
             format!("asset:{}", asset.id),
             detail.into(),
         )];
-        commit_asset(s, asset.clone(), expected_revision, audit).await?;
+        self.commit(asset.clone(), expected_revision, audit).await?;
         tracing::info!(caller = %caller.name, asset.id = %asset.id, created, "assets.put");
         Ok(Response::new(pb::PutAssetResponse { asset: Some(asset.into()), created }))
     }
@@ -102,12 +106,11 @@ impl AssetService for Assets {
         &self,
         request: Request<pb::SetAssetStateRequest>,
     ) -> Result<Response<pb::SetAssetStateResponse>, Status> {
-        let s = &self.0;
-        let caller = s.auth.check(&request, Rpc::SetAssetState).await?;
+        let caller = self.auth.check(&request, Rpc::SetAssetState).await?;
         let req = request.into_inner();
         let to = asset_state(req.state)
             .ok_or_else(|| ApiError::InvalidArgument("state must be DRAFT, READY, PUBLISHED or ARCHIVED".into()))?;
-        let old = s
+        let old = self
             .store
             .asset(req.id.clone())
             .await
@@ -132,23 +135,22 @@ impl AssetService for Assets {
             ))
             .into());
         }
-        let now = s.now();
+        let now = self.clock.now_secs();
         let detail = format!("{}->{}", old.state.name(), to.name());
         let revision = old.revision;
         let asset =
             Asset { state: to, revision: revision + 1, updated_at: now, updated_by: caller.name.clone(), ..old };
         let audit =
             vec![AuditEvent::new(now, &caller.name, AuditAction::AssetState, format!("asset:{}", asset.id), detail)];
-        commit_asset(s, asset.clone(), revision, audit).await?;
+        self.commit(asset.clone(), revision, audit).await?;
         tracing::info!(caller = %caller.name, asset.id = %asset.id, state = to.name(), "assets.state");
         Ok(Response::new(pb::SetAssetStateResponse { asset: Some(asset.into()) }))
     }
 
     async fn get(&self, request: Request<pb::GetAssetRequest>) -> Result<Response<pb::GetAssetResponse>, Status> {
-        self.0.auth.check(&request, Rpc::GetAsset).await?;
+        self.auth.check(&request, Rpc::GetAsset).await?;
         let id = request.into_inner().id;
         let asset = self
-            .0
             .store
             .asset(id.clone())
             .await
@@ -158,24 +160,21 @@ impl AssetService for Assets {
     }
 
     async fn list(&self, request: Request<pb::ListAssetsRequest>) -> Result<Response<pb::ListAssetsResponse>, Status> {
-        self.0.auth.check(&request, Rpc::ListAssets).await?;
+        self.auth.check(&request, Rpc::ListAssets).await?;
         let req = request.into_inner();
         let state = match req.state {
             0 => None,
             v => Some(asset_state(v).ok_or_else(|| ApiError::InvalidArgument(format!("unknown asset state {v}")))?),
         };
         let query = AssetQuery { state, after_id: req.after_id, limit: page_limit(req.limit) };
-        let assets = self.0.store.assets(query).await.map_err(ApiError::from)?;
+        let assets = self.store.assets(query).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListAssetsResponse { assets: assets.into_iter().map(Into::into).collect() }))
     }
 }
 
-async fn commit_asset(
-    s: &Shared,
-    asset: Asset,
-    expected_revision: u64,
-    audit: Vec<AuditEvent>,
-) -> Result<(), ApiError> {
-    s.store.commit(Batch { writes: vec![Write::PutAsset { asset, expected_revision }], audit }).await?;
-    Ok(())
+impl Assets {
+    async fn commit(&self, asset: Asset, expected_revision: u64, audit: Vec<AuditEvent>) -> Result<(), ApiError> {
+        self.store.commit(Batch { writes: vec![Write::PutAsset { asset, expected_revision }], audit }).await?;
+        Ok(())
+    }
 }

@@ -7,32 +7,36 @@ use stile_proto::v1 as pb;
 use stile_proto::v1::edge_service_server::EdgeService;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Shared;
-use crate::auth::Rpc;
+use crate::auth::{Authenticator, Rpc};
 use crate::error::ApiError;
-use crate::fleet::EdgeView;
-use crate::sync::{SyncStream, open};
+use crate::fleet::{EdgeView, ReplicaFleet};
+use crate::store::Store;
+use crate::sync::{SyncCtx, SyncStream};
 
 /// The edge fleet service.
 #[derive(Clone, Debug)]
-pub(crate) struct Edges(pub(crate) Arc<Shared>);
+pub(crate) struct Edges {
+    pub(crate) auth: Authenticator,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) replicas: Arc<ReplicaFleet>,
+    pub(crate) sync: Arc<SyncCtx>,
+}
 
 #[tonic::async_trait]
 impl EdgeService for Edges {
     async fn list(&self, request: Request<pb::ListEdgesRequest>) -> Result<Response<pb::ListEdgesResponse>, Status> {
-        self.0.auth.check(&request, Rpc::ListEdges).await?;
-        let current_version = self.0.store.version().await.map_err(ApiError::from)?;
-        let edges =
-            crate::fleet::everywhere(&self.0).await.into_iter().map(|e| edge_info(e, current_version)).collect();
+        self.auth.check(&request, Rpc::ListEdges).await?;
+        let current_version = self.store.version().await.map_err(ApiError::from)?;
+        let edges = self.replicas.everywhere().await.into_iter().map(|e| edge_info(e, current_version)).collect();
         Ok(Response::new(pb::ListEdgesResponse { edges, current_version }))
     }
 
     type SyncStream = SyncStream;
 
     async fn sync(&self, request: Request<Streaming<pb::EdgeMessage>>) -> Result<Response<Self::SyncStream>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::Sync).await?;
+        let caller = self.auth.check(&request, Rpc::Sync).await?;
         let remote = request.remote_addr();
-        Ok(Response::new(open(Arc::clone(&self.0), caller.name, remote, request.into_inner())))
+        Ok(Response::new(self.sync.open(caller.name, remote, request.into_inner())))
     }
 }
 

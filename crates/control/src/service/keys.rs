@@ -19,28 +19,37 @@ use rand::rngs::OsRng;
 use stile_proto::v1 as pb;
 use stile_proto::v1::key_service_server::KeyService;
 use stile_token::{KEY_LEN, KeyId, SecretKey};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, check_reason};
-use crate::auth::Rpc;
+use super::check_reason;
+use crate::auth::{Authenticator, Rpc};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::convert::key_info;
 use crate::error::ApiError;
-use crate::fleet::EdgeView;
+use crate::fleet::ReplicaFleet;
+use crate::metrics::Metrics;
 use crate::model::{AuditAction, AuditEvent, ChangeKind, KeyState, Revocation, SigningKey, Target};
-use crate::store::{Batch, Write};
+use crate::signing::SigningKeys;
+use crate::store::{Batch, Store, Write};
 
 /// The signing key service.
 #[derive(Clone, Debug)]
-pub(crate) struct Keys(pub(crate) Arc<Shared>);
+pub(crate) struct Keys {
+    pub(crate) auth: Authenticator,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) rollout: Arc<KeyRollout>,
+}
 
 #[tonic::async_trait]
 impl KeyService for Keys {
     async fn rotate(&self, request: Request<pb::RotateKeyRequest>) -> Result<Response<pb::RotateKeyResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::RotateKey).await?;
+        let caller = self.auth.check(&request, Rpc::RotateKey).await?;
         let reason = request.into_inner().reason;
         check_reason(&reason, false)?;
-        let r = rotate(&self.0, &caller.name, &reason).await?;
+        let r = self.rollout.rotate(&caller.name, &reason).await?;
         tracing::info!(caller = %caller.name, key.id = r.key.id, version = r.version, "keys.rotate");
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(key_info(&r.key)),
@@ -51,19 +60,19 @@ impl KeyService for Keys {
     }
 
     async fn list(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
-        self.0.auth.check(&request, Rpc::ListKeys).await?;
+        self.auth.check(&request, Rpc::ListKeys).await?;
         let include_retired = request.into_inner().include_retired;
-        let keys = self.0.store.signing_keys().await.map_err(ApiError::from)?;
+        let keys = self.store.signing_keys().await.map_err(ApiError::from)?;
         let keys =
             keys.iter().filter(|k| include_retired || k.state != KeyState::Retired).map(key_info).collect::<Vec<_>>();
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn retire(&self, request: Request<pb::RetireKeyRequest>) -> Result<Response<pb::RetireKeyResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::RetireKey).await?;
+        let caller = self.auth.check(&request, Rpc::RetireKey).await?;
         let req = request.into_inner();
         check_reason(&req.reason, true)?;
-        let (key, revocation) = retire(&self.0, &caller.name, req.key_id, &req.reason).await?;
+        let (key, revocation) = self.rollout.retire(&caller.name, req.key_id, &req.reason).await?;
         let version = revocation.version;
         Ok(Response::new(pb::RetireKeyResponse {
             key: Some(key_info(&key)),
@@ -86,193 +95,244 @@ pub(crate) struct Rotated {
     pub(crate) lagging: Vec<String>,
 }
 
-/// Creates a key from the OS CSPRNG, pushes it to the edges as PENDING, and
-/// makes it the minting key once the connected edges have it (see the module
-/// documentation). The previous minting key keeps verifying.
-pub(crate) async fn rotate(s: &Arc<Shared>, actor: &str, reason: &str) -> Result<Rotated, ApiError> {
-    let _rotation = s.rotate_lock.lock().await;
-    let (key, pending_version) = {
-        let _guard = s.key_lock.lock().await;
-        let keys = s.store.signing_keys().await?;
-        let id: KeyId = keys
+/// Every change to the signing keys: rotation with its rollout to the edges,
+/// activation, retirement (with the revocation of the key's links), and the
+/// resumption of a rollout a previous run left PENDING.
+#[derive(Debug)]
+pub(crate) struct KeyRollout {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keys: Arc<SigningKeys>,
+    replicas: Arc<ReplicaFleet>,
+    metrics: Arc<Metrics>,
+    /// A rotated key becomes ACTIVE at the latest this long after PENDING.
+    activation_timeout: Duration,
+    /// At start-up, how long edges get to reconnect before a resumed rollout counts them.
+    reconnect_grace: Duration,
+    /// How long a key revocation is kept, seconds.
+    revocation_lifetime_secs: u64,
+    /// Serialises key changes made through this process. Across replicas the
+    /// store's create-only key writes catch races (ABORTED).
+    key_lock: Mutex<()>,
+    /// Serialises whole key rotations (PENDING, rollout, ACTIVE).
+    rotate_lock: Mutex<()>,
+}
+
+impl KeyRollout {
+    pub(crate) fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        keys: Arc<SigningKeys>,
+        replicas: Arc<ReplicaFleet>,
+        metrics: Arc<Metrics>,
+    ) -> KeyRollout {
+        KeyRollout {
+            store,
+            clock,
+            keys,
+            replicas,
+            metrics,
+            activation_timeout: Duration::from_secs(config.sync.key_activation_timeout_secs),
+            reconnect_grace: Duration::from_millis(3 * config.sync.heartbeat_interval_ms + 1_000),
+            revocation_lifetime_secs: config.revocation_lifetime_secs(),
+            key_lock: Mutex::new(()),
+            rotate_lock: Mutex::new(()),
+        }
+    }
+
+    /// Creates a key from the OS CSPRNG, pushes it to the edges as PENDING, and
+    /// makes it the minting key once the connected edges have it (see the module
+    /// documentation). The previous minting key keeps verifying.
+    pub(crate) async fn rotate(self: &Arc<Self>, actor: &str, reason: &str) -> Result<Rotated, ApiError> {
+        let _rotation = self.rotate_lock.lock().await;
+        let (key, pending_version) = {
+            let _guard = self.key_lock.lock().await;
+            let keys = self.store.signing_keys().await?;
+            let id: KeyId = keys
+                .iter()
+                .map(|k| k.id)
+                .max()
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or_else(|| ApiError::FailedPrecondition("key ids are exhausted".into()))?;
+            let mut secret = [0u8; KEY_LEN];
+            OsRng
+                .try_fill_bytes(&mut secret)
+                .map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
+            let now = self.clock.now_secs();
+            let key = SigningKey {
+                id,
+                state: KeyState::Pending,
+                secret: SecretKey::from_bytes(secret),
+                created_at: now,
+                activated_at: None,
+                retired_at: None,
+            };
+            let writes = vec![
+                Write::PutKey { key: key.clone(), create: true },
+                Write::Append {
+                    at: now,
+                    actor: actor.to_owned(),
+                    kind: ChangeKind::Key { key_id: id, state: KeyState::Pending },
+                },
+            ];
+            let audit =
+                vec![AuditEvent::new(now, actor, AuditAction::KeyRotate, format!("key:{id}"), reason.to_owned())];
+            let committed = self.store.commit(Batch { writes, audit }).await?;
+            self.keys.reload().await?;
+            (key, committed.changes.last().map_or(0, |c| c.version))
+        };
+        tracing::info!(key.id = key.id, version = pending_version, "keys.pending");
+        // Its own task: the activation happens even if the caller goes away.
+        let rollout = Arc::clone(self);
+        let actor = actor.to_owned();
+        let task = tokio::spawn(async move { rollout.activate_after_rollout(key.id, pending_version, &actor).await });
+        task.await.map_err(|e| ApiError::Internal(format!("key rollout task: {e}")))?
+    }
+
+    /// Resumes rollouts a previous run left PENDING. Without an active key the
+    /// newest pending key is activated at once (nothing can mint anyway);
+    /// otherwise each gets a rollout after the edges had time to reconnect.
+    pub(crate) async fn resume(self: &Arc<Self>) -> Result<(), ApiError> {
+        let keys = self.store.signing_keys().await?;
+        let mut pending: Vec<_> = keys.iter().filter(|k| k.state == KeyState::Pending).map(|k| k.id).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let version = self.store.version().await?;
+        if !keys.iter().any(|k| k.state == KeyState::Active) {
+            pending.sort_unstable();
+            if let Some(id) = pending.pop() {
+                self.activate(id, "system").await?;
+            }
+        }
+        for id in pending {
+            let rollout = Arc::clone(self);
+            tokio::spawn(async move {
+                // Give the edges a chance to reconnect before counting who has the key.
+                tokio::time::sleep(rollout.reconnect_grace).await;
+                if let Err(e) = rollout.activate_after_rollout(id, version, "system").await {
+                    tracing::error!(key.id = id, error = %e, "keys.rollout_failed");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until every connected edge ACKed `pending_version` (or the
+    /// activation timeout), then activates the key.
+    async fn activate_after_rollout(&self, id: KeyId, pending_version: u64, actor: &str) -> Result<Rotated, ApiError> {
+        let deadline = Instant::now() + self.activation_timeout;
+        let edges = self.replicas.wait_everywhere(pending_version, deadline).await;
+        let lagging: Vec<String> =
+            edges.iter().filter(|e| e.applied < pending_version).map(|e| e.edge_id.clone()).collect();
+        if lagging.is_empty() {
+            tracing::info!(key.id = id, edges = edges.len(), "keys.rollout_complete");
+        } else {
+            tracing::warn!(
+                key.id = id,
+                version = pending_version,
+                lagging = ?lagging,
+                timeout_secs = self.activation_timeout.as_secs(),
+                "keys.rollout_timeout: activating although these edges have not ACKed the key"
+            );
+        }
+        let (key, version) = self.activate(id, actor).await?;
+        Ok(Rotated { key, version, pending_version, lagging })
+    }
+
+    /// Makes a PENDING key ACTIVE and the current active key VERIFY_ONLY, in one
+    /// commit. A key retired meanwhile stays retired.
+    async fn activate(&self, id: KeyId, actor: &str) -> Result<(SigningKey, u64), ApiError> {
+        let _guard = self.key_lock.lock().await;
+        let keys = self.store.signing_keys().await?;
+        let key = keys
             .iter()
-            .map(|k| k.id)
-            .max()
-            .unwrap_or(0)
-            .checked_add(1)
-            .ok_or_else(|| ApiError::FailedPrecondition("key ids are exhausted".into()))?;
-        let mut secret = [0u8; KEY_LEN];
-        OsRng.try_fill_bytes(&mut secret).map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
-        let now = s.now();
-        let key = SigningKey {
-            id,
-            state: KeyState::Pending,
-            secret: SecretKey::from_bytes(secret),
+            .find(|k| k.id == id)
+            .cloned()
+            .ok_or_else(|| ApiError::Internal(format!("pending key {id} disappeared from the store")))?;
+        if key.state != KeyState::Pending {
+            let version = self.store.version().await?;
+            return Ok((key, version));
+        }
+        let now = self.clock.now_secs();
+        let key = SigningKey { state: KeyState::Active, activated_at: Some(now), ..key };
+        let change =
+            |key_id, state| Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Key { key_id, state } };
+        let mut writes = vec![Write::PutKey { key: key.clone(), create: false }, change(id, KeyState::Active)];
+        for old in keys.into_iter().filter(|k| k.state == KeyState::Active) {
+            writes.push(change(old.id, KeyState::VerifyOnly));
+            writes.push(Write::PutKey { key: SigningKey { state: KeyState::VerifyOnly, ..old }, create: false });
+        }
+        let committed = self.store.commit(Batch { writes, audit: Vec::new() }).await?;
+        self.keys.reload().await?;
+        let version = committed
+            .changes
+            .iter()
+            .find(|c| matches!(c.kind, ChangeKind::Key { state: KeyState::Active, .. }))
+            .map_or(0, |c| c.version);
+        tracing::info!(key.id = id, version, "keys.active");
+        Ok((key, version))
+    }
+
+    /// Retires a key and revokes its tokens, in one commit.
+    pub(crate) async fn retire(
+        &self,
+        actor: &str,
+        key_id: KeyId,
+        reason: &str,
+    ) -> Result<(SigningKey, Revocation), ApiError> {
+        let _guard = self.key_lock.lock().await;
+        let keys = self.store.signing_keys().await?;
+        let key = keys
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| ApiError::NotFound(format!("signing key {key_id} does not exist (KeyService.List)")))?;
+        match key.state {
+            KeyState::Active => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "key {key_id} is the active minting key; rotate first (KeyService.Rotate), then retire it"
+                )));
+            }
+            KeyState::Retired => {
+                return Err(ApiError::FailedPrecondition(format!("key {key_id} is already retired")));
+            }
+            KeyState::Pending | KeyState::VerifyOnly => {}
+        }
+        let now = self.clock.now_secs();
+        let key = SigningKey { state: KeyState::Retired, retired_at: Some(now), ..key };
+        let revocation = Revocation {
+            version: 0,
+            target: Target::Key { key_id },
+            reason: reason.to_owned(),
+            actor: actor.to_owned(),
             created_at: now,
-            activated_at: None,
-            retired_at: None,
+            expires_at: now + self.revocation_lifetime_secs,
         };
         let writes = vec![
-            Write::PutKey { key: key.clone(), create: true },
+            Write::PutKey { key: key.clone(), create: false },
             Write::Append {
                 at: now,
                 actor: actor.to_owned(),
-                kind: ChangeKind::Key { key_id: id, state: KeyState::Pending },
+                kind: ChangeKind::Key { key_id, state: KeyState::Retired },
             },
+            Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Revocation(revocation) },
         ];
-        let audit = vec![AuditEvent::new(now, actor, AuditAction::KeyRotate, format!("key:{id}"), reason.to_owned())];
-        let committed = s.store.commit(Batch { writes, audit }).await?;
-        s.reload_keys().await?;
-        (key, committed.changes.last().map_or(0, |c| c.version))
-    };
-    tracing::info!(key.id = key.id, version = pending_version, "keys.pending");
-    // Its own task: the activation happens even if the caller goes away.
-    let task = tokio::spawn(activate_after_rollout(Arc::clone(s), key.id, pending_version, actor.to_owned()));
-    task.await.map_err(|e| ApiError::Internal(format!("key rollout task: {e}")))?
-}
-
-/// Resumes rollouts a previous run left PENDING. Without an active key the
-/// newest pending key is activated at once (nothing can mint anyway);
-/// otherwise each gets a rollout after the edges had time to reconnect.
-pub(crate) async fn resume_rollouts(s: &Arc<Shared>) -> Result<(), ApiError> {
-    let keys = s.store.signing_keys().await?;
-    let mut pending: Vec<_> = keys.iter().filter(|k| k.state == KeyState::Pending).map(|k| k.id).collect();
-    if pending.is_empty() {
-        return Ok(());
+        let audit =
+            vec![AuditEvent::new(now, actor, AuditAction::KeyRetire, format!("key:{key_id}"), reason.to_owned())];
+        let committed = self.store.commit(Batch { writes, audit }).await?;
+        self.metrics.revocation(&Target::Key { key_id });
+        self.keys.reload().await?;
+        let revocation = committed
+            .changes
+            .into_iter()
+            .find_map(|c| match c.kind {
+                ChangeKind::Revocation(r) => Some(r),
+                ChangeKind::Key { .. } => None,
+            })
+            .ok_or_else(|| ApiError::Internal("store did not return the key revocation".into()))?;
+        tracing::info!(caller = %actor, key.id = key_id, version = revocation.version, "keys.retire");
+        Ok((key, revocation))
     }
-    let version = s.store.version().await?;
-    if !keys.iter().any(|k| k.state == KeyState::Active) {
-        pending.sort_unstable();
-        if let Some(id) = pending.pop() {
-            activate(s, id, "system").await?;
-        }
-    }
-    for id in pending {
-        let s = Arc::clone(s);
-        tokio::spawn(async move {
-            // Give the edges a chance to reconnect before counting who has the key.
-            let grace = Duration::from_millis(3 * s.config.sync.heartbeat_interval_ms + 1_000);
-            tokio::time::sleep(grace).await;
-            if let Err(e) = activate_after_rollout(Arc::clone(&s), id, version, "system".into()).await {
-                tracing::error!(key.id = id, error = %e, "keys.rollout_failed");
-            }
-        });
-    }
-    Ok(())
-}
-
-/// Waits until every connected edge ACKed `pending_version` (or the
-/// activation timeout), then activates the key.
-async fn activate_after_rollout(
-    s: Arc<Shared>,
-    id: KeyId,
-    pending_version: u64,
-    actor: String,
-) -> Result<Rotated, ApiError> {
-    let deadline = Instant::now() + Duration::from_secs(s.config.sync.key_activation_timeout_secs);
-    let edges = crate::fleet::wait_everywhere(&s, pending_version, deadline).await;
-    let lagging: Vec<String> =
-        edges.iter().filter(|e| e.applied < pending_version).map(|e: &EdgeView| e.edge_id.clone()).collect();
-    if lagging.is_empty() {
-        tracing::info!(key.id = id, edges = edges.len(), "keys.rollout_complete");
-    } else {
-        tracing::warn!(
-            key.id = id,
-            version = pending_version,
-            lagging = ?lagging,
-            timeout_secs = s.config.sync.key_activation_timeout_secs,
-            "keys.rollout_timeout: activating although these edges have not ACKed the key"
-        );
-    }
-    let (key, version) = activate(&s, id, &actor).await?;
-    Ok(Rotated { key, version, pending_version, lagging })
-}
-
-/// Makes a PENDING key ACTIVE and the current active key VERIFY_ONLY, in one
-/// commit. A key retired meanwhile stays retired.
-async fn activate(s: &Shared, id: KeyId, actor: &str) -> Result<(SigningKey, u64), ApiError> {
-    let _guard = s.key_lock.lock().await;
-    let keys = s.store.signing_keys().await?;
-    let key = keys
-        .iter()
-        .find(|k| k.id == id)
-        .cloned()
-        .ok_or_else(|| ApiError::Internal(format!("pending key {id} disappeared from the store")))?;
-    if key.state != KeyState::Pending {
-        let version = s.store.version().await?;
-        return Ok((key, version));
-    }
-    let now = s.now();
-    let key = SigningKey { state: KeyState::Active, activated_at: Some(now), ..key };
-    let change =
-        |key_id, state| Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Key { key_id, state } };
-    let mut writes = vec![Write::PutKey { key: key.clone(), create: false }, change(id, KeyState::Active)];
-    for old in keys.into_iter().filter(|k| k.state == KeyState::Active) {
-        writes.push(change(old.id, KeyState::VerifyOnly));
-        writes.push(Write::PutKey { key: SigningKey { state: KeyState::VerifyOnly, ..old }, create: false });
-    }
-    let committed = s.store.commit(Batch { writes, audit: Vec::new() }).await?;
-    s.reload_keys().await?;
-    let version = committed
-        .changes
-        .iter()
-        .find(|c| matches!(c.kind, ChangeKind::Key { state: KeyState::Active, .. }))
-        .map_or(0, |c| c.version);
-    tracing::info!(key.id = id, version, "keys.active");
-    Ok((key, version))
-}
-
-/// Retires a key and revokes its tokens, in one commit.
-pub(crate) async fn retire(
-    s: &Shared,
-    actor: &str,
-    key_id: KeyId,
-    reason: &str,
-) -> Result<(SigningKey, Revocation), ApiError> {
-    let _guard = s.key_lock.lock().await;
-    let keys = s.store.signing_keys().await?;
-    let key = keys
-        .into_iter()
-        .find(|k| k.id == key_id)
-        .ok_or_else(|| ApiError::NotFound(format!("signing key {key_id} does not exist (KeyService.List)")))?;
-    match key.state {
-        KeyState::Active => {
-            return Err(ApiError::FailedPrecondition(format!(
-                "key {key_id} is the active minting key; rotate first (KeyService.Rotate), then retire it"
-            )));
-        }
-        KeyState::Retired => {
-            return Err(ApiError::FailedPrecondition(format!("key {key_id} is already retired")));
-        }
-        KeyState::Pending | KeyState::VerifyOnly => {}
-    }
-    let now = s.now();
-    let key = SigningKey { state: KeyState::Retired, retired_at: Some(now), ..key };
-    let revocation = Revocation {
-        version: 0,
-        target: Target::Key { key_id },
-        reason: reason.to_owned(),
-        actor: actor.to_owned(),
-        created_at: now,
-        expires_at: now + s.config.max_ttl_secs() + s.config.revocations.expiry_margin_secs,
-    };
-    let writes = vec![
-        Write::PutKey { key: key.clone(), create: false },
-        Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Key { key_id, state: KeyState::Retired } },
-        Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Revocation(revocation) },
-    ];
-    let audit = vec![AuditEvent::new(now, actor, AuditAction::KeyRetire, format!("key:{key_id}"), reason.to_owned())];
-    let committed = s.store.commit(Batch { writes, audit }).await?;
-    s.metrics.revocation(&Target::Key { key_id });
-    s.reload_keys().await?;
-    let revocation = committed
-        .changes
-        .into_iter()
-        .find_map(|c| match c.kind {
-            ChangeKind::Revocation(r) => Some(r),
-            ChangeKind::Key { .. } => None,
-        })
-        .ok_or_else(|| ApiError::Internal("store did not return the key revocation".into()))?;
-    tracing::info!(caller = %actor, key.id = key_id, version = revocation.version, "keys.retire");
-    Ok((key, revocation))
 }

@@ -10,27 +10,38 @@ use stile_token::{TokenId, canonicalize_path};
 use tonic::{Request, Response, Status};
 
 use super::edges::edge_ack;
-use super::{Shared, check_reason, keys, page_limit};
-use crate::auth::Rpc;
+use super::{KeyRollout, check_reason, page_limit};
+use crate::auth::{Authenticator, Rpc};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::ApiError;
+use crate::fleet::ReplicaFleet;
+use crate::metrics::Metrics;
 use crate::model::{AuditAction, AuditEvent, ChangeKind, Revocation, Target};
-use crate::store::{Batch, Write};
+use crate::store::{Batch, Store, Write};
 
 /// The revocation service.
 #[derive(Clone, Debug)]
-pub(crate) struct Revocations(pub(crate) Arc<Shared>);
+pub(crate) struct Revocations {
+    pub(crate) config: Arc<Config>,
+    pub(crate) auth: Authenticator,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rollout: Arc<KeyRollout>,
+    pub(crate) replicas: Arc<ReplicaFleet>,
+    pub(crate) metrics: Arc<Metrics>,
+}
 
 #[tonic::async_trait]
 impl RevocationService for Revocations {
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
-        let s = &self.0;
-        let caller = s.auth.check(&request, Rpc::Revoke).await?;
+        let caller = self.auth.check(&request, Rpc::Revoke).await?;
         let req = request.into_inner();
         check_reason(&req.reason, true)?;
-        let now = s.now();
+        let now = self.clock.now_secs();
         let target = target(req.target, now)?;
         let revocation = if let Target::Key { key_id } = target {
-            keys::retire(s, &caller.name, key_id, &req.reason).await?.1
+            self.rollout.retire(&caller.name, key_id, &req.reason).await?.1
         } else {
             let base = match &target {
                 Target::Subject { issued_before, .. } | Target::PathPrefix { issued_before, .. } => *issued_before,
@@ -42,13 +53,13 @@ impl RevocationService for Revocations {
                 reason: req.reason.clone(),
                 actor: caller.name.clone(),
                 created_at: now,
-                expires_at: base + s.config.max_ttl_secs() + s.config.revocations.expiry_margin_secs,
+                expires_at: base + self.config.revocation_lifetime_secs(),
             };
             let audit = vec![AuditEvent::new(now, &caller.name, AuditAction::Revoke, target.to_string(), req.reason)];
             let writes =
                 vec![Write::Append { at: now, actor: caller.name.clone(), kind: ChangeKind::Revocation(revocation) }];
-            let committed = s.store.commit(Batch { writes, audit }).await.map_err(ApiError::from)?;
-            s.metrics.revocation(&target);
+            let committed = self.store.commit(Batch { writes, audit }).await.map_err(ApiError::from)?;
+            self.metrics.revocation(&target);
             match committed.changes.into_iter().next().map(|c| c.kind) {
                 Some(ChangeKind::Revocation(r)) => r,
                 _ => return Err(ApiError::Internal("store did not return the revocation".into()).into()),
@@ -58,13 +69,13 @@ impl RevocationService for Revocations {
         tracing::info!(caller = %caller.name, target = %revocation.target, version, "revoke");
         let mut response = pb::RevokeResponse { revocation: Some(revocation.into()), version, ..Default::default() };
         if req.wait {
-            let c = &s.config.sync;
+            let c = &self.config.sync;
             let ms = match req.wait_timeout_ms {
                 0 => c.revoke_wait_default_ms,
                 n => u64::from(n).min(c.revoke_wait_max_ms),
             };
             let started = tokio::time::Instant::now();
-            let edges = crate::fleet::wait_everywhere(s, version, started + Duration::from_millis(ms)).await;
+            let edges = self.replicas.wait_everywhere(version, started + Duration::from_millis(ms)).await;
             response.waited_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
             response.lagging = edges.iter().filter(|e| e.applied < version).map(|e| e.edge_id.clone()).collect();
             response.edges = edges.iter().map(|e| edge_ack(e, version)).collect();
@@ -81,10 +92,10 @@ impl RevocationService for Revocations {
         &self,
         request: Request<pb::ListRevocationsRequest>,
     ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
-        self.0.auth.check(&request, Rpc::ListRevocations).await?;
+        self.auth.check(&request, Rpc::ListRevocations).await?;
         let req = request.into_inner();
-        let now = self.0.now();
-        let found = self.0.store.revocations(req.after_version, page_limit(req.limit)).await.map_err(ApiError::from)?;
+        let now = self.clock.now_secs();
+        let found = self.store.revocations(req.after_version, page_limit(req.limit)).await.map_err(ApiError::from)?;
         // Pruning runs periodically; hide what has expired since.
         let revocations = found.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect();
         Ok(Response::new(pb::ListRevocationsResponse { revocations }))
@@ -94,11 +105,11 @@ impl RevocationService for Revocations {
         &self,
         request: Request<pb::RevocationStatusRequest>,
     ) -> Result<Response<pb::RevocationStatusResponse>, Status> {
-        self.0.auth.check(&request, Rpc::RevocationStatus).await?;
+        self.auth.check(&request, Rpc::RevocationStatus).await?;
         let asked = request.into_inner().version;
-        let current = self.0.store.version().await.map_err(ApiError::from)?;
+        let current = self.store.version().await.map_err(ApiError::from)?;
         let version = if asked == 0 { current } else { asked };
-        let edges = crate::fleet::everywhere(&self.0).await.iter().map(|e| edge_ack(e, version)).collect();
+        let edges = self.replicas.everywhere().await.iter().map(|e| edge_ack(e, version)).collect();
         Ok(Response::new(pb::RevocationStatusResponse {
             current_version: current,
             version,
