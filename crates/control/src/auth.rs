@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
 use crate::config::ConfiguredKey;
 use crate::error::ApiError;
 pub use crate::model::Role;
+use crate::random;
 use crate::store::Store;
 
 /// Every RPC that checks a role.
@@ -119,7 +118,7 @@ pub const KEY_PREFIX: &str = "stk_";
 pub fn generate_api_key() -> Result<(String, [u8; 32]), ApiError> {
     use base64::Engine;
     let mut bytes = [0u8; 32];
-    OsRng.try_fill_bytes(&mut bytes).map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
+    random::fill(&mut bytes)?;
     let key = format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
     let hash = hash_api_key(&key);
     Ok((key, hash))

@@ -4,6 +4,7 @@ use stile_proto::v1 as pb;
 use stile_token::TokenId;
 
 use crate::error::ApiError;
+use crate::mint::{CountryLists, MintParams, MintedLink};
 use crate::model::{
     ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Revocation, Role, SigningKey,
     Target,
@@ -191,5 +192,53 @@ pub(crate) fn api_key_info(k: &ApiKey) -> pb::ApiKeyInfo {
         role: pb::Role::from(k.role).into(),
         created_at: k.created_at,
         created_by: k.created_by.clone(),
+    }
+}
+
+/// A mint request in domain terms: empty strings, zero numbers and empty
+/// country lists are "not given". Borrows from the request.
+pub(crate) fn mint_params(req: &pb::MintRequest) -> MintParams<'_> {
+    fn non_empty(s: &str) -> Option<&str> {
+        (!s.is_empty()).then_some(s)
+    }
+    let number = |n: u64| (n != 0).then_some(n);
+    MintParams {
+        policy: non_empty(&req.policy),
+        ttl_secs: number(req.ttl_secs),
+        not_before: number(req.not_before),
+        scope: non_empty(&req.scope),
+        entry: non_empty(&req.entry),
+        subject: non_empty(&req.subject),
+        client_ip: non_empty(&req.client_ip),
+        countries: req
+            .countries
+            .as_ref()
+            .filter(|c| !(c.allow.is_empty() && c.deny.is_empty()))
+            .map(|c| CountryLists { allow: &c.allow, deny: &c.deny }),
+        base_url: non_empty(&req.base_url),
+        channel: non_empty(&req.channel),
+    }
+}
+
+impl From<MintedLink> for pb::Link {
+    fn from(link: MintedLink) -> pb::Link {
+        pb::Link {
+            query_url: link.query_url,
+            path_url: link.path_url,
+            cookie: Some(pb::CookieLink {
+                url: link.cookie.url,
+                name: link.cookie.name,
+                value: link.token.clone(),
+                path: link.cookie.path,
+                max_age: link.cookie.max_age,
+            }),
+            token: link.token,
+            token_id: link.token_id.to_string(),
+            issued_at: link.issued_at,
+            expires_at: link.expires_at,
+            key_id: link.key_id,
+            scope: link.scope,
+            policy: link.policy,
+        }
     }
 }

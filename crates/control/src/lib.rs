@@ -10,7 +10,8 @@
 //! `stile dev` inject a store or a clock), and [`run`] (open and serve gRPC
 //! only). Modules, lowest layer first (each uses only those above it):
 //!
-//! - [`clock`]: the only reader of wall-clock time; `locks`: poisoned-lock recovery;
+//! - [`clock`]: the only reader of wall-clock time; `random`: the only reader of
+//!   the OS random source; `locks`: poisoned-lock recovery;
 //! - [`model`]: domain types (assets, keys, revocations, the change log, roles);
 //! - `policy`: checks of policy values (countries, base URLs);
 //! - [`store`]: the `Store` trait, the `ReplicaBus` trait, the redb and Redis
@@ -37,6 +38,7 @@ pub mod metrics;
 mod mint;
 pub mod model;
 mod policy;
+mod random;
 mod server;
 mod service;
 mod signing;

@@ -1,18 +1,20 @@
 //! Minting: turns a request, its asset, a policy template and the active key
 //! into a signed token and ready-to-use URLs in each transport form.
 //!
+//! Pure: domain types in ([`MintParams`], built by `convert` from the wire
+//! request), a domain [`MintedLink`] out; the time and the token id are
+//! arguments, drawn by the caller from the clock and the OS random source
+//! (`random.rs`), so the same inputs always make the same link.
+//!
 //! A link's lifetime is counted from its issue time even with a not-before,
 //! so `expires_at - issued_at` never exceeds the policy's longest TTL: that is
 //! what bounds how long a revocation must be kept.
 
 use std::net::IpAddr;
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
-use stile_proto::v1 as pb;
-use stile_token::{Claims, ClaimsError, IpBinding, KeyId, KeyRing, Scope, TOKEN_ID_LEN, TokenId, canonicalize_path};
+use stile_token::{Claims, ClaimsError, CountryRule, IpBinding, KeyId, KeyRing, Scope, TokenId, canonicalize_path};
 
-use crate::config::{Config, PolicyConfig};
+use crate::config::{Config, LinksConfig, PolicyConfig};
 use crate::error::ApiError;
 use crate::model::{Asset, AssetState};
 use crate::policy::{country_rule, normalise_base_url};
@@ -22,6 +24,69 @@ use crate::policy::{country_rule, normalise_base_url};
 pub(crate) struct MintKey<'a> {
     pub(crate) id: KeyId,
     pub(crate) ring: &'a KeyRing,
+}
+
+/// What a caller asks of one link. Every field is optional; `None` takes the
+/// policy's or the configuration's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MintParams<'a> {
+    /// Policy template name (default: `default_policy`).
+    pub(crate) policy: Option<&'a str>,
+    /// Lifetime, seconds (default: the policy's).
+    pub(crate) ttl_secs: Option<u64>,
+    /// Not valid before, Unix seconds.
+    pub(crate) not_before: Option<u64>,
+    /// Scope, relative to the asset's path unless absolute (default: the whole asset).
+    pub(crate) scope: Option<&'a str>,
+    /// Entry URL path, relative to the asset's path unless absolute (default: the asset's entry).
+    pub(crate) entry: Option<&'a str>,
+    /// Viewer id.
+    pub(crate) subject: Option<&'a str>,
+    /// The viewer's address, as text.
+    pub(crate) client_ip: Option<&'a str>,
+    /// Country allow- and deny-lists (default: the policy's).
+    pub(crate) countries: Option<CountryLists<'a>>,
+    /// Edge base URL (default: `links.default_base_url`).
+    pub(crate) base_url: Option<&'a str>,
+    /// Share channel.
+    pub(crate) channel: Option<&'a str>,
+}
+
+/// A request's country lists, at least one of them non-empty.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CountryLists<'a> {
+    pub(crate) allow: &'a [String],
+    pub(crate) deny: &'a [String],
+}
+
+/// A minted link: the token, its facts, and ready-to-use URLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MintedLink {
+    /// The token string.
+    pub(crate) token: String,
+    pub(crate) token_id: TokenId,
+    pub(crate) issued_at: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) key_id: KeyId,
+    /// The scope's canonical path.
+    pub(crate) scope: String,
+    /// The policy it was minted under.
+    pub(crate) policy: String,
+    /// The entry URL with the token in the query.
+    pub(crate) query_url: String,
+    /// The entry URL with the token as a path prefix.
+    pub(crate) path_url: String,
+    /// The entry URL and the cookie that carries the token.
+    pub(crate) cookie: CookieLink,
+}
+
+/// The cookie transport of a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CookieLink {
+    pub(crate) url: String,
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) max_age: u64,
 }
 
 /// The publish gate: the asset must exist and be published.
@@ -36,56 +101,121 @@ pub(crate) fn gate(id: &str, asset: Option<Asset>) -> Result<Asset, ApiError> {
     Ok(asset)
 }
 
-/// Mints one link for a published asset at time `now` (Unix seconds).
+/// Mints one link for a published asset at time `now` (Unix seconds) with
+/// token id `token_id`. Checks run in a fixed order (policy, lifetime, scope
+/// and entry, bindings, base URL), so a request with several faults is told
+/// the first.
 pub(crate) fn mint(
     config: &Config,
-    req: &pb::MintRequest,
+    params: &MintParams<'_>,
     asset: &Asset,
     key: MintKey<'_>,
     now: u64,
-) -> Result<pb::Link, ApiError> {
-    let invalid = ApiError::InvalidArgument;
-    let policy_name = if req.policy.is_empty() { config.default_policy.as_str() } else { req.policy.as_str() };
-    let policy: &PolicyConfig = config.policies.get(policy_name).ok_or_else(|| {
-        invalid(format!("unknown policy {policy_name:?}; configured policies: {}", config.policy_names()))
+    token_id: TokenId,
+) -> Result<MintedLink, ApiError> {
+    let (policy_name, policy) = resolve_policy(config, params)?;
+    let lifetime = lifetime(policy_name, policy, params, now)?;
+    let (scope, entry) = placement(asset, params)?;
+    let bindings = bindings(config, policy_name, policy, params)?;
+    let base = base_url(config, params)?;
+    let claims = Claims {
+        key_id: key.id,
+        token_id,
+        issued_at: now,
+        not_before: lifetime.not_before,
+        expires_at: lifetime.expires_at,
+        scope,
+        ip: bindings.ip,
+        countries: bindings.countries,
+        subject: bindings.subject.map(str::to_owned),
+        channel: params.channel.map(str::to_owned),
+    };
+    let token = stile_token::sign(&claims, key.ring).map_err(|e| match e {
+        ClaimsError::UnknownKey => ApiError::Internal(format!("active key {} is missing from the key ring", key.id)),
+        ClaimsError::Subject => invalid(format!("subject: {e}")),
+        ClaimsError::Channel => invalid(format!("channel: {e}")),
+        other => invalid(other.to_string()),
     })?;
+    Ok(urls(&config.links, &base, &entry, claims, token, lifetime.ttl, policy_name))
+}
 
-    let ttl = if req.ttl_secs == 0 { policy.default_ttl_secs } else { req.ttl_secs };
+/// The policy the request names, or the default one.
+fn resolve_policy<'c>(config: &'c Config, params: &MintParams<'_>) -> Result<(&'c str, &'c PolicyConfig), ApiError> {
+    let name = params.policy.unwrap_or(&config.default_policy);
+    config
+        .policies
+        .get_key_value(name)
+        .map(|(name, policy)| (name.as_str(), policy))
+        .ok_or_else(|| invalid(format!("unknown policy {name:?}; configured policies: {}", config.policy_names())))
+}
+
+/// When a link is valid.
+struct Lifetime {
+    ttl: u64,
+    expires_at: u64,
+    not_before: Option<u64>,
+}
+
+/// The TTL within the policy's range, and a not-before earlier than the expiry.
+fn lifetime(name: &str, policy: &PolicyConfig, params: &MintParams<'_>, now: u64) -> Result<Lifetime, ApiError> {
+    let ttl = params.ttl_secs.unwrap_or(policy.default_ttl_secs);
     if !(policy.ttl_min_secs..=policy.ttl_max_secs).contains(&ttl) {
         return Err(invalid(format!(
-            "ttl_secs {ttl} is outside policy {policy_name:?}'s range {}..={} seconds",
+            "ttl_secs {ttl} is outside policy {name:?}'s range {}..={} seconds",
             policy.ttl_min_secs, policy.ttl_max_secs
         )));
     }
     let expires_at = now + ttl;
-    let not_before = match req.not_before {
-        0 => None,
-        nbf if nbf < expires_at => Some(nbf.max(now)),
-        nbf => return Err(invalid(format!("not_before {nbf} is not before the expiry {expires_at}"))),
+    let not_before = match params.not_before {
+        None => None,
+        Some(nbf) if nbf < expires_at => Some(nbf.max(now)),
+        Some(nbf) => return Err(invalid(format!("not_before {nbf} is not before the expiry {expires_at}"))),
     };
+    Ok(Lifetime { ttl, expires_at, not_before })
+}
 
-    let scope = if req.scope.is_empty() {
-        Scope::Prefix(asset.path.clone())
-    } else {
-        let raw = under_asset(asset, &req.scope);
-        Scope::parse(&raw).map_err(|e| invalid(format!("scope {:?}: {e}", req.scope)))?
+/// The scope (inside the asset's path) and the entry path (inside the scope).
+fn placement(asset: &Asset, params: &MintParams<'_>) -> Result<(Scope, String), ApiError> {
+    let scope = match params.scope {
+        None => Scope::Prefix(asset.path.clone()),
+        Some(scope) => {
+            let raw = under_asset(asset, scope);
+            Scope::parse(&raw).map_err(|e| invalid(format!("scope {scope:?}: {e}")))?
+        }
     };
     if !scope.path().starts_with(&asset.path) {
         return Err(invalid(format!("scope {:?} is outside asset {:?}'s path {}", scope.path(), asset.id, asset.path)));
     }
-    let entry_raw =
-        if req.entry.is_empty() { format!("{}{}", asset.path, asset.entry) } else { under_asset(asset, &req.entry) };
+    let entry_raw = match params.entry {
+        None => format!("{}{}", asset.path, asset.entry),
+        Some(entry) => under_asset(asset, entry),
+    };
     let entry =
         canonicalize_path(entry_raw.as_bytes()).map_err(|e| invalid(format!("entry {entry_raw:?}: {e}")))?.into_owned();
     if !scope.admits(&entry) {
         return Err(invalid(format!("entry {entry:?} is outside the scope {:?}", scope.path())));
     }
+    Ok((scope, entry))
+}
 
-    let subject = non_empty(&req.subject);
-    if policy.require_subject && subject.is_none() {
-        return Err(invalid(format!("policy {policy_name:?} requires a subject (viewer id)")));
+/// Who and where a link is bound to.
+struct Bindings<'a> {
+    subject: Option<&'a str>,
+    ip: Option<IpBinding>,
+    countries: Option<CountryRule>,
+}
+
+/// The subject, client IP and country bindings, as the policy requires and the request asks.
+fn bindings<'a>(
+    config: &Config,
+    name: &str,
+    policy: &PolicyConfig,
+    params: &MintParams<'a>,
+) -> Result<Bindings<'a>, ApiError> {
+    if policy.require_subject && params.subject.is_none() {
+        return Err(invalid(format!("policy {name:?} requires a subject (viewer id)")));
     }
-    let ip = match non_empty(&req.client_ip) {
+    let ip = match params.client_ip {
         Some(text) => {
             let addr: IpAddr =
                 text.parse().map_err(|_| invalid(format!("client_ip {text:?} is not an IPv4 or IPv6 address")))?;
@@ -96,76 +226,66 @@ pub(crate) fn mint(
             )
         }
         None if policy.require_ip => {
-            return Err(invalid(format!("policy {policy_name:?} requires client_ip (the viewer's address)")));
+            return Err(invalid(format!("policy {name:?} requires client_ip (the viewer's address)")));
         }
         None => None,
     };
-    let countries = match &req.countries {
-        Some(rule) if !(rule.allow.is_empty() && rule.deny.is_empty()) => {
-            country_rule(&rule.allow, &rule.deny).map_err(|e| invalid(format!("countries: {e}")))?
-        }
-        _ => policy.default_countries().map_err(|e| ApiError::Internal(format!("policy countries: {e}")))?,
+    let countries = match params.countries {
+        Some(lists) => country_rule(lists.allow, lists.deny).map_err(|e| invalid(format!("countries: {e}")))?,
+        None => policy.default_countries().map_err(|e| ApiError::Internal(format!("policy countries: {e}")))?,
     };
-    let base = if req.base_url.is_empty() {
-        if config.links.default_base_url.is_empty() {
+    Ok(Bindings { subject: params.subject, ip, countries })
+}
+
+/// The edge base URL the request gives, or the configured default.
+fn base_url(config: &Config, params: &MintParams<'_>) -> Result<String, ApiError> {
+    let url = match params.base_url {
+        Some(url) => url,
+        None if config.links.default_base_url.is_empty() => {
             return Err(invalid("base_url is empty and links.default_base_url is not configured".into()));
         }
-        normalise_base_url(&config.links.default_base_url)
-    } else {
-        normalise_base_url(&req.base_url)
-    }
-    .map_err(|e| invalid(format!("base_url: {e}")))?;
-
-    let claims = Claims {
-        key_id: key.id,
-        token_id: random_token_id()?,
-        issued_at: now,
-        not_before,
-        expires_at,
-        scope,
-        ip,
-        countries,
-        subject: subject.map(str::to_owned),
-        channel: non_empty(&req.channel).map(str::to_owned),
+        None => &config.links.default_base_url,
     };
-    let token = stile_token::sign(&claims, key.ring).map_err(|e| match e {
-        ClaimsError::UnknownKey => ApiError::Internal(format!("active key {} is missing from the key ring", key.id)),
-        ClaimsError::Subject => invalid(format!("subject: {e}")),
-        ClaimsError::Channel => invalid(format!("channel: {e}")),
-        other => invalid(other.to_string()),
-    })?;
+    normalise_base_url(url).map_err(|e| invalid(format!("base_url: {e}")))
+}
 
-    let links = &config.links;
+/// The link in every transport form.
+fn urls(
+    links: &LinksConfig,
+    base: &str,
+    entry: &str,
+    claims: Claims,
+    token: String,
+    ttl: u64,
+    policy: &str,
+) -> MintedLink {
     let scope_path = claims.scope.path();
     let cookie_path = if claims.scope.is_prefix() {
         scope_path.to_owned()
     } else {
         scope_path[..=scope_path.rfind('/').unwrap_or(0)].to_owned()
     };
-    Ok(pb::Link {
+    MintedLink {
         query_url: format!("{base}{entry}?{}={token}", links.query_param),
         path_url: format!("{base}/{}/{token}{entry}", links.path_prefix),
-        cookie: Some(pb::CookieLink {
+        cookie: CookieLink {
             url: format!("{base}{entry}"),
             name: links.cookie_name.clone(),
-            value: token.clone(),
             path: cookie_path,
             max_age: ttl,
-        }),
+        },
         token,
-        token_id: claims.token_id.to_string(),
-        issued_at: now,
-        expires_at,
-        key_id: key.id,
+        token_id: claims.token_id,
+        issued_at: claims.issued_at,
+        expires_at: claims.expires_at,
+        key_id: claims.key_id,
         scope: scope_path.to_owned(),
-        policy: policy_name.to_owned(),
-    })
+        policy: policy.to_owned(),
+    }
 }
 
-fn random_token_id() -> Result<TokenId, ApiError> {
-    let mut bytes = [0u8; TOKEN_ID_LEN];
-    OsRng.try_fill_bytes(&mut bytes).map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
-    Ok(TokenId(bytes))
+fn invalid(message: String) -> ApiError {
+    ApiError::InvalidArgument(message)
 }
 
 /// A path relative to the asset's prefix unless it is absolute.
@@ -173,15 +293,13 @@ fn under_asset(asset: &Asset, path: &str) -> String {
     if path.starts_with('/') { path.to_owned() } else { format!("{}{path}", asset.path) }
 }
 
-fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
-}
-
 #[cfg(test)]
 mod tests {
-    use stile_token::{CountryRule, KEY_LEN, Policy, Request, SecretKey, verify};
+    use stile_token::{KEY_LEN, Policy, Request, SecretKey, verify};
 
     use super::*;
+
+    const TOKEN_ID: TokenId = TokenId([7; stile_token::TOKEN_ID_LEN]);
 
     fn asset() -> Asset {
         Asset {
@@ -202,76 +320,88 @@ mod tests {
         ring
     }
 
-    fn req() -> pb::MintRequest {
-        pb::MintRequest { asset_id: "abc".into(), base_url: "https://edge.example/".into(), ..Default::default() }
+    fn params() -> MintParams<'static> {
+        MintParams { base_url: Some("https://edge.example/"), ..MintParams::default() }
     }
 
-    fn check(r: pb::MintRequest, needle: &str) {
+    fn mint_at(p: &MintParams<'_>, now: u64) -> Result<MintedLink, ApiError> {
         let ring = ring();
-        let err = mint(&Config::default(), &r, &asset(), MintKey { id: 1, ring: &ring }, 1_000).unwrap_err();
+        mint(&Config::default(), p, &asset(), MintKey { id: 1, ring: &ring }, now, TOKEN_ID)
+    }
+
+    fn check(p: MintParams<'_>, needle: &str) {
+        let err = mint_at(&p, 1_000).unwrap_err();
         assert!(matches!(err, ApiError::InvalidArgument(_)), "{err:?}");
         assert!(err.to_string().contains(needle), "{err} should mention {needle:?}");
     }
 
     #[test]
     fn mints_every_transport() {
-        let ring = ring();
-        let link = mint(&Config::default(), &req(), &asset(), MintKey { id: 1, ring: &ring }, 1_000).unwrap();
+        let link = mint_at(&params(), 1_000).unwrap();
         let t = &link.token;
         assert_eq!(link.query_url, format!("https://edge.example/vod/abc/master.m3u8?st={t}"));
         assert_eq!(link.path_url, format!("https://edge.example/_st/{t}/vod/abc/master.m3u8"));
-        let cookie = link.cookie.unwrap();
+        let cookie = &link.cookie;
+        assert_eq!(cookie.url, "https://edge.example/vod/abc/master.m3u8");
         assert_eq!((cookie.name.as_str(), cookie.path.as_str(), cookie.max_age), ("stile", "/vod/abc/", 3600));
         assert_eq!((link.expires_at, link.scope.as_str(), link.policy.as_str()), (4_600, "/vod/abc/", "public"));
-        assert_eq!(link.token_id.len(), 16);
+        assert_eq!((link.token_id, link.issued_at, link.key_id), (TOKEN_ID, 1_000, 1));
         let r = Request { path: "/vod/abc/720p/seg1.ts", client_ip: None, country: None, now: 2_000 };
-        let v = verify(t, &ring, &r, &Policy::default()).unwrap();
-        assert_eq!(v.token_id().to_string(), link.token_id);
+        let v = verify(t, &ring(), &r, &Policy::default()).unwrap();
+        assert_eq!(v.token_id(), TOKEN_ID);
+    }
+
+    #[test]
+    fn the_same_inputs_make_the_same_link() {
+        assert_eq!(mint_at(&params(), 1_000).unwrap(), mint_at(&params(), 1_000).unwrap());
+        assert_ne!(mint_at(&params(), 1_000).unwrap().token, mint_at(&params(), 1_001).unwrap().token);
     }
 
     #[test]
     fn bindings_follow_policy_and_request() {
-        let ring = ring();
-        let r = pb::MintRequest {
-            policy: "paid".into(),
-            subject: "viewer-1".into(),
-            client_ip: "2001:db8:1:2:3:4:5:6".into(),
-            countries: Some(pb::CountryRule { allow: vec!["fr".into()], deny: vec![] }),
-            channel: "email".into(),
-            scope: "720p/".into(),
-            entry: "720p/index.m3u8".into(),
-            ttl_secs: 600,
-            ..req()
+        let allow = ["fr".to_owned()];
+        let p = MintParams {
+            policy: Some("paid"),
+            subject: Some("viewer-1"),
+            client_ip: Some("2001:db8:1:2:3:4:5:6"),
+            countries: Some(CountryLists { allow: &allow, deny: &[] }),
+            channel: Some("email"),
+            scope: Some("720p/"),
+            entry: Some("720p/index.m3u8"),
+            ttl_secs: Some(600),
+            ..params()
         };
-        let link = mint(&Config::default(), &r, &asset(), MintKey { id: 1, ring: &ring }, 1_000).unwrap();
+        let link = mint_at(&p, 1_000).unwrap();
         let token = stile_token::Token::parse(&link.token).unwrap();
         assert_eq!(token.ip().unwrap().to_string(), "2001:db8:1:2::/64");
         assert_eq!(token.country_rule(), Some(CountryRule::Allow(vec![stile_token::Country::parse("FR").unwrap()])));
         assert_eq!((token.subject(), token.channel()), (Some("viewer-1"), Some("email")));
         assert_eq!(link.scope, "/vod/abc/720p/");
         assert!(link.path_url.ends_with("/vod/abc/720p/index.m3u8"));
+        assert_eq!((link.expires_at, link.cookie.path.as_str()), (1_600, "/vod/abc/720p/"));
     }
 
     #[test]
     fn rejections_name_the_problem() {
-        check(pb::MintRequest { policy: "gold".into(), ..req() }, "unknown policy \"gold\"");
-        check(pb::MintRequest { ttl_secs: 30, ..req() }, "ttl_secs 30 is outside");
-        check(pb::MintRequest { ttl_secs: 86_401, ..req() }, "ttl_secs 86401");
-        check(pb::MintRequest { policy: "private".into(), ..req() }, "requires a subject");
-        check(pb::MintRequest { policy: "paid".into(), subject: "v".into(), ..req() }, "requires client_ip");
-        check(pb::MintRequest { client_ip: "1.2.3".into(), ..req() }, "client_ip \"1.2.3\"");
-        check(pb::MintRequest { scope: "/vod/other/".into(), ..req() }, "outside asset");
-        check(pb::MintRequest { scope: "/vod/abc/../x/".into(), ..req() }, "scope");
-        check(pb::MintRequest { scope: "/vod/abc/a.m3u8".into(), ..req() }, "outside the scope");
-        check(pb::MintRequest { subject: "has space".into(), ..req() }, "subject");
-        check(pb::MintRequest { channel: "UPPER".into(), ..req() }, "channel");
-        check(pb::MintRequest { base_url: String::new(), ..req() }, "default_base_url is not configured");
-        check(pb::MintRequest { base_url: "https://x/path".into(), ..req() }, "base_url");
-        check(pb::MintRequest { not_before: 10_000, ..req() }, "not_before");
-        let both = pb::CountryRule { allow: vec!["US".into()], deny: vec!["FR".into()] };
-        check(pb::MintRequest { countries: Some(both), ..req() }, "not both");
-        let bad = pb::CountryRule { allow: vec!["USA".into()], deny: vec![] };
-        check(pb::MintRequest { countries: Some(bad), ..req() }, "\"USA\"");
+        check(MintParams { policy: Some("gold"), ..params() }, "unknown policy \"gold\"");
+        check(MintParams { ttl_secs: Some(30), ..params() }, "ttl_secs 30 is outside");
+        check(MintParams { ttl_secs: Some(86_401), ..params() }, "ttl_secs 86401");
+        check(MintParams { policy: Some("private"), ..params() }, "requires a subject");
+        check(MintParams { policy: Some("paid"), subject: Some("v"), ..params() }, "requires client_ip");
+        check(MintParams { client_ip: Some("1.2.3"), ..params() }, "client_ip \"1.2.3\"");
+        check(MintParams { scope: Some("/vod/other/"), ..params() }, "outside asset");
+        check(MintParams { scope: Some("/vod/abc/../x/"), ..params() }, "scope");
+        check(MintParams { scope: Some("/vod/abc/a.m3u8"), ..params() }, "outside the scope");
+        check(MintParams { subject: Some("has space"), ..params() }, "subject");
+        check(MintParams { channel: Some("UPPER"), ..params() }, "channel");
+        check(MintParams { base_url: None, ..params() }, "default_base_url is not configured");
+        check(MintParams { base_url: Some("https://x/path"), ..params() }, "base_url");
+        check(MintParams { not_before: Some(10_000), ..params() }, "not_before");
+        let (us, fr, usa) = (["US".to_owned()], ["FR".to_owned()], ["USA".to_owned()]);
+        check(MintParams { countries: Some(CountryLists { allow: &us, deny: &fr }), ..params() }, "not both");
+        check(MintParams { countries: Some(CountryLists { allow: &usa, deny: &[] }), ..params() }, "\"USA\"");
+        // Several faults: the first in check order is reported.
+        check(MintParams { policy: Some("gold"), client_ip: Some("x"), ..params() }, "unknown policy");
     }
 
     #[test]

@@ -14,8 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use stile_proto::v1 as pb;
 use stile_proto::v1::key_service_server::KeyService;
 use stile_token::{KEY_LEN, KeyId, SecretKey};
@@ -32,6 +30,7 @@ use crate::error::ApiError;
 use crate::fleet::ReplicaFleet;
 use crate::metrics::Metrics;
 use crate::model::{AuditAction, AuditEvent, ChangeKind, KeyState, Revocation, SigningKey, Target};
+use crate::random;
 use crate::signing::SigningKeys;
 use crate::store::{Batch, Store, Write};
 
@@ -157,9 +156,7 @@ impl KeyRollout {
                 .checked_add(1)
                 .ok_or_else(|| ApiError::FailedPrecondition("key ids are exhausted".into()))?;
             let mut secret = [0u8; KEY_LEN];
-            OsRng
-                .try_fill_bytes(&mut secret)
-                .map_err(|e| ApiError::Internal(format!("OS random source failed: {e}")))?;
+            random::fill(&mut secret)?;
             let now = self.clock.now_secs();
             let key = SigningKey {
                 id,

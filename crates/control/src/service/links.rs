@@ -10,10 +10,12 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::convert::mint_params;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::mint;
 use crate::model::{Asset, AuditAction, AuditEvent};
+use crate::random;
 use crate::signing::SigningKeys;
 use crate::store::Store;
 
@@ -36,7 +38,10 @@ impl LinkService for Links {
         let counted = self.metrics.mints(&self.config, [(req.policy.as_str(), req.channel.as_str())]);
         let asset = mint::gate(&req.asset_id, self.store.asset(req.asset_id.clone()).await.map_err(ApiError::from)?)?;
         let now = self.clock.now_secs();
-        let link = self.keys.with_active(|key| mint::mint(&self.config, &req, &asset, key, now))?;
+        let token_id = random::token_id()?;
+        let link = self.keys.with_active(|key| {
+            mint::mint(&self.config, &mint_params(&req), &asset, key, now, token_id).map(pb::Link::from)
+        })?;
         let mut event =
             AuditEvent::new(now, &caller.name, AuditAction::Mint, format!("asset:{}", asset.id), link.token_id.clone());
         event.channel = req.channel;
@@ -77,7 +82,10 @@ impl LinkService for Links {
                 .iter()
                 .enumerate()
                 .map(|(i, req)| {
-                    mint::mint(&self.config, req, &assets[req.asset_id.as_str()], key, now)
+                    let asset = &assets[req.asset_id.as_str()];
+                    random::token_id()
+                        .and_then(|token_id| mint::mint(&self.config, &mint_params(req), asset, key, now, token_id))
+                        .map(pb::Link::from)
                         .map_err(|e| e.context(&format!("requests[{i}]")))
                 })
                 .collect::<Result<Vec<_>, _>>()
