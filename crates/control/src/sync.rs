@@ -12,8 +12,16 @@
 //!    up to v is enforced), answers heartbeats with `EdgeStatus` (clock skew),
 //!    and NACKs what it cannot apply — the session logs it and sends a snapshot.
 //!
+//! Layers: [`SyncCtx::open`] reads the hello and registers the edge in the
+//! fleet; a reader task (`read_loop`) turns ACKs, NACKs and statuses into
+//! fleet updates and [`Signals`] for the writer; the writer is a [`Session`]
+//! whose loop sends the backlog or a snapshot, then waits for a new version, a
+//! heartbeat tick, a NACK, a replacement or the server stopping. Errors are a
+//! typed [`SyncError`]; a store error reaches the edge through the same
+//! mapping as every RPC (`error.rs`: UNAVAILABLE stays UNAVAILABLE).
+//!
 //! Fan-out without unbounded memory: commits bump a `watch<u64>` with the
-//! newest version ([`VersionWatch`]); each session, when woken, reads
+//! newest version (`VersionWatch`); each session, when woken, reads
 //! `log_since(sent, LOG_BATCH)` from the store itself and pushes through a
 //! small bounded channel (`SEND_BUFFER` messages) into its stream. A slow
 //! edge only slows its own session: it blocks on its own channel. If it falls
@@ -38,15 +46,17 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::config::SyncConfig;
 use crate::convert::edge_key;
-use crate::fleet::Fleet;
-use crate::fleet::Registration;
+use crate::error::ApiError;
+use crate::fleet::{Fleet, Registration};
 use crate::model::{ChangeKind, KeyState, valid_name};
-use crate::store::Store;
 use crate::store::notify::VersionWatch;
-use crate::store::{LogRead, Snapshot};
+use crate::store::{LogRead, Snapshot, Store, StoreError};
 
 /// The response stream of `Sync`.
 pub(crate) type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send + 'static>>;
+
+/// The sending half of a session's response stream.
+type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
 
 /// Messages buffered between a session and its stream. Small on purpose: this
 /// is all the memory a stalled edge can hold in this process.
@@ -70,6 +80,40 @@ pub(crate) struct SyncCtx {
     stopping: watch::Sender<bool>,
     clock: Arc<dyn Clock>,
     cfg: SyncConfig,
+}
+
+/// Why a session ended with an error; the edge gets the matching status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    /// No hello in time. → `DEADLINE_EXCEEDED`
+    #[error("no EdgeHello within sync.hello_timeout_ms")]
+    HelloTimeout,
+    /// The stream did not start with a hello. → `INVALID_ARGUMENT`
+    #[error("the first message on the Sync stream must be an EdgeHello")]
+    NoHello,
+    /// The hello's edge id is not a name. → `INVALID_ARGUMENT`
+    #[error("edge_id {0:?} must be 1..64 characters of [a-z0-9._-]")]
+    EdgeId(String),
+    /// The stream accepted nothing for `sync.send_timeout_ms`. → `DEADLINE_EXCEEDED`
+    #[error("the edge stopped reading the Sync stream")]
+    StoppedReading,
+    /// Reading the hello failed: the edge's status, passed on.
+    #[error("reading the Sync stream: {0}")]
+    Inbound(Status),
+    /// The store failed. → as every RPC's store error (`UNAVAILABLE`, `INTERNAL`, …)
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SyncError> for Status {
+    fn from(e: SyncError) -> Status {
+        match e {
+            SyncError::HelloTimeout | SyncError::StoppedReading => Status::deadline_exceeded(e.to_string()),
+            SyncError::NoHello | SyncError::EdgeId(_) => Status::invalid_argument(e.to_string()),
+            SyncError::Inbound(status) => status,
+            SyncError::Store(e) => ApiError::Store(e).into(),
+        }
+    }
 }
 
 impl SyncCtx {
@@ -96,28 +140,67 @@ impl SyncCtx {
         inbound: Streaming<pb::EdgeMessage>,
     ) -> SyncStream {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
-        let s = Arc::clone(self);
+        let ctx = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(status) = run(s, caller, remote, inbound, tx.clone()).await {
+            if let Err(e) = ctx.run(caller, remote, inbound, tx.clone()).await {
                 // Best effort: the edge may be gone.
-                let _ = tx.try_send(Err(status));
+                let _ = tx.try_send(Err(e.into()));
             }
         });
         Box::pin(ReceiverStream::new(rx))
     }
 
-    fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+    /// Hello, registration, then the session until it ends.
+    async fn run(
+        self: Arc<Self>,
+        caller: String,
+        remote: Option<SocketAddr>,
+        mut inbound: Streaming<pb::EdgeMessage>,
+        tx: Outbound,
+    ) -> Result<(), SyncError> {
+        let hello = self.hello(&mut inbound).await?;
+        let span = tracing::info_span!("sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller);
+        async move {
+            let registration =
+                self.fleet.register(&hello.edge_id, remote, self.clock.now_ms(), hello.last_applied_version);
+            tracing::info!(applied = hello.last_applied_version, agent = %hello.agent, "sync.connected");
+            let signals = Arc::new(Signals::default());
+            let started = Instant::now();
+            let reader =
+                tokio::spawn(read_loop(Arc::clone(&self), registration.id, Arc::clone(&signals), inbound, started));
+            let session = Session::new(&self, registration, signals, tx, hello.last_applied_version, started);
+            let result = session.run().await;
+            reader.abort();
+            match &result {
+                Ok(why) => tracing::info!(reason = why, "sync.disconnected"),
+                Err(e) => tracing::warn!(error = %e, "sync.disconnected"),
+            }
+            result.map(|_| ())
+        }
+        .instrument(span)
+        .await
     }
 
-    fn now(&self) -> u64 {
-        self.clock.now_secs()
+    /// The first message, which must be a hello with a valid edge id.
+    async fn hello(&self, inbound: &mut Streaming<pb::EdgeMessage>) -> Result<pb::EdgeHello, SyncError> {
+        let first = tokio::time::timeout(Duration::from_millis(self.cfg.hello_timeout_ms), inbound.message())
+            .await
+            .map_err(|_| SyncError::HelloTimeout)?
+            .map_err(SyncError::Inbound)?;
+        let hello = match first.and_then(|m| m.kind) {
+            Some(pb::edge_message::Kind::Hello(h)) => h,
+            _ => return Err(SyncError::NoHello),
+        };
+        if !valid_name(&hello.edge_id) {
+            return Err(SyncError::EdgeId(hello.edge_id));
+        }
+        Ok(hello)
     }
 }
 
-/// State the reader half shares with the writer half of one session.
+/// What the reader tells the writer of one session.
 #[derive(Debug, Default)]
-struct Session {
+struct Signals {
     /// Set by a NACK; the writer answers with a snapshot.
     nacked: AtomicBool,
     /// Wakes the writer (NACK, reader finished).
@@ -131,61 +214,20 @@ struct Session {
     rtt_ms: AtomicU32,
 }
 
-async fn run(
-    s: Arc<SyncCtx>,
-    caller: String,
-    remote: Option<SocketAddr>,
-    mut inbound: Streaming<pb::EdgeMessage>,
-    tx: mpsc::Sender<Result<pb::ControlMessage, Status>>,
-) -> Result<(), Status> {
-    let cfg = &s.cfg;
-    let first = tokio::time::timeout(Duration::from_millis(cfg.hello_timeout_ms), inbound.message())
-        .await
-        .map_err(|_| Status::deadline_exceeded("no EdgeHello within sync.hello_timeout_ms"))??;
-    let hello = match first.and_then(|m| m.kind) {
-        Some(pb::edge_message::Kind::Hello(h)) => h,
-        _ => return Err(Status::invalid_argument("the first message on the Sync stream must be an EdgeHello")),
-    };
-    if !valid_name(&hello.edge_id) {
-        return Err(Status::invalid_argument(format!(
-            "edge_id {:?} must be 1..64 characters of [a-z0-9._-]",
-            hello.edge_id
-        )));
-    }
-    let span = tracing::info_span!("sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller);
-    async move {
-        let registration = s.fleet.register(&hello.edge_id, remote, s.now_ms(), hello.last_applied_version);
-        tracing::info!(applied = hello.last_applied_version, agent = %hello.agent, "sync.connected");
-        let session = Arc::new(Session::default());
-        let started = Instant::now();
-        let reader = tokio::spawn(read_loop(Arc::clone(&s), registration.id, Arc::clone(&session), inbound, started));
-        let result = write_loop(&s, &registration, &session, &tx, hello.last_applied_version, started).await;
-        reader.abort();
-        match &result {
-            Ok(why) => tracing::info!(reason = why, "sync.disconnected"),
-            Err(e) => tracing::warn!(error = %e, "sync.disconnected"),
-        }
-        drop(registration);
-        result.map(|_| ())
-    }
-    .instrument(span)
-    .await
-}
-
 /// Reads ACKs, NACKs and statuses until the stream ends or stays silent for
 /// `sync.edge_timeout_ms`.
 async fn read_loop(
-    s: Arc<SyncCtx>,
+    ctx: Arc<SyncCtx>,
     id: u64,
-    session: Arc<Session>,
+    signals: Arc<Signals>,
     mut inbound: Streaming<pb::EdgeMessage>,
     started: Instant,
 ) {
-    let silence = Duration::from_millis(s.cfg.edge_timeout_ms);
+    let silence = Duration::from_millis(ctx.cfg.edge_timeout_ms);
     loop {
         let msg = match tokio::time::timeout(silence, inbound.message()).await {
             Err(_) => {
-                tracing::warn!(silent_ms = s.cfg.edge_timeout_ms, "sync.edge_silent");
+                tracing::warn!(silent_ms = ctx.cfg.edge_timeout_ms, "sync.edge_silent");
                 break;
             }
             Ok(Err(e)) => {
@@ -195,31 +237,31 @@ async fn read_loop(
             Ok(Ok(None)) => break,
             Ok(Ok(Some(m))) => m,
         };
-        let now_ms = s.now_ms();
+        let now_ms = ctx.clock.now_ms();
         match msg.kind {
-            Some(pb::edge_message::Kind::Ack(a)) => s.fleet.ack(id, a.version, now_ms),
+            Some(pb::edge_message::Kind::Ack(a)) => ctx.fleet.ack(id, a.version, now_ms),
             Some(pb::edge_message::Kind::Nack(n)) => {
                 tracing::warn!(version = n.version, error = %n.error, "sync.nack");
-                s.fleet.nack(id, &n.error, now_ms);
-                session.nacked.store(true, Ordering::Release);
-                session.wake.notify_one();
+                ctx.fleet.nack(id, &n.error, now_ms);
+                signals.nacked.store(true, Ordering::Release);
+                signals.wake.notify_one();
             }
             Some(pb::edge_message::Kind::Status(st)) => {
                 let mut rtt = None;
-                if st.heartbeat_seq == session.heartbeat_seq.load(Ordering::Acquire) {
-                    let sent = session.heartbeat_sent_ms.load(Ordering::Acquire);
+                if st.heartbeat_seq == signals.heartbeat_seq.load(Ordering::Acquire) {
+                    let sent = signals.heartbeat_sent_ms.load(Ordering::Acquire);
                     let ms = u32::try_from(elapsed_ms(started).saturating_sub(sent)).unwrap_or(u32::MAX);
-                    session.rtt_ms.store(ms, Ordering::Release);
+                    signals.rtt_ms.store(ms, Ordering::Release);
                     rtt = Some(ms);
                 }
-                s.fleet.update(id, |v| {
+                ctx.fleet.update(id, |v| {
                     v.skew_ms = st.clock_skew_ms;
                     v.last_seen_ms = now_ms;
                     if let Some(ms) = rtt {
                         v.rtt_ms = ms;
                     }
                 });
-                s.fleet.ack(id, st.applied_version, now_ms);
+                ctx.fleet.ack(id, st.applied_version, now_ms);
             }
             Some(pb::edge_message::Kind::Hello(_)) => {
                 tracing::warn!("sync.protocol_error: a second EdgeHello");
@@ -228,155 +270,228 @@ async fn read_loop(
             None => {}
         }
     }
-    session.closed.store(true, Ordering::Release);
-    session.wake.notify_one();
+    signals.closed.store(true, Ordering::Release);
+    signals.wake.notify_one();
 }
 
-/// Sends what the edge lacks, then new deltas and heartbeats, until the edge
-/// goes away, is replaced, or stops reading. Returns why it ended.
-async fn write_loop(
-    s: &SyncCtx,
-    registration: &Registration,
-    session: &Session,
-    tx: &mpsc::Sender<Result<pb::ControlMessage, Status>>,
-    hello_version: u64,
+/// Spaces the snapshots NACKs cause at least [`NACK_SNAPSHOT_INTERVAL`]
+/// apart, so an edge that keeps refusing cannot make the session loop.
+#[derive(Debug, Default)]
+struct NackThrottle {
+    last: Option<Instant>,
+}
+
+impl NackThrottle {
+    /// Waits until the next NACK snapshot may go out, and counts it.
+    async fn wait(&mut self) {
+        if let Some(at) = self.last {
+            tokio::time::sleep_until(at + NACK_SNAPSHOT_INTERVAL).await;
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
+/// What the edge needs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// Deltas after `sent`, if any.
+    Deltas,
+    /// A snapshot: its state cannot be brought up to date with deltas.
+    Snapshot,
+    /// A snapshot that replaces its state: it has versions the log never had.
+    Reset,
+}
+
+/// What a send step did.
+enum Sent {
+    /// Messages went out; look again before waiting.
+    Some,
+    /// Nothing was due.
+    Nothing,
+    /// The response stream is gone.
+    Closed,
+}
+
+/// The writer half of one edge's stream: sends what the edge lacks, then new
+/// deltas and heartbeats, until the edge goes away, is replaced, or stops
+/// reading.
+struct Session<'a> {
+    ctx: &'a SyncCtx,
+    /// Removes the edge from the fleet when the session ends.
+    registration: Registration,
+    signals: Arc<Signals>,
+    tx: Outbound,
     started: Instant,
-) -> Result<&'static str, Status> {
-    let cfg = &s.cfg;
-    let send_timeout = Duration::from_millis(cfg.send_timeout_ms);
-    let send = |msg: pb::control_message::Kind| async move {
-        match tokio::time::timeout(send_timeout, tx.send(Ok(pb::ControlMessage { kind: Some(msg) }))).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(_)) => Ok(false), // the stream is gone
-            Err(_) => Err(Status::deadline_exceeded("the edge stopped reading the Sync stream")),
-        }
-    };
-    let mut versions = s.versions.subscribe();
-    let mut stopping = s.stopping.subscribe();
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_interval_ms));
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // `sent`: every version up to it has been sent; `need_snapshot`: the edge's
-    // state cannot be brought up to date with deltas.
-    let mut sent = hello_version;
-    let mut need_snapshot = hello_version == 0;
-    let mut reset = false;
-    let mut last_nack_snapshot: Option<Instant> = None;
-    loop {
-        if session.closed.load(Ordering::Acquire) {
-            return Ok("edge closed the stream");
-        }
-        if session.nacked.swap(false, Ordering::AcqRel) {
-            if let Some(at) = last_nack_snapshot {
-                tokio::time::sleep_until(at + NACK_SNAPSHOT_INTERVAL).await;
+    /// Every version up to this one has been sent.
+    sent: u64,
+    need: Need,
+    nacks: NackThrottle,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        ctx: &'a SyncCtx,
+        registration: Registration,
+        signals: Arc<Signals>,
+        tx: Outbound,
+        hello_version: u64,
+        started: Instant,
+    ) -> Session<'a> {
+        let need = if hello_version == 0 { Need::Snapshot } else { Need::Deltas };
+        Session { ctx, registration, signals, tx, started, sent: hello_version, need, nacks: NackThrottle::default() }
+    }
+
+    /// Runs until the session ends; returns why.
+    async fn run(mut self) -> Result<&'static str, SyncError> {
+        let mut versions = self.ctx.versions.subscribe();
+        let mut stopping = self.ctx.stopping.subscribe();
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(self.ctx.cfg.heartbeat_interval_ms));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.signals.closed.load(Ordering::Acquire) {
+                return Ok("edge closed the stream");
             }
-            last_nack_snapshot = Some(Instant::now());
-            need_snapshot = true;
+            if self.signals.nacked.swap(false, Ordering::AcqRel) {
+                self.nacks.wait().await;
+                self.need = self.need.max_snapshot();
+            }
+            let latest = *versions.borrow_and_update();
+            let sent = match self.need {
+                Need::Deltas => self.send_backlog(latest).await?,
+                Need::Snapshot | Need::Reset => Sent::Nothing,
+            };
+            let sent = match (sent, self.need) {
+                (Sent::Nothing, Need::Snapshot | Need::Reset) => self.send_snapshot().await?,
+                (sent, _) => sent,
+            };
+            match sent {
+                Sent::Some => continue,
+                Sent::Closed => return Ok("stream closed"),
+                Sent::Nothing => {}
+            }
+            tokio::select! {
+                changed = versions.changed() => if changed.is_err() { return Ok("control plane stopping") },
+                _ = heartbeat.tick() => if !self.heartbeat(latest).await? { return Ok("stream closed") },
+                () = self.signals.wake.notified() => {}
+                () = self.registration.stop.notified() => return Ok("replaced by a newer stream of the same edge"),
+                () = async { drop(stopping.wait_for(|stop| *stop).await) } => return Ok("control plane stopping"),
+            }
         }
-        let latest = *versions.borrow_and_update();
-        if !need_snapshot && sent < latest && latest - sent > cfg.max_lag_versions {
+    }
+
+    /// The deltas after `sent`, one batch of the log; or, when the edge is
+    /// too far behind or the log cannot serve it, a switch to a snapshot.
+    async fn send_backlog(&mut self, latest: u64) -> Result<Sent, SyncError> {
+        let sent = self.sent;
+        if sent < latest && latest - sent > self.ctx.cfg.max_lag_versions {
             tracing::info!(sent, latest, "sync.too_far_behind");
-            need_snapshot = true;
+            self.need = Need::Snapshot;
+            return Ok(Sent::Nothing);
         }
-        if !need_snapshot && sent != latest {
-            match s.store.log_since(sent, LOG_BATCH).await.map_err(internal)? {
-                LogRead::Changes(changes) => {
-                    for change in changes {
-                        let version = change.version;
-                        let key = match &change.kind {
-                            ChangeKind::Key { key_id, state } if *state != KeyState::Retired => {
-                                key_material(s, *key_id).await?
-                            }
-                            _ => None,
-                        };
-                        let delta = pb::Delta { change: Some(change.into()), key };
-                        if !send(pb::control_message::Kind::Delta(delta)).await? {
-                            return Ok("stream closed");
+        if sent == latest {
+            return Ok(Sent::Nothing);
+        }
+        match self.ctx.store.log_since(sent, LOG_BATCH).await? {
+            LogRead::Changes(changes) => {
+                for change in changes {
+                    let version = change.version;
+                    let key = match &change.kind {
+                        ChangeKind::Key { key_id, state } if *state != KeyState::Retired => {
+                            self.key_material(*key_id).await?
                         }
-                        sent = version;
-                        s.fleet.update(registration.id, |v| {
-                            v.sent = version;
-                            v.deltas += 1;
-                        });
+                        _ => None,
+                    };
+                    let delta = pb::Delta { change: Some(change.into()), key };
+                    if !self.send(pb::control_message::Kind::Delta(delta)).await? {
+                        return Ok(Sent::Closed);
                     }
-                    continue;
+                    self.sent = version;
+                    self.ctx.fleet.update(self.registration.id, |v| {
+                        v.sent = version;
+                        v.deltas += 1;
+                    });
                 }
-                LogRead::Compacted { oldest } => {
-                    tracing::info!(sent, oldest, "sync.log_compacted");
-                    need_snapshot = true;
-                }
-                LogRead::Ahead { current } => {
-                    // The edge has versions this log never had (the store was
-                    // restored from an older backup): the log is the truth.
-                    tracing::error!(sent, current, "sync.edge_ahead_of_log: resetting the edge to the log");
-                    need_snapshot = true;
-                    reset = true;
-                }
+                Ok(Sent::Some)
+            }
+            LogRead::Compacted { oldest } => {
+                tracing::info!(sent, oldest, "sync.log_compacted");
+                self.need = Need::Snapshot;
+                Ok(Sent::Nothing)
+            }
+            LogRead::Ahead { current } => {
+                // The edge has versions this log never had (the store was
+                // restored from an older backup): the log is the truth.
+                tracing::error!(sent, current, "sync.edge_ahead_of_log: resetting the edge to the log");
+                self.need = Need::Reset;
+                Ok(Sent::Nothing)
             }
         }
-        if need_snapshot {
-            let snapshot = snapshot(s, reset).await?;
-            let version = snapshot.version;
-            tracing::info!(
-                version,
-                keys = snapshot.keys.len(),
-                revocations = snapshot.revocations.len(),
-                "sync.snapshot"
-            );
-            if !send(pb::control_message::Kind::Snapshot(snapshot)).await? {
-                return Ok("stream closed");
-            }
-            sent = version;
-            need_snapshot = false;
-            reset = false;
-            s.fleet.update(registration.id, |v| {
-                v.sent = version;
-                v.snapshots += 1;
-            });
-            continue;
+    }
+
+    /// Every verifying key with its secret and every live revocation, as of one version.
+    async fn send_snapshot(&mut self) -> Result<Sent, SyncError> {
+        let Snapshot { version, keys, revocations } = self.ctx.store.snapshot().await?;
+        let now = self.ctx.clock.now_secs();
+        let snapshot = pb::Snapshot {
+            version,
+            keys: keys.iter().map(edge_key).collect(),
+            revocations: revocations.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect(),
+            reset: self.need == Need::Reset,
+        };
+        tracing::info!(version, keys = snapshot.keys.len(), revocations = snapshot.revocations.len(), "sync.snapshot");
+        if !self.send(pb::control_message::Kind::Snapshot(snapshot)).await? {
+            return Ok(Sent::Closed);
         }
-        tokio::select! {
-            changed = versions.changed() => if changed.is_err() { return Ok("control plane stopping") },
-            _ = heartbeat.tick() => {
-                let seq = session.heartbeat_seq.load(Ordering::Acquire) + 1;
-                session.heartbeat_sent_ms.store(elapsed_ms(started), Ordering::Release);
-                session.heartbeat_seq.store(seq, Ordering::Release);
-                let hb = pb::Heartbeat {
-                    cp_time_ms: s.now_ms(),
-                    current_version: latest,
-                    seq,
-                    rtt_ms: session.rtt_ms.load(Ordering::Acquire),
-                };
-                if !send(pb::control_message::Kind::Heartbeat(hb)).await? {
-                    return Ok("stream closed");
-                }
-            }
-            () = session.wake.notified() => {}
-            () = registration.stop.notified() => return Ok("replaced by a newer stream of the same edge"),
-            () = async { drop(stopping.wait_for(|stop| *stop).await) } => return Ok("control plane stopping"),
+        self.sent = version;
+        self.need = Need::Deltas;
+        self.ctx.fleet.update(self.registration.id, |v| {
+            v.sent = version;
+            v.snapshots += 1;
+        });
+        Ok(Sent::Some)
+    }
+
+    /// The control plane's time and newest version, numbered so the edge's
+    /// answer gives the round trip. False when the stream is gone.
+    async fn heartbeat(&self, latest: u64) -> Result<bool, SyncError> {
+        let seq = self.signals.heartbeat_seq.load(Ordering::Acquire) + 1;
+        self.signals.heartbeat_sent_ms.store(elapsed_ms(self.started), Ordering::Release);
+        self.signals.heartbeat_seq.store(seq, Ordering::Release);
+        let hb = pb::Heartbeat {
+            cp_time_ms: self.ctx.clock.now_ms(),
+            current_version: latest,
+            seq,
+            rtt_ms: self.signals.rtt_ms.load(Ordering::Acquire),
+        };
+        self.send(pb::control_message::Kind::Heartbeat(hb)).await
+    }
+
+    /// A key change's key material, unless the key is retired (or gone).
+    async fn key_material(&self, key_id: u32) -> Result<Option<pb::EdgeKey>, SyncError> {
+        let keys = self.ctx.store.signing_keys().await?;
+        Ok(keys.iter().find(|k| k.id == key_id && k.state != KeyState::Retired).map(edge_key))
+    }
+
+    /// Queues one message; false when the stream is gone, an error when it
+    /// accepted nothing for `sync.send_timeout_ms`.
+    async fn send(&self, msg: pb::control_message::Kind) -> Result<bool, SyncError> {
+        let send_timeout = Duration::from_millis(self.ctx.cfg.send_timeout_ms);
+        match tokio::time::timeout(send_timeout, self.tx.send(Ok(pb::ControlMessage { kind: Some(msg) }))).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(_)) => Ok(false),
+            Err(_) => Err(SyncError::StoppedReading),
         }
     }
 }
 
-/// A snapshot message: every verifying key with its secret, every live revocation.
-async fn snapshot(s: &SyncCtx, reset: bool) -> Result<pb::Snapshot, Status> {
-    let Snapshot { version, keys, revocations } = s.store.snapshot().await.map_err(internal)?;
-    let now = s.now();
-    Ok(pb::Snapshot {
-        version,
-        keys: keys.iter().map(edge_key).collect(),
-        revocations: revocations.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect(),
-        reset,
-    })
-}
-
-async fn key_material(s: &SyncCtx, key_id: u32) -> Result<Option<pb::EdgeKey>, Status> {
-    let keys = s.store.signing_keys().await.map_err(internal)?;
-    Ok(keys.iter().find(|k| k.id == key_id && k.state != KeyState::Retired).map(edge_key))
-}
-
-fn internal(e: crate::store::StoreError) -> Status {
-    tracing::error!(error = %e, "sync.store_failed");
-    Status::internal("storage backend failed; see the control plane's log")
+impl Need {
+    /// A snapshot is needed (a reset stays a reset).
+    fn max_snapshot(self) -> Need {
+        match self {
+            Need::Deltas | Need::Snapshot => Need::Snapshot,
+            Need::Reset => Need::Reset,
+        }
+    }
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -1,14 +1,15 @@
 //! The gRPC API on the Redis backend: two control-plane replicas on one Redis
 //! see each other's revocations; with Redis down, Revoke answers UNAVAILABLE
 //! (never a silent success) while minting goes on from what the replica read
-//! before, and both recover without restarting the control plane.
+//! before, and both recover without restarting the control plane; an edge's
+//! sync stream gets UNAVAILABLE too.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ADMIN, MINTER, OPERATOR, assert_status, auth};
+use common::{ADMIN, EDGE, MINTER, OPERATOR, assert_status, auth};
 use stile_control::config::StoreBackend;
 use stile_control::{ControlPlane, ManualClock, ServeError};
 use stile_proto::v1 as pb;
@@ -153,5 +154,23 @@ async fn redis_down_revoke_is_unavailable_minting_continues_and_both_recover() {
         assert!(Instant::now() < deadline, "mint audit events: {events:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn redis_down_a_sync_stream_ends_with_unavailable_like_every_rpc() {
+    let mut redis = RedisServer::start_with(Persistence::AofAlways);
+    let cp = Replica::start(&redis).await;
+    redis.kill();
+    // A new edge (version 0) is owed a snapshot, which reads the store.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let hello = pb::EdgeHello { edge_id: "edge-a".into(), last_applied_version: 0, agent: "test".into() };
+    tx.send(pb::EdgeMessage { kind: Some(pb::edge_message::Kind::Hello(hello)) }).await.unwrap();
+    let mut edges = pb::edge_service_client::EdgeServiceClient::new(cp.channel.clone());
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut inbound = edges.sync(auth(stream, EDGE)).await.expect("the stream opens").into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message()).await.expect("an answer in time");
+    assert_status(first, Code::Unavailable, "storage backend unavailable");
+    drop(tx);
     cp.stop().await;
 }
