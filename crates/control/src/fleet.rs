@@ -343,26 +343,32 @@ impl ReplicaFleet {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Paused time: the clock only moves when every task is idle, so after the
+    // sleep below the waiter has had every chance to see the first ACK.
+    #[tokio::test(start_paused = true)]
     async fn wait_returns_when_every_edge_acked_or_at_the_deadline() {
         let fleet = Fleet::new();
         let a = fleet.register("a", None, 0, 3);
         let b = fleet.register("b", None, 0, 3);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(5);
         let waiter = {
             let fleet = Arc::clone(&fleet);
             tokio::spawn(async move { fleet.wait_applied(5, deadline).await })
         };
         fleet.ack(a.id, 5, 1);
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished(), "one edge of two ACKed");
         fleet.ack(b.id, 6, 1);
         let edges = waiter.await.unwrap();
         assert!(edges.iter().all(|e| e.applied >= 5));
+        assert!(started.elapsed() < Duration::from_secs(5), "it returned on the ACK, not at the deadline");
 
-        // At the deadline the laggard is named.
-        let lagging = fleet.wait_applied(7, Instant::now() + Duration::from_millis(20)).await;
+        // At the deadline the laggards are named.
+        let asked = Instant::now();
+        let lagging = fleet.wait_applied(7, asked + Duration::from_millis(20)).await;
         assert_eq!(lagging.iter().filter(|e| e.applied < 7).count(), 2);
+        assert!(asked.elapsed() >= Duration::from_millis(20), "it waited for the deadline");
         drop(b);
         assert_eq!(fleet.list().len(), 1, "a dropped registration leaves the registry");
         fleet.ack(a.id, 3, 2);

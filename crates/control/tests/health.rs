@@ -43,7 +43,7 @@ async fn reflection_lists_the_services() {
 }
 
 #[tokio::test]
-async fn edge_list_is_empty_until_sync_exists() {
+async fn edge_list_is_empty_without_connected_edges() {
     let server = Server::start().await;
     let out = server.edges().await.list(auth(pb::ListEdgesRequest {}, OPERATOR)).await.unwrap().into_inner();
     assert!(out.edges.is_empty());

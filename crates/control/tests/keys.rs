@@ -7,7 +7,7 @@ use common::*;
 use stile_control::model::{ChangeKind, KeyState};
 use stile_control::store::{LogRead, Store};
 use stile_proto::v1 as pb;
-use stile_token::{Policy, Request, verify};
+use stile_token::{Policy, Reason, Request, verify};
 use tonic::Code;
 
 #[tokio::test]
@@ -74,7 +74,11 @@ async fn rotate_then_retire() {
     assert_status(keys.retire(auth(retire(1, "again"), OPERATOR)).await, Code::FailedPrecondition, "already retired");
 
     let ring = server.ring().await;
-    assert!(verify(&old.token, &ring, &req, &Policy::default()).is_err(), "retired key verifies nothing");
+    assert_eq!(
+        verify(&old.token, &ring, &req, &Policy::default()).unwrap_err(),
+        Reason::UnknownKey,
+        "a retired key verifies nothing"
+    );
     let default_list = keys.list(auth(pb::ListKeysRequest::default(), OPERATOR)).await.unwrap().into_inner().keys;
     assert_eq!(default_list.len(), 1, "retired keys are hidden unless asked for");
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use stile_proto::v1 as pb;
-use stile_token::{Policy, Request, verify};
+use stile_token::{Policy, Reason, Request, verify};
 use tonic::Code;
 
 fn req(asset: &str) -> pb::MintRequest {
@@ -43,7 +43,7 @@ async fn minted_link_verifies_in_every_transport() {
     assert_eq!(token.token_id().to_string(), link.token_id);
     assert_eq!((token.subject(), token.channel(), token.key_id()), (Some("viewer-7"), Some("email"), link.key_id));
     let elsewhere = Request { client_ip: Some("203.0.113.10".parse().unwrap()), ..request };
-    assert!(verify(t, &ring, &elsewhere, &Policy::default()).is_err(), "IP binding holds");
+    assert_eq!(verify(t, &ring, &elsewhere, &Policy::default()).unwrap_err(), Reason::Ip, "the IP binding holds");
     server.stop().await;
 }
 

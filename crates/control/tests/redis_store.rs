@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use stile_control::config::RedisConfig;
@@ -141,15 +142,20 @@ async fn concurrent_preconditions_let_exactly_one_writer_win() {
 async fn sigkill_and_aof_restart_lose_no_acknowledged_commit() {
     let mut server = RedisServer::start_with(Persistence::AofAlways);
     let s = store(&server).await;
-    // Writers commit as fast as they can; Redis is killed under them.
+    // Writers commit as fast as they can; Redis is killed under them once they
+    // have 30 acknowledged commits between them.
+    let committed = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..3u64 {
-        let s = Arc::clone(&s);
+        let (s, committed) = (Arc::clone(&s), Arc::clone(&committed));
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0.. {
                 match s.commit(revoke(w << 32 | i)).await {
-                    Ok(c) => acked.push((c.changes[0].version, w << 32 | i)),
+                    Ok(c) => {
+                        acked.push((c.changes[0].version, w << 32 | i));
+                        committed.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(StoreError::Unavailable(_)) => return acked,
                     Err(e) => panic!("unexpected {e:?}"),
                 }
@@ -157,13 +163,17 @@ async fn sigkill_and_aof_restart_lose_no_acknowledged_commit() {
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while committed.load(Ordering::Relaxed) < 30 {
+        assert!(Instant::now() < deadline, "the writers did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill();
     let mut acked = Vec::new();
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    assert!(acked.len() > 10, "the writers got going before the kill ({} commits)", acked.len());
+    assert!(acked.len() >= 30, "{} commits", acked.len());
 
     server.restart();
     // The same store object: its connections come back by themselves.

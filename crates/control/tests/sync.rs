@@ -288,15 +288,18 @@ async fn revoke_with_wait_returns_once_every_edge_acked_or_names_the_laggards() 
     let va = delta_version(&a.delta().await);
     let vb = delta_version(&b.delta().await);
     a.ack(va).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!call.is_finished(), "Revoke with wait must not return before every edge ACKed");
+    // edge-b ACKs only once the server has recorded edge-a's ACK: a wait that
+    // returned on edge-a's ACK alone would answer with edge-b lagging.
+    until(&server, "edge-a's ACK", |l| l.edges.iter().any(|e| e.edge_id == "edge-a" && e.applied_version == va)).await;
     b.ack(vb).await;
     let r = tokio::time::timeout(WAIT, call).await.unwrap().unwrap().unwrap().into_inner();
     assert!(r.lagging.is_empty(), "{r:?}");
     assert_eq!(r.edges.len(), 2);
     assert!(r.edges.iter().all(|e| e.applied));
+    assert!(r.waited_ms < 10_000, "it returned on the last ACK, not at the deadline: {r:?}");
 
-    // edge-b never ACKs: the call returns at the deadline naming it, and still succeeds.
+    // edge-b never ACKs: the call returns at the deadline naming it, and still
+    // succeeds. (This is also what proves a wait does not end before every edge ACKed.)
     let started = Instant::now();
     let r = revoke(&server, 0xbb, true, 300).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -348,13 +351,13 @@ async fn a_rotated_key_is_not_minted_with_before_every_edge_has_it() {
             .link
             .unwrap();
         assert_eq!(link.key_id, 1, "minted with a key the edge has not ACKed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!rotate.is_finished());
     edge.ack(pending_version).await;
     let r = tokio::time::timeout(WAIT, rotate).await.unwrap().unwrap().unwrap().into_inner();
     assert_eq!((r.key.unwrap().state(), r.pending_version), (pb::KeyState::Active, pending_version));
-    assert!(r.lagging.is_empty());
+    // An activation before the ACK would name the edge as lagging.
+    assert!(r.lagging.is_empty(), "{:?}", r.lagging);
+    assert!(r.version > pending_version);
     let link = links
         .mint(auth(pb::MintRequest { asset_id: "abc".into(), ..Default::default() }, MINTER))
         .await
@@ -425,19 +428,25 @@ async fn a_second_stream_of_the_same_edge_replaces_the_first() {
     let v = server.store_version().await;
     let mut old = FakeEdge::connect(&server, "edge-a", v).await;
     until(&server, "the edge", |l| l.edges.len() == 1).await;
-    let _new = FakeEdge::connect(&server, "edge-a", v).await;
-    // The old stream ends.
-    let ended = tokio::time::timeout(WAIT, async {
+    let mut new = FakeEdge::connect(&server, "edge-a", v).await;
+    // The old stream ends, cleanly (the session ends: "replaced"), not with an error.
+    let end = tokio::time::timeout(WAIT, async {
         loop {
             match old.inbound.message().await {
-                Ok(Some(_)) => continue,
-                _ => return,
+                Ok(Some(pb::ControlMessage { kind: Some(Cm::Heartbeat(_)) })) => continue,
+                other => return other,
             }
         }
     })
-    .await;
-    assert!(ended.is_ok(), "the replaced stream must end");
-    let list = until(&server, "one edge", |l| l.edges.len() == 1).await;
+    .await
+    .expect("the replaced stream must end");
+    assert!(matches!(end, Ok(None)), "the replaced stream ended with {end:?}");
+    // The one entry left is the new stream's: it gets the next change, and its ACK shows.
+    let v2 = revoke_token(&server, 5).await;
+    assert_eq!(delta_version(&new.delta().await), v2);
+    new.ack(v2).await;
+    let list = until(&server, "the new stream's ACK", |l| l.edges.iter().any(|e| e.applied_version == v2)).await;
+    assert_eq!(list.edges.len(), 1, "{list:?}");
     assert_eq!(list.edges[0].edge_id, "edge-a");
     server.stop().await;
 }
