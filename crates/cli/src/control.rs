@@ -1,6 +1,7 @@
 //! `stile control`: run the gRPC control plane. Parses arguments, loads and
 //! checks the configuration (exit 64 before binding anything if it is bad),
-//! opens the store, binds the listener, then serves ([`ControlPlane::serve`]) until
+//! opens the store ([`ControlPlane::open`]), binds the gRPC and admin
+//! listeners, then serves both ([`ControlPlane::serve_with_admin`]) until
 //! SIGTERM or Ctrl-C, which stop it gracefully.
 
 use std::net::SocketAddr;
