@@ -325,9 +325,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks every value; the first problem is reported.
+    /// Checks every value, section by section; the first problem is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if !self.admin_listen.is_empty() && self.admin_listen.parse::<SocketAddr>().is_err() {
             return bad(format!("admin_listen {:?} is not an ip:port socket address", self.admin_listen));
         }
@@ -336,30 +335,19 @@ impl Config {
         {
             return bad(e.to_string());
         }
-        let links = &self.links;
-        if !links.default_base_url.is_empty()
-            && let Err(e) = normalise_base_url(&links.default_base_url)
-        {
-            return bad(format!("links.default_base_url: {e}"));
+        self.links.validate()?;
+        self.validate_policies()?;
+        self.auth.validate()?;
+        if self.audit.max_events == 0 || self.audit.max_age_secs == 0 {
+            return bad("audit.max_events and audit.max_age_secs must be positive".into());
         }
-        for (field, value) in [
-            ("query_param", &links.query_param),
-            ("path_prefix", &links.path_prefix),
-            ("cookie_name", &links.cookie_name),
-        ] {
-            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return bad(format!("links.{field} must be 1 or more characters of [A-Za-z0-9_-], got {value:?}"));
-            }
+        if self.revocations.log_retention == 0 || self.revocations.prune_interval_secs == 0 {
+            return bad("revocations.log_retention and revocations.prune_interval_secs must be positive".into());
         }
-        if !(1..=32).contains(&links.ipv4_prefix_len) {
-            return bad(format!("links.ipv4_prefix_len must be 1..=32, got {}", links.ipv4_prefix_len));
-        }
-        if !(1..=128).contains(&links.ipv6_prefix_len) {
-            return bad(format!("links.ipv6_prefix_len must be 1..=128, got {}", links.ipv6_prefix_len));
-        }
-        if links.max_batch == 0 {
-            return bad("links.max_batch must be at least 1".into());
-        }
+        self.sync.validate()
+    }
+
+    fn validate_policies(&self) -> Result<(), ConfigError> {
         if self.policies.is_empty() {
             return bad("policies: at least one policy is required".into());
         }
@@ -387,45 +375,6 @@ impl Config {
                 return bad(format!("policies.{name}: {e}"));
             }
         }
-        let mut names = std::collections::BTreeSet::new();
-        for key in &self.auth.keys {
-            if !valid_name(&key.name) {
-                return bad(format!("auth.keys: name {:?} must be 1..64 characters of [a-z0-9._-]", key.name));
-            }
-            if !names.insert(key.name.as_str()) {
-                return bad(format!("auth.keys: name {:?} appears twice", key.name));
-            }
-            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return bad(format!("auth.keys.{}: sha256 must be 64 lower-case hex digits", key.name));
-            }
-        }
-        if self.audit.max_events == 0 || self.audit.max_age_secs == 0 {
-            return bad("audit.max_events and audit.max_age_secs must be positive".into());
-        }
-        if self.revocations.log_retention == 0 || self.revocations.prune_interval_secs == 0 {
-            return bad("revocations.log_retention and revocations.prune_interval_secs must be positive".into());
-        }
-        let y = &self.sync;
-        for (field, value) in [
-            ("heartbeat_interval_ms", y.heartbeat_interval_ms),
-            ("max_lag_versions", y.max_lag_versions),
-            ("send_timeout_ms", y.send_timeout_ms),
-            ("hello_timeout_ms", y.hello_timeout_ms),
-            ("revoke_wait_max_ms", y.revoke_wait_max_ms),
-        ] {
-            if value == 0 {
-                return bad(format!("sync.{field} must be positive"));
-            }
-        }
-        if y.edge_timeout_ms <= y.heartbeat_interval_ms {
-            return bad(format!(
-                "sync.edge_timeout_ms ({}) must exceed sync.heartbeat_interval_ms ({}): edges answer heartbeats",
-                y.edge_timeout_ms, y.heartbeat_interval_ms
-            ));
-        }
-        if y.revoke_wait_default_ms > y.revoke_wait_max_ms {
-            return bad("sync.revoke_wait_default_ms must not exceed sync.revoke_wait_max_ms".into());
-        }
         Ok(())
     }
 
@@ -443,6 +392,82 @@ impl Config {
     pub(crate) fn policy_names(&self) -> String {
         self.policies.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
     }
+}
+
+impl LinksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.default_base_url.is_empty()
+            && let Err(e) = normalise_base_url(&self.default_base_url)
+        {
+            return bad(format!("links.default_base_url: {e}"));
+        }
+        for (field, value) in
+            [("query_param", &self.query_param), ("path_prefix", &self.path_prefix), ("cookie_name", &self.cookie_name)]
+        {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return bad(format!("links.{field} must be 1 or more characters of [A-Za-z0-9_-], got {value:?}"));
+            }
+        }
+        if !(1..=32).contains(&self.ipv4_prefix_len) {
+            return bad(format!("links.ipv4_prefix_len must be 1..=32, got {}", self.ipv4_prefix_len));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix_len) {
+            return bad(format!("links.ipv6_prefix_len must be 1..=128, got {}", self.ipv6_prefix_len));
+        }
+        if self.max_batch == 0 {
+            return bad("links.max_batch must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for key in &self.keys {
+            if !valid_name(&key.name) {
+                return bad(format!("auth.keys: name {:?} must be 1..64 characters of [a-z0-9._-]", key.name));
+            }
+            if !names.insert(key.name.as_str()) {
+                return bad(format!("auth.keys: name {:?} appears twice", key.name));
+            }
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return bad(format!("auth.keys.{}: sha256 must be 64 lower-case hex digits", key.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SyncConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("max_lag_versions", self.max_lag_versions),
+            ("send_timeout_ms", self.send_timeout_ms),
+            ("hello_timeout_ms", self.hello_timeout_ms),
+            ("revoke_wait_max_ms", self.revoke_wait_max_ms),
+        ] {
+            if value == 0 {
+                return bad(format!("sync.{field} must be positive"));
+            }
+        }
+        if self.edge_timeout_ms <= self.heartbeat_interval_ms {
+            return bad(format!(
+                "sync.edge_timeout_ms ({}) must exceed sync.heartbeat_interval_ms ({}): edges answer heartbeats",
+                self.edge_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.revoke_wait_default_ms > self.revoke_wait_max_ms {
+            return bad("sync.revoke_wait_default_ms must not exceed sync.revoke_wait_max_ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// An invalid-configuration error with `message`.
+fn bad(message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(message))
 }
 
 impl PolicyConfig {

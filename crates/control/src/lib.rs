@@ -20,7 +20,7 @@
 //! - [`auth`]: API keys, roles and the per-RPC role table;
 //! - `mint`: claims and URLs for one link, pure; `convert`: domain ↔ protobuf;
 //! - `signing`: the signing keys in memory; `fleet`: connected edges, here and
-//!   on the other replicas; [`metrics`]: Prometheus metrics and the RPC layer;
+//!   on the other replicas; `metrics`: Prometheus metrics and the RPC layer;
 //! - `sync`: the edge sync sessions; `service`: one module per gRPC service;
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`; `server`: wiring and serving.
 //!
@@ -34,7 +34,7 @@ mod convert;
 pub mod error;
 mod fleet;
 mod locks;
-pub mod metrics;
+mod metrics;
 mod mint;
 pub mod model;
 mod policy;

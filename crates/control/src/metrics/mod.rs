@@ -27,11 +27,11 @@ use crate::model::Target;
 use crate::store::notify::CommitObserver;
 
 /// Most distinct share channels used as label values.
-pub const MAX_CHANNEL_LABELS: usize = 64;
+pub(crate) const MAX_CHANNEL_LABELS: usize = 64;
 
 /// Every metric of one control-plane process.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     rpcs: IntCounterVec,
     rpc_duration: HistogramVec,
@@ -51,7 +51,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every metric.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
         let rpcs = register(
@@ -202,7 +202,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 << 10);
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "metrics.encode");

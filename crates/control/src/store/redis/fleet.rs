@@ -14,29 +14,34 @@ impl ReplicaBus for RedisStore {
 
     fn publish_fleet(&self, replica: String, view: String, ttl_ms: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let s = &self.inner;
+            let inner = &self.inner;
             let mut pipe = redis::pipe();
-            pipe.cmd("SET").arg(format!("{}{replica}", s.keys.fleet)).arg(view).arg("PX").arg(ttl_ms.max(1)).ignore();
-            pipe.cmd("SADD").arg(&s.keys.fleet_replicas).arg(&replica).ignore();
-            s.read_pipe::<()>(&pipe).await
+            pipe.cmd("SET")
+                .arg(format!("{}{replica}", inner.keys.fleet))
+                .arg(view)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .ignore();
+            pipe.cmd("SADD").arg(&inner.keys.fleet_replicas).arg(&replica).ignore();
+            inner.read_pipe::<()>(&pipe).await
         })
     }
 
     fn fleet_views(&self) -> StoreFuture<'_, Vec<(String, String)>> {
         Box::pin(async move {
-            let s = &self.inner;
-            let replicas: Vec<String> = s.read(redis::cmd("SMEMBERS").arg(&s.keys.fleet_replicas)).await?;
+            let inner = &self.inner;
+            let replicas: Vec<String> = inner.read(redis::cmd("SMEMBERS").arg(&inner.keys.fleet_replicas)).await?;
             if replicas.is_empty() {
                 return Ok(Vec::new());
             }
             let mut mget = redis::cmd("MGET");
             for r in &replicas {
-                mget.arg(format!("{}{r}", s.keys.fleet));
+                mget.arg(format!("{}{r}", inner.keys.fleet));
             }
-            let views: Vec<Option<String>> = s.read(&mget).await?;
+            let views: Vec<Option<String>> = inner.read(&mget).await?;
             let mut out = Vec::new();
             let mut gone = redis::cmd("SREM");
-            gone.arg(&s.keys.fleet_replicas);
+            gone.arg(&inner.keys.fleet_replicas);
             let mut any_gone = false;
             for (replica, view) in replicas.into_iter().zip(views) {
                 match view {
@@ -49,7 +54,7 @@ impl ReplicaBus for RedisStore {
             }
             if any_gone {
                 // Expired views: forget their replicas (a replica that publishes again re-adds itself).
-                s.read::<()>(&gone).await?;
+                inner.read::<()>(&gone).await?;
             }
             Ok(out)
         })

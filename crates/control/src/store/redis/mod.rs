@@ -228,30 +228,33 @@ impl Store for RedisStore {
 
     fn api_key(&self, sha256: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>> {
         Box::pin(async move {
-            let s = &self.inner;
-            if let Some(k) = s.stale(|c| c.api_keys.get(&sha256).cloned()) {
+            let inner = &self.inner;
+            if let Some(k) = inner.stale(|c| c.api_keys.get(&sha256).cloned()) {
                 return Ok(Some(k));
             }
-            match s.read::<Option<Vec<u8>>>(redis::cmd("HGET").arg(&s.keys.api_keys).arg(hex::encode(sha256))).await {
+            match inner
+                .read::<Option<Vec<u8>>>(redis::cmd("HGET").arg(&inner.keys.api_keys).arg(hex::encode(sha256)))
+                .await
+            {
                 Ok(bytes) => {
                     let key: Option<ApiKey> = bytes.map(|b| decode("api_keys", &b)).transpose()?;
-                    s.remember(|c, now| match &key {
-                        Some(k) => insert(&mut c.api_keys, sha256, k.clone(), now, s.settings.stale_read),
+                    inner.remember(|c, now| match &key {
+                        Some(k) => insert(&mut c.api_keys, sha256, k.clone(), now, inner.settings.stale_read),
                         None => {
                             c.api_keys.remove(&sha256);
                         }
                     });
                     Ok(key)
                 }
-                Err(e) => s.fallback(e, |c| c.api_keys.get(&sha256).cloned()).map(Some),
+                Err(e) => inner.fallback(e, |c| c.api_keys.get(&sha256).cloned()).map(Some),
             }
         })
     }
 
     fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>> {
         Box::pin(async move {
-            let s = &self.inner;
-            let values: Vec<Vec<u8>> = s.read(redis::cmd("HVALS").arg(&s.keys.api_keys)).await?;
+            let inner = &self.inner;
+            let values: Vec<Vec<u8>> = inner.read(redis::cmd("HVALS").arg(&inner.keys.api_keys)).await?;
             let mut keys = values.iter().map(|v| decode("api_keys", v)).collect::<Result<Vec<ApiKey>, _>>()?;
             keys.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(keys)
@@ -260,44 +263,44 @@ impl Store for RedisStore {
 
     fn signing_keys(&self) -> StoreFuture<'_, Vec<SigningKey>> {
         Box::pin(async move {
-            let s = &self.inner;
-            let values: Vec<Vec<u8>> = s.read(redis::cmd("HVALS").arg(&s.keys.signing_keys)).await?;
+            let inner = &self.inner;
+            let values: Vec<Vec<u8>> = inner.read(redis::cmd("HVALS").arg(&inner.keys.signing_keys)).await?;
             signing_keys(&values)
         })
     }
 
     fn asset(&self, id: String) -> StoreFuture<'_, Option<Asset>> {
         Box::pin(async move {
-            let s = &self.inner;
-            if let Some(a) = s.stale(|c| c.assets.get(&id).cloned()) {
+            let inner = &self.inner;
+            if let Some(a) = inner.stale(|c| c.assets.get(&id).cloned()) {
                 return Ok(Some(a));
             }
-            match s.read::<Option<Vec<u8>>>(redis::cmd("HGET").arg(&s.keys.assets).arg(&id)).await {
+            match inner.read::<Option<Vec<u8>>>(redis::cmd("HGET").arg(&inner.keys.assets).arg(&id)).await {
                 Ok(bytes) => {
                     let asset: Option<Asset> = bytes.map(|b| decode("assets", &b)).transpose()?;
-                    s.remember(|c, now| match &asset {
-                        Some(a) => insert(&mut c.assets, id.clone(), a.clone(), now, s.settings.stale_read),
+                    inner.remember(|c, now| match &asset {
+                        Some(a) => insert(&mut c.assets, id.clone(), a.clone(), now, inner.settings.stale_read),
                         None => {
                             c.assets.remove(&id);
                         }
                     });
                     Ok(asset)
                 }
-                Err(e) => s.fallback(e, |c| c.assets.get(&id).cloned()).map(Some),
+                Err(e) => inner.fallback(e, |c| c.assets.get(&id).cloned()).map(Some),
             }
         })
     }
 
     fn assets(&self, query: AssetQuery) -> StoreFuture<'_, Vec<Asset>> {
         Box::pin(async move {
-            let s = &self.inner;
+            let inner = &self.inner;
             let mut out = Vec::new();
             let mut start = if query.after_id.is_empty() { "-".to_owned() } else { format!("({}", query.after_id) };
             while out.len() < query.limit {
-                let ids: Vec<String> = s
+                let ids: Vec<String> = inner
                     .read(
                         redis::cmd("ZRANGEBYLEX")
-                            .arg(&s.keys.asset_ids)
+                            .arg(&inner.keys.asset_ids)
                             .arg(&start)
                             .arg("+")
                             .arg("LIMIT")
@@ -307,7 +310,8 @@ impl Store for RedisStore {
                     .await?;
                 let Some(last) = ids.last() else { break };
                 start = format!("({last}");
-                let values: Vec<Option<Vec<u8>>> = s.read(redis::cmd("HMGET").arg(&s.keys.assets).arg(&ids)).await?;
+                let values: Vec<Option<Vec<u8>>> =
+                    inner.read(redis::cmd("HMGET").arg(&inner.keys.assets).arg(&ids)).await?;
                 for v in values.into_iter().flatten() {
                     let asset: Asset = decode("assets", &v)?;
                     if query.state.is_none_or(|st| st == asset.state) {
@@ -327,16 +331,16 @@ impl Store for RedisStore {
 
     fn version(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let s = &self.inner;
-            let v: Option<u64> = s.read(redis::cmd("GET").arg(&s.keys.version)).await?;
+            let inner = &self.inner;
+            let v: Option<u64> = inner.read(redis::cmd("GET").arg(&inner.keys.version)).await?;
             Ok(v.unwrap_or(0))
         })
     }
 
     fn log_since(&self, version: u64, limit: usize) -> StoreFuture<'_, LogRead> {
         Box::pin(async move {
-            let s = &self.inner;
-            let k = &s.keys;
+            let inner = &self.inner;
+            let k = &inner.keys;
             // One MULTI/EXEC: the counter, the oldest entry and the page agree.
             let mut pipe = redis::pipe();
             pipe.atomic()
@@ -354,7 +358,8 @@ impl Store for RedisStore {
                 .arg("+")
                 .arg("COUNT")
                 .arg(limit.max(1));
-            let (current, first, page): (Option<u64>, StreamRangeReply, StreamRangeReply) = s.read_pipe(&pipe).await?;
+            let (current, first, page): (Option<u64>, StreamRangeReply, StreamRangeReply) =
+                inner.read_pipe(&pipe).await?;
             let current = current.unwrap_or(0);
             if version > current {
                 return Ok(LogRead::Ahead { current });
@@ -376,8 +381,8 @@ impl Store for RedisStore {
 
     fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
         Box::pin(async move {
-            let s = &self.inner;
-            let k = &s.keys;
+            let inner = &self.inner;
+            let k = &inner.keys;
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .cmd("GET")
@@ -386,7 +391,7 @@ impl Store for RedisStore {
                 .arg(&k.signing_keys)
                 .cmd("HGETALL")
                 .arg(&k.revocations);
-            let (version, keys, revocations): SnapshotReply = s.read_pipe(&pipe).await?;
+            let (version, keys, revocations): SnapshotReply = inner.read_pipe(&pipe).await?;
             let keys = signing_keys(&keys)?.into_iter().filter(|k| k.state != KeyState::Retired).collect();
             let mut revocations =
                 revocations.into_iter().map(|(v, json)| revocation(v, &json)).collect::<Result<Vec<_>, _>>()?;
@@ -397,12 +402,12 @@ impl Store for RedisStore {
 
     fn revocations(&self, after_version: u64, limit: usize) -> StoreFuture<'_, Vec<Revocation>> {
         Box::pin(async move {
-            let s = &self.inner;
+            let inner = &self.inner;
             if limit == 0 {
                 return Ok(Vec::new());
             }
-            let k = &s.keys;
-            let versions: Vec<u64> = s
+            let k = &inner.keys;
+            let versions: Vec<u64> = inner
                 .read(
                     redis::cmd("ZRANGEBYSCORE")
                         .arg(&k.revocations_by_version)
@@ -416,7 +421,8 @@ impl Store for RedisStore {
             if versions.is_empty() {
                 return Ok(Vec::new());
             }
-            let values: Vec<Option<Vec<u8>>> = s.read(redis::cmd("HMGET").arg(&k.revocations).arg(&versions)).await?;
+            let values: Vec<Option<Vec<u8>>> =
+                inner.read(redis::cmd("HMGET").arg(&k.revocations).arg(&versions)).await?;
             // A prune between the two reads leaves holes: skip them.
             versions.iter().zip(values).filter_map(|(v, json)| json.map(|j| revocation(*v, &j))).collect()
         })
@@ -424,15 +430,15 @@ impl Store for RedisStore {
 
     fn audit(&self, q: AuditQuery) -> StoreFuture<'_, Vec<AuditEvent>> {
         Box::pin(async move {
-            let s = &self.inner;
+            let inner = &self.inner;
             let mut out = Vec::new();
             let mut end = match q.before_seq {
                 Some(seq) => format!("({seq}-0"),
                 None => "+".to_owned(),
             };
             'pages: while out.len() < q.limit {
-                let page: StreamRangeReply = s
-                    .read(redis::cmd("XREVRANGE").arg(&s.keys.audit).arg(&end).arg("-").arg("COUNT").arg(PAGE))
+                let page: StreamRangeReply = inner
+                    .read(redis::cmd("XREVRANGE").arg(&inner.keys.audit).arg(&end).arg("-").arg("COUNT").arg(PAGE))
                     .await?;
                 for e in &page.ids {
                     let event = audit_event(e)?;

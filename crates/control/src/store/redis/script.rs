@@ -3,7 +3,7 @@
 //! preconditions and writes are atomic and versions are gap-free across
 //! replicas.
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use super::Inner;
 use super::codec::{corrupt, encode};
@@ -174,65 +174,14 @@ impl Scripts {
 }
 
 impl Inner {
+    /// Runs the commit script, then (with `wait_replicas`) `WAIT`; returns the
+    /// appended changes with their versions.
     pub(super) async fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
-        let k = &self.keys;
-        let mut inv = self.scripts.commit.prepare_invoke();
-        for key in [
-            &k.version,
-            &k.log,
-            &k.revocations,
-            &k.revocations_by_version,
-            &k.revocations_by_expiry,
-            &k.assets,
-            &k.asset_ids,
-            &k.asset_revisions,
-            &k.signing_keys,
-            &k.api_keys,
-            &k.api_key_names,
-            &k.audit,
-            &k.audit_seq,
-        ] {
-            inv.key(key);
-        }
-        let audit_only = batch.writes.is_empty();
-        inv.arg(self.settings.audit_cap).arg(batch.writes.len());
-        // What the caller gets back: the appended changes, versions filled in below.
-        let mut appended = Vec::new();
-        for write in batch.writes {
-            match write {
-                Write::PutAsset { asset, expected_revision } => {
-                    inv.arg("asset").arg(&asset.id).arg(expected_revision).arg(asset.revision).arg(encode(&asset)?);
-                }
-                Write::PutKey { key, create } => {
-                    inv.arg("key").arg(key.id).arg(if create { "1" } else { "0" }).arg(encode(&key)?);
-                }
-                Write::Append { at, actor, mut kind } => {
-                    let (revocation, expires_at) = match &mut kind {
-                        ChangeKind::Revocation(r) => {
-                            r.version = 0;
-                            (encode(r)?, r.expires_at)
-                        }
-                        ChangeKind::Key { .. } => (Vec::new(), 0),
-                    };
-                    let change = Change { version: 0, at, actor, kind };
-                    inv.arg("append").arg(encode(&change)?).arg(revocation).arg(expires_at);
-                    appended.push(change);
-                }
-                Write::PutApiKey(key) => {
-                    inv.arg("apikey").arg(&key.name).arg(hex::encode(key.sha256)).arg(encode(&key)?);
-                }
-                Write::DeleteApiKey { name } => {
-                    inv.arg("delapikey").arg(name);
-                }
-            }
-        }
-        for event in &batch.audit {
-            inv.arg(event.at).arg(encode(&AuditEvent { seq: 0, ..event.clone() })?);
-        }
-
         // Mint audit events (no writes) need not be durable before the answer
         // (`Store::record_audit`): the read connection, no WAIT, so mints never
         // queue behind a commit's WAIT.
+        let audit_only = batch.writes.is_empty();
+        let (inv, appended) = self.commit_invocation(batch)?;
         let mut w = if audit_only { self.conn.clone() } else { self.writer.clone() };
         let reply: Vec<String> = self.observe(within(self.settings.commit_timeout, inv.invoke_async(&mut w)).await)?;
         match reply.first().map(String::as_str) {
@@ -266,6 +215,64 @@ impl Inner {
             })
             .collect();
         Ok(Committed { changes })
+    }
+
+    /// The commit script's KEYS and ARGV for `batch` (see [`COMMIT`]), and the
+    /// changes it appends, versions still 0.
+    fn commit_invocation(&self, batch: Batch) -> Result<(ScriptInvocation<'_>, Vec<Change>), StoreError> {
+        let k = &self.keys;
+        let mut inv = self.scripts.commit.prepare_invoke();
+        for key in [
+            &k.version,
+            &k.log,
+            &k.revocations,
+            &k.revocations_by_version,
+            &k.revocations_by_expiry,
+            &k.assets,
+            &k.asset_ids,
+            &k.asset_revisions,
+            &k.signing_keys,
+            &k.api_keys,
+            &k.api_key_names,
+            &k.audit,
+            &k.audit_seq,
+        ] {
+            inv.key(key);
+        }
+        inv.arg(self.settings.audit_cap).arg(batch.writes.len());
+        let mut appended = Vec::new();
+        for write in batch.writes {
+            match write {
+                Write::PutAsset { asset, expected_revision } => {
+                    inv.arg("asset").arg(&asset.id).arg(expected_revision).arg(asset.revision).arg(encode(&asset)?);
+                }
+                Write::PutKey { key, create } => {
+                    inv.arg("key").arg(key.id).arg(if create { "1" } else { "0" }).arg(encode(&key)?);
+                }
+                Write::Append { at, actor, mut kind } => {
+                    let (revocation, expires_at) = match &mut kind {
+                        ChangeKind::Revocation(r) => {
+                            r.version = 0;
+                            (encode(r)?, r.expires_at)
+                        }
+                        ChangeKind::Key { .. } => (Vec::new(), 0),
+                    };
+                    let change = Change { version: 0, at, actor, kind };
+                    inv.arg("append").arg(encode(&change)?).arg(revocation).arg(expires_at);
+                    appended.push(change);
+                }
+                Write::PutApiKey(key) => {
+                    inv.arg("apikey").arg(&key.name).arg(hex::encode(key.sha256)).arg(encode(&key)?);
+                }
+                Write::DeleteApiKey { name } => {
+                    inv.arg("delapikey").arg(name);
+                }
+            }
+        }
+        for event in &batch.audit {
+            inv.arg(event.at).arg(encode(&AuditEvent { seq: 0, ..event.clone() })?);
+        }
+        Ok((inv, appended))
     }
 
     /// Prunes in bounded steps until nothing is left to prune.

@@ -32,19 +32,21 @@ impl Inner {
 /// Tails the log on a connection of its own and publishes the newest version
 /// seen; reconnects with backoff; flushes buffered audit events once Redis
 /// answers again. Runs until the store is dropped.
-pub(super) async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
+pub(super) async fn tail(inner: Arc<Inner>, client: Client, mut last: u64) {
     let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(s.settings.connect_timeout))
+        .set_connection_timeout(Some(inner.settings.connect_timeout))
         .set_response_timeout(None);
     let block = Duration::from_millis(TAIL_BLOCK_MS);
     let mut backoff = Duration::from_millis(50);
     loop {
         let mut conn =
-            match within(s.settings.read_timeout, client.get_multiplexed_async_connection_with_config(&config)).await {
+            match within(inner.settings.read_timeout, client.get_multiplexed_async_connection_with_config(&config))
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     if let StoreError::Unavailable(m) = &e {
-                        s.mark_down(m);
+                        inner.mark_down(m);
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(TAIL_MAX_BACKOFF);
@@ -56,7 +58,8 @@ pub(super) async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
             // restored from an older backup: follow it from there (sync
             // sessions learn it from `log_since`).
             let current: Result<Option<u64>, _> =
-                within(s.settings.read_timeout, redis::cmd("GET").arg(&s.keys.version).query_async(&mut conn)).await;
+                within(inner.settings.read_timeout, redis::cmd("GET").arg(&inner.keys.version).query_async(&mut conn))
+                    .await;
             match current {
                 Ok(v) => {
                     let v = v.unwrap_or(0);
@@ -68,29 +71,29 @@ pub(super) async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
                         );
                         last = v;
                     }
-                    s.publish(v);
+                    inner.publish(v);
                 }
                 Err(e) => {
                     match &e {
-                        StoreError::Unavailable(m) => s.mark_down(m),
+                        StoreError::Unavailable(m) => inner.mark_down(m),
                         other => tracing::warn!(error = %other, "redis.tail_failed"),
                     }
                     break;
                 }
             }
-            s.mark_up();
-            if let Err(e) = s.flush_audit().await {
+            inner.mark_up();
+            if let Err(e) = inner.flush_audit().await {
                 tracing::debug!(error = %e, "redis.audit_flush_failed");
             }
             let read = within(
-                block + s.settings.read_timeout,
+                block + inner.settings.read_timeout,
                 redis::cmd("XREAD")
                     .arg("COUNT")
                     .arg(TAIL_BATCH)
                     .arg("BLOCK")
                     .arg(TAIL_BLOCK_MS)
                     .arg("STREAMS")
-                    .arg(&s.keys.log)
+                    .arg(&inner.keys.log)
                     .arg(format!("{last}-0"))
                     .query_async::<Option<StreamReadReply>>(&mut conn),
             )
@@ -102,12 +105,12 @@ pub(super) async fn tail(s: Arc<Inner>, client: Client, mut last: u64) {
                             last = last.max(v);
                         }
                     }
-                    s.publish(last);
+                    inner.publish(last);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     match &e {
-                        StoreError::Unavailable(m) => s.mark_down(m),
+                        StoreError::Unavailable(m) => inner.mark_down(m),
                         other => tracing::warn!(error = %other, "redis.tail_failed"),
                     }
                     break;
