@@ -21,16 +21,12 @@ use std::path::{Path, PathBuf};
 /// the cycle). Delete an entry in the change that breaks its cycle; an entry
 /// whose cycle is gone fails the test, so the list only shrinks.
 const KNOWN_CYCLES: &[(&str, &[&str])] = &[
-    // The edge's `state` imports `Metrics` for its file reloader and `metrics`
-    // imports `State` to observe it. Helper `edge15` (issue 15, edge half) is
-    // removing it; delete this entry when that change merges.
-    ("stile-edge", &["metrics", "state"]),
     // Found by this test (the 2026-12-06 review missed it): `client` dispatches
     // `Command::Explain` and `ops` calls `explain::token_of`, while `explain`
     // uses the client's connection and output helpers. `explain` is a client
-    // command; moving it under `client/` breaks the cycle. `explain.rs` is being
-    // rewritten by `edge15` in this wave, so the move is left to that change or
-    // the lead; delete this entry with it.
+    // command; moving it under `client/` breaks the cycle. `explain.rs` was
+    // another helper's in the wave that added this test, so the move is left
+    // to a later change; delete this entry with it.
     ("stile-cli", &["client", "explain"]),
 ];
 
