@@ -28,6 +28,12 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
     // another helper's in the wave that added this test, so the move is left
     // to a later change; delete this entry with it.
     ("stile-cli", &["client", "explain"]),
+    // Came with c7cb5c1 (the edge's request-line intake tap, issue 14), merged
+    // while this test was in review: `intake` wraps the proxy service
+    // (`EdgeProxy`, `RefusalLog` from `proxy`) and `proxy` reads the request
+    // line `intake` kept. Moving the shared request-line and refusal types into
+    // `intake` (or a small module both use) breaks it; delete this entry then.
+    ("stile-edge", &["intake", "proxy"]),
 ];
 
 #[test]
