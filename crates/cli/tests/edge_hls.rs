@@ -95,7 +95,7 @@ fn manifests_admitted_by_link_set_the_cookie() {
         let max_age: u64 = cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
         assert!((590..=600).contains(&max_age), "{cookie}");
         assert!(
-            cookie.contains("HttpOnly") && cookie.contains("SameSite=None") && !cookie.contains("Secure"),
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && !cookie.contains("Secure"),
             "{cookie}"
         );
     }

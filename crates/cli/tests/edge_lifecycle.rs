@@ -12,11 +12,7 @@ use stile_token::TokenId;
 use support::*;
 
 fn content() -> (tempfile::TempDir, Origin) {
-    let content = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(content.path().join("vod/abc")).unwrap();
-    std::fs::write(content.path().join("vod/abc/seg.ts"), b"ok").unwrap();
-    let origin = Origin::start(content.path());
-    (content, origin)
+    one_segment_origin()
 }
 
 /// Runs `stile edge` with this config and expects exit 64 with `needle` on stderr, and nothing bound.

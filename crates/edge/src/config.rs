@@ -179,6 +179,10 @@ impl Default for ValidationConfig {
 }
 
 /// Cookie mode: a cookie set when a manifest is admitted, so later requests pass with it alone.
+///
+/// Browsers send it only when the player page and the edge share a site (e.g.
+/// `www.example.com` and `video.example.com`): third-party cookies are blocked
+/// (`docs/player.md`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CookieConfig {
@@ -188,23 +192,26 @@ pub struct CookieConfig {
     pub name: String,
     /// Add the `Secure` attribute (turn off only for plain-HTTP development).
     pub secure: bool,
-    /// `SameSite` attribute: `None`, `Lax` or `Strict`.
+    /// `SameSite` attribute: `Lax` (default), `Strict` or `None` (needs `secure`).
     pub same_site: SameSite,
 }
 
 impl Default for CookieConfig {
     fn default() -> CookieConfig {
-        CookieConfig { enabled: false, name: "stile".into(), secure: true, same_site: SameSite::None }
+        CookieConfig { enabled: false, name: "stile".into(), secure: true, same_site: SameSite::Lax }
     }
 }
 
 /// `cookie.same_site`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 pub enum SameSite {
-    /// Sent on cross-site requests (needs `Secure` in browsers); what players on another origin need.
-    #[default]
+    /// Also sent on cross-site requests, where the browser still allows third-party
+    /// cookies at all; browsers drop it without `Secure`.
     None,
-    /// Sent on top-level navigations.
+    /// Sent on same-site requests (a player on `www.example.com`, the edge on
+    /// `video.example.com`) and top-level navigations: every case where browsers send
+    /// the cookie to a player at all.
+    #[default]
     Lax,
     /// Same-site requests only.
     Strict,
@@ -251,20 +258,44 @@ pub struct ClientConfig {
     pub country_header: String,
 }
 
-/// CORS for web players.
+/// CORS for web players (`docs/player.md`; patterns in [`crate::cors`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
-    /// Origins allowed to read responses (`https://player.example`), or `*` for any.
-    /// Empty: no CORS headers, and OPTIONS needs a token like any request.
+    /// Page origins allowed to read responses: `*` alone (any origin, never with
+    /// credentials), or origin patterns — `https://player.example`, `http://localhost:*`
+    /// (any port), `https://*.example.com` (any subdomain). Empty: no CORS headers, and
+    /// OPTIONS needs a token like any request.
     pub allowed_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` to the listed origins, so their
+    /// players may send cookies (cookie mode). Refused together with `*`.
+    pub allow_credentials: bool,
+    /// Response headers scripts may read besides the CORS-safelisted ones; `x-stile-reason`
+    /// is exposed whenever `diagnostics.reason_header` is on.
+    pub expose_headers: Vec<String>,
     /// `Access-Control-Max-Age` of preflight answers, seconds.
     pub max_age_secs: u32,
 }
 
 impl Default for CorsConfig {
     fn default() -> CorsConfig {
-        CorsConfig { allowed_origins: Vec::new(), max_age_secs: 600 }
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            expose_headers: Vec::new(),
+            max_age_secs: 600,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// The compiled policy; `reason_header` adds `x-stile-reason` to the exposed headers.
+    pub fn compile(&self, reason_header: bool) -> Result<crate::cors::Cors, crate::cors::PatternError> {
+        let mut expose = self.expose_headers.clone();
+        if reason_header {
+            expose.push(crate::proxy::REASON_HEADER.to_owned());
+        }
+        crate::cors::Cors::new(&self.allowed_origins, self.allow_credentials, &expose, self.max_age_secs)
     }
 }
 
@@ -407,17 +438,22 @@ impl EdgeConfig {
         if !is_token_name(&self.cookie.name) {
             return bad("cookie.name", "must be a non-empty name of [A-Za-z0-9_-]");
         }
-        if self.cookie.same_site == SameSite::None && !self.cookie.secure && self.cookie.enabled {
-            // Browsers drop SameSite=None cookies without Secure; allowed for curl/ffmpeg dev setups.
-            tracing::warn!("cookie.same_site = None without cookie.secure: browsers will drop the cookie");
+        if self.cookie.same_site == SameSite::None && !self.cookie.secure {
+            return bad(
+                "cookie.same_site",
+                "\"None\" needs cookie.secure = true: browsers drop SameSite=None cookies without Secure \
+                 (use \"Lax\" for plain-HTTP setups)",
+            );
         }
         if self.playlist.max_bytes == 0 {
             return bad("playlist.max_bytes", "must be greater than zero");
         }
-        for o in &self.cors.allowed_origins {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                return bad("cors.allowed_origins", &format!("{o:?} is neither * nor an http(s) origin"));
-            }
+        if let Err(e) = self.cors.compile(self.diagnostics.reason_header) {
+            let field = match e {
+                crate::cors::PatternError::HeaderName(_) => "cors.expose_headers",
+                _ => "cors.allowed_origins",
+            };
+            return bad(field, &e.to_string());
         }
         if !self.client.country_header.is_empty()
             && http::HeaderName::from_bytes(self.client.country_header.as_bytes()).is_err()
@@ -495,6 +531,8 @@ mod tests {
         assert_eq!(c.token.leeway_secs, 5);
         assert_eq!(c.cookie.name, "stile");
         assert!(c.cookie.secure);
+        assert_eq!(c.cookie.same_site, SameSite::Lax);
+        assert!(c.cors.allowed_origins.is_empty() && !c.cors.allow_credentials);
         assert_eq!(c.playlist.max_bytes, 4 << 20);
         assert_eq!(c.grace_period_secs, 5);
         assert_eq!(c.origin_host(), "127.0.0.1");
@@ -519,6 +557,10 @@ mod tests {
             ("[token]\nquery_param = 'a b'\n[state]\nfile='x'", "token.query_param"),
             ("[token]\nleeway_secs = 3600\n[state]\nfile='x'", "leeway"),
             ("[cors]\nallowed_origins = ['ftp://x']\n[state]\nfile='x'", "cors"),
+            ("[cors]\nallowed_origins = ['*']\nallow_credentials = true\n[state]\nfile='x'", "cors.allowed_origins"),
+            ("[cors]\nallowed_origins = ['https://a.example/']\n[state]\nfile='x'", "cors.allowed_origins"),
+            ("[cors]\nexpose_headers = ['a b']\n[state]\nfile='x'", "cors.expose_headers"),
+            ("[cookie]\nsecure = false\nsame_site = 'None'\n[state]\nfile='x'", "cookie.same_site"),
             ("typo = 1\n[state]\nfile='x'", "unknown field"),
             ("[token]\nunknown_country = 'maybe'\n[state]\nfile='x'", "unknown variant"),
             ("[validation]\nenabled = false\n[state]\nfile='x'", "validation.enabled"),

@@ -8,6 +8,7 @@
 //!
 //! Code map (private modules by file name):
 //! - `config.rs` — the typed TOML configuration, with defaults and validation (types re-exported here);
+//! - [`cors`] — CORS origin patterns and the headers a page's origin gets;
 //! - [`transport`] — finding the token (path prefix, query, cookie) and the token-free upstream target;
 //! - [`validate`] — the validation pipeline, free of Pingora, with a trace for `stile explain`;
 //! - [`revocation`], [`state`] — the revocation set, key ring, and the state-file codec;
@@ -30,11 +31,13 @@
 // edge's own transport, state, revocation and validation code; the cli and the
 // fault tests embed the edge with an injected clock; the benches and the fuzz
 // targets drive the validator, the revocation set, the playlist rewriter and
-// the sync model directly. Everything else is private, its types re-exported
-// where a public signature needs them.
+// the sync model directly; `stile dev` checks `--allow-origin` with `cors`.
+// Everything else is private, its types re-exported where a public signature
+// needs them.
 mod admin;
 pub mod clock;
 mod config;
+pub mod cors;
 mod geo;
 mod intake;
 mod metrics;

@@ -27,7 +27,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use stile_token::{Reason, Token};
 
 use crate::clock::SharedClock;
-use crate::config::{CookieConfig, CorsConfig, EdgeConfig};
+use crate::config::{CookieConfig, EdgeConfig};
+use crate::cors::{self, Cors, Grant};
 use crate::geo::{Geo, client_ip};
 use crate::intake;
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
@@ -55,7 +56,7 @@ pub(crate) struct EdgeProxy {
     cookie: CookieConfig,
     rewrite_playlists: bool,
     playlist_max: usize,
-    cors: CorsConfig,
+    cors: Cors,
     reason_header: bool,
     access_log: bool,
     denied: ResponseHeader,
@@ -110,7 +111,7 @@ pub(crate) struct RequestCtx {
     token: Option<Token>,
     client: Option<IpAddr>,
     upstream_target: Option<Vec<u8>>,
-    cors_origin: Option<http::HeaderValue>,
+    cors: Option<Grant>,
     set_cookie: Option<String>,
     rewrite: Option<Rewrite>,
     upstream_status: Option<u16>,
@@ -157,7 +158,8 @@ impl EdgeProxy {
             cookie: config.cookie.clone(),
             rewrite_playlists: config.playlist.rewrite,
             playlist_max: config.playlist.max_bytes,
-            cors: config.cors.clone(),
+            // `EdgeConfig::validate` compiled it already.
+            cors: config.cors.compile(config.diagnostics.reason_header).unwrap_or_default(),
             reason_header: config.diagnostics.reason_header,
             access_log: config.access_log.enabled,
             denied: denial_header(403),
@@ -176,37 +178,35 @@ impl EdgeProxy {
         }
     }
 
-    fn allowed_origin(&self, session: &Session) -> Option<http::HeaderValue> {
-        if self.cors.allowed_origins.is_empty() {
-            return None;
+    /// CORS headers for this response: `Vary: Origin` whenever the answer depends on the
+    /// origin, the grant's headers when the page's origin may read it.
+    fn add_cors(&self, resp: &mut ResponseHeader, grant: Option<&Grant>) -> Result<()> {
+        if self.cors.varies()
+            && !resp.headers.get_all(header::VARY).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"origin"))
+        {
+            resp.append_header(header::VARY, "Origin")?;
         }
-        let origin = session.req_header().headers.get(header::ORIGIN)?;
-        let o = origin.as_bytes();
-        self.cors
-            .allowed_origins
-            .iter()
-            .any(|a| a == "*" || a.as_bytes().eq_ignore_ascii_case(o))
-            .then(|| origin.clone())
-    }
-
-    fn add_cors(&self, resp: &mut ResponseHeader, origin: &http::HeaderValue) -> Result<()> {
-        resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())?;
-        resp.append_header(header::VARY, "Origin")?;
-        resp.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
-        if self.reason_header {
-            resp.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, REASON_HEADER)?;
+        let Some(g) = grant else { return Ok(()) };
+        resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, g.allow_origin.clone())?;
+        if g.credentials {
+            resp.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+        }
+        if let Some(e) = self.cors.expose_headers() {
+            resp.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone())?;
         }
         Ok(())
     }
 
-    async fn answer_preflight(&self, session: &mut Session, origin: &http::HeaderValue) -> Result<()> {
-        let mut resp = ResponseHeader::build(204, Some(6))?;
-        self.add_cors(&mut resp, origin)?;
+    async fn answer_preflight(&self, session: &mut Session, grant: &Grant) -> Result<()> {
+        let mut resp = ResponseHeader::build(204, Some(8))?;
+        self.add_cors(&mut resp, Some(grant))?;
         resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")?;
-        if let Some(h) = session.req_header().headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned() {
+        if let Some(h) = session.req_header().headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned()
+            && cors::is_header_list(h.as_bytes())
+        {
             resp.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, h)?;
         }
-        resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.cors.max_age_secs.to_string())?;
+        resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.cors.max_age())?;
         resp.insert_header(header::CONTENT_LENGTH, "0")?;
         session.write_response_header(Box::new(resp), true).await
     }
@@ -224,9 +224,7 @@ impl EdgeProxy {
         if self.reason_header {
             resp.insert_header(REASON_HEADER, reason.as_str())?;
         }
-        if let Some(o) = &ctx.cors_origin {
-            self.add_cors(&mut resp, o)?;
-        }
+        self.add_cors(&mut resp, ctx.cors.as_ref())?;
         let head = session.req_header().method == http::Method::HEAD;
         session.write_response_header(Box::new(resp), head).await?;
         if !head {
@@ -292,7 +290,7 @@ impl ProxyHttp for EdgeProxy {
             token: None,
             client: None,
             upstream_target: None,
-            cors_origin: None,
+            cors: None,
             set_cookie: None,
             rewrite: None,
             upstream_status: None,
@@ -304,8 +302,8 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let started = Instant::now();
         ctx.started = Some(started);
-        ctx.cors_origin = self.allowed_origin(session);
         let req = session.req_header();
+        ctx.cors = self.cors.grant(req.headers.get(header::ORIGIN));
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip);
         let xff = req.headers.get_all("x-forwarded-for").into_iter().map(http::HeaderValue::as_bytes);
         let client = client_ip(peer, self.trusted_hops, xff);
@@ -320,12 +318,13 @@ impl ProxyHttp for EdgeProxy {
             self.deny(session, ctx, Reason::Malformed, 400).await?;
             return Ok(true);
         }
-        if let Some(origin) = ctx.cors_origin.clone()
+        if let Some(grant) = ctx.cors.clone()
             && req.method == http::Method::OPTIONS
+            && req.headers.contains_key(header::ORIGIN)
             && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
         {
             ctx.preflight = true;
-            self.answer_preflight(session, &origin).await?;
+            self.answer_preflight(session, &grant).await?;
             return Ok(true);
         }
         if !self.validate {
@@ -435,9 +434,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
-        if let Some(o) = &ctx.cors_origin {
-            self.add_cors(resp, o)?;
-        }
+        self.add_cors(resp, ctx.cors.as_ref())?;
         let mut no_store = false;
         if let Some(c) = ctx.set_cookie.take()
             && resp.status.is_success()

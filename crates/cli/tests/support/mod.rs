@@ -163,6 +163,15 @@ fn serve(conn: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     }
 }
 
+/// An origin serving one segment, `/vod/abc/seg.ts` (body `ok`); keep the directory alive.
+pub fn one_segment_origin() -> (tempfile::TempDir, Origin) {
+    let content = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(content.path().join("vod/abc")).unwrap();
+    std::fs::write(content.path().join("vod/abc/seg.ts"), b"ok").unwrap();
+    let origin = Origin::start(content.path());
+    (content, origin)
+}
+
 // ---------------------------------------------------------------- edge
 
 /// A running `stile edge` process, killed on drop.
