@@ -17,6 +17,10 @@
 //!   session key) and a two-hour media playlist (3600 segments, byte ranges off,
 //!   `EXT-X-KEY` rotation every 100 segments).
 //!
+//! - `mpd_rewrite/*`: the same for DASH MPDs: a live-profile MPD (8 video
+//!   representations and 3 audio ones sharing `SegmentTemplate`s, `BaseURL`s) and a
+//!   two-hour on-demand MPD with a `SegmentList` of 3600 `SegmentURL`s.
+//!
 //! Run: `cargo bench -p stile-benches --bench edge`
 
 use std::fmt::Write as _;
@@ -168,6 +172,58 @@ fn bench_playlist(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_mpd(c: &mut Criterion) {
+    let token = stile_token::sign(&claims(42), &ring()).unwrap();
+    let template = template_mpd();
+    let list = segment_list_mpd(3600);
+    let mut g = c.benchmark_group("mpd_rewrite");
+    for (name, text) in [("segment_template", &template), ("segment_list_3600", &list)] {
+        let out = stile_edge::mpd::rewrite(text.as_bytes(), "st", &token, Some("cdn.example"), "");
+        assert!(out.len() > text.len(), "{name} must be rewritten");
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| stile_edge::mpd::rewrite(black_box(text.as_bytes()), "st", &token, Some("cdn.example"), ""))
+        });
+    }
+    g.finish();
+}
+
+fn template_mpd() -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"static\" mediaPresentationDuration=\"PT2H\" \
+         minBufferTime=\"PT4S\">\n  <BaseURL>https://cdn.example/vod/4f7c2a9e/</BaseURL>\n  <Period id=\"0\">\n",
+    );
+    s.push_str("    <AdaptationSet id=\"0\" contentType=\"video\" segmentAlignment=\"true\">\n");
+    s.push_str("      <SegmentTemplate timescale=\"90000\" duration=\"180000\" initialization=\"video/$RepresentationID$/init.mp4\" media=\"video/$RepresentationID$/seg_$Number%05d$.m4s\" startNumber=\"1\"/>\n");
+    for (h, bw) in
+        [(144, 200), (240, 400), (360, 800), (480, 1400), (540, 2000), (720, 3500), (1080, 6000), (2160, 16000)]
+    {
+        let w = h * 16 / 9;
+        writeln!(s, "      <Representation id=\"{h}p\" mimeType=\"video/mp4\" codecs=\"avc1.640028\" bandwidth=\"{bw}000\" width=\"{w}\" height=\"{h}\" frameRate=\"25\"/>").unwrap();
+    }
+    s.push_str("    </AdaptationSet>\n");
+    for (i, lang) in ["en", "de", "fr"].iter().enumerate() {
+        writeln!(s, "    <AdaptationSet id=\"{}\" contentType=\"audio\" lang=\"{lang}\">\n      <Representation id=\"a-{lang}\" mimeType=\"audio/mp4\" codecs=\"mp4a.40.2\" bandwidth=\"128000\">\n        <BaseURL>audio/{lang}/</BaseURL>\n        <SegmentTemplate timescale=\"48000\" duration=\"96000\" initialization=\"init.mp4\" media=\"seg_$Number%05d$.m4s\"/>\n      </Representation>\n    </AdaptationSet>", i + 1).unwrap();
+    }
+    s.push_str("  </Period>\n</MPD>\n");
+    s
+}
+
+fn segment_list_mpd(segments: usize) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"static\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-on-demand:2011\">\n <Period>\n  <AdaptationSet mimeType=\"video/mp4\">\n   \
+         <Representation id=\"1080p\" bandwidth=\"6000000\" codecs=\"avc1.640028\">\n    <SegmentList timescale=\"1000\" duration=\"2000\">\n     \
+         <Initialization sourceURL=\"1080p/init.mp4\"/>\n",
+    );
+    for i in 0..segments {
+        writeln!(s, "     <SegmentURL media=\"1080p/seg_{i:05}.m4s\"/>").unwrap();
+    }
+    s.push_str("    </SegmentList>\n   </Representation>\n  </AdaptationSet>\n </Period>\n</MPD>\n");
+    s
+}
+
 fn master_playlist() -> String {
     let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     s.push_str("#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI=\"keys/session.key\",KEYFORMAT=\"identity\"\n");
@@ -225,5 +281,5 @@ fn write_note(name: &str, text: &str) {
     }
 }
 
-criterion_group!(benches, bench_validation, bench_revocation, bench_playlist);
+criterion_group!(benches, bench_validation, bench_revocation, bench_playlist, bench_mpd);
 criterion_main!(benches);

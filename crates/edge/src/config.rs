@@ -35,7 +35,7 @@ pub struct EdgeConfig {
     pub validation: ValidationConfig,
     /// Cookie mode.
     pub cookie: CookieConfig,
-    /// HLS playlist rewriting for query-string tokens.
+    /// HLS playlist and DASH MPD rewriting for query-string tokens.
     pub playlist: PlaylistConfig,
     /// Client address and country.
     pub client: ClientConfig,
@@ -228,13 +228,14 @@ impl SameSite {
     }
 }
 
-/// HLS playlist rewriting.
+/// Manifest rewriting for query tokens: HLS playlists ([`crate::playlist`]) and DASH MPDs ([`crate::mpd`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlaylistConfig {
-    /// Rewrite `.m3u8` playlists admitted by a query token so child URIs carry it.
+    /// Rewrite `.m3u8` playlists and `.mpd` MPDs admitted by a query token so every URL
+    /// a player derives from them carries it.
     pub rewrite: bool,
-    /// Largest playlist rewritten, bytes; larger ones pass through unmodified.
+    /// Largest playlist or MPD rewritten, bytes; larger ones pass through unmodified.
     pub max_bytes: usize,
 }
 

@@ -14,7 +14,7 @@
 //! - [`revocation`], [`state`] — the revocation set, key ring, and the state-file codec;
 //! - `reload.rs` — file mode: re-reading the state file on SIGHUP or change;
 //! - `geo.rs` — client address and country;
-//! - [`playlist`] — the HLS playlist rewriter;
+//! - [`playlist`], [`mpd`] — the HLS playlist and DASH MPD rewriters;
 //! - `intake.rs` — the request line as the client sent it, and the requests Pingora refuses;
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
@@ -30,7 +30,7 @@
 // Public modules are the ones other crates use: `stile explain` (cli) runs the
 // edge's own transport, state, revocation and validation code; the cli and the
 // fault tests embed the edge with an injected clock; the benches and the fuzz
-// targets drive the validator, the revocation set, the playlist rewriter and
+// targets drive the validator, the revocation set, the playlist and MPD rewriters and
 // the sync model directly; `stile dev` checks `--allow-origin` with `cors`.
 // Everything else is private, its types re-exported where a public signature
 // needs them.
@@ -41,6 +41,7 @@ pub mod cors;
 mod geo;
 mod intake;
 mod metrics;
+pub mod mpd;
 pub mod playlist;
 mod proxy;
 mod reload;

@@ -54,10 +54,11 @@ pub fn rewrite(playlist: &[u8], param: &str, token: &str, host: Option<&str>) ->
     out
 }
 
-struct Rewriter<'a> {
-    param: &'a [u8],
-    token: &'a [u8],
-    host: Option<&'a [u8]>,
+/// Appends `param=token` to URIs that stay on `host`; shared with the DASH rewriter ([`crate::mpd`]).
+pub(crate) struct Rewriter<'a> {
+    pub(crate) param: &'a [u8],
+    pub(crate) token: &'a [u8],
+    pub(crate) host: Option<&'a [u8]>,
 }
 
 impl Rewriter<'_> {
@@ -78,7 +79,7 @@ impl Rewriter<'_> {
     }
 
     /// One URI: append the token when it stays on our host and lacks it.
-    fn uri(&self, uri: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn uri(&self, uri: &[u8], out: &mut Vec<u8>) {
         if !self.stays_here(uri) || self.has_param(uri) {
             out.extend_from_slice(uri);
             return;
@@ -99,7 +100,8 @@ impl Rewriter<'_> {
         out.extend_from_slice(fragment);
     }
 
-    fn stays_here(&self, uri: &[u8]) -> bool {
+    /// Relative, or absolute (or scheme-relative) http(s) naming our host.
+    pub(crate) fn stays_here(&self, uri: &[u8]) -> bool {
         let authority = if let Some(rest) = uri.strip_prefix(b"//") {
             rest
         } else if let Some(colon) = scheme_end(uri) {
@@ -118,7 +120,7 @@ impl Rewriter<'_> {
         self.host.is_some_and(|h| authority[..end].eq_ignore_ascii_case(h))
     }
 
-    fn has_param(&self, uri: &[u8]) -> bool {
+    pub(crate) fn has_param(&self, uri: &[u8]) -> bool {
         let Some(q) = uri.iter().position(|&b| b == b'?') else { return false };
         let query = &uri[q + 1..];
         let query = &query[..query.iter().position(|&b| b == b'#').unwrap_or(query.len())];
@@ -127,7 +129,7 @@ impl Rewriter<'_> {
 }
 
 /// The position of `:` ending a URI scheme (`ALPHA *( ALPHA / DIGIT / + / - / . )`), if any.
-fn scheme_end(uri: &[u8]) -> Option<usize> {
+pub(crate) fn scheme_end(uri: &[u8]) -> Option<usize> {
     let colon = uri.iter().position(|&b| matches!(b, b':' | b'/' | b'?' | b'#'))?;
     (uri[colon] == b':'
         && colon > 0

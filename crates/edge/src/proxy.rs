@@ -7,7 +7,7 @@
 //! | `upstream_peer` | the origin's pre-resolved socket address, with timeouts |
 //! | `upstream_request_filter` | canonical, token-free target; `Host`; our cookie and tokenised `Referer` removed |
 //! | `response_filter` | CORS, `Set-Cookie` (cookie mode), no shared caching of per-viewer answers, HTTP/1.1 status line, playlist framing (chunked, or close-delimited for HTTP/1.0 clients) |
-//! | `response_body_filter` | buffers an HLS playlist (bounded) and rewrites it at end of stream |
+//! | `response_body_filter` | buffers an HLS playlist or DASH MPD (bounded) and rewrites it at end of stream |
 //! | `logging` | metrics and the JSON access log |
 //!
 //! `request_filter` runs before any cache lookup, so validation also guards cache hits.
@@ -32,10 +32,10 @@ use crate::cors::{self, Cors, Grant};
 use crate::geo::{Geo, client_ip};
 use crate::intake;
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
-use crate::playlist;
 use crate::state::SharedState;
 use crate::transport::{self, Transport};
 use crate::validate::{Input, Manifest, Validator};
+use crate::{mpd, playlist};
 
 /// Name of the diagnostic header carrying the reason code.
 pub(crate) const REASON_HEADER: &str = "x-stile-reason";
@@ -119,9 +119,12 @@ pub(crate) struct RequestCtx {
     kind: ObjectKind,
 }
 
-/// A playlist being buffered for rewriting.
+/// A playlist or MPD being buffered for rewriting.
 #[derive(Debug)]
 struct Rewrite {
+    format: Manifest,
+    /// The MPD request's query without the token (for `UrlQueryInfo`, [`mpd`]).
+    query: String,
     token: String,
     host: Option<String>,
     buf: Vec<u8>,
@@ -356,7 +359,7 @@ impl ProxyHttp for EdgeProxy {
         // HEAD answers carry no body to rewrite; their headers stay the origin's.
         let want_rewrite = self.rewrite_playlists
             && verdict.transport == Transport::Query
-            && verdict.manifest == Some(Manifest::Hls)
+            && verdict.manifest.is_some()
             && session.req_header().method == http::Method::GET;
         if (want_cookie || want_rewrite)
             && let (Some(raw), Some(token)) = (self.token_string(session), ctx.token.as_ref())
@@ -367,7 +370,10 @@ impl ProxyHttp for EdgeProxy {
             if want_rewrite {
                 let host =
                     session.req_header().headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-                ctx.rewrite = Some(Rewrite { token: raw, host, buf: Vec::new(), active: false });
+                let format = verdict.manifest.unwrap_or(Manifest::Hls);
+                let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
+                let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
+                ctx.rewrite = Some(Rewrite { format, query, token: raw, host, buf: Vec::new(), active: false });
             }
         }
         Ok(false)
@@ -503,7 +509,11 @@ impl ProxyHttp for EdgeProxy {
             return Ok(None);
         }
         if end_of_stream {
-            let out = playlist::rewrite(&rw.buf, &self.validator.names().query_param, &rw.token, rw.host.as_deref());
+            let param = &self.validator.names().query_param;
+            let out = match rw.format {
+                Manifest::Hls => playlist::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref()),
+                Manifest::Dash => mpd::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref(), &rw.query),
+            };
             *body = Some(Bytes::from(out));
             rw.buf = Vec::new();
             rw.active = false;

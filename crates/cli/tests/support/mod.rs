@@ -393,6 +393,44 @@ pub fn make_hls(root: &Path) {
     .unwrap();
 }
 
+/// A small DASH presentation under `root/vod/abc/dash/`: `manifest.mpd` with two H.264
+/// representations and one AAC one, three 1-second fMP4 segments each (SegmentTemplate).
+pub fn make_dash(root: &Path) {
+    let dir = root.join("vod/abc/dash");
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-nostdin", "-f", "lavfi", "-i", "testsrc=duration=3:size=160x90:rate=10"])
+        .args(["-f", "lavfi", "-i", "sine=duration=3:sample_rate=44100"])
+        .args(["-map", "0:v", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-b:v:0", "100k", "-b:v:1", "50k", "-g", "10", "-c:a", "aac", "-b:a", "32k"])
+        .args(["-f", "dash", "-seg_duration", "1", "-use_template", "1", "-use_timeline", "0"])
+        .args(["-adaptation_sets", "id=0,streams=v id=1,streams=a"])
+        .args([
+            "-init_seg_name",
+            "init-$RepresentationID$.m4s",
+            "-media_seg_name",
+            "seg-$RepresentationID$-$Number$.m4s",
+        ])
+        .arg(dir.join("manifest.mpd"))
+        .status()
+        .expect("ffmpeg is installed");
+    assert!(status.success(), "ffmpeg failed to write the DASH sample");
+}
+
+/// No request the origin received carries `token`, a query token or our cookie.
+pub fn assert_origin_saw_no_token(origin: &Origin, token: &str) {
+    for head in origin.requests() {
+        assert!(!head.contains(token) && !head.contains("st=") && !head.contains("stile="), "{head}");
+    }
+}
+
+/// A rewritten manifest's framing: chunked, no length, not stored by shared caches.
+pub fn assert_rewritten_framing(r: &Response) {
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("cache-control"), Some("private, no-store"));
+}
+
 /// Plays `url` with ffmpeg (every stream, no output); returns ffmpeg's stderr on failure.
 pub fn ffmpeg_play(url: &str, extra: &[&str]) -> Result<(), String> {
     let out = Command::new("ffmpeg")
