@@ -573,13 +573,13 @@ fn no_token_or_key_material_in_any_log() {
 
 // ---------------------------------------------------------------- stile dev
 
-/// Four consecutive free ports for `stile dev --port-base`.
+/// Five consecutive free ports for `stile dev --port-base`.
 fn free_base() -> u16 {
     let mut seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
     loop {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let base = 20_000 + (seed >> 33) as u16 % 40_000;
-        if (0..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (0..5).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
@@ -593,7 +593,8 @@ fn dev_flow() {
     let base = free_base();
     let mut dev =
         Proc::spawn("dev", dir.path(), &["dev", "--dir", d.to_str().unwrap(), "--port-base", &base.to_string()]);
-    let banner = until(Duration::from_secs(60), "the dev banner", || {
+    // The first start on a machine generates the sample stream with ffmpeg (cached).
+    let banner = until(Duration::from_secs(180), "the dev banner", || {
         dev.alive();
         let out = std::fs::read_to_string(&dev.out).unwrap_or_default();
         out.contains("Ctrl-C stops everything").then_some(out)

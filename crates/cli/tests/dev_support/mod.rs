@@ -28,13 +28,13 @@ pub struct Dev {
     pub banner: String,
 }
 
-/// Four consecutive free ports (the edge's cannot be bound to port 0).
+/// Five consecutive free ports (the edge's cannot be bound to port 0).
 fn free_base() -> u16 {
     let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     loop {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let base = 20_000 + (seed >> 33) as u16 % 40_000;
-        if (0..4).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (0..5).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
@@ -83,7 +83,8 @@ impl Dev {
     }
 
     fn wait_banner(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // The first start on a machine generates the sample stream with ffmpeg (cached).
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let out = self.stdout();
             if out.contains("Ctrl-C stops everything") {
@@ -95,7 +96,7 @@ impl Dev {
                 return Err(format!("exited with {status}: {}{}", self.stdout(), self.stderr()));
             }
             if Instant::now() > deadline {
-                return Err(format!("no banner within 60 s: {}{}", self.stdout(), self.stderr()));
+                return Err(format!("no banner within 180 s: {}{}", self.stdout(), self.stderr()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -196,20 +197,25 @@ pub fn stile(args: &[&str], env: &[(&str, &str)]) -> Run {
     let err_path: PathBuf = home.path().join("err");
     cmd.stdout(std::fs::File::create(&out_path).unwrap()).stderr(std::fs::File::create(&err_path).unwrap());
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    let status = wait_bounded(&mut child, Duration::from_secs(60), &format!("stile {args:?}"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    Run { code: status.code().unwrap_or(-1), stdout: read(&out_path), stderr: read(&err_path) }
+}
+
+/// Waits for `child` to exit; kills it and panics after `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break s;
+            return s;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("stile {args:?} did not finish within 60 s");
+            panic!("{what} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    Run { code: status.code().unwrap_or(-1), stdout: read(&out_path), stderr: read(&err_path) }
+    }
 }
 
 /// Polls `f` every 20 ms until it returns true or `limit` passes.

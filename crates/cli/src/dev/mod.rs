@@ -1,12 +1,12 @@
-//! `stile dev`: a control plane, an edge and a sample origin serving a small
-//! HLS stream, in this one process, ready to play, revoke and explain.
+//! `stile dev`: a control plane, an edge, a sample origin and a player page, in
+//! this one process, ready to play in a browser, revoke and explain.
 //!
 //! Architecture (one process, two kinds of runtime):
 //! - a tokio runtime (worker threads) runs the control plane
 //!   ([`stile_control::ControlPlane`] over an embedded redb store in `--dir` or a
-//!   temporary directory), the sample origin (a tiny HTTP/1.1 file server over
-//!   the stream embedded in this binary, `crates/cli/assets/sample/`), and the
-//!   state feed below;
+//!   temporary directory), the sample origin and the player page with its sample
+//!   backend ([`web`], axum), over the sample stream ([`sample`]: H.264/AAC in fMP4,
+//!   HLS and DASH, made by ffmpeg at the first start and cached);
 //! - the main thread runs the edge as Pingora's own server
 //!   ([`stile_edge::Edge::run`]): Pingora builds its runtimes itself and handles
 //!   SIGINT/SIGTERM; when it returns, the control plane is stopped gracefully
@@ -14,12 +14,18 @@
 //!
 //! At start it creates four API keys (admin, operator, minter, edge; configured keys,
 //! fresh on every start, printed once), publishes the sample asset, mints a
-//! link and prints it in each transport form with the exact commands to try.
+//! link and prints it in each transport form, the player page's address and the
+//! exact commands to try.
 //!
 //! The edge gets its keys and revocations over the push path, exactly as in
 //! production: its `[sync]` client (a Pingora background service) holds the
 //! sync stream to the control plane with an `edge`-role key, so `stile revoke`
 //! (and `--wait`) reaches it within milliseconds and `stile edges ls` lists it.
+//! Its CORS admits pages on `localhost`, `127.0.0.1` and `[::1]` on any port, with
+//! credentials (cookie mode works for them: one site), plus `--allow-origin`.
+
+mod sample;
+mod web;
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -32,7 +38,6 @@ use stile_control::config::ConfiguredKey;
 use stile_control::store::{RedbStore, Store};
 use stile_control::{Config, ControlPlane, SystemClock};
 use stile_proto::v1 as pb;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 /// Arguments of `stile dev`.
@@ -43,29 +48,40 @@ pub(crate) struct Args {
     /// directory removed on exit.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// First of four consecutive ports on 127.0.0.1: control plane N, edge N+1,
-    /// edge admin N+2, sample origin N+3.
+    /// First of five consecutive ports on 127.0.0.1: control plane N, edge N+1,
+    /// edge admin N+2, sample origin N+3, player page N+4.
     #[arg(long, value_name = "N", default_value_t = 7400)]
     port_base: u16,
     /// Do not print the edge's access log (one line per request) on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Also let pages on ORIGIN play through the edge (CORS, with credentials), besides
+    /// localhost, 127.0.0.1 and [::1] on any port; a pattern as in `cors.allowed_origins`
+    /// (docs/edge.md). Repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Where the generated sample stream is cached. Default: $XDG_CACHE_HOME/stile or ~/.cache/stile.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The node_modules directory holding hls.js and dash.js for the player page
+    /// (`npm ci` in the repository). Default: ./node_modules, else the repository's.
+    #[arg(long, value_name = "DIR")]
+    node_modules: Option<PathBuf>,
+    /// Write the sample stream (DIR/vod/sample/, generated if needed) and the player
+    /// page (DIR/player/: the embed kit's example with hls.js and dash.js) for a static
+    /// web server, and exit; e.g. the compose fleet's origin (deploy/README.md).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dir", "allow_origin"])]
+    export: Option<PathBuf>,
 }
 
-/// The sample stream, embedded so `stile dev` works from any directory.
-const SAMPLE: &[(&str, &[u8])] = &[
-    ("/vod/sample/master.m3u8", include_bytes!("../assets/sample/master.m3u8")),
-    ("/vod/sample/v1/index.m3u8", include_bytes!("../assets/sample/v1/index.m3u8")),
-    ("/vod/sample/v1/seg0.ts", include_bytes!("../assets/sample/v1/seg0.ts")),
-    ("/vod/sample/v1/seg1.ts", include_bytes!("../assets/sample/v1/seg1.ts")),
-    ("/vod/sample/v1/seg2.ts", include_bytes!("../assets/sample/v1/seg2.ts")),
-    ("/vod/sample/v1/seg3.ts", include_bytes!("../assets/sample/v1/seg3.ts")),
-    ("/vod/sample/v1/seg4.ts", include_bytes!("../assets/sample/v1/seg4.ts")),
-];
 const ASSET_ID: &str = "sample";
 const ASSET_PATH: &str = "/vod/sample/";
-const ASSET_ENTRY: &str = "master.m3u8";
+const HLS_ENTRY: &str = "master.m3u8";
+const DASH_ENTRY: &str = "manifest.mpd";
 const VIEWER: &str = "viewer-1";
+
+/// Origins the dev edge admits (CORS, with credentials) whatever `--allow-origin` adds.
+const LOOPBACK_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
 /// The ports of one dev installation.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +90,7 @@ struct Ports {
     edge: u16,
     admin: u16,
     origin: u16,
+    page: u16,
 }
 
 /// Keys created at start; printed once, never logged.
@@ -108,11 +125,34 @@ fn rt(e: impl std::fmt::Display) -> DevError {
 }
 
 fn run_inner(args: Args) -> Result<(), DevError> {
-    let base = args.port_base;
-    if base == 0 || base > u16::MAX - 3 {
-        return Err(DevError::Usage(format!("--port-base {base}: pick N with 1 <= N <= {}", u16::MAX - 3)));
+    let cache = match args.cache_dir.clone().or_else(sample::default_cache_dir) {
+        Some(c) => c,
+        None => return Err(DevError::Usage("no cache directory (HOME is unset): pass --cache-dir DIR".into())),
+    };
+    let say = |m: &str| eprintln!("{m}");
+    if let Some(to) = &args.export {
+        let from = sample::ensure(&cache, say).map_err(rt)?;
+        let n = sample::copy_to(&from, &to.join("vod/sample")).map_err(rt)?;
+        println!(
+            "wrote the sample stream ({n} files: {HLS_ENTRY}, {DASH_ENTRY}, fMP4 segments) to {}/vod/sample/",
+            to.display()
+        );
+        let node_modules = web::find_node_modules(args.node_modules.as_deref());
+        let libs = web::export_player(&to.join("player"), node_modules.as_deref()).map_err(rt)?;
+        println!("wrote the player page to {}/player/example.html ({libs})", to.display());
+        return Ok(());
     }
-    let ports = Ports { control: base, edge: base + 1, admin: base + 2, origin: base + 3 };
+    let base = args.port_base;
+    if base == 0 || base > u16::MAX - 4 {
+        return Err(DevError::Usage(format!("--port-base {base}: pick N with 1 <= N <= {}", u16::MAX - 4)));
+    }
+    let ports = Ports { control: base, edge: base + 1, admin: base + 2, origin: base + 3, page: base + 4 };
+    let mut origins: Vec<String> = LOOPBACK_ORIGINS.iter().map(|o| (*o).to_owned()).collect();
+    for o in &args.allow_origin {
+        stile_edge::cors::Cors::new(std::slice::from_ref(o), true, &[], 0)
+            .map_err(|e| DevError::Usage(format!("--allow-origin: {e}")))?;
+        origins.push(o.clone());
+    }
 
     // The directory: given (kept) or temporary (removed on exit).
     let (dir, _temp) = match &args.dir {
@@ -131,10 +171,16 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         }
     };
     init_tracing(&dir, args.quiet)?;
+    let sample_dir = sample::ensure(&cache, say).map_err(rt)?;
+    let node_modules = web::find_node_modules(args.node_modules.as_deref());
+    if args.node_modules.is_some() && node_modules.is_none() {
+        return Err(DevError::Usage("--node-modules: hls.js and dash.js are not installed there (npm ci)".into()));
+    }
 
     // Bind what we can keep now; Pingora binds the edge's ports itself, so only check those.
     let control_listener = bind(ports.control, "control plane")?;
     let origin_listener = bind(ports.origin, "sample origin")?;
+    let page_listener = bind(ports.page, "player page")?;
     drop(bind(ports.edge, "edge")?);
     drop(bind(ports.admin, "edge admin")?);
 
@@ -169,7 +215,16 @@ fn run_inner(args: Args) -> Result<(), DevError> {
             let _ = stop.wait_for(|s| *s).await;
         }));
         let origin = tokio::net::TcpListener::from_std(origin_listener).map_err(rt)?;
-        tokio::spawn(serve_origin(origin));
+        tokio::spawn(serve_http(origin, web::origin(&sample_dir), "sample origin"));
+        // The page's backend reaches the control plane like a customer backend: gRPC, a minter key.
+        let control_channel = tonic::transport::Endpoint::from_shared(control_url.clone()).map_err(rt)?.connect_lazy();
+        let page = Arc::new(web::Page {
+            control: control_channel,
+            minter: keys.minter.clone(),
+            node_modules: node_modules.clone(),
+        });
+        let page_listener = tokio::net::TcpListener::from_std(page_listener).map_err(rt)?;
+        tokio::spawn(serve_http(page_listener, web::page(page), "player page"));
         Ok::<_, DevError>(control)
     })?;
 
@@ -187,7 +242,9 @@ fn run_inner(args: Args) -> Result<(), DevError> {
     let edge_config_path = dir.join("edge.toml");
     // It holds the edge's API key: owner-only.
     private_file(&edge_config_path)
-        .and_then(|mut f| f.write_all(edge_config(&dir, ports, &state_file, &control_url, &keys.edge).as_bytes()))
+        .and_then(|mut f| {
+            f.write_all(edge_config(&dir, ports, &state_file, &control_url, &keys.edge, &origins).as_bytes())
+        })
         .map_err(|e| rt(format!("writing {}: {e}", edge_config_path.display())))?;
     let edge_config = stile_edge::EdgeConfig::load(&edge_config_path)
         .map_err(|e| rt(format!("internal: the generated edge configuration is invalid: {e}")))?;
@@ -197,7 +254,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         Arc::new(stile_edge::clock::SystemClock),
     )
     .map_err(|e| rt(format!("cannot start the edge: {e}")))?;
-    let banner = banner(ports, &dir, args.dir.is_none(), &keys, &link);
+    let banner = banner(ports, &dir, args.dir.is_none(), &keys, &link, node_modules.is_some());
     runtime.spawn(async move {
         // Print once the edge answers, so every printed command works right away.
         if wait_for_port(ports.edge, Duration::from_secs(30)).await {
@@ -241,7 +298,7 @@ fn bind(port: u16, what: &str) -> Result<StdListener, DevError> {
     let l = StdListener::bind(("127.0.0.1", port)).map_err(|e| {
         DevError::Runtime(format!(
             "cannot listen on 127.0.0.1:{port} for the {what}: {e}\n  hint: is another `stile dev` running? \
-             Pick other ports with --port-base N (uses N..N+3)"
+             Pick other ports with --port-base N (uses N..N+4)"
         ))
     })?;
     l.set_nonblocking(true).map_err(rt)?;
@@ -260,6 +317,10 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
     let mut c = Config { listen: SocketAddr::from(([127, 0, 0, 1], ports.control)), ..Config::default() };
     c.store.path = dir.join("control.redb");
     c.links.default_base_url = format!("http://127.0.0.1:{}", ports.edge);
+    // Short links for trying expiry on the player page (`/?ttl=30`).
+    for p in c.policies.values_mut() {
+        p.ttl_min_secs = 10;
+    }
     c.auth.keys = [
         ("dev-admin", &keys.admin, "admin"),
         ("dev-operator", &keys.operator, "operator"),
@@ -281,10 +342,19 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
     c
 }
 
-/// The edge's configuration: the sample origin, cookie mode for plain HTTP, the
-/// reason header on, and `[sync]` to this process's control plane (the state
-/// file is the edge's cache of its applied state).
-fn edge_config(dir: &Path, ports: Ports, state_file: &Path, control: &str, edge_key: &str) -> String {
+/// The edge's configuration: the sample origin, cookie mode for plain HTTP (`Lax`: the
+/// player page shares the edge's site), the reason header on, CORS for loopback pages
+/// (and `--allow-origin`) with credentials, and `[sync]` to this process's control
+/// plane (the state file is the edge's cache of its applied state).
+fn edge_config(
+    dir: &Path,
+    ports: Ports,
+    state_file: &Path,
+    control: &str,
+    edge_key: &str,
+    origins: &[String],
+) -> String {
+    let origins = origins.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
     format!(
         "# Generated by `stile dev`; see docs/edge.md.\n\
          listen = [\"127.0.0.1:{edge}\"]\n\
@@ -296,6 +366,7 @@ fn edge_config(dir: &Path, ports: Ports, state_file: &Path, control: &str, edge_
          upgrade_sock = \"{d}/edge-upgrade.sock\"\n\n\
          [origin]\naddress = \"127.0.0.1:{origin}\"\n\n\
          [cookie]\nenabled = true\nsecure = false # plain HTTP on loopback\nsame_site = \"Lax\"\n\n\
+         [cors]\nallowed_origins = [{origins}]\nallow_credentials = true\n\n\
          [diagnostics]\nreason_header = true\n\n\
          [state]\nfile = \"{s}\"\n\n\
          [sync]\nendpoints = [\"{control}\"]\napi_key = \"{edge_key}\"\nedge_id = \"dev\"\n",
@@ -329,7 +400,7 @@ async fn bootstrap(ports: Ports, keys: &DevKeys) -> Result<pb::Link, DevError> {
         .map_err(|e| rt(format!("cannot reach our own control plane: {e}")))?;
     let fail = |what: &str, s: tonic::Status| rt(format!("{what}: {:?}: {}", s.code(), s.message()));
     let mut assets = AssetServiceClient::new(channel.clone());
-    let put = pb::PutAssetRequest { id: ASSET_ID.into(), path: ASSET_PATH.into(), entry: ASSET_ENTRY.into() };
+    let put = pb::PutAssetRequest { id: ASSET_ID.into(), path: ASSET_PATH.into(), entry: HLS_ENTRY.into() };
     let asset = assets
         .put(req(&keys.operator, put))
         .await
@@ -375,23 +446,39 @@ async fn bootstrap(ports: Ports, keys: &DevKeys) -> Result<pb::Link, DevError> {
 
 // ----------------------------------------------------------------- banner
 
-fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::Link) -> String {
+fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::Link, players: bool) -> String {
     let exe = std::env::current_exe().map_or_else(|_| "stile".to_owned(), |p| p.display().to_string());
     let server = format!("http://127.0.0.1:{}", ports.control);
     let edge = format!("http://127.0.0.1:{}", ports.edge);
+    let page = format!("http://127.0.0.1:{}/", ports.page);
     let cookie = link.cookie.clone().unwrap_or_default();
     let (q, p, id) = (&link.query_url, &link.path_url, &link.token_id);
+    // The same token admits the DASH MPD beside the HLS master (a prefix scope).
+    let (dq, dp) = (q.replacen(HLS_ENTRY, DASH_ENTRY, 1), p.replacen(HLS_ENTRY, DASH_ENTRY, 1));
     let (op, minter) = (&keys.operator, &keys.minter);
     let (cname, cvalue, curl) = (&cookie.name, &cookie.value, &cookie.url);
     let kept = if temporary { "temporary, removed on exit" } else { "kept; reuse it with --dir" };
     let expires = crate::client::output::utc(link.expires_at);
+    let players = if players {
+        String::new()
+    } else {
+        "\n  (hls.js and dash.js are not installed: run `npm ci` in the repository, or scripts/dev;\n   \
+         until then the page plays only where the browser plays HLS itself, e.g. Safari)"
+            .to_owned()
+    };
     [
         String::new(),
-        "Stile is running: control plane, edge and a sample origin, in this one process.".into(),
+        "Stile is running: control plane, edge, a sample origin and a player page, in this one process.".into(),
         String::new(),
         format!("  control plane  {server}   gRPC; state in {} ({kept})", dir.display()),
         format!("  edge           {edge}   admin: http://127.0.0.1:{}/metrics", ports.admin),
-        format!("  origin         http://127.0.0.1:{}   the sample HLS stream under {ASSET_PATH}", ports.origin),
+        format!(
+            "  origin         http://127.0.0.1:{}   the sample stream under {ASSET_PATH} (H.264/AAC, HLS and DASH)",
+            ports.origin
+        ),
+        format!("  player page    {page}   its own origin; a sample backend mints its links"),
+        String::new(),
+        format!("Watch it: open {page} in a browser (HLS; {page}?format=dash for DASH).{players}"),
         String::new(),
         "API keys (for this dev run only; new on every start):".into(),
         format!("  operator  {op}   revoke, keys, assets, audit, explain"),
@@ -402,6 +489,8 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
         format!("  query   {q}"),
         format!("  path    {p}"),
         format!("  cookie  {curl}  with  Cookie: {cname}={cvalue}"),
+        format!("  dash    {dq}"),
+        format!("  dash-path  {dp}"),
         String::new(),
         "Try it, in another terminal:".into(),
         format!("  alias stile={exe}"),
@@ -409,6 +498,7 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
         format!("  curl -si '{q}' | head -n 12"),
         format!("  ffmpeg -v error -i '{q}' -c copy -f null - && echo played"),
         format!("  ffplay -autoexit '{p}'"),
+        format!("  ffplay -autoexit '{dq}'"),
         format!("  curl -si -H 'Cookie: {cname}={cvalue}' '{curl}' | head -n 1"),
         String::new(),
         format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),
@@ -425,80 +515,12 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
     .join("\n")
 }
 
-// ------------------------------------------------------------ sample origin
+// ------------------------------------------------------------ web servers
 
-/// Serves the embedded sample stream over HTTP/1.1 with keep-alive: GET and HEAD, 404 otherwise.
-async fn serve_origin(listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else { continue };
-        let _ = conn.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = origin_conn(conn).await;
-        });
-    }
-}
-
-async fn origin_conn(conn: tokio::net::TcpStream) -> std::io::Result<()> {
-    let (read, mut write) = conn.into_split();
-    let mut read = BufReader::new(read);
-    loop {
-        let mut request_line = String::new();
-        if read.read_line(&mut request_line).await? == 0 {
-            return Ok(());
-        }
-        let mut content_length = 0usize;
-        let mut close = false;
-        let mut head_bytes = request_line.len();
-        loop {
-            let mut line = String::new();
-            let n = read.read_line(&mut line).await?;
-            head_bytes += n;
-            if n == 0 || head_bytes > 16 * 1024 {
-                return Ok(());
-            }
-            if line == "\r\n" || line == "\n" {
-                break;
-            }
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
-            if lower.starts_with("connection:") && lower.contains("close") {
-                close = true;
-            }
-        }
-        if content_length > 0 {
-            let mut sink = vec![0; content_length.min(64 * 1024)];
-            read.read_exact(&mut sink).await?;
-        }
-        let mut parts = request_line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        let path = target.split('?').next().unwrap_or("/");
-        let found = SAMPLE.iter().find(|(p, _)| *p == path).map(|(_, b)| *b);
-        let (status, body): (&str, &[u8]) = match (method, found) {
-            ("GET" | "HEAD", Some(b)) => ("200 OK", b),
-            ("GET" | "HEAD", None) => ("404 Not Found", b"not found\n"),
-            _ => ("405 Method Not Allowed", b"method not allowed\n"),
-        };
-        let ctype = if path.ends_with(".m3u8") {
-            "application/vnd.apple.mpegurl"
-        } else if path.ends_with(".ts") {
-            "video/mp2t"
-        } else {
-            "text/plain"
-        };
-        let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: public, max-age=60\r\n\
-             Server: stile-dev-origin\r\n\r\n",
-            body.len()
-        );
-        write.write_all(head.as_bytes()).await?;
-        if method != "HEAD" {
-            write.write_all(body).await?;
-        }
-        if close {
-            return Ok(());
-        }
+/// Serves `router` on `listener` (HTTP/1.1, keep-alive) until the process stops.
+async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, what: &'static str) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::warn!(server = what, error = %e, "dev.http_server_stopped");
     }
 }
 
