@@ -1,0 +1,273 @@
+//! Browser playback, end to end and without mocks: a real `stile dev` (control plane,
+//! edge, sample origin, player page with its sample backend), real headless Chromium
+//! (Debian's `chromium`, driven by playwright-core from `npm ci`), the embed kit's
+//! example page with hls.js and dash.js from npm. One scenario per test
+//! (`tests/browser/run.mjs` drives the browser and reports JSON):
+//!
+//! - HLS and DASH × query, path and cookie links play (`currentTime` past 5 s, a
+//!   picture decoded, no fatal player error), and the edge admitted them by that
+//!   transport;
+//! - a revocation mid-playback is reported as `revoked` within one segment duration
+//!   plus one request;
+//! - a forged link shows its reason to the viewer, and error reports carry no token;
+//! - a page on another site (`localhost` against the edge's `127.0.0.1`) plays query
+//!   links through CORS, and its cookie-mode link fails with `missing` (a cookie is
+//!   not sent across sites).
+//!
+//! A screenshot per scenario goes to `target/browser-artefacts/`. These tests run in
+//! nextest's `browser` group (one at a time, `.config/nextest.toml`). Without Chromium
+//! or `npm ci` they fail under `CI=true` and are skipped loudly otherwise.
+
+mod dev_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dev_support::{Dev, wait_bounded};
+use serde_json::{Value, json};
+
+/// The sample's segment duration (crates/cli/src/dev/sample.rs).
+const SEGMENT_MS: u64 = 2_000;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("STILE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Chromium, node and `npm ci`'s packages are there; else fail in CI, skip loudly elsewhere.
+fn ready() -> bool {
+    let node_modules = repo().join("node_modules");
+    let missing: Vec<String> = [
+        (chromium().is_file(), "chromium (apt-get install chromium)".to_owned()),
+        (
+            Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()),
+            "node (apt-get install npm)".into(),
+        ),
+        (node_modules.join("playwright-core/package.json").is_file(), "playwright-core (npm ci)".into()),
+        (node_modules.join("hls.js/dist/hls.min.js").is_file(), "hls.js (npm ci)".into()),
+        (node_modules.join("dashjs/dist/modern/umd/dash.all.min.js").is_file(), "dash.js (npm ci)".into()),
+    ]
+    .into_iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, what)| what)
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "CI is set but the browser tests lack {missing:?}: run scripts/install-deps");
+    eprintln!("SKIPPED browser test: missing {missing:?} (scripts/install-deps installs them)");
+    false
+}
+
+fn start_dev() -> Dev {
+    let node_modules = repo().join("node_modules");
+    Dev::start(&["--node-modules", node_modules.to_str().unwrap()])
+}
+
+fn artefact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let dir = target.join("browser-artefacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.png"))
+}
+
+/// Runs one scenario (`tests/browser/run.mjs`), bounded to two minutes; its JSON report.
+fn scenario(dev: &Dev, name: &str, mut args: Value) -> Value {
+    let shot = artefact(name);
+    let _ = std::fs::remove_file(&shot);
+    args["screenshot"] = json!(shot);
+    args["chromium"] = json!(chromium());
+    args["stile"] = json!(env!("CARGO_BIN_EXE_stile"));
+    args["server"] = json!(dev.server);
+    args["operator"] = json!(dev.operator);
+    if args.get("page").is_none() {
+        args["page"] = json!(format!("http://127.0.0.1:{}/", dev.base + 4));
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/browser/run.mjs"))
+        .arg(args.to_string())
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("node runs");
+    let status = wait_bounded(&mut child, Duration::from_secs(120), name);
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "{name}: node failed ({status}): {err}\n{out}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{name}: no JSON report ({e}): {out}\n{err}"));
+    assert!(report.get("exception").is_none(), "{name}: {report:#}");
+    let png = std::fs::metadata(&shot).unwrap_or_else(|e| panic!("{name}: no screenshot {}: {e}", shot.display()));
+    assert!(png.len() > 5_000, "{name}: screenshot too small to show anything");
+    report
+}
+
+/// Plays `format` over `transport` on the dev page and checks it really played.
+fn plays(format: &str, transport: &str) {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    let r = scenario(
+        &dev,
+        &format!("{format}-{transport}"),
+        json!({"scenario": "play", "format": format, "transport": transport}),
+    );
+    let p = &r["played"];
+    assert!(p["currentTime"].as_f64().unwrap() >= 5.0, "playback did not advance 5 s: {r:#}");
+    assert_eq!(p["state"], "playing", "{r:#}");
+    assert_eq!(p["errors"], json!([]), "{r:#}");
+    assert_eq!(p["engine"], if format == "dash" { "dash.js" } else { "hls.js" }, "{r:#}");
+    assert!(p["videoWidth"].as_u64().unwrap() >= 320, "no picture decoded: {r:#}");
+    assert!(r["picture_colours"].as_u64().unwrap() >= 8, "the frame on screen is not the test pattern: {r:#}");
+    // The edge admitted this link by the transport under test, segments included.
+    let id = p["link"]["token_id"].as_str().unwrap();
+    let seen = format!("({transport}, token {id})");
+    let segments = dev.stderr().lines().filter(|l| l.contains(".m4s -> 200 allow") && l.contains(&seen)).count();
+    assert!(segments >= 4, "the edge admitted {segments} segments by {transport} for {id}:\n{}", dev.stderr());
+}
+
+#[test]
+fn hls_query_link_plays() {
+    plays("hls", "query");
+}
+
+#[test]
+fn hls_path_link_plays() {
+    plays("hls", "path");
+}
+
+#[test]
+fn hls_cookie_link_plays_on_the_same_site() {
+    plays("hls", "cookie");
+}
+
+#[test]
+fn dash_query_link_plays() {
+    plays("dash", "query");
+}
+
+#[test]
+fn dash_path_link_plays() {
+    plays("dash", "path");
+}
+
+#[test]
+fn dash_cookie_link_plays_on_the_same_site() {
+    plays("dash", "cookie");
+}
+
+/// Revokes the playing link; the player must say `revoked` within one segment plus one request.
+fn revoke_is_reported(format: &str) {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    let r = scenario(
+        &dev,
+        &format!("{format}-revoked"),
+        json!({"scenario": "revoke", "format": format, "transport": "query"}),
+    );
+    assert!(r["before"]["currentTime"].as_f64().unwrap() >= 3.0, "did not play before the revocation: {r:#}");
+    let after = &r["after"];
+    assert_eq!((&after["state"], &after["reason"]), (&json!("stopped"), &json!("revoked")), "{r:#}");
+    assert_eq!(after["message"], "This link was revoked.", "{r:#}");
+    let ms = r["revoked_to_reported_ms"].as_u64().unwrap();
+    assert!(ms <= SEGMENT_MS + 1_000, "reported {ms} ms after the revocation was enforced: {r:#}");
+    for e in after["errors"].as_array().unwrap() {
+        let url = e["url"].as_str().unwrap_or("");
+        assert!(url.is_empty() || url.ends_with("st=REDACTED"), "an error report carries a token: {e}");
+    }
+}
+
+#[test]
+fn hls_revocation_mid_playback_is_reported_within_a_segment() {
+    revoke_is_reported("hls");
+}
+
+#[test]
+fn dash_revocation_mid_playback_is_reported_within_a_segment() {
+    revoke_is_reported("dash");
+}
+
+#[test]
+fn a_forged_link_shows_the_reason_and_reports_no_token() {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    for format in ["hls", "dash"] {
+        let r = scenario(
+            &dev,
+            &format!("{format}-forged"),
+            json!({"scenario": "forged", "format": format, "transport": "query"}),
+        );
+        let after = &r["after"];
+        assert_eq!((&after["state"], &after["reason"]), (&json!("stopped"), &json!("bad_signature")), "{r:#}");
+        assert_eq!(
+            after["message"], "This link is not valid. Check that it was copied completely, or ask for a new one.",
+            "{r:#}"
+        );
+        assert_eq!(r["token_in_errors"], false, "{r:#}");
+        assert!(!after["errors"].as_array().unwrap().is_empty(), "the refusal was reported: {r:#}");
+    }
+}
+
+#[test]
+fn an_expired_link_is_renewed_by_the_backend_and_playback_goes_on() {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    // 10-second links (+ the edge's 5 s leeway): the first one expires mid-playback; the
+    // kit asks the page's backend once for a fresh one and resumes where it stopped.
+    let r = scenario(
+        &dev,
+        "hls-expired-renewed",
+        json!({"scenario": "play", "format": "hls", "transport": "query", "ttl": 10, "play_secs": 22}),
+    );
+    let p = &r["played"];
+    assert!(p["currentTime"].as_f64().unwrap() >= 22.0, "playback stopped: {r:#}");
+    assert_eq!(p["state"], "playing", "{r:#}");
+    let (first, last) = (r["first_link"]["token_id"].as_str().unwrap(), p["link"]["token_id"].as_str().unwrap());
+    assert_ne!(first, last, "the link under the page was not renewed: {r:#}");
+    let expired = p["errors"].as_array().unwrap().iter().filter(|e| e["reason"] == "expired").count();
+    assert!(expired >= 1, "the expiry was reported (redacted): {r:#}");
+    assert!(dev.stderr().contains(&format!("403 deny expired (query, token {first})")), "{}", dev.stderr());
+}
+
+#[test]
+fn a_page_on_another_site_plays_through_cors_but_cannot_use_cookies() {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    // The page on localhost, the edge on 127.0.0.1: another site and origin; CORS admits it.
+    let page = format!("http://localhost:{}/", dev.base + 4);
+    for (format, transport) in [("hls", "query"), ("dash", "path")] {
+        let r = scenario(
+            &dev,
+            &format!("cross-site-{format}-{transport}"),
+            json!({"scenario": "play", "page": page, "format": format, "transport": transport}),
+        );
+        let p = &r["played"];
+        assert!(p["currentTime"].as_f64().unwrap() >= 5.0 && p["errors"] == json!([]), "{r:#}");
+        assert!(r["picture_colours"].as_u64().unwrap() >= 8, "{r:#}");
+    }
+    // The backend's cookie belongs to localhost: the browser never sends it to 127.0.0.1.
+    let r = scenario(
+        &dev,
+        "cross-site-cookie",
+        json!({"scenario": "play", "page": page, "format": "hls", "transport": "cookie"}),
+    );
+    assert_eq!((&r["played"]["state"], &r["played"]["reason"]), (&json!("stopped"), &json!("missing")), "{r:#}");
+}

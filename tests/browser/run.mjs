@@ -1,0 +1,156 @@
+// One browser scenario against a running `stile dev`: headless Chromium (Debian's,
+// driven by playwright-core), the embed kit's example page with hls.js or dash.js from
+// node_modules. Prints one JSON line with what happened; crates/cli/tests/browser.rs
+// starts `stile dev`, runs this and asserts on the JSON (it saves a screenshot per
+// scenario under target/browser-artefacts/).
+//
+// Usage: node tests/browser/run.mjs '<json>' with
+//   scenario    play | revoke | forged
+//   page        the player page (http://127.0.0.1:N+4/ or http://localhost:N+4/)
+//   format      hls | dash
+//   transport   query | path | cookie
+//   screenshot  PNG path
+//   stile, server, operator   for `revoke`: the binary, control plane URL, operator key
+//   chromium    default /usr/bin/chromium
+//   play_secs   how far playback must get (default 5)
+//   ttl         for `play`: ask the sample backend for links of this many seconds
+
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const args = JSON.parse(process.argv[2]);
+const playSecs = args.play_secs ?? 5;
+const out = { scenario: args.scenario, format: args.format, transport: args.transport };
+const browserLog = [];
+
+function pageUrl(extra = {}) {
+  const u = new URL(args.page);
+  u.searchParams.set('format', args.format);
+  u.searchParams.set('transport', args.transport);
+  if (args.ttl) u.searchParams.set('ttl', String(args.ttl));
+  for (const [k, v] of Object.entries(extra)) u.searchParams.set(k, v);
+  return u.toString();
+}
+
+async function snapshot(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('video');
+    const msg = document.querySelector('.stile-message');
+    return {
+      currentTime: v.currentTime,
+      state: v.dataset.stileState || null,
+      reason: v.dataset.stileReason || null,
+      message: msg && !msg.hidden ? msg.textContent : null,
+      videoWidth: v.videoWidth,
+      engine: window.stilePlayer ? window.stilePlayer.engine : null,
+      errors: window.stileErrors || [],
+      link: window.stileLink || null,
+      mediaError: v.error ? v.error.code : null,
+    };
+  });
+}
+
+/** Distinct colours in the frame on screen (drawn to a 64x36 canvas): a test pattern has many, black or a spinner few. */
+async function pictureColours(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('video');
+    if (!v.videoWidth) return 0;
+    const c = document.createElement('canvas');
+    c.width = 64;
+    c.height = 36;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0, 64, 36);
+    const d = g.getImageData(0, 0, 64, 36).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 4) seen.add((d[i] >> 4) << 8 | (d[i + 1] >> 4) << 4 | (d[i + 2] >> 4));
+    return seen.size;
+  });
+}
+
+/** Polls `snapshot` until `done(s)` or `secs` pass; returns the last snapshot and the time taken. */
+async function until(page, secs, done) {
+  const start = Date.now();
+  let s = await snapshot(page);
+  while (!done(s) && Date.now() - start < secs * 1000) {
+    await page.waitForTimeout(100);
+    s = await snapshot(page);
+  }
+  return { s, ms: Date.now() - start };
+}
+
+const fatal = (s) => s.state === 'error' || s.state === 'stopped' || s.errors.some((e) => e.fatal);
+
+const browser = await chromium.launch({
+  executablePath: args.chromium || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+try {
+  // A fresh context per scenario: its own cookies.
+  const context = await browser.newContext({ viewport: { width: 720, height: 640 } });
+  const page = await context.newPage();
+  page.on('console', (m) => browserLog.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => browserLog.push(`pageerror: ${e.message}`));
+  page.on('requestfailed', (r) => browserLog.push(`requestfailed: ${r.url().replace(/st=[^&]*/, 'st=…')} ${r.failure()?.errorText}`));
+
+  if (args.scenario === 'play') {
+    await page.goto(pageUrl(), { waitUntil: 'load' });
+    const { s: first } = await until(page, 40, (s) => s.state === 'playing' || fatal(s));
+    out.first_link = first.link;
+    const { s } = await until(page, 40 + playSecs, (s) => s.currentTime >= playSecs || fatal(s));
+    out.played = s;
+    out.picture_colours = await pictureColours(page);
+  } else if (args.scenario === 'revoke') {
+    await page.goto(pageUrl(), { waitUntil: 'load' });
+    const { s: before } = await until(page, 40, (s) => s.currentTime >= 3 || fatal(s));
+    out.before = before;
+    if (before.currentTime >= 3 && before.link) {
+      const run = promisify(execFile);
+      await run(args.stile, [
+        'revoke', '--server', args.server, '--api-key', args.operator,
+        '--token-id', before.link.token_id, '--reason', 'browser test', '--wait',
+      ]);
+      // From the moment every edge enforces it to the player saying so.
+      const { s, ms } = await until(page, 20, (s) => s.state === 'stopped' || s.state === 'error');
+      out.after = s;
+      out.revoked_to_reported_ms = ms;
+    }
+  } else if (args.scenario === 'forged') {
+    // A real link from the backend with one signature character changed.
+    const api = new URL('api/link', args.page);
+    api.searchParams.set('format', args.format);
+    api.searchParams.set('transport', args.transport);
+    const link = await (await fetch(api)).json();
+    const url = new URL(link.url);
+    const token = url.searchParams.get('st');
+    const flipped = token.slice(0, -3) + (token.at(-3) === 'A' ? 'B' : 'A') + token.slice(-2);
+    url.searchParams.set('st', flipped);
+    out.forged_url = url.toString().replace(flipped, 'FORGED');
+    await page.goto(pageUrl({ src: url.toString() }), { waitUntil: 'load' });
+    const { s } = await until(page, 20, (s) => s.state === 'stopped' || s.state === 'error');
+    out.after = s;
+    out.token_in_errors = JSON.stringify(s.errors).includes(flipped);
+  } else {
+    throw new Error(`unknown scenario ${args.scenario}`);
+  }
+  // Let the frame on screen settle, then keep a picture of what the viewer saw.
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: args.screenshot, fullPage: true });
+  out.screenshot = args.screenshot;
+} catch (e) {
+  out.exception = String(e && e.stack ? e.stack : e);
+} finally {
+  await browser.close();
+}
+out.log = browserLog.slice(-40);
+process.stdout.write(JSON.stringify(out) + '\n');
