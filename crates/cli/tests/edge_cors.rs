@@ -1,7 +1,7 @@
 //! End to end: CORS at the real edge — `*` means any origin without credentials,
 //! credentials only for listed origins and patterns, `Vary: Origin` whenever the
 //! answer depends on the origin, preflights, exposed headers, and the configurations
-//! refused at startup (exit 64).
+//! refused at startup (exit 64), and the origin's own CORS headers dropped.
 
 mod support;
 
@@ -12,6 +12,36 @@ use support::*;
 
 fn content() -> (tempfile::TempDir, Origin) {
     one_segment_origin()
+}
+
+/// An origin that answers every request with its own permissive CORS headers.
+fn permissive_origin() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => {
+                            let resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nAccess-Control-Allow-Origin: *\r\n\
+                                        Access-Control-Allow-Credentials: true\r\n\r\nok";
+                            if conn.write_all(resp.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+    });
+    port
 }
 
 fn edge(cors: &str) -> (tempfile::TempDir, Origin, Edge) {
@@ -107,6 +137,23 @@ fn preflights_are_answered_for_allowed_origins_only() {
     // Another origin's preflight is validated like any request: no token, 401.
     let other = pre("http://127.0.0.2:7404", None);
     assert_eq!((other.status, other.header("access-control-allow-origin")), (401, None));
+}
+
+#[test]
+fn the_origins_own_cors_headers_never_reach_the_page() {
+    let origin = Origin::external(permissive_origin());
+    let extra = format!("{BASE_CONFIG}\n[cors]\nallowed_origins = [\"https://player.example\"]\n");
+    let edge = Edge::start(&origin, &extra, &state_json(1, serde_json::json!([]), None));
+    let token = mint(|_| {});
+    let seg = format!("/vod/abc/seg.ts?st={token}");
+    let other = edge.get(&seg, &[("Origin", "https://evil.example")]);
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("access-control-allow-origin"), None, "the origin's * must not let evil.example read");
+    assert_eq!(other.header("access-control-allow-credentials"), None);
+    let ok = edge.get(&seg, &[("Origin", "https://player.example")]);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://player.example"));
+    assert_eq!(ok.headers["access-control-allow-origin"].len(), 1);
+    assert_eq!(ok.header("access-control-allow-credentials"), None, "no credentials unless configured");
 }
 
 /// `stile edge` refuses this config with exit 64 and `needle` on stderr, binding nothing.

@@ -184,6 +184,16 @@ impl EdgeProxy {
     /// CORS headers for this response: `Vary: Origin` whenever the answer depends on the
     /// origin, the grant's headers when the page's origin may read it.
     fn add_cors(&self, resp: &mut ResponseHeader, grant: Option<&Grant>) -> Result<()> {
+        if self.cors.enabled() {
+            // The edge decides who may read, not the origin's own CORS headers.
+            for h in [
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            ] {
+                resp.remove_header(&h);
+            }
+        }
         if self.cors.varies()
             && !resp.headers.get_all(header::VARY).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"origin"))
         {
