@@ -2,7 +2,9 @@
 //! starts and prints links; each printed link plays through the edge with
 //! ffmpeg; `stile revoke --wait` (over the push path) makes the next request
 //! fail with reason `revoked`;
-//! `stile explain` names the reason, who revoked, and why; Ctrl-C exits 0.
+//! `stile explain` names the reason, who revoked, and why; Ctrl-C exits 0. Also
+//! the sample origin (media types, ranges, keep-alive, HLS and DASH from one
+//! sample) and the player page with its link-minting backend.
 
 mod dev_support;
 mod support;
@@ -91,4 +93,89 @@ fn dev_reuses_its_directory() {
     let list = second.stile(&["revocations", "ls", "--json"]).json();
     assert_eq!(list["revocations"].as_array().unwrap().len(), 1, "{list}");
     support::ffmpeg_play(&second.query_url, &[]).expect("a link minted after the revocation plays");
+}
+
+/// One request on an open connection (HTTP/1.1 keep-alive): status, lower-cased headers, body.
+fn exchange(conn: &mut std::net::TcpStream, head: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{BufRead, Read, Write};
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let len = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; if head.starts_with("HEAD") { 0 } else { len }];
+    reader.read_exact(&mut body).unwrap();
+    (status, headers, body)
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn the_sample_origin_and_the_player_page() {
+    let dev = Dev::start(&[]);
+    let (origin, page) = (dev.base + 3, dev.base + 4);
+    // The sample: HLS with what browsers need, DASH from the same segments, media types,
+    // ranges, and several requests on one connection.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", origin)).unwrap();
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: o\r\n{extra}\r\n");
+    let (status, h, body) = exchange(&mut conn, &get("/vod/sample/master.m3u8", ""));
+    let master = String::from_utf8(body).unwrap();
+    assert_eq!((status, header(&h, "content-type")), (200, Some("application/vnd.apple.mpegurl")));
+    for want in ["CODECS=\"avc1.", "mp4a.40.2", "RESOLUTION=640x360", "RESOLUTION=320x180", "BANDWIDTH="] {
+        assert!(master.contains(want), "{want} missing: {master}");
+    }
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 3, "{master}");
+    let (status, h, body) = exchange(&mut conn, &get("/vod/sample/manifest.mpd", ""));
+    assert_eq!((status, header(&h, "content-type")), (200, Some("application/dash+xml")));
+    let mpd = String::from_utf8(body).unwrap();
+    assert!(
+        mpd.contains("mediaPresentationDuration=\"PT3M") && mpd.contains("seg-$RepresentationID$-$Number%03d$.m4s"),
+        "{mpd}"
+    );
+    let (status, h, body) = exchange(&mut conn, &get("/vod/sample/seg-0-001.m4s", "Range: bytes=0-99\r\n"));
+    assert_eq!((status, header(&h, "content-type"), body.len()), (206, Some("video/iso.segment"), 100));
+    assert!(header(&h, "content-range").unwrap().starts_with("bytes 0-99/"), "{h:?}");
+    assert_eq!(&body[4..8], b"styp", "an fMP4 segment");
+    let (status, _, _) = exchange(&mut conn, &get("/vod/other/x.m4s", ""));
+    assert_eq!(status, 404);
+
+    // The page's backend mints a fresh link per call; for cookie mode it sets the cookie too.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", page)).unwrap();
+    let (status, h, body) = exchange(&mut conn, &get("/api/link?format=dash&transport=cookie", ""));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let link: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(link["url"], format!("http://127.0.0.1:{}/vod/sample/manifest.mpd", dev.edge_port));
+    assert_eq!(link["with_credentials"], true);
+    let cookie = header(&h, "set-cookie").unwrap();
+    assert!(cookie.starts_with("stile=") && cookie.contains("; Path=/vod/sample/;") && cookie.contains("HttpOnly"));
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    let r = support::get(dev.edge_port, "/vod/sample/manifest.mpd", &[("Cookie", pair)]).unwrap();
+    assert_eq!(r.status, 200, "the backend's cookie opens the edge");
+    let (_, _, again) = exchange(&mut conn, &get("/api/link?format=hls&transport=query", ""));
+    let again: serde_json::Value = serde_json::from_slice(&again).unwrap();
+    assert_ne!(again["token_id"], link["token_id"], "a fresh link on every call");
+    assert!(again["url"].as_str().unwrap().contains("/vod/sample/master.m3u8?st="), "{again}");
+    let (status, _, _) = exchange(&mut conn, &get("/api/link?format=flv", ""));
+    assert_eq!(status, 400);
+    let (status, h, body) = exchange(&mut conn, &get("/", ""));
+    assert_eq!((status, header(&h, "content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(String::from_utf8(body).unwrap().contains("import { StilePlayer } from './stile-player.js'"));
+    let (status, h, _) = exchange(&mut conn, &get("/stile-player.js", ""));
+    assert_eq!((status, header(&h, "content-type")), (200, Some("text/javascript; charset=utf-8")));
+    assert!(dev.banner.contains(&format!("player page    http://127.0.0.1:{page}/")), "{}", dev.banner);
+    assert!(dev.banner.contains("/vod/sample/manifest.mpd?st="), "a DASH link: {}", dev.banner);
 }

@@ -37,12 +37,27 @@ pub fn rewrite(mpd: &[u8], param: &str, token: &str, host: Option<&str>, mpd_que
     let rw = Rewriter { param: param.as_bytes(), token: token.as_bytes(), host: host.map(str::as_bytes) };
     let Some(doc) = scan(mpd, &rw) else { return mpd.to_vec() };
     let edits = plan(mpd, &doc, &rw, mpd_query);
-    let extra: usize = edits.iter().map(|e| e.text.len()).sum();
+    let per_token = rw.param.len() + rw.token.len() + 6;
+    let extra: usize = edits
+        .iter()
+        .map(|e| match &e.text {
+            Text::Bytes(v) => v.len(),
+            Text::Token(_) => per_token,
+        })
+        .sum();
     let mut out = Vec::with_capacity(mpd.len() + extra);
     let mut at = 0;
     for e in &edits {
         out.extend_from_slice(&mpd[at..e.start]);
-        out.extend_from_slice(&e.text);
+        match &e.text {
+            Text::Bytes(v) => out.extend_from_slice(v),
+            Text::Token(sep) => {
+                out.extend_from_slice(sep);
+                out.extend_from_slice(rw.param);
+                out.push(b'=');
+                out.extend_from_slice(rw.token);
+            }
+        }
         at = e.end;
     }
     out.extend_from_slice(&mpd[at..]);
@@ -114,7 +129,13 @@ struct Doc {
 struct Edit {
     start: usize,
     end: usize,
-    text: Vec<u8>,
+    text: Text,
+}
+
+enum Text {
+    Bytes(Vec<u8>),
+    /// This separator, then `param=token` (the common case: no allocation per URL).
+    Token(&'static [u8]),
 }
 
 // ------------------------------------------------------------------ scanning
@@ -164,7 +185,9 @@ fn scan(b: &[u8], rw: &Rewriter<'_>) -> Option<Doc> {
                     && let Some(p) = parent
                 {
                     // A BaseURL we cannot read is treated as another host's.
-                    let foreign = !closes || decode(&b[i..text_end]).is_none_or(|v| is_foreign(v.trim(), rw));
+                    let foreign = !closes
+                        || decode(&b[i..text_end])
+                            .is_none_or(|v| is_foreign(v.trim_matches(|c: char| c.is_ascii_whitespace()), rw));
                     doc.elements[p].foreign_base |= foreign;
                 }
                 if closes {
@@ -304,9 +327,25 @@ fn plan(b: &[u8], doc: &Doc, rw: &Rewriter<'_>, mpd_query: &str) -> Vec<Edit> {
             _ => on_path[s.element] || e.level.is_some_and(|l| below[l]),
         };
         let raw = &b[s.start..s.end];
+        if !raw.contains(&b'&') && std::str::from_utf8(raw).is_ok() {
+            // No character reference: insert `?param=token` in place.
+            let t = raw.trim_ascii();
+            if t.is_empty() || (risky && !is_absolute(t)) || !rw.stays_here(t) || rw.has_param(t) {
+                continue;
+            }
+            let body = &t[..t.iter().position(|&c| c == b'#').unwrap_or(t.len())];
+            let sep: &'static [u8] = match body.iter().position(|&c| c == b'?') {
+                None => b"?",
+                Some(q) if q + 1 == body.len() => b"", // an empty query
+                Some(_) => b"&amp;",
+            };
+            let at = s.start + (raw.len() - raw.trim_ascii_start().len()) + body.len();
+            edits.push(Edit { start: at, end: at, text: Text::Token(sep) });
+            continue;
+        }
         let Some(value) = decode(raw) else { continue };
-        let trimmed = value.trim();
-        if trimmed.is_empty() || (risky && !is_absolute(trimmed)) {
+        let trimmed = value.trim_matches(|c: char| c.is_ascii_whitespace());
+        if trimmed.is_empty() || (risky && !is_absolute(trimmed.as_bytes())) {
             continue;
         }
         let mut with = Vec::with_capacity(trimmed.len() + rw.param.len() + rw.token.len() + 2);
@@ -314,18 +353,18 @@ fn plan(b: &[u8], doc: &Doc, rw: &Rewriter<'_>, mpd_query: &str) -> Vec<Edit> {
         if with.len() == trimmed.len() {
             continue; // another host, another scheme, or already carrying the parameter
         }
-        let lead = value.len() - value.trim_start().len();
+        let lead = value.len() - value.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
         let mut text = Vec::with_capacity(value.len() + with.len());
         escape_into(&value.as_bytes()[..lead], &s.place, &mut text);
         escape_into(&with, &s.place, &mut text);
         escape_into(&value.as_bytes()[lead + trimmed.len()..], &s.place, &mut text);
-        edits.push(Edit { start: s.start, end: s.end, text });
+        edits.push(Edit { start: s.start, end: s.end, text: Text::Bytes(text) });
     }
     for q in &doc.query_infos {
         if !b[q.use_mpd.0..q.use_mpd.1].trim_ascii().eq_ignore_ascii_case(b"true") {
             continue;
         }
-        edits.push(Edit { start: q.use_mpd.0, end: q.use_mpd.1, text: b"false".to_vec() });
+        edits.push(Edit { start: q.use_mpd.0, end: q.use_mpd.1, text: Text::Bytes(b"false".to_vec()) });
         if mpd_query.is_empty() {
             continue;
         }
@@ -335,13 +374,13 @@ fn plan(b: &[u8], doc: &Doc, rw: &Rewriter<'_>, mpd_query: &str) -> Vec<Edit> {
                 let joined = if existing.is_empty() { mpd_query.to_owned() } else { format!("{existing}&{mpd_query}") };
                 let mut text = Vec::new();
                 escape_into(joined.as_bytes(), &Place::Attr { quote }, &mut text);
-                edits.push(Edit { start, end, text });
+                edits.push(Edit { start, end, text: Text::Bytes(text) });
             }
             None => {
                 let mut text = b" queryString=\"".to_vec();
                 escape_into(mpd_query.as_bytes(), &Place::Attr { quote: b'"' }, &mut text);
                 text.push(b'"');
-                edits.push(Edit { start: q.insert_at, end: q.insert_at, text });
+                edits.push(Edit { start: q.insert_at, end: q.insert_at, text: Text::Bytes(text) });
             }
         }
     }
@@ -349,13 +388,13 @@ fn plan(b: &[u8], doc: &Doc, rw: &Rewriter<'_>, mpd_query: &str) -> Vec<Edit> {
     edits
 }
 
-fn is_absolute(uri: &str) -> bool {
-    uri.starts_with("//") || scheme_end(uri.as_bytes()).is_some()
+fn is_absolute(uri: &[u8]) -> bool {
+    uri.starts_with(b"//") || scheme_end(uri).is_some()
 }
 
 /// An absolute URL that does not stay on our host (or any other scheme).
 fn is_foreign(uri: &str, rw: &Rewriter<'_>) -> bool {
-    is_absolute(uri) && !rw.stays_here(uri.as_bytes())
+    is_absolute(uri.as_bytes()) && !rw.stays_here(uri.as_bytes())
 }
 
 // ------------------------------------------------------------------ XML bits
@@ -485,6 +524,8 @@ mod tests {
             (r#"<SegmentURL media="a.m4s?x=1&amp;y=2"/>"#, r#"<SegmentURL media="a.m4s?x=1&amp;y=2&amp;st=TOK"/>"#),
             (r#"<SegmentURL media="a.m4s?x=1&amp;st=OLD"/>"#, r#"<SegmentURL media="a.m4s?x=1&amp;st=OLD"/>"#),
             (r#"<SegmentURL media="a.m4s#t=1"/>"#, r#"<SegmentURL media="a.m4s?st=TOK#t=1"/>"#),
+            (r#"<SegmentURL media="a.m4s?"/>"#, r#"<SegmentURL media="a.m4s?st=TOK"/>"#),
+            (r#"<SegmentURL media="a?x?"/>"#, r#"<SegmentURL media="a?x?&amp;st=TOK"/>"#),
             (
                 r#"<SegmentURL media="https://edge.example/a.m4s"/>"#,
                 r#"<SegmentURL media="https://edge.example/a.m4s?st=TOK"/>"#,
@@ -629,6 +670,19 @@ mod tests {
             .replace("init-$RepresentationID$.m4s", "init-$RepresentationID$.m4s?st=TOK")
             .replace("$Number%03d$.m4s", "$Number%03d$.m4s?st=TOK");
         check(input, &expect);
+    }
+
+    #[test]
+    fn rewriting_twice_changes_nothing() {
+        // From the fuzzer: a second `?` ending the URL once made the token go in twice.
+        for input in [
+            r#"<SegmentURL media="a?x?"/>"#,
+            "<MPD><Location>p?.m?</Location></MPD>",
+            r#"<SegmentURL media="a?x&amp;"/>"#,
+        ] {
+            let once = rw(input);
+            assert_eq!(rw(&once), once, "{input}");
+        }
     }
 
     #[test]

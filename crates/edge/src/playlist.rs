@@ -91,7 +91,8 @@ impl Rewriter<'_> {
         out.extend_from_slice(body);
         match body.iter().position(|&b| b == b'?') {
             None => out.push(b'?'),
-            Some(_) if matches!(body.last(), Some(b'?' | b'&')) => {}
+            // An empty query, or one ending in `&`: nothing to add before the parameter.
+            Some(q) if q + 1 == body.len() || body.last() == Some(&b'&') => {}
             Some(_) => out.push(b'&'),
         }
         out.extend_from_slice(self.param);
@@ -188,6 +189,7 @@ mod tests {
             ("seg1.ts?a=1\n", "seg1.ts?a=1&st=TOK\n"),
             ("seg1.ts?\n", "seg1.ts?st=TOK\n"),
             ("seg1.ts?a=1&\n", "seg1.ts?a=1&st=TOK\n"),
+            ("seg1.ts?a?\n", "seg1.ts?a?&st=TOK\n"),
             ("seg1.ts#frag\n", "seg1.ts?st=TOK#frag\n"),
             ("seg1.ts?st=OLD\n", "seg1.ts?st=OLD\n"),
             ("seg1.ts?xst=1\n", "seg1.ts?xst=1&st=TOK\n"),
