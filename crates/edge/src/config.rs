@@ -289,17 +289,6 @@ impl Default for CorsConfig {
     }
 }
 
-impl CorsConfig {
-    /// The compiled policy; `reason_header` adds `x-stile-reason` to the exposed headers.
-    pub fn compile(&self, reason_header: bool) -> Result<crate::cors::Cors, crate::cors::PatternError> {
-        let mut expose = self.expose_headers.clone();
-        if reason_header {
-            expose.push(crate::proxy::REASON_HEADER.to_owned());
-        }
-        crate::cors::Cors::new(&self.allowed_origins, self.allow_credentials, &expose, self.max_age_secs)
-    }
-}
-
 /// Keys and revocations.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -449,7 +438,13 @@ impl EdgeConfig {
         if self.playlist.max_bytes == 0 {
             return bad("playlist.max_bytes", "must be greater than zero");
         }
-        if let Err(e) = self.cors.compile(self.diagnostics.reason_header) {
+        let cors = &self.cors;
+        if let Err(e) = crate::cors::Cors::new(
+            &cors.allowed_origins,
+            cors.allow_credentials,
+            &cors.expose_headers,
+            cors.max_age_secs,
+        ) {
             let field = match e {
                 crate::cors::PatternError::HeaderName(_) => "cors.expose_headers",
                 _ => "cors.allowed_origins",

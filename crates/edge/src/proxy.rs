@@ -162,7 +162,7 @@ impl EdgeProxy {
             rewrite_playlists: config.playlist.rewrite,
             playlist_max: config.playlist.max_bytes,
             // `EdgeConfig::validate` compiled it already.
-            cors: config.cors.compile(config.diagnostics.reason_header).unwrap_or_default(),
+            cors: compile_cors(config),
             reason_header: config.diagnostics.reason_header,
             access_log: config.access_log.enabled,
             denied: denial_header(403),
@@ -591,6 +591,17 @@ impl ProxyHttp for EdgeProxy {
             error = e.map(|e| e.etype().as_str()),
         );
     }
+}
+
+/// The CORS policy (`EdgeConfig::validate` refused bad patterns already); `x-stile-reason`
+/// is exposed whenever diagnostics send it.
+fn compile_cors(config: &EdgeConfig) -> Cors {
+    let c = &config.cors;
+    let mut expose = c.expose_headers.clone();
+    if config.diagnostics.reason_header {
+        expose.push(REASON_HEADER.to_owned());
+    }
+    Cors::new(&c.allowed_origins, c.allow_credentials, &expose, c.max_age_secs).unwrap_or_default()
 }
 
 fn denial_header(status: u16) -> ResponseHeader {
