@@ -132,7 +132,9 @@ pub struct BatchOutcome {
     pub deltas: u64,
     /// Versions of snapshots applied with `reset` (the control plane's log was behind this edge).
     pub resets: Vec<u64>,
-    /// The deltas that advanced the version, in order: what the journal must hold before the ACK.
+    /// The deltas that advanced the version after the batch's last snapshot, in
+    /// order: what the journal must hold before the ACK. A snapshot empties it,
+    /// since the whole file written for the snapshot supersedes what came before.
     pub journal: Vec<pb::Delta>,
     /// Purges the edge had not seen.
     pub purges: Vec<Purge>,
@@ -160,6 +162,7 @@ impl Model {
                             out.resets.push(s.version);
                         }
                         out.snapshots += 1;
+                        out.journal.clear();
                         out.purges.extend(purges);
                         out.changed = true;
                         out.snapshot = true;
@@ -521,6 +524,26 @@ mod tests {
         let out = m.apply_batch(vec![msg(Cm::Heartbeat(pb::Heartbeat::default()))], u64::MAX, 0);
         assert!(!out.changed && out.nack.is_none() && out.heartbeats.len() == 1);
         assert_eq!(m, before);
+    }
+
+    #[test]
+    fn a_snapshot_starts_the_journal_again() {
+        // Found by the sync_apply fuzz target: deltas journaled before a snapshot
+        // in the same batch are covered by the snapshot's whole-file write, and
+        // left in the journal they would sit next to later versions with a gap.
+        let mut m = Model::default();
+        let rev = |v, hex| delta(v, pb::change::Kind::Revocation(token_rev(v, hex, u64::MAX)), None);
+        let batch = vec![
+            msg(Cm::Snapshot(pb::Snapshot { version: 1, keys: vec![key(1)], ..Default::default() })),
+            msg(Cm::Delta(rev(2, "0000000000000001"))),
+            msg(Cm::Snapshot(pb::Snapshot { version: 7, keys: vec![key(1)], ..Default::default() })),
+            msg(Cm::Delta(rev(8, "0000000000000002"))),
+            msg(Cm::Delta(rev(9, "0000000000000003"))),
+        ];
+        let out = m.apply_batch(batch, 0, 5);
+        assert!(out.snapshot && out.nack.is_none());
+        assert_eq!(out.journal.iter().map(|d| d.change.as_ref().unwrap().version).collect::<Vec<_>>(), [8, 9]);
+        assert_eq!(m.version, 9);
     }
 
     #[test]
