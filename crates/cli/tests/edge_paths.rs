@@ -19,37 +19,7 @@ fn path_attacks_are_denied_and_never_reach_the_origin() {
     assert_eq!(edge.get(&format!("/vod/abc/seg.ts?st={token}"), &[]).status, 200);
     let before = origin.request_lines().len();
 
-    let attacks = [
-        "/vod/abc/../../secret.ts",
-        "/vod/abc/%2e%2e/%2e%2e/secret.ts",
-        "/vod/abc/%2E%2E/%2E%2E/secret.ts",
-        "/vod/abc/.%2e/.%2e/secret.ts",
-        "/vod/abc/..%2f..%2fsecret.ts",
-        "/vod/abc/%2e%2e%2f%2e%2e%2fsecret.ts",
-        "/vod/abc/%252e%252e/%252e%252e/secret.ts",
-        "/vod/abc/%25252e%25252e/secret.ts",
-        "/vod/abc/..%5c..%5csecret.ts",
-        "/vod/abc/..\\..\\secret.ts",
-        "/vod/abc\\..\\..\\secret.ts",
-        "/vod/abc/seg.ts;jsessionid=x",
-        "/vod/abc/..;/..;/secret.ts",
-        "/vod/abc/%3b/seg.ts",
-        "/vod/abc//seg.ts",
-        "//vod/abc/seg.ts",
-        "/vod/abc/./seg.ts",
-        "/vod/abc/%2fseg.ts",
-        "/vod/abc/seg.ts%00",
-        "/vod/abc/%c0%ae%c0%ae/secret.ts",
-        "/vod/abc/%e0%80%ae%e0%80%ae/secret.ts",
-        "/vod/abc/%ef%bc%8f..%ef%bc%8fsecret.ts",
-        "/vod/abc/%ff/seg.ts",
-        "/vod/abc/%",
-        "/vod/abc/%zz",
-        "/vod/abc/%E2%80%A5/%E2%80%A5/secret.ts",
-        "/vod/abc/..%3F/..%3F/secret.ts",
-        "/vod/abc/..%20/secret.ts",
-        "/vod/abc/.../secret.ts",
-    ];
+    let attacks = PATH_ATTACKS;
     for attack in attacks {
         let cookie = format!("stile={token}");
         let sep = if attack.contains('?') { '&' } else { '?' };

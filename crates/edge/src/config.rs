@@ -2,7 +2,7 @@
 //! default for every field (mirrored in `docs/edge.md`), and [`EdgeConfig::validate`],
 //! which rejects anything the edge could not run with before a port is bound.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -12,7 +12,8 @@ use stile_token::UnknownCountry;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
-    /// Addresses the proxy listens on (plain HTTP; TLS terminates in front).
+    /// Addresses of the plain-HTTP listeners (for a TLS terminator in front, or redirecting
+    /// to HTTPS with `tls.redirect_http`). May be empty when `tls.listen` is not.
     pub listen: Vec<String>,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`). Empty disables it.
     pub admin_listen: String,
@@ -27,7 +28,8 @@ pub struct EdgeConfig {
     pub pid_file: String,
     /// Unix socket over which listening sockets are handed to a new process on upgrade (`-u`).
     pub upgrade_sock: String,
-    /// The origin the edge proxies admitted requests to.
+    /// The origins the edge proxies admitted requests to: one address, or pools of
+    /// health-checked origins routed by path prefix.
     pub origin: OriginConfig,
     /// Token transports and the verifier's time policy.
     pub token: TokenConfig,
@@ -50,6 +52,8 @@ pub struct EdgeConfig {
     pub diagnostics: DiagnosticsConfig,
     /// Access log.
     pub access_log: AccessLogConfig,
+    /// Viewer TLS: HTTPS listeners, certificates chosen by SNI, HTTP/2.
+    pub tls: TlsConfig,
 }
 
 impl Default for EdgeConfig {
@@ -73,42 +77,252 @@ impl Default for EdgeConfig {
             sync: None,
             diagnostics: DiagnosticsConfig::default(),
             access_log: AccessLogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
 
-/// Where admitted requests go.
+/// Where admitted requests go (`[origin]`).
+///
+/// Either the one-origin shorthand (`address`, `host`, `tls`, `sni`, `ca_file`: a pool
+/// named `default` serving every path, its one origin named `default`), or
+/// `[[origin.pools]]`. The timeouts, keep-alive, health, retry and resolution settings
+/// here apply to every origin of every pool.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OriginConfig {
-    /// `host:port` of the origin (plain HTTP). Resolved once at startup, never per request.
+    /// `host:port` of the one origin (shorthand). Empty: `127.0.0.1:8000` when no
+    /// `[[origin.pools]]` are given; must be empty when they are.
     pub address: String,
-    /// `Host` header sent to the origin. Empty: the host part of `address`.
+    /// `Host` header sent to the one origin. Empty: the host part of `address`.
     pub host: String,
-    /// TCP connect timeout, milliseconds.
+    /// Connect to the one origin over TLS (HTTPS), verifying its certificate.
+    pub tls: bool,
+    /// Name sent in SNI and verified against the one origin's certificate. Empty: the host part of `address`.
+    pub sni: String,
+    /// PEM file of the CA certificates the one origin's certificate must chain to. Empty: the system's.
+    pub ca_file: PathBuf,
+    /// TCP connect timeout (with the TLS handshake, for HTTPS origins), milliseconds.
     pub connect_timeout_ms: u64,
     /// Timeout for each read from the origin, milliseconds.
     pub read_timeout_ms: u64,
     /// Timeout for each write to the origin, milliseconds.
     pub write_timeout_ms: u64,
-    /// How long an idle keep-alive connection to the origin is kept, seconds.
+    /// How long an idle keep-alive connection to an origin is kept, seconds.
     pub idle_timeout_secs: u64,
-    /// Idle keep-alive connections kept per proxy thread.
+    /// Idle keep-alive connections kept, over all origins (each origin's connections are
+    /// pooled and reused separately).
     pub keepalive_pool_size: usize,
+    /// How often origin host names are resolved again (off the request path), seconds.
+    pub resolve_interval_secs: u64,
+    /// Active health checks.
+    pub health: HealthCheckConfig,
+    /// Passive health: failures seen on real requests take an origin out for a while.
+    pub passive: PassiveHealthConfig,
+    /// Retries of idempotent requests on another origin of the pool.
+    pub retry: RetryConfig,
+    /// Origin pools, each serving the requests under its path prefixes (`[[origin.pools]]`).
+    pub pools: Vec<PoolConfig>,
 }
 
 impl Default for OriginConfig {
     fn default() -> OriginConfig {
         OriginConfig {
-            address: "127.0.0.1:8000".into(),
+            address: String::new(),
             host: String::new(),
+            tls: false,
+            sni: String::new(),
+            ca_file: PathBuf::new(),
             connect_timeout_ms: 1_000,
             read_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             idle_timeout_secs: 60,
             keepalive_pool_size: 128,
+            resolve_interval_secs: 30,
+            health: HealthCheckConfig::default(),
+            passive: PassiveHealthConfig::default(),
+            retry: RetryConfig::default(),
+            pools: Vec::new(),
         }
     }
+}
+
+/// The origin address used when neither `origin.address` nor pools are configured.
+pub(crate) const DEFAULT_ORIGIN: &str = "127.0.0.1:8000";
+
+/// One origin pool (`[[origin.pools]]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The pool's name (metric label `pool`): `[A-Za-z0-9_.-]`, unique.
+    pub name: String,
+    /// Canonical path prefixes ending in `/` (`/` for every path). A request goes to the
+    /// pool with the longest prefix of its canonical path; none: 404.
+    pub prefixes: Vec<String>,
+    /// The pool's origins (`[[origin.pools.servers]]`), at most 64.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// One origin of a pool (`[[origin.pools.servers]]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The origin's name (metric label `origin`): `[A-Za-z0-9_.-]`, unique in its pool.
+    pub name: String,
+    /// `host:port`. A host name is resolved at startup and every `origin.resolve_interval_secs`.
+    pub address: String,
+    /// `Host` header sent to this origin. Empty: the host part of `address`.
+    pub host: String,
+    /// Connect over TLS (HTTPS), verifying the certificate against `sni`.
+    pub tls: bool,
+    /// Name sent in SNI and verified against the certificate. Empty: the host part of `address`.
+    pub sni: String,
+    /// PEM file of the CA certificates this origin's certificate must chain to. Empty: the system's.
+    pub ca_file: PathBuf,
+}
+
+/// Active health checks (`[origin.health]`): an HTTP GET to every origin.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested (`GET`, with the origin's `Host`). Empty: no active checks (origins are
+    /// up unless passive health takes them out).
+    pub path: String,
+    /// Time between two checks of one origin, milliseconds.
+    pub interval_ms: u64,
+    /// Time a check may take (connect, TLS and response head), milliseconds.
+    pub timeout_ms: u64,
+    /// Consecutive passing checks (status 200–399) that bring a down origin back.
+    pub healthy_threshold: u32,
+    /// Consecutive failing checks that take an up origin out.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> HealthCheckConfig {
+        HealthCheckConfig {
+            path: String::new(),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// Passive health (`[origin.passive]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    /// Consecutive failed requests (connect error, error before the response head, or a 5xx)
+    /// that take an origin out. 0: no passive health.
+    pub failures: u32,
+    /// How long such an origin stays out, seconds.
+    pub down_secs: u64,
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> PassiveHealthConfig {
+        PassiveHealthConfig { failures: 3, down_secs: 10 }
+    }
+}
+
+/// Retries (`[origin.retry]`); `docs/edge.md` says exactly when a request is retried.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Further tries of one GET/HEAD request, each on another origin of its pool. 0: none.
+    pub attempts: u32,
+    /// Retry on a 5xx response (not only on connect errors and errors before the response head).
+    pub on_5xx: bool,
+    /// Retry budget: retries in flight may be at most this percentage of the pool's
+    /// requests in flight ...
+    pub budget_percent: u32,
+    /// ... or this many, whichever is larger.
+    pub budget_min: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> RetryConfig {
+        RetryConfig { attempts: 2, on_5xx: true, budget_percent: 20, budget_min: 3 }
+    }
+}
+
+/// Viewer TLS (`[tls]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses of the HTTPS listeners (HTTP/1.1, and HTTP/2 by ALPN). Empty: no TLS.
+    pub listen: Vec<String>,
+    /// Certificates (`[[tls.certificates]]`), chosen by the client's SNI; the first is the
+    /// default (no SNI, or a name no certificate covers).
+    pub certificates: Vec<CertificateConfig>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`). `false`: HTTP/1.1 only.
+    pub http2: bool,
+    /// Lowest protocol version accepted: `"1.2"` or `"1.3"` (1.0 and 1.1 are never accepted).
+    pub min_version: TlsVersion,
+    /// Cipher suites, by IANA name, in preference order. Empty: all the edge supports
+    /// (TLS 1.3 AES-GCM and ChaCha20-Poly1305; TLS 1.2 ECDHE with the same AEADs).
+    pub cipher_suites: Vec<String>,
+    /// Refuse handshakes whose SNI names a host no certificate covers (instead of
+    /// answering with the default certificate).
+    pub strict_sni: bool,
+    /// Stateless session tickets for resumption (keys rotated every 6 hours).
+    pub session_tickets: bool,
+    /// Time a client has to complete the handshake, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How often the certificate and key files are checked for changes, milliseconds.
+    /// 0: only on SIGHUP.
+    pub reload_poll_ms: u64,
+    /// The plain listeners (`listen`) answer every request with a `308` to the same path
+    /// and query over `https://` (except requests a trusted proxy marks
+    /// `X-Forwarded-Proto: https`, with `client.trusted_hops` > 0).
+    pub redirect_http: bool,
+    /// Port in the redirect's `Location`. 0: the port of the first TLS listener (left out when 443).
+    pub redirect_port: u16,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            listen: Vec::new(),
+            certificates: Vec::new(),
+            http2: true,
+            min_version: TlsVersion::V1_2,
+            cipher_suites: Vec::new(),
+            strict_sni: false,
+            session_tickets: true,
+            handshake_timeout_ms: 10_000,
+            reload_poll_ms: 5_000,
+            redirect_http: false,
+            redirect_port: 0,
+        }
+    }
+}
+
+/// `tls.min_version`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// One certificate (`[[tls.certificates]]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+    /// Host names this certificate serves (`*.example.com` allowed); each must be covered by
+    /// the certificate. Empty: every DNS name in its subjectAltName.
+    pub names: Vec<String>,
 }
 
 /// Token transports and time policy.
@@ -395,8 +609,8 @@ impl EdgeConfig {
     /// Checks every field the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
-        if self.listen.is_empty() {
-            return bad("listen", "at least one address is required");
+        if self.listen.is_empty() && self.tls.listen.is_empty() {
+            return bad("listen", "at least one address is required (here or in tls.listen)");
         }
         for l in &self.listen {
             if l.parse::<SocketAddr>().is_err() {
@@ -409,12 +623,11 @@ impl EdgeConfig {
         if self.threads == 0 {
             return bad("threads", "must be at least 1");
         }
-        if self.origin.address.is_empty() {
-            return bad("origin.address", "required");
+        if let Err((field, message)) = self.tls.check(&self.listen) {
+            return Err(ConfigError::Invalid { field, message });
         }
-        if self.origin.connect_timeout_ms == 0 || self.origin.read_timeout_ms == 0 || self.origin.write_timeout_ms == 0
-        {
-            return bad("origin", "timeouts must be greater than zero");
+        if let Err((field, message)) = self.origin.check() {
+            return Err(ConfigError::Invalid { field, message });
         }
         if !is_token_name(&self.token.path_segment) {
             return bad("token.path_segment", "must be a non-empty name of [A-Za-z0-9_-]");
@@ -475,34 +688,170 @@ impl EdgeConfig {
         }
         Ok(())
     }
+}
 
-    /// Resolves the origin address once, off the request path.
-    pub fn resolve_origin(&self) -> Result<SocketAddr, ConfigError> {
-        let addr = &self.origin.address;
-        addr.to_socket_addrs()
-            .map_err(|e| ConfigError::Invalid {
-                field: "origin.address",
-                message: format!("cannot resolve {addr:?}: {e}"),
-            })?
-            .next()
-            .ok_or_else(|| ConfigError::Invalid {
-                field: "origin.address",
-                message: format!("{addr:?} resolves to nothing"),
-            })
+impl OriginConfig {
+    /// The pools in force: `[[origin.pools]]`, or the one-origin shorthand as a pool
+    /// named `default` with prefix `/` and one origin named `default`.
+    pub fn effective_pools(&self) -> Vec<PoolConfig> {
+        if !self.pools.is_empty() {
+            return self.pools.clone();
+        }
+        let address = if self.address.is_empty() { DEFAULT_ORIGIN.to_owned() } else { self.address.clone() };
+        vec![PoolConfig {
+            name: "default".into(),
+            prefixes: vec!["/".into()],
+            servers: vec![ServerConfig {
+                name: "default".into(),
+                address,
+                host: self.host.clone(),
+                tls: self.tls,
+                sni: self.sni.clone(),
+                ca_file: self.ca_file.clone(),
+            }],
+        }]
     }
 
-    /// The `Host` header sent upstream.
-    pub fn origin_host(&self) -> String {
-        if !self.origin.host.is_empty() {
-            return self.origin.host.clone();
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let bad = |field, message: &str| Err((field, message.to_owned()));
+        if !self.pools.is_empty()
+            && (!self.address.is_empty() || !self.host.is_empty() || self.tls || !self.sni.is_empty())
+        {
+            return bad("origin.address", "give either the one-origin shorthand or [[origin.pools]], not both");
         }
-        let a = &self.origin.address;
-        // `host:port` or `[v6]:port`: keep the host part.
-        match a.rsplit_once(':') {
-            Some((h, _)) => h.to_owned(),
-            None => a.clone(),
+        if self.connect_timeout_ms == 0 || self.read_timeout_ms == 0 || self.write_timeout_ms == 0 {
+            return bad("origin", "timeouts must be greater than zero");
         }
+        if self.resolve_interval_secs == 0 {
+            return bad("origin.resolve_interval_secs", "must be greater than zero");
+        }
+        let h = &self.health;
+        if !h.path.is_empty() {
+            if !h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+                return bad("origin.health.path", "must be an absolute path of printable ASCII");
+            }
+            if h.interval_ms == 0 || h.timeout_ms == 0 {
+                return bad("origin.health", "interval_ms and timeout_ms must be greater than zero");
+            }
+            if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+                return bad("origin.health", "thresholds must be at least 1");
+            }
+        }
+        if self.passive.failures > 0 && self.passive.down_secs == 0 {
+            return bad("origin.passive.down_secs", "must be greater than zero when passive.failures is set");
+        }
+        if self.retry.budget_percent > 100 {
+            return bad("origin.retry.budget_percent", "at most 100");
+        }
+        let pools = self.effective_pools();
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, pool) in pools.iter().enumerate() {
+            if !is_label(&pool.name) || pools[..i].iter().any(|p| p.name == pool.name) {
+                return bad(
+                    "origin.pools.name",
+                    &format!("{:?}: a unique name of [A-Za-z0-9_.-] is required", pool.name),
+                );
+            }
+            if pool.prefixes.is_empty() {
+                return bad("origin.pools.prefixes", &format!("pool {:?} has no prefix", pool.name));
+            }
+            for prefix in &pool.prefixes {
+                let canonical = stile_token::canonicalize_path(prefix.as_bytes()).is_ok_and(|c| c == prefix.as_str());
+                if !canonical || !prefix.ends_with('/') {
+                    return bad(
+                        "origin.pools.prefixes",
+                        &format!("{prefix:?} must be a canonical path ending in / (e.g. \"/vod/\")"),
+                    );
+                }
+                if !prefixes.insert(prefix.as_str()) {
+                    return bad("origin.pools.prefixes", &format!("{prefix:?} is given to two pools"));
+                }
+            }
+            if pool.servers.is_empty() || pool.servers.len() > 64 {
+                return bad("origin.pools.servers", &format!("pool {:?} needs 1 to 64 servers", pool.name));
+            }
+            for (j, server) in pool.servers.iter().enumerate() {
+                let who = format!("pool {:?}, server {:?}", pool.name, server.name);
+                if !is_label(&server.name) || pool.servers[..j].iter().any(|s| s.name == server.name) {
+                    return bad(
+                        "origin.pools.servers.name",
+                        &format!("{who}: a name of [A-Za-z0-9_.-] unique in the pool is required"),
+                    );
+                }
+                if split_host_port(&server.address).is_none() {
+                    return bad(
+                        "origin.pools.servers.address",
+                        &format!("{who}: {:?} is not host:port", server.address),
+                    );
+                }
+                if !server.tls && (!server.sni.is_empty() || !server.ca_file.as_os_str().is_empty()) {
+                    return bad("origin.pools.servers.tls", &format!("{who}: sni and ca_file need tls = true"));
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+/// `host:port` → (host, port); the host may be a bracketed IPv6 address (returned without brackets).
+pub(crate) fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+impl TlsConfig {
+    fn check(&self, plain: &[String]) -> Result<(), (&'static str, String)> {
+        let bad = |field, message: &str| Err((field, message.to_owned()));
+        let mut addrs = Vec::new();
+        for l in &self.listen {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => addrs.push(a),
+                Err(_) => return bad("tls.listen", &format!("{l:?} is not an ip:port socket address")),
+            }
+        }
+        for p in plain.iter().filter_map(|p| p.parse::<SocketAddr>().ok()) {
+            if addrs.iter().any(|t| {
+                t.port() == p.port() && (t.ip() == p.ip() || t.ip().is_unspecified() || p.ip().is_unspecified())
+            }) {
+                return bad("tls.listen", &format!("{p} is both a plain and a TLS listener"));
+            }
+        }
+        if self.listen.is_empty() {
+            if !self.certificates.is_empty() {
+                return bad("tls.certificates", "given, but tls.listen is empty");
+            }
+            if self.redirect_http {
+                return bad("tls.redirect_http", "needs tls.listen");
+            }
+            return Ok(());
+        }
+        if self.certificates.is_empty() {
+            return bad("tls.certificates", "at least one certificate is required with tls.listen");
+        }
+        for c in &self.certificates {
+            if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
+                return bad("tls.certificates", "each certificate needs cert and key files");
+            }
+        }
+        if self.handshake_timeout_ms == 0 {
+            return bad("tls.handshake_timeout_ms", "must be greater than zero");
+        }
+        if self.redirect_http && plain.is_empty() {
+            return bad("tls.redirect_http", "needs a plain listener (listen) to redirect from");
+        }
+        Ok(())
+    }
+}
+
+/// A metric label value taken from the configuration: short, and safe in any exposition.
+fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn is_token_name(s: &str) -> bool {
@@ -531,7 +880,8 @@ mod tests {
         assert!(c.cors.allowed_origins.is_empty() && !c.cors.allow_credentials);
         assert_eq!(c.playlist.max_bytes, 4 << 20);
         assert_eq!(c.grace_period_secs, 5);
-        assert_eq!(c.origin_host(), "127.0.0.1");
+        assert_eq!(c.origin.effective_pools()[0].servers[0].address, "127.0.0.1:8000");
+        assert!(c.tls.listen.is_empty() && c.tls.http2);
         assert!(c.validation.enabled, "validation is on unless explicitly turned off");
     }
 
@@ -560,6 +910,40 @@ mod tests {
             ("typo = 1\n[state]\nfile='x'", "unknown field"),
             ("[token]\nunknown_country = 'maybe'\n[state]\nfile='x'", "unknown variant"),
             ("[validation]\nenabled = false\n[state]\nfile='x'", "validation.enabled"),
+            ("listen = []\n[state]\nfile='x'", "listen"),
+            ("[tls]\nlisten = ['127.0.0.1:8443']\n[state]\nfile='x'", "tls.certificates"),
+            ("[tls]\nlisten = ['127.0.0.1:8080']\n[[tls.certificates]]\ncert='c'\nkey='k'\n[state]\nfile='x'", "both"),
+            ("[[tls.certificates]]\ncert='c'\nkey='k'\n[state]\nfile='x'", "tls.listen is empty"),
+            ("[tls]\nredirect_http = true\n[state]\nfile='x'", "tls.redirect_http"),
+            ("[tls]\nmin_version = '1.1'\n[state]\nfile='x'", "unknown variant"),
+            ("[origin]\naddress = 'a:1'\n[[origin.pools]]\nname='p'\nprefixes=['/']\n[state]\nfile='x'", "not both"),
+            (
+                "[[origin.pools]]\nname='p'\nprefixes=['/vod']\n[[origin.pools.servers]]\nname='s'\naddress='h:1'\n[state]\nfile='x'",
+                "ending in /",
+            ),
+            (
+                "[[origin.pools]]\nname='p'\nprefixes=['/a/../b/']\n[[origin.pools.servers]]\nname='s'\naddress='h:1'\n[state]\nfile='x'",
+                "canonical",
+            ),
+            ("[[origin.pools]]\nname='p'\nprefixes=['/']\n[state]\nfile='x'", "1 to 64"),
+            (
+                "[[origin.pools]]\nname='p'\nprefixes=['/']\n[[origin.pools.servers]]\nname='s'\naddress='nohostport'\n[state]\nfile='x'",
+                "host:port",
+            ),
+            (
+                "[[origin.pools]]\nname='p'\nprefixes=['/']\n[[origin.pools.servers]]\nname='s'\naddress='h:1'\nsni='x'\n[state]\nfile='x'",
+                "need tls",
+            ),
+            (
+                "[[origin.pools]]\nname='a b'\nprefixes=['/']\n[[origin.pools.servers]]\nname='s'\naddress='h:1'\n[state]\nfile='x'",
+                "origin.pools.name",
+            ),
+            (
+                "[[origin.pools]]\nname='p'\nprefixes=['/']\n[[origin.pools.servers]]\nname='s'\naddress='h:1'\n[[origin.pools]]\nname='q'\nprefixes=['/']\n[[origin.pools.servers]]\nname='s'\naddress='h:1'\n[state]\nfile='x'",
+                "two pools",
+            ),
+            ("[origin.health]\npath = 'health'\n[state]\nfile='x'", "origin.health.path"),
+            ("[origin.retry]\nbudget_percent = 101\n[state]\nfile='x'", "budget_percent"),
         ] {
             let err = parse(toml).unwrap_err();
             assert!(err.contains(needle), "{toml:?}: {err}");

@@ -12,8 +12,10 @@
 //! judges the bytes the client sent; the intake counts and logs the requests
 //! Pingora answered itself ([`crate::proxy::RefusalLog`]).
 //!
-//! Only the HTTP/1 path of Pingora's `ServerApp` is reproduced: the edge has
-//! plain-TCP listeners and no h2c (an HTTP/2 session carries no request line).
+//! Only the HTTP/1 path of Pingora's `ServerApp` is reproduced: an HTTP/2
+//! connection (a TLS listener that negotiated `h2`; there is no h2c) carries no
+//! request line and goes to Pingora's own HTTP/2 path, whose `:path` parsing is
+//! described in `docs/edge.md`.
 
 use std::io;
 use std::net::IpAddr;
@@ -29,7 +31,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
     UniqueID, UniqueIDType,
 };
 use pingora::proxy::{HttpProxy, Session};
@@ -68,6 +70,10 @@ impl Intake {
 #[async_trait]
 impl ServerApp for Intake {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // HTTP/2 (a TLS listener, ALPN h2) has no request line: Pingora's own HTTP/2 path.
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
         let capture = Arc::new(Capture::default());
         let socket = stream.get_socket_digest();
         let stream: Stream = Box::new(TapStream { inner: stream, capture: capture.clone() });

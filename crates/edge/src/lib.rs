@@ -19,6 +19,8 @@
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
+//! - `tls/` — viewer TLS: certificates by SNI, reload, the handshake front, the HTTPS redirect;
+//! - `origin/` — origin pools: routing by prefix, health checks, failover and retries;
 //! - `server.rs` — assembling and running it all ([`Edge`]);
 //! - [`clock`] — the one reader of wall-clock time.
 //!
@@ -42,6 +44,7 @@ mod geo;
 mod intake;
 mod metrics;
 pub mod mpd;
+mod origin;
 pub mod playlist;
 mod proxy;
 mod reload;
@@ -49,12 +52,16 @@ pub mod revocation;
 mod server;
 pub mod state;
 pub mod sync;
+mod tls;
 pub mod transport;
 pub mod validate;
 
 pub use config::{
-    AccessLogConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig, DiagnosticsConfig, EdgeConfig, OriginConfig,
-    PlaylistConfig, SameSite, StalePolicy, StateConfig, TokenConfig, UnknownCountryConfig, ValidationConfig,
+    AccessLogConfig, CertificateConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig, DiagnosticsConfig,
+    EdgeConfig, HealthCheckConfig, OriginConfig, PassiveHealthConfig, PlaylistConfig, PoolConfig, RetryConfig,
+    SameSite, ServerConfig, StalePolicy, StateConfig, TlsConfig, TlsVersion, TokenConfig, UnknownCountryConfig,
+    ValidationConfig,
 };
 pub use geo::GeoError;
 pub use server::{Edge, StartError, StartOptions};
+pub use tls::{CertError, TlsError};

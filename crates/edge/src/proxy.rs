@@ -2,10 +2,12 @@
 //!
 //! | phase | what the edge does |
 //! |---|---|
-//! | (before any phase) | [`crate::intake`] keeps the request line as sent; requests Pingora refuses are logged there |
-//! | `request_filter` | request line as sent = as parsed, else 400; CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
-//! | `upstream_peer` | the origin's pre-resolved socket address, with timeouts |
-//! | `upstream_request_filter` | canonical, token-free target; `Host`; our cookie and tokenised `Referer` removed |
+//! | (before any phase) | `Front` ([`crate::tls`]) runs the TLS handshake on TLS listeners; [`crate::intake`] keeps an HTTP/1 request line as sent; requests Pingora refuses are logged there |
+//! | `request_filter` | HTTPS redirect (plain listeners, `tls.redirect_http`); request line as sent = as parsed, else 400; CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
+//! | `upstream_peer` | the pool for the canonical path, then an origin of it ([`crate::origin`]): pre-resolved address, TLS, timeouts |
+//! | `upstream_request_filter` | canonical, token-free target; the origin's `Host`; our cookie and tokenised `Referer` removed |
+//! | `upstream_response_filter` | per-origin metrics, passive health; a 5xx to retry is turned into an error here |
+//! | `fail_to_connect`, `error_while_proxy` | passive health and the retry decision ([`crate::origin`]) |
 //! | `response_filter` | CORS, `Set-Cookie` (cookie mode), no shared caching of per-viewer answers, HTTP/1.1 status line, playlist framing (chunked, or close-delimited for HTTP/1.0 clients) |
 //! | `response_body_filter` | buffers an HLS playlist or DASH MPD (bounded) and rewrites it at end of stream |
 //! | `logging` | metrics and the JSON access log |
@@ -22,6 +24,7 @@ use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, RequestHeader};
+use pingora::protocols::Digest;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use stile_token::{Reason, Token};
@@ -32,7 +35,9 @@ use crate::cors::{self, Cors, Grant};
 use crate::geo::{Geo, client_ip};
 use crate::intake;
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
+use crate::origin::{Attempts, ErrorKind as OriginErrorKind, Failed, Origins};
 use crate::state::SharedState;
+use crate::tls::Redirect;
 use crate::transport::{self, Transport};
 use crate::validate::{Input, Manifest, Validator};
 use crate::{mpd, playlist};
@@ -50,8 +55,8 @@ pub(crate) struct EdgeProxy {
     metrics: Arc<Metrics>,
     geo: Arc<Geo>,
     clock: SharedClock,
-    peer: HttpPeer,
-    origin_host: String,
+    origins: Arc<Origins>,
+    redirect: Option<Redirect>,
     trusted_hops: usize,
     cookie: CookieConfig,
     rewrite_playlists: bool,
@@ -117,6 +122,10 @@ pub(crate) struct RequestCtx {
     upstream_status: Option<u16>,
     preflight: bool,
     kind: ObjectKind,
+    /// The pool and the tries at its origins (set at the first `upstream_peer`).
+    origin: Option<Attempts>,
+    /// Answered with a redirect to HTTPS.
+    redirected: bool,
 }
 
 /// A playlist or MPD being buffered for rewriting.
@@ -134,20 +143,16 @@ struct Rewrite {
 
 impl EdgeProxy {
     /// Builds the service from a validated configuration and its runtime parts.
+    #[allow(clippy::too_many_arguments)] // reason: the runtime parts, each built and checked by `Edge::build`.
     pub(crate) fn new(
         config: &EdgeConfig,
-        origin: SocketAddr,
+        origins: Arc<Origins>,
+        redirect: Option<Redirect>,
         shared: Arc<SharedState>,
         metrics: Arc<Metrics>,
         geo: Arc<Geo>,
         clock: SharedClock,
     ) -> EdgeProxy {
-        let mut peer = HttpPeer::new(origin, false, String::new());
-        let o = &config.origin;
-        peer.options.connection_timeout = Some(Duration::from_millis(o.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(o.read_timeout_ms));
-        peer.options.write_timeout = Some(Duration::from_millis(o.write_timeout_ms));
-        peer.options.idle_timeout = Some(Duration::from_secs(o.idle_timeout_secs));
         EdgeProxy {
             validator: Validator::new(config),
             validate: config.validation.enabled,
@@ -155,8 +160,8 @@ impl EdgeProxy {
             metrics,
             geo,
             clock,
-            peer,
-            origin_host: config.origin_host(),
+            origins,
+            redirect,
             trusted_hops: config.client.trusted_hops,
             cookie: config.cookie.clone(),
             rewrite_playlists: config.playlist.rewrite,
@@ -309,6 +314,8 @@ impl ProxyHttp for EdgeProxy {
             upstream_status: None,
             preflight: false,
             kind: ObjectKind::Other,
+            origin: None,
+            redirected: false,
         }
     }
 
@@ -329,6 +336,13 @@ impl ProxyHttp for EdgeProxy {
             ctx.result = Some(Err(Reason::Malformed));
             ctx.kind = ObjectKind::classify(false, req.raw_path());
             self.deny(session, ctx, Reason::Malformed, 400).await?;
+            return Ok(true);
+        }
+        if let Some(redirect) = &self.redirect
+            && redirect.applies(session)
+        {
+            ctx.redirected = true;
+            redirect.answer(session).await?;
             return Ok(true);
         }
         if let Some(grant) = ctx.cors.clone()
@@ -389,8 +403,18 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        if ctx.origin.is_none() {
+            // Route by the canonical, token-free path (the raw one with validation off).
+            let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
+            let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
+            let Some(pool) = self.origins.route(path) else {
+                return Err(Error::explain(ErrorType::HTTPStatus(404), "no origin pool serves this path"));
+            };
+            ctx.origin = Some(self.origins.begin(pool));
+        }
+        let attempts = ctx.origin.as_mut().expect("routed above");
+        Ok(self.origins.pick(attempts).0)
     }
 
     async fn upstream_request_filter(
@@ -399,10 +423,13 @@ impl ProxyHttp for EdgeProxy {
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(target) = ctx.upstream_target.take() {
-            up.set_raw_path(&target)?;
+        // Every try (retries included) sends the canonical, token-free target.
+        if let Some(target) = &ctx.upstream_target {
+            up.set_raw_path(target)?;
         }
-        up.insert_header(header::HOST, &self.origin_host)?;
+        if let Some(a) = ctx.origin.as_ref() {
+            up.insert_header(header::HOST, self.origins.host(a))?;
+        }
         if self.cookie.enabled {
             let stripped: Vec<Vec<u8>> = up
                 .headers
@@ -440,6 +467,74 @@ impl ProxyHttp for EdgeProxy {
             up.remove_header(&header::ACCEPT_ENCODING);
         }
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if let Some(a) = ctx.origin.as_mut()
+            && status >= 200
+            && self.origins.response(a, status, idempotent(session))
+        {
+            // Retried on another origin: this answer is dropped before anything reaches the viewer.
+            return Err(Error::explain(ErrorType::HTTPStatus(status), "origin answered 5xx; retrying").into_up());
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = match ctx.origin.as_mut() {
+            Some(a) => {
+                self.origins.failure(a, OriginErrorKind::of(e.etype()), Failed::Connect, idempotent(session), false)
+            }
+            None => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let Some(a) = ctx.origin.as_mut() else {
+            e.set_retry(false);
+            return e;
+        };
+        if Origins::retry_pending(a) {
+            // A 5xx already decided to be retried in `upstream_response_filter`.
+            e.set_retry(true);
+            return e;
+        }
+        let sent = session.response_written().is_some();
+        let idempotent = idempotent(session);
+        // A pooled connection found closed: Pingora's own rule, same origin, fresh connection.
+        let stale = !sent && idempotent && client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly);
+        if stale && !session.as_ref().retry_buffer_truncated() {
+            self.origins.stale_connection(a);
+            e.set_retry(true);
+            return e;
+        }
+        let kind = OriginErrorKind::of(e.etype());
+        let retry = *e.esource() == ErrorSource::Upstream
+            && self.origins.failure(a, kind, Failed::BeforeResponse, idempotent, sent);
+        e.set_retry(retry);
+        e
     }
 
     async fn response_filter(
@@ -540,17 +635,27 @@ impl ProxyHttp for EdgeProxy {
         format!("{} {path}", req.method)
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // A path no pool serves is an answer (404), not an error of the edge.
+        ctx.origin.is_none() && matches!(error.etype(), ErrorType::HTTPStatus(404))
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(capture) = intake::capture(session) {
             capture.mark_logged();
         }
+        if let Some(a) = ctx.origin.as_ref() {
+            self.origins.end(a);
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let proto = if session.is_http2() { "h2" } else { "h1" };
+        let tls = session.digest().and_then(tls_version);
         let reason = ctx.result.and_then(Result::err);
         // A forged token must not choose label values or log fields: only MAC-verified channels count.
         let verified = ctx.token.is_some()
             && !matches!(reason, Some(Reason::Malformed | Reason::UnknownKey | Reason::BadSignature));
         let channel = ctx.token.as_ref().filter(|_| verified).and_then(Token::channel);
-        if !ctx.preflight {
+        if !ctx.preflight && !ctx.redirected {
             self.metrics.request(reason, ctx.transport, channel, ctx.kind);
         }
         let upstream_secs = ctx.admitted_at.map(|t| t.elapsed().as_secs_f64());
@@ -568,7 +673,8 @@ impl ProxyHttp for EdgeProxy {
         }
         let req = session.req_header();
         let path = log_path(req.raw_path(), &self.validator.names().path_prefix);
-        let decision = match (ctx.preflight, reason) {
+        let decision = match (ctx.preflight || ctx.redirected, reason) {
+            (true, _) if ctx.redirected => "redirect",
             (true, _) => "preflight",
             (false, None) if ctx.result.is_some() => "allow",
             (false, None) => "error",
@@ -589,6 +695,11 @@ impl ProxyHttp for EdgeProxy {
             bytes = session.body_bytes_sent(),
             upstream_ms = upstream_secs.map(|s| s * 1e3),
             error = e.map(|e| e.etype().as_str()),
+            proto,
+            tls,
+            origin.pool = ctx.origin.as_ref().map(|a| self.origins.names(a).0),
+            origin.name = ctx.origin.as_ref().and_then(|a| self.origins.names(a).1),
+            origin.retries = ctx.origin.as_ref().map(Origins::retries).filter(|&r| r > 0),
         );
     }
 }
@@ -602,6 +713,16 @@ fn compile_cors(config: &EdgeConfig) -> Cors {
         expose.push(REASON_HEADER.to_owned());
     }
     Cors::new(&c.allowed_origins, c.allow_credentials, &expose, c.max_age_secs).unwrap_or_default()
+}
+
+/// GET and HEAD: the only methods retried on another origin.
+fn idempotent(session: &Session) -> bool {
+    matches!(session.req_header().method, http::Method::GET | http::Method::HEAD)
+}
+
+/// The `tls` access-log field.
+fn tls_version(d: &Digest) -> Option<&'static str> {
+    d.ssl_digest.as_ref().map(|s| crate::tls::version_label(&s.version))
 }
 
 fn denial_header(status: u16) -> ResponseHeader {

@@ -17,10 +17,12 @@ use crate::config::{ConfigError, EdgeConfig};
 use crate::geo::{Geo, GeoError};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
+use crate::origin::{OriginHealth, Origins};
 use crate::proxy::EdgeProxy;
 use crate::reload::FileReloader;
 use crate::state::{SharedState, StateError, load_file};
 use crate::sync::{Initial, KeyError, SyncClient, SyncDeps, load_cache};
+use crate::tls::{CertReloader, Front, Redirect, TlsError, TlsSetup};
 
 /// How the process was asked to start (Pingora's own flags).
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,6 +45,9 @@ pub enum StartError {
     /// Corrupt GeoIP database.
     #[error(transparent)]
     Geo(#[from] GeoError),
+    /// Unusable certificate, key or TLS setting.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The sync client cannot be set up (API key file).
     #[error(transparent)]
     Sync(#[from] KeyError),
@@ -77,10 +82,12 @@ impl Edge {
     /// replaced (and exits the process if that fails).
     pub fn build(config: &EdgeConfig, opts: StartOptions, clock: SharedClock) -> Result<Edge, StartError> {
         config.validate()?;
-        let origin = config.resolve_origin()?;
         let geo = Arc::new(Geo::open(&config.client)?);
         let leeway = u64::from(config.token.leeway_secs);
         let metrics = Arc::new(Metrics::new());
+        // Origins resolved and certificates checked now, before anything binds.
+        let origins = Arc::new(Origins::build(&config.origin, metrics.registry())?);
+        let tls = TlsSetup::build(&config.tls, clock.now(), metrics.registry())?;
         let (shared, sync) = match &config.sync {
             None => {
                 let state = load_file(&config.state.file, clock.now(), leeway)?;
@@ -136,12 +143,30 @@ impl Edge {
         let mut server = Server::new_with_opt_and_conf(opt, conf);
         server.bootstrap();
 
-        let proxy = EdgeProxy::new(config, origin, shared.clone(), metrics.clone(), geo, clock.clone());
-        // Behind the request-line tap (`crate::intake`), which Pingora's own service builder lacks.
+        let redirect = match &tls {
+            Some(t) if config.tls.redirect_http => {
+                let port = match config.tls.redirect_port {
+                    0 => config
+                        .tls
+                        .listen
+                        .first()
+                        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+                        .map_or(443, |a| a.port()),
+                    p => p,
+                };
+                Some(Redirect::new(port, t.resolver.clone(), t.metrics.clone(), config.client.trusted_hops > 0))
+            }
+            _ => None,
+        };
+        let proxy =
+            EdgeProxy::new(config, origins.clone(), redirect, shared.clone(), metrics.clone(), geo, clock.clone());
+        // Behind the request-line tap (`crate::intake`), which Pingora's own service builder lacks,
+        // behind `Front`, which runs the TLS handshake on the TLS listeners (TCP sockets to Pingora).
         let refusals = proxy.refusals();
         let app = Intake::new(pingora::proxy::http_proxy(&server.configuration, proxy), refusals);
-        let mut svc = Service::new("stile-edge".into(), app);
-        for l in &config.listen {
+        let front = Front::new(app, tls.as_ref().map(|t| t.front_settings(&config.tls)));
+        let mut svc = Service::new("stile-edge".into(), front);
+        for l in config.listen.iter().chain(&config.tls.listen) {
             svc.add_tcp(l);
         }
         // The proxy starts once the state source is ready: at once in file mode and with a
@@ -155,13 +180,31 @@ impl Edge {
                     leeway,
                     shared.clone(),
                     metrics.clone(),
-                    clock,
+                    clock.clone(),
                 );
                 server.add_service(background_service("stile-state", reloader))
             }
         };
         let proxy = server.add_service(svc);
         proxy.add_dependency(&source);
+        server.add_service(background_service(
+            "stile-origins",
+            OriginHealth::new(
+                origins,
+                config.origin.health.clone(),
+                Duration::from_secs(config.origin.resolve_interval_secs),
+            ),
+        ));
+        if let Some(t) = tls {
+            let reloader = CertReloader::new(
+                config.tls.clone(),
+                t.provider.clone(),
+                t.resolver.clone(),
+                t.metrics.clone(),
+                clock.clone(),
+            );
+            server.add_service(background_service("stile-tls-reload", reloader));
+        }
         if !config.admin_listen.is_empty() {
             let mut admin = Service::new("stile-admin".into(), Admin::new(shared.clone(), metrics.clone()));
             admin.threads = Some(1);

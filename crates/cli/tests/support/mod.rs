@@ -87,6 +87,37 @@ pub fn state_json(version: u64, revocations: serde_json::Value, generated_at: Op
     v.to_string()
 }
 
+/// Path-encoding attacks on a token scoped to `/vod/abc/` (the secret lives at
+/// `/secret.ts`): every one must be denied as `malformed`, over HTTP/1.1
+/// (`edge_paths.rs`) and over HTTP/2 (`edge_tls.rs`).
+pub const PATH_ATTACKS: &[&str] = &[
+    "/vod/abc/../../secret.ts",
+    "/vod/abc/%2e%2e/%2e%2e/secret.ts",
+    "/vod/abc/%2E%2E/%2E%2E/secret.ts",
+    "/vod/abc/.%2e/.%2e/secret.ts",
+    "/vod/abc/..%2f..%2fsecret.ts",
+    "/vod/abc/%2e%2e%2f%2e%2e%2fsecret.ts",
+    "/vod/abc/%252e%252e/%252e%252e/secret.ts",
+    "/vod/abc/%25252e%25252e/secret.ts",
+    "/vod/abc/..%5c..%5csecret.ts",
+    "/vod/abc/..\\..\\secret.ts",
+    "/vod/abc\\..\\..\\secret.ts",
+    "/vod/abc/seg.ts;jsessionid=x",
+    "/vod/abc/..;/..;/secret.ts",
+    "/vod/abc/%3b/seg.ts",
+    "/vod/abc//seg.ts",
+    "//vod/abc/seg.ts",
+    "/vod/abc/./seg.ts",
+    "/vod/abc/%2fseg.ts",
+    "/vod/abc/seg.ts%00",
+    "/vod/abc/%c0%ae%c0%ae/secret.ts",
+    "/vod/abc/%e0%80%ae%e0%80%ae/secret.ts",
+    "/vod/abc/%ef%bc%8f..%ef%bc%8fsecret.ts",
+    "/vod/abc/%ff/seg.ts",
+    "/vod/abc/%",
+    "/vod/abc/%zz",
+];
+
 // ---------------------------------------------------------------- origin
 
 /// A recording HTTP/1.1 origin serving files from a directory.
@@ -128,22 +159,28 @@ impl Origin {
     }
 }
 
+/// Reads one request head (request line and headers, without the blank line);
+/// `None` at end of stream.
+pub fn read_head(reader: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if line == "\r\n" || line == "\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
+}
+
 fn serve(conn: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" || line == "\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        let Some(head) = read_head(&mut reader) else { return };
         log.lock().unwrap().push(head.clone());
         let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         let path = target.split('?').next().unwrap_or("/");
@@ -328,7 +365,7 @@ pub fn request(port: u16, method: &str, target: &str, headers: &[(&str, &str)]) 
     parse_response(&raw, method == "HEAD")
 }
 
-fn parse_response(raw: &[u8], head_only: bool) -> Option<Response> {
+pub fn parse_response(raw: &[u8], head_only: bool) -> Option<Response> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
