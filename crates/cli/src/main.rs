@@ -15,6 +15,7 @@
 mod client;
 mod control;
 mod dev;
+mod dev_tls;
 mod edge;
 mod explain;
 mod settings;

@@ -156,11 +156,16 @@ fn five_xx_is_retried_on_another_origin_and_forwarded_when_all_fail() {
         server("b", b.port, "")
     );
     let edge = edge_with(&origin_toml, "");
-    let target = format!("/vod/abc/seg0.ts?st={}", mint(|_| {}));
+    let token = mint(|_| {});
+    let target = format!("/vod/abc/seg0.ts?st={token}");
     for _ in 0..20 {
         assert_eq!(fetch(edge.port, &target), Some((200, true)));
     }
     assert!(a.served() > 0, "a was tried");
+    // Every try, retries included, asked for the canonical target without the token.
+    for head in a.heads().iter().chain(&b.heads()) {
+        assert!(head.starts_with("GET /vod/abc/seg0.ts HTTP/1.1\r\n") && !head.contains(&token), "{head}");
+    }
     let retries = metric(edge.admin, r#"stile_edge_origin_retries_total{cause="status_5xx",pool="vod"}"#).unwrap();
     assert_eq!(retries, a.served() as f64, "every 503 of a was retried on b");
     // HEAD is retried too.

@@ -289,6 +289,11 @@ fn bad_certificates_stop_startup_with_64_before_binding() {
         ("mismatched key", cert_block(&good.0, &other.1, ""), "does not match"),
         ("unreadable", cert_block(&dir.path().join("missing.pem"), &good.1, ""), "cannot read"),
         ("no certificate", cert_block(&dir.path().join("empty.pem"), &good.1, ""), "no valid PEM certificate"),
+        (
+            "credentials without LoadCredential",
+            cert_block(Path::new("${CREDENTIALS_DIRECTORY}/good.pem"), &good.1, ""),
+            "$CREDENTIALS_DIRECTORY is not set",
+        ),
     ];
     for (name, block, needle) in cases {
         let (port, tls, admin) = (free_port(), free_port(), free_port());
@@ -309,6 +314,46 @@ fn bad_certificates_stop_startup_with_64_before_binding() {
             assert!(TcpStream::connect(("127.0.0.1", p)).is_err(), "{name}: port {p} was bound");
         }
     }
+}
+
+#[test]
+fn certificates_from_systemd_credentials() {
+    // `LoadCredential=edge.pem:…` puts the files in $CREDENTIALS_DIRECTORY; the config
+    // names them `${CREDENTIALS_DIRECTORY}/edge.pem`.
+    let content = content();
+    let creds = tempfile::tempdir().unwrap();
+    let pki = Pki::new(creds.path());
+    pki.leaf("edge", &["a.test"]);
+    let origin = Origin::start(content.path());
+    let dir = tempfile::tempdir().unwrap();
+    let (port, tls, admin) = (free_port(), free_port(), free_port());
+    let block =
+        cert_block(Path::new("${CREDENTIALS_DIRECTORY}/edge.pem"), Path::new("${CREDENTIALS_DIRECTORY}/edge.key"), "");
+    let config = Edge::write_config(
+        dir.path(),
+        origin.port,
+        port,
+        admin,
+        &format!("[tls]\nlisten = [\"127.0.0.1:{tls}\"]\n{block}"),
+        "",
+        &state_json(1, serde_json::json!([]), None),
+    );
+    let log = std::fs::File::create(dir.path().join("edge.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_stile"))
+        .args(["edge", "--config"])
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut edge = Edge { port, admin, dir, child };
+    edge.wait_ready();
+    wait_port(tls, &mut edge);
+    let (_, hs) = tls_connect(tls, "a.test", pki.client(&[])).unwrap();
+    assert_eq!(hs.leaf, leaf_of(&creds.path().join("edge.pem")));
+    let r = https_get(tls, "a.test", pki.client(&[]), &format!("/vod/abc/seg0.ts?st={}", mint(|_| {})), &[]);
+    assert_eq!(r.status, 200);
 }
 
 fn cert_block(cert: &Path, key: &Path, extra: &str) -> String {

@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// Do not print the edge's access log (one line per request) on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve the edge over HTTPS and HTTP/2, with a throwaway CA made in DIR/tls/
+    /// (`ca.pem` is what clients trust); links become https://127.0.0.1:N+1/….
+    #[arg(long)]
+    tls: bool,
     /// Also let pages on ORIGIN play through the edge (CORS, with credentials), besides
     /// localhost, 127.0.0.1 and [::1] on any port; a pattern as in `cors.allowed_origins`
     /// (docs/edge.md). Repeatable.
@@ -171,6 +175,13 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         }
     };
     init_tracing(&dir, args.quiet)?;
+    let tls = match args.tls {
+        true => {
+            let now = stile_edge::clock::Clock::now(&stile_edge::clock::SystemClock);
+            Some(crate::dev_tls::generate(&dir, now).map_err(rt)?)
+        }
+        false => None,
+    };
     let sample_dir = sample::ensure(&cache, say).map_err(rt)?;
     let node_modules = web::find_node_modules(args.node_modules.as_deref());
     if args.node_modules.is_some() && node_modules.is_none() {
@@ -185,7 +196,10 @@ fn run_inner(args: Args) -> Result<(), DevError> {
     drop(bind(ports.admin, "edge admin")?);
 
     let keys = DevKeys { admin: new_key()?, operator: new_key()?, minter: new_key()?, edge: new_key()? };
-    let config = control_config(&dir, ports, &keys);
+    let mut config = control_config(&dir, ports, &keys);
+    if tls.is_some() {
+        config.links.default_base_url = format!("https://{}:{}", crate::dev_tls::HOST, ports.edge);
+    }
     config
         .validate()
         .map_err(|e| rt(format!("internal: the generated control plane configuration is invalid: {e}")))?;
@@ -241,10 +255,12 @@ fn run_inner(args: Args) -> Result<(), DevError> {
     // The edge, in this thread, until SIGINT (Ctrl-C) or SIGTERM.
     let edge_config_path = dir.join("edge.toml");
     // It holds the edge's API key: owner-only.
+    let mut edge_toml = edge_config(&dir, ports, &state_file, &control_url, &keys.edge, &origins);
+    if let Some(t) = &tls {
+        edge_toml = t.edge_config(&edge_toml, ports.edge).map_err(rt)?;
+    }
     private_file(&edge_config_path)
-        .and_then(|mut f| {
-            f.write_all(edge_config(&dir, ports, &state_file, &control_url, &keys.edge, &origins).as_bytes())
-        })
+        .and_then(|mut f| f.write_all(edge_toml.as_bytes()))
         .map_err(|e| rt(format!("writing {}: {e}", edge_config_path.display())))?;
     let edge_config = stile_edge::EdgeConfig::load(&edge_config_path)
         .map_err(|e| rt(format!("internal: the generated edge configuration is invalid: {e}")))?;
@@ -254,7 +270,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         Arc::new(stile_edge::clock::SystemClock),
     )
     .map_err(|e| rt(format!("cannot start the edge: {e}")))?;
-    let banner = banner(ports, &dir, args.dir.is_none(), &keys, &link, node_modules.is_some());
+    let banner = banner(ports, &dir, args.dir.is_none(), &keys, &link, node_modules.is_some(), tls.as_ref());
     runtime.spawn(async move {
         // Print once the edge answers, so every printed command works right away.
         if wait_for_port(ports.edge, Duration::from_secs(30)).await {
@@ -446,10 +462,24 @@ async fn bootstrap(ports: Ports, keys: &DevKeys) -> Result<pb::Link, DevError> {
 
 // ----------------------------------------------------------------- banner
 
-fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::Link, players: bool) -> String {
+fn banner(
+    ports: Ports,
+    dir: &Path,
+    temporary: bool,
+    keys: &DevKeys,
+    link: &pb::Link,
+    players: bool,
+    tls: Option<&crate::dev_tls::DevTls>,
+) -> String {
     let exe = std::env::current_exe().map_or_else(|_| "stile".to_owned(), |p| p.display().to_string());
     let server = format!("http://127.0.0.1:{}", ports.control);
-    let edge = format!("http://127.0.0.1:{}", ports.edge);
+    let edge = match tls {
+        Some(_) => format!("https://{}:{}", crate::dev_tls::HOST, ports.edge),
+        None => format!("http://127.0.0.1:{}", ports.edge),
+    };
+    // With --tls the printed commands trust the dev CA.
+    let curl_cmd = tls.map_or_else(|| "curl".to_owned(), crate::dev_tls::DevTls::curl);
+    let ff = tls.map(|t| format!("{} ", t.ffmpeg_options())).unwrap_or_default();
     let page = format!("http://127.0.0.1:{}/", ports.page);
     let cookie = link.cookie.clone().unwrap_or_default();
     let (q, p, id) = (&link.query_url, &link.path_url, &link.token_id);
@@ -466,7 +496,7 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
          until then the page plays only where the browser plays HLS itself, e.g. Safari)"
             .to_owned()
     };
-    [
+    let mut lines = vec![
         String::new(),
         "Stile is running: control plane, edge, a sample origin and a player page, in this one process.".into(),
         String::new(),
@@ -495,14 +525,14 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
         "Try it, in another terminal:".into(),
         format!("  alias stile={exe}"),
         String::new(),
-        format!("  curl -si '{q}' | head -n 12"),
-        format!("  ffmpeg -v error -i '{q}' -c copy -f null - && echo played"),
-        format!("  ffplay -autoexit '{p}'"),
-        format!("  ffplay -autoexit '{dq}'"),
-        format!("  curl -si -H 'Cookie: {cname}={cvalue}' '{curl}' | head -n 1"),
+        format!("  {curl_cmd} -si '{q}' | head -n 12"),
+        format!("  ffmpeg {ff}-v error -i '{q}' -c copy -f null - && echo played"),
+        format!("  ffplay {ff}-autoexit '{p}'"),
+        format!("  ffplay {ff}-autoexit '{dq}'"),
+        format!("  {curl_cmd} -si -H 'Cookie: {cname}={cvalue}' '{curl}' | head -n 1"),
         String::new(),
         format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),
-        format!("  curl -si '{q}' | grep -i -e '^HTTP' -e x-stile-reason    # 403, revoked"),
+        format!("  {curl_cmd} -si '{q}' | grep -i -e '^HTTP' -e x-stile-reason    # 403, revoked"),
         format!("  stile explain --server {server} --api-key {op} '{q}'"),
         String::new(),
         format!("  stile mint {ASSET_ID} --server {server} --api-key {minter} --subject viewer-2    # a fresh link"),
@@ -511,8 +541,12 @@ fn banner(ports: Ports, dir: &Path, temporary: bool, keys: &DevKeys, link: &pb::
         String::new(),
         "The edge logs each request below. Ctrl-C stops everything.".into(),
         String::new(),
-    ]
-    .join("\n")
+    ];
+    if let Some(t) = tls {
+        // After the list of components.
+        lines.splice(9..9, t.banner().into_iter().chain([String::new()]));
+    }
+    lines.join("\n")
 }
 
 // ------------------------------------------------------------ web servers

@@ -86,6 +86,12 @@ pub enum CertError {
         /// The certificate's names.
         covers: String,
     },
+    /// A path names systemd's credentials directory, but the edge was not started with any.
+    #[error("{path}: $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit provides it)")]
+    NoCredentials {
+        /// The configured path.
+        path: PathBuf,
+    },
     /// The certificate names no host and no `names` were configured.
     #[error("{path}: the certificate has no DNS name or IP address in its subjectAltName")]
     NoNames {
@@ -249,8 +255,21 @@ impl SniTable {
     }
 }
 
+/// The prefix of paths inside systemd's credentials directory (`LoadCredential=`).
+const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}/";
+
+/// A configured path as a file path: `${CREDENTIALS_DIRECTORY}/NAME` is `NAME` in the
+/// directory systemd passes in `$CREDENTIALS_DIRECTORY`; other paths are as they are.
+pub(crate) fn resolve_path(path: &Path) -> Result<PathBuf, CertError> {
+    let Some(name) = path.to_str().and_then(|p| p.strip_prefix(CREDENTIALS)) else { return Ok(path.to_owned()) };
+    let dir =
+        std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| CertError::NoCredentials { path: path.to_owned() })?;
+    Ok(Path::new(&dir).join(name))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|source| CertError::Read { path: path.to_owned(), source })
+    let file = resolve_path(path)?;
+    std::fs::read(&file).map_err(|source| CertError::Read { path: file, source })
 }
 
 fn subject_alt_names(x509: &X509Certificate<'_>) -> (Vec<String>, Vec<IpAddr>) {

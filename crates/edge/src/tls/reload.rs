@@ -59,7 +59,8 @@ impl CertReloader {
     }
 
     fn files(&self) -> Vec<PathBuf> {
-        self.config.certificates.iter().flat_map(|c| [c.cert.clone(), c.key.clone()]).collect()
+        let files = self.config.certificates.iter().flat_map(|c| [&c.cert, &c.key]);
+        files.map(|f| super::certs::resolve_path(f).unwrap_or_else(|_| f.clone())).collect()
     }
 
     async fn run(&self, mut shutdown: ShutdownWatch) {
