@@ -269,6 +269,9 @@ pub struct TlsConfig {
     pub strict_sni: bool,
     /// Stateless session tickets for resumption (keys rotated every 6 hours).
     pub session_tickets: bool,
+    /// Sessions kept in memory for resumption by session id (TLS 1.2) and stateful
+    /// tickets (TLS 1.3). 0: none (with `session_tickets = false`, no resumption at all).
+    pub session_cache_size: usize,
     /// Time a client has to complete the handshake, milliseconds.
     pub handshake_timeout_ms: u64,
     /// How often the certificate and key files are checked for changes, milliseconds.
@@ -292,6 +295,7 @@ impl Default for TlsConfig {
             cipher_suites: Vec::new(),
             strict_sni: false,
             session_tickets: true,
+            session_cache_size: 256,
             handshake_timeout_ms: 10_000,
             reload_poll_ms: 5_000,
             redirect_http: false,

@@ -190,6 +190,14 @@ fn server_config(
     if config.session_tickets {
         server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| invalid("tls.session_tickets", e))?;
     }
+    server.session_storage = match config.session_cache_size {
+        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+        n => rustls::server::ServerSessionMemoryCache::new(n),
+    };
+    if !config.session_tickets && config.session_cache_size == 0 {
+        // Nothing could resume from a TLS 1.3 ticket: send none.
+        server.send_tls13_tickets = 0;
+    }
     // No 0-RTT: early data can be replayed, and every request here is authorised by its token.
     server.max_early_data_size = 0;
     Ok(Arc::new(server))

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""HTTPS load harness (run it through `scripts/bench-load --tls`).
+
+The same origin as `load.py` (nginx, one worker, a 2 KiB object, keep-alive) on
+loopback, fronted over HTTPS by
+
+    edge-tls    `stile edge` validating a query token (100 k revoked ids), TLS on rustls
+    nginx-tls   nginx with `secure_link` proxying to the same origin, TLS on OpenSSL
+
+with the same certificate (ECDSA P-256, made here with `openssl req`) and the same
+cipher (TLS 1.3, TLS_AES_128_GCM_SHA256, X25519), session resumption off on both so
+every new connection is a full handshake. Scenarios, each run for every variant in
+interleaved rounds:
+
+    handshake   wrk over HTTP/1.1 with `Connection: close`: a new connection (a full
+                handshake) per request
+    h1          wrk over HTTP/1.1, keep-alive
+    h2          h2load over HTTP/2: 32 connections x 10 concurrent streams
+
+Pinning as in load.py: the proxy under test on `--proxy-cpu`, the load generator and
+the origin on `--load-cpu`. The client's handshake work is as heavy as the server's,
+so `handshake` req/s is bound by the load generator's core; the per-core figure to
+compare is the proxy's CPU time per request (utime+stime from /proc), reported with
+its inverse (requests per proxy-core-second). Standard library only.
+"""
+
+import argparse
+import json
+import pathlib
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import load  # noqa: E402  (the plain harness: processes, nginx configs, wrk parsing)
+
+SCENARIOS = ["handshake", "h1", "h2"]
+VARIANTS = ["edge-tls", "nginx-tls"]
+HOST = "bench.test"
+CIPHER = "TLS_AES_128_GCM_SHA256"
+
+
+def parse_h2load(out: str) -> dict:
+    m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out)
+    if not (m and done and status):
+        raise SystemExit(f"bench-load: cannot parse h2load output:\n{out}")
+    unit = {"us": 1, "ms": 1e3, "s": 1e6}
+    return {
+        "requests": int(done.group(4)),
+        "rps": float(m.group(1)),
+        "p50_us": float(lat.group(5)) * unit[lat.group(6)] if lat else 0.0,  # h2load gives mean, not p50
+        "p99_us": float(lat.group(3)) * unit[lat.group(4)] if lat else 0.0,  # and max, not p99
+        "non2xx": int(status.group(2)) + int(status.group(3)) + int(status.group(4)),
+        "socket_errors": int(done.group(5)) + int(done.group(6)),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--edge-threads", type=int, default=1)
+    ap.add_argument("--proxy-cpu", type=int, default=1)
+    ap.add_argument("--load-cpu", type=int, default=0)
+    ap.add_argument("--revoked", type=int, default=100_000)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--stile", default=str(load.ROOT / "target/release/stile"))
+    ap.add_argument("--mint", default=str(load.ROOT / "target/release/stile-bench-mint"))
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            raise SystemExit(f"bench-load: unknown scenario {s!r}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = pathlib.Path(tempfile.mkdtemp(prefix="stile-bench-tls-"))
+    try:
+        return run(args, scenarios, work)
+    finally:
+        load.stop_all()
+        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+
+
+def run(args, scenarios: list[str], work: pathlib.Path) -> int:
+    ports = {v: load.free_port() for v in ["origin", *VARIANTS]}
+    now = int(time.time())
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+         "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+
+    docroot = work / "www"
+    (docroot / "bench").mkdir(parents=True)
+    (docroot / load.OBJECT.lstrip("/")).write_bytes(bytes(i % 251 for i in range(load.OBJECT_BYTES)))
+    conf = load.nginx_conf(work, "origin", f"    server {{ listen 127.0.0.1:{ports['origin']} backlog=4096; root {docroot}; }}")
+    origin = load.start(["nginx", "-p", str(work / "origin"), "-c", str(conf), "-e", str(work / "origin/error.log")],
+                        args.load_cpu, work / "origin.log")
+    load.wait_port(ports["origin"], origin, "origin")
+
+    state = work / "state.json"
+    token = subprocess.run([args.mint, str(state), "/bench/", load.OBJECT, str(now), str(args.revoked)],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    econf = work / "edge-tls.toml"
+    econf.write_text(f"""listen = []
+admin_listen = ""
+threads = {args.edge_threads}
+pid_file = "{work}/edge.pid"
+upgrade_sock = "{work}/edge.sock"
+[origin]
+address = "127.0.0.1:{ports['origin']}"
+[state]
+file = "{state}"
+[access_log]
+enabled = false
+[tls]
+listen = ["127.0.0.1:{ports['edge-tls']}"]
+min_version = "1.3"
+cipher_suites = ["{CIPHER}"]
+session_tickets = false
+session_cache_size = 0
+[[tls.certificates]]
+cert = "{cert}"
+key = "{key}"
+""")
+    edge = load.start([args.stile, "edge", "--config", str(econf)], args.proxy_cpu, work / "edge-tls.log")
+    load.wait_port(ports["edge-tls"], edge, "edge-tls")
+
+    expires = now + 3600
+    import base64
+    import hashlib
+    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{expires}{load.OBJECT} {load.NGINX_SECRET}".encode()).digest()).decode().rstrip("=")
+    body = f"""    upstream origin {{ server 127.0.0.1:{ports['origin']}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx-tls']} ssl http2 backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites {CIPHER};
+        ssl_ecdh_curve X25519;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {{
+            secure_link $arg_md5,$arg_expires;
+            secure_link_md5 "$secure_link_expires$uri {load.NGINX_SECRET}";
+            if ($secure_link = "") {{ return 403; }}
+            if ($secure_link = "0") {{ return 410; }}
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+    nconf = load.nginx_conf(work, "nginx-tls", body)
+    nginx = load.start(["nginx", "-p", str(work / "nginx-tls"), "-c", str(nconf), "-e", str(work / "nginx-tls/error.log")],
+                       args.proxy_cpu, work / "nginx-tls.log")
+    load.wait_port(ports["nginx-tls"], nginx, "nginx-tls")
+    pids = {"edge-tls": edge.pid, "nginx-tls": nginx.pid}
+    urls = {
+        "edge-tls": f"https://{HOST}:{ports['edge-tls']}{load.OBJECT}?st={token}",
+        "nginx-tls": f"https://{HOST}:{ports['nginx-tls']}{load.OBJECT}?md5={md5}&expires={expires}",
+    }
+
+    # Both answer over HTTP/2 with the object, with the same protocol and cipher.
+    for v in VARIANTS:
+        out = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(cert), "--resolve", f"{HOST}:{ports[v]}:127.0.0.1",
+                              "-o", "/dev/null", "-w", "%{http_code} %{http_version} %{size_download}", "-v", urls[v]],
+                             capture_output=True, text=True, timeout=10)
+        if out.stdout.strip() != f"200 2 {load.OBJECT_BYTES}" or CIPHER not in out.stderr or "TLSv1.3" not in out.stderr:
+            raise SystemExit(f"bench-load: {v}: {out.stdout!r}\n{out.stderr}")
+
+    def one(v: str, scenario: str, seconds: int) -> dict:
+        url = urls[v].replace(HOST, "127.0.0.1")
+        if scenario == "h2":
+            cmd = ["taskset", "-c", str(args.load_cpu), "h2load", "-c", str(args.connections), "-m", "10",
+                   "-D", str(seconds), "--warm-up-time", "1", "-t", "1", "-H", f":authority: {HOST}", url]
+        else:
+            cmd = ["taskset", "-c", str(args.load_cpu), "wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s",
+                   "--latency", "--timeout", "5s", "-H", f"Host: {HOST}"]
+            if scenario == "handshake":
+                cmd += ["-H", "Connection: close"]
+            cmd.append(url)
+        before, t0 = load.cpu_ticks(pids[v]), time.monotonic()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
+        cpu, wall = (load.cpu_ticks(pids[v]) - before) / load.CLK_TCK, time.monotonic() - t0
+        r = parse_h2load(out) if scenario == "h2" else load.parse_wrk(out)
+        if r["non2xx"] or (r["socket_errors"] and scenario != "handshake"):
+            raise SystemExit(f"bench-load: {v}/{scenario}: {r['non2xx']} non-2xx, {r['socket_errors']} errors\n{out}")
+        r["cpu_us_per_req"] = cpu / max(r["requests"], 1) * 1e6
+        r["cpu_util"] = cpu / wall
+        return r
+
+    print(f"bench-load --tls: {', '.join(scenarios)} x {', '.join(VARIANTS)}, {args.rounds} rounds of {args.duration} s",
+          file=sys.stderr)
+    for s in scenarios:
+        for v in VARIANTS:
+            one(v, s, args.warmup)
+    runs: dict[str, list[dict]] = {f"{v}/{s}": [] for s in scenarios for v in VARIANTS}
+    for rnd in range(args.rounds):
+        for s in scenarios:
+            order = VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]
+            for v in order:
+                r = one(v, s, args.duration)
+                runs[f"{v}/{s}"].append(r)
+                print(f"  round {rnd + 1} {v:9} {s:9} {r['rps']:9.0f} req/s  {r['cpu_us_per_req']:6.1f} µs CPU/req  "
+                      f"{r['cpu_util'] * 100:3.0f}% CPU", file=sys.stderr)
+
+    out = pathlib.Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    out.write_text(table(args, scenarios, runs))
+    print(out.read_text())
+    return 0
+
+
+def table(args, scenarios: list[str], runs: dict[str, list[dict]]) -> str:
+    med = lambda k, f: statistics.median(r[f] for r in runs[k])  # noqa: E731
+    what = {"handshake": "new connection per request (full TLS 1.3 handshake), HTTP/1.1",
+            "h1": "HTTPS keep-alive, HTTP/1.1", "h2": "HTTPS, HTTP/2, 10 streams per connection"}
+    tool = {"handshake": f"wrk -t1 -c{args.connections}, `Connection: close`", "h1": f"wrk -t1 -c{args.connections}",
+            "h2": f"h2load -t1 -c{args.connections} -m10"}
+    lines = [
+        f"{args.rounds} interleaved rounds of {args.duration} s; 2 KiB object; same ECDSA P-256 certificate, TLS 1.3 "
+        f"`{CIPHER}` with X25519, resumption off on both; proxy pinned to CPU {args.proxy_cpu} (edge threads = "
+        f"{args.edge_threads}, nginx one worker), load generator and origin on CPU {args.load_cpu}; access logs off.",
+        "",
+        "| scenario | variant | req/s (median) | req/s (min – max) | proxy CPU / req | req per proxy-core-second | proxy CPU use |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in scenarios:
+        for v in VARIANTS:
+            k = f"{v}/{s}"
+            rps = [r["rps"] for r in runs[k]]
+            cpu = med(k, "cpu_us_per_req")
+            lines.append(f"| {what[s]} ({tool[s]}) | {v} | {med(k, 'rps'):,.0f} | {min(rps):,.0f} – {max(rps):,.0f} | "
+                         f"{cpu:.1f} µs | {1e6 / cpu:,.0f} | {med(k, 'cpu_util') * 100:.0f} % |")
+    lines += ["", "| ratio edge-tls / nginx-tls (median of per-round ratios) | req/s | per proxy core (CPU/req inverse) | goal |",
+              "|---|---|---|---|"]
+    for s in scenarios:
+        a, b = runs[f"edge-tls/{s}"], runs[f"nginx-tls/{s}"]
+        rps = statistics.median(x["rps"] / y["rps"] for x, y in zip(a, b))
+        core = statistics.median(y["cpu_us_per_req"] / x["cpu_us_per_req"] for x, y in zip(a, b))
+        lines.append(f"| {s} | {rps:.3f} | {core:.3f} | ≥ 1.0 {'met' if core >= 1.0 else '**missed**'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
