@@ -52,7 +52,7 @@ pub(crate) fn generate(dir: &Path, now: u64) -> Result<DevTls, String> {
     // parameters and the stored key chain to the stored `ca.pem`.
     let issuer = Issuer::new(ca_params, ca_signing);
 
-    let mut leaf = CertificateParams::new(vec![HOST.to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
         .map_err(|e| e.to_string())?;
     leaf.distinguished_name = name("stile dev edge");
     leaf.not_before = at(now.saturating_sub(3600))?;
