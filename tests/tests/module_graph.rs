@@ -21,13 +21,6 @@ use std::path::{Path, PathBuf};
 /// the cycle). Delete an entry in the change that breaks its cycle; an entry
 /// whose cycle is gone fails the test, so the list only shrinks.
 const KNOWN_CYCLES: &[(&str, &[&str])] = &[
-    // Found by this test (the 2026-12-06 review missed it): `client` dispatches
-    // `Command::Explain` and `ops` calls `explain::token_of`, while `explain`
-    // uses the client's connection and output helpers. `explain` is a client
-    // command; moving it under `client/` breaks the cycle. `explain.rs` was
-    // another helper's in the wave that added this test, so the move is left
-    // to a later change; delete this entry with it.
-    ("stile-cli", &["client", "explain"]),
     // Came with c7cb5c1 (the edge's request-line intake tap, issue 14), merged
     // while this test was in review: `intake` wraps the proxy service
     // (`EdgeProxy`, `RefusalLog` from `proxy`) and `proxy` reads the request

@@ -17,7 +17,6 @@ mod control;
 mod dev;
 mod dev_tls;
 mod edge;
-mod explain;
 mod settings;
 
 use std::process::ExitCode;
@@ -107,7 +106,7 @@ enum Command {
     /// Explain why a link works or fails: claims, key, revocations, and the edge's verdict.
     Explain {
         #[command(flatten)]
-        args: explain::Args,
+        args: client::explain::Args,
         #[command(flatten)]
         flags: ClientFlags,
     },

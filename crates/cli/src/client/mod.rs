@@ -2,11 +2,12 @@
 //! `edges`, `audit`, `api-keys` and `config` (and the connection `explain`
 //! uses). Each talks gRPC `stile.v1` to the control plane with a bearer API
 //! key, prints aligned tables for people or one JSON document with `--json`,
-//! and exits with a documented code ([`Failure::exit_code`], docs/cli.md).
+//! and exits with a documented code ([`Kind::exit_code`], docs/cli.md).
 //!
 //! Tokens are printed only by `mint` (handing them out is the point); API keys
 //! only by `api-keys create`, once. Neither is ever logged.
 
+pub(crate) mod explain;
 mod links;
 mod ops;
 pub(crate) mod output;
@@ -37,7 +38,7 @@ pub(crate) enum Command {
     Edges(EdgesCmd),
     Audit(AuditCmd),
     ApiKeys(ApiKeysCmd),
-    Explain(crate::explain::Args),
+    Explain(explain::Args),
     Config,
 }
 
@@ -61,7 +62,7 @@ pub(crate) fn run(name: &str, flags: &ClientFlags, command: Command) -> ExitCode
             Command::Edges(c) => ops::edges(&settings, c).await,
             Command::Audit(c) => ops::audit(&settings, c).await,
             Command::ApiKeys(c) => ops::api_keys(&settings, c).await,
-            Command::Explain(a) => crate::explain::run(&settings, a).await,
+            Command::Explain(a) => explain::run(&settings, a).await,
             Command::Config => ops::show_config(&settings),
         }
     });

@@ -75,7 +75,7 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         }
         T::TokenId(id)
     } else if let Some(link) = a.link {
-        let found = crate::explain::token_of(&link)
+        let found = super::explain::token_of(&link)
             .map_err(|e| Failure::usage(format!("--link: {e}")).hint("pass --token-id HEX instead"))?;
         T::TokenId(found.to_string())
     } else if let Some(subject) = a.subject {

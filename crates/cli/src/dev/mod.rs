@@ -60,7 +60,7 @@ pub(crate) struct Args {
     #[arg(long)]
     tls: bool,
     /// Also let pages on ORIGIN play through the edge (CORS, with credentials), besides
-    /// localhost, 127.0.0.1 and [::1] on any port; a pattern as in `cors.allowed_origins`
+    /// localhost, 127.0.0.1 and `[::1]` on any port; a pattern as in `cors.allowed_origins`
     /// (docs/edge.md). Repeatable.
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
