@@ -335,7 +335,7 @@ fn systemd_units_are_sandboxed_and_agree_with_the_configs() {
 
     let out = Command::new("bash").arg("-n").arg(root().join("deploy/systemd/stile-edge-upgrade")).output().unwrap();
     assert!(out.status.success(), "bash -n: {}", String::from_utf8_lossy(&out.stderr));
-    if let Some(shellcheck) = tool("shellcheck", false) {
+    if let Some(shellcheck) = tool("shellcheck", true) {
         let out = Command::new(shellcheck).arg(root().join("deploy/systemd/stile-edge-upgrade")).output().unwrap();
         assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
     }
@@ -345,7 +345,7 @@ fn systemd_units_are_sandboxed_and_agree_with_the_configs() {
 /// ExecStart pointing at an existing binary, as the real path need not exist here.
 #[test]
 fn systemd_analyze_accepts_the_units() {
-    let Some(analyze) = tool("systemd-analyze", false) else { return };
+    let Some(analyze) = tool("systemd-analyze", true) else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut units = Vec::new();
     for (src, dst) in
@@ -630,7 +630,7 @@ fn tool(name: &str, required_in_ci: bool) -> Option<PathBuf> {
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     if found.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(!(required_in_ci && ci), "{name} is required under CI=true (Debian: apt-get install prometheus)");
+        assert!(!(required_in_ci && ci), "{name} is required under CI=true (scripts/install-deps installs it)");
         eprintln!("SKIPPED: {name} not on PATH (scripts/install-deps installs it); these checks did not run");
     }
     found
