@@ -214,7 +214,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
     let state_file = dir.join("edge-state.json");
     let control_url = format!("http://127.0.0.1:{}", ports.control);
 
-    // Control plane, origin and the state feed.
+    // Control plane and origin; the edge syncs from the control plane ([sync]).
     let control_task = runtime.block_on(async {
         let store_path = config.store.path.clone();
         let store =

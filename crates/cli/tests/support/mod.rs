@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use stile_token::{Claims, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
 
-/// The key id and secret every test edge holds.
 /// The MaxMind test databases shipped with the repository.
 pub const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/geoip");
 
+/// The key id and secret every test edge holds.
 pub const KEY_ID: u32 = 1;
 pub const SECRET: [u8; KEY_LEN] = [7; KEY_LEN];
 
