@@ -42,7 +42,8 @@ use crate::{Carry, ConfigError, Detail, Format, Found, Keys, Request, Scope, Tra
 pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// Akamai settings, mirroring the property's behavior options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Token name in the query string, cookie and path segment
     /// (`__token__` by default; Adaptive Media Delivery uses `hdnts`).

@@ -39,7 +39,8 @@ use crate::{Carry, ConfigError, Detail, Format, Found, Keys, Request, Scope, Tra
 pub const MAX_PARAMS: usize = 32;
 
 /// Bunny settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Query parameter of the token (`token`).
     pub token_param: String,

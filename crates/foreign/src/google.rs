@@ -43,7 +43,8 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 pub const MAX_URL_PREFIX_LEN: usize = 2048;
 
 /// Cloud CDN settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CloudCdnConfig {
     /// Signed-cookie name (`Cloud-CDN-Cookie`).
     pub cookie_name: String,
@@ -60,7 +61,8 @@ impl Default for CloudCdnConfig {
 }
 
 /// Media CDN settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MediaCdnConfig {
     /// Signed-cookie name (`Edge-Cache-Cookie`), holding a signed cookie or a dual token.
     pub cookie_name: String,

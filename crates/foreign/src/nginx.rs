@@ -26,8 +26,11 @@ use stile_token::Reason;
 use crate::util;
 use crate::{ConfigError, Detail, Format, Found, Keys, Request, Scope, Transport, Verified};
 
-/// nginx settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// nginx settings. As configuration (TOML), one table named after the variant:
+/// `[secure_link]` (`md5_arg`, `expires_arg`, `expression`) or
+/// `[secure_link_secret]` (`location`, `rewrite_to`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Config {
     /// `secure_link $arg_<md5_arg>[,$arg_<expires_arg>]` + `secure_link_md5 <expression>`.
     SecureLink {

@@ -169,7 +169,8 @@ pub(crate) fn b64url_vec(s: &[u8], max: usize) -> Option<Vec<u8>> {
 }
 
 /// The hash functions vendors put under their HMACs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Hash {
     /// MD5 (Akamai only; weak, kept for tokens in the wild).
     Md5,

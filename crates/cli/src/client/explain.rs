@@ -69,6 +69,20 @@ pub(crate) struct Args {
     /// Do not ask the control plane.
     #[arg(long)]
     offline: bool,
+    /// Judge the link as another vendor's signed link instead of a Stile link:
+    /// akamai, cloud-cdn, media-cdn, bunny or nginx-secure-link (docs/migration.md).
+    /// Works offline, with the keys given by --foreign-key.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
+    /// A key for --format, NAME=KEY, written as the vendor writes it: hex (akamai),
+    /// base64 (cloud-cdn, media-cdn; `ed25519:<base64>` for a Media CDN public key),
+    /// the text itself (bunny, nginx-secure-link). Repeatable, at most 8.
+    #[arg(long = "foreign-key", value_name = "NAME=KEY", requires = "format")]
+    foreign_keys: Vec<String>,
+    /// The --format's settings as a TOML table of that format's fields
+    /// (docs/migration.md); fields left out keep the vendor's defaults.
+    #[arg(long, value_name = "FILE", requires = "format")]
+    format_config: Option<PathBuf>,
     /// The edge's `token.path_segment`.
     #[arg(long, default_value = "_st", hide = true)]
     path_segment: String,
@@ -97,6 +111,26 @@ pub(crate) async fn run(settings: &Settings, a: Args) -> Result<(), Failure> {
         ),
         None => None,
     };
+    if let Some(format) = &a.format {
+        let report = super::foreign::explain(&super::foreign::ForeignInput {
+            link: &a.link,
+            cookie: a.cookie.as_deref(),
+            format,
+            keys: &a.foreign_keys,
+            config_file: a.format_config.as_deref(),
+            client_ip: a.client_ip,
+            country,
+            leeway: a.leeway,
+            edge_now,
+            real_now,
+        })?;
+        if settings.json() {
+            print_json(&report.json);
+        } else {
+            print!("{}", report.text);
+        }
+        return if report.admitted { Ok(()) } else { Err(Failure::negative()) };
+    }
     let key_file = match &a.key_file {
         Some(p) => Some(KeyFile::load(p).map_err(Failure::usage)?),
         None => None,

@@ -8,6 +8,7 @@
 //! only by `api-keys create`, once. Neither is ever logged.
 
 pub(crate) mod explain;
+mod foreign;
 mod links;
 mod ops;
 pub(crate) mod output;
