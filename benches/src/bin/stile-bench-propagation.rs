@@ -683,6 +683,7 @@ fn revoke_request(link: &pb::Link, wait: bool) -> pb::RevokeRequest {
         reason: "propagation benchmark".into(),
         wait,
         wait_timeout_ms: 10_000,
+        expect: None,
     }
 }
 

@@ -126,6 +126,9 @@ impl From<AuditAction> for pb::AuditAction {
             AuditAction::AssetState => pb::AuditAction::AssetState,
             AuditAction::ApiKeyCreate => pb::AuditAction::ApiKeyCreate,
             AuditAction::ApiKeyDelete => pb::AuditAction::ApiKeyDelete,
+            AuditAction::AuthDenied => pb::AuditAction::AuthDenied,
+            AuditAction::SyncRefused => pb::AuditAction::SyncRefused,
+            AuditAction::SyncReplaced => pb::AuditAction::SyncReplaced,
         }
     }
 }
@@ -145,6 +148,9 @@ pub(crate) fn audit_action(value: i32) -> Result<Option<AuditAction>, ApiError> 
         pb::AuditAction::AssetState => Some(AuditAction::AssetState),
         pb::AuditAction::ApiKeyCreate => Some(AuditAction::ApiKeyCreate),
         pb::AuditAction::ApiKeyDelete => Some(AuditAction::ApiKeyDelete),
+        pb::AuditAction::AuthDenied => Some(AuditAction::AuthDenied),
+        pb::AuditAction::SyncRefused => Some(AuditAction::SyncRefused),
+        pb::AuditAction::SyncReplaced => Some(AuditAction::SyncReplaced),
     })
 }
 
@@ -192,6 +198,7 @@ pub(crate) fn api_key_info(k: &ApiKey) -> pb::ApiKeyInfo {
         role: pb::Role::from(k.role).into(),
         created_at: k.created_at,
         created_by: k.created_by.clone(),
+        edge_ids: Vec::new(),
     }
 }
 

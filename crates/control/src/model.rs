@@ -249,6 +249,13 @@ pub enum AuditAction {
     ApiKeyCreate,
     /// API key deleted.
     ApiKeyDelete,
+    /// A call that writes refused for its credentials (rate-limited per source).
+    AuthDenied,
+    /// A sync stream refused or ended: an edge id the key may not use, or a
+    /// protocol violation.
+    SyncRefused,
+    /// A sync stream took over an edge id another stream held.
+    SyncReplaced,
 }
 
 /// One audit event.

@@ -76,7 +76,7 @@ async fn roles_are_enforced_per_rpc() {
     assert!(matches!(first.kind, Some(pb::control_message::Kind::Snapshot(_))), "a new edge gets a snapshot");
 
     let mut api = server.api_keys().await;
-    let create = pb::CreateApiKeyRequest { name: "x".into(), role: pb::Role::Minter.into() };
+    let create = pb::CreateApiKeyRequest { name: "x".into(), role: pb::Role::Minter.into(), ..Default::default() };
     assert_status(api.create(auth(create, OPERATOR)).await, denied, "ApiKeyService.Create needs role admin");
     server.stop().await;
 }
@@ -86,7 +86,11 @@ async fn api_keys_lifecycle() {
     let server = Server::start().await;
     server.published("abc", "/vod/abc/").await;
     let mut api = server.api_keys().await;
-    let create = |name: &str, role: pb::Role| pb::CreateApiKeyRequest { name: name.into(), role: role.into() };
+    let create = |name: &str, role: pb::Role| pb::CreateApiKeyRequest {
+        name: name.into(),
+        role: role.into(),
+        ..Default::default()
+    };
     let out = api.create(auth(create("shop", pb::Role::Minter), ADMIN)).await.unwrap().into_inner();
     assert!(out.key.starts_with("stk_"));
     let info = out.info.unwrap();

@@ -43,8 +43,11 @@ async fn rotate_then_retire() {
 
     let mut keys = server.keys().await;
     server.clock.advance(std::time::Duration::from_secs(60));
-    let rotated =
-        keys.rotate(auth(pb::RotateKeyRequest { reason: "quarterly".into() }, OPERATOR)).await.unwrap().into_inner();
+    let rotated = keys
+        .rotate(auth(pb::RotateKeyRequest { reason: "quarterly".into(), ..Default::default() }, OPERATOR))
+        .await
+        .unwrap()
+        .into_inner();
     let new_key = rotated.key.unwrap();
     assert_eq!((new_key.key_id, new_key.state(), new_key.created_at), (2, pb::KeyState::Active, T0 + 60));
     let fresh = links.mint(auth(mint(), MINTER)).await.unwrap().into_inner().link.unwrap();

@@ -13,7 +13,10 @@ async fn state_survives_restart() {
     server.published("abc", "/vod/abc/").await;
     let mut api = server.api_keys().await;
     let created = api
-        .create(auth(pb::CreateApiKeyRequest { name: "shop".into(), role: pb::Role::Minter.into() }, ADMIN))
+        .create(auth(
+            pb::CreateApiKeyRequest { name: "shop".into(), role: pb::Role::Minter.into(), ..Default::default() },
+            ADMIN,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -93,6 +93,7 @@ async fn revoke(server: &Server, id: u64, wait: bool, wait_timeout_ms: u32) -> p
         reason: "test".into(),
         wait,
         wait_timeout_ms,
+        expect: None,
     };
     server.revocations().await.revoke(auth(req, OPERATOR)).await.expect("revoke").into_inner()
 }
@@ -281,6 +282,7 @@ async fn revoke_with_wait_returns_once_every_edge_acked_or_names_the_laggards() 
                 reason: "leak".into(),
                 wait: true,
                 wait_timeout_ms: 10_000,
+                expect: None,
             };
             pb::revocation_service_client::RevocationServiceClient::new(channel).revoke(auth(req, OPERATOR)).await
         }
@@ -313,6 +315,7 @@ async fn revoke_with_wait_returns_once_every_edge_acked_or_names_the_laggards() 
                 reason: "leak".into(),
                 wait: true,
                 wait_timeout_ms: 300,
+                expect: None,
             };
             pb::revocation_service_client::RevocationServiceClient::new(channel).revoke(auth(req, OPERATOR)).await
         }
@@ -336,7 +339,7 @@ async fn a_rotated_key_is_not_minted_with_before_every_edge_has_it() {
 
     let rotate = tokio::spawn({
         let mut keys = server.keys().await;
-        async move { keys.rotate(auth(pb::RotateKeyRequest { reason: "q".into() }, OPERATOR)).await }
+        async move { keys.rotate(auth(pb::RotateKeyRequest { reason: "q".into(), expect: None }, OPERATOR)).await }
     });
     let pending = edge.delta().await;
     let pending_version = delta_version(&pending);

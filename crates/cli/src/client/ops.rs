@@ -97,6 +97,7 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         reason: a.reason,
         wait: a.wait,
         wait_timeout_ms,
+        expect: None,
     };
     let resp = RevocationServiceClient::new(client.channel.clone())
         .revoke(client.req(req))
@@ -329,7 +330,10 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
     let now = now();
     match c {
         KeysCmd::Rotate { reason } => {
-            let r = rpc.rotate(client.req(pb::RotateKeyRequest { reason })).await.map_err(|s| client.fail(&s))?;
+            let r = rpc
+                .rotate(client.req(pb::RotateKeyRequest { reason, expect: None }))
+                .await
+                .map_err(|s| client.fail(&s))?;
             let r = r.into_inner();
             let k = r.key.unwrap_or_default();
             if settings.json() {
@@ -626,7 +630,7 @@ pub(crate) struct AuditTailArgs {
     follow: bool,
 }
 
-const AUDIT_ACTIONS: [&str; 9] = [
+const AUDIT_ACTIONS: [&str; 12] = [
     "mint",
     "mint_batch",
     "revoke",
@@ -636,6 +640,9 @@ const AUDIT_ACTIONS: [&str; 9] = [
     "asset_state",
     "api_key_create",
     "api_key_delete",
+    "auth_denied",
+    "sync_refused",
+    "sync_replaced",
 ];
 
 fn audit_action(s: i32) -> String {
@@ -762,7 +769,7 @@ pub(crate) async fn api_keys(settings: &Settings, c: ApiKeysCmd) -> Result<(), F
     match c {
         ApiKeysCmd::Create { name, role: r } => {
             let role_value = pb::Role::from_str_name(&format!("ROLE_{}", r.to_ascii_uppercase())).unwrap_or_default();
-            let req = pb::CreateApiKeyRequest { name, role: role_value.into() };
+            let req = pb::CreateApiKeyRequest { name, role: role_value.into(), edge_ids: Vec::new() };
             let resp = rpc.create(client.req(req)).await.map_err(|s| client.fail(&s))?.into_inner();
             let info = resp.info.unwrap_or_default();
             if settings.json() {

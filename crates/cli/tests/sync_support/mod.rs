@@ -282,6 +282,7 @@ impl Ops {
             reason: "test".into(),
             wait,
             wait_timeout_ms: wait_ms,
+            expect: None,
         };
         let limit = Duration::from_millis(u64::from(wait_ms)) + Duration::from_secs(10);
         match self.rt.block_on(async { tokio::time::timeout(limit, c.revoke(req(r))).await }) {

@@ -74,6 +74,7 @@ impl ApiKeyService for ApiKeys {
             role: pb::Role::from(c.role).into(),
             created_at: 0,
             created_by: "config".into(),
+            edge_ids: Vec::new(),
         }));
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListApiKeysResponse { keys }))

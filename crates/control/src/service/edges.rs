@@ -66,5 +66,6 @@ pub(crate) fn edge_ack(e: &EdgeView, version: u64) -> pb::EdgeAck {
         applied_version: e.applied,
         applied: e.applied >= version,
         error: e.last_error.clone(),
+        ..pb::EdgeAck::default()
     }
 }

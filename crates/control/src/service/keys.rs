@@ -55,6 +55,7 @@ impl KeyService for Keys {
             version: r.version,
             pending_version: r.pending_version,
             lagging: r.lagging,
+            confirmation: None,
         }))
     }
 

@@ -15,6 +15,10 @@ pub struct ApiKeyInfo {
     /// Name of the admin key that created it; "config" for configured keys.
     #[prost(string, tag = "4")]
     pub created_by: ::prost::alloc::string::String,
+    /// Role edge: the edge ids its sync stream may announce (ids, or patterns
+    /// ending in `*`). Empty for other roles.
+    #[prost(string, repeated, tag = "5")]
+    pub edge_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Create an API key.
 #[allow(clippy::all)]
@@ -26,6 +30,12 @@ pub struct CreateApiKeyRequest {
     /// Role.
     #[prost(enumeration = "Role", tag = "2")]
     pub role: i32,
+    /// Required for role edge, refused for the others: the edge ids the key's
+    /// sync stream may announce in its EdgeHello. Each is an edge id
+    /// (\[a-z0-9.\_-\]{1,64}) or a pattern ending in `*` (`edge-eu-*`: ids starting
+    /// with `edge-eu-`; `*` alone: any id). At most 64.
+    #[prost(string, repeated, tag = "3")]
+    pub edge_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// The new key.
 #[allow(clippy::all)]
@@ -74,7 +84,8 @@ pub enum Role {
     Minter = 1,
     /// Revokes, rotates keys, manages assets, reads audit and edges. Cannot mint.
     Operator = 2,
-    /// An edge proxy: may only open the sync stream.
+    /// An edge proxy: may only open the sync stream, under the edge ids the key
+    /// names.
     Edge = 3,
     /// Everything, including API key management.
     Admin = 4,
@@ -198,8 +209,9 @@ pub mod api_key_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Creates a key with a role. Errors: INVALID_ARGUMENT (bad name or role),
-        /// ALREADY_EXISTS (name taken).
+        /// Creates a key with a role (an edge key with the edge ids it may use).
+        /// Errors: INVALID_ARGUMENT (bad name, role or edge ids), ALREADY_EXISTS
+        /// (name taken).
         pub async fn create(
             &mut self,
             request: impl tonic::IntoRequest<super::CreateApiKeyRequest>,
@@ -290,8 +302,9 @@ pub mod api_key_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with ApiKeyServiceServer.
     #[async_trait]
     pub trait ApiKeyService: std::marker::Send + std::marker::Sync + 'static {
-        /// Creates a key with a role. Errors: INVALID_ARGUMENT (bad name or role),
-        /// ALREADY_EXISTS (name taken).
+        /// Creates a key with a role (an edge key with the edge ids it may use).
+        /// Errors: INVALID_ARGUMENT (bad name, role or edge ids), ALREADY_EXISTS
+        /// (name taken).
         async fn create(
             &self,
             request: tonic::Request<super::CreateApiKeyRequest>,
@@ -1358,6 +1371,17 @@ pub enum AuditAction {
     ApiKeyCreate = 8,
     /// An API key deleted.
     ApiKeyDelete = 9,
+    /// A call that writes was refused for its credentials (missing, unknown or
+    /// deleted key, wrong role, back-off); actor: the key's name, or
+    /// `unknown:<fingerprint>`, or `anonymous`. Rate-limited per source.
+    AuthDenied = 10,
+    /// A sync stream was refused or ended by the control plane: an edge id the
+    /// key may not use, or a protocol violation (an ACK or NACK above what was
+    /// sent on the stream, a second hello). Target `edge:<id>`.
+    SyncRefused = 11,
+    /// A sync stream took over an edge id another stream held (the older one is
+    /// ended). Target `edge:<id>`; detail: both remote addresses.
+    SyncReplaced = 12,
 }
 impl AuditAction {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1376,6 +1400,9 @@ impl AuditAction {
             Self::AssetState => "AUDIT_ACTION_ASSET_STATE",
             Self::ApiKeyCreate => "AUDIT_ACTION_API_KEY_CREATE",
             Self::ApiKeyDelete => "AUDIT_ACTION_API_KEY_DELETE",
+            Self::AuthDenied => "AUDIT_ACTION_AUTH_DENIED",
+            Self::SyncRefused => "AUDIT_ACTION_SYNC_REFUSED",
+            Self::SyncReplaced => "AUDIT_ACTION_SYNC_REPLACED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1391,6 +1418,9 @@ impl AuditAction {
             "AUDIT_ACTION_ASSET_STATE" => Some(Self::AssetState),
             "AUDIT_ACTION_API_KEY_CREATE" => Some(Self::ApiKeyCreate),
             "AUDIT_ACTION_API_KEY_DELETE" => Some(Self::ApiKeyDelete),
+            "AUDIT_ACTION_AUTH_DENIED" => Some(Self::AuthDenied),
+            "AUDIT_ACTION_SYNC_REFUSED" => Some(Self::SyncRefused),
+            "AUDIT_ACTION_SYNC_REPLACED" => Some(Self::SyncReplaced),
             _ => None,
         }
     }
@@ -1860,6 +1890,124 @@ impl KeyState {
             "KEY_STATE_ACTIVE" => Some(Self::Active),
             "KEY_STATE_VERIFY_ONLY" => Some(Self::VerifyOnly),
             "KEY_STATE_RETIRED" => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+/// One edge's progress on a version.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EdgeAck {
+    /// Edge id.
+    #[prost(string, tag = "1")]
+    pub edge_id: ::prost::alloc::string::String,
+    /// Newest version the edge has applied (ACKed on its stream).
+    #[prost(uint64, tag = "2")]
+    pub applied_version: u64,
+    /// Whether `applied_version` >= the version asked about.
+    #[prost(bool, tag = "3")]
+    pub applied: bool,
+    /// The edge's last NACK error, if any.
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+    /// Whether it holds a sync stream to a control plane (any replica) now.
+    #[prost(bool, tag = "5")]
+    pub connected: bool,
+    /// When a control plane last heard from it, Unix milliseconds; 0: never
+    /// (an edge the operator named that was never seen).
+    #[prost(uint64, tag = "6")]
+    pub last_seen_ms: u64,
+    /// Whether the operator's expectation includes it (every edge connected or
+    /// seen within sync.seen_window_secs, or the named edge set).
+    #[prost(bool, tag = "7")]
+    pub expected: bool,
+}
+/// What the operator expects before a change counts as confirmed.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WaitExpectation {
+    /// At least this many expected edges must have applied the version. Unset:
+    /// 1 (confirmed by no edge is never a success unless the operator says 0).
+    #[prost(uint32, optional, tag = "1")]
+    pub min_edges: ::core::option::Option<u32>,
+    /// The edges that must apply it: edge ids, or patterns ending in `*`
+    /// (`edge-eu-*`: every known edge whose id starts with `edge-eu-`; a pattern
+    /// must match at least one edge). Empty: every edge connected or seen within
+    /// sync.seen_window_secs. At most 256 entries.
+    #[prost(string, repeated, tag = "2")]
+    pub edges: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// What the control plane can vouch for about one version: which edges ACKed
+/// it on their stream (an ACK is believed only up to what was sent on that
+/// stream), and which expected edges did not.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Confirmation {
+    /// The verdict.
+    #[prost(enumeration = "ConfirmationVerdict", tag = "1")]
+    pub verdict: i32,
+    /// The version confirmed.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+    /// Expected edges that applied it.
+    #[prost(uint32, tag = "3")]
+    pub confirmed: u32,
+    /// Edges expected to apply it (named, or connected or seen within the window).
+    #[prost(uint32, tag = "4")]
+    pub expected: u32,
+    /// The min_edges in force (the request's, or 1).
+    #[prost(uint32, tag = "5")]
+    pub min_edges: u32,
+    /// Every edge considered, by id: the expected ones, and connected edges
+    /// outside a named set (`expected` false).
+    #[prost(message, repeated, tag = "6")]
+    pub edges: ::prost::alloc::vec::Vec<EdgeAck>,
+    /// Patterns of the expectation that matched no known edge.
+    #[prost(string, repeated, tag = "7")]
+    pub unmatched: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// One sentence for people, e.g. "confirmed by 0 edges: none connected or
+    /// seen in the last 900 s".
+    #[prost(string, tag = "8")]
+    pub summary: ::prost::alloc::string::String,
+    /// The window of remembered edges, seconds (sync.seen_window_secs).
+    #[prost(uint64, tag = "9")]
+    pub seen_window_secs: u64,
+}
+/// The verdict of a confirmation.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ConfirmationVerdict {
+    /// Not set (no wait was asked for).
+    Unspecified = 0,
+    /// Every expected edge applied the version and the expectation is met.
+    Confirmed = 1,
+    /// Some edges applied it, but not every expected edge (or fewer than
+    /// min_edges, or a pattern matched no edge).
+    Partial = 2,
+    /// No edge applied it: nobody connected, or nobody ACKed by the deadline.
+    None = 3,
+}
+impl ConfirmationVerdict {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CONFIRMATION_VERDICT_UNSPECIFIED",
+            Self::Confirmed => "CONFIRMATION_VERDICT_CONFIRMED",
+            Self::Partial => "CONFIRMATION_VERDICT_PARTIAL",
+            Self::None => "CONFIRMATION_VERDICT_NONE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CONFIRMATION_VERDICT_UNSPECIFIED" => Some(Self::Unspecified),
+            "CONFIRMATION_VERDICT_CONFIRMED" => Some(Self::Confirmed),
+            "CONFIRMATION_VERDICT_PARTIAL" => Some(Self::Partial),
+            "CONFIRMATION_VERDICT_NONE" => Some(Self::None),
             _ => None,
         }
     }
@@ -2514,10 +2662,16 @@ pub struct RotateKeyRequest {
     /// Why, for the audit log; optional, up to 200 characters.
     #[prost(string, tag = "1")]
     pub reason: ::prost::alloc::string::String,
+    /// Which edges, and how many, must hold the key. Set: the activation also
+    /// waits (up to sync.key_activation_timeout_secs) until it is met. Unset:
+    /// the confirmation expects every edge connected or seen within
+    /// sync.seen_window_secs, and at least one.
+    #[prost(message, optional, tag = "2")]
+    pub expect: ::core::option::Option<WaitExpectation>,
 }
 /// The new key.
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RotateKeyResponse {
     /// The new key's public facts.
     #[prost(message, optional, tag = "1")]
@@ -2532,6 +2686,10 @@ pub struct RotateKeyResponse {
     /// timeout expired); empty when the whole fleet had the key.
     #[prost(string, repeated, tag = "4")]
     pub lagging: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Which edges held the key (pending_version) at activation, against the
+    /// expectation. Only CONFIRMED means every expected edge had it.
+    #[prost(message, optional, tag = "5")]
+    pub confirmation: ::core::option::Option<Confirmation>,
 }
 /// List keys.
 #[allow(clippy::all)]
@@ -2668,9 +2826,11 @@ pub mod key_service_client {
         }
         /// Creates a new 32-byte key from the OS CSPRNG as PENDING, which pushes it
         /// (with its secret) to the edges, then makes it the active minting key once
-        /// every connected edge has ACKed that version, or after
-        /// sync.key_activation_timeout_secs (logged, naming the edges). The previous
-        /// active key keeps verifying (VERIFY_ONLY). Answers once the key is ACTIVE.
+        /// every connected edge has ACKed that version (and the request's
+        /// expectation, if any, is met), or after sync.key_activation_timeout_secs
+        /// (logged, naming the edges). The previous active key keeps verifying
+        /// (VERIFY_ONLY). Answers once the key is ACTIVE, with the confirmation of
+        /// the PENDING version.
         pub async fn rotate(
             &mut self,
             request: impl tonic::IntoRequest<super::RotateKeyRequest>,
@@ -2760,9 +2920,11 @@ pub mod key_service_server {
     pub trait KeyService: std::marker::Send + std::marker::Sync + 'static {
         /// Creates a new 32-byte key from the OS CSPRNG as PENDING, which pushes it
         /// (with its secret) to the edges, then makes it the active minting key once
-        /// every connected edge has ACKed that version, or after
-        /// sync.key_activation_timeout_secs (logged, naming the edges). The previous
-        /// active key keeps verifying (VERIFY_ONLY). Answers once the key is ACTIVE.
+        /// every connected edge has ACKed that version (and the request's
+        /// expectation, if any, is met), or after sync.key_activation_timeout_secs
+        /// (logged, naming the edges). The previous active key keeps verifying
+        /// (VERIFY_ONLY). Answers once the key is ACTIVE, with the confirmation of
+        /// the PENDING version.
         async fn rotate(
             &self,
             request: tonic::Request<super::RotateKeyRequest>,
@@ -3574,14 +3736,19 @@ pub struct RevokeRequest {
     /// Why: 1..200 characters, required; shown to support staff.
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
-    /// Also wait until every connected edge has ACKed the revocation's version
-    /// (enforces it), or until the deadline.
+    /// Also wait until every expected edge has ACKed the revocation's version
+    /// (enforces it), or until the deadline; the answer's `confirmation` says
+    /// what the control plane can vouch for.
     #[prost(bool, tag = "3")]
     pub wait: bool,
     /// Longest wait, milliseconds; 0 means the control plane's default
     /// (sync.revoke_wait_default_ms). Capped at sync.revoke_wait_max_ms.
     #[prost(uint32, tag = "4")]
     pub wait_timeout_ms: u32,
+    /// With `wait`: which edges, and how many, must confirm. Unset: every edge
+    /// connected or seen within sync.seen_window_secs, and at least one.
+    #[prost(message, optional, tag = "5")]
+    pub expect: ::core::option::Option<WaitExpectation>,
 }
 /// The recorded revocation.
 #[allow(clippy::all)]
@@ -3593,17 +3760,21 @@ pub struct RevokeResponse {
     /// Log version that carries it; pass to Status to follow its rollout.
     #[prost(uint64, tag = "2")]
     pub version: u64,
-    /// With `wait`: every edge connected when the wait ended and whether it has
-    /// applied `version`. The revocation is durable either way.
+    /// With `wait`: every edge considered (confirmation.edges). The revocation
+    /// is durable either way.
     #[prost(message, repeated, tag = "3")]
     pub edges: ::prost::alloc::vec::Vec<EdgeAck>,
-    /// With `wait`: ids of connected edges that had not ACKed `version` by the
-    /// deadline; empty when every connected edge enforces it.
+    /// With `wait`: ids of expected edges (connected or not) that had not ACKed
+    /// `version` by the deadline.
     #[prost(string, repeated, tag = "4")]
     pub lagging: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// With `wait`: how long the call waited, milliseconds.
     #[prost(uint32, tag = "5")]
     pub waited_ms: u32,
+    /// With `wait`: the verdict, counts and every edge considered. Only
+    /// CONFIRMED means every expected edge enforces the revocation.
+    #[prost(message, optional, tag = "6")]
+    pub confirmation: ::core::option::Option<Confirmation>,
 }
 /// List revocations in force.
 #[allow(clippy::all)]
@@ -3645,26 +3816,10 @@ pub struct RevocationStatusResponse {
     /// Whether that version is committed (durable).
     #[prost(bool, tag = "3")]
     pub committed: bool,
-    /// Connected edges and whether each has applied `version`.
+    /// Edges connected or seen within sync.seen_window_secs, and whether each
+    /// has applied `version` (`connected` tells which are connected now).
     #[prost(message, repeated, tag = "4")]
     pub edges: ::prost::alloc::vec::Vec<EdgeAck>,
-}
-/// One edge's progress on a version.
-#[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct EdgeAck {
-    /// Edge id.
-    #[prost(string, tag = "1")]
-    pub edge_id: ::prost::alloc::string::String,
-    /// Newest version the edge has applied.
-    #[prost(uint64, tag = "2")]
-    pub applied_version: u64,
-    /// Whether `applied_version` >= the version asked about.
-    #[prost(bool, tag = "3")]
-    pub applied: bool,
-    /// The edge's last NACK error, if any.
-    #[prost(string, tag = "4")]
-    pub error: ::prost::alloc::string::String,
 }
 /// Generated client implementations.
 pub mod revocation_service_client {
