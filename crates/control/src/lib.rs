@@ -19,6 +19,8 @@
 //! - [`config`]: the TOML configuration; [`error`]: errors and their gRPC codes;
 //! - [`auth`]: API keys, roles and the per-RPC role table;
 //! - `mint`: claims and URLs for one link, pure; `convert`: domain ↔ protobuf;
+//!   [`acks`]: what one sync stream offered and what its ACKs may say, pure
+//!   (public for the fuzz target);
 //! - `signing`: the signing keys in memory; `fleet`: connected edges, here and
 //!   on the other replicas; `metrics`: Prometheus metrics and the RPC layer;
 //! - `sync`: the edge sync sessions; `service`: one module per gRPC service;
@@ -26,6 +28,7 @@
 //!
 //! Nothing here logs a token, an API key or a signing key.
 
+pub mod acks;
 mod admin;
 pub mod auth;
 pub mod clock;

@@ -153,6 +153,7 @@ impl ControlPlane {
             Arc::clone(&fleet),
             Arc::clone(&versions),
             Arc::clone(&clock),
+            Arc::clone(&metrics),
             config.sync.clone(),
         ));
 

@@ -12,6 +12,14 @@
 //!    up to v is enforced), answers heartbeats with `EdgeStatus` (clock skew),
 //!    and NACKs what it cannot apply — the session logs it and sends a snapshot.
 //!
+//! What the edge says is believed only as far as [`AckBook`] allows: an ACK
+//! only up to what was sent on this stream (the writer marks each version as
+//! offered before handing it to the stream). An ACK, status or NACK above
+//! anything offered, or a second hello, is a protocol violation: the stream
+//! ends with `INVALID_ARGUMENT`, and the violation is logged
+//! (`sync.protocol_violation`), counted (`stile_control_sync_refused_total`)
+//! and audited (`SYNC_REFUSED`) with the edge's id, key and address.
+//!
 //! Layers: [`SyncCtx::open`] reads the hello and registers the edge in the
 //! fleet; a reader task (`read_loop`) turns ACKs, NACKs and statuses into
 //! fleet updates and [`Signals`] for the writer; the writer is a [`Session`]
@@ -31,8 +39,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stile_proto::v1 as pb;
@@ -43,12 +51,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
+use crate::acks::{AckBook, AckVerdict, Received, Violation};
 use crate::clock::Clock;
 use crate::config::SyncConfig;
 use crate::convert::edge_key;
 use crate::error::ApiError;
 use crate::fleet::{Fleet, Registration};
-use crate::model::{ChangeKind, KeyState, valid_name};
+use crate::locks;
+use crate::metrics::Metrics;
+use crate::model::{AuditAction, AuditEvent, ChangeKind, KeyState, valid_name};
 use crate::store::notify::VersionWatch;
 use crate::store::{LogRead, Snapshot, Store, StoreError};
 
@@ -67,9 +78,9 @@ const LOG_BATCH: usize = 256;
 /// refusing cannot make the session loop.
 const NACK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What every sync session uses: the store (the change log), the registry of
-/// connected edges, the newest version, the stop flag, the clock and the
-/// `[sync]` settings.
+/// What every sync session uses: the store (the change log, the audit log),
+/// the registry of connected edges, the newest version, the stop flag, the
+/// clock, the metrics and the `[sync]` settings.
 #[derive(Debug)]
 pub(crate) struct SyncCtx {
     store: Arc<dyn Store>,
@@ -79,7 +90,19 @@ pub(crate) struct SyncCtx {
     /// not wait for long-lived streams.
     stopping: watch::Sender<bool>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     cfg: SyncConfig,
+}
+
+/// Who is on the other end of a stream: for logs and audit events.
+#[derive(Clone, Debug)]
+struct Peer {
+    /// The API key's name.
+    caller: String,
+    /// The announced edge id.
+    edge_id: String,
+    /// The stream's remote address.
+    remote: Option<SocketAddr>,
 }
 
 /// Why a session ended with an error; the edge gets the matching status.
@@ -100,6 +123,9 @@ pub(crate) enum SyncError {
     /// Reading the hello failed: the edge's status, passed on.
     #[error("reading the Sync stream: {0}")]
     Inbound(Status),
+    /// The edge broke the protocol ([`AckBook`]). → `INVALID_ARGUMENT`
+    #[error("sync protocol violation: {0}")]
+    Protocol(Violation),
     /// The store failed. → as every RPC's store error (`UNAVAILABLE`, `INTERNAL`, …)
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -109,7 +135,9 @@ impl From<SyncError> for Status {
     fn from(e: SyncError) -> Status {
         match e {
             SyncError::HelloTimeout | SyncError::StoppedReading => Status::deadline_exceeded(e.to_string()),
-            SyncError::NoHello | SyncError::EdgeId(_) => Status::invalid_argument(e.to_string()),
+            SyncError::NoHello | SyncError::EdgeId(_) | SyncError::Protocol(_) => {
+                Status::invalid_argument(e.to_string())
+            }
             SyncError::Inbound(status) => status,
             SyncError::Store(e) => ApiError::Store(e).into(),
         }
@@ -122,9 +150,10 @@ impl SyncCtx {
         fleet: Arc<Fleet>,
         versions: Arc<VersionWatch>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
         cfg: SyncConfig,
     ) -> SyncCtx {
-        SyncCtx { store, fleet, versions, stopping: watch::channel(false).0, clock, cfg }
+        SyncCtx { store, fleet, versions, stopping: watch::channel(false).0, clock, metrics, cfg }
     }
 
     /// Ends every session (the server is stopping).
@@ -141,10 +170,11 @@ impl SyncCtx {
     ) -> SyncStream {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         let ctx = Arc::clone(self);
+        let limit = Duration::from_millis(self.cfg.send_timeout_ms);
         tokio::spawn(async move {
             if let Err(e) = ctx.run(caller, remote, inbound, tx.clone()).await {
-                // Best effort: the edge may be gone.
-                let _ = tx.try_send(Err(e.into()));
+                // Best effort, bounded: the edge may be gone or not reading.
+                let _ = tokio::time::timeout(limit, tx.send(Err(e.into()))).await;
             }
         });
         Box::pin(ReceiverStream::new(rx))
@@ -161,13 +191,19 @@ impl SyncCtx {
         let hello = self.hello(&mut inbound).await?;
         let span = tracing::info_span!("sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller);
         async move {
-            let registration =
-                self.fleet.register(&hello.edge_id, remote, self.clock.now_ms(), hello.last_applied_version);
-            tracing::info!(applied = hello.last_applied_version, agent = %hello.agent, "sync.connected");
-            let signals = Arc::new(Signals::default());
+            // The hello's version is believed only up to the log head.
+            let head = self.store.version().await?;
+            let book = AckBook::start(hello.last_applied_version, head);
+            let registration = self.fleet.register(&hello.edge_id, remote, self.clock.now_ms(), book.acked());
+            tracing::info!(applied = hello.last_applied_version, head, agent = %hello.agent, "sync.connected");
+            let signals = Arc::new(Signals::new(book));
             let started = Instant::now();
-            let reader =
-                tokio::spawn(read_loop(Arc::clone(&self), registration.id, Arc::clone(&signals), inbound, started));
+            let peer = Peer { caller, edge_id: hello.edge_id.clone(), remote };
+            // The reader logs within this session's span (edge id, address, key).
+            let reader = tokio::spawn(
+                read_loop(Arc::clone(&self), registration.id, Arc::clone(&signals), inbound, started, peer)
+                    .instrument(tracing::Span::current()),
+            );
             let session = Session::new(&self, registration, signals, tx, hello.last_applied_version, started);
             let result = session.run().await;
             reader.abort();
@@ -198,9 +234,13 @@ impl SyncCtx {
     }
 }
 
-/// What the reader tells the writer of one session.
-#[derive(Debug, Default)]
+/// What the reader and the writer of one session share.
+#[derive(Debug)]
 struct Signals {
+    /// What was offered on the stream and what the edge's answers may say.
+    book: Mutex<AckBook>,
+    /// Set by the reader when the edge broke the protocol; the writer ends the session with it.
+    violation: Mutex<Option<Violation>>,
     /// Set by a NACK; the writer answers with a snapshot.
     nacked: AtomicBool,
     /// Wakes the writer (NACK, reader finished).
@@ -214,6 +254,26 @@ struct Signals {
     rtt_ms: AtomicU32,
 }
 
+impl Signals {
+    fn new(book: AckBook) -> Signals {
+        Signals {
+            book: Mutex::new(book),
+            violation: Mutex::new(None),
+            nacked: AtomicBool::new(false),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            heartbeat_seq: AtomicU64::new(0),
+            heartbeat_sent_ms: AtomicU64::new(0),
+            rtt_ms: AtomicU32::new(0),
+        }
+    }
+
+    /// Records in the book, before it is handed to the stream, what is about to be sent.
+    fn offer(&self, f: impl FnOnce(&mut AckBook)) {
+        f(&mut locks::lock(&self.book));
+    }
+}
+
 /// Reads ACKs, NACKs and statuses until the stream ends or stays silent for
 /// `sync.edge_timeout_ms`.
 async fn read_loop(
@@ -222,6 +282,7 @@ async fn read_loop(
     signals: Arc<Signals>,
     mut inbound: Streaming<pb::EdgeMessage>,
     started: Instant,
+    peer: Peer,
 ) {
     let silence = Duration::from_millis(ctx.cfg.edge_timeout_ms);
     loop {
@@ -238,40 +299,84 @@ async fn read_loop(
             Ok(Ok(Some(m))) => m,
         };
         let now_ms = ctx.clock.now_ms();
-        match msg.kind {
-            Some(pb::edge_message::Kind::Ack(a)) => ctx.fleet.ack(id, a.version, now_ms),
-            Some(pb::edge_message::Kind::Nack(n)) => {
-                tracing::warn!(version = n.version, error = %n.error, "sync.nack");
-                ctx.fleet.nack(id, &n.error, now_ms);
+        let judged = locks::lock(&signals.book).receive(&msg);
+        match judged {
+            Err(violation) => {
+                ctx.refuse(&peer, &violation);
+                *locks::lock(&signals.violation) = Some(violation);
+                break;
+            }
+            Ok(Received::Ack(verdict)) => ctx.applied(id, verdict, now_ms),
+            Ok(Received::Nack { version, error }) => {
+                tracing::warn!(version, error = %error, "sync.nack");
+                ctx.fleet.nack(id, &error, now_ms);
                 signals.nacked.store(true, Ordering::Release);
                 signals.wake.notify_one();
             }
-            Some(pb::edge_message::Kind::Status(st)) => {
+            Ok(Received::Status { heartbeat_seq, clock_skew_ms, applied }) => {
                 let mut rtt = None;
-                if st.heartbeat_seq == signals.heartbeat_seq.load(Ordering::Acquire) {
+                if heartbeat_seq == signals.heartbeat_seq.load(Ordering::Acquire) {
                     let sent = signals.heartbeat_sent_ms.load(Ordering::Acquire);
                     let ms = u32::try_from(elapsed_ms(started).saturating_sub(sent)).unwrap_or(u32::MAX);
                     signals.rtt_ms.store(ms, Ordering::Release);
                     rtt = Some(ms);
                 }
                 ctx.fleet.update(id, |v| {
-                    v.skew_ms = st.clock_skew_ms;
+                    v.skew_ms = clock_skew_ms;
                     v.last_seen_ms = now_ms;
                     if let Some(ms) = rtt {
                         v.rtt_ms = ms;
                     }
                 });
-                ctx.fleet.ack(id, st.applied_version, now_ms);
+                ctx.applied(id, applied, now_ms);
             }
-            Some(pb::edge_message::Kind::Hello(_)) => {
-                tracing::warn!("sync.protocol_error: a second EdgeHello");
-                break;
-            }
-            None => {}
+            Ok(Received::Empty) => {}
         }
     }
     signals.closed.store(true, Ordering::Release);
     signals.wake.notify_one();
+}
+
+impl SyncCtx {
+    /// Records a judged ACK (or status) in the fleet: the new version when it
+    /// is believed, else only that the edge was heard from.
+    fn applied(&self, id: u64, verdict: AckVerdict, now_ms: u64) {
+        match verdict {
+            AckVerdict::Advanced { to, .. } => self.fleet.ack(id, to, now_ms),
+            other => {
+                if let Some(kind) = other.ignored() {
+                    tracing::debug!(?other, "sync.ack_ignored");
+                    self.metrics.ack_ignored(kind);
+                }
+                self.fleet.update(id, |v| v.last_seen_ms = now_ms);
+            }
+        }
+    }
+
+    /// Logs, counts and audits a protocol violation; the session then ends with it.
+    fn refuse(&self, peer: &Peer, violation: &Violation) {
+        let remote = peer.remote.map(|a| a.to_string()).unwrap_or_default();
+        tracing::warn!(kind = violation.kind(), error = %violation, "sync.protocol_violation");
+        self.metrics.sync_refused(violation.kind());
+        self.audit_refusal(peer, &format!("{}: {violation} (from {remote})", violation.kind()));
+    }
+
+    /// Records a `SYNC_REFUSED` audit event for the edge (group-committed, like mint events).
+    fn audit_refusal(&self, peer: &Peer, detail: &str) {
+        let event = AuditEvent::new(
+            self.clock.now_secs(),
+            &peer.caller,
+            AuditAction::SyncRefused,
+            format!("edge:{}", peer.edge_id),
+            detail.chars().take(200).collect(),
+        );
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            if let Err(e) = store.record_audit(vec![event]).await {
+                tracing::warn!(error = %e, "sync.audit_failed");
+            }
+        });
+    }
 }
 
 /// Spaces the snapshots NACKs cause at least [`NACK_SNAPSHOT_INTERVAL`]
@@ -349,6 +454,9 @@ impl<'a> Session<'a> {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.signals.closed.load(Ordering::Acquire) {
+                if let Some(violation) = locks::lock(&self.signals.violation).take() {
+                    return Err(SyncError::Protocol(violation));
+                }
                 return Ok("edge closed the stream");
             }
             if self.signals.nacked.swap(false, Ordering::AcqRel) {
@@ -402,6 +510,7 @@ impl<'a> Session<'a> {
                         _ => None,
                     };
                     let delta = pb::Delta { change: Some(change.into()), key };
+                    self.signals.offer(|b| b.offer_delta(version));
                     if !self.send(pb::control_message::Kind::Delta(delta)).await? {
                         return Ok(Sent::Closed);
                     }
@@ -439,6 +548,12 @@ impl<'a> Session<'a> {
             reset: self.need == Need::Reset,
         };
         tracing::info!(version, keys = snapshot.keys.len(), revocations = snapshot.revocations.len(), "sync.snapshot");
+        let reset = snapshot.reset;
+        self.signals.offer(|b| b.offer_snapshot(version, reset));
+        if reset {
+            // A new history: nothing of it is applied until the edge ACKs this snapshot.
+            self.ctx.fleet.update(self.registration.id, |v| v.applied = 0);
+        }
         if !self.send(pb::control_message::Kind::Snapshot(snapshot)).await? {
             return Ok(Sent::Closed);
         }

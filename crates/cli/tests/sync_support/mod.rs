@@ -63,6 +63,8 @@ impl Store {
 /// `dir`, kept across restarts (and, with the redb store, the store file).
 pub struct Control {
     pub port: u16,
+    /// The admin listener (`/metrics`).
+    pub admin: u16,
     pub dir: PathBuf,
     pub child: Child,
     config: PathBuf,
@@ -91,6 +93,13 @@ impl Control {
 
     /// Writes the configuration (`store` as its store section) and starts it; waits until it answers.
     pub fn launch(dir: &Path, port: u16, store: &Store) -> Control {
+        Control::launch_with(dir, port, store, "")
+    }
+
+    /// [`Control::launch`] with `extra` TOML after the `[sync]` settings: bare
+    /// `key = value` lines go into `[sync]`, then any tables (`[auth]` fields
+    /// included; the `[[auth.keys]]` entries follow).
+    pub fn launch_with(dir: &Path, port: u16, store: &Store, extra: &str) -> Control {
         let key = |name: &str, role: &str, key: &str| {
             format!(
                 "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
@@ -98,13 +107,13 @@ impl Control {
             )
         };
         let config = dir.join("control.toml");
+        let admin = free_port();
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
                  {store}[links]\ndefault_base_url = \"{BASE_URL}\"\n\
-                 [sync]\nheartbeat_interval_ms = 200\nkey_activation_timeout_secs = 10\n{admin_key}{edge_key}",
-                admin = free_port(),
+                 [sync]\nheartbeat_interval_ms = 200\nkey_activation_timeout_secs = 10\n{extra}\n{admin_key}{edge_key}",
                 store = store.section(dir),
                 admin_key = key("admin", "admin", ADMIN),
                 edge_key = key("edges", "edge", EDGE_KEY),
@@ -112,7 +121,7 @@ impl Control {
         )
         .unwrap();
         let child = spawn_control(&config, dir, &[]);
-        let mut c = Control { port, dir: dir.to_owned(), child, config, _tmp: None };
+        let mut c = Control { port, admin, dir: dir.to_owned(), child, config, _tmp: None };
         c.wait_up();
         c
     }
@@ -138,6 +147,11 @@ impl Control {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("control.log")).unwrap_or_default()
+    }
+
+    /// One metric's value from its admin listener (first sample whose line starts with `name`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(self.admin, name)
     }
 
     /// SIGKILL, and wait for it.
@@ -304,6 +318,13 @@ impl Ops {
             }
             all.extend(page.revocations);
         }
+    }
+
+    /// The newest audit events of one action (up to 100).
+    pub fn audit(&self, action: pb::AuditAction) -> Vec<pb::AuditEvent> {
+        let mut c = pb::audit_service_client::AuditServiceClient::new(self.channel().unwrap());
+        let r = pb::ListAuditRequest { action: action.into(), ..Default::default() };
+        self.rt.block_on(c.list(req(r))).expect("AuditService.List").into_inner().events
     }
 
     pub fn rotate(&self) -> pb::RotateKeyResponse {

@@ -21,6 +21,7 @@ use prometheus::core::Collector;
 use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 pub(crate) use self::rpc::RpcLayer;
+use crate::acks::Violation;
 use crate::config::Config;
 use crate::fleet::FleetStats;
 use crate::model::Target;
@@ -44,6 +45,8 @@ pub(crate) struct Metrics {
     edge_max_skew: Gauge,
     log_version: IntGauge,
     key_pending: IntGauge,
+    sync_refused: IntCounterVec,
+    acks_ignored: IntCounterVec,
     /// `/package.Service/Method` → `Service/Method`, for every method served.
     methods: HashMap<String, &'static str>,
     channels: RwLock<HashSet<Box<str>>>,
@@ -131,8 +134,34 @@ impl Metrics {
                 "Age of the oldest PENDING signing key (0 when none is pending).",
             ),
         );
+        let sync_refused = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_sync_refused_total",
+                    "Sync streams refused or ended by the control plane, by reason (protocol violations, edge ids the key may not use).",
+                ),
+                &["reason"],
+            ),
+        );
+        let acks_ignored = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_sync_acks_ignored_total",
+                    "ACKs and statuses not believed but tolerated: regressing (below the recorded version) or stale (offered before a reset).",
+                ),
+                &["kind"],
+            ),
+        );
         for kind in ["token_id", "subject", "path_prefix", "key"] {
             revocations.with_label_values(&[kind]);
+        }
+        for reason in Violation::KINDS {
+            sync_refused.with_label_values(&[reason]);
+        }
+        for kind in ["regressing", "stale"] {
+            acks_ignored.with_label_values(&[kind]);
         }
         store_errors.with_label_values(&["commit"]);
         Metrics {
@@ -148,6 +177,8 @@ impl Metrics {
             edge_max_skew,
             log_version,
             key_pending,
+            sync_refused,
+            acks_ignored,
             methods: served_methods(),
             channels: RwLock::new(HashSet::new()),
         }
@@ -180,6 +211,17 @@ impl Metrics {
             Target::Key { .. } => "key",
         };
         self.revocations.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a sync stream refused or ended by the control plane (`reason`: a
+    /// [`Violation::kind`] or `edge_id_not_allowed`).
+    pub(crate) fn sync_refused(&self, reason: &'static str) {
+        self.sync_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts an ACK or status that was tolerated but not believed.
+    pub(crate) fn ack_ignored(&self, kind: &'static str) {
+        self.acks_ignored.with_label_values(&[kind]).inc();
     }
 
     /// Counts a failed store operation other than a commit.
