@@ -78,7 +78,9 @@ pub fn key_hash(key: &str) -> String {
 
 /// One `[[auth.keys]]` entry of a control-plane configuration.
 pub fn auth_key_toml(name: &str, role: &str, key: &str) -> String {
-    format!("[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n", key_hash(key))
+    // An edge key may sync as any edge id here (the benchmarks' edges are numbered).
+    let edge_ids = if role == "edge" { "edge_ids = [\"*\"]\n" } else { "" };
+    format!("[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{edge_ids}", key_hash(key))
 }
 
 /// A request carrying `authorization: Bearer <key>`.

@@ -199,8 +199,9 @@ struct ApiKeys {
 fn control_config(dir: &Path, port: u16, edge_port: u16, keys: &ApiKeys) -> PathBuf {
     let entry = |name: &str, key: &str| {
         format!(
-            "[[auth.keys]]\nname = \"{name}\"\nrole = \"{name}\"\nsha256 = \"{}\"\n",
-            hex(&stile_control::auth::hash_api_key(key))
+            "[[auth.keys]]\nname = \"{name}\"\nrole = \"{name}\"\nsha256 = \"{}\"\n{}",
+            hex(&stile_control::auth::hash_api_key(key)),
+            if name == "edge" { "edge_ids = [\"*\"]\n" } else { "" }
         )
     };
     let path = dir.join("control.toml");

@@ -212,10 +212,9 @@ impl AckBook {
                 Ok(Received::Nack { version: n.version, error: n.error.clone() })
             }
             Some(Kind::Status(s)) => {
-                let applied = self.judge(s.applied_version).map_err(|sent| Violation::StatusBeyondSent {
-                    version: s.applied_version,
-                    sent,
-                })?;
+                let applied = self
+                    .judge(s.applied_version)
+                    .map_err(|sent| Violation::StatusBeyondSent { version: s.applied_version, sent })?;
                 Ok(Received::Status { heartbeat_seq: s.heartbeat_seq, clock_skew_ms: s.clock_skew_ms, applied })
             }
             Some(Kind::Hello(_)) => Err(Violation::SecondHello),

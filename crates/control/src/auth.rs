@@ -1,15 +1,28 @@
 //! Authentication and authorisation: bearer API keys, stored as SHA-256
 //! hashes, each with one [`Role`]; [`Rpc::allowed`] is the single table of who
 //! may call what.
+//!
+//! Every denied call is logged (`auth.denied`: client address, method, the
+//! key's name or, for a key nobody knows, its fingerprint — never the key)
+//! within a global budget per minute, counted
+//! (`stile_control_auth_denied_total{reason}`), and, when the call writes
+//! ([`Rpc::writes`]), audited (`AUTH_DENIED`, the first few per source and
+//! window); a source with too many failures is backed off (`crate::guard`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::ConfiguredKey;
+use crate::clock::Clock;
+use crate::config::AuthConfig;
 use crate::error::ApiError;
+use crate::guard::AuthGuard;
+use crate::locks;
+use crate::metrics::Metrics;
 pub use crate::model::Role;
+use crate::model::{AuditAction, AuditEvent};
 use crate::random;
 use crate::store::Store;
 
@@ -77,6 +90,24 @@ impl Rpc {
         }
     }
 
+    /// Whether the call changes state (or opens the sync stream): a denied
+    /// call of these is audited (`AUTH_DENIED`), not only logged.
+    pub const fn writes(self) -> bool {
+        matches!(
+            self,
+            Rpc::Mint
+                | Rpc::MintBatch
+                | Rpc::Revoke
+                | Rpc::RotateKey
+                | Rpc::RetireKey
+                | Rpc::PutAsset
+                | Rpc::SetAssetState
+                | Rpc::Sync
+                | Rpc::CreateApiKey
+                | Rpc::DeleteApiKey
+        )
+    }
+
     /// `Service.Method`, for messages.
     pub const fn name(self) -> &'static str {
         match self {
@@ -109,6 +140,8 @@ pub struct Caller {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// Role edge: the edge ids (or patterns) its sync stream may announce.
+    pub edge_ids: Vec<String>,
 }
 
 /// Prefix of generated API keys, so they are recognisable in secret scanners.
@@ -129,26 +162,74 @@ pub fn hash_api_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The SHA-256 fingerprint of an API key, as logs and audit events show a key
+/// nobody knows: `sha256:` and the first 16 hex digits of its hash. Not the key.
+pub fn fingerprint(hash: &[u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(&hash[..8]))
+}
+
+/// Why a call was refused, for logs and the metric's `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DenyReason {
+    Missing,
+    Malformed,
+    Unknown,
+    WrongRole,
+    Backoff,
+}
+
+impl DenyReason {
+    const fn label(self) -> &'static str {
+        match self {
+            DenyReason::Missing => "missing",
+            DenyReason::Malformed => "malformed",
+            DenyReason::Unknown => "unknown",
+            DenyReason::WrongRole => "wrong_role",
+            DenyReason::Backoff => "backoff",
+        }
+    }
+}
+
+/// Every `reason` label of `stile_control_auth_denied_total`.
+pub(crate) const DENY_REASONS: [&str; 5] = ["missing", "malformed", "unknown", "wrong_role", "backoff"];
+
+/// A refused authentication: why, who (key name or fingerprint), the error.
+struct Refusal {
+    reason: DenyReason,
+    who: Option<String>,
+    error: ApiError,
+}
+
 /// Checks the `authorization` metadata of each request against configured
-/// and stored keys, then the RPC's role table.
+/// and stored keys, then the RPC's role table; keeps the trail of denied calls.
 #[derive(Clone, Debug)]
 pub struct Authenticator {
     configured: Arc<HashMap<[u8; 32], Caller>>,
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    guard: Arc<Mutex<AuthGuard>>,
 }
 
 impl Authenticator {
     /// Keys from the configuration (already validated) plus the store's.
-    pub fn new(keys: &[ConfiguredKey], store: Arc<dyn Store>) -> Authenticator {
-        let configured = keys
+    pub(crate) fn new(
+        cfg: &AuthConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
+        let configured = cfg
+            .keys
             .iter()
             .filter_map(|k| {
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(&k.sha256, &mut hash).ok()?;
-                Some((hash, Caller { name: k.name.clone(), role: k.role }))
+                Some((hash, Caller { name: k.name.clone(), role: k.role, edge_ids: k.edge_ids.clone() }))
             })
             .collect();
-        Authenticator { configured: Arc::new(configured), store }
+        let guard = Arc::new(Mutex::new(AuthGuard::new(cfg)));
+        Authenticator { configured: Arc::new(configured), store, clock, metrics, guard }
     }
 
     /// The configured keys, for listing.
@@ -157,44 +238,112 @@ impl Authenticator {
     }
 
     /// Authenticates the request and checks that its role may call `rpc`.
+    /// A source backed off after repeated failures is refused first
+    /// (`RESOURCE_EXHAUSTED`), without looking at its key.
     pub async fn check<T>(&self, req: &tonic::Request<T>, rpc: Rpc) -> Result<Caller, ApiError> {
-        let caller = self.authenticate(req.metadata()).await?;
-        if !rpc.allowed().contains(&caller.role) {
-            let allowed = rpc.allowed().iter().map(|r| r.name()).collect::<Vec<_>>().join(" or ");
-            tracing::info!(rpc = rpc.name(), caller = %caller.name, role = %caller.role, "auth.denied");
-            return Err(ApiError::PermissionDenied(format!(
-                "API key {:?} has role {}; {} needs role {allowed}",
-                caller.name,
-                caller.role,
-                rpc.name()
+        let remote = req.remote_addr();
+        let ip = remote.map(|a| a.ip());
+        let now_ms = self.clock.now_ms();
+        let blocked = locks::lock(&self.guard).blocked(ip, now_ms);
+        if let Some(secs) = blocked {
+            self.metrics.auth_denied(DenyReason::Backoff.label());
+            if let Some(suppressed) = locks::lock(&self.guard).refused_while_blocked(now_ms) {
+                tracing::warn!(client = %addr(remote), method = rpc.name(), reason = "backoff", retry_secs = secs, suppressed, "auth.denied");
+            }
+            return Err(ApiError::TooManyFailures(format!(
+                "too many failed authentications from this address; retry in {secs} s"
             )));
         }
-        Ok(caller)
+        let refusal = match self.authenticate(req.metadata()).await {
+            Ok(caller) if rpc.allowed().contains(&caller.role) => return Ok(caller),
+            Ok(caller) => {
+                let allowed = rpc.allowed().iter().map(|r| r.name()).collect::<Vec<_>>().join(" or ");
+                let error = ApiError::PermissionDenied(format!(
+                    "API key {:?} has role {}; {} needs role {allowed}",
+                    caller.name,
+                    caller.role,
+                    rpc.name()
+                ));
+                Refusal { reason: DenyReason::WrongRole, who: Some(caller.name), error }
+            }
+            Err(Err(store)) => return Err(store),
+            Err(Ok(refusal)) => refusal,
+        };
+        self.denied(rpc, remote, ip, now_ms, &refusal);
+        Err(refusal.error)
     }
 
-    async fn authenticate(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, ApiError> {
+    /// Logs, counts, audits and backs off one denied call.
+    fn denied(&self, rpc: Rpc, remote: Option<SocketAddr>, ip: Option<IpAddr>, now_ms: u64, r: &Refusal) {
+        let reason = r.reason.label();
+        self.metrics.auth_denied(reason);
+        let denial = locks::lock(&self.guard).deny(ip, now_ms);
+        let who = r.who.as_deref().unwrap_or("anonymous");
+        if let Some(suppressed) = denial.log {
+            tracing::warn!(client = %addr(remote), method = rpc.name(), key = %who, reason, suppressed, "auth.denied");
+        }
+        if denial.backoff_started {
+            tracing::warn!(client = %addr(remote), method = rpc.name(), "auth.backoff_started");
+        }
+        if rpc.writes() && denial.audit {
+            let detail = format!("{}: {reason} key, from {}", rpc.name(), addr(remote));
+            let event = AuditEvent::new(
+                self.clock.now_secs(),
+                who,
+                AuditAction::AuthDenied,
+                format!("rpc:{}", rpc.name()),
+                detail,
+            );
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move {
+                if let Err(e) = store.record_audit(vec![event]).await {
+                    tracing::warn!(error = %e, "auth.audit_failed");
+                }
+            });
+        }
+    }
+
+    /// The caller, or why not: `Err(Ok(refusal))` for credentials, `Err(Err(_))` for the store.
+    async fn authenticate(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, Result<Refusal, ApiError>> {
         const MISSING: &str = "missing API key: send metadata `authorization: Bearer <api key>`";
+        let refuse = |reason, who, m: String| Err(Ok(Refusal { reason, who, error: ApiError::Unauthenticated(m) }));
         if md.get_all("authorization").iter().nth(1).is_some() {
             // Components that pick different copies would disagree about the caller.
-            return Err(ApiError::Unauthenticated("several authorization metadata entries; send exactly one".into()));
+            return refuse(
+                DenyReason::Malformed,
+                None,
+                "several authorization metadata entries; send exactly one".into(),
+            );
         }
-        let value = md.get("authorization").ok_or_else(|| ApiError::Unauthenticated(MISSING.into()))?;
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::Unauthenticated("authorization metadata is not visible ASCII".into()))?;
+        let Some(value) = md.get("authorization") else {
+            return refuse(DenyReason::Missing, None, MISSING.into());
+        };
+        let Ok(value) = value.to_str() else {
+            return refuse(DenyReason::Malformed, None, "authorization metadata is not visible ASCII".into());
+        };
         let key = match value.split_once(' ') {
             Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => key.trim(),
-            _ => return Err(ApiError::Unauthenticated(format!("malformed authorization metadata; {MISSING}"))),
+            _ => return refuse(DenyReason::Malformed, None, format!("malformed authorization metadata; {MISSING}")),
         };
         let hash = hash_api_key(key);
         if let Some(caller) = self.configured.get(&hash) {
             return Ok(caller.clone());
         }
-        match self.store.api_key(hash).await? {
-            Some(k) => Ok(Caller { name: k.name, role: k.role }),
-            None => Err(ApiError::Unauthenticated("unknown or deleted API key".into())),
+        match self.store.api_key(hash).await {
+            Ok(Some(k)) => Ok(Caller { name: k.name, role: k.role, edge_ids: k.edge_ids }),
+            Ok(None) => refuse(
+                DenyReason::Unknown,
+                Some(format!("unknown:{}", fingerprint(&hash))),
+                "unknown or deleted API key".into(),
+            ),
+            Err(e) => Err(Err(e.into())),
         }
     }
+}
+
+/// A remote address for logs: `-` when the transport did not give one.
+fn addr(remote: Option<SocketAddr>) -> String {
+    remote.map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
 
 #[cfg(test)]

@@ -118,13 +118,40 @@ pub struct PolicyConfig {
 }
 
 /// Authentication settings.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// API keys defined in configuration, e.g. the bootstrap admin key. Only
     /// their SHA-256 is written here (`stile control --gen-key` prints a key
     /// and its hash). They cannot be deleted through the API. Default none.
     pub keys: Vec<ConfiguredKey>,
+    /// A source address (IP) with this many failed authentications within
+    /// `failure_window_secs` is refused every call, with `RESOURCE_EXHAUSTED`,
+    /// for `backoff_secs` (its keys are not even checked). 0 disables the
+    /// back-off. Default 20.
+    pub max_failures: u32,
+    /// The window over which failures of one source are counted, seconds.
+    /// Default 60.
+    pub failure_window_secs: u64,
+    /// How long a source that reached `max_failures` is refused, seconds.
+    /// Default 300.
+    pub backoff_secs: u64,
+    /// Denied calls logged (`auth.denied`) per minute at most, over all
+    /// sources; the rest are counted and summed up in the next line
+    /// (`suppressed`). Default 120.
+    pub denied_log_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            keys: Vec::new(),
+            max_failures: 20,
+            failure_window_secs: 60,
+            backoff_secs: 300,
+            denied_log_per_minute: 120,
+        }
+    }
 }
 
 /// An API key defined in the configuration file.
@@ -137,6 +164,11 @@ pub struct ConfiguredKey {
     pub role: Role,
     /// Lower-case hex SHA-256 of the key string.
     pub sha256: String,
+    /// Role `edge` (required there, refused for other roles): the edge ids its
+    /// sync stream may announce, each an id or a pattern ending in `*`
+    /// (`edge-eu-*`; `*` alone: any id). At most 64.
+    #[serde(default)]
+    pub edge_ids: Vec<String>,
 }
 
 /// Audit retention; whichever bound is hit first applies.
@@ -192,6 +224,11 @@ pub struct SyncConfig {
     pub revoke_wait_default_ms: u64,
     /// Upper bound of a `Revoke` wait, milliseconds. Default 60000.
     pub revoke_wait_max_ms: u64,
+    /// An edge whose stream ended is still expected to confirm changes (and
+    /// reported "not confirmed" by `Revoke` with `wait`, key rotation and
+    /// `RevocationService.Status`) this long after it was last heard from,
+    /// seconds. 0: only connected edges are expected. Default 900.
+    pub seen_window_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -205,6 +242,7 @@ impl Default for SyncConfig {
             key_activation_timeout_secs: 30,
             revoke_wait_default_ms: 5_000,
             revoke_wait_max_ms: 60_000,
+            seen_window_secs: 900,
         }
     }
 }
@@ -434,6 +472,14 @@ impl AuthConfig {
             if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return bad(format!("auth.keys.{}: sha256 must be 64 lower-case hex digits", key.name));
             }
+            if let Err(e) = crate::identity::check_edge_ids(key.role, &key.edge_ids) {
+                return bad(format!("auth.keys.{}: {e}", key.name));
+            }
+        }
+        if self.max_failures > 0 && (self.failure_window_secs == 0 || self.backoff_secs == 0) {
+            return bad(
+                "auth.failure_window_secs and auth.backoff_secs must be positive when auth.max_failures is".into()
+            );
         }
         Ok(())
     }

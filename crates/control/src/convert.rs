@@ -198,7 +198,7 @@ pub(crate) fn api_key_info(k: &ApiKey) -> pb::ApiKeyInfo {
         role: pb::Role::from(k.role).into(),
         created_at: k.created_at,
         created_by: k.created_by.clone(),
-        edge_ids: Vec::new(),
+        edge_ids: k.edge_ids.clone(),
     }
 }
 

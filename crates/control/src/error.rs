@@ -30,6 +30,10 @@ pub enum ApiError {
     /// `INTERNAL` otherwise.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller's address is backed off after repeated failed
+    /// authentications. → `RESOURCE_EXHAUSTED`
+    #[error("{0}")]
+    TooManyFailures(String),
     /// A local failure (e.g. the OS random source). → `INTERNAL`
     #[error("{0}")]
     Internal(String),
@@ -56,6 +60,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(m) => (Code::AlreadyExists, m),
             ApiError::Unauthenticated(m) => (Code::Unauthenticated, m),
             ApiError::PermissionDenied(m) => (Code::PermissionDenied, m),
+            ApiError::TooManyFailures(m) => (Code::ResourceExhausted, m),
             ApiError::Store(StoreError::Conflict(m)) => (Code::Aborted, format!("{m}; retry the request")),
             ApiError::Store(e @ StoreError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "store.unavailable");

@@ -3,13 +3,21 @@
 //!
 //! Sync sessions (`sync.rs`) write it; `EdgeService.List`,
 //! `RevocationService.Status`, `Revoke` with `wait` and key rollout read it.
-//! Waiters ([`Fleet::wait_applied`]) wake on every ACK and every disconnect,
+//! Waiters ([`ReplicaFleet::wait_until`]) wake on every ACK and every disconnect,
 //! so "every connected edge has ACKed v" is re-checked exactly when it can
 //! change.
 //!
 //! One entry per stream. A second stream announcing the same edge id replaces
 //! the first (which is told to stop): a restarted edge is not counted twice,
 //! and a half-open stream of its previous life cannot hold up a `Revoke` wait.
+//! The newest authenticated stream wins; only a key allowed that edge id
+//! (`crate::identity`) gets that far, and the takeover is audited
+//! (`SYNC_REPLACED`) by the session.
+//!
+//! An edge whose stream ended is remembered as *departed* (its last view) for
+//! `sync.seen_window_secs` after it was last heard from, so a wait can name it
+//! as expected and not confirmed ([`ReplicaFleet::known`]); it is forgotten
+//! when it reconnects or the window passes.
 //!
 //! Control-plane replicas sharing a backend (Redis) each publish their view
 //! through the [`ReplicaBus`] ([`ReplicaFleet::publish_loop`]: on every change
@@ -28,13 +36,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::locks;
 use crate::store::ReplicaBus;
+
+/// Departed edges remembered at most; beyond it the one heard from longest ago goes.
+const MAX_DEPARTED: usize = 10_000;
 
 /// The registry. Cheap to share; all methods take `&self`.
 #[derive(Debug)]
 pub(crate) struct Fleet {
     edges: Mutex<BTreeMap<u64, Entry>>,
+    /// Edges whose stream ended, by edge id: their last view (`departed` set).
+    departed: Mutex<BTreeMap<String, EdgeView>>,
     next_session: AtomicU64,
     /// Bumped on every ACK, NACK and disconnect: wakes waiters.
     changed: watch::Sender<u64>,
@@ -68,6 +82,8 @@ pub(crate) struct EdgeView {
     pub(crate) snapshots: u64,
     /// Deltas sent on this stream.
     pub(crate) deltas: u64,
+    /// Its stream ended (the view is what was last known); false while connected.
+    pub(crate) departed: bool,
 }
 
 #[derive(Debug)]
@@ -84,6 +100,8 @@ pub(crate) struct Registration {
     pub(crate) id: u64,
     /// Notified when a newer stream of the same edge replaces this one.
     pub(crate) stop: Arc<Notify>,
+    /// The remote address of the stream this one replaced, if it replaced one.
+    pub(crate) replaced: Option<String>,
 }
 
 impl Drop for Registration {
@@ -97,6 +115,7 @@ impl Fleet {
     pub(crate) fn new() -> Arc<Fleet> {
         Arc::new(Fleet {
             edges: Mutex::new(BTreeMap::new()),
+            departed: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(1),
             changed: watch::channel(0).0,
         })
@@ -122,21 +141,24 @@ impl Fleet {
             last_seen_ms: now_ms,
             ..EdgeView::default()
         };
+        let mut replaced = None;
         {
             let mut edges = self.lock();
             edges.retain(|_, e| {
                 if e.view.edge_id == edge_id {
                     // `notify_one` stores a permit: the old session sees it even if not waiting yet.
                     e.stop.notify_one();
+                    replaced = Some(e.view.remote_addr.clone());
                     false
                 } else {
                     true
                 }
             });
             edges.insert(id, Entry { view, stop: Arc::clone(&stop) });
+            locks::lock(&self.departed).remove(edge_id);
         }
         self.bump();
-        Registration { fleet: Arc::clone(self), id, stop }
+        Registration { fleet: Arc::clone(self), id, stop, replaced }
     }
 
     /// Updates one stream's entry (no-op once it is gone).
@@ -172,26 +194,32 @@ impl Fleet {
         out
     }
 
-    /// Waits until every connected edge has applied `version`, or until
-    /// `deadline`. Returns the edges connected at that moment.
-    pub(crate) async fn wait_applied(&self, version: u64, deadline: Instant) -> Vec<EdgeView> {
-        let mut rx = self.changed.subscribe();
-        loop {
-            rx.borrow_and_update();
-            let edges = self.list();
-            if edges.iter().all(|e| e.applied >= version) {
-                return edges;
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                // The sender lives as long as `self`; a timeout ends the wait.
-                Ok(Err(_)) | Err(_) => return self.list(),
-            }
-        }
+    /// Every connected edge, then every departed one last heard from at or
+    /// after `since_ms` (older ones are forgotten).
+    pub(crate) fn known(&self, since_ms: u64) -> Vec<EdgeView> {
+        let mut out = self.list();
+        let mut departed = locks::lock(&self.departed);
+        departed.retain(|_, v| v.last_seen_ms >= since_ms);
+        out.extend(departed.values().cloned());
+        out
     }
 
+    /// Forgets a stream; an edge that has no other stream becomes departed.
     fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        {
+            let mut edges = self.lock();
+            if let Some(entry) = edges.remove(&id)
+                && !edges.values().any(|e| e.view.edge_id == entry.view.edge_id)
+            {
+                let mut departed = locks::lock(&self.departed);
+                if departed.len() >= MAX_DEPARTED
+                    && let Some(oldest) = departed.values().min_by_key(|v| v.last_seen_ms).map(|v| v.edge_id.clone())
+                {
+                    departed.remove(&oldest);
+                }
+                departed.insert(entry.view.edge_id.clone(), EdgeView { departed: true, ..entry.view });
+            }
+        }
         self.bump();
     }
 
@@ -242,14 +270,38 @@ pub(crate) struct ReplicaFleet {
     replica_id: String,
     /// How often the view is republished without a change (the heartbeat interval).
     interval: Duration,
+    /// How long departed edges stay expected (`sync.seen_window_secs`), milliseconds.
+    window_ms: u64,
+    clock: Arc<dyn Clock>,
 }
 
 impl ReplicaFleet {
     /// `fleet` alone, or with the other replicas on `bus`; `interval` is the
     /// sync heartbeat interval.
-    pub(crate) fn new(fleet: Arc<Fleet>, bus: Option<Arc<dyn ReplicaBus>>, interval: Duration) -> ReplicaFleet {
+    /// and `window` how long departed edges stay expected.
+    pub(crate) fn new(
+        fleet: Arc<Fleet>,
+        bus: Option<Arc<dyn ReplicaBus>>,
+        interval: Duration,
+        window: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> ReplicaFleet {
         let replica_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
-        ReplicaFleet { fleet, bus, replica_id, interval: interval.max(Duration::from_millis(1)) }
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        ReplicaFleet { fleet, bus, replica_id, interval: interval.max(Duration::from_millis(1)), window_ms, clock }
+    }
+
+    /// The window of remembered edges, seconds.
+    pub(crate) fn window_secs(&self) -> u64 {
+        self.window_ms / 1000
+    }
+
+    /// The oldest `last_seen_ms` of a departed edge still expected.
+    fn since_ms(&self) -> u64 {
+        match self.window_ms {
+            0 => u64::MAX,
+            w => self.clock.now_ms().saturating_sub(w),
+        }
     }
 
     /// Whether other replicas share the backend.
@@ -269,7 +321,7 @@ impl ReplicaFleet {
         let mut failing = false;
         loop {
             changed.borrow_and_update();
-            let view = serde_json::to_string(&self.fleet.list()).unwrap_or_else(|_| "[]".into());
+            let view = serde_json::to_string(&self.fleet.known(self.since_ms())).unwrap_or_else(|_| "[]".into());
             match bus.publish_fleet(self.replica_id.clone(), view, ttl_ms).await {
                 Ok(()) => failing = false,
                 Err(e) if !failing => {
@@ -290,8 +342,16 @@ impl ReplicaFleet {
     /// replicas) counts once, with the view heard from last. If the others'
     /// views cannot be read, this replica's alone.
     pub(crate) async fn everywhere(&self) -> Vec<EdgeView> {
+        self.known().await.into_iter().filter(|e| !e.departed).collect()
+    }
+
+    /// [`ReplicaFleet::everywhere`], plus every edge whose stream ended (here
+    /// or on another replica) within `sync.seen_window_secs` and that is not
+    /// connected anywhere now (`departed`). By edge id.
+    pub(crate) async fn known(&self) -> Vec<EdgeView> {
+        let since = self.since_ms();
         let mut edges: BTreeMap<String, EdgeView> =
-            self.fleet.list().into_iter().map(|e| (e.edge_id.clone(), e)).collect();
+            self.fleet.known(since).into_iter().map(|e| (e.edge_id.clone(), e)).collect();
         let Some(bus) = &self.bus else {
             return edges.into_values().collect();
         };
@@ -306,11 +366,14 @@ impl ReplicaFleet {
                         continue;
                     };
                     for e in theirs {
-                        match edges.get(&e.edge_id) {
-                            Some(mine) if mine.last_seen_ms >= e.last_seen_ms => {}
-                            _ => {
-                                edges.insert(e.edge_id.clone(), e);
-                            }
+                        if e.departed && e.last_seen_ms < since {
+                            continue;
+                        }
+                        // A connected view beats a departed one; then the newest.
+                        let newer =
+                            |mine: &EdgeView| (!e.departed, e.last_seen_ms) > (!mine.departed, mine.last_seen_ms);
+                        if edges.get(&e.edge_id).is_none_or(newer) {
+                            edges.insert(e.edge_id.clone(), e);
                         }
                     }
                 }
@@ -320,21 +383,25 @@ impl ReplicaFleet {
         edges.into_values().collect()
     }
 
-    /// Waits until every edge connected to any replica has applied `version`,
+    /// Waits until `done` holds for the known edges ([`ReplicaFleet::known`]),
     /// or until `deadline`; returns the edges as last seen. This replica's
-    /// edges wake the wait on every ACK; the others' views are re-read every 5 ms.
-    pub(crate) async fn wait_everywhere(&self, version: u64, deadline: Instant) -> Vec<EdgeView> {
-        let local = self.fleet.wait_applied(version, deadline).await;
-        if self.bus.is_none() {
-            return local;
-        }
+    /// edges wake the wait on every ACK and disconnect; the others' views are
+    /// re-read every 5 ms.
+    pub(crate) async fn wait_until(&self, deadline: Instant, done: impl Fn(&[EdgeView]) -> bool) -> Vec<EdgeView> {
+        let mut rx = self.fleet.changed.subscribe();
         loop {
-            let all = self.everywhere().await;
+            rx.borrow_and_update();
+            let all = self.known().await;
             let now = Instant::now();
-            if all.iter().all(|e| e.applied >= version) || now >= deadline {
+            if done(&all) || now >= deadline {
                 return all;
             }
-            tokio::time::sleep_until((now + Duration::from_millis(5)).min(deadline)).await;
+            if self.bus.is_some() {
+                tokio::time::sleep_until((now + Duration::from_millis(5)).min(deadline)).await;
+            } else {
+                // The sender lives as long as the fleet; a timeout ends the wait.
+                let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+            }
         }
     }
 }
@@ -343,18 +410,36 @@ impl ReplicaFleet {
 mod tests {
     use super::*;
 
+    fn replicas(fleet: &Arc<Fleet>, window_secs: u64) -> (ReplicaFleet, crate::clock::ManualClock) {
+        let clock = crate::clock::ManualClock::new(1_000);
+        let r = ReplicaFleet::new(
+            Arc::clone(fleet),
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(window_secs),
+            Arc::new(clock.clone()),
+        );
+        (r, clock)
+    }
+
+    fn all_applied(v: u64) -> impl Fn(&[EdgeView]) -> bool {
+        move |edges| edges.iter().all(|e| e.applied >= v)
+    }
+
     // Paused time: the clock only moves when every task is idle, so after the
     // sleep below the waiter has had every chance to see the first ACK.
     #[tokio::test(start_paused = true)]
     async fn wait_returns_when_every_edge_acked_or_at_the_deadline() {
         let fleet = Fleet::new();
+        let (replicas, _) = replicas(&fleet, 0);
+        let replicas = Arc::new(replicas);
         let a = fleet.register("a", None, 0, 3);
         let b = fleet.register("b", None, 0, 3);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(5);
         let waiter = {
-            let fleet = Arc::clone(&fleet);
-            tokio::spawn(async move { fleet.wait_applied(5, deadline).await })
+            let replicas = Arc::clone(&replicas);
+            tokio::spawn(async move { replicas.wait_until(deadline, all_applied(5)).await })
         };
         fleet.ack(a.id, 5, 1);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -366,13 +451,34 @@ mod tests {
 
         // At the deadline the laggards are named.
         let asked = Instant::now();
-        let lagging = fleet.wait_applied(7, asked + Duration::from_millis(20)).await;
+        let lagging = replicas.wait_until(asked + Duration::from_millis(20), all_applied(7)).await;
         assert_eq!(lagging.iter().filter(|e| e.applied < 7).count(), 2);
         assert!(asked.elapsed() >= Duration::from_millis(20), "it waited for the deadline");
         drop(b);
         assert_eq!(fleet.list().len(), 1, "a dropped registration leaves the registry");
+        assert!(replicas.known().await.len() == 1, "window 0: a departed edge is not expected");
         fleet.ack(a.id, 3, 2);
         assert_eq!(fleet.list()[0].applied, 5, "ACKs never move backwards");
+    }
+
+    #[tokio::test]
+    async fn departed_edges_stay_known_for_the_window_and_until_they_reconnect() {
+        let fleet = Fleet::new();
+        let (replicas, clock) = replicas(&fleet, 60);
+        let a = fleet.register("a", None, 1_000_000, 4);
+        let b = fleet.register("b", None, 1_000_000, 4);
+        drop(b);
+        let known = replicas.known().await;
+        assert_eq!(
+            known.iter().map(|e| (e.edge_id.as_str(), e.departed)).collect::<Vec<_>>(),
+            [("a", false), ("b", true)]
+        );
+        assert_eq!(replicas.everywhere().await.len(), 1, "everywhere lists connected edges only");
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(replicas.known().await.len(), 1, "forgotten after the window");
+        drop(a);
+        let _again = fleet.register("a", None, 1_061_000, 4);
+        assert!(replicas.known().await.iter().all(|e| !e.departed), "reconnected: no longer departed");
     }
 
     #[tokio::test]

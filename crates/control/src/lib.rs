@@ -17,10 +17,13 @@
 //! - [`store`]: the `Store` trait, the `ReplicaBus` trait, the redb and Redis
 //!   backends, and `store::notify` (wakes the sync sessions on every commit);
 //! - [`config`]: the TOML configuration; [`error`]: errors and their gRPC codes;
-//! - [`auth`]: API keys, roles and the per-RPC role table;
+//! - [`auth`]: API keys, roles and the per-RPC role table, the trail of denied
+//!   calls; `guard`: which denials are logged and audited, per-source back-off;
+//!   [`identity`]: the edge ids an edge key may announce, id patterns;
 //! - `mint`: claims and URLs for one link, pure; `convert`: domain ↔ protobuf;
 //!   [`acks`]: what one sync stream offered and what its ACKs may say, pure
-//!   (public for the fuzz target);
+//!   (public for the fuzz target); `confirm`: what a `--wait` can vouch for
+//!   (expected edges, verdict), pure;
 //! - `signing`: the signing keys in memory; `fleet`: connected edges, here and
 //!   on the other replicas; `metrics`: Prometheus metrics and the RPC layer;
 //! - `sync`: the edge sync sessions; `service`: one module per gRPC service;
@@ -33,9 +36,12 @@ mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+mod confirm;
 mod convert;
 pub mod error;
 mod fleet;
+mod guard;
+pub mod identity;
 mod locks;
 mod metrics;
 mod mint;

@@ -300,6 +300,11 @@ pub struct ApiKey {
     pub created_at: u64,
     /// Creator's name.
     pub created_by: String,
+    /// Role edge: the edge ids (or patterns ending in `*`) its sync stream may
+    /// announce. Keys stored before this field existed have none (and may
+    /// announce no id until recreated).
+    #[serde(default)]
+    pub edge_ids: Vec<String>,
 }
 
 mod secret_hex {

@@ -135,11 +135,13 @@ impl ControlPlane {
         let versions = Arc::new(tokio::sync::watch::channel(0).0);
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(NotifyingStore::new(backend, Arc::clone(&versions), metrics.clone()));
-        let auth = Authenticator::new(&config.auth.keys, Arc::clone(&store));
+        let auth = Authenticator::new(&config.auth, Arc::clone(&store), Arc::clone(&clock), Arc::clone(&metrics));
         let keys = Arc::new(SigningKeys::new(Arc::clone(&store)));
         let fleet = Fleet::new();
         let heartbeat = Duration::from_millis(config.sync.heartbeat_interval_ms);
-        let replicas = Arc::new(ReplicaFleet::new(Arc::clone(&fleet), bus.clone(), heartbeat));
+        let window = Duration::from_secs(config.sync.seen_window_secs);
+        let replicas =
+            Arc::new(ReplicaFleet::new(Arc::clone(&fleet), bus.clone(), heartbeat, window, Arc::clone(&clock)));
         let rollout = Arc::new(KeyRollout::new(
             &config,
             Arc::clone(&store),
@@ -162,7 +164,7 @@ impl ControlPlane {
             keys.reload().await?;
             rollout.resume().await?;
             if !keys.has_active() {
-                let rotated = rollout.rotate("system", "initial key").await?;
+                let rotated = rollout.rotate("system", "initial key", None).await?;
                 tracing::info!(key.id = rotated.key.id, version = rotated.version, "keys.initial");
             }
             Ok::<(), ApiError>(())

@@ -20,6 +20,13 @@
 //! (`sync.protocol_violation`), counted (`stile_control_sync_refused_total`)
 //! and audited (`SYNC_REFUSED`) with the edge's id, key and address.
 //!
+//! Who may say hello as whom ([`crate::identity`]): the API key must allow
+//! the announced edge id, else the stream ends with `PERMISSION_DENIED`
+//! (logged `sync.edge_id_refused`, counted `edge_id_not_allowed`, audited
+//! `SYNC_REFUSED`). A stream announcing an id another stream holds replaces
+//! it — the newest authenticated stream wins — and the takeover is logged
+//! (`sync.replaced`) and audited (`SYNC_REPLACED`, both addresses).
+//!
 //! Layers: [`SyncCtx::open`] reads the hello and registers the edge in the
 //! fleet; a reader task (`read_loop`) turns ACKs, NACKs and statuses into
 //! fleet updates and [`Signals`] for the writer; the writer is a [`Session`]
@@ -52,11 +59,13 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use crate::acks::{AckBook, AckVerdict, Received, Violation};
+use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::config::SyncConfig;
 use crate::convert::edge_key;
 use crate::error::ApiError;
 use crate::fleet::{Fleet, Registration};
+use crate::identity;
 use crate::locks;
 use crate::metrics::Metrics;
 use crate::model::{AuditAction, AuditEvent, ChangeKind, KeyState, valid_name};
@@ -123,6 +132,16 @@ pub(crate) enum SyncError {
     /// Reading the hello failed: the edge's status, passed on.
     #[error("reading the Sync stream: {0}")]
     Inbound(Status),
+    /// The hello announced an edge id the API key may not use. → `PERMISSION_DENIED`
+    #[error("API key {key:?} may not sync as edge {edge_id:?} (its edge ids: {allowed})")]
+    EdgeIdNotAllowed {
+        /// The announced id.
+        edge_id: String,
+        /// The key's name.
+        key: String,
+        /// The key's edge ids, joined.
+        allowed: String,
+    },
     /// The edge broke the protocol ([`AckBook`]). → `INVALID_ARGUMENT`
     #[error("sync protocol violation: {0}")]
     Protocol(Violation),
@@ -138,6 +157,7 @@ impl From<SyncError> for Status {
             SyncError::NoHello | SyncError::EdgeId(_) | SyncError::Protocol(_) => {
                 Status::invalid_argument(e.to_string())
             }
+            SyncError::EdgeIdNotAllowed { .. } => Status::permission_denied(e.to_string()),
             SyncError::Inbound(status) => status,
             SyncError::Store(e) => ApiError::Store(e).into(),
         }
@@ -164,7 +184,7 @@ impl SyncCtx {
     /// Starts a session on a freshly opened stream and returns its response stream.
     pub(crate) fn open(
         self: &Arc<Self>,
-        caller: String,
+        caller: Caller,
         remote: Option<SocketAddr>,
         inbound: Streaming<pb::EdgeMessage>,
     ) -> SyncStream {
@@ -183,22 +203,43 @@ impl SyncCtx {
     /// Hello, registration, then the session until it ends.
     async fn run(
         self: Arc<Self>,
-        caller: String,
+        caller: Caller,
         remote: Option<SocketAddr>,
         mut inbound: Streaming<pb::EdgeMessage>,
         tx: Outbound,
     ) -> Result<(), SyncError> {
         let hello = self.hello(&mut inbound).await?;
-        let span = tracing::info_span!("sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller);
+        let span = tracing::info_span!("sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller.name);
+        let peer = Peer { caller: caller.name.clone(), edge_id: hello.edge_id.clone(), remote };
+        if !identity::allowed(caller.role, &caller.edge_ids, &hello.edge_id) {
+            let _entered = span.enter();
+            let allowed = if caller.edge_ids.is_empty() { "none".to_owned() } else { caller.edge_ids.join(", ") };
+            tracing::warn!(allowed = %allowed, "sync.edge_id_refused");
+            self.metrics.sync_refused("edge_id_not_allowed");
+            self.audit(
+                &peer,
+                AuditAction::SyncRefused,
+                &format!("edge_id_not_allowed: key {:?} may use {allowed} (from {})", caller.name, addr(remote)),
+            );
+            return Err(SyncError::EdgeIdNotAllowed { edge_id: hello.edge_id, key: caller.name, allowed });
+        }
         async move {
             // The hello's version is believed only up to the log head.
             let head = self.store.version().await?;
             let book = AckBook::start(hello.last_applied_version, head);
             let registration = self.fleet.register(&hello.edge_id, remote, self.clock.now_ms(), book.acked());
             tracing::info!(applied = hello.last_applied_version, head, agent = %hello.agent, "sync.connected");
+            if let Some(previous) = &registration.replaced {
+                // The newest authenticated stream wins (docs/sync-protocol.md, "Edge identity").
+                tracing::warn!(previous = %previous, "sync.replaced");
+                self.audit(
+                    &peer,
+                    AuditAction::SyncReplaced,
+                    &format!("stream from {} (key {:?}) replaced the one from {previous}", addr(remote), peer.caller),
+                );
+            }
             let signals = Arc::new(Signals::new(book));
             let started = Instant::now();
-            let peer = Peer { caller, edge_id: hello.edge_id.clone(), remote };
             // The reader logs within this session's span (edge id, address, key).
             let reader = tokio::spawn(
                 read_loop(Arc::clone(&self), registration.id, Arc::clone(&signals), inbound, started, peer)
@@ -358,15 +399,15 @@ impl SyncCtx {
         let remote = peer.remote.map(|a| a.to_string()).unwrap_or_default();
         tracing::warn!(kind = violation.kind(), error = %violation, "sync.protocol_violation");
         self.metrics.sync_refused(violation.kind());
-        self.audit_refusal(peer, &format!("{}: {violation} (from {remote})", violation.kind()));
+        self.audit(peer, AuditAction::SyncRefused, &format!("{}: {violation} (from {remote})", violation.kind()));
     }
 
-    /// Records a `SYNC_REFUSED` audit event for the edge (group-committed, like mint events).
-    fn audit_refusal(&self, peer: &Peer, detail: &str) {
+    /// Records an audit event about the edge (`SYNC_REFUSED`, `SYNC_REPLACED`), in the background.
+    fn audit(&self, peer: &Peer, action: AuditAction, detail: &str) {
         let event = AuditEvent::new(
             self.clock.now_secs(),
             &peer.caller,
-            AuditAction::SyncRefused,
+            action,
             format!("edge:{}", peer.edge_id),
             detail.chars().take(200).collect(),
         );
@@ -611,4 +652,9 @@ impl Need {
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A remote address for logs and audit details: `-` when the transport gave none.
+fn addr(remote: Option<SocketAddr>) -> String {
+    remote.map_or_else(|| "-".to_owned(), |a| a.to_string())
 }

@@ -100,7 +100,14 @@ async fn a_failed_precondition_writes_nothing(store: Arc<dyn Store>) {
     assert!(store.audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
     assert_eq!(store.asset("a".into()).await.unwrap().unwrap().revision, 1);
 
-    let key = ApiKey { name: "k".into(), role: Role::Minter, sha256: [1; 32], created_at: 1, created_by: "t".into() };
+    let key = ApiKey {
+        name: "k".into(),
+        role: Role::Minter,
+        sha256: [1; 32],
+        created_at: 1,
+        created_by: "t".into(),
+        edge_ids: vec![],
+    };
     store.commit(Batch { writes: vec![Write::PutApiKey(key.clone())], audit: vec![] }).await.unwrap();
     let dup = Batch { writes: vec![Write::PutApiKey(ApiKey { sha256: [2; 32], ..key })], audit: vec![] };
     assert!(matches!(store.commit(dup).await, Err(StoreError::Conflict(_))));
@@ -218,7 +225,14 @@ fn signing_key(id: u32, state: KeyState) -> stile_control::model::SigningKey {
 }
 
 fn api_key(name: &str, hash: u8) -> ApiKey {
-    ApiKey { name: name.into(), role: Role::Operator, sha256: [hash; 32], created_at: 1, created_by: "t".into() }
+    ApiKey {
+        name: name.into(),
+        role: Role::Operator,
+        sha256: [hash; 32],
+        created_at: 1,
+        created_by: "t".into(),
+        edge_ids: vec![],
+    }
 }
 
 async fn commit(store: &Arc<dyn Store>, writes: Vec<Write>) -> Result<Vec<stile_control::model::Change>, StoreError> {

@@ -94,8 +94,10 @@ pub(crate) enum Kind {
     /// 3: the API key is missing, unknown, or its role may not do this.
     Auth,
     /// 4: a negative answer that is not an error: `explain` says an edge would
-    /// deny the link.
+    /// deny the link; a wait confirmed by some expected edges but not all.
     Negative,
+    /// 5: a wait confirmed by no edge at all (nobody connected, or nobody ACKed).
+    Unconfirmed,
     /// 64: bad flags or configuration (EX_USAGE).
     Usage,
 }
@@ -107,6 +109,7 @@ impl Kind {
             Kind::Refused => 2,
             Kind::Auth => 3,
             Kind::Negative => 4,
+            Kind::Unconfirmed => 5,
             Kind::Usage => 64,
         }
     }
@@ -132,6 +135,11 @@ impl Failure {
     /// A negative verdict whose explanation was already printed.
     pub(crate) fn negative() -> Failure {
         Failure { kind: Kind::Negative, message: String::new(), hint: None }
+    }
+
+    /// A wait confirmed by no edge, whose explanation was already printed.
+    pub(crate) fn unconfirmed() -> Failure {
+        Failure { kind: Kind::Unconfirmed, message: String::new(), hint: None }
     }
 
     pub(crate) fn hint(mut self, hint: impl Into<String>) -> Failure {

@@ -48,14 +48,36 @@ pub(crate) struct RevokeArgs {
     /// Why (1..200 characters); shown to support staff by `stile explain`.
     #[arg(long, required = true)]
     reason: String,
-    /// Return only once every connected edge enforces it, or name the edges
-    /// that did not by --deadline (exit 4).
+    /// Return only once every expected edge (connected, or seen within the
+    /// control plane's `sync.seen_window_secs`) enforces it; else name the
+    /// edges that did not by --deadline (exit 4; exit 5 when no edge did).
     #[arg(long)]
     wait: bool,
     /// With --wait: the longest wait, e.g. 2s, 500ms (default: the control
     /// plane's `sync.revoke_wait_default_ms`).
     #[arg(long, value_name = "DURATION", requires = "wait")]
     deadline: Option<String>,
+    #[command(flatten)]
+    expect: ExpectArgs,
+}
+
+/// What `--wait` (and key rotation) must be confirmed by.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExpectArgs {
+    /// At least N expected edges must confirm (default 1; 0 accepts "confirmed by 0 edges").
+    #[arg(long, value_name = "N")]
+    min_edges: Option<u32>,
+    /// Expect exactly these edges (ids, or prefixes ending in `*`) instead of
+    /// every edge connected or recently seen. Repeatable.
+    #[arg(long = "expect-edge", value_name = "ID")]
+    expect_edges: Vec<String>,
+}
+
+impl ExpectArgs {
+    fn request(&self) -> Option<pb::WaitExpectation> {
+        (self.min_edges.is_some() || !self.expect_edges.is_empty())
+            .then(|| pb::WaitExpectation { min_edges: self.min_edges, edges: self.expect_edges.clone() })
+    }
 }
 
 pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Failure> {
@@ -68,6 +90,9 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         Some(t) => parse_time(t, now).map_err(|e| Failure::usage(format!("--before: {e}")))?,
         None => 0,
     };
+    if !a.wait && a.expect.request().is_some() {
+        return Err(Failure::usage("--min-edges and --expect-edge apply to --wait"));
+    }
     let target = if let Some(id) = a.token_id {
         let id = id.trim().to_ascii_lowercase();
         if stile_token::TokenId::from_hex(&id).is_none() {
@@ -97,7 +122,7 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         reason: a.reason,
         wait: a.wait,
         wait_timeout_ms,
-        expect: None,
+        expect: a.expect.request(),
     };
     let resp = RevocationServiceClient::new(client.channel.clone())
         .revoke(client.req(req))
@@ -105,16 +130,18 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         .map_err(|s| client.fail(&s))?
         .into_inner();
     let r = resp.revocation.clone().unwrap_or_default();
-    let lagging = a.wait && !resp.lagging.is_empty();
+    let confirmation = resp.confirmation.clone().unwrap_or_default();
+    let outcome = if a.wait { confirmation_outcome(&confirmation) } else { Ok(()) };
     if settings.json() {
         let mut doc = json!({ "version": resp.version, "revocation": revocation_json(&r) });
         if a.wait {
             doc["waited_ms"] = resp.waited_ms.into();
             doc["lagging"] = json!(resp.lagging);
             doc["edges"] = resp.edges.iter().map(edge_ack_json).collect();
+            doc["confirmation"] = confirmation_json(&confirmation);
         }
         print_json(&doc);
-        return if lagging { Err(Failure::negative()) } else { Ok(()) };
+        return outcome;
     }
     println!("revoked {} — version {}", target_text(r.target.as_ref()), resp.version);
     println!("  by {} at {}, reason: {}", r.actor, utc(r.created_at), r.reason);
@@ -127,24 +154,53 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         println!("  rollout to edges: stile revocations status {}", resp.version);
         return Ok(());
     }
-    let applied = resp.edges.iter().filter(|e| e.applied).count();
-    if resp.edges.is_empty() {
-        println!("  no edges connected: nothing to wait for");
-    } else if !lagging {
-        println!("  enforced by all {applied} connected edges after {} ms", resp.waited_ms);
-    } else {
-        println!(
-            "  enforced by {applied} of {} connected edges after {} ms; NOT yet by: {}",
-            resp.edges.len(),
-            resp.waited_ms,
-            resp.lagging.join(", ")
-        );
-        return Err(Failure::negative().hint(format!(
-            "the revocation is durable and will reach them; follow with `stile revocations status {}`",
+    println!("  {} after {} ms", confirmation.summary, resp.waited_ms);
+    print_confirmation_edges(&confirmation);
+    outcome.map_err(|f| {
+        f.hint(format!(
+            "the revocation is durable and reaches edges as they connect; follow with `stile revocations status {}` (docs/operations.md, emergency revoke)",
             resp.version
-        )));
+        ))
+    })
+}
+
+/// Exit status of a confirmation: 0 confirmed, 4 partial, 5 confirmed by no edge.
+fn confirmation_outcome(c: &pb::Confirmation) -> Result<(), Failure> {
+    match c.verdict() {
+        pb::ConfirmationVerdict::Confirmed => Ok(()),
+        pb::ConfirmationVerdict::None => Err(Failure::unconfirmed()),
+        _ => Err(Failure::negative()),
     }
-    Ok(())
+}
+
+/// The expected edges that did not confirm, one line each.
+fn print_confirmation_edges(c: &pb::Confirmation) {
+    let now_ms = now().saturating_mul(1000);
+    for e in c.edges.iter().filter(|e| e.expected && !e.applied) {
+        let state = if e.connected {
+            "connected".to_owned()
+        } else if e.last_seen_ms == 0 {
+            "never seen".to_owned()
+        } else {
+            format!("disconnected, last seen {} s ago", now_ms.saturating_sub(e.last_seen_ms) / 1000)
+        };
+        let err = if e.error.is_empty() { String::new() } else { format!("; last error: {}", e.error) };
+        println!("    not confirmed: {} ({state}, applied {}){err}", e.edge_id, e.applied_version);
+    }
+}
+
+fn confirmation_json(c: &pb::Confirmation) -> serde_json::Value {
+    json!({
+        "verdict": short(c.verdict().as_str_name(), "CONFIRMATION_VERDICT_"),
+        "version": c.version,
+        "confirmed": c.confirmed,
+        "expected": c.expected,
+        "min_edges": c.min_edges,
+        "unmatched": c.unmatched,
+        "summary": c.summary,
+        "seen_window_secs": c.seen_window_secs,
+        "edges": c.edges.iter().map(edge_ack_json).collect::<Vec<_>>(),
+    })
 }
 
 fn deadline_ms(d: &str) -> Result<u32, Failure> {
@@ -162,7 +218,10 @@ fn deadline_ms(d: &str) -> Result<u32, Failure> {
 }
 
 fn edge_ack_json(e: &pb::EdgeAck) -> serde_json::Value {
-    json!({ "edge_id": e.edge_id, "applied_version": e.applied_version, "applied": e.applied, "error": e.error })
+    json!({
+        "edge_id": e.edge_id, "applied_version": e.applied_version, "applied": e.applied, "error": e.error,
+        "connected": e.connected, "last_seen_ms": e.last_seen_ms, "expected": e.expected,
+    })
 }
 
 // ------------------------------------------------------------- revocations
@@ -307,6 +366,11 @@ pub(crate) enum KeysCmd {
         /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
+        /// With either flag, the activation also waits (up to the control
+        /// plane's `sync.key_activation_timeout_secs`) for these edges, and
+        /// the command exits 4 (5: no edge) when they did not all hold the key.
+        #[command(flatten)]
+        expect: ExpectArgs,
     },
     /// List signing keys (ids, states, dates; never secrets).
     Ls {
@@ -329,15 +393,23 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
     let mut rpc = KeyServiceClient::new(client.channel.clone());
     let now = now();
     match c {
-        KeysCmd::Rotate { reason } => {
+        KeysCmd::Rotate { reason, expect } => {
+            let asked = expect.request();
+            let strict = asked.is_some();
             let r = rpc
-                .rotate(client.req(pb::RotateKeyRequest { reason, expect: None }))
+                .rotate(client.req(pb::RotateKeyRequest { reason, expect: asked }))
                 .await
                 .map_err(|s| client.fail(&s))?;
             let r = r.into_inner();
             let k = r.key.unwrap_or_default();
+            let confirmation = r.confirmation.unwrap_or_default();
             if settings.json() {
-                print_json(&json!({ "key": key_json(&k), "version": r.version }));
+                print_json(&json!({
+                    "key": key_json(&k),
+                    "version": r.version,
+                    "pending_version": r.pending_version,
+                    "confirmation": confirmation_json(&confirmation),
+                }));
             } else {
                 println!(
                     "key {} is now {} (version {}); earlier keys keep verifying their links",
@@ -345,6 +417,13 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
                     key_state(k.state),
                     r.version
                 );
+                println!("  the key (version {}): {}", r.pending_version, confirmation.summary);
+                print_confirmation_edges(&confirmation);
+            }
+            if strict {
+                return confirmation_outcome(&confirmation).map_err(|f| {
+                    f.hint("the key is active; edges without it refuse its links until they sync (`stile edges ls`)")
+                });
             }
         }
         KeysCmd::Ls { all } => {
@@ -749,6 +828,10 @@ pub(crate) enum ApiKeysCmd {
         /// Role.
         #[arg(long, value_parser = ["minter", "operator", "edge", "admin"])]
         role: String,
+        /// Role edge (required there): an edge id the key may sync as, or a
+        /// prefix ending in `*` (`edge-eu-*`; `*`: any id). Repeatable.
+        #[arg(long = "edge-id", value_name = "ID")]
+        edge_ids: Vec<String>,
     },
     /// List API keys (names, roles, dates; never secrets).
     Ls,
@@ -767,9 +850,9 @@ pub(crate) async fn api_keys(settings: &Settings, c: ApiKeysCmd) -> Result<(), F
     let client = Client::connect(settings, "admin").await?;
     let mut rpc = ApiKeyServiceClient::new(client.channel.clone());
     match c {
-        ApiKeysCmd::Create { name, role: r } => {
+        ApiKeysCmd::Create { name, role: r, edge_ids } => {
             let role_value = pb::Role::from_str_name(&format!("ROLE_{}", r.to_ascii_uppercase())).unwrap_or_default();
-            let req = pb::CreateApiKeyRequest { name, role: role_value.into(), edge_ids: Vec::new() };
+            let req = pb::CreateApiKeyRequest { name, role: role_value.into(), edge_ids };
             let resp = rpc.create(client.req(req)).await.map_err(|s| client.fail(&s))?.into_inner();
             let info = resp.info.unwrap_or_default();
             if settings.json() {
@@ -785,12 +868,14 @@ pub(crate) async fn api_keys(settings: &Settings, c: ApiKeysCmd) -> Result<(), F
             if settings.json() {
                 print_json(&json!({ "keys": keys.iter().map(|k| json!({
                     "name": k.name, "role": role(k.role), "created_at": k.created_at, "created_by": k.created_by,
+                    "edge_ids": k.edge_ids,
                 })).collect::<Vec<_>>() }));
                 return Ok(());
             }
-            let mut t = Table::new(&["NAME", "ROLE", "CREATED", "BY"]);
+            let mut t = Table::new(&["NAME", "ROLE", "EDGE IDS", "CREATED", "BY"]);
             for k in &keys {
-                t.row(vec![k.name.clone(), role(k.role), utc(k.created_at), k.created_by.clone()]);
+                let ids = if k.edge_ids.is_empty() { "-".to_owned() } else { k.edge_ids.join(",") };
+                t.row(vec![k.name.clone(), role(k.role), ids, utc(k.created_at), k.created_by.clone()]);
             }
             print!("{}", t.render());
         }

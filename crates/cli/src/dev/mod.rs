@@ -353,6 +353,8 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
             _ => stile_control::auth::Role::Minter,
         },
         sha256: sha256_hex(key),
+        // The one dev edge syncs as `dev` (edge_config below).
+        edge_ids: if role == "edge" { vec!["dev".into()] } else { Vec::new() },
     })
     .collect();
     c

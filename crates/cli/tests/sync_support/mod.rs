@@ -102,8 +102,10 @@ impl Control {
     pub fn launch_with(dir: &Path, port: u16, store: &Store, extra: &str) -> Control {
         let key = |name: &str, role: &str, key: &str| {
             format!(
-                "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
-                hex(&stile_control::auth::hash_api_key(key))
+                "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{}",
+                hex(&stile_control::auth::hash_api_key(key)),
+                // The shared edge key may sync as any id (push_trust.rs binds its own keys).
+                if role == "edge" { "edge_ids = [\"*\"]\n" } else { "" }
             )
         };
         let config = dir.join("control.toml");
@@ -221,7 +223,7 @@ fn spawn_stile(subcommand: &str, config: &Path, log: &Path, wrapper: &[&str]) ->
         .unwrap()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -47,6 +47,7 @@ pub(crate) struct Metrics {
     key_pending: IntGauge,
     sync_refused: IntCounterVec,
     acks_ignored: IntCounterVec,
+    auth_denied: IntCounterVec,
     /// `/package.Service/Method` → `Service/Method`, for every method served.
     methods: HashMap<String, &'static str>,
     channels: RwLock<HashSet<Box<str>>>,
@@ -154,10 +155,23 @@ impl Metrics {
                 &["kind"],
             ),
         );
+        let auth_denied = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_auth_denied_total",
+                    "Calls refused for their credentials, by reason: missing, malformed, unknown (or deleted) key, wrong_role, backoff (source refused after repeated failures).",
+                ),
+                &["reason"],
+            ),
+        );
+        for reason in crate::auth::DENY_REASONS {
+            auth_denied.with_label_values(&[reason]);
+        }
         for kind in ["token_id", "subject", "path_prefix", "key"] {
             revocations.with_label_values(&[kind]);
         }
-        for reason in Violation::KINDS {
+        for reason in Violation::KINDS.iter().chain(&["edge_id_not_allowed"]) {
             sync_refused.with_label_values(&[reason]);
         }
         for kind in ["regressing", "stale"] {
@@ -179,6 +193,7 @@ impl Metrics {
             key_pending,
             sync_refused,
             acks_ignored,
+            auth_denied,
             methods: served_methods(),
             channels: RwLock::new(HashSet::new()),
         }
@@ -217,6 +232,11 @@ impl Metrics {
     /// [`Violation::kind`] or `edge_id_not_allowed`).
     pub(crate) fn sync_refused(&self, reason: &'static str) {
         self.sync_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a call refused for its credentials (`reason`: one of [`crate::auth::DENY_REASONS`]).
+    pub(crate) fn auth_denied(&self, reason: &'static str) {
+        self.auth_denied.with_label_values(&[reason]).inc();
     }
 
     /// Counts an ACK or status that was tolerated but not believed.

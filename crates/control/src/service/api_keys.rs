@@ -37,6 +37,7 @@ impl ApiKeyService for ApiKeys {
             .into());
         }
         let role = role(req.role)?;
+        crate::identity::check_edge_ids(role, &req.edge_ids).map_err(ApiError::InvalidArgument)?;
         if self.auth.configured().any(|c| c.name == req.name) {
             return Err(
                 ApiError::AlreadyExists(format!("API key name {:?} is defined in the config file", req.name)).into()
@@ -44,13 +45,24 @@ impl ApiKeyService for ApiKeys {
         }
         let (key, sha256) = generate_api_key()?;
         let now = self.clock.now_secs();
-        let record = ApiKey { name: req.name, role, sha256, created_at: now, created_by: caller.name.clone() };
+        let record = ApiKey {
+            name: req.name,
+            role,
+            sha256,
+            created_at: now,
+            created_by: caller.name.clone(),
+            edge_ids: req.edge_ids,
+        };
         let audit = vec![AuditEvent::new(
             now,
             &caller.name,
             AuditAction::ApiKeyCreate,
             format!("api_key:{}", record.name),
-            role.name().into(),
+            if record.edge_ids.is_empty() {
+                role.name().into()
+            } else {
+                format!("{} for edge ids {}", role.name(), record.edge_ids.join(","))
+            },
         )];
         self.store.commit(Batch { writes: vec![Write::PutApiKey(record.clone())], audit }).await.map_err(
             |e| match e {
@@ -74,7 +86,7 @@ impl ApiKeyService for ApiKeys {
             role: pb::Role::from(c.role).into(),
             created_at: 0,
             created_by: "config".into(),
-            edge_ids: Vec::new(),
+            edge_ids: c.edge_ids.clone(),
         }));
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListApiKeysResponse { keys }))

@@ -36,7 +36,7 @@ impl EdgeService for Edges {
     async fn sync(&self, request: Request<Streaming<pb::EdgeMessage>>) -> Result<Response<Self::SyncStream>, Status> {
         let caller = self.auth.check(&request, Rpc::Sync).await?;
         let remote = request.remote_addr();
-        Ok(Response::new(self.sync.open(caller.name, remote, request.into_inner())))
+        Ok(Response::new(self.sync.open(caller, remote, request.into_inner())))
     }
 }
 
@@ -66,6 +66,8 @@ pub(crate) fn edge_ack(e: &EdgeView, version: u64) -> pb::EdgeAck {
         applied_version: e.applied,
         applied: e.applied >= version,
         error: e.last_error.clone(),
-        ..pb::EdgeAck::default()
+        connected: !e.departed,
+        last_seen_ms: e.last_seen_ms,
+        expected: true,
     }
 }

@@ -25,9 +25,10 @@ use super::check_reason;
 use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::confirm::{Expectation, confirm, lagging};
 use crate::convert::key_info;
 use crate::error::ApiError;
-use crate::fleet::ReplicaFleet;
+use crate::fleet::{EdgeView, ReplicaFleet};
 use crate::metrics::Metrics;
 use crate::model::{AuditAction, AuditEvent, ChangeKind, KeyState, Revocation, SigningKey, Target};
 use crate::random;
@@ -46,16 +47,18 @@ pub(crate) struct Keys {
 impl KeyService for Keys {
     async fn rotate(&self, request: Request<pb::RotateKeyRequest>) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let caller = self.auth.check(&request, Rpc::RotateKey).await?;
-        let reason = request.into_inner().reason;
+        let req = request.into_inner();
+        let reason = req.reason;
         check_reason(&reason, false)?;
-        let r = self.rollout.rotate(&caller.name, &reason).await?;
+        let expect = req.expect.map(|e| Expectation::from_request(Some(e))).transpose()?;
+        let r = self.rollout.rotate(&caller.name, &reason, expect).await?;
         tracing::info!(caller = %caller.name, key.id = r.key.id, version = r.version, "keys.rotate");
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(key_info(&r.key)),
             version: r.version,
             pending_version: r.pending_version,
             lagging: r.lagging,
-            confirmation: None,
+            confirmation: Some(r.confirmation),
         }))
     }
 
@@ -91,8 +94,10 @@ pub(crate) struct Rotated {
     pub(crate) version: u64,
     /// The version that pushed it as PENDING.
     pub(crate) pending_version: u64,
-    /// Connected edges that had not ACKed `pending_version` at activation.
+    /// Expected edges that had not ACKed `pending_version` at activation.
     pub(crate) lagging: Vec<String>,
+    /// Who held the key (`pending_version`) at activation, against the expectation.
+    pub(crate) confirmation: pb::Confirmation,
 }
 
 /// Every change to the signing keys: rotation with its rollout to the edges,
@@ -144,7 +149,14 @@ impl KeyRollout {
     /// Creates a key from the OS CSPRNG, pushes it to the edges as PENDING, and
     /// makes it the minting key once the connected edges have it (see the module
     /// documentation). The previous minting key keeps verifying.
-    pub(crate) async fn rotate(self: &Arc<Self>, actor: &str, reason: &str) -> Result<Rotated, ApiError> {
+    /// Rotates; with `expect`, the activation also waits (up to the
+    /// activation timeout) until the expectation is met.
+    pub(crate) async fn rotate(
+        self: &Arc<Self>,
+        actor: &str,
+        reason: &str,
+        expect: Option<Expectation>,
+    ) -> Result<Rotated, ApiError> {
         let _rotation = self.rotate_lock.lock().await;
         let (key, pending_version) = {
             let _guard = self.key_lock.lock().await;
@@ -185,7 +197,9 @@ impl KeyRollout {
         // Its own task: the activation happens even if the caller goes away.
         let rollout = Arc::clone(self);
         let actor = actor.to_owned();
-        let task = tokio::spawn(async move { rollout.activate_after_rollout(key.id, pending_version, &actor).await });
+        let task = tokio::spawn(async move {
+            rollout.activate_after_rollout(key.id, pending_version, &actor, expect.as_ref()).await
+        });
         task.await.map_err(|e| ApiError::Internal(format!("key rollout task: {e}")))?
     }
 
@@ -210,7 +224,7 @@ impl KeyRollout {
             tokio::spawn(async move {
                 // Give the edges a chance to reconnect before counting who has the key.
                 tokio::time::sleep(rollout.reconnect_grace).await;
-                if let Err(e) = rollout.activate_after_rollout(id, version, "system").await {
+                if let Err(e) = rollout.activate_after_rollout(id, version, "system", None).await {
                     tracing::error!(key.id = id, error = %e, "keys.rollout_failed");
                 }
             });
@@ -218,26 +232,45 @@ impl KeyRollout {
         Ok(())
     }
 
-    /// Waits until every connected edge ACKed `pending_version` (or the
-    /// activation timeout), then activates the key.
-    async fn activate_after_rollout(&self, id: KeyId, pending_version: u64, actor: &str) -> Result<Rotated, ApiError> {
+    /// Waits until every connected edge ACKed `pending_version` and, with
+    /// `expect`, the expectation is met (or the activation timeout), then
+    /// activates the key. The confirmation is against `expect`, or the
+    /// default expectation (every edge connected or seen within the window,
+    /// at least one) — which departed edges can leave unmet without holding
+    /// up the activation.
+    async fn activate_after_rollout(
+        &self,
+        id: KeyId,
+        pending_version: u64,
+        actor: &str,
+        expect: Option<&Expectation>,
+    ) -> Result<Rotated, ApiError> {
         let deadline = Instant::now() + self.activation_timeout;
-        let edges = self.replicas.wait_everywhere(pending_version, deadline).await;
-        let lagging: Vec<String> =
-            edges.iter().filter(|e| e.applied < pending_version).map(|e| e.edge_id.clone()).collect();
-        if lagging.is_empty() {
-            tracing::info!(key.id = id, edges = edges.len(), "keys.rollout_complete");
+        let window = self.replicas.window_secs();
+        let default = Expectation { min_edges: 1, edges: Vec::new() };
+        let met = |edges: &[EdgeView]| {
+            edges.iter().filter(|e| !e.departed).all(|e| e.applied >= pending_version)
+                && expect.is_none_or(|x| {
+                    confirm(pending_version, edges, x, window).verdict() == pb::ConfirmationVerdict::Confirmed
+                })
+        };
+        let known = self.replicas.wait_until(deadline, met).await;
+        let confirmation = confirm(pending_version, &known, expect.unwrap_or(&default), window);
+        let lagging = lagging(&confirmation);
+        if confirmation.verdict() == pb::ConfirmationVerdict::Confirmed {
+            tracing::info!(key.id = id, edges = confirmation.confirmed, "keys.rollout_complete");
         } else {
             tracing::warn!(
                 key.id = id,
                 version = pending_version,
                 lagging = ?lagging,
+                summary = %confirmation.summary,
                 timeout_secs = self.activation_timeout.as_secs(),
-                "keys.rollout_timeout: activating although these edges have not ACKed the key"
+                "keys.rollout_not_confirmed: activating although these edges have not ACKed the key"
             );
         }
         let (key, version) = self.activate(id, actor).await?;
-        Ok(Rotated { key, version, pending_version, lagging })
+        Ok(Rotated { key, version, pending_version, lagging, confirmation })
     }
 
     /// Makes a PENDING key ACTIVE and the current active key VERIFY_ONLY, in one

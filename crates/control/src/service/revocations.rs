@@ -1,5 +1,7 @@
 //! `RevocationService`: Revoke (durable before it answers; with `wait`, also
-//! enforced by every connected edge or named as lagging), List, Status.
+//! confirmed by every expected edge — connected, or seen within
+//! `sync.seen_window_secs`, or the operator's named set — or answered with
+//! what it was confirmed by: `crate::confirm`), List, Status.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use super::{KeyRollout, check_reason, page_limit};
 use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::confirm::{Expectation, confirm, lagging};
 use crate::error::ApiError;
 use crate::fleet::ReplicaFleet;
 use crate::metrics::Metrics;
@@ -36,8 +39,10 @@ pub(crate) struct Revocations {
 impl RevocationService for Revocations {
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = self.auth.check(&request, Rpc::Revoke).await?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         check_reason(&req.reason, true)?;
+        // Checked before anything is committed.
+        let expect = if req.wait { Some(Expectation::from_request(req.expect.take())?) } else { None };
         let now = self.clock.now_secs();
         let target = target(req.target, now)?;
         let revocation = if let Target::Key { key_id } = target {
@@ -68,22 +73,36 @@ impl RevocationService for Revocations {
         let version = revocation.version;
         tracing::info!(caller = %caller.name, target = %revocation.target, version, "revoke");
         let mut response = pb::RevokeResponse { revocation: Some(revocation.into()), version, ..Default::default() };
-        if req.wait {
+        if let Some(expect) = expect {
             let c = &self.config.sync;
             let ms = match req.wait_timeout_ms {
                 0 => c.revoke_wait_default_ms,
                 n => u64::from(n).min(c.revoke_wait_max_ms),
             };
             let started = tokio::time::Instant::now();
-            let edges = self.replicas.wait_everywhere(version, started + Duration::from_millis(ms)).await;
+            let window = self.replicas.window_secs();
+            let confirmed =
+                |edges: &[_]| confirm(version, edges, &expect, window).verdict() == pb::ConfirmationVerdict::Confirmed;
+            let known = self.replicas.wait_until(started + Duration::from_millis(ms), confirmed).await;
+            let c = confirm(version, &known, &expect, window);
             response.waited_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-            response.lagging = edges.iter().filter(|e| e.applied < version).map(|e| e.edge_id.clone()).collect();
-            response.edges = edges.iter().map(|e| edge_ack(e, version)).collect();
-            if response.lagging.is_empty() {
-                tracing::info!(version, edges = edges.len(), waited_ms = response.waited_ms, "revoke.enforced");
+            response.lagging = lagging(&c);
+            response.edges = c.edges.clone();
+            if c.verdict() == pb::ConfirmationVerdict::Confirmed {
+                tracing::info!(version, edges = c.confirmed, waited_ms = response.waited_ms, "revoke.confirmed");
             } else {
-                tracing::warn!(version, lagging = ?response.lagging, waited_ms = response.waited_ms, "revoke.lagging");
+                tracing::warn!(
+                    version,
+                    verdict = c.verdict().as_str_name(),
+                    confirmed = c.confirmed,
+                    expected = c.expected,
+                    lagging = ?response.lagging,
+                    waited_ms = response.waited_ms,
+                    summary = %c.summary,
+                    "revoke.not_confirmed"
+                );
             }
+            response.confirmation = Some(c);
         }
         Ok(Response::new(response))
     }
@@ -109,7 +128,7 @@ impl RevocationService for Revocations {
         let asked = request.into_inner().version;
         let current = self.store.version().await.map_err(ApiError::from)?;
         let version = if asked == 0 { current } else { asked };
-        let edges = self.replicas.everywhere().await.iter().map(|e| edge_ack(e, version)).collect();
+        let edges = self.replicas.known().await.iter().map(|e| edge_ack(e, version)).collect();
         Ok(Response::new(pb::RevocationStatusResponse {
             current_version: current,
             version,

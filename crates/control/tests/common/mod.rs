@@ -49,7 +49,13 @@ pub fn config(dir: &std::path::Path) -> Config {
         ("edge-1", Role::Edge, EDGE),
     ]
     .into_iter()
-    .map(|(name, role, key)| ConfiguredKey { name: name.into(), role, sha256: hex::encode(hash_api_key(key)) })
+    .map(|(name, role, key)| ConfiguredKey {
+        name: name.into(),
+        role,
+        sha256: hex::encode(hash_api_key(key)),
+        // The edge key may sync as any edge id; tests/push_trust.rs binds them.
+        edge_ids: if role == Role::Edge { vec!["*".into()] } else { Vec::new() },
+    })
     .collect();
     config
 }
