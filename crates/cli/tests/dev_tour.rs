@@ -45,7 +45,7 @@ fn tour_play_revoke_explain() {
     let r = dev.stile(&["revoke", "--token-id", &dev.token_id, "--reason", "trying Stile", "--wait"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains(&format!("revoked token {}", dev.token_id)), "{}", r.stdout);
-    assert!(r.stdout.contains("enforced by all 1 connected edges"), "{}", r.stdout);
+    assert!(r.stdout.contains("confirmed by all 1 expected edges"), "{}", r.stdout);
 
     // The next fetch fails with reason revoked, within a fraction of a second.
     let target = Dev::target(&dev.query_url);

@@ -66,15 +66,7 @@ pub(crate) fn confirm(version: u64, known: &[EdgeView], exp: &Expectation, windo
         .iter()
         // Outside a named set only connected edges are shown (for context).
         .filter(|e| exp.includes(&e.edge_id) || !e.departed)
-        .map(|e| pb::EdgeAck {
-            edge_id: e.edge_id.clone(),
-            applied_version: e.applied,
-            applied: e.applied >= version,
-            error: e.last_error.clone(),
-            connected: !e.departed,
-            last_seen_ms: e.last_seen_ms,
-            expected: exp.includes(&e.edge_id),
-        })
+        .map(|e| pb::EdgeAck { expected: exp.includes(&e.edge_id), ..edge_ack(e, version) })
         .collect();
     let mut unmatched = Vec::new();
     for p in &exp.edges {
@@ -129,6 +121,19 @@ pub(crate) fn confirm(version: u64, known: &[EdgeView], exp: &Expectation, windo
         unmatched,
         summary,
         seen_window_secs: window_secs,
+    }
+}
+
+/// One edge's progress on `version` (as expected).
+pub(crate) fn edge_ack(e: &EdgeView, version: u64) -> pb::EdgeAck {
+    pb::EdgeAck {
+        edge_id: e.edge_id.clone(),
+        applied_version: e.applied,
+        applied: e.applied >= version,
+        error: e.last_error.clone(),
+        connected: !e.departed,
+        last_seen_ms: e.last_seen_ms,
+        expected: true,
     }
 }
 

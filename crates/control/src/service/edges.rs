@@ -58,16 +58,3 @@ pub(crate) fn edge_info(e: EdgeView, current: u64) -> pb::EdgeInfo {
         sent_version: e.sent,
     }
 }
-
-/// One edge's progress on `version`.
-pub(crate) fn edge_ack(e: &EdgeView, version: u64) -> pb::EdgeAck {
-    pb::EdgeAck {
-        edge_id: e.edge_id.clone(),
-        applied_version: e.applied,
-        applied: e.applied >= version,
-        error: e.last_error.clone(),
-        connected: !e.departed,
-        last_seen_ms: e.last_seen_ms,
-        expected: true,
-    }
-}

@@ -11,12 +11,11 @@ use stile_proto::v1::revocation_service_server::RevocationService;
 use stile_token::{TokenId, canonicalize_path};
 use tonic::{Request, Response, Status};
 
-use super::edges::edge_ack;
 use super::{KeyRollout, check_reason, page_limit};
 use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::confirm::{Expectation, confirm, lagging};
+use crate::confirm::{Expectation, confirm, edge_ack, lagging};
 use crate::error::ApiError;
 use crate::fleet::ReplicaFleet;
 use crate::metrics::Metrics;
