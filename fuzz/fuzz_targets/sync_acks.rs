@@ -86,10 +86,9 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let got = book.receive(&wire(Some(Kind::Ack(pb::Ack { version: v }))));
-                let want = expected(&before, v).map(Received::Ack).map_err(|sent| Violation::AckBeyondSent {
-                    version: v,
-                    sent,
-                });
+                let want = expected(&before, v)
+                    .map(Received::Ack)
+                    .map_err(|sent| Violation::AckBeyondSent { version: v, sent });
                 assert_eq!(got, want, "ACK {v} on {before:?}");
             }
             4 => {
