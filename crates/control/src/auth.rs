@@ -190,9 +190,6 @@ impl DenyReason {
     }
 }
 
-/// Every `reason` label of `stile_control_auth_denied_total`.
-pub(crate) const DENY_REASONS: [&str; 5] = ["missing", "malformed", "unknown", "wrong_role", "backoff"];
-
 /// A refused authentication: why, who (key name or fingerprint), the error.
 struct Refusal {
     reason: DenyReason,
@@ -349,6 +346,13 @@ fn addr(remote: Option<SocketAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_deny_reason_is_a_registered_metric_label() {
+        use DenyReason::*;
+        let labels: Vec<&str> = [Missing, Malformed, Unknown, WrongRole, Backoff].map(DenyReason::label).to_vec();
+        assert_eq!(labels, crate::metrics::AUTH_DENIED_REASONS);
+    }
 
     #[test]
     fn role_table() {

@@ -27,6 +27,10 @@ use crate::fleet::FleetStats;
 use crate::model::Target;
 use crate::store::notify::CommitObserver;
 
+/// Every `reason` label of `stile_control_auth_denied_total` (`auth::DenyReason`'s labels;
+/// a test in `auth` keeps the two in step).
+pub(crate) const AUTH_DENIED_REASONS: [&str; 5] = ["missing", "malformed", "unknown", "wrong_role", "backoff"];
+
 /// Most distinct share channels used as label values.
 pub(crate) const MAX_CHANNEL_LABELS: usize = 64;
 
@@ -165,7 +169,7 @@ impl Metrics {
                 &["reason"],
             ),
         );
-        for reason in crate::auth::DENY_REASONS {
+        for reason in AUTH_DENIED_REASONS {
             auth_denied.with_label_values(&[reason]);
         }
         for kind in ["token_id", "subject", "path_prefix", "key"] {
@@ -234,7 +238,7 @@ impl Metrics {
         self.sync_refused.with_label_values(&[reason]).inc();
     }
 
-    /// Counts a call refused for its credentials (`reason`: one of [`crate::auth::DENY_REASONS`]).
+    /// Counts a call refused for its credentials (`reason`: one of [`AUTH_DENIED_REASONS`]).
     pub(crate) fn auth_denied(&self, reason: &'static str) {
         self.auth_denied.with_label_values(&[reason]).inc();
     }
