@@ -36,6 +36,15 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock of the object cache. Pingora's HTTP cache judges freshness
+/// against `SystemTime::now()` itself, so the cache's own timestamps (when an
+/// object was stored, until when it is fresh) come from the same clock, not from
+/// an injected [`Clock`].
+#[allow(clippy::disallowed_methods)] // reason: this is the edge's one clock module.
+pub(crate) fn cache_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 /// A clock that reads a settable value, for tests.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);

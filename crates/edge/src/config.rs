@@ -54,6 +54,8 @@ pub struct EdgeConfig {
     pub access_log: AccessLogConfig,
     /// Viewer TLS: HTTPS listeners, certificates chosen by SNI, HTTP/2.
     pub tls: TlsConfig,
+    /// The object cache (see [`crate::cache::CacheConfig`]).
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl Default for EdgeConfig {
@@ -78,6 +80,7 @@ impl Default for EdgeConfig {
             diagnostics: DiagnosticsConfig::default(),
             access_log: AccessLogConfig::default(),
             tls: TlsConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 }
@@ -552,7 +555,8 @@ pub enum StalePolicy {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiagnosticsConfig {
-    /// Return the reason code in an `x-stile-reason` header on denials.
+    /// Return the reason code in an `x-stile-reason` header on denials, and the
+    /// cache status in an `x-stile-cache` header on every answer the cache saw.
     pub reason_header: bool,
 }
 
@@ -686,6 +690,12 @@ impl EdgeConfig {
             }
         } else if self.state.file.as_os_str().is_empty() {
             return bad("state.file", "required (or a [sync] table)");
+        }
+        if let Err((field, message)) = self.cache.check() {
+            return Err(ConfigError::Invalid { field, message });
+        }
+        if self.cache.key_query_params.iter().any(|p| *p == self.token.query_param) {
+            return bad("cache.key_query_params", "must not name the token's query parameter");
         }
         if self.state.poll_interval_ms == 0 {
             return bad("state.poll_interval_ms", "must be greater than zero");
@@ -948,6 +958,13 @@ mod tests {
             ),
             ("[origin.health]\npath = 'health'\n[state]\nfile='x'", "origin.health.path"),
             ("[origin.retry]\nbudget_percent = 101\n[state]\nfile='x'", "budget_percent"),
+            ("[cache]\nenabled = true\nkey_query_params = ['st']\n[state]\nfile='x'", "cache.key_query_params"),
+            ("[cache]\nenabled = true\nkey_query_params = ['a&b']\n[state]\nfile='x'", "cache.key_query_params"),
+            ("[cache]\nenabled = true\nmemory_bytes = 10\n[state]\nfile='x'", "cache.memory_bytes"),
+            ("[cache]\nenabled = true\ndisk_path = 'rel'\n[state]\nfile='x'", "cache.disk_path"),
+            ("[cache]\nenabled = true\nmax_object_bytes = 5368709120\n[state]\nfile='x'", "cache.max_object_bytes"),
+            ("[cache]\nenabled = true\nlock_timeout_ms = 0\n[state]\nfile='x'", "cache.lock_timeout_ms"),
+            ("[cache.ttl]\nsegment = 1\n[state]\nfile='x'", "unknown field"),
         ] {
             let err = parse(toml).unwrap_err();
             assert!(err.contains(needle), "{toml:?}: {err}");

@@ -15,6 +15,7 @@
 //! - `reload.rs` — file mode: re-reading the state file on SIGHUP or change;
 //! - `geo.rs` — client address and country;
 //! - [`playlist`], [`mpd`] — the HLS playlist and DASH MPD rewriters;
+//! - [`cache`] — the object cache (storage, token-free key, freshness, purges);
 //! - `intake.rs` — the request line as the client sent it, and the requests Pingora refuses;
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
@@ -37,6 +38,7 @@
 // Everything else is private, its types re-exported where a public signature
 // needs them.
 mod admin;
+pub mod cache;
 pub mod clock;
 mod config;
 pub mod cors;
@@ -56,6 +58,7 @@ mod tls;
 pub mod transport;
 pub mod validate;
 
+pub use cache::{CacheConfig, TtlConfig};
 pub use config::{
     AccessLogConfig, CertificateConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig, DiagnosticsConfig,
     EdgeConfig, HealthCheckConfig, OriginConfig, PassiveHealthConfig, PlaylistConfig, PoolConfig, RetryConfig,

@@ -4,13 +4,14 @@
 //! |---|---|
 //! | (before any phase) | `Front` ([`crate::tls`]) runs the TLS handshake on TLS listeners; [`crate::intake`] keeps an HTTP/1 request line as sent; requests Pingora refuses are logged there |
 //! | `request_filter` | HTTPS redirect (plain listeners, `tls.redirect_http`); request line as sent = as parsed, else 400; CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
+//! | cache hooks | admitted `GET`/`HEAD` only: token-free key, lookup, lock, freshness ([`crate::cache`]); a miss then goes to `upstream_peer` |
 //! | `upstream_peer` | the pool for the canonical path, then an origin of it ([`crate::origin`]): pre-resolved address, TLS, timeouts |
 //! | `upstream_request_filter` | canonical, token-free target; the origin's `Host`; our cookie and tokenised `Referer` removed |
 //! | `upstream_response_filter` | per-origin metrics, passive health; a 5xx to retry is turned into an error here |
 //! | `fail_to_connect`, `error_while_proxy` | passive health and the retry decision ([`crate::origin`]) |
 //! | `response_filter` | CORS, `Set-Cookie` (cookie mode), no shared caching of per-viewer answers, HTTP/1.1 status line, playlist framing (chunked, or close-delimited for HTTP/1.0 clients) |
-//! | `response_body_filter` | buffers an HLS playlist or DASH MPD (bounded) and rewrites it at end of stream |
-//! | `logging` | metrics and the JSON access log |
+//! | `response_body_filter` | buffers an HLS playlist or DASH MPD (bounded) and rewrites it at end of stream (or at its `Content-Length`) |
+//! | `logging` | metrics (cache ones too) and the JSON access log, with the cache status |
 //!
 //! `request_filter` runs before any cache lookup, so validation also guards cache hits.
 
@@ -22,13 +23,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora::cache::{CacheKey, RespCacheable};
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, RequestHeader};
 use pingora::protocols::Digest;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use stile_token::{Reason, Token};
 
+use crate::cache::Cache;
 use crate::clock::SharedClock;
 use crate::config::{CookieConfig, EdgeConfig};
 use crate::cors::{self, Cors, Grant};
@@ -44,6 +47,9 @@ use crate::{mpd, playlist};
 
 /// Name of the diagnostic header carrying the reason code.
 pub(crate) const REASON_HEADER: &str = "x-stile-reason";
+
+/// Name of the diagnostic header carrying the cache status.
+pub(crate) const CACHE_HEADER: &str = "x-stile-cache";
 
 /// The edge proxy service.
 #[derive(Debug)]
@@ -64,6 +70,8 @@ pub(crate) struct EdgeProxy {
     cors: Cors,
     reason_header: bool,
     access_log: bool,
+    /// The object cache (`[cache] enabled`).
+    cache: Option<&'static Cache>,
     denied: ResponseHeader,
     unauthorized: ResponseHeader,
     bad_request: ResponseHeader,
@@ -126,6 +134,8 @@ pub(crate) struct RequestCtx {
     origin: Option<Attempts>,
     /// Answered with a redirect to HTTPS.
     redirected: bool,
+    /// A stale-while-revalidate refresh Pingora runs in the background (it serves nobody).
+    background: bool,
 }
 
 /// A playlist or MPD being buffered for rewriting.
@@ -170,10 +180,24 @@ impl EdgeProxy {
             cors: compile_cors(config),
             reason_header: config.diagnostics.reason_header,
             access_log: config.access_log.enabled,
+            cache: None,
             denied: denial_header(403),
             unauthorized: denial_header(401),
             bad_request: denial_header(400),
         }
+    }
+
+    /// Caches admitted objects in `cache`.
+    pub(crate) fn with_cache(mut self, cache: Option<&'static Cache>) -> EdgeProxy {
+        self.cache = cache;
+        self
+    }
+
+    /// The origin pool that serves this request's canonical path (the cache's namespace:
+    /// every origin of a pool serves the same objects, so one fill serves the pool).
+    fn cache_pool(&self, session: &Session, ctx: &RequestCtx) -> Option<usize> {
+        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
+        self.origins.route(&target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())])
     }
 
     /// What the [`crate::intake`] needs to count and log the requests Pingora refuses.
@@ -316,12 +340,14 @@ impl ProxyHttp for EdgeProxy {
             kind: ObjectKind::Other,
             origin: None,
             redirected: false,
+            background: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let started = Instant::now();
         ctx.started = Some(started);
+        ctx.background = session.subrequest_ctx.is_some();
         let req = session.req_header();
         ctx.cors = self.cors.grant(req.headers.get(header::ORIGIN));
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip);
@@ -417,9 +443,51 @@ impl ProxyHttp for EdgeProxy {
         Ok(self.origins.pick(attempts).0)
     }
 
+    // ---- cache hooks (crate::cache): they run only after request_filter admitted the request.
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let method = &session.req_header().method;
+        if let Some(cache) = self.cache
+            && ctx.result == Some(Ok(()))
+            && (method == http::Method::GET || method == http::Method::HEAD)
+            && self.cache_pool(session, ctx).is_some()
+        {
+            cache.enable(&mut session.cache);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let cache = self.cache.ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let pool = self.cache_pool(session, ctx).ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
+        Ok(cache.key(self.origins.pool_name(pool), target))
+    }
+
+    fn response_cache_filter(&self, session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<RespCacheable> {
+        let cache = self.cache.ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
+        let authorization = session.req_header().headers.contains_key(header::AUTHORIZATION);
+        Ok(cache.decide(resp, target, authorization))
+    }
+
+    fn range_header_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> RangeType {
+        if ctx.rewrite.is_some() {
+            // The rewritten playlist is served whole.
+            return RangeType::None;
+        }
+        pingora::proxy::range_header_filter(session.req_header(), resp, Some(200))
+    }
+
+    fn should_serve_stale(&self, _session: &mut Session, _ctx: &mut RequestCtx, error: Option<&Error>) -> bool {
+        // Within the object's windows: while one background fetch revalidates it
+        // (stale-while-revalidate), or when the origin fails (stale-if-error).
+        error.is_none_or(|e| *e.esource() == ErrorSource::Upstream)
+    }
+
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -462,8 +530,9 @@ impl ProxyHttp for EdgeProxy {
                 up.remove_header(&header::REFERER);
             }
         }
-        if ctx.rewrite.is_some() {
-            // The playlist must arrive uncompressed to be rewritten.
+        if ctx.rewrite.is_some() || session.cache.enabled() {
+            // The playlist must arrive uncompressed to be rewritten; a cached object is
+            // stored once for every viewer, whatever encodings each accepts.
             up.remove_header(&header::ACCEPT_ENCODING);
         }
         Ok(())
@@ -545,6 +614,9 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        if self.reason_header && self.cache.is_some() {
+            resp.insert_header(CACHE_HEADER, Cache::outcome(&session.cache).status)?;
+        }
         self.add_cors(resp, ctx.cors.as_ref())?;
         let mut no_store = false;
         if let Some(c) = ctx.set_cookie.take()
@@ -627,6 +699,23 @@ impl ProxyHttp for EdgeProxy {
         Ok(None)
     }
 
+    /// Pingora's answers when proxying fails, except that an origin that timed out is
+    /// `504` (not `502`); the access log names the error (`error`).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => 504,
+            (_, ErrorSource::Upstream) => 502,
+            (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 && let Err(err) = session.respond_error(code).await {
+            tracing::debug!(error = %err, "proxy.error_response_failed");
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
     /// Pingora's error logs describe the request with this; the default includes the
     /// query, which may hold a token.
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
@@ -655,20 +744,27 @@ impl ProxyHttp for EdgeProxy {
         let verified = ctx.token.is_some()
             && !matches!(reason, Some(Reason::Malformed | Reason::UnknownKey | Reason::BadSignature));
         let channel = ctx.token.as_ref().filter(|_| verified).and_then(Token::channel);
-        if !ctx.preflight && !ctx.redirected {
+        if !ctx.preflight && !ctx.redirected && !ctx.background {
             self.metrics.request(reason, ctx.transport, channel, ctx.kind);
         }
+        let admitted = ctx.admitted_at.is_some();
+        if let Some(cache) = self.cache
+            && admitted
+        {
+            cache.record(&session.cache, ctx.kind.as_str(), session.body_bytes_sent() as u64, ctx.background);
+        }
+        let cache_status = if admitted { Cache::outcome(&session.cache).status } else { "bypass" };
         let upstream_secs = ctx.admitted_at.map(|t| t.elapsed().as_secs_f64());
         if let Some(secs) = upstream_secs {
             match (e, ctx.upstream_status) {
                 (Some(err), _) if *err.esource() == ErrorSource::Upstream => {
                     self.metrics.upstream_error(error_kind(err.etype()));
                 }
-                (_, Some(s)) => self.metrics.upstream_response(s, secs),
+                (_, Some(s)) if session.cache.upstream_used() => self.metrics.upstream_response(s, secs),
                 _ => {}
             }
         }
-        if !self.access_log {
+        if !self.access_log || ctx.background {
             return;
         }
         let req = session.req_header();
@@ -691,6 +787,7 @@ impl ProxyHttp for EdgeProxy {
             token.key = ctx.token.as_ref().filter(|_| verified).map(Token::key_id),
             channel,
             transport = ctx.transport.as_str(),
+            cache = cache_status,
             status,
             bytes = session.body_bytes_sent(),
             upstream_ms = upstream_secs.map(|s| s * 1e3),
@@ -705,12 +802,15 @@ impl ProxyHttp for EdgeProxy {
 }
 
 /// The CORS policy (`EdgeConfig::validate` refused bad patterns already); `x-stile-reason`
-/// is exposed whenever diagnostics send it.
+/// (and `x-stile-cache`) is exposed whenever diagnostics send it.
 fn compile_cors(config: &EdgeConfig) -> Cors {
     let c = &config.cors;
     let mut expose = c.expose_headers.clone();
     if config.diagnostics.reason_header {
         expose.push(REASON_HEADER.to_owned());
+        if config.cache.enabled {
+            expose.push(CACHE_HEADER.to_owned());
+        }
     }
     Cors::new(&c.allowed_origins, c.allow_credentials, &expose, c.max_age_secs).unwrap_or_default()
 }

@@ -12,6 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::cache::{Cache, StoreError};
 use crate::clock::SharedClock;
 use crate::config::{ConfigError, EdgeConfig};
 use crate::geo::{Geo, GeoError};
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The sync client cannot be set up (API key file).
     #[error(transparent)]
     Sync(#[from] KeyError),
+    /// The cache's disk tier cannot be used.
+    #[error(transparent)]
+    Cache(#[from] StoreError),
     /// Pingora refused to set up.
     #[error("cannot start the server: {0}")]
     Server(String),
@@ -88,6 +92,7 @@ impl Edge {
         // Origins resolved and certificates checked now, before anything binds.
         let origins = Arc::new(Origins::build(&config.origin, metrics.registry())?);
         let tls = TlsSetup::build(&config.tls, clock.now(), metrics.registry())?;
+        let objects = if config.cache.enabled { Some(Cache::open(&config.cache, metrics.registry())?) } else { None };
         let (shared, sync) = match &config.sync {
             None => {
                 let state = load_file(&config.state.file, clock.now(), leeway)?;
@@ -118,6 +123,7 @@ impl Edge {
                     shared: shared.clone(),
                     metrics: metrics.clone(),
                     clock: clock.clone(),
+                    objects,
                 })?;
                 (shared, Some(client))
             }
@@ -159,7 +165,8 @@ impl Edge {
             _ => None,
         };
         let proxy =
-            EdgeProxy::new(config, origins.clone(), redirect, shared.clone(), metrics.clone(), geo, clock.clone());
+            EdgeProxy::new(config, origins.clone(), redirect, shared.clone(), metrics.clone(), geo, clock.clone())
+                .with_cache(objects);
         // Behind the request-line tap (`crate::intake`), which Pingora's own service builder lacks,
         // behind `Front`, which runs the TLS handshake on the TLS listeners (TCP sockets to Pingora).
         let refusals = proxy.refusals();

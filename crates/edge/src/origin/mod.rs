@@ -150,6 +150,11 @@ impl Origins {
         self.routes.iter().find(|(prefix, _)| path.starts_with(prefix.as_bytes())).map(|(_, i)| *i)
     }
 
+    /// The name of pool `pool`.
+    pub(crate) fn pool_name(&self, pool: usize) -> &str {
+        &self.pools[pool].name
+    }
+
     /// Starts a request on pool `pool`.
     pub(crate) fn begin(&self, pool: usize) -> Attempts {
         self.pools[pool].in_flight.fetch_add(1, Ordering::Relaxed);

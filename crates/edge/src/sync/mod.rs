@@ -53,6 +53,7 @@ pub use self::model::{ApplyError, BatchOutcome, Model, Purge};
 use self::persist::CacheWriter;
 pub(crate) use self::persist::{Initial, load_cache};
 use self::session::{Session, SyncError};
+use crate::cache::{Cache, PurgeTarget};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::state::{Liveness, SharedState, StateFile};
@@ -76,6 +77,8 @@ pub(crate) struct SyncDeps {
     pub(crate) metrics: Arc<Metrics>,
     /// Time source.
     pub(crate) clock: SharedClock,
+    /// The object cache purges apply to (none: purges are only counted).
+    pub(crate) objects: Option<&'static Cache>,
 }
 
 /// The sync client: a Pingora background service.
@@ -94,12 +97,13 @@ pub(crate) struct SyncClient {
     model: Mutex<Model>,
     /// The control plane's time in the newest heartbeat, Unix seconds (0: none yet).
     cp_time: AtomicU64,
+    objects: Option<&'static Cache>,
 }
 
 impl SyncClient {
     /// A client publishing into `deps.shared`, starting from `deps.model`.
     pub(crate) fn new(deps: SyncDeps) -> Result<SyncClient, KeyError> {
-        let SyncDeps { config, cache, leeway, model, liveness, shared, metrics, clock } = deps;
+        let SyncDeps { config, cache, leeway, model, liveness, shared, metrics, clock, objects } = deps;
         let api_key = config.key()?;
         let sync_metrics = SyncMetrics::new(metrics.registry());
         Ok(SyncClient {
@@ -115,6 +119,7 @@ impl SyncClient {
             liveness,
             model: Mutex::new(model),
             cp_time: AtomicU64::new(0),
+            objects,
         })
     }
 
@@ -268,8 +273,12 @@ impl SyncClient {
         }
         self.sync_metrics.applied(batch.snapshots, batch.deltas);
         for p in &batch.purges {
-            // No cache storage yet: record it (metrics, log) so operators see it arrived.
+            // Applied to the cache before the batch is ACKed: once the control plane
+            // hears the ACK, no lookup here returns what the purge matches.
             tracing::info!(version = p.version, prefix = %p.prefix, "sync.purge");
+            if let Some(objects) = self.objects {
+                objects.purge(&PurgeTarget::from_prefix(&p.prefix));
+            }
             self.sync_metrics.purge(p.version);
         }
     }

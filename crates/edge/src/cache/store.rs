@@ -1,0 +1,960 @@
+//! The cache storage: a Pingora [`Storage`] with a memory tier and an optional
+//! disk tier, and the in-flight fills concurrent requests stream from.
+//!
+//! - **Memory tier**: TinyUFO (TinyLFU admission, S3-FIFO eviction; lock-free
+//!   reads), weighted in 4 KiB pages up to `cache.memory_bytes`. A hit is the
+//!   stored `Bytes`, sliced for a range: no copy.
+//! - **Disk tier**: one file per object (`format.rs`) under `cache.disk_path`,
+//!   written after the fill completes, off the request path; bounded by
+//!   Pingora's LRU eviction manager at `cache.disk_bytes`, which the proxy hands
+//!   to Pingora so every fill is admitted and every hit counted there. Objects
+//!   up to `cache.memory_max_object_bytes` read from disk are promoted to
+//!   memory; larger ones are streamed from the file block by block, each block
+//!   checked against its CRC before a byte of it is served, and can seek (ranges).
+//!   At start the directory is scanned: every valid file is admitted to the
+//!   eviction manager (oldest first), damaged and purged ones are deleted.
+//! - **Fills**: a miss writes into a [`Fill`] that readers attach to as soon as
+//!   the response header is in (`support_streaming_partial_write`), so waiters
+//!   behind the cache lock stream a segment while it arrives.
+//! - **Purges** ([`PurgeIndex`]): every stored object carries the sequence
+//!   number of its fill; a lookup checks it against the purges of its path and
+//!   of each ancestor prefix, so a prefix purge is one map insert, never a scan.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::cache::eviction::lru::Manager as Lru;
+use pingora::cache::eviction::{CacheEntryKey, EvictionManager};
+use pingora::cache::key::{CacheHashKey, HashBinary};
+use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType, PurgeOutcome, PurgeTarget, PurgeType};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheKey, CacheMeta, HitHandler, MissHandler, Storage};
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorType, Result};
+use tinyufo::TinyUfo;
+
+use super::config::{CacheConfig, TtlConfig};
+use super::format::{self, BLOCK, Head};
+use super::freshness::{BodyKind, body_ttl};
+use super::metrics::CacheMetrics;
+use super::purge::PurgeIndex;
+
+/// Bytes per unit of TinyUFO weight (its weights are `u16`).
+const PAGE: u64 = 4096;
+/// Largest object the memory tier can hold (`u16::MAX` pages).
+pub(crate) const MEMORY_OBJECT_CAP: u64 = PAGE * u16::MAX as u64;
+/// Body bytes read from a disk file per `read_body` call.
+const DISK_READ: usize = 16 * BLOCK;
+/// Disk tier shards of Pingora's LRU manager.
+const LRU_SHARDS: usize = 16;
+
+/// What the cache-key callback attaches to a key for the storage: the canonical
+/// path (purges match it) and, when the lifetime comes from the body, its kind.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyInfo {
+    pub(crate) path: Arc<str>,
+}
+
+/// Why a fill failed or a disk object was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk tier's directory cannot be used.
+    #[error("cache.disk_path {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// One stored object.
+#[derive(Debug)]
+struct Object {
+    key: u128,
+    seq: u64,
+    path: Arc<str>,
+    meta: Meta,
+    body: Bytes,
+}
+
+/// What a [`CacheMeta`] is rebuilt from on every hit.
+#[derive(Debug, Clone)]
+struct Meta {
+    created: SystemTime,
+    updated: SystemTime,
+    fresh_until: SystemTime,
+    swr: u32,
+    sie: u32,
+    header: ResponseHeader,
+}
+
+impl Meta {
+    fn from_cache_meta(m: &CacheMeta) -> Meta {
+        Meta {
+            created: m.created(),
+            updated: m.updated(),
+            fresh_until: m.fresh_until(),
+            swr: m.stale_while_revalidate_sec(),
+            sie: m.stale_if_error_sec(),
+            header: m.response_header_copy(),
+        }
+    }
+
+    fn to_cache_meta(&self) -> CacheMeta {
+        let mut m = CacheMeta::new(self.fresh_until, self.created, self.swr, self.sie, self.header.clone());
+        if self.updated != self.created {
+            // Age and freshness count from the last revalidation.
+            m.set_epoch_override(self.updated);
+        }
+        m
+    }
+
+    fn from_head(head: &Head) -> std::result::Result<Meta, format::FormatError> {
+        Ok(Meta {
+            created: from_ms(head.created_ms),
+            updated: from_ms(head.updated_ms),
+            fresh_until: from_ms(head.fresh_until_ms),
+            swr: head.swr,
+            sie: head.sie,
+            header: head.response_header()?,
+        })
+    }
+
+    fn times_ms(&self) -> (u64, u64, u64) {
+        (to_ms(self.created), to_ms(self.updated), to_ms(self.fresh_until))
+    }
+}
+
+/// A response being written into the cache, readable while it arrives.
+#[derive(Debug)]
+struct Fill {
+    id: u64,
+    key: u128,
+    seq: u64,
+    path: Arc<str>,
+    meta: Meta,
+    from_body: Option<BodyKind>,
+    state: Mutex<FillState>,
+    notify: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FillState {
+    chunks: Vec<Bytes>,
+    len: u64,
+    done: FillDone,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum FillDone {
+    #[default]
+    Writing,
+    Complete,
+    Failed,
+}
+
+#[derive(Debug, Default)]
+struct Fills {
+    by_key: HashMap<u128, u64>,
+    by_id: HashMap<u64, Arc<Fill>>,
+}
+
+/// The storage. Built once per edge and leaked: Pingora wants `&'static`.
+pub(crate) struct Store {
+    memory: TinyUfo<u128, Arc<Object>>,
+    /// Pages held in memory.
+    memory_pages: AtomicU64,
+    memory_objects: AtomicU64,
+    /// Without a disk tier every fill is admitted (`force_put`); with one, TinyLFU decides.
+    memory_force: bool,
+    memory_max_object: u64,
+    max_object: u64,
+    fills: Mutex<Fills>,
+    next_fill: AtomicU64,
+    disk: Option<Disk>,
+    purges: Arc<PurgeIndex>,
+    ttl: TtlConfig,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("memory_pages", &self.memory_pages)
+            .field("disk", &self.disk.as_ref().map(|d| &d.dir))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The disk tier.
+struct Disk {
+    dir: PathBuf,
+    lru: &'static Lru<LRU_SHARDS>,
+    /// Objects whose file is being written: key → seq. A purge or eviction meanwhile
+    /// removes the entry, and the writer then drops its file instead of renaming it in.
+    pending: Mutex<HashMap<u128, u64>>,
+    tmp_seq: AtomicU64,
+}
+
+impl Store {
+    /// Builds the storage; with a disk tier, scans its directory (creating it if needed).
+    pub(crate) fn open(
+        config: &CacheConfig,
+        purges: Arc<PurgeIndex>,
+        metrics: Arc<CacheMetrics>,
+    ) -> std::result::Result<Store, StoreError> {
+        let pages = (config.memory_bytes / PAGE).max(1);
+        let estimated = usize::try_from((config.memory_bytes / (16 << 10)).max(1024)).unwrap_or(1 << 20);
+        let disk = match config.disk() {
+            None => None,
+            Some(dir) => Some(Disk::open(dir, config.disk_bytes, &purges, &metrics)?),
+        };
+        Ok(Store {
+            memory: TinyUfo::new(usize::try_from(pages).unwrap_or(usize::MAX), estimated),
+            memory_pages: AtomicU64::new(0),
+            memory_objects: AtomicU64::new(0),
+            memory_force: disk.is_none(),
+            memory_max_object: config.memory_max_object_bytes.min(MEMORY_OBJECT_CAP),
+            max_object: config.max_object_bytes,
+            fills: Mutex::new(Fills::default()),
+            next_fill: AtomicU64::new(1),
+            disk,
+            purges,
+            ttl: config.ttl.clone(),
+            metrics,
+        })
+    }
+
+    /// The disk tier's eviction manager, which the proxy hands to Pingora.
+    pub(crate) fn eviction(&self) -> Option<&'static (dyn EvictionManager + Sync)> {
+        self.disk.as_ref().map(|d| d.lru as &'static (dyn EvictionManager + Sync))
+    }
+
+    /// Publishes the storage gauges.
+    pub(crate) fn observe(&self) {
+        let m = &self.metrics;
+        m.stored(
+            "memory",
+            self.memory_pages.load(Ordering::Relaxed) * PAGE,
+            self.memory_objects.load(Ordering::Relaxed),
+        );
+        if let Some(d) = &self.disk {
+            m.stored("disk", d.lru.total_size() as u64, d.lru.total_items() as u64);
+        }
+    }
+
+    fn fills(&self) -> MutexGuard<'_, Fills> {
+        self.fills.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn memory_get(&self, key: u128) -> Option<Arc<Object>> {
+        // TinyUFO keys by a 64-bit hash of ours: check the full key.
+        self.memory.get(&key).filter(|o| o.key == key)
+    }
+
+    fn memory_put(&self, obj: Arc<Object>) {
+        let pages = pages(obj.body.len() as u64 + header_bytes(&obj.meta.header));
+        let weight = u16::try_from(pages).unwrap_or(u16::MAX);
+        let key = obj.key;
+        if let Some(old) = self.memory.remove(&key) {
+            self.memory_forget(&old);
+        }
+        self.memory_pages.fetch_add(u64::from(weight), Ordering::Relaxed);
+        self.memory_objects.fetch_add(1, Ordering::Relaxed);
+        let evicted = if self.memory_force {
+            self.memory.force_put(key, obj, weight)
+        } else {
+            self.memory.put(key, obj, weight)
+        };
+        for kv in evicted {
+            self.memory_pages.fetch_sub(u64::from(kv.weight), Ordering::Relaxed);
+            self.memory_objects.fetch_sub(1, Ordering::Relaxed);
+            if kv.data.key != key {
+                self.metrics.evicted("memory");
+            }
+        }
+        self.observe();
+    }
+
+    fn memory_forget(&self, old: &Object) {
+        let weight = pages(old.body.len() as u64 + header_bytes(&old.meta.header)).min(u64::from(u16::MAX));
+        self.memory_pages.fetch_sub(weight, Ordering::Relaxed);
+        self.memory_objects.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Removes an object everywhere (purged, evicted or damaged).
+    fn remove(&self, key: u128) -> bool {
+        let in_memory = self.memory.remove(&key).map(|o| self.memory_forget(&o)).is_some();
+        let on_disk = self.disk.as_ref().is_some_and(|d| d.remove(key));
+        self.observe();
+        in_memory || on_disk
+    }
+
+    fn hit(&self, obj: &Arc<Object>) -> (CacheMeta, HitHandler) {
+        let hit = CompleteHit { body: Body::Memory(obj.body.clone()), pos: 0, end: obj.body.len(), weight: obj_weight(obj) };
+        (obj.meta.to_cache_meta(), Box::new(hit))
+    }
+
+    async fn lookup_disk(&'static self, key: u128) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(disk) = &self.disk else { return Ok(None) };
+        let path = disk.file(key);
+        let memory_max = self.memory_max_object;
+        let read = tokio::task::spawn_blocking(move || read_object(&path, key, memory_max))
+            .await
+            .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
+        let found = match read {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache.disk_refused");
+                self.metrics.disk_error("corrupt");
+                self.remove(key);
+                return Ok(None);
+            }
+        };
+        if self.purges.is_purged(&found.head.path, found.head.seq) {
+            self.remove(key);
+            return Ok(None);
+        }
+        let meta = Meta::from_head(&found.head).map_err(|e| Error::because(ErrorType::InternalError, "cache head", e))?;
+        match found.body {
+            Some(body) => {
+                let obj = Arc::new(Object { key, seq: found.head.seq, path: found.head.path.into(), meta, body });
+                self.memory_put(obj.clone());
+                Ok(Some(self.hit(&obj)))
+            }
+            None => {
+                let weight = (found.head.body_offset() + found.head.body_len) as usize;
+                let len = found.head.body_len as usize;
+                let body = Body::Disk { file: Arc::new(found.file), head: Arc::new(found.head), store: self, key };
+                let hit = CompleteHit { body, pos: 0, end: len, weight };
+                Ok(Some((meta.to_cache_meta(), Box::new(hit))))
+            }
+        }
+    }
+
+    /// Puts a completed object in place: memory (if small enough) and disk.
+    fn install(&'static self, obj: Object, chunks: Vec<Bytes>) {
+        let obj = Arc::new(obj);
+        let len = if chunks.is_empty() { obj.body.len() } else { total(&chunks) };
+        if len as u64 <= self.memory_max_object && obj.body.len() == len {
+            self.memory_put(obj.clone());
+        }
+        if let Some(disk) = &self.disk {
+            disk.write(self, obj, chunks);
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Store {
+    async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let k = u128::from_be_bytes(key.combined_bin());
+        // A fill in progress first: a fresh answer being written wins over an expired one.
+        let fill = {
+            let f = self.fills();
+            f.by_key.get(&k).and_then(|id| f.by_id.get(id)).cloned()
+        };
+        if let Some(fill) = fill
+            && !self.purges.is_purged(&fill.path, fill.seq)
+        {
+            return Ok(Some(partial_hit(fill)));
+        }
+        if let Some(obj) = self.memory_get(k) {
+            if self.purges.is_purged(&obj.path, obj.seq) {
+                self.remove(k);
+                return Ok(None);
+            }
+            return Ok(Some(self.hit(&obj)));
+        }
+        self.lookup_disk(k).await
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(id) = tag.and_then(|t| <[u8; 8]>::try_from(t).ok()).map(u64::from_be_bytes) else {
+            return self.lookup(key, trace).await;
+        };
+        let fill = self.fills().by_id.get(&id).cloned();
+        Ok(fill.map(partial_hit))
+    }
+
+    async fn get_miss_handler(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<MissHandler> {
+        let k = u128::from_be_bytes(key.combined_bin());
+        let path = key.extensions.get::<KeyInfo>().map_or_else(|| Arc::from(""), |i| i.path.clone());
+        let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        let (notify, _) = tokio::sync::watch::channel(0);
+        let fill = Arc::new(Fill {
+            id,
+            key: k,
+            seq: self.purges.next_seq(),
+            path,
+            meta: Meta::from_cache_meta(meta),
+            from_body: meta.extensions().get::<BodyKind>().copied(),
+            state: Mutex::new(FillState::default()),
+            notify,
+        });
+        {
+            let mut f = self.fills();
+            if let Some(old) = f.by_key.insert(k, id) {
+                // A second fill of one key (the first one's object was purged): readers
+                // of the first keep theirs; new ones get this one.
+                let _ = old;
+            }
+            f.by_id.insert(id, fill.clone());
+        }
+        Ok(Box::new(FillWriter { fill, store: self, id_bytes: id.to_be_bytes(), finished: false }))
+    }
+
+    async fn purge(&'static self, target: PurgeTarget<'_>, kind: PurgeType, _trace: &SpanHandle) -> Result<PurgeOutcome> {
+        let k = u128::from_be_bytes(target.key().combined_bin());
+        let removed = self.remove(k);
+        if matches!(kind, PurgeType::Eviction) && removed {
+            self.metrics.evicted("disk");
+        }
+        Ok(if removed { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
+    }
+
+    async fn update_meta(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<bool> {
+        let k = u128::from_be_bytes(key.combined_bin());
+        let new_meta = Meta::from_cache_meta(meta);
+        if let Some(obj) = self.memory_get(k) {
+            let updated = Object { key: k, seq: obj.seq, path: obj.path.clone(), meta: new_meta, body: obj.body.clone() };
+            let chunks = vec![obj.body.clone()];
+            self.install(updated, chunks);
+            return Ok(true);
+        }
+        let Some(disk) = &self.disk else { return Ok(false) };
+        let path = disk.file(k);
+        let read = tokio::task::spawn_blocking(move || read_object(&path, k, u64::MAX))
+            .await
+            .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
+        match read {
+            Ok(Some(Found { head, body: Some(body), .. })) => {
+                let obj = Object { key: k, seq: head.seq, path: head.path.into(), meta: new_meta, body: body.clone() };
+                self.install(obj, vec![body]);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+fn partial_hit(fill: Arc<Fill>) -> (CacheMeta, HitHandler) {
+    let meta = fill.meta.to_cache_meta();
+    let rx = fill.notify.subscribe();
+    (meta, Box::new(PartialHit { fill, next: 0, rx }))
+}
+
+// ---------------------------------------------------------------- hits
+
+/// A hit on a complete object: from memory (the body itself, sliced for a
+/// range: no copy) or from a disk file (read block by block, each block
+/// checked before a byte of it is served). Both seek, for ranges.
+struct CompleteHit {
+    body: Body,
+    /// Body bytes `[pos, end)` remain to be served.
+    pos: usize,
+    end: usize,
+    weight: usize,
+}
+
+enum Body {
+    Memory(Bytes),
+    Disk { file: Arc<std::fs::File>, head: Arc<Head>, store: &'static Store, key: u128 },
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Memory(b) => b.len(),
+            Body::Disk { head, .. } => head.body_len as usize,
+        }
+    }
+}
+
+#[async_trait]
+impl HandleHit for CompleteHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let (file, head, store, key) = match &self.body {
+            Body::Memory(b) => {
+                let out = b.slice(self.pos..self.end);
+                self.pos = self.end;
+                return Ok(Some(out));
+            }
+            Body::Disk { file, head, store, key } => (file.clone(), head.clone(), *store, *key),
+        };
+        let (pos, end) = (self.pos, self.end.min(self.pos + DISK_READ));
+        let read = tokio::task::spawn_blocking(move || read_range(&file, &head, pos, end))
+            .await
+            .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
+        match read {
+            Ok(b) => {
+                self.pos = end;
+                Ok(Some(b))
+            }
+            Err(e) => {
+                store.metrics.disk_error("corrupt");
+                store.remove(key);
+                Error::e_because(ErrorType::InternalError, "cache disk block refused", e)
+            }
+        }
+    }
+
+    async fn finish(self: Box<Self>, _: &'static (dyn Storage + Sync), _: &CacheKey, _: &SpanHandle) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        if start >= len {
+            return Error::e_explain(ErrorType::InternalError, format!("seek start {start} beyond {len}"));
+        }
+        self.pos = start;
+        self.end = end.map_or(len, |e| e.min(len)).max(start);
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.weight
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A hit on a fill in progress: chunks as they arrive.
+struct PartialHit {
+    fill: Arc<Fill>,
+    next: usize,
+    rx: tokio::sync::watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl HandleHit for PartialHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            self.rx.borrow_and_update();
+            {
+                let s = self.fill.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(c) = s.chunks.get(self.next) {
+                    self.next += 1;
+                    return Ok(Some(c.clone()));
+                }
+                match s.done {
+                    FillDone::Complete => return Ok(None),
+                    FillDone::Failed => return Error::e_explain(ErrorType::InternalError, "cache fill failed"),
+                    FillDone::Writing => {}
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                let s = self.fill.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.done == FillDone::Writing && s.chunks.len() <= self.next {
+                    return Error::e_explain(ErrorType::InternalError, "cache fill abandoned");
+                }
+            }
+        }
+    }
+
+    async fn finish(self: Box<Self>, _: &'static (dyn Storage + Sync), _: &CacheKey, _: &SpanHandle) -> Result<()> {
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+// ---------------------------------------------------------------- fills
+
+/// The miss handler: writes one response into its [`Fill`].
+struct FillWriter {
+    fill: Arc<Fill>,
+    store: &'static Store,
+    id_bytes: [u8; 8],
+    finished: bool,
+}
+
+impl FillWriter {
+    fn end(&self, done: FillDone) {
+        {
+            let mut s = self.fill.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.done == FillDone::Writing {
+                s.done = done;
+            }
+        }
+        self.fill.notify.send_modify(|v| *v += 1);
+    }
+
+    fn unregister(&self) {
+        let mut f = self.store.fills();
+        f.by_id.remove(&self.fill.id);
+        if f.by_key.get(&self.fill.key) == Some(&self.fill.id) {
+            f.by_key.remove(&self.fill.key);
+        }
+    }
+}
+
+#[async_trait]
+impl HandleMiss for FillWriter {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut s = self.fill.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.len += data.len() as u64;
+            if s.len > self.store.max_object {
+                drop(s);
+                return Error::e_explain(ErrorType::InternalError, "cache fill larger than cache.max_object_bytes");
+            }
+            s.chunks.push(data);
+        }
+        self.fill.notify.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        self.finished = true;
+        let chunks = {
+            let s = self.fill.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.chunks.clone()
+        };
+        let fill = &self.fill;
+        let len = total(&chunks);
+        // Large objects stay in chunks (they go to disk only): no copy of them is made.
+        let body =
+            if len as u64 <= self.store.memory_max_object || fill.from_body.is_some() { concat(&chunks) } else { Bytes::new() };
+        let mut meta = fill.meta.clone();
+        let mut keep = !self.store.purges.is_purged(&fill.path, fill.seq);
+        if let Some(kind) = fill.from_body {
+            let ttl = body_ttl(kind, &body, &self.store.ttl);
+            meta.fresh_until = meta.updated + Duration::from_secs(ttl.into());
+            keep &= ttl > 0;
+        }
+        let size = len + header_bytes(&meta.header) as usize + format::FIXED;
+        if keep {
+            let obj = Object { key: fill.key, seq: fill.seq, path: fill.path.clone(), meta, body };
+            self.store.install(obj, chunks);
+        }
+        // Installed before the fill leaves the table: no gap where a lookup finds neither.
+        self.end(FillDone::Complete);
+        self.unregister();
+        if !keep {
+            return Error::e_explain(ErrorType::InternalError, "cache fill not kept (purged or zero lifetime)");
+        }
+        Ok(MissFinishType::Created(size))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.id_bytes)
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(FillDone::Failed);
+            self.unregister();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- disk
+
+impl Disk {
+    fn open(
+        dir: &Path,
+        budget: u64,
+        purges: &PurgeIndex,
+        metrics: &CacheMetrics,
+    ) -> std::result::Result<Disk, StoreError> {
+        let err = |source| StoreError::Dir { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir.join("tmp")).map_err(err)?;
+        // Probe that the directory is writable before anything binds.
+        let probe = dir.join("tmp").join("probe");
+        std::fs::write(&probe, b"x").map_err(err)?;
+        let _ = std::fs::remove_file(&probe);
+        for e in std::fs::read_dir(dir.join("tmp")).map_err(err)?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let budget = usize::try_from(budget).unwrap_or(usize::MAX);
+        let lru: &'static Lru<LRU_SHARDS> = Box::leak(Box::new(Lru::with_capacity(budget, 1 << 16)));
+        let disk = Disk { dir: dir.to_owned(), lru, pending: Mutex::new(HashMap::new()), tmp_seq: AtomicU64::new(0) };
+        disk.scan(purges, metrics).map_err(err)?;
+        Ok(disk)
+    }
+
+    /// Admits every valid file to the eviction manager, oldest first; deletes damaged,
+    /// purged and over-budget ones; starts the sequence numbers above every file's.
+    fn scan(&self, purges: &PurgeIndex, metrics: &CacheMetrics) -> std::io::Result<()> {
+        let mut found: Vec<(u64, u128, usize)> = Vec::new();
+        let mut max_seq = 0;
+        for shard in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = shard.file_name();
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(shard.path())?.flatten() {
+                let path = f.path();
+                let key = f.file_name().to_str().and_then(|n| u128::from_str_radix(n, 16).ok().filter(|_| n.len() == 32));
+                let checked = key.and_then(|key| read_head(&path).ok().map(|(head, len)| (key, head, len)));
+                match checked {
+                    Some((key, head, len)) if head.key == key.to_be_bytes() && !purges.is_purged(&head.path, head.seq) => {
+                        max_seq = max_seq.max(head.seq);
+                        found.push((head.seq, key, len as usize));
+                    }
+                    other => {
+                        if other.is_none() {
+                            metrics.disk_error("corrupt");
+                        }
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        let admitted = found.len();
+        for (_, key, size) in found {
+            for evicted in self.lru.admit(entry(key), size, SystemTime::UNIX_EPOCH) {
+                let _ = std::fs::remove_file(self.file(u128::from_be_bytes(evicted.key().primary)));
+                metrics.evicted("disk");
+            }
+        }
+        purges.loaded(max_seq);
+        tracing::info!(
+            cache.dir = %self.dir.display(), cache.objects = admitted, cache.bytes = self.lru.total_size(), "cache.disk_scanned"
+        );
+        Ok(())
+    }
+
+    fn file(&self, key: u128) -> PathBuf {
+        let hex = format!("{key:032x}");
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Deletes an object's file (and any write of it in progress); whether there was one.
+    fn remove(&self, key: u128) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&key).is_some();
+        let existed = std::fs::remove_file(self.file(key)).is_ok();
+        self.lru.remove((&entry(key)).into());
+        pending || existed
+    }
+
+    /// Writes an object's file off the request path (temporary file, then rename).
+    fn write(&self, store: &'static Store, obj: Arc<Object>, chunks: Vec<Bytes>) {
+        if !Head::fits(&obj.path, &obj.meta.header, obj.body.len().max(total(&chunks)) as u64) {
+            return;
+        }
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(obj.key, obj.seq);
+        let tmp = self.dir.join("tmp").join(format!("{:032x}.{}", obj.key, self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
+        let dest = self.file(obj.key);
+        tokio::task::spawn_blocking(move || {
+            let Some(disk) = &store.disk else { return };
+            let chunks = if chunks.is_empty() { vec![obj.body.clone()] } else { chunks };
+            let body: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
+            let head = Head::new(
+                obj.key.to_be_bytes(),
+                obj.seq,
+                obj.meta.times_ms(),
+                obj.meta.swr,
+                obj.meta.sie,
+                &obj.meta.header,
+                &obj.path,
+                &body,
+            );
+            let written = write_file(&tmp, &dest, &head.encode(), &body, || {
+                disk.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&obj.key) == Some(&obj.seq)
+            });
+            disk.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&obj.key);
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(error = %e, "cache.disk_write_failed");
+                store.metrics.disk_error("write");
+            }
+            store.observe();
+        });
+    }
+}
+
+fn write_file(tmp: &Path, dest: &Path, head: &[u8], body: &[&[u8]], still_wanted: impl Fn() -> bool) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(tmp)?);
+    f.write_all(head)?;
+    for c in body {
+        f.write_all(c)?;
+    }
+    f.flush()?;
+    drop(f);
+    if !still_wanted() {
+        std::fs::remove_file(tmp)?;
+        return Ok(());
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(tmp, dest)
+}
+
+/// An object read from disk: its head, and its body when small enough to promote.
+struct Found {
+    head: Head,
+    body: Option<Bytes>,
+    file: std::fs::File,
+}
+
+/// Reads and checks a file's head (and its length).
+fn read_head(path: &Path) -> std::result::Result<(Head, u64), DiskError> {
+    let file = std::fs::File::open(path)?;
+    read_head_of(&file)
+}
+
+fn read_head_of(file: &std::fs::File) -> std::result::Result<(Head, u64), DiskError> {
+    let len = file.metadata()?.len();
+    let mut fixed = [0; format::FIXED];
+    file.read_exact_at(&mut fixed, 0).map_err(|_| format::FormatError::Truncated)?;
+    let head_len = format::head_len(&fixed)?;
+    let mut buf = vec![0; head_len];
+    file.read_exact_at(&mut buf, 0).map_err(|_| format::FormatError::Truncated)?;
+    let head = format::decode_head(&buf)?;
+    if head.body_offset() + head.body_len != len {
+        return Err(format::FormatError::Truncated.into());
+    }
+    Ok((head, len))
+}
+
+/// Opens an object's file; `Ok(None)` when there is none.
+fn read_object(path: &Path, key: u128, promote_max: u64) -> std::result::Result<Option<Found>, DiskError> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (head, _) = read_head_of(&file)?;
+    if head.key != key.to_be_bytes() {
+        return Err(format::FormatError::Field.into());
+    }
+    let body = if head.body_len <= promote_max {
+        let b = read_range(&file, &head, 0, head.body_len as usize)?;
+        Some(b)
+    } else {
+        None
+    };
+    Ok(Some(Found { head, body, file }))
+}
+
+/// Body bytes `[start, end)`, reading whole blocks and checking each.
+fn read_range(file: &std::fs::File, head: &Head, start: usize, end: usize) -> std::result::Result<Bytes, DiskError> {
+    if start >= end {
+        return Ok(Bytes::new());
+    }
+    let first = start / BLOCK;
+    let last = (end - 1) / BLOCK;
+    let from = first * BLOCK;
+    let to = ((last + 1) * BLOCK).min(head.body_len as usize);
+    let mut buf = BytesMut::zeroed(to - from);
+    file.read_exact_at(&mut buf, head.body_offset() + from as u64)?;
+    for (i, block) in buf.chunks(BLOCK).enumerate() {
+        if !head.block_ok(first + i, block) {
+            return Err(format::FormatError::Checksum.into());
+        }
+    }
+    Ok(buf.freeze().slice(start - from..end - from))
+}
+
+/// A disk read that failed.
+#[derive(Debug, thiserror::Error)]
+enum DiskError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn entry(key: u128) -> CacheEntryKey {
+    CacheEntryKey::key_only(pingora::cache::key::CompactCacheKey {
+        primary: key.to_be_bytes() as HashBinary,
+        variance: None,
+        user_tag: "".into(),
+    })
+}
+
+fn concat(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut b = BytesMut::with_capacity(total(many));
+            for c in many {
+                b.extend_from_slice(c);
+            }
+            b.freeze()
+        }
+    }
+}
+
+fn total(chunks: &[Bytes]) -> usize {
+    chunks.iter().map(Bytes::len).sum()
+}
+
+fn pages(bytes: u64) -> u64 {
+    bytes.div_ceil(PAGE).max(1)
+}
+
+fn header_bytes(h: &ResponseHeader) -> u64 {
+    h.headers.iter().map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64).sum::<u64>() + 64
+}
+
+fn obj_weight(o: &Object) -> usize {
+    o.body.len() + header_bytes(&o.meta.header) as usize + format::FIXED
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
