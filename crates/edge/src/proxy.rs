@@ -149,6 +149,9 @@ struct Rewrite {
     buf: Vec<u8>,
     /// Set in `response_filter`: rewriting applies to this response.
     active: bool,
+    /// The body's length when the header gave it: a body streamed from a cache fill
+    /// ends without an end-of-stream call, so the rewrite also ends at this length.
+    expect: Option<usize>,
 }
 
 impl EdgeProxy {
@@ -423,7 +426,8 @@ impl ProxyHttp for EdgeProxy {
                 let format = verdict.manifest.unwrap_or(Manifest::Hls);
                 let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
                 let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
-                ctx.rewrite = Some(Rewrite { format, query, token: raw, host, buf: Vec::new(), active: false });
+                let buf = Vec::new();
+                ctx.rewrite = Some(Rewrite { format, query, token: raw, host, buf, active: false, expect: None });
             }
         }
         Ok(false)
@@ -464,10 +468,19 @@ impl ProxyHttp for EdgeProxy {
         Ok(cache.key(self.origins.pool_name(pool), target))
     }
 
-    fn response_cache_filter(&self, session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<RespCacheable> {
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
         let cache = self.cache.ok_or_else(|| Error::new(ErrorType::InternalError))?;
         let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
         let authorization = session.req_header().headers.contains_key(header::AUTHORIZATION);
+        if ctx.rewrite.is_some() && !resp.headers.contains_key(header::CONTENT_LENGTH) {
+            // Served from its fill, an unsized body would never tell the rewrite it ended.
+            return Ok(RespCacheable::Uncacheable(pingora::cache::NoCacheReason::Custom("unsized_manifest")));
+        }
         Ok(cache.decide(resp, target, authorization))
     }
 
@@ -644,6 +657,7 @@ impl ProxyHttp for EdgeProxy {
                 self.metrics.playlist(PlaylistOutcome::TooLarge);
             } else {
                 rw.active = true;
+                rw.expect = len;
                 rw.buf.reserve(len.unwrap_or(16 << 10));
                 resp.remove_header(&header::CONTENT_LENGTH);
                 resp.remove_header(&header::ETAG);
@@ -685,7 +699,7 @@ impl ProxyHttp for EdgeProxy {
             self.metrics.playlist(PlaylistOutcome::TooLarge);
             return Ok(None);
         }
-        if end_of_stream {
+        if end_of_stream || rw.expect.is_some_and(|n| rw.buf.len() >= n) {
             let param = &self.validator.names().query_param;
             let out = match rw.format {
                 Manifest::Hls => playlist::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref()),
@@ -704,13 +718,18 @@ impl ProxyHttp for EdgeProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(code), _) => *code,
-            (ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => 504,
+            (
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                ErrorSource::Upstream,
+            ) => 504,
             (_, ErrorSource::Upstream) => 502,
             (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => 0,
             (_, ErrorSource::Downstream) => 400,
             _ => 500,
         };
-        if code > 0 && let Err(err) = session.respond_error(code).await {
+        if code > 0
+            && let Err(err) = session.respond_error(code).await
+        {
             tracing::debug!(error = %err, "proxy.error_response_failed");
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }

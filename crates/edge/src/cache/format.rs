@@ -91,7 +91,8 @@ impl Head {
         body: &[&[u8]],
     ) -> Head {
         let (body_len, crcs) = block_crcs(body);
-        let headers = header.headers.iter().map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+        let headers =
+            header.headers.iter().map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
         Head {
             key,
             seq,

@@ -254,9 +254,10 @@ pub(crate) fn body_ttl(kind: BodyKind, body: &[u8], ttl: &TtlConfig) -> u32 {
 fn vary_is_harmless(resp: &ResponseHeader) -> bool {
     resp.headers.get_all(http::header::VARY).iter().all(|v| {
         v.to_str().is_ok_and(|v| {
-            v.split(',').map(str::trim).filter(|f| !f.is_empty()).all(|f| {
-                f.eq_ignore_ascii_case("accept-encoding") || f.eq_ignore_ascii_case("origin")
-            })
+            v.split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .all(|f| f.eq_ignore_ascii_case("accept-encoding") || f.eq_ignore_ascii_case("origin"))
         })
     })
 }

@@ -28,8 +28,9 @@ impl CacheMetrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
-        let gauge =
-            |name: &str, help: &str, labels: &[&str]| registered(registry, IntGaugeVec::new(Opts::new(name, help), labels));
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
         let m = CacheMetrics {
             lookups: counter(
                 "stile_edge_cache_lookups_total",
@@ -48,7 +49,10 @@ impl CacheMetrics {
             ),
             lock_waits: registered(
                 registry,
-                IntCounter::new("stile_edge_cache_lock_waits_total", "Requests that waited for another request's fill."),
+                IntCounter::new(
+                    "stile_edge_cache_lock_waits_total",
+                    "Requests that waited for another request's fill.",
+                ),
             ),
             lock_timeouts: registered(
                 registry,

@@ -163,7 +163,10 @@ impl Cache {
         if let Some(waited) = cache.lock_duration()
             && !waited.is_zero()
         {
-            self.metrics.lock_wait(matches!(cache.phase(), CachePhase::Disabled(pingora::cache::NoCacheReason::CacheLockTimeout)));
+            self.metrics.lock_wait(matches!(
+                cache.phase(),
+                CachePhase::Disabled(pingora::cache::NoCacheReason::CacheLockTimeout)
+            ));
         }
         if background {
             self.metrics.origin_fetch("background");
@@ -187,4 +190,3 @@ fn target_path(t: &PurgeTarget) -> &str {
         PurgeTarget::All => "*",
     }
 }
-

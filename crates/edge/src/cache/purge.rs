@@ -39,7 +39,11 @@ pub enum PurgeTarget {
 impl PurgeTarget {
     /// A control-plane prefix: one ending in `/` covers the tree under it, any other is one path.
     pub fn from_prefix(prefix: &str) -> PurgeTarget {
-        if prefix.ends_with('/') { PurgeTarget::Prefix(prefix.to_owned()) } else { PurgeTarget::Path(prefix.to_owned()) }
+        if prefix.ends_with('/') {
+            PurgeTarget::Prefix(prefix.to_owned())
+        } else {
+            PurgeTarget::Path(prefix.to_owned())
+        }
     }
 
     /// The metric label.
@@ -174,8 +178,9 @@ impl PurgeIndex {
         newer(path) || path.bytes().enumerate().filter(|&(_, b)| b == b'/').any(|(i, _)| newer(&path[..=i]))
     }
 
-    /// Records held (for tests and the budget).
-    pub(crate) fn len(&self) -> usize {
+    /// Records held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.records.read().unwrap_or_else(PoisonError::into_inner).by_path.len()
     }
 }

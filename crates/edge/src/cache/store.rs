@@ -270,11 +270,8 @@ impl Store {
         }
         self.memory_pages.fetch_add(u64::from(weight), Ordering::Relaxed);
         self.memory_objects.fetch_add(1, Ordering::Relaxed);
-        let evicted = if self.memory_force {
-            self.memory.force_put(key, obj, weight)
-        } else {
-            self.memory.put(key, obj, weight)
-        };
+        let evicted =
+            if self.memory_force { self.memory.force_put(key, obj, weight) } else { self.memory.put(key, obj, weight) };
         for kv in evicted {
             self.memory_pages.fetch_sub(u64::from(kv.weight), Ordering::Relaxed);
             self.memory_objects.fetch_sub(1, Ordering::Relaxed);
@@ -300,7 +297,8 @@ impl Store {
     }
 
     fn hit(&self, obj: &Arc<Object>) -> (CacheMeta, HitHandler) {
-        let hit = CompleteHit { body: Body::Memory(obj.body.clone()), pos: 0, end: obj.body.len(), weight: obj_weight(obj) };
+        let hit =
+            CompleteHit { body: Body::Memory(obj.body.clone()), pos: 0, end: obj.body.len(), weight: obj_weight(obj) };
         (obj.meta.to_cache_meta(), Box::new(hit))
     }
 
@@ -325,7 +323,8 @@ impl Store {
             self.remove(key);
             return Ok(None);
         }
-        let meta = Meta::from_head(&found.head).map_err(|e| Error::because(ErrorType::InternalError, "cache head", e))?;
+        let meta =
+            Meta::from_head(&found.head).map_err(|e| Error::because(ErrorType::InternalError, "cache head", e))?;
         match found.body {
             Some(body) => {
                 let obj = Arc::new(Object { key, seq: found.head.seq, path: found.head.path.into(), meta, body });
@@ -342,15 +341,31 @@ impl Store {
         }
     }
 
-    /// Puts a completed object in place: memory (if small enough) and disk.
-    fn install(&'static self, obj: Object, chunks: Vec<Bytes>) {
+    /// Puts a completed object in place: memory (if small enough) and disk. `done`
+    /// runs once the object can be looked up there: at once when it went to memory,
+    /// else after its file is written (its fill stays readable until then).
+    fn install(&'static self, obj: Object, chunks: Vec<Bytes>, done: Box<dyn FnOnce() + Send>) {
         let obj = Arc::new(obj);
         let len = if chunks.is_empty() { obj.body.len() } else { total(&chunks) };
-        if len as u64 <= self.memory_max_object && obj.body.len() == len {
+        let in_memory = len as u64 <= self.memory_max_object && obj.body.len() == len;
+        if in_memory {
             self.memory_put(obj.clone());
         }
-        if let Some(disk) = &self.disk {
-            disk.write(self, obj, chunks);
+        match &self.disk {
+            Some(disk) if in_memory => {
+                disk.write(self, obj, chunks, Box::new(|| {}));
+                done();
+            }
+            Some(disk) => disk.write(self, obj, chunks, done),
+            None => done(),
+        }
+    }
+
+    fn unregister(&self, id: u64, key: u128) {
+        let mut f = self.fills();
+        f.by_id.remove(&id);
+        if f.by_key.get(&key) == Some(&id) {
+            f.by_key.remove(&key);
         }
     }
 }
@@ -392,7 +407,12 @@ impl Storage for Store {
         Ok(fill.map(partial_hit))
     }
 
-    async fn get_miss_handler(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<MissHandler> {
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
         let k = u128::from_be_bytes(key.combined_bin());
         let path = key.extensions.get::<KeyInfo>().map_or_else(|| Arc::from(""), |i| i.path.clone());
         let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
@@ -419,7 +439,12 @@ impl Storage for Store {
         Ok(Box::new(FillWriter { fill, store: self, id_bytes: id.to_be_bytes(), finished: false }))
     }
 
-    async fn purge(&'static self, target: PurgeTarget<'_>, kind: PurgeType, _trace: &SpanHandle) -> Result<PurgeOutcome> {
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        kind: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
         let k = u128::from_be_bytes(target.key().combined_bin());
         let removed = self.remove(k);
         if matches!(kind, PurgeType::Eviction) && removed {
@@ -432,9 +457,10 @@ impl Storage for Store {
         let k = u128::from_be_bytes(key.combined_bin());
         let new_meta = Meta::from_cache_meta(meta);
         if let Some(obj) = self.memory_get(k) {
-            let updated = Object { key: k, seq: obj.seq, path: obj.path.clone(), meta: new_meta, body: obj.body.clone() };
+            let updated =
+                Object { key: k, seq: obj.seq, path: obj.path.clone(), meta: new_meta, body: obj.body.clone() };
             let chunks = vec![obj.body.clone()];
-            self.install(updated, chunks);
+            self.install(updated, chunks, Box::new(|| {}));
             return Ok(true);
         }
         let Some(disk) = &self.disk else { return Ok(false) };
@@ -445,7 +471,7 @@ impl Storage for Store {
         match read {
             Ok(Some(Found { head, body: Some(body), .. })) => {
                 let obj = Object { key: k, seq: head.seq, path: head.path.into(), meta: new_meta, body: body.clone() };
-                self.install(obj, vec![body]);
+                self.install(obj, vec![body], Box::new(|| {}));
                 Ok(true)
             }
             _ => Ok(false),
@@ -628,11 +654,7 @@ impl FillWriter {
     }
 
     fn unregister(&self) {
-        let mut f = self.store.fills();
-        f.by_id.remove(&self.fill.id);
-        if f.by_key.get(&self.fill.key) == Some(&self.fill.id) {
-            f.by_key.remove(&self.fill.key);
-        }
+        self.store.unregister(self.fill.id, self.fill.key);
     }
 }
 
@@ -664,8 +686,11 @@ impl HandleMiss for FillWriter {
         let fill = &self.fill;
         let len = total(&chunks);
         // Large objects stay in chunks (they go to disk only): no copy of them is made.
-        let body =
-            if len as u64 <= self.store.memory_max_object || fill.from_body.is_some() { concat(&chunks) } else { Bytes::new() };
+        let body = if len as u64 <= self.store.memory_max_object || fill.from_body.is_some() {
+            concat(&chunks)
+        } else {
+            Bytes::new()
+        };
         let mut meta = fill.meta.clone();
         let mut keep = !self.store.purges.is_purged(&fill.path, fill.seq);
         if let Some(kind) = fill.from_body {
@@ -674,13 +699,15 @@ impl HandleMiss for FillWriter {
             keep &= ttl > 0;
         }
         let size = len + header_bytes(&meta.header) as usize + format::FIXED;
+        self.end(FillDone::Complete);
         if keep {
             let obj = Object { key: fill.key, seq: fill.seq, path: fill.path.clone(), meta, body };
-            self.store.install(obj, chunks);
+            // The fill leaves the table once the object is in place: no gap where a lookup finds neither.
+            let (store, id, key) = (self.store, fill.id, fill.key);
+            self.store.install(obj, chunks, Box::new(move || store.unregister(id, key)));
+        } else {
+            self.unregister();
         }
-        // Installed before the fill leaves the table: no gap where a lookup finds neither.
-        self.end(FillDone::Complete);
-        self.unregister();
         if !keep {
             return Error::e_explain(ErrorType::InternalError, "cache fill not kept (purged or zero lifetime)");
         }
@@ -738,10 +765,13 @@ impl Disk {
             }
             for f in std::fs::read_dir(shard.path())?.flatten() {
                 let path = f.path();
-                let key = f.file_name().to_str().and_then(|n| u128::from_str_radix(n, 16).ok().filter(|_| n.len() == 32));
+                let key =
+                    f.file_name().to_str().and_then(|n| u128::from_str_radix(n, 16).ok().filter(|_| n.len() == 32));
                 let checked = key.and_then(|key| read_head(&path).ok().map(|(head, len)| (key, head, len)));
                 match checked {
-                    Some((key, head, len)) if head.key == key.to_be_bytes() && !purges.is_purged(&head.path, head.seq) => {
+                    Some((key, head, len))
+                        if head.key == key.to_be_bytes() && !purges.is_purged(&head.path, head.seq) =>
+                    {
                         max_seq = max_seq.max(head.seq);
                         found.push((head.seq, key, len as usize));
                     }
@@ -783,12 +813,14 @@ impl Disk {
     }
 
     /// Writes an object's file off the request path (temporary file, then rename).
-    fn write(&self, store: &'static Store, obj: Arc<Object>, chunks: Vec<Bytes>) {
+    fn write(&self, store: &'static Store, obj: Arc<Object>, chunks: Vec<Bytes>, done: Box<dyn FnOnce() + Send>) {
         if !Head::fits(&obj.path, &obj.meta.header, obj.body.len().max(total(&chunks)) as u64) {
+            done();
             return;
         }
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(obj.key, obj.seq);
-        let tmp = self.dir.join("tmp").join(format!("{:032x}.{}", obj.key, self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
+        let tmp =
+            self.dir.join("tmp").join(format!("{:032x}.{}", obj.key, self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
         let dest = self.file(obj.key);
         tokio::task::spawn_blocking(move || {
             let Some(disk) = &store.disk else { return };
@@ -814,11 +846,18 @@ impl Disk {
                 store.metrics.disk_error("write");
             }
             store.observe();
+            done();
         });
     }
 }
 
-fn write_file(tmp: &Path, dest: &Path, head: &[u8], body: &[&[u8]], still_wanted: impl Fn() -> bool) -> std::io::Result<()> {
+fn write_file(
+    tmp: &Path,
+    dest: &Path,
+    head: &[u8],
+    body: &[&[u8]],
+    still_wanted: impl Fn() -> bool,
+) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(tmp)?);
     f.write_all(head)?;
     for c in body {

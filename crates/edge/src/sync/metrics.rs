@@ -51,7 +51,10 @@ impl SyncMetrics {
             nacks: registered(registry, IntCounter::new("stile_edge_sync_nacks_total", "Messages refused (NACKed).")),
             purges: registered(
                 registry,
-                IntCounter::new("stile_edge_purges_total", "Purges received from the control plane (applied to the cache when it is on)."),
+                IntCounter::new(
+                    "stile_edge_purges_total",
+                    "Purges received from the control plane (applied to the cache when it is on).",
+                ),
             ),
             purge_version: registered(
                 registry,
