@@ -6,11 +6,14 @@
 //! asked by 100 viewers at once is fetched once; ranges come from the cached
 //! object; stale objects are served while one background fetch refreshes them
 //! and while the origin is down; the disk tier survives a restart and refuses a
-//! damaged file; budgets hold under a larger workload. The purge tests over the
+//! damaged file; budgets hold under a larger workload; with origin pools the
+//! cache fills from the pool's chosen origin and serves viewers over TLS and
+//! HTTP/2 alike. The purge tests over the
 //! push path are in `edge_cache_purge.rs`.
 
 mod cache_support;
 mod support;
+mod tls_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -415,4 +418,80 @@ fn budgets_hold_under_a_workload_larger_than_them() {
         m.lines().any(|l| l.starts_with("stile_edge_cache_evictions_total{tier=\"disk\"}") && !l.ends_with(" 0")),
         "{m}"
     );
+}
+
+#[test]
+fn a_pool_fills_the_cache_from_its_chosen_origin_and_hits_go_out_over_tls_and_h2() {
+    let body = bytes(200_000, 7);
+    let serve = |b: Vec<u8>| {
+        move |s: &cache_support::Seen| match s.path() {
+            "/vod/abc/m/seg1.ts" | "/vod/abc/m/seg2.ts" => Reply::ok(b.clone()).header("Cache-Control", "max-age=600"),
+            _ => Reply::ok("nope").status(404),
+        }
+    };
+    let (a, b) = (CountingOrigin::start(serve(body.clone())), CountingOrigin::start(serve(body.clone())));
+    let certs = tempfile::tempdir().unwrap();
+    let pki = tls_support::Pki::new(certs.path());
+    let leaf = pki.leaf("a", &["a.test"]);
+    let (tls, admin, port) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, state_json(1, serde_json::json!([]), None)).unwrap();
+    let config = format!(
+        "listen = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\nthreads = 2\n\
+         grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
+         pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n{BASE_CONFIG}\n\
+         [cache]\nenabled = true\n\
+         [[origin.pools]]\nname = \"media\"\nprefixes = [\"/vod/abc/m/\"]\n\
+         [[origin.pools.servers]]\nname = \"a\"\naddress = \"127.0.0.1:{pa}\"\nhost = \"media.origin\"\n\
+         [[origin.pools.servers]]\nname = \"b\"\naddress = \"127.0.0.1:{pb}\"\nhost = \"media.origin\"\n\
+         {tls_toml}\n[state]\nfile = \"{s}\"\n",
+        d = dir.path().display(),
+        s = state.display(),
+        pa = a.port,
+        pb = b.port,
+        tls_toml = tls_support::tls_config(tls, &[(&leaf.0, &leaf.1)], ""),
+    );
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Edge::spawn(&path, &[]);
+    let mut edge = Edge { port, admin, dir, child };
+    edge.wait_ready();
+    tls_support::wait_port(tls, &mut edge);
+
+    // HTTP/2 over TLS: a miss filled from one origin of the pool, then hits.
+    let h2 = tls_support::H2Client::connect(tls, "a.test", pki.client(&[b"h2"]));
+    let first = h2.get(&link("/vod/abc/m/seg1.ts", 1), &[]);
+    assert_eq!((first.status, first.header("x-stile-cache")), (200, Some("miss")));
+    assert!(first.body == body, "the origin's bytes");
+    let second = h2.get(&link("/vod/abc/m/seg1.ts", 2), &[]);
+    assert_eq!((second.status, second.header("x-stile-cache")), (200, Some("hit")));
+    assert!(second.body == body);
+    let fetched: Vec<_> = a.seen().into_iter().chain(b.seen()).filter(|s| s.path() == "/vod/abc/m/seg1.ts").collect();
+    assert_eq!(fetched.len(), 1, "one fill for the pool: {fetched:?}");
+    assert_eq!(fetched[0].header("host"), Some("media.origin"), "the pool's Host upstream");
+    assert!(!fetched[0].target.contains("st="), "{fetched:?}");
+    // HTTP/1.1 over TLS and plain HTTP share the entry.
+    let r = tls_support::https_get(tls, "a.test", pki.client(&[b"http/1.1"]), &link("/vod/abc/m/seg1.ts", 3), &[]);
+    assert_eq!((r.status, r.header("x-stile-cache")), (200, Some("hit")));
+    let r = edge.get(&link("/vod/abc/m/seg1.ts", 4), &[]);
+    assert_eq!((r.status, cache_status(&r)), (200, Some("hit")));
+
+    // The origin that filled it goes down: its object is still a hit, and a new object
+    // is filled from the other origin of the pool (connect error, retried there).
+    let (filler, other) = if a.count("/vod/abc/m/seg1.ts") == 1 { (&a, &b) } else { (&b, &a) };
+    filler.stop();
+    let r = h2.get(&link("/vod/abc/m/seg1.ts", 5), &[]);
+    assert_eq!((r.status, r.header("x-stile-cache")), (200, Some("hit")));
+    let r = h2.get(&link("/vod/abc/m/seg2.ts", 6), &[]);
+    assert_eq!((r.status, r.header("x-stile-cache")), (200, Some("miss")), "{}", edge.log());
+    assert!(r.body == body);
+    assert_eq!(other.count("/vod/abc/m/seg2.ts"), 1);
+    let r = h2.get(&link("/vod/abc/m/seg2.ts", 7), &[]);
+    assert_eq!((r.status, r.header("x-stile-cache")), (200, Some("hit")));
+    assert_eq!(other.count("/vod/abc/m/seg2.ts"), 1);
+    // A path no pool serves is not cached (and answered 404 by the edge).
+    assert_eq!(edge.get(&link("/vod/abc/x.ts", 8), &[]).status, 404);
+    let log = edge.log();
+    assert!(log.contains(r#""proto":"h2""#) && log.contains(r#""cache":"hit""#), "{log}");
 }

@@ -490,7 +490,7 @@ impl Storage for Store {
 fn partial_hit(fill: Arc<Fill>) -> (CacheMeta, HitHandler) {
     let meta = fill.meta.to_cache_meta();
     let rx = fill.notify.subscribe();
-    (meta, Box::new(PartialHit { fill, next: 0, rx }))
+    (meta, Box::new(PartialHit { fill, next: 0, offset: 0, start: 0, end: None, rx }))
 }
 
 // ---------------------------------------------------------------- hits
@@ -582,23 +582,50 @@ impl HandleHit for CompleteHit {
     }
 }
 
-/// A hit on a fill in progress: chunks as they arrive.
+/// A hit on a fill in progress: chunks as they arrive, the byte range `[start, end)`
+/// of them after a seek (a range request waits only for the bytes it asked for).
 struct PartialHit {
     fill: Arc<Fill>,
+    /// Index of the next chunk to read.
     next: usize,
+    /// Body offset of chunk `next`.
+    offset: usize,
+    start: usize,
+    end: Option<usize>,
     rx: tokio::sync::watch::Receiver<u64>,
+}
+
+impl PartialHit {
+    /// The part of chunk `c` (at body offset `at`) inside the range; `Err` past its end.
+    fn clip(&self, c: &Bytes, at: usize) -> std::result::Result<Option<Bytes>, ()> {
+        let end = self.end.unwrap_or(usize::MAX);
+        if at >= end {
+            return Err(());
+        }
+        let (from, to) = (self.start.max(at), end.min(at + c.len()));
+        Ok((from < to).then(|| c.slice(from - at..to - at)))
+    }
 }
 
 #[async_trait]
 impl HandleHit for PartialHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
+            if self.end.is_some_and(|e| self.offset >= e) {
+                return Ok(None);
+            }
             self.rx.borrow_and_update();
             {
                 let s = self.fill.state.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(c) = s.chunks.get(self.next) {
+                while let Some(c) = s.chunks.get(self.next) {
+                    let at = self.offset;
                     self.next += 1;
-                    return Ok(Some(c.clone()));
+                    self.offset += c.len();
+                    match self.clip(c, at) {
+                        Ok(Some(part)) => return Ok(Some(part)),
+                        Ok(None) => {}
+                        Err(()) => return Ok(None),
+                    }
                 }
                 match s.done {
                     FillDone::Complete => return Ok(None),
@@ -621,6 +648,19 @@ impl HandleHit for PartialHit {
 
     fn should_count_access(&self) -> bool {
         false
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        // Pingora checked the range against the stored Content-Length.
+        if end.is_some_and(|e| e < start) {
+            return Error::e_explain(ErrorType::InternalError, format!("seek end before start {start}"));
+        }
+        (self.next, self.offset, self.start, self.end) = (0, 0, start, end);
+        Ok(())
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
@@ -996,4 +1036,82 @@ fn to_ms(t: SystemTime) -> u64 {
 
 fn from_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(chunks: &[&'static [u8]], done: FillDone) -> Arc<Fill> {
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).expect("header");
+        let meta = Meta { created: now, updated: now, fresh_until: now, swr: 0, sie: 0, header };
+        let (notify, _) = tokio::sync::watch::channel(0);
+        let state = FillState {
+            chunks: chunks.iter().map(|c| Bytes::from_static(c)).collect(),
+            len: chunks.iter().map(|c| c.len() as u64).sum(),
+            done,
+        };
+        Arc::new(Fill {
+            id: 1,
+            key: 1,
+            seq: 1,
+            path: Arc::from("/p"),
+            meta,
+            from_body: None,
+            state: Mutex::new(state),
+            notify,
+        })
+    }
+
+    async fn read_all(hit: &mut HitHandler) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = hit.read_body().await.expect("read") {
+            assert!(!b.is_empty(), "no empty chunks");
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_fill_in_progress_serves_ranges_across_its_chunks() {
+        let f = fill(&[b"0123", b"4567", b"89"], FillDone::Complete);
+        let (_, mut hit) = partial_hit(f.clone());
+        assert!(hit.can_seek());
+        assert_eq!(read_all(&mut hit).await, b"0123456789");
+        for (start, end, want) in [
+            (0, Some(1), &b"0"[..]),
+            (3, Some(5), b"34"),
+            (4, Some(8), b"4567"),
+            (5, None, b"56789"),
+            (9, Some(10), b"9"),
+        ] {
+            let (_, mut hit) = partial_hit(f.clone());
+            hit.seek(start, end).expect("seek");
+            assert_eq!(read_all(&mut hit).await, want, "{start}..{end:?}");
+        }
+        let (_, mut hit) = partial_hit(f);
+        assert_eq!(hit.seek(5, Some(4)).unwrap_err().etype(), &ErrorType::InternalError);
+    }
+
+    #[tokio::test]
+    async fn a_range_of_a_fill_ends_without_waiting_for_the_rest() {
+        // Still writing: a range inside what arrived ends at once; a read past it waits.
+        let f = fill(&[b"abcd", b"efgh"], FillDone::Writing);
+        let (_, mut hit) = partial_hit(f.clone());
+        hit.seek(2, Some(6)).expect("seek");
+        let got = tokio::time::timeout(Duration::from_secs(5), read_all(&mut hit)).await.expect("not waiting");
+        assert_eq!(got, b"cdef");
+        let (_, mut hit) = partial_hit(f.clone());
+        hit.seek(6, None).expect("seek");
+        assert_eq!(hit.read_body().await.expect("read").as_deref(), Some(&b"gh"[..]));
+        let more = tokio::spawn(async move { hit.read_body().await.map(|b| b.map(|b| b.to_vec())) });
+        {
+            let mut s = f.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.chunks.push(Bytes::from_static(b"ij"));
+        }
+        f.notify.send_modify(|v| *v += 1);
+        let next = tokio::time::timeout(Duration::from_secs(5), more).await.expect("woken").expect("task");
+        assert_eq!(next.expect("read"), Some(b"ij".to_vec()));
+    }
 }
