@@ -307,6 +307,24 @@ impl Ops {
         }
     }
 
+    /// Revokes the links under `prefix` issued before `issued_before` (Unix seconds, 0: now),
+    /// with `purge`; waits until every connected edge ACKed (10 s at most).
+    pub fn revoke_prefix(&self, prefix: &str, issued_before: u64, purge: bool) -> pb::RevokeResponse {
+        let mut c = pb::revocation_service_client::RevocationServiceClient::new(self.channel().unwrap());
+        let target = pb::revocation_target::Target::PathPrefix(pb::PathPrefixTarget {
+            prefix: prefix.into(),
+            issued_before,
+            purge,
+        });
+        let r = pb::RevokeRequest {
+            target: Some(pb::RevocationTarget { target: Some(target) }),
+            reason: "test".into(),
+            wait: true,
+            wait_timeout_ms: 10_000,
+        };
+        self.rt.block_on(c.revoke(req(r))).expect("RevocationService.Revoke").into_inner()
+    }
+
     /// Every revocation in force (all pages).
     pub fn revocations(&self) -> Vec<pb::Revocation> {
         let mut c = pb::revocation_service_client::RevocationServiceClient::new(self.channel().unwrap());
