@@ -568,7 +568,14 @@ fn metrics_and_labels_used_by_alerts_and_dashboard_exist_in_the_code() {
             }
         }
     }
-    for want in ["stile_edge_requests_total", "stile_control_edges_connected", "stile_edge_state_age_seconds"] {
+    for want in [
+        "stile_edge_requests_total",
+        "stile_control_edges_connected",
+        "stile_edge_state_age_seconds",
+        // The cache panels: hit ratio and origin offload.
+        "stile_edge_cache_lookups_total",
+        "stile_edge_cache_served_bytes_total",
+    ] {
         assert!(metrics.contains(want), "{want} is used somewhere");
     }
 }

@@ -1,7 +1,8 @@
 //! The README's five-minute tour, driven through the real binary: `stile dev`
 //! starts and prints links; each printed link plays through the edge with
-//! ffmpeg; `stile revoke --wait` (over the push path) makes the next request
-//! fail with reason `revoked`;
+//! ffmpeg; the edge caches (a hit, then a purge with `stile revoke --prefix
+//! --purge --wait` makes the next request a miss); `stile revoke --wait` (over
+//! the push path) makes the next request fail with reason `revoked`;
 //! `stile explain` names the reason, who revoked, and why; Ctrl-C exits 0. Also
 //! the sample origin (media types, ranges, keep-alive, HLS and DASH from one
 //! sample) and the player page with its link-minting backend.
@@ -41,6 +42,33 @@ fn tour_play_revoke_explain() {
     });
     assert!(connected, "{:?}", dev.stile(&["edges", "ls"]));
 
+    // The edge caches: a hit, then a purge as printed (links issued over an hour ago
+    // under the prefix are revoked: none here) makes the next request a miss.
+    assert!(dev.banner.contains("--purge") && dev.banner.contains("x-stile-cache"), "{}", dev.banner);
+    let target = Dev::target(&dev.query_url);
+    let cache = |want: &str| {
+        let r = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
+        assert_eq!((r.status, r.header("x-stile-cache")), (200, Some(want)), "{}", dev.stderr());
+    };
+    let _ = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
+    cache("hit");
+    let r = dev.stile(&[
+        "revoke",
+        "--prefix",
+        "/vod/sample/",
+        "--before",
+        "-1h",
+        "--purge",
+        "--reason",
+        "new encode",
+        "--wait",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("enforced by all 1 connected edges"), "{}", r.stdout);
+    cache("miss");
+    cache("hit");
+    support::ffmpeg_play(&dev.query_url, &[]).expect("the query link still plays");
+
     // Revoke the link, as printed: --wait returns once the edge enforces it.
     let r = dev.stile(&["revoke", "--token-id", &dev.token_id, "--reason", "trying Stile", "--wait"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -48,7 +76,6 @@ fn tour_play_revoke_explain() {
     assert!(r.stdout.contains("confirmed by all 1 expected edges"), "{}", r.stdout);
 
     // The next fetch fails with reason revoked, within a fraction of a second.
-    let target = Dev::target(&dev.query_url);
     let mut last = None;
     let denied = eventually(Duration::from_secs(5), || {
         let resp = support::get(dev.edge_port, &target, &[]).expect("the edge answers");

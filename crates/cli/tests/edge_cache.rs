@@ -297,7 +297,7 @@ fn cached_vod_keeps_playing_through_an_origin_outage() {
     // What was never cached fails cleanly, its reason in the access log.
     let r = edge.get(&link("/vod/abc/v1/seg99.ts", 3), &[]);
     assert_eq!(r.status, 502, "{}", edge.log());
-    let line = edge.log().lines().filter(|l| l.contains("seg99")).last().unwrap().to_owned();
+    let line = edge.log().lines().rfind(|l| l.contains("seg99")).unwrap().to_owned();
     assert!(line.contains("\"status\":502") && line.contains("\"error\":\"ConnectRefused\""), "{line}");
 }
 
@@ -322,7 +322,7 @@ fn an_origin_that_times_out_is_a_504() {
     edge.wait_ready();
     let r = edge.get(&link(SEG, 1), &[]);
     assert_eq!(r.status, 504, "{}", edge.log());
-    let line = edge.log().lines().filter(|l| l.contains("stile::access")).last().unwrap().to_owned();
+    let line = edge.log().lines().rfind(|l| l.contains("stile::access")).unwrap().to_owned();
     assert!(line.contains("\"error\":\"ReadTimedout\""), "{line}");
 }
 

@@ -6,8 +6,6 @@
 mod support;
 mod sync_support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sync_support::*;
 
 /// `[cache]` on, written after `[state]` (the keys that follow start their own table).
@@ -38,7 +36,7 @@ fn a_purge_makes_the_next_request_a_miss_on_every_edge() {
 
     // Links issued more than an hour ago are revoked (none here): the link above keeps
     // working, and every edge purges /vod/abc/ before it ACKs.
-    let hour_ago = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 3600;
+    let hour_ago = support::now() - 3600;
     let resp = ops.revoke_prefix("/vod/abc/", hour_ago, true);
     assert!(resp.lagging.is_empty(), "{resp:?}");
     assert_eq!(resp.edges.len(), 2);

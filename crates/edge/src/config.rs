@@ -694,7 +694,7 @@ impl EdgeConfig {
         if let Err((field, message)) = self.cache.check() {
             return Err(ConfigError::Invalid { field, message });
         }
-        if self.cache.key_query_params.iter().any(|p| *p == self.token.query_param) {
+        if self.cache.key_query_params.contains(&self.token.query_param) {
             return bad("cache.key_query_params", "must not name the token's query parameter");
         }
         if self.state.poll_interval_ms == 0 {

@@ -362,7 +362,7 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
 
 /// The edge's configuration: the sample origin, cookie mode for plain HTTP (`Lax`: the
 /// player page shares the edge's site), the reason header on, CORS for loopback pages
-/// (and `--allow-origin`) with credentials, and `[sync]` to this process's control
+/// (and `--allow-origin`) with credentials, the object cache (memory tier), and `[sync]` to this process's control
 /// plane (the state file is the edge's cache of its applied state).
 fn edge_config(
     dir: &Path,
@@ -386,6 +386,7 @@ fn edge_config(
          [cookie]\nenabled = true\nsecure = false # plain HTTP on loopback\nsame_site = \"Lax\"\n\n\
          [cors]\nallowed_origins = [{origins}]\nallow_credentials = true\n\n\
          [diagnostics]\nreason_header = true\n\n\
+         [cache]\nenabled = true # memory tier only; see docs/edge.md, \"Cache\"\n\n\
          [state]\nfile = \"{s}\"\n\n\
          [sync]\nendpoints = [\"{control}\"]\napi_key = \"{edge_key}\"\nedge_id = \"dev\"\n",
         edge = ports.edge,
@@ -532,6 +533,12 @@ fn banner(
         format!("  ffplay {ff}-autoexit '{p}'"),
         format!("  ffplay {ff}-autoexit '{dq}'"),
         format!("  {curl_cmd} -si -H 'Cookie: {cname}={cvalue}' '{curl}' | head -n 1"),
+        String::new(),
+        format!("  {curl_cmd} -s -o /dev/null -D - '{q}' | grep -i x-stile-cache    # miss, then hit: the edge caches"),
+        format!(
+            "  stile revoke --server {server} --api-key {op} --prefix {ASSET_PATH} --before -1h --purge \
+             --reason 'new encode' --wait    # purge: the next request is a miss"
+        ),
         String::new(),
         format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),
         format!("  {curl_cmd} -si '{q}' | grep -i -e '^HTTP' -e x-stile-reason    # 403, revoked"),

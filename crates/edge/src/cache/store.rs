@@ -1043,7 +1043,7 @@ mod tests {
     use super::*;
 
     fn fill(chunks: &[&'static [u8]], done: FillDone) -> Arc<Fill> {
-        let now = SystemTime::now();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let header = ResponseHeader::build(200, None).expect("header");
         let meta = Meta { created: now, updated: now, fresh_until: now, swr: 0, sie: 0, header };
         let (notify, _) = tokio::sync::watch::channel(0);
