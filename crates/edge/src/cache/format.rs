@@ -382,4 +382,23 @@ mod tests {
             let _ = decode_file(&b);
         }
     }
+
+    #[test]
+    fn the_fuzz_seeds_are_valid_files() {
+        // The `cache_file` fuzz target starts from these: each must be accepted, so
+        // the fuzzer mutates valid files and checks they encode back to themselves.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/cache_file");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let (head, body) = decode_file(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!([head.encode(), body.to_vec()].concat(), bytes, "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 2, "seeds in {}", dir.display());
+    }
 }

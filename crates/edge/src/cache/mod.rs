@@ -37,6 +37,16 @@ use prometheus::Registry;
 pub use self::config::{CacheConfig, TtlConfig};
 pub use self::format::FormatError;
 pub use self::purge::PurgeTarget;
+
+/// Decodes `file` as a disk-tier file, with every check the disk tier makes before
+/// serving from one, and encodes what it read again. The fuzz target `cache_file`
+/// checks that this never panics and that an accepted file encodes back to itself
+/// (one encoding per object: nothing in an accepted file goes unchecked).
+#[doc(hidden)]
+pub fn reencode_disk_file(file: &[u8]) -> Result<Vec<u8>, FormatError> {
+    let (head, body) = format::decode_file(file)?;
+    Ok([head.encode(), body.to_vec()].concat())
+}
 pub use self::store::StoreError;
 
 use self::freshness::{BodyKind, CacheKind, Skip};
