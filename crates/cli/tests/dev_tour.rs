@@ -64,7 +64,7 @@ fn tour_play_revoke_explain() {
         "--wait",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("enforced by all 1 connected edges"), "{}", r.stdout);
+    assert!(r.stdout.contains("confirmed by all 1 expected edges"), "{}", r.stdout);
     cache("miss");
     cache("hit");
     support::ffmpeg_play(&dev.query_url, &[]).expect("the query link still plays");

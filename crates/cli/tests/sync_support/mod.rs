@@ -321,6 +321,7 @@ impl Ops {
             reason: "test".into(),
             wait: true,
             wait_timeout_ms: 10_000,
+            expect: None,
         };
         self.rt.block_on(c.revoke(req(r))).expect("RevocationService.Revoke").into_inner()
     }

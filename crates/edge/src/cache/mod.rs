@@ -12,7 +12,7 @@
 //! - `metrics.rs` — `stile_edge_cache_*`;
 //! - `config.rs` — `[cache]`.
 //!
-//! The proxy (`proxy.rs`) calls [`Cache`] from its cache hooks. Validation runs
+//! The proxy (`proxy.rs`) calls `Cache` from its cache hooks. Validation runs
 //! in `request_filter`, before any of them: a request the edge refuses never
 //! reaches a lookup, and only admitted `GET`/`HEAD` requests enable the cache.
 
