@@ -472,6 +472,13 @@ fn dashboard_parses_and_its_queries_are_valid_promql() {
     for p in dash["panels"].as_array().unwrap() {
         assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id {}", p["id"]);
         titles.push(p["title"].as_str().unwrap().to_lowercase());
+        // A panel type Grafana knows (a description put in `type` once made 14 panels unrenderable).
+        let kind = p["type"].as_str().unwrap_or_default();
+        assert!(
+            ["row", "timeseries", "stat", "gauge", "table", "bargauge", "text"].contains(&kind),
+            "{}: type {kind:?}",
+            p["title"]
+        );
         if p["type"] != "row" {
             assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
             assert!(!p["targets"].as_array().unwrap().is_empty(), "{}: no query", p["title"]);
