@@ -249,3 +249,37 @@ fn explain_works_offline_with_a_key_file() {
     assert_eq!(un.code, 0, "{un:?}");
     assert!(un.stdout.contains("not reached"), "{}", un.stdout);
 }
+
+/// `stile explain --format`: another vendor's link, through the real binary, with
+/// Bunny's published test vector (token-tester.b-cdn.net, key "SecurityKey",
+/// expiring at 1598024587) judged at a time before and after its expiry.
+#[test]
+fn explain_judges_a_vendors_link_offline() {
+    const URL: &str = "https://token-tester.b-cdn.net/300kb.jpg?token=HS256-o10JRWlsAItyAsdKS6jJKjabHN4FrFsplDHPV1idcX4&expires=1598024587";
+    let key = "main=SecurityKey";
+    let ok = stile(&["explain", "--format", "bunny", "--foreign-key", key, "--at", "1598024000", URL], &[]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stdout.contains("PASS: the bunny link verifies with key main"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("upstream    /300kb.jpg "), "the origin's target has no token: {}", ok.stdout);
+    assert!(!ok.stdout.contains("o10JRWlsAItyAsdKS6jJKjabHN4FrFsplDHPV1idcX4"), "the token is never printed whole");
+
+    let late = stile(&["explain", "--json", "--format", "bunny", "--foreign-key", key, "--at", "1598024600", URL], &[]);
+    assert_eq!(late.code, 4, "{late:?}");
+    let v: serde_json::Value = serde_json::from_str(&late.stdout).unwrap();
+    assert_eq!((v["verdict"]["reason"].as_str(), v["verdict"]["http_status"].as_u64()), (Some("expired"), Some(403)));
+
+    let forged =
+        stile(&["explain", "--format", "bunny", "--foreign-key", "main=NotTheKey", "--at", "1598024000", URL], &[]);
+    assert_eq!(forged.code, 4, "{forged:?}");
+    assert!(forged.stdout.contains("DENY bad_signature (403)"), "{}", forged.stdout);
+
+    let unknown = stile(&["explain", "--format", "fastly", "--foreign-key", key, URL], &[]);
+    assert_eq!(unknown.code, 64, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("expected one of akamai, cloud-cdn, media-cdn, bunny, nginx-secure-link"),
+        "{}",
+        unknown.stderr
+    );
+    let orphan = stile(&["explain", "--foreign-key", key, URL], &[]);
+    assert_eq!(orphan.code, 64, "--foreign-key without --format is a usage error: {orphan:?}");
+}
