@@ -121,6 +121,41 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
 
 
+# nginx `secure_link` as every nginx peer here is configured, like the edge: expiry plus
+# a MAC over the expiry, the URI and the secret (inside a `location`).
+SECURE_LINK = f"""            secure_link $arg_md5,$arg_expires;
+            secure_link_md5 "$secure_link_expires$uri {NGINX_SECRET}";
+            if ($secure_link = "") {{ return 403; }}
+            if ($secure_link = "0") {{ return 410; }}"""
+
+
+def secure_link_query(path: str, expires: int) -> str:
+    """The `md5=…&expires=…` query nginx's SECURE_LINK admits for `path`."""
+    digest = hashlib.md5(f"{expires}{path} {NGINX_SECRET}".encode()).digest()
+    return f"md5={base64.urlsafe_b64encode(digest).decode().rstrip('=')}&expires={expires}"
+
+
+def measure(cmd: list[str], pid: int, seconds: int, parse=None) -> tuple[dict, str]:
+    """Runs a load generator (`cmd`) against the proxy `pid`: its parsed figures (wrk's
+    unless `parse` is given) plus the proxy's CPU time per request and CPU use, and the
+    generator's output. The caller judges errors."""
+    before, t0 = cpu_ticks(pid), time.monotonic()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
+    cpu, wall = (cpu_ticks(pid) - before) / CLK_TCK, time.monotonic() - t0
+    r = (parse or parse_wrk)(out)
+    r["cpu_us_per_req"] = cpu / max(r["requests"], 1) * 1e6
+    r["cpu_util"] = cpu / wall
+    return r, out
+
+
+def per_round_ratios(a: list[dict], b: list[dict]) -> tuple[float, float]:
+    """Medians of the per-round ratios of variant a to variant b: req/s, and requests per
+    proxy-core-second (the inverse of CPU per request)."""
+    rps = statistics.median(x["rps"] / y["rps"] for x, y in zip(a, b))
+    core = statistics.median(y["cpu_us_per_req"] / x["cpu_us_per_req"] for x, y in zip(a, b))
+    return rps, core
+
+
 def parse_wrk(out: str) -> dict:
     def num(pattern: str) -> float:
         m = re.search(pattern, out)
@@ -235,10 +270,7 @@ enabled = false
     server {{
         listen 127.0.0.1:{ports['nginx-sl']} backlog=4096;
         location / {{
-            secure_link $arg_md5,$arg_expires;
-            secure_link_md5 "$secure_link_expires$uri {NGINX_SECRET}";
-            if ($secure_link = "") {{ return 403; }}
-            if ($secure_link = "0") {{ return 410; }}
+{SECURE_LINK}
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -251,18 +283,17 @@ enabled = false
         pids["nginx-sl"] = p.pid
 
     expires = now + 3600
-    digest = hashlib.md5(f"{expires}{OBJECT} {NGINX_SECRET}".encode()).digest()
-    md5 = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    nginx_query = secure_link_query(OBJECT, expires)
     urls = {
         "edge": f"http://127.0.0.1:{ports['edge']}{OBJECT}?st={token}",
         "edge-off": f"http://127.0.0.1:{ports['edge-off']}{OBJECT}?st={token}",
-        "nginx-sl": f"http://127.0.0.1:{ports['nginx-sl']}{OBJECT}?md5={md5}&expires={expires}",
+        "nginx-sl": f"http://127.0.0.1:{ports['nginx-sl']}{OBJECT}?{nginx_query}",
         "direct": f"http://127.0.0.1:{ports['origin']}{OBJECT}",
     }
     # The comparison is only honest if the validating proxies really validate.
     bad = {
         "edge": f"http://127.0.0.1:{ports['edge']}{OBJECT}?st={token[:-2]}AA",
-        "nginx-sl": f"http://127.0.0.1:{ports['nginx-sl']}{OBJECT}?md5={md5[:-2]}AA&expires={expires}",
+        "nginx-sl": f"http://127.0.0.1:{ports['nginx-sl']}{OBJECT}?{nginx_query.replace('md5=', 'md5=AA', 1)}",
     }
     for v in variants:
         status, body = fetch(urls[v])
@@ -274,14 +305,9 @@ enabled = false
     def wrk(v: str, seconds: int) -> dict:
         cmd = ["taskset", "-c", str(args.load_cpu), "wrk", f"-t{args.threads}", f"-c{args.connections}",
                f"-d{seconds}s", "--latency", "--timeout", "5s", urls[v]]
-        before, t0 = cpu_ticks(pids[v]), time.monotonic()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
-        cpu, wall = (cpu_ticks(pids[v]) - before) / CLK_TCK, time.monotonic() - t0
-        r = parse_wrk(out)
+        r, _ = measure(cmd, pids[v], seconds)
         if r["non2xx"] or r["socket_errors"]:
             raise SystemExit(f"bench-load: {v}: {r['non2xx']} non-2xx responses, {r['socket_errors']} socket errors")
-        r["cpu_us_per_req"] = cpu / r["requests"] * 1e6
-        r["cpu_util"] = cpu / wall
         return r
 
     print(f"bench-load: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds, "

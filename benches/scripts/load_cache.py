@@ -27,15 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import hashlib
-import base64
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import load  # noqa: E402  (the plain harness: processes, nginx configs, wrk parsing)
 
 VARIANTS = ["edge-cache", "nginx-cache"]
 OBJECTS = {"2k": ("/bench/small.ts", 2048), "1m": ("/bench/seg.m4s", 1 << 20)}
-SECRET = load.NGINX_SECRET
 
 
 def main() -> int:
@@ -107,10 +104,7 @@ memory_bytes = 268435456
     server {{
         listen 127.0.0.1:{ports['nginx-cache']} backlog=4096;
         location / {{
-            secure_link $arg_md5,$arg_expires;
-            secure_link_md5 "$secure_link_expires$uri {SECRET}";
-            if ($secure_link = "") {{ return 403; }}
-            if ($secure_link = "0") {{ return 410; }}
+{load.SECURE_LINK}
             proxy_cache video;
             proxy_cache_key $host$uri;
             proxy_cache_lock on;
@@ -131,8 +125,7 @@ memory_bytes = 268435456
     def url(v: str, path: str) -> str:
         if v == "edge-cache":
             return f"http://127.0.0.1:{ports[v]}{path}?st={token}"
-        md5 = base64.urlsafe_b64encode(hashlib.md5(f"{expires}{path} {SECRET}".encode()).digest()).decode().rstrip("=")
-        return f"http://127.0.0.1:{ports[v]}{path}?md5={md5}&expires={expires}"
+        return f"http://127.0.0.1:{ports[v]}{path}?{load.secure_link_query(path, expires)}"
 
     # Fill each cache once; both must validate (a forged link is refused even for a cached object).
     for v in VARIANTS:
@@ -149,14 +142,9 @@ memory_bytes = 268435456
     def one(v: str, obj: str, seconds: int) -> dict:
         cmd = ["taskset", "-c", str(args.load_cpu), "wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency",
                "--timeout", "5s", url(v, OBJECTS[obj][0])]
-        before, t0 = load.cpu_ticks(pids[v]), time.monotonic()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
-        cpu, wall = (load.cpu_ticks(pids[v]) - before) / load.CLK_TCK, time.monotonic() - t0
-        r = load.parse_wrk(out)
+        r, _ = load.measure(cmd, pids[v], seconds)
         if r["non2xx"] or r["socket_errors"]:
             raise SystemExit(f"bench-load: {v} {obj}: {r['non2xx']} non-2xx responses, {r['socket_errors']} socket errors")
-        r["cpu_us_per_req"] = cpu / r["requests"] * 1e6
-        r["cpu_util"] = cpu / wall
         r["mb_s"] = r["rps"] * OBJECTS[obj][1] / 1e6
         return r
 
@@ -207,9 +195,7 @@ def table(args, runs: dict[str, list[dict]], filled: int) -> str:
     lines += ["", "| ratio edge-cache / nginx-cache (median of per-round ratios) | req/s | per proxy core (CPU/req inverse) | goal |",
               "|---|---|---|---|"]
     for obj in OBJECTS:
-        a, b = runs[f"edge-cache/{obj}"], runs[f"nginx-cache/{obj}"]
-        rps = statistics.median(x["rps"] / y["rps"] for x, y in zip(a, b))
-        core = statistics.median(y["cpu_us_per_req"] / x["cpu_us_per_req"] for x, y in zip(a, b))
+        rps, core = load.per_round_ratios(runs[f"edge-cache/{obj}"], runs[f"nginx-cache/{obj}"])
         lines.append(f"| {size[obj]} | {rps:.3f} | {core:.3f} | ≥ 1.0 {'met' if core >= 1.0 else '**missed**'} |")
     return "\n".join(lines) + "\n"
 

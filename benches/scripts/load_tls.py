@@ -137,9 +137,6 @@ key = "{key}"
     load.wait_port(ports["edge-tls"], edge, "edge-tls")
 
     expires = now + 3600
-    import base64
-    import hashlib
-    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{expires}{load.OBJECT} {load.NGINX_SECRET}".encode()).digest()).decode().rstrip("=")
     body = f"""    upstream origin {{ server 127.0.0.1:{ports['origin']}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{ports['nginx-tls']} ssl http2 backlog=4096;
@@ -151,10 +148,7 @@ key = "{key}"
         ssl_session_cache off;
         ssl_session_tickets off;
         location / {{
-            secure_link $arg_md5,$arg_expires;
-            secure_link_md5 "$secure_link_expires$uri {load.NGINX_SECRET}";
-            if ($secure_link = "") {{ return 403; }}
-            if ($secure_link = "0") {{ return 410; }}
+{load.SECURE_LINK}
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -167,7 +161,7 @@ key = "{key}"
     pids = {"edge-tls": edge.pid, "nginx-tls": nginx.pid}
     urls = {
         "edge-tls": f"https://{HOST}:{ports['edge-tls']}{load.OBJECT}?st={token}",
-        "nginx-tls": f"https://{HOST}:{ports['nginx-tls']}{load.OBJECT}?md5={md5}&expires={expires}",
+        "nginx-tls": f"https://{HOST}:{ports['nginx-tls']}{load.OBJECT}?{load.secure_link_query(load.OBJECT, expires)}",
     }
 
     # Both answer over HTTP/2 with the object, with the same protocol and cipher.
@@ -189,14 +183,9 @@ key = "{key}"
             if scenario == "handshake":
                 cmd += ["-H", "Connection: close"]
             cmd.append(url)
-        before, t0 = load.cpu_ticks(pids[v]), time.monotonic()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
-        cpu, wall = (load.cpu_ticks(pids[v]) - before) / load.CLK_TCK, time.monotonic() - t0
-        r = parse_h2load(out) if scenario == "h2" else load.parse_wrk(out)
+        r, out = load.measure(cmd, pids[v], seconds, parse_h2load if scenario == "h2" else None)
         if r["non2xx"] or (r["socket_errors"] and scenario != "handshake"):
             raise SystemExit(f"bench-load: {v}/{scenario}: {r['non2xx']} non-2xx, {r['socket_errors']} errors\n{out}")
-        r["cpu_us_per_req"] = cpu / max(r["requests"], 1) * 1e6
-        r["cpu_util"] = cpu / wall
         return r
 
     print(f"bench-load --tls: {', '.join(scenarios)} x {', '.join(VARIANTS)}, {args.rounds} rounds of {args.duration} s",
@@ -245,9 +234,7 @@ def table(args, scenarios: list[str], runs: dict[str, list[dict]]) -> str:
     lines += ["", "| ratio edge-tls / nginx-tls (median of per-round ratios) | req/s | per proxy core (CPU/req inverse) | goal |",
               "|---|---|---|---|"]
     for s in scenarios:
-        a, b = runs[f"edge-tls/{s}"], runs[f"nginx-tls/{s}"]
-        rps = statistics.median(x["rps"] / y["rps"] for x, y in zip(a, b))
-        core = statistics.median(y["cpu_us_per_req"] / x["cpu_us_per_req"] for x, y in zip(a, b))
+        rps, core = load.per_round_ratios(runs[f"edge-tls/{s}"], runs[f"nginx-tls/{s}"])
         lines.append(f"| {s} | {rps:.3f} | {core:.3f} | ≥ 1.0 {'met' if core >= 1.0 else '**missed**'} |")
     return "\n".join(lines) + "\n"
 
