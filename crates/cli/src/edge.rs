@@ -74,8 +74,27 @@ fn init_tracing() {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let most = tracing_subscriber::layer::Filter::<tracing_subscriber::Registry>::max_level_hint(&filter);
     let json = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
     let _ = tracing_subscriber::registry().with(json.with_filter(filter.and(no_pingora_debug()))).try_init();
+    // The bridge for `log` records (Pingora's) is installed at `trace`, because a per-layer
+    // filter gives no level hint: every `debug!`/`trace!` in Pingora's request path would
+    // then be built and dispatched only to be dropped (3.5 % of the edge's CPU under load,
+    // BENCHMARKS.md "Per-request cost"). Records above what `RUST_LOG` enables stop at `log`.
+    log::set_max_level(log_level(most));
+}
+
+/// The `log` crate's level for the most verbose level a tracing filter enables.
+fn log_level(most: Option<tracing::level_filters::LevelFilter>) -> log::LevelFilter {
+    use tracing::level_filters::LevelFilter as L;
+    match most {
+        Some(L::OFF) => log::LevelFilter::Off,
+        Some(L::ERROR) => log::LevelFilter::Error,
+        Some(L::WARN) => log::LevelFilter::Warn,
+        Some(L::INFO) => log::LevelFilter::Info,
+        Some(L::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 /// Drops Pingora's events below `info`, whatever `RUST_LOG` says: at `debug`
@@ -88,4 +107,24 @@ pub(crate) fn no_pingora_debug() -> tracing_subscriber::filter::FilterFn<fn(&tra
 
 fn pingora_at_info_at_most(m: &tracing::Metadata<'_>) -> bool {
     !(m.target().starts_with("pingora") && *m.level() > tracing::Level::INFO)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    use super::log_level;
+
+    #[test]
+    fn log_records_stop_where_the_tracing_filter_stops() {
+        let filter = |s: &str| {
+            let f = tracing_subscriber::EnvFilter::new(s);
+            log_level(tracing_subscriber::layer::Filter::<tracing_subscriber::Registry>::max_level_hint(&f))
+        };
+        assert_eq!(filter("info"), log::LevelFilter::Info);
+        assert_eq!(filter("warn,stile_edge=debug"), log::LevelFilter::Debug);
+        assert_eq!(filter("off"), log::LevelFilter::Off);
+        assert_eq!(log_level(Some(LevelFilter::ERROR)), log::LevelFilter::Error);
+        assert_eq!(log_level(None), log::LevelFilter::Trace);
+    }
 }

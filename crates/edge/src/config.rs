@@ -19,6 +19,15 @@ pub struct EdgeConfig {
     pub admin_listen: String,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// How the worker threads are scheduled: `true` is one multi-threaded tokio runtime whose
+    /// threads steal each other's tasks (Pingora's default); `false` is one single-threaded
+    /// runtime per thread, cheaper per request (measured in BENCHMARKS.md, "Per-request cost")
+    /// but each connection stays on the thread that accepted it.
+    pub work_stealing: bool,
+    /// Bytes of the per-connection write buffer on the viewer listeners (plain and TLS). A
+    /// small response whose header and body fit goes out in one `send` instead of two
+    /// (Pingora's default is 1,460 bytes, one TCP segment). Larger writes bypass the buffer.
+    pub write_buffer_bytes: usize,
     /// Seconds Pingora keeps serving in-flight requests after SIGTERM/SIGQUIT before stopping
     /// its runtimes (Pingora's own default is 300 s; ours is short).
     pub grace_period_secs: u64,
@@ -64,6 +73,8 @@ impl Default for EdgeConfig {
             listen: vec!["0.0.0.0:8080".into()],
             admin_listen: "127.0.0.1:9180".into(),
             threads: 2,
+            work_stealing: false,
+            write_buffer_bytes: 16 * 1024,
             grace_period_secs: 5,
             graceful_shutdown_timeout_secs: 5,
             pid_file: "/tmp/stile-edge.pid".into(),
@@ -631,6 +642,9 @@ impl EdgeConfig {
         if self.threads == 0 {
             return bad("threads", "must be at least 1");
         }
+        if !(1460..=1 << 20).contains(&self.write_buffer_bytes) {
+            return bad("write_buffer_bytes", "must be between 1460 and 1048576");
+        }
         if let Err((field, message)) = self.tls.check(&self.listen) {
             return Err(ConfigError::Invalid { field, message });
         }
@@ -914,6 +928,8 @@ mod tests {
             ("listen = []\n[state]\nfile='x'", "listen"),
             ("listen = ['nope']\n[state]\nfile='x'", "listen"),
             ("threads = 0\n[state]\nfile='x'", "threads"),
+            ("write_buffer_bytes = 1000\n[state]\nfile='x'", "write_buffer_bytes"),
+            ("write_buffer_bytes = 2000000\n[state]\nfile='x'", "write_buffer_bytes"),
             ("[token]\nquery_param = 'a b'\n[state]\nfile='x'", "token.query_param"),
             ("[token]\nleeway_secs = 3600\n[state]\nfile='x'", "leeway"),
             ("[cors]\nallowed_origins = ['ftp://x']\n[state]\nfile='x'", "cors"),

@@ -6,11 +6,11 @@
 //! verified (forged tokens cannot mint label values), and at most
 //! [`MAX_CHANNEL_LABELS`] distinct channels; the rest count as `other`.
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use stile_token::Reason;
 
@@ -26,16 +26,57 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     validation: Histogram,
-    upstream_responses: IntCounterVec,
     upstream_errors: IntCounterVec,
-    upstream_duration: HistogramVec,
     revocations: IntGaugeVec,
     keys: IntGauge,
     state_version: IntGauge,
     state_age: IntGauge,
     state_reloads: IntCounterVec,
     playlists: IntCounterVec,
-    channels: RwLock<HashSet<Box<str>>>,
+    /// `requests` series of requests without a channel, with a capped-out channel, and of
+    /// each channel seen: handles resolved once, so counting a request hashes no label.
+    no_channel: ChannelCounters,
+    other_channel: ChannelCounters,
+    channels: RwLock<HashMap<Box<str>, Arc<ChannelCounters>>>,
+    /// `upstream_responses` and `upstream_duration` by status class, in [`STATUS_CLASSES`] order.
+    upstream_by_class: [(IntCounter, Histogram); STATUS_CLASSES.len()],
+}
+
+/// Status classes of the `class` label.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Decisions of `stile_edge_requests_total`: allowed, or denied for one of [`Reason::ALL`].
+const OUTCOMES: usize = Reason::ALL.len() + 1;
+const KINDS: [ObjectKind; 3] = [ObjectKind::Manifest, ObjectKind::Segment, ObjectKind::Other];
+const SLOTS: usize = OUTCOMES * Transport::ALL.len() * KINDS.len();
+
+/// One channel's `stile_edge_requests_total` handles, by (outcome, transport, kind), each
+/// created on its first request (so only series that happened are exported).
+#[derive(Debug)]
+struct ChannelCounters {
+    label: Box<str>,
+    slots: [OnceLock<IntCounter>; SLOTS],
+}
+
+impl ChannelCounters {
+    fn new(label: &str) -> ChannelCounters {
+        ChannelCounters { label: label.into(), slots: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    fn inc(&self, vec: &IntCounterVec, reason: Option<Reason>, transport: Transport, kind: ObjectKind) {
+        let outcome = reason.map_or(0, |r| Reason::ALL.iter().position(|x| *x == r).map_or(0, |i| i + 1));
+        let t = Transport::ALL.iter().position(|x| *x == transport).unwrap_or(0);
+        let k = KINDS.iter().position(|x| *x == kind).unwrap_or(0);
+        let slot = &self.slots[(outcome * Transport::ALL.len() + t) * KINDS.len() + k];
+        slot.get_or_init(|| {
+            let (decision, reason) = match reason {
+                None => ("allow", "ok"),
+                Some(r) => ("deny", r.as_str()),
+            };
+            vec.with_label_values(&[decision, reason, transport.as_str(), &self.label, kind.as_str()])
+        })
+        .inc();
+    }
 }
 
 /// What a request asked for, by the extension of its path: the `kind` label of
@@ -169,31 +210,36 @@ impl Metrics {
         for r in ["ok", "error"] {
             state_reloads.with_label_values(&[r]);
         }
+        let upstream_by_class = STATUS_CLASSES
+            .map(|c| (upstream_responses.with_label_values(&[c]), upstream_duration.with_label_values(&[c])));
         Metrics {
             registry,
             requests,
             validation,
-            upstream_responses,
             upstream_errors,
-            upstream_duration,
             revocations,
             keys,
             state_version,
             state_age,
             state_reloads,
             playlists,
-            channels: RwLock::new(HashSet::new()),
+            no_channel: ChannelCounters::new("none"),
+            other_channel: ChannelCounters::new("other"),
+            channels: RwLock::new(HashMap::new()),
+            upstream_by_class,
         }
     }
 
     /// Counts one request's decision.
     pub fn request(&self, reason: Option<Reason>, transport: Transport, channel: Option<&str>, kind: ObjectKind) {
-        let (decision, reason) = match reason {
-            None => ("allow", "ok"),
-            Some(r) => ("deny", r.as_str()),
+        let Some(c) = channel else {
+            return self.no_channel.inc(&self.requests, reason, transport, kind);
         };
-        let channel = self.channel_label(channel);
-        self.requests.with_label_values(&[decision, reason, transport.as_str(), channel, kind.as_str()]).inc();
+        let known = self.channels.read().ok().and_then(|m| m.get(c).cloned());
+        match known.or_else(|| self.add_channel(c)) {
+            Some(counters) => counters.inc(&self.requests, reason, transport, kind),
+            None => self.other_channel.inc(&self.requests, reason, transport, kind),
+        }
     }
 
     /// Records the time one validation took.
@@ -203,9 +249,9 @@ impl Metrics {
 
     /// Counts one origin response and its duration.
     pub fn upstream_response(&self, status: u16, secs: f64) {
-        let class = status_class(status);
-        self.upstream_responses.with_label_values(&[class]).inc();
-        self.upstream_duration.with_label_values(&[class]).observe(secs);
+        let (count, duration) = &self.upstream_by_class[status_class(status)];
+        count.inc();
+        duration.observe(secs);
     }
 
     /// Counts one failed origin exchange.
@@ -258,20 +304,19 @@ impl Metrics {
         out
     }
 
-    fn channel_label<'a>(&self, channel: Option<&'a str>) -> &'a str {
-        let Some(c) = channel else { return "none" };
-        if self.channels.read().is_ok_and(|s| s.contains(c)) {
-            return c;
+    /// The counters of a channel not seen before, or `None` once [`MAX_CHANNEL_LABELS`]
+    /// channels have their own (the request then counts as `other`).
+    fn add_channel(&self, c: &str) -> Option<Arc<ChannelCounters>> {
+        let mut map = self.channels.write().ok()?;
+        if let Some(known) = map.get(c) {
+            return Some(known.clone());
         }
-        let Ok(mut set) = self.channels.write() else { return "other" };
-        if set.len() < MAX_CHANNEL_LABELS {
-            set.insert(c.into());
-            c
-        } else if set.contains(c) {
-            c
-        } else {
-            "other"
+        if map.len() >= MAX_CHANNEL_LABELS {
+            return None;
         }
+        let counters = Arc::new(ChannelCounters::new(c));
+        map.insert(c.into(), counters.clone());
+        Some(counters)
     }
 }
 
@@ -292,14 +337,11 @@ where
     metric
 }
 
-fn status_class(status: u16) -> &'static str {
+/// The index in [`STATUS_CLASSES`] of a status code's class.
+fn status_class(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 5,
     }
 }
 
@@ -339,6 +381,34 @@ mod tests {
             (false, b"", ObjectKind::Other),
         ] {
             assert_eq!(ObjectKind::classify(manifest, path), want, "{}", String::from_utf8_lossy(path));
+        }
+    }
+
+    #[test]
+    fn cached_handles_count_every_combination_apart() {
+        let m = Metrics::new();
+        for r in Reason::ALL.into_iter().map(Some).chain([None]) {
+            for t in Transport::ALL {
+                for k in KINDS {
+                    m.request(r, t, Some("ch"), k);
+                }
+            }
+        }
+        m.request(Some(Reason::Revoked), Transport::Cookie, Some("ch"), ObjectKind::Segment);
+        let text = String::from_utf8(m.encode()).unwrap();
+        let series =
+            text.lines().filter(|l| l.starts_with("stile_edge_requests_total{") && l.contains(r#"channel="ch""#));
+        assert_eq!(series.count(), SLOTS);
+        assert!(text.contains(
+            r#"stile_edge_requests_total{channel="ch",decision="deny",kind="segment",reason="revoked",transport="cookie"} 2"#
+        ));
+        for status in [100, 302, 599, 600, 99] {
+            m.upstream_response(status, 0.001);
+        }
+        let text = String::from_utf8(m.encode()).unwrap();
+        for (class, n) in [("1xx", 1), ("2xx", 0), ("3xx", 1), ("4xx", 0), ("5xx", 1), ("other", 2)] {
+            let line = format!(r#"stile_edge_upstream_responses_total{{class="{class}"}} {n}"#);
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -137,6 +138,7 @@ impl Edge {
 
         let conf = ServerConf {
             threads: config.threads,
+            work_stealing: config.work_stealing,
             grace_period_seconds: Some(config.grace_period_secs),
             graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_secs),
             pid_file: config.pid_file.clone(),
@@ -173,8 +175,10 @@ impl Edge {
         let app = Intake::new(pingora::proxy::http_proxy(&server.configuration, proxy), refusals);
         let front = Front::new(app, tls.as_ref().map(|t| t.front_settings(&config.tls)));
         let mut svc = Service::new("stile-edge".into(), front);
+        // A write buffer that holds a small response's header and body together: one `send`.
+        let buffers = L4BufferSettings::default().write(config.write_buffer_bytes);
         for l in config.listen.iter().chain(&config.tls.listen) {
-            svc.add_tcp(l);
+            svc.add_listener(ListenerConfig::tcp(l.as_str()).l4_buffer(buffers));
         }
         // The proxy starts once the state source is ready: at once in file mode and with a
         // sync cache, else after the first state from the control plane.
