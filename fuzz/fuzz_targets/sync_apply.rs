@@ -8,7 +8,8 @@
 //!   length (u16, little endian), applied in order to a populated model;
 //! - `2`: the rest is a sequence of 8-byte operations that build well-formed
 //!   messages whose versions sit next to the applied one (duplicates, the next
-//!   version, gaps, older and `reset` snapshots), so that ordering bugs are
+//!   version, gaps, older and `reset` snapshots, purge changes, snapshots with
+//!   retained purges and a purge floor), so that ordering bugs are
 //!   reachable without finding valid protobuf first.
 //!
 //! Messages are applied as the sync client applies them, through
@@ -29,7 +30,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use std::path::Path;
 use stile_edge::state::{Liveness, StateFile};
-use stile_edge::sync::{BatchOutcome, Model};
+use stile_edge::sync::{BatchOutcome, Model, PurgeTarget};
 use stile_proto::v1 as pb;
 use stile_proto::v1::control_message::Kind as Cm;
 
@@ -53,7 +54,11 @@ fn apply(model: &mut Model, batch: Vec<pb::ControlMessage>, now: u64) -> BatchOu
     }
     for p in &out.purges {
         assert!(p.version > before.version || !out.resets.is_empty(), "purge {} already seen", p.version);
-        assert!(stile_token::is_canonical(&p.prefix));
+        match &p.target {
+            PurgeTarget::Prefix(path) => assert!(stile_token::is_canonical(path) && path.ends_with('/')),
+            PurgeTarget::Path(path) => assert!(stile_token::is_canonical(path) && !path.ends_with('/')),
+            PurgeTarget::All => {}
+        }
     }
     if let Some((_, e)) = &out.nack {
         assert!(!e.to_string().is_empty());
@@ -139,7 +144,14 @@ fn target(t: pb::revocation_target::Target) -> Option<pb::RevocationTarget> {
     Some(pb::RevocationTarget { target: Some(t) })
 }
 
-/// A model at version 10 with two keys and one revocation of each kind.
+/// A purge of a prefix (`kind` `p`) or of one path (any other).
+fn purge(version: u64, kind: u8, path: &str) -> pb::Purge {
+    use pb::purge_target::Target as P;
+    let t = if kind == b'p' { P::Prefix(path.into()) } else { P::Path(path.into()) };
+    pb::Purge { version, target: Some(pb::PurgeTarget { target: Some(t) }), ..Default::default() }
+}
+
+/// A model at version 10 with two keys, one revocation of each kind and two purges.
 fn populated() -> Model {
     use pb::revocation_target::Target as T;
     let rev = |version, t, expires_at| pb::Revocation { version, target: target(t), expires_at, ..Default::default() };
@@ -157,7 +169,9 @@ fn populated() -> Model {
             ),
             rev(6, T::KeyId(3), 3_000),
         ],
-        reset: false,
+        purges: vec![purge(7, b'p', "/vod/abc/"), purge(9, b'e', "/vod/abc/seg.ts")],
+        purge_floor: 2,
+        ..Default::default()
     };
     m.apply_snapshot(&snap).expect("the populated model applies");
     m
@@ -186,12 +200,24 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
         let expires_at = if b[6] & 1 == 0 { 0 } else { u64::from(b[6]) * 10 };
         pb::Revocation { version, target: target(t), expires_at, ..Default::default() }
     };
-    let kind = match b[0] % 4 {
+    let kind = match b[0] % 5 {
         0 => {
             let keys = (0..b[5] % 3).map(|i| key(u32::from(i + (b[2] & 1)), b[6] | 1)).collect();
             let revocations = (0..b[7] % 4).map(|i| revocation(version.saturating_sub(u64::from(i)))).collect();
-            Cm::Snapshot(pb::Snapshot { version, keys, revocations, reset: b[7] & 0x80 != 0 })
+            let purges = (0..(b[7] >> 2) % 3)
+                .map(|i| purge(version.saturating_sub(u64::from(i)), if b[4] & 1 == 0 { b'p' } else { b'e' }, &value))
+                .collect();
+            let purge_floor = version.saturating_sub(u64::from(b[3] % 4));
+            Cm::Snapshot(pb::Snapshot { version, keys, revocations, reset: b[7] & 0x80 != 0, purges, purge_floor })
         }
+        3 => Cm::Delta(pb::Delta {
+            change: Some(pb::Change {
+                version,
+                kind: Some(pb::change::Kind::Purge(purge(version, if b[4] & 1 == 0 { b'p' } else { b'e' }, &value))),
+                ..Default::default()
+            }),
+            key: None,
+        }),
         1 => Cm::Delta(pb::Delta {
             change: Some(pb::Change {
                 version,

@@ -3,7 +3,7 @@
 //! `stile-control` and `stile-edge` libraries.
 //!
 //! - `control`, `edge`: the servers; `dev`: both plus a sample origin in one process.
-//! - client commands (`client`): `mint`, `revoke`, `revocations`, `keys`,
+//! - client commands (`client`): `mint`, `revoke`, `purge`, `revocations`, `keys`,
 //!   `assets`, `edges`, `audit`, `api-keys`, `config`; and `explain`.
 //! - `settings`: where client settings come from (flags > env > file > defaults).
 //!
@@ -58,6 +58,13 @@ enum Command {
     Revoke {
         #[command(flatten)]
         args: client::RevokeArgs,
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
+    /// Purge cached objects from every edge (a prefix, one path, or an asset) without revoking [role operator].
+    Purge {
+        #[command(flatten)]
+        args: client::PurgeArgs,
         #[command(flatten)]
         flags: ClientFlags,
     },
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
         Command::Edge(args) => return edge::run(args),
         Command::Mint { args, flags } => ("mint", flags, C::Mint(args)),
         Command::Revoke { args, flags } => ("revoke", flags, C::Revoke(args)),
+        Command::Purge { args, flags } => ("purge", flags, C::Purge(args)),
         Command::Revocations { cmd, flags } => ("revocations", flags, C::Revocations(cmd)),
         Command::Keys { cmd, flags } => ("keys", flags, C::Keys(cmd)),
         Command::Assets { cmd, flags } => ("assets", flags, C::Assets(cmd)),

@@ -1,7 +1,7 @@
 //! The README's five-minute tour, driven through the real binary: `stile dev`
 //! starts and prints links; each printed link plays through the edge with
-//! ffmpeg; the edge caches (a hit, then a purge with `stile revoke --prefix
-//! --purge --wait` makes the next request a miss); `stile revoke --wait` (over
+//! ffmpeg; the edge caches (a hit, then a purge with `stile purge --prefix
+//! --wait` makes the next request a miss); `stile revoke --wait` (over
 //! the push path) makes the next request fail with reason `revoked`;
 //! `stile explain` names the reason, who revoked, and why; Ctrl-C exits 0. Also
 //! the sample origin (media types, ranges, keep-alive, HLS and DASH from one
@@ -42,9 +42,9 @@ fn tour_play_revoke_explain() {
     });
     assert!(connected, "{:?}", dev.stile(&["edges", "ls"]));
 
-    // The edge caches: a hit, then a purge as printed (links issued over an hour ago
-    // under the prefix are revoked: none here) makes the next request a miss.
-    assert!(dev.banner.contains("--purge") && dev.banner.contains("x-stile-cache"), "{}", dev.banner);
+    // The edge caches: a hit, then a purge as printed (it revokes nothing) makes the
+    // next request a miss.
+    assert!(dev.banner.contains("stile purge") && dev.banner.contains("x-stile-cache"), "{}", dev.banner);
     let target = Dev::target(&dev.query_url);
     let cache = |want: &str| {
         let r = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
@@ -52,17 +52,7 @@ fn tour_play_revoke_explain() {
     };
     let _ = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
     cache("hit");
-    let r = dev.stile(&[
-        "revoke",
-        "--prefix",
-        "/vod/sample/",
-        "--before",
-        "-1h",
-        "--purge",
-        "--reason",
-        "new encode",
-        "--wait",
-    ]);
+    let r = dev.stile(&["purge", "--prefix", "/vod/sample/", "--reason", "new encode", "--wait"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("confirmed by all 1 expected edges"), "{}", r.stdout);
     cache("miss");

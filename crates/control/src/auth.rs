@@ -65,6 +65,8 @@ pub enum Rpc {
     ListApiKeys,
     /// ApiKeyService.Delete
     DeleteApiKey,
+    /// PurgeService.Purge
+    Purge,
 }
 
 impl Rpc {
@@ -84,7 +86,8 @@ impl Rpc {
             | Rpc::PutAsset
             | Rpc::SetAssetState
             | Rpc::ListEdges
-            | Rpc::ListAudit => &[Operator, Admin],
+            | Rpc::ListAudit
+            | Rpc::Purge => &[Operator, Admin],
             Rpc::Sync => &[Edge, Admin],
             Rpc::CreateApiKey | Rpc::ListApiKeys | Rpc::DeleteApiKey => &[Admin],
         }
@@ -105,6 +108,7 @@ impl Rpc {
                 | Rpc::Sync
                 | Rpc::CreateApiKey
                 | Rpc::DeleteApiKey
+                | Rpc::Purge
         )
     }
 
@@ -129,6 +133,7 @@ impl Rpc {
             Rpc::CreateApiKey => "ApiKeyService.Create",
             Rpc::ListApiKeys => "ApiKeyService.List",
             Rpc::DeleteApiKey => "ApiKeyService.Delete",
+            Rpc::Purge => "PurgeService.Purge",
         }
     }
 }
@@ -358,7 +363,9 @@ mod tests {
     fn role_table() {
         use Role::*;
         let can = |role, rpc: Rpc| rpc.allowed().contains(&role);
-        for rpc in [Rpc::Revoke, Rpc::RotateKey, Rpc::RetireKey, Rpc::PutAsset, Rpc::SetAssetState, Rpc::Sync] {
+        for rpc in
+            [Rpc::Revoke, Rpc::RotateKey, Rpc::RetireKey, Rpc::PutAsset, Rpc::SetAssetState, Rpc::Sync, Rpc::Purge]
+        {
             assert!(!can(Minter, rpc), "minter must not call {}", rpc.name());
         }
         assert!(!can(Operator, Rpc::Mint) && !can(Operator, Rpc::MintBatch), "operator privileges never mint");
@@ -381,7 +388,9 @@ mod tests {
             Rpc::CreateApiKey,
             Rpc::ListApiKeys,
             Rpc::DeleteApiKey,
+            Rpc::Purge,
         ];
+        assert!(can(Operator, Rpc::Purge) && Rpc::Purge.writes(), "purges are operator writes, audited when denied");
         for rpc in all {
             assert!(can(Admin, rpc));
             assert_eq!(can(Edge, rpc), rpc == Rpc::Sync, "edge may only sync: {}", rpc.name());

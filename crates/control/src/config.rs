@@ -229,6 +229,12 @@ pub struct SyncConfig {
     /// `RevocationService.Status`) this long after it was last heard from,
     /// seconds. 0: only connected edges are expected. Default 900.
     pub seen_window_secs: u64,
+    /// How long a purge stays in the snapshot after it was recorded, seconds:
+    /// an edge that reconnects with an older version within this window
+    /// applies exactly the purges it missed; one that was away longer (its
+    /// version below the newest purge dropped) empties its whole cache.
+    /// docs/sync-protocol.md, "Purges". Must be positive. Default 604800 (7 days).
+    pub purge_retention_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -243,6 +249,7 @@ impl Default for SyncConfig {
             revoke_wait_default_ms: 5_000,
             revoke_wait_max_ms: 60_000,
             seen_window_secs: 900,
+            purge_retention_secs: 7 * 86_400,
         }
     }
 }
@@ -493,6 +500,7 @@ impl SyncConfig {
             ("send_timeout_ms", self.send_timeout_ms),
             ("hello_timeout_ms", self.hello_timeout_ms),
             ("revoke_wait_max_ms", self.revoke_wait_max_ms),
+            ("purge_retention_secs", self.purge_retention_secs),
         ] {
             if value == 0 {
                 return bad(format!("sync.{field} must be positive"));

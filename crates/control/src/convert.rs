@@ -6,8 +6,8 @@ use stile_token::TokenId;
 use crate::error::ApiError;
 use crate::mint::{CountryLists, MintParams, MintedLink};
 use crate::model::{
-    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Revocation, Role, SigningKey,
-    Target,
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Purge, PurgeTarget, Revocation,
+    Role, SigningKey, Target,
 };
 
 impl From<AssetState> for pb::AssetState {
@@ -102,6 +102,31 @@ impl From<Revocation> for pb::Revocation {
     }
 }
 
+impl From<PurgeTarget> for pb::PurgeTarget {
+    fn from(t: PurgeTarget) -> pb::PurgeTarget {
+        use pb::purge_target::Target as T;
+        let target = match t {
+            PurgeTarget::Prefix(p) => T::Prefix(p),
+            PurgeTarget::Path(p) => T::Path(p),
+        };
+        pb::PurgeTarget { target: Some(target) }
+    }
+}
+
+impl From<Purge> for pb::Purge {
+    fn from(p: Purge) -> pb::Purge {
+        pb::Purge {
+            version: p.version,
+            target: Some(p.target.into()),
+            reason: p.reason,
+            actor: p.actor,
+            created_at: p.created_at,
+            expires_at: p.expires_at,
+            asset_id: p.asset_id,
+        }
+    }
+}
+
 impl From<Change> for pb::Change {
     fn from(c: Change) -> pb::Change {
         let kind = match c.kind {
@@ -109,6 +134,7 @@ impl From<Change> for pb::Change {
             ChangeKind::Key { key_id, state } => {
                 pb::change::Kind::Key(pb::KeyChange { key_id, state: pb::KeyState::from(state).into() })
             }
+            ChangeKind::Purge(p) => pb::change::Kind::Purge(p.into()),
         };
         pb::Change { version: c.version, at: c.at, actor: c.actor, kind: Some(kind) }
     }
@@ -129,6 +155,7 @@ impl From<AuditAction> for pb::AuditAction {
             AuditAction::AuthDenied => pb::AuditAction::AuthDenied,
             AuditAction::SyncRefused => pb::AuditAction::SyncRefused,
             AuditAction::SyncReplaced => pb::AuditAction::SyncReplaced,
+            AuditAction::Purge => pb::AuditAction::Purge,
         }
     }
 }
@@ -151,6 +178,7 @@ pub(crate) fn audit_action(value: i32) -> Result<Option<AuditAction>, ApiError> 
         pb::AuditAction::AuthDenied => Some(AuditAction::AuthDenied),
         pb::AuditAction::SyncRefused => Some(AuditAction::SyncRefused),
         pb::AuditAction::SyncReplaced => Some(AuditAction::SyncReplaced),
+        pb::AuditAction::Purge => Some(AuditAction::Purge),
     })
 }
 

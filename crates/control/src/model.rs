@@ -199,11 +199,52 @@ pub struct Revocation {
     pub expires_at: u64,
 }
 
+/// What a purge removes from the edges' caches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeTarget {
+    /// Every object under a canonical prefix ending in `/`.
+    Prefix(String),
+    /// The object at one canonical path (not ending in `/`).
+    Path(String),
+}
+
+impl fmt::Display for PurgeTarget {
+    /// The audit-log form: `prefix:…`, `path:…`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PurgeTarget::Prefix(p) => write!(f, "prefix:{p}"),
+            PurgeTarget::Path(p) => write!(f, "path:{p}"),
+        }
+    }
+}
+
+/// A cache purge as stored: it revokes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    /// Log version that recorded it; set by the store on append.
+    pub version: u64,
+    /// What it removes (an asset's purge: the asset's path prefix).
+    pub target: PurgeTarget,
+    /// The asset named by the operator, if one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub asset_id: String,
+    /// Why (may be empty).
+    pub reason: String,
+    /// Who.
+    pub actor: String,
+    /// When recorded, Unix seconds.
+    pub created_at: u64,
+    /// Until when snapshots carry it (`sync.purge_retention_secs` after
+    /// `created_at`), Unix seconds.
+    pub expires_at: u64,
+}
+
 /// What a change log entry records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
-    /// A revocation (also key retirements and purges).
+    /// A revocation (also key retirements, and path-prefix revocations that purge).
     Revocation(Revocation),
     /// A signing key changed state (no secret here).
     Key {
@@ -212,6 +253,8 @@ pub enum ChangeKind {
         /// New state.
         state: KeyState,
     },
+    /// A cache purge.
+    Purge(Purge),
 }
 
 /// One change log entry.
@@ -256,6 +299,8 @@ pub enum AuditAction {
     SyncRefused,
     /// A sync stream took over an edge id another stream held.
     SyncReplaced,
+    /// A cache purge.
+    Purge,
 }
 
 /// One audit event.

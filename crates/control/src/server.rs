@@ -19,6 +19,7 @@ use stile_proto::v1::audit_service_server::AuditServiceServer;
 use stile_proto::v1::edge_service_server::EdgeServiceServer;
 use stile_proto::v1::key_service_server::KeyServiceServer;
 use stile_proto::v1::link_service_server::LinkServiceServer;
+use stile_proto::v1::purge_service_server::PurgeServiceServer;
 use stile_proto::v1::revocation_service_server::RevocationServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -34,7 +35,7 @@ use crate::config::{Config, StoreBackend};
 use crate::error::ApiError;
 use crate::fleet::{Fleet, ReplicaFleet};
 use crate::metrics::{Metrics, RpcLayer};
-use crate::service::{ApiKeys, Assets, Audit, Edges, KeyRollout, Keys, Links, Revocations};
+use crate::service::{ApiKeys, Assets, Audit, Edges, KeyRollout, Keys, Links, Purges, Revocations};
 use crate::signing::SigningKeys;
 use crate::store::notify::{NotifyingStore, VersionWatch, raise};
 use crate::store::{RedbStore, RedisStore, ReplicaBus, Retention, Store, StoreError};
@@ -277,10 +278,18 @@ impl ControlPlane {
             replicas: Arc::clone(&self.replicas),
             sync: Arc::clone(&self.sync),
         };
+        let purges = Purges {
+            config: Arc::clone(&self.config),
+            auth: auth.clone(),
+            store: Arc::clone(store),
+            clock: Arc::clone(clock),
+            replicas: Arc::clone(&self.replicas),
+        };
         let audit = Audit { auth: auth.clone(), store: Arc::clone(store) };
         let api_keys = ApiKeys { auth: auth.clone(), store: Arc::clone(store), clock: Arc::clone(clock) };
         serving(&mut routes, &health, LinkServiceServer::new(links)).await;
         serving(&mut routes, &health, RevocationServiceServer::new(revocations)).await;
+        serving(&mut routes, &health, PurgeServiceServer::new(purges)).await;
         serving(&mut routes, &health, KeyServiceServer::new(keys)).await;
         serving(&mut routes, &health, AssetServiceServer::new(assets)).await;
         serving(&mut routes, &health, EdgeServiceServer::new(edges)).await;
@@ -423,6 +432,7 @@ async fn prune_once(store: &dyn Store, config: &Config, clock: &dyn Clock) -> Re
     if pruned != Default::default() {
         tracing::info!(
             revocations = pruned.revocations,
+            purges = pruned.purges,
             log_entries = pruned.log_entries,
             audit_events = pruned.audit_events,
             "prune"

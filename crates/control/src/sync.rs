@@ -578,17 +578,31 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Every verifying key with its secret and every live revocation, as of one version.
+    /// Every verifying key with its secret, every live revocation and every
+    /// retained purge, as of one version.
     async fn send_snapshot(&mut self) -> Result<Sent, SyncError> {
-        let Snapshot { version, keys, revocations } = self.ctx.store.snapshot().await?;
+        let Snapshot { version, keys, revocations, purges, purge_floor } = self.ctx.store.snapshot().await?;
         let now = self.ctx.clock.now_secs();
+        // A purge past its retention that the periodic prune has not dropped yet
+        // counts as dropped: the floor covers it.
+        let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
+        let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
         let snapshot = pb::Snapshot {
             version,
             keys: keys.iter().map(edge_key).collect(),
             revocations: revocations.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect(),
             reset: self.need == Need::Reset,
+            purges: retained.into_iter().map(Into::into).collect(),
+            purge_floor,
         };
-        tracing::info!(version, keys = snapshot.keys.len(), revocations = snapshot.revocations.len(), "sync.snapshot");
+        tracing::info!(
+            version,
+            keys = snapshot.keys.len(),
+            revocations = snapshot.revocations.len(),
+            purges = snapshot.purges.len(),
+            purge_floor,
+            "sync.snapshot"
+        );
         let reset = snapshot.reset;
         self.signals.offer(|b| b.offer_snapshot(version, reset));
         if reset {

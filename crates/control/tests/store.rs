@@ -9,7 +9,7 @@ use std::sync::Arc;
 use stile_control::auth::Role;
 use stile_control::config::RedisConfig;
 use stile_control::model::{
-    ApiKey, Asset, AssetState, AuditAction, AuditEvent, ChangeKind, KeyState, Revocation, Target,
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, ChangeKind, KeyState, Purge, PurgeTarget, Revocation, Target,
 };
 use stile_control::store::{
     AssetQuery, AuditQuery, Batch, LogRead, RedbStore, RedisStore, Retention, Store, StoreError, Write,
@@ -36,6 +36,7 @@ both_backends!(
     batches_see_their_own_earlier_writes,
     audit_queries_page_newest_first,
     concurrent_audit_records_are_all_read,
+    purges_are_logged_retained_and_floored,
 );
 
 async fn with_redb<F, Fut>(test: F)
@@ -69,6 +70,19 @@ fn revoke(token_id: u64, expires_at: u64) -> Write {
         expires_at,
     };
     Write::Append { at: 10, actor: "t".into(), kind: ChangeKind::Revocation(r) }
+}
+
+fn purge(target: PurgeTarget, asset_id: &str, expires_at: u64) -> Write {
+    let p = Purge {
+        version: 0,
+        target,
+        asset_id: asset_id.into(),
+        reason: "stale".into(),
+        actor: "ops".into(),
+        created_at: 10,
+        expires_at,
+    };
+    Write::Append { at: 10, actor: "ops".into(), kind: ChangeKind::Purge(p) }
 }
 
 fn asset(revision: u64) -> Asset {
@@ -335,4 +349,43 @@ async fn audit_queries_page_newest_first(store: Arc<dyn Store>) {
     assert_eq!(revokes.iter().map(|e| e.at).collect::<Vec<_>>(), [20]);
     let email = list(AuditQuery { limit: 10, channel: Some("email".into()), ..Default::default() }).await;
     assert_eq!(email.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+}
+
+async fn purges_are_logged_retained_and_floored(store: Arc<dyn Store>) {
+    let writes = vec![
+        purge(PurgeTarget::Prefix("/vod/abc/".into()), "abc", 100),
+        revoke(1, 1000),
+        purge(PurgeTarget::Path("/vod/x/seg3.ts".into()), "", 300),
+    ];
+    let committed = store.commit(Batch { writes, audit: vec![] }).await.unwrap();
+    assert_eq!(committed.changes.iter().map(|c| c.version).collect::<Vec<_>>(), [1, 2, 3]);
+    let ChangeKind::Purge(first) = &committed.changes[0].kind else { panic!("{:?}", committed.changes[0]) };
+    assert_eq!((first.version, first.asset_id.as_str()), (1, "abc"), "the store writes the version in");
+
+    // The log carries them with their versions, exactly as committed.
+    let LogRead::Changes(log) = store.log_since(0, 10).await.unwrap() else { panic!() };
+    assert_eq!(log, committed.changes);
+    assert!(matches!(&log[2].kind, ChangeKind::Purge(p) if p.target == PurgeTarget::Path("/vod/x/seg3.ts".into())
+        && p.version == 3 && p.reason == "stale" && p.expires_at == 300));
+
+    // The snapshot holds them in version order; purges are not revocations.
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.purges.iter().map(|p| p.version).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(snap.purges[0], *first);
+    assert_eq!(snap.purge_floor, 0);
+    assert_eq!(store.revocations(0, 10).await.unwrap().iter().map(|r| r.version).collect::<Vec<_>>(), [2]);
+
+    // Past its retention a purge leaves the snapshot and raises the floor to its version.
+    let retention = Retention { log_entries: 100, audit_events: 10, audit_max_age_secs: 1000 };
+    let pruned = store.prune(150, retention).await.unwrap();
+    assert_eq!((pruned.purges, pruned.revocations, pruned.log_entries), (1, 0, 0));
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!((snap.purges.iter().map(|p| p.version).collect::<Vec<_>>(), snap.purge_floor), (vec![3], 1));
+    let pruned = store.prune(400, retention).await.unwrap();
+    assert_eq!(pruned.purges, 1);
+    let snap = store.snapshot().await.unwrap();
+    assert!(snap.purges.is_empty());
+    assert_eq!((snap.purge_floor, snap.version), (3, 3), "the floor only rises; versions never change");
+    assert_eq!(store.prune(500, retention).await.unwrap().purges, 0);
+    assert_eq!(store.snapshot().await.unwrap().purge_floor, 3);
 }

@@ -1,4 +1,4 @@
-//! The client commands: `mint`, `revoke`, `revocations`, `keys`, `assets`,
+//! The client commands: `mint`, `revoke`, `purge`, `revocations`, `keys`, `assets`,
 //! `edges`, `audit`, `api-keys` and `config` (and the connection `explain`
 //! uses). Each talks gRPC `stile.v1` to the control plane with a bearer API
 //! key, prints aligned tables for people or one JSON document with `--json`,
@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::settings::{ClientFlags, Settings};
 
 pub(crate) use links::MintArgs;
-pub(crate) use ops::{ApiKeysCmd, AssetsCmd, AuditCmd, EdgesCmd, KeysCmd, RevocationsCmd, RevokeArgs};
+pub(crate) use ops::{ApiKeysCmd, AssetsCmd, AuditCmd, EdgesCmd, KeysCmd, PurgeArgs, RevocationsCmd, RevokeArgs};
 pub(crate) use ops::{
     asset_state as output_asset_state, key_state as key_state_name, list_keys as ops_list_keys,
     list_revocations as ops_list_revocations, target_text as revocation_target_text,
@@ -33,6 +33,7 @@ pub(crate) use ops::{
 pub(crate) enum Command {
     Mint(MintArgs),
     Revoke(RevokeArgs),
+    Purge(PurgeArgs),
     Revocations(RevocationsCmd),
     Keys(KeysCmd),
     Assets(AssetsCmd),
@@ -57,6 +58,7 @@ pub(crate) fn run(name: &str, flags: &ClientFlags, command: Command) -> ExitCode
         match command {
             Command::Mint(a) => links::mint(&settings, a).await,
             Command::Revoke(a) => ops::revoke(&settings, a).await,
+            Command::Purge(a) => ops::purge(&settings, a).await,
             Command::Revocations(c) => ops::revocations(&settings, c).await,
             Command::Keys(c) => ops::keys(&settings, c).await,
             Command::Assets(c) => ops::assets(&settings, c).await,

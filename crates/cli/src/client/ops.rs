@@ -1,4 +1,4 @@
-//! Operator and admin commands: `revoke`, `revocations`, `keys`, `assets`,
+//! Operator and admin commands: `revoke`, `purge`, `revocations`, `keys`, `assets`,
 //! `edges`, `audit`, `api-keys`, and `config` (the effective client settings).
 
 use std::time::Duration;
@@ -11,6 +11,7 @@ use stile_proto::v1::asset_service_client::AssetServiceClient;
 use stile_proto::v1::audit_service_client::AuditServiceClient;
 use stile_proto::v1::edge_service_client::EdgeServiceClient;
 use stile_proto::v1::key_service_client::KeyServiceClient;
+use stile_proto::v1::purge_service_client::PurgeServiceClient;
 use stile_proto::v1::revocation_service_client::RevocationServiceClient;
 
 use super::output::{Table, parse_duration, parse_time, relative, rfc3339, utc};
@@ -112,10 +113,7 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
     } else {
         return Err(Failure::usage("nothing to revoke"));
     };
-    let wait_timeout_ms = match &a.deadline {
-        Some(d) => deadline_ms(d)?,
-        None => 0,
-    };
+    let wait_timeout_ms = wait_timeout(a.deadline.as_deref())?;
     let client = Client::connect(settings, "operator").await?;
     let req = pb::RevokeRequest {
         target: Some(pb::RevocationTarget { target: Some(target) }),
@@ -130,18 +128,13 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         .map_err(|s| client.fail(&s))?
         .into_inner();
     let r = resp.revocation.clone().unwrap_or_default();
-    let confirmation = resp.confirmation.clone().unwrap_or_default();
-    let outcome = if a.wait { confirmation_outcome(&confirmation) } else { Ok(()) };
+    let waited = a.wait.then(|| Waited::of(resp.confirmation.clone(), resp.waited_ms, &resp.lagging));
     if settings.json() {
         let mut doc = json!({ "version": resp.version, "revocation": revocation_json(&r) });
         if a.wait {
-            doc["waited_ms"] = resp.waited_ms.into();
-            doc["lagging"] = json!(resp.lagging);
             doc["edges"] = resp.edges.iter().map(edge_ack_json).collect();
-            doc["confirmation"] = confirmation_json(&confirmation);
         }
-        print_json(&doc);
-        return outcome;
+        return print_json_waited(doc, waited.as_ref());
     }
     println!("revoked {} — version {}", target_text(r.target.as_ref()), resp.version);
     println!("  by {} at {}, reason: {}", r.actor, utc(r.created_at), r.reason);
@@ -150,17 +143,164 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
         utc(r.expires_at),
         relative(r.expires_at, now)
     );
-    if !a.wait {
-        println!("  rollout to edges: stile revocations status {}", resp.version);
-        return Ok(());
+    print_waited(waited.as_ref(), resp.version, "revocation", "emergency revoke")
+}
+
+// ------------------------------------------------------------------- purge
+
+/// Arguments of `stile purge`: exactly one target.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["prefix", "path", "asset"])))]
+pub(crate) struct PurgeArgs {
+    /// Every cached object under this canonical path prefix (ending in /).
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// The cached object at exactly this canonical path (every query variant of it).
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Every cached object under an asset's path (`stile assets get ID`).
+    #[arg(long, value_name = "ID")]
+    asset: Option<String>,
+    /// Why (up to 200 characters); recorded in the change log and the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Return only once every expected edge (connected, or seen within the
+    /// control plane's `sync.seen_window_secs`) has applied the purge; else
+    /// name the edges that did not by --deadline (exit 4; exit 5 when no edge did).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the longest wait, e.g. 2s, 500ms (default: the control
+    /// plane's `sync.revoke_wait_default_ms`).
+    #[arg(long, value_name = "DURATION", requires = "wait")]
+    deadline: Option<String>,
+    #[command(flatten)]
+    expect: ExpectArgs,
+}
+
+/// A `--prefix` or `--path` as the edges store it: canonical, and a prefix ends
+/// with `/` while a path does not. The control plane checks the same.
+fn purge_path(flag: &str, raw: &str, prefix: bool) -> Result<String, Failure> {
+    let canonical = stile_token::canonicalize_path(raw.as_bytes())
+        .map_err(|e| Failure::usage(format!("--{flag} {raw:?}: {e}")).hint("give a canonical path starting with /"))?;
+    if canonical != raw {
+        return Err(Failure::usage(format!("--{flag} {raw:?} is not canonical"))
+            .hint(format!("the edges cache it as {canonical:?}")));
     }
-    println!("  {} after {} ms", confirmation.summary, resp.waited_ms);
-    print_confirmation_edges(&confirmation);
-    outcome.map_err(|f| {
+    match (prefix, raw.ends_with('/')) {
+        (true, false) => {
+            Err(Failure::usage(format!("--prefix {raw:?} must end with / (it matches whole path segments)"))
+                .hint(format!("one object: --path {raw}")))
+        }
+        (false, true) => {
+            Err(Failure::usage(format!("--path {raw:?} ends with /")).hint(format!("a tree: --prefix {raw}")))
+        }
+        _ => Ok(raw.to_owned()),
+    }
+}
+
+pub(crate) async fn purge(settings: &Settings, a: PurgeArgs) -> Result<(), Failure> {
+    use pb::purge_request::Target as T;
+    if !a.wait && a.expect.request().is_some() {
+        return Err(Failure::usage("--min-edges and --expect-edge apply to --wait"));
+    }
+    let target = match (a.prefix, a.path, a.asset) {
+        (Some(p), None, None) => T::Prefix(purge_path("prefix", &p, true)?),
+        (None, Some(p), None) => T::Path(purge_path("path", &p, false)?),
+        (None, None, Some(id)) => T::AssetId(id),
+        _ => return Err(Failure::usage("give exactly one of --prefix, --path, --asset")),
+    };
+    let wait_timeout_ms = wait_timeout(a.deadline.as_deref())?;
+    let client = Client::connect(settings, "operator").await?;
+    let req = pb::PurgeRequest {
+        target: Some(target),
+        reason: a.reason,
+        wait: a.wait,
+        wait_timeout_ms,
+        expect: a.expect.request(),
+    };
+    let resp = PurgeServiceClient::new(client.channel.clone())
+        .purge(client.req(req))
+        .await
+        .map_err(|s| client.fail(&s))?
+        .into_inner();
+    let p = resp.purge.clone().unwrap_or_default();
+    let waited = a.wait.then(|| Waited::of(resp.confirmation.clone(), resp.waited_ms, &resp.lagging));
+    if settings.json() {
+        return print_json_waited(json!({ "version": resp.version, "purge": purge_json(&p) }), waited.as_ref());
+    }
+    println!("purged {} — version {}", purge_target_text(&p), resp.version);
+    let reason = if p.reason.is_empty() { String::new() } else { format!(", reason: {}", p.reason) };
+    println!("  by {} at {}{reason}; links stay valid (nothing revoked)", p.actor, utc(p.created_at));
+    print_waited(waited.as_ref(), resp.version, "purge", "cache invalidation")
+}
+
+/// What a `--wait` answered.
+struct Waited {
+    confirmation: pb::Confirmation,
+    waited_ms: u32,
+    lagging: Vec<String>,
+}
+
+impl Waited {
+    fn of(confirmation: Option<pb::Confirmation>, waited_ms: u32, lagging: &[String]) -> Waited {
+        Waited { confirmation: confirmation.unwrap_or_default(), waited_ms, lagging: lagging.to_vec() }
+    }
+}
+
+/// `--deadline` in milliseconds; 0 (the control plane's default) without one.
+fn wait_timeout(deadline: Option<&str>) -> Result<u32, Failure> {
+    deadline.map_or(Ok(0), deadline_ms)
+}
+
+/// Prints `doc` with the wait's fields, and exits as the confirmation says.
+fn print_json_waited(mut doc: serde_json::Value, waited: Option<&Waited>) -> Result<(), Failure> {
+    let Some(w) = waited else {
+        print_json(&doc);
+        return Ok(());
+    };
+    doc["waited_ms"] = w.waited_ms.into();
+    doc["lagging"] = json!(w.lagging);
+    doc["confirmation"] = confirmation_json(&w.confirmation);
+    print_json(&doc);
+    confirmation_outcome(&w.confirmation)
+}
+
+/// The rollout lines of a durable change (`what`, at `version`): how to follow
+/// it, or the wait's summary and the edges that did not confirm, and the exit.
+fn print_waited(waited: Option<&Waited>, version: u64, what: &str, runbook: &str) -> Result<(), Failure> {
+    let Some(w) = waited else {
+        println!("  rollout to edges: stile revocations status {version}");
+        return Ok(());
+    };
+    println!("  {} after {} ms", w.confirmation.summary, w.waited_ms);
+    print_confirmation_edges(&w.confirmation);
+    confirmation_outcome(&w.confirmation).map_err(|f| {
         f.hint(format!(
-            "the revocation is durable and reaches edges as they connect; follow with `stile revocations status {}` (docs/operations.md, emergency revoke)",
-            resp.version
+            "the {what} is durable and reaches edges as they connect; follow with `stile revocations status {version}` (docs/operations.md, {runbook})"
         ))
+    })
+}
+
+fn purge_target_text(p: &pb::Purge) -> String {
+    use pb::purge_target::Target as T;
+    let what = match p.target.as_ref().and_then(|t| t.target.as_ref()) {
+        Some(T::Prefix(prefix)) => format!("prefix {prefix}"),
+        Some(T::Path(path)) => format!("path {path}"),
+        None => "?".into(),
+    };
+    if p.asset_id.is_empty() { what } else { format!("asset {} ({what})", p.asset_id) }
+}
+
+fn purge_json(p: &pb::Purge) -> serde_json::Value {
+    use pb::purge_target::Target as T;
+    let (kind, path) = match p.target.as_ref().and_then(|t| t.target.as_ref()) {
+        Some(T::Prefix(prefix)) => ("prefix", prefix.as_str()),
+        Some(T::Path(path)) => ("path", path.as_str()),
+        None => ("", ""),
+    };
+    json!({
+        "version": p.version, "kind": kind, "path": path, "asset_id": p.asset_id, "reason": p.reason,
+        "actor": p.actor, "created_at": p.created_at, "retained_until": p.expires_at,
     })
 }
 
@@ -709,7 +849,7 @@ pub(crate) struct AuditTailArgs {
     follow: bool,
 }
 
-const AUDIT_ACTIONS: [&str; 12] = [
+const AUDIT_ACTIONS: [&str; 13] = [
     "mint",
     "mint_batch",
     "revoke",
@@ -722,6 +862,7 @@ const AUDIT_ACTIONS: [&str; 12] = [
     "auth_denied",
     "sync_refused",
     "sync_replaced",
+    "purge",
 ];
 
 fn audit_action(s: i32) -> String {

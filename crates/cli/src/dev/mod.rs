@@ -536,8 +536,8 @@ fn banner(
         String::new(),
         format!("  {curl_cmd} -s -o /dev/null -D - '{q}' | grep -i x-stile-cache    # miss, then hit: the edge caches"),
         format!(
-            "  stile revoke --server {server} --api-key {op} --prefix {ASSET_PATH} --before -1h --purge \
-             --reason 'new encode' --wait    # purge: the next request is a miss"
+            "  stile purge --server {server} --api-key {op} --prefix {ASSET_PATH} --reason 'new encode' \
+             --wait    # purge: the next request is a miss, the link still plays"
         ),
         String::new(),
         format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),

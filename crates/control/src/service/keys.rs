@@ -360,7 +360,7 @@ impl KeyRollout {
             .into_iter()
             .find_map(|c| match c.kind {
                 ChangeKind::Revocation(r) => Some(r),
-                ChangeKind::Key { .. } => None,
+                ChangeKind::Key { .. } | ChangeKind::Purge(_) => None,
             })
             .ok_or_else(|| ApiError::Internal("store did not return the key revocation".into()))?;
         tracing::info!(caller = %actor, key.id = key_id, version = revocation.version, "keys.retire");

@@ -14,6 +14,7 @@ mod audit;
 mod edges;
 mod keys;
 mod links;
+mod purges;
 mod revocations;
 
 pub(crate) use self::api_keys::ApiKeys;
@@ -22,8 +23,12 @@ pub(crate) use self::audit::Audit;
 pub(crate) use self::edges::Edges;
 pub(crate) use self::keys::{KeyRollout, Keys};
 pub(crate) use self::links::Links;
+pub(crate) use self::purges::Purges;
 pub(crate) use self::revocations::Revocations;
+use crate::config::Config;
+use crate::confirm::{Expectation, confirm, lagging};
 use crate::error::ApiError;
+use crate::fleet::ReplicaFleet;
 
 /// Page size from a request's `limit`: 0 means 100, capped at 1000.
 pub(crate) fn page_limit(limit: u32) -> usize {
@@ -41,4 +46,54 @@ pub(crate) fn check_reason(reason: &str, required: bool) -> Result<(), ApiError>
         return Err(ApiError::InvalidArgument(format!("reason must be {what} characters, got {len}")));
     }
     Ok(())
+}
+
+/// What a `wait` found: the confirmation, the expected edges that had not
+/// applied the version, and how long it waited.
+pub(crate) struct Waited {
+    pub(crate) confirmation: stile_proto::v1::Confirmation,
+    pub(crate) lagging: Vec<String>,
+    pub(crate) waited_ms: u32,
+}
+
+/// Waits until every expected edge applied `version` or the deadline
+/// (`timeout_ms`; 0: `sync.revoke_wait_default_ms`, capped at
+/// `sync.revoke_wait_max_ms`), and logs the verdict as `<what>.confirmed` or
+/// `<what>.not_confirmed`. Shared by `Revoke` and `Purge`.
+pub(crate) async fn wait_for_edges(
+    config: &Config,
+    replicas: &ReplicaFleet,
+    version: u64,
+    expect: &Expectation,
+    timeout_ms: u32,
+    what: &'static str,
+) -> Waited {
+    use stile_proto::v1::ConfirmationVerdict as V;
+    let ms = match timeout_ms {
+        0 => config.sync.revoke_wait_default_ms,
+        n => u64::from(n).min(config.sync.revoke_wait_max_ms),
+    };
+    let started = tokio::time::Instant::now();
+    let window = replicas.window_secs();
+    let confirmed = |edges: &[_]| confirm(version, edges, expect, window).verdict() == V::Confirmed;
+    let known = replicas.wait_until(started + std::time::Duration::from_millis(ms), confirmed).await;
+    let c = confirm(version, &known, expect, window);
+    let waited_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    let lagging = lagging(&c);
+    if c.verdict() == V::Confirmed {
+        tracing::info!(what, version, edges = c.confirmed, waited_ms, "{what}.confirmed");
+    } else {
+        tracing::warn!(
+            what,
+            version,
+            verdict = c.verdict().as_str_name(),
+            confirmed = c.confirmed,
+            expected = c.expected,
+            lagging = ?lagging,
+            waited_ms,
+            summary = %c.summary,
+            "{what}.not_confirmed"
+        );
+    }
+    Waited { confirmation: c, lagging, waited_ms }
 }

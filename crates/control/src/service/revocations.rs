@@ -4,18 +4,16 @@
 //! what it was confirmed by: `crate::confirm`), List, Status.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use stile_proto::v1 as pb;
 use stile_proto::v1::revocation_service_server::RevocationService;
 use stile_token::{TokenId, canonicalize_path};
 use tonic::{Request, Response, Status};
 
-use super::{KeyRollout, check_reason, page_limit};
+use super::{KeyRollout, check_reason, page_limit, wait_for_edges};
 use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::confirm::{Expectation, confirm, edge_ack, lagging};
+use crate::confirm::{Expectation, edge_ack};
 use crate::error::ApiError;
 use crate::fleet::ReplicaFleet;
 use crate::metrics::Metrics;
@@ -73,35 +71,11 @@ impl RevocationService for Revocations {
         tracing::info!(caller = %caller.name, target = %revocation.target, version, "revoke");
         let mut response = pb::RevokeResponse { revocation: Some(revocation.into()), version, ..Default::default() };
         if let Some(expect) = expect {
-            let c = &self.config.sync;
-            let ms = match req.wait_timeout_ms {
-                0 => c.revoke_wait_default_ms,
-                n => u64::from(n).min(c.revoke_wait_max_ms),
-            };
-            let started = tokio::time::Instant::now();
-            let window = self.replicas.window_secs();
-            let confirmed =
-                |edges: &[_]| confirm(version, edges, &expect, window).verdict() == pb::ConfirmationVerdict::Confirmed;
-            let known = self.replicas.wait_until(started + Duration::from_millis(ms), confirmed).await;
-            let c = confirm(version, &known, &expect, window);
-            response.waited_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-            response.lagging = lagging(&c);
-            response.edges = c.edges.clone();
-            if c.verdict() == pb::ConfirmationVerdict::Confirmed {
-                tracing::info!(version, edges = c.confirmed, waited_ms = response.waited_ms, "revoke.confirmed");
-            } else {
-                tracing::warn!(
-                    version,
-                    verdict = c.verdict().as_str_name(),
-                    confirmed = c.confirmed,
-                    expected = c.expected,
-                    lagging = ?response.lagging,
-                    waited_ms = response.waited_ms,
-                    summary = %c.summary,
-                    "revoke.not_confirmed"
-                );
-            }
-            response.confirmation = Some(c);
+            let w = wait_for_edges(&self.config, &self.replicas, version, &expect, req.wait_timeout_ms, "revoke").await;
+            response.waited_ms = w.waited_ms;
+            response.lagging = w.lagging;
+            response.edges = w.confirmation.edges.clone();
+            response.confirmation = Some(w.confirmation);
         }
         Ok(Response::new(response))
     }

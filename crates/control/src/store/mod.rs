@@ -25,7 +25,9 @@ use std::pin::Pin;
 
 pub use self::redb::RedbStore;
 pub use self::redis::{RedisConfig, RedisStore};
-use crate::model::{ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, Revocation, SigningKey};
+use crate::model::{
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, Purge, Revocation, SigningKey,
+};
 
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -62,7 +64,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Up to `limit` changes after `version`, in order.
     fn log_since(&self, version: u64, limit: usize) -> StoreFuture<'_, LogRead>;
 
-    /// Every key that verifies and every revocation in force, as of one version.
+    /// Every key that verifies, every revocation in force and every retained
+    /// purge, as of one version.
     fn snapshot(&self) -> StoreFuture<'_, Snapshot>;
 
     /// Revocations in force with a version above `after_version`, in order.
@@ -71,8 +74,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Audit events matching the query, newest first.
     fn audit(&self, query: AuditQuery) -> StoreFuture<'_, Vec<AuditEvent>>;
 
-    /// Drops expired revocations, change log entries beyond retention, and audit
-    /// events beyond retention. The log's versions never change.
+    /// Drops expired revocations, purges past their retention (raising the
+    /// purge floor to the newest one dropped), change log entries beyond
+    /// retention, and audit events beyond retention. The log's versions never
+    /// change.
     fn prune(&self, now: u64, retention: Retention) -> StoreFuture<'_, Pruned>;
 }
 
@@ -124,7 +129,8 @@ pub enum Write {
         create: bool,
     },
     /// Appends a change; the store assigns the next version (and writes it
-    /// into a revocation's `version`). Revocations also enter the live set.
+    /// into a revocation's or purge's `version`). Revocations also enter the
+    /// live set, purges the retained set (until their `expires_at`).
     Append {
         /// When, Unix seconds.
         at: u64,
@@ -176,6 +182,10 @@ pub struct Snapshot {
     pub keys: Vec<SigningKey>,
     /// Revocations in force.
     pub revocations: Vec<Revocation>,
+    /// Purges still retained, in version order.
+    pub purges: Vec<Purge>,
+    /// The highest version of a purge dropped by retention (0: none).
+    pub purge_floor: u64,
 }
 
 /// Filters for [`Store::assets`].
@@ -224,6 +234,8 @@ pub struct Retention {
 pub struct Pruned {
     /// Expired revocations dropped from the live set.
     pub revocations: u64,
+    /// Purges dropped from the retained set.
+    pub purges: u64,
     /// Change log entries dropped.
     pub log_entries: u64,
     /// Audit events dropped.

@@ -21,7 +21,7 @@ use super::{
     Write,
 };
 use crate::locks;
-use crate::model::{ApiKey, Asset, AuditEvent, Change, ChangeKind, KeyState, Revocation, SigningKey};
+use crate::model::{ApiKey, Asset, AuditEvent, Change, ChangeKind, KeyState, Purge, Revocation, SigningKey};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
@@ -30,10 +30,13 @@ const SIGNING_KEYS: TableDefinition<u32, &[u8]> = TableDefinition::new("signing_
 const ASSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("assets");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const REVOCATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("revocations");
+const PURGES: TableDefinition<u64, &[u8]> = TableDefinition::new("purges");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// Newest change log version.
 const META_VERSION: &str = "log.version";
+/// Highest version of a purge dropped by retention.
+const META_PURGE_FLOOR: &str = "purge.floor";
 /// Last audit sequence number handed out.
 const META_AUDIT_SEQ: &str = "audit.seq";
 
@@ -116,6 +119,7 @@ impl RedbStore {
             txn.open_table(ASSETS).map_err(backend)?;
             txn.open_table(LOG).map_err(backend)?;
             txn.open_table(REVOCATIONS).map_err(backend)?;
+            txn.open_table(PURGES).map_err(backend)?;
             txn.open_table(AUDIT).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
@@ -290,15 +294,20 @@ impl Store for RedbStore {
 
     fn snapshot(&self) -> StoreFuture<'_, super::Snapshot> {
         self.blocking(|db| {
-            // One read transaction: keys, revocations and version agree.
+            // One read transaction: keys, revocations, purges and version agree.
             let txn = db.begin_read().map_err(backend)?;
-            let version = meta(&txn.open_table(META).map_err(backend)?, META_VERSION)?;
+            let meta_t = txn.open_table(META).map_err(backend)?;
+            let version = meta(&meta_t, META_VERSION)?;
+            let purge_floor = meta(&meta_t, META_PURGE_FLOOR)?;
             let keys: Vec<SigningKey> = values(&txn.open_table(SIGNING_KEYS).map_err(backend)?, "signing_keys")?;
             let revocations = values(&txn.open_table(REVOCATIONS).map_err(backend)?, "revocations")?;
+            let purges = values(&txn.open_table(PURGES).map_err(backend)?, "purges")?;
             Ok(Snapshot {
                 version,
                 keys: keys.into_iter().filter(|k| k.state != KeyState::Retired).collect(),
                 revocations,
+                purges,
+                purge_floor,
             })
         })
     }
@@ -353,22 +362,29 @@ impl Store for RedbStore {
                 let mut pruned = Pruned::default();
                 {
                     let mut revocations = txn.open_table(REVOCATIONS).map_err(backend)?;
-                    let mut corrupt = None;
-                    revocations
-                        .retain(|_, v| match serde_json::from_slice::<Revocation>(v) {
-                            Ok(r) if r.expires_at <= now => {
-                                pruned.revocations += 1;
-                                false
-                            }
-                            Ok(_) => true,
-                            Err(e) => {
-                                corrupt = Some(e.to_string());
-                                true
-                            }
-                        })
-                        .map_err(backend)?;
-                    if let Some(message) = corrupt {
-                        return Err(StoreError::Corrupt { table: "revocations", message });
+                    retain_unexpired(
+                        &mut revocations,
+                        "revocations",
+                        now,
+                        |r: &Revocation| (r.expires_at, r.version),
+                        |_| pruned.revocations += 1,
+                    )?;
+                    let mut purges = txn.open_table(PURGES).map_err(backend)?;
+                    let mut floor = 0;
+                    retain_unexpired(
+                        &mut purges,
+                        "purges",
+                        now,
+                        |p: &Purge| (p.expires_at, p.version),
+                        |version| {
+                            pruned.purges += 1;
+                            floor = floor.max(version);
+                        },
+                    )?;
+                    if floor > 0 {
+                        let mut meta_t = txn.open_table(META).map_err(backend)?;
+                        let floor = floor.max(meta(&meta_t, META_PURGE_FLOOR)?);
+                        meta_t.insert(META_PURGE_FLOOR, floor).map_err(backend)?;
                     }
 
                     let mut log = txn.open_table(LOG).map_err(backend)?;
@@ -436,10 +452,18 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
                 }
                 Write::Append { at, actor, mut kind } => {
                     version += 1;
-                    if let ChangeKind::Revocation(r) = &mut kind {
-                        r.version = version;
-                        let mut t = txn.open_table(REVOCATIONS).map_err(backend)?;
-                        t.insert(version, encode(r)?.as_slice()).map_err(backend)?;
+                    match &mut kind {
+                        ChangeKind::Revocation(r) => {
+                            r.version = version;
+                            let mut t = txn.open_table(REVOCATIONS).map_err(backend)?;
+                            t.insert(version, encode(r)?.as_slice()).map_err(backend)?;
+                        }
+                        ChangeKind::Purge(p) => {
+                            p.version = version;
+                            let mut t = txn.open_table(PURGES).map_err(backend)?;
+                            t.insert(version, encode(p)?.as_slice()).map_err(backend)?;
+                        }
+                        ChangeKind::Key { .. } => {}
                     }
                     let change = Change { version, at, actor, kind };
                     let mut t = txn.open_table(LOG).map_err(backend)?;
@@ -473,6 +497,34 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
     let mut audit = batch.audit;
     append_audit(txn, &mut audit)?;
     Ok(committed)
+}
+
+/// Drops the records of a live set (`version` → JSON) whose expiry is at or
+/// before `now`, calling `dropped` with each one's version.
+fn retain_unexpired<T: DeserializeOwned>(
+    table: &mut redb::Table<'_, u64, &'static [u8]>,
+    name: &'static str,
+    now: u64,
+    expiry: impl Fn(&T) -> (u64, u64),
+    mut dropped: impl FnMut(u64),
+) -> Result<(), StoreError> {
+    let mut corrupt = None;
+    table
+        .retain(|_, v| match serde_json::from_slice::<T>(v) {
+            Ok(record) => {
+                let (expires_at, version) = expiry(&record);
+                if expires_at <= now {
+                    dropped(version);
+                }
+                expires_at > now
+            }
+            Err(e) => {
+                corrupt = Some(e.to_string());
+                true
+            }
+        })
+        .map_err(backend)?;
+    corrupt.map_or(Ok(()), |message| Err(StoreError::Corrupt { table: name, message }))
 }
 
 /// Appends `events`, numbering them (their `seq` is set in place).

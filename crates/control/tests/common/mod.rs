@@ -120,6 +120,10 @@ impl Server {
         pb::revocation_service_client::RevocationServiceClient::new(self.channel().await)
     }
 
+    pub async fn purges(&self) -> pb::purge_service_client::PurgeServiceClient<Channel> {
+        pb::purge_service_client::PurgeServiceClient::new(self.channel().await)
+    }
+
     pub async fn keys(&self) -> pb::key_service_client::KeyServiceClient<Channel> {
         pb::key_service_client::KeyServiceClient::new(self.channel().await)
     }

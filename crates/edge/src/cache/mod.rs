@@ -149,7 +149,7 @@ impl Cache {
     pub(crate) fn purge(&self, target: &PurgeTarget) {
         self.purges.purge(target);
         self.metrics.purged(target.label());
-        tracing::info!(purge.kind = target.label(), purge.path = target_path(target), "cache.purged");
+        tracing::info!(purge.kind = target.label(), purge.path = target.path(), "cache.purged");
     }
 
     /// The cache status of a request, from Pingora's cache phase.
@@ -192,11 +192,4 @@ impl Cache {
 
 fn skip_reason(skip: Skip) -> pingora::cache::NoCacheReason {
     skip.reason()
-}
-
-fn target_path(t: &PurgeTarget) -> &str {
-    match t {
-        PurgeTarget::Prefix(p) | PurgeTarget::Path(p) => p,
-        PurgeTarget::All => "*",
-    }
 }

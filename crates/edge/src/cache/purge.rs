@@ -46,8 +46,16 @@ impl PurgeTarget {
         }
     }
 
+    /// The canonical path or prefix it names (`*` for everything), for logs.
+    pub fn path(&self) -> &str {
+        match self {
+            PurgeTarget::Prefix(p) | PurgeTarget::Path(p) => p,
+            PurgeTarget::All => "*",
+        }
+    }
+
     /// The metric label.
-    pub(crate) fn label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             PurgeTarget::Prefix(_) => "prefix",
             PurgeTarget::Path(_) => "path",

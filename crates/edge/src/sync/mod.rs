@@ -53,7 +53,8 @@ pub use self::model::{ApplyError, BatchOutcome, Model, Purge};
 use self::persist::CacheWriter;
 pub(crate) use self::persist::{Initial, load_cache};
 use self::session::{Session, SyncError};
-use crate::cache::{Cache, PurgeTarget};
+use crate::cache::Cache;
+pub use crate::cache::PurgeTarget;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::state::{Liveness, SharedState, StateFile};
@@ -275,9 +276,14 @@ impl SyncClient {
         for p in &batch.purges {
             // Applied to the cache before the batch is ACKed: once the control plane
             // hears the ACK, no lookup here returns what the purge matches.
-            tracing::info!(version = p.version, prefix = %p.prefix, "sync.purge");
+            tracing::info!(
+                version = p.version,
+                purge.kind = p.target.label(),
+                purge.path = p.target.path(),
+                "sync.purge"
+            );
             if let Some(objects) = self.objects {
-                objects.purge(&PurgeTarget::from_prefix(&p.prefix));
+                objects.purge(&p.target);
             }
             self.sync_metrics.purge(p.version);
         }

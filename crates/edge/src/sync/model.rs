@@ -21,6 +21,7 @@ use stile_proto::v1 as pb;
 use stile_proto::v1::control_message::Kind as Cm;
 use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
 
+use crate::cache::PurgeTarget;
 use crate::revocation::RevocationsBuilder;
 use crate::state::{
     KeyEntry, Liveness, RevocationEntry, RevocationKind, SECRET_ENCODING, State, StateError, StateFile, add_revocation,
@@ -41,13 +42,13 @@ struct Entry {
     expires_at: u64,
 }
 
-/// A purge the edge must carry out (recorded until a cache exists).
+/// A purge the edge must carry out on its cache (counted when it has none).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Purge {
-    /// The log version that carried it.
+    /// The log version that carried it (for a snapshot's floor: the floor).
     pub version: u64,
-    /// Canonical path prefix.
-    pub prefix: String,
+    /// What it removes.
+    pub target: PurgeTarget,
 }
 
 /// Why a sync message was refused (NACKed with this text): the model is left
@@ -115,6 +116,12 @@ pub enum ApplyError {
     /// A prefix that is not a canonical path.
     #[error("prefix {0:?} is not a canonical path")]
     NotCanonical(String),
+    /// A purge without a target.
+    #[error("purge without a target")]
+    NoPurgeTarget,
+    /// A purge prefix not ending in `/`, or a purge path ending in it.
+    #[error("purge {0:?}: a prefix ends with '/', a path does not")]
+    PurgeShape(String),
 }
 
 /// What one batch did: [`Model::apply_batch`]'s report, from which the sync
@@ -219,6 +226,18 @@ impl Model {
                 purges.push(p);
             }
         }
+        // Purges retained for a window: those after the version applied are new here.
+        // A purge dropped from the window after it (the floor) cannot be named any
+        // more, so the whole cache goes.
+        if s.purge_floor > self.version {
+            purges.push(Purge { version: s.purge_floor, target: PurgeTarget::All });
+        }
+        for p in &s.purges {
+            let target = purge_target(p)?;
+            if p.version > self.version {
+                purges.push(Purge { version: p.version, target });
+            }
+        }
         *self = next;
         Ok(purges)
     }
@@ -239,6 +258,9 @@ impl Model {
                 // add_revocation checks before inserting. A purge is reported at the
                 // version of the change that carried it, whatever the revocation says.
                 purge = self.add_revocation(r)?.map(|p| Purge { version: change.version, ..p });
+            }
+            pb::change::Kind::Purge(p) => {
+                purge = Some(Purge { version: change.version, target: purge_target(p)? });
             }
             pb::change::Kind::Key(k) => match pb::KeyState::try_from(k.state) {
                 Ok(pb::KeyState::Retired) => {
@@ -320,7 +342,7 @@ impl Model {
         let entry = RevocationEntry::try_from(r)?;
         let purge = match r.target.as_ref().and_then(|t| t.target.as_ref()) {
             Some(pb::revocation_target::Target::PathPrefix(p)) if p.purge => {
-                Some(Purge { version: r.version, prefix: p.prefix.clone() })
+                Some(Purge { version: r.version, target: PurgeTarget::from_prefix(&p.prefix) })
             }
             _ => None,
         };
@@ -381,6 +403,25 @@ impl TryFrom<&pb::Revocation> for RevocationEntry {
     }
 }
 
+/// A purge's target, checked like a revocation's prefix: canonical, and a
+/// prefix ends with `/` while a path does not.
+fn purge_target(p: &pb::Purge) -> Result<PurgeTarget, ApplyError> {
+    use pb::purge_target::Target as T;
+    let (path, prefix) = match p.target.as_ref().and_then(|t| t.target.as_ref()) {
+        Some(T::Prefix(path)) => (path, true),
+        Some(T::Path(path)) => (path, false),
+        None => return Err(ApplyError::NoPurgeTarget),
+    };
+    if !stile_token::is_canonical(path) {
+        return Err(ApplyError::NotCanonical(path.clone()));
+    }
+    match (prefix, path.ends_with('/')) {
+        (true, true) => Ok(PurgeTarget::Prefix(path.clone())),
+        (false, false) => Ok(PurgeTarget::Path(path.clone())),
+        _ => Err(ApplyError::PurgeShape(path.clone())),
+    }
+}
+
 fn secret(k: &pb::EdgeKey) -> Result<SecretKey, ApplyError> {
     SecretKey::from_slice(&k.secret).ok_or(ApplyError::SecretLength { id: k.key_id, len: k.secret.len() })
 }
@@ -417,7 +458,7 @@ mod tests {
             version: 5,
             keys: vec![key(1)],
             revocations: vec![token_rev(4, "00000000000000ff", 0)],
-            reset: false,
+            ..Default::default()
         };
         m.apply_snapshot(&snap).unwrap();
         assert_eq!(m.version, 5);
@@ -467,7 +508,7 @@ mod tests {
             ..Default::default()
         };
         let p = m.apply_delta(&delta(2, pb::change::Kind::Revocation(prefix), None)).unwrap();
-        assert_eq!(p, Some(Purge { version: 2, prefix: "/vod/abc/".into() }));
+        assert_eq!(p, Some(Purge { version: 2, target: PurgeTarget::Prefix("/vod/abc/".into()) }));
         m.apply_delta(&delta(3, pb::change::Kind::Revocation(token_rev(3, "0000000000000002", 1000)), None)).unwrap();
         assert_eq!(m.prune(600, 5), 1);
         assert_eq!(m.to_state(0, &Liveness::default()).revocations.len(), 1);
@@ -490,6 +531,73 @@ mod tests {
         };
         let p = m.apply_delta(&delta(2, pb::change::Kind::Revocation(purge), None)).unwrap();
         assert_eq!(p.map(|p| p.version), Some(2));
+    }
+
+    fn purge(version: u64, target: pb::purge_target::Target) -> pb::Purge {
+        pb::Purge { version, target: Some(pb::PurgeTarget { target: Some(target) }), ..Default::default() }
+    }
+
+    #[test]
+    fn purge_changes_are_checked_and_revoke_nothing() {
+        use pb::purge_target::Target as T;
+        let mut m = Model::default();
+        m.apply_snapshot(&pb::Snapshot { version: 1, keys: vec![key(1)], ..Default::default() }).unwrap();
+        let before = m.to_state(0, &Liveness::default());
+        let change = |v, t| delta(v, pb::change::Kind::Purge(purge(v, t)), None);
+        let p = m.apply_delta(&change(2, T::Prefix("/vod/abc/".into()))).unwrap();
+        assert_eq!(p, Some(Purge { version: 2, target: PurgeTarget::Prefix("/vod/abc/".into()) }));
+        let p = m.apply_delta(&change(3, T::Path("/vod/abc/v1/seg3.ts".into()))).unwrap();
+        assert_eq!(p, Some(Purge { version: 3, target: PurgeTarget::Path("/vod/abc/v1/seg3.ts".into()) }));
+        assert_eq!(m.apply_delta(&change(3, T::Path("/x".into()))).unwrap(), None, "a duplicate purges nothing");
+        assert_eq!(m.version, 3);
+        let after = m.to_state(0, &Liveness::default());
+        assert_eq!(after.revocations.len(), before.revocations.len(), "a purge revokes nothing");
+
+        // Malformed purges are refused and change nothing.
+        for (t, err) in [
+            (T::Prefix("/vod/abc".into()), ApplyError::PurgeShape("/vod/abc".into())),
+            (T::Path("/vod/abc/".into()), ApplyError::PurgeShape("/vod/abc/".into())),
+            (T::Prefix("/vod/../x/".into()), ApplyError::NotCanonical("/vod/../x/".into())),
+            (T::Path("vod/x.ts".into()), ApplyError::NotCanonical("vod/x.ts".into())),
+        ] {
+            assert_eq!(m.apply_delta(&change(4, t)).unwrap_err(), err);
+        }
+        let bare = delta(4, pb::change::Kind::Purge(pb::Purge { version: 4, ..Default::default() }), None);
+        assert_eq!(m.apply_delta(&bare).unwrap_err(), ApplyError::NoPurgeTarget);
+        assert_eq!(m.version, 3);
+    }
+
+    #[test]
+    fn a_snapshot_reports_the_purges_after_the_applied_version_and_the_floor() {
+        use pb::purge_target::Target as T;
+        let snap = |version, floor, reset| pb::Snapshot {
+            version,
+            keys: vec![key(1)],
+            purges: vec![purge(4, T::Prefix("/vod/a/".into())), purge(7, T::Path("/vod/b/seg1.ts".into()))],
+            purge_floor: floor,
+            reset,
+            ..Default::default()
+        };
+        // Applied 5: purge 7 is new, 4 was seen, the floor (3) is below what was applied.
+        let mut m = Model { version: 5, ..Model::default() };
+        let purges = m.apply_snapshot(&snap(9, 3, false)).unwrap();
+        assert_eq!(purges, [Purge { version: 7, target: PurgeTarget::Path("/vod/b/seg1.ts".into()) }]);
+        // Applied 2: a purge dropped from the window (3) may have been missed: everything goes.
+        let mut m = Model { version: 2, ..Model::default() };
+        let purges = m.apply_snapshot(&snap(9, 3, false)).unwrap();
+        assert_eq!(
+            purges.iter().map(|p| (p.version, p.target.label())).collect::<Vec<_>>(),
+            [(3, "all"), (4, "prefix"), (7, "path")]
+        );
+        // A reset snapshot (the control plane is behind): this edge saw that history.
+        let mut m = Model { version: 20, ..Model::default() };
+        assert!(m.apply_snapshot(&snap(9, 3, true)).unwrap().is_empty());
+        // A malformed purge refuses the whole snapshot.
+        let mut bad = snap(9, 0, false);
+        bad.purges.push(purge(8, T::Prefix("/no-slash".into())));
+        let mut m = Model { version: 5, ..Model::default() };
+        assert_eq!(m.apply_snapshot(&bad).unwrap_err(), ApplyError::PurgeShape("/no-slash".into()));
+        assert_eq!(m.version, 5);
     }
 
     fn msg(kind: Cm) -> pb::ControlMessage {
@@ -550,7 +658,8 @@ mod tests {
     fn the_cache_file_round_trips() {
         let mut m = Model::default();
         let revs = vec![token_rev(2, "00000000000000aa", 900)];
-        m.apply_snapshot(&pb::Snapshot { version: 9, keys: vec![key(3)], revocations: revs, reset: false }).unwrap();
+        m.apply_snapshot(&pb::Snapshot { version: 9, keys: vec![key(3)], revocations: revs, ..Default::default() })
+            .unwrap();
         let json = serde_json::to_string(&m.to_file(123)).unwrap();
         let file: StateFile = serde_json::from_str(&json).unwrap();
         assert_eq!(file.generated_at, Some(123));

@@ -1382,6 +1382,9 @@ pub enum AuditAction {
     /// A sync stream took over an edge id another stream held (the older one is
     /// ended). Target `edge:<id>`; detail: both remote addresses.
     SyncReplaced = 12,
+    /// A cache purge recorded (PurgeService.Purge). Target `prefix:<p>`,
+    /// `path:<p>` or `asset:<id>`; detail: the reason.
+    Purge = 13,
 }
 impl AuditAction {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1403,6 +1406,7 @@ impl AuditAction {
             Self::AuthDenied => "AUDIT_ACTION_AUTH_DENIED",
             Self::SyncRefused => "AUDIT_ACTION_SYNC_REFUSED",
             Self::SyncReplaced => "AUDIT_ACTION_SYNC_REPLACED",
+            Self::Purge => "AUDIT_ACTION_PURGE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1421,6 +1425,7 @@ impl AuditAction {
             "AUDIT_ACTION_AUTH_DENIED" => Some(Self::AuthDenied),
             "AUDIT_ACTION_SYNC_REFUSED" => Some(Self::SyncRefused),
             "AUDIT_ACTION_SYNC_REPLACED" => Some(Self::SyncReplaced),
+            "AUDIT_ACTION_PURGE" => Some(Self::Purge),
             _ => None,
         }
     }
@@ -1821,6 +1826,61 @@ pub struct KeyChange {
     #[prost(enumeration = "KeyState", tag = "2")]
     pub state: i32,
 }
+/// What a purge removes from the edges' caches.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PurgeTarget {
+    /// Exactly one target.
+    #[prost(oneof = "purge_target::Target", tags = "1, 2")]
+    pub target: ::core::option::Option<purge_target::Target>,
+}
+/// Nested message and enum types in `PurgeTarget`.
+pub mod purge_target {
+    /// Exactly one target.
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Target {
+        /// Every cached object whose canonical path lies under this prefix: a
+        /// canonical path ending in "/" (matches whole segments).
+        #[prost(string, tag = "1")]
+        Prefix(::prost::alloc::string::String),
+        /// The cached objects (every content-selecting query variant) at exactly
+        /// this canonical path.
+        #[prost(string, tag = "2")]
+        Path(::prost::alloc::string::String),
+    }
+}
+/// A cache purge, as stored in the log. It revokes nothing: links keep
+/// working, the edges' next requests for the objects it matches are misses.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Purge {
+    /// Log version at which it was recorded; unique.
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// What it removes. A purge of an asset is stored as a prefix purge of the
+    /// asset's path (`asset_id` says which asset).
+    #[prost(message, optional, tag = "2")]
+    pub target: ::core::option::Option<PurgeTarget>,
+    /// Why, as given by the operator (may be empty).
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+    /// Name of the API key that purged.
+    #[prost(string, tag = "4")]
+    pub actor: ::prost::alloc::string::String,
+    /// When it was recorded, Unix seconds.
+    #[prost(uint64, tag = "5")]
+    pub created_at: u64,
+    /// Until this Unix time the purge stays in the snapshot, so an edge that
+    /// reconnects with an older version still applies it
+    /// (created_at + sync.purge_retention_secs); docs/sync-protocol.md, "Purges".
+    #[prost(uint64, tag = "6")]
+    pub expires_at: u64,
+    /// The asset purged, when the operator named one (`stile purge --asset`);
+    /// empty otherwise.
+    #[prost(string, tag = "7")]
+    pub asset_id: ::prost::alloc::string::String,
+}
 /// One entry of the change log.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1835,7 +1895,7 @@ pub struct Change {
     #[prost(string, tag = "3")]
     pub actor: ::prost::alloc::string::String,
     /// What changed.
-    #[prost(oneof = "change::Kind", tags = "4, 5")]
+    #[prost(oneof = "change::Kind", tags = "4, 5, 6")]
     pub kind: ::core::option::Option<change::Kind>,
 }
 /// Nested message and enum types in `Change`.
@@ -1844,12 +1904,16 @@ pub mod change {
     #[allow(clippy::all)]
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
     pub enum Kind {
-        /// A revocation (including a key's revocation on retirement and purges).
+        /// A revocation (including a key's revocation on retirement, and
+        /// path-prefix revocations that also purge).
         #[prost(message, tag = "4")]
         Revocation(super::Revocation),
         /// A signing key changed state.
         #[prost(message, tag = "5")]
         Key(super::KeyChange),
+        /// A cache purge (PurgeService.Purge); revokes nothing.
+        #[prost(message, tag = "6")]
+        Purge(super::Purge),
     }
 }
 /// State of a signing key.
@@ -2193,6 +2257,16 @@ pub struct Snapshot {
     /// not seen yet.
     #[prost(message, repeated, tag = "3")]
     pub revocations: ::prost::alloc::vec::Vec<Revocation>,
+    /// Purges recorded within sync.purge_retention_secs, oldest first. Those with
+    /// a version above the edge's previous version are purges the edge has not
+    /// seen yet (none on a `reset` snapshot: the edge saw that history).
+    #[prost(message, repeated, tag = "5")]
+    pub purges: ::prost::alloc::vec::Vec<Purge>,
+    /// The highest version of a purge dropped from `purges` by retention (0:
+    /// none). An edge whose previous version is below it (a new edge included)
+    /// may have missed that purge and empties its whole cache.
+    #[prost(uint64, tag = "6")]
+    pub purge_floor: u64,
     /// Set only when the control plane's log is behind the edge's version (its
     /// store was restored from an older backup): the edge replaces its state
     /// even though this version is lower than the one it applied. Otherwise an
@@ -3723,6 +3797,376 @@ pub mod link_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "stile.v1.LinkService";
     impl<T> tonic::server::NamedService for LinkServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Purge cached objects.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PurgeRequest {
+    /// Why: up to 200 characters, optional; recorded in the log and the audit.
+    #[prost(string, tag = "4")]
+    pub reason: ::prost::alloc::string::String,
+    /// Also wait until every expected edge has ACKed the purge's version (has
+    /// applied it to its cache), or until the deadline; as RevokeRequest.wait.
+    #[prost(bool, tag = "5")]
+    pub wait: bool,
+    /// Longest wait, milliseconds; 0 means the control plane's default
+    /// (sync.revoke_wait_default_ms). Capped at sync.revoke_wait_max_ms.
+    #[prost(uint32, tag = "6")]
+    pub wait_timeout_ms: u32,
+    /// With `wait`: which edges, and how many, must confirm. Unset: every edge
+    /// connected or seen within sync.seen_window_secs, and at least one.
+    #[prost(message, optional, tag = "7")]
+    pub expect: ::core::option::Option<WaitExpectation>,
+    /// Exactly one target.
+    #[prost(oneof = "purge_request::Target", tags = "1, 2, 3")]
+    pub target: ::core::option::Option<purge_request::Target>,
+}
+/// Nested message and enum types in `PurgeRequest`.
+pub mod purge_request {
+    /// Exactly one target.
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Target {
+        /// Every object under a canonical path prefix ending in "/".
+        #[prost(string, tag = "1")]
+        Prefix(::prost::alloc::string::String),
+        /// The object at one canonical path (not ending in "/").
+        #[prost(string, tag = "2")]
+        Path(::prost::alloc::string::String),
+        /// Every object under the asset's path (AssetService; an asset is a path
+        /// prefix ending in "/"): the same as `prefix` with that path.
+        #[prost(string, tag = "3")]
+        AssetId(::prost::alloc::string::String),
+    }
+}
+/// The recorded purge.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PurgeResponse {
+    /// The purge as stored.
+    #[prost(message, optional, tag = "1")]
+    pub purge: ::core::option::Option<Purge>,
+    /// Log version that carries it; pass to RevocationService.Status to follow
+    /// its rollout.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+    /// With `wait`: ids of expected edges (connected or not) that had not ACKed
+    /// `version` by the deadline.
+    #[prost(string, repeated, tag = "3")]
+    pub lagging: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// With `wait`: how long the call waited, milliseconds.
+    #[prost(uint32, tag = "4")]
+    pub waited_ms: u32,
+    /// With `wait`: the verdict, counts and every edge considered. Only
+    /// CONFIRMED means every expected edge has applied the purge.
+    #[prost(message, optional, tag = "5")]
+    pub confirmation: ::core::option::Option<Confirmation>,
+}
+/// Generated client implementations.
+pub mod purge_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// Purges cached objects from every edge without revoking any link: the next
+    /// request for a purged object is a miss (fetched from the origin again).
+    #[derive(Debug, Clone)]
+    pub struct PurgeServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl PurgeServiceClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> PurgeServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> PurgeServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            PurgeServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Records a purge in the durable change log (audited as PURGE) and returns
+        /// once it is committed; edges apply it from the sync stream and ACK its
+        /// version. Errors: INVALID_ARGUMENT (no target; a prefix or path that is
+        /// empty, relative or not canonical; a prefix not ending in "/"; a path
+        /// ending in "/"; a reason over 200 characters), NOT_FOUND (unknown asset).
+        pub async fn purge(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PurgeRequest>,
+        ) -> std::result::Result<tonic::Response<super::PurgeResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/stile.v1.PurgeService/Purge",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("stile.v1.PurgeService", "Purge"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod purge_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with PurgeServiceServer.
+    #[async_trait]
+    pub trait PurgeService: std::marker::Send + std::marker::Sync + 'static {
+        /// Records a purge in the durable change log (audited as PURGE) and returns
+        /// once it is committed; edges apply it from the sync stream and ACK its
+        /// version. Errors: INVALID_ARGUMENT (no target; a prefix or path that is
+        /// empty, relative or not canonical; a prefix not ending in "/"; a path
+        /// ending in "/"; a reason over 200 characters), NOT_FOUND (unknown asset).
+        async fn purge(
+            &self,
+            request: tonic::Request<super::PurgeRequest>,
+        ) -> std::result::Result<tonic::Response<super::PurgeResponse>, tonic::Status>;
+    }
+    /// Purges cached objects from every edge without revoking any link: the next
+    /// request for a purged object is a miss (fetched from the origin again).
+    #[derive(Debug)]
+    pub struct PurgeServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> PurgeServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for PurgeServiceServer<T>
+    where
+        T: PurgeService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/stile.v1.PurgeService/Purge" => {
+                    #[allow(non_camel_case_types)]
+                    struct PurgeSvc<T: PurgeService>(pub Arc<T>);
+                    impl<
+                        T: PurgeService,
+                    > tonic::server::UnaryService<super::PurgeRequest> for PurgeSvc<T> {
+                        type Response = super::PurgeResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PurgeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as PurgeService>::purge(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PurgeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for PurgeServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "stile.v1.PurgeService";
+    impl<T> tonic::server::NamedService for PurgeServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

@@ -5,7 +5,7 @@ use redis::streams::StreamId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{AuditEvent, Change, ChangeKind, Revocation, SigningKey};
+use crate::model::{AuditEvent, Change, ChangeKind, Purge, Revocation, SigningKey};
 use crate::store::StoreError;
 
 /// The number in a `<n>-0` stream entry id (a version or an audit seq).
@@ -24,10 +24,24 @@ pub(super) fn change(e: &StreamId) -> Result<Change, StoreError> {
     let version = entry_number("log", e)?;
     let mut change: Change = decode("log", &field("log", e, "change")?)?;
     change.version = version;
-    if let ChangeKind::Revocation(r) = &mut change.kind {
-        r.version = version;
-    }
+    set_version(&mut change.kind, version);
     Ok(change)
+}
+
+/// Writes a change's version into the revocation or purge it carries (stored
+/// without it: the stream entry id is the version).
+pub(super) fn set_version(kind: &mut ChangeKind, version: u64) {
+    match kind {
+        ChangeKind::Revocation(r) => r.version = version,
+        ChangeKind::Purge(p) => p.version = version,
+        ChangeKind::Key { .. } => {}
+    }
+}
+
+pub(super) fn purge(version: u64, json: &[u8]) -> Result<Purge, StoreError> {
+    let mut p: Purge = decode("purges", json)?;
+    p.version = version;
+    Ok(p)
 }
 
 pub(super) fn revocation(version: u64, json: &[u8]) -> Result<Revocation, StoreError> {

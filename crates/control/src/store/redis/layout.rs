@@ -11,6 +11,9 @@ pub(super) struct KeyNames {
     pub(super) revocations: String,
     pub(super) revocations_by_version: String,
     pub(super) revocations_by_expiry: String,
+    pub(super) purges: String,
+    pub(super) purges_by_expiry: String,
+    pub(super) purge_floor: String,
     pub(super) assets: String,
     pub(super) asset_ids: String,
     pub(super) asset_revisions: String,
@@ -34,6 +37,9 @@ impl KeyNames {
             revocations: k("revocations"),
             revocations_by_version: k("revocations:by_version"),
             revocations_by_expiry: k("revocations:by_expiry"),
+            purges: k("purges"),
+            purges_by_expiry: k("purges:by_expiry"),
+            purge_floor: k("purge_floor"),
             assets: k("assets"),
             asset_ids: k("assets:ids"),
             asset_revisions: k("assets:revision"),
@@ -66,7 +72,7 @@ mod tests {
         // Every field, read from the Debug form so that a new key cannot be left out.
         let names = format!("{:?}", KeyNames::new("stile"));
         let keys: Vec<&str> = names.split('"').filter(|s| s.starts_with("{stile}:")).collect();
-        assert_eq!(keys.len(), 15, "{names}");
+        assert_eq!(keys.len(), 18, "{names}");
         for key in keys {
             // The per-replica view keys are `{stile}:fleet:<replica>`.
             let key = if key.ends_with(':') { format!("{key}<replica>") } else { key.to_owned() };

@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::cache::{Cache, insert};
-use self::codec::{audit_event, change, decode, entry_number, revocation, signing_keys};
+use self::codec::{audit_event, change, decode, entry_number, purge, revocation, signing_keys};
 use self::conn::{server_version, within};
 use self::layout::KeyNames;
 use self::script::Scripts;
@@ -111,8 +111,8 @@ struct Settings {
     audit_cap: u64,
 }
 
-/// `GET version`, `HVALS signing_keys`, `HGETALL revocations`.
-type SnapshotReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>);
+/// `GET version`, `HVALS signing_keys`, `HGETALL revocations`, `HGETALL purges`, `GET purge_floor`.
+type SnapshotReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -390,13 +390,25 @@ impl Store for RedisStore {
                 .cmd("HVALS")
                 .arg(&k.signing_keys)
                 .cmd("HGETALL")
-                .arg(&k.revocations);
-            let (version, keys, revocations): SnapshotReply = inner.read_pipe(&pipe).await?;
+                .arg(&k.revocations)
+                .cmd("HGETALL")
+                .arg(&k.purges)
+                .cmd("GET")
+                .arg(&k.purge_floor);
+            let (version, keys, revocations, purges, purge_floor): SnapshotReply = inner.read_pipe(&pipe).await?;
             let keys = signing_keys(&keys)?.into_iter().filter(|k| k.state != KeyState::Retired).collect();
             let mut revocations =
                 revocations.into_iter().map(|(v, json)| revocation(v, &json)).collect::<Result<Vec<_>, _>>()?;
             revocations.sort_by_key(|r| r.version);
-            Ok(Snapshot { version: version.unwrap_or(0), keys, revocations })
+            let mut purges = purges.into_iter().map(|(v, json)| purge(v, &json)).collect::<Result<Vec<_>, _>>()?;
+            purges.sort_by_key(|p| p.version);
+            Ok(Snapshot {
+                version: version.unwrap_or(0),
+                keys,
+                revocations,
+                purges,
+                purge_floor: purge_floor.unwrap_or(0),
+            })
         })
     }
 

@@ -6,7 +6,7 @@
 use redis::{Script, ScriptInvocation};
 
 use super::Inner;
-use super::codec::{corrupt, encode};
+use super::codec::{corrupt, encode, set_version};
 use super::conn::within;
 use crate::model::{AuditEvent, Change, ChangeKind};
 use crate::store::{Batch, Committed, Pruned, Retention, StoreError, Write};
@@ -15,7 +15,10 @@ use crate::store::{Batch, Committed, Pruned, Retention, StoreError, Write};
 ///
 /// KEYS: 1 version, 2 log, 3 revocations, 4 revocations:by_version,
 /// 5 revocations:by_expiry, 6 assets, 7 assets:ids, 8 assets:revision,
-/// 9 signing_keys, 10 api_keys, 11 api_keys:names, 12 audit, 13 audit:seq.
+/// 9 signing_keys, 10 api_keys, 11 api_keys:names, 12 audit, 13 audit:seq,
+/// 14 purges, 15 purges:by_expiry. An `append` carries the change, the
+/// record for a live set (a revocation or a purge, or empty), its expiry and
+/// which set (`r` or `p`).
 /// ARGV: audit MAXLEN bound, number of writes, the writes (tag and fixed
 /// fields each), then (`at`, event JSON) pairs for the audit stream.
 /// Returns `{"ok", first version, first audit seq}`, or
@@ -29,7 +32,7 @@ for _ = 1, nwrites do
   local tag = ARGV[i]
   if tag == 'asset' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]}; i = i + 5
   elseif tag == 'key' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}; i = i + 4
-  elseif tag == 'append' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}; i = i + 4
+  elseif tag == 'append' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]}; i = i + 5
   elseif tag == 'apikey' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}; i = i + 4
   elseif tag == 'delapikey' then ops[#ops + 1] = {tag, ARGV[i + 1]}; i = i + 2
   else return redis.error_reply('ERR stile commit: unknown write ' .. tostring(tag)) end
@@ -95,10 +98,13 @@ for _, op in ipairs(ops) do
     version = version + 1
     local v = string.format('%d', version)
     redis.call('XADD', KEYS[2], v .. '-0', 'change', op[2])
-    if op[3] ~= '' then
+    if op[5] == 'r' then
       redis.call('HSET', KEYS[3], v, op[3])
       redis.call('ZADD', KEYS[4], v, v)
       redis.call('ZADD', KEYS[5], op[4], v)
+    elseif op[5] == 'p' then
+      redis.call('HSET', KEYS[14], v, op[3])
+      redis.call('ZADD', KEYS[15], op[4], v)
     end
   end
 end
@@ -134,9 +140,10 @@ return {'ok', string.format('%d', first), string.format('%d', seq0)}
 
 /// One bounded step of pruning; the caller repeats while it reports more.
 ///
-/// KEYS: 1 revocations, 2 by_version, 3 by_expiry, 4 log, 5 audit.
+/// KEYS: 1 revocations, 2 by_version, 3 by_expiry, 4 log, 5 audit, 6 purges,
+/// 7 purges:by_expiry, 8 purge_floor.
 /// ARGV: now, log entries kept, audit events kept, oldest audit time kept.
-/// Returns `{revocations, log entries, audit events, more}`.
+/// Returns `{revocations, log entries, audit events, more, purges}`.
 pub(super) const PRUNE: &str = r#"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 5000)
 for _, v in ipairs(expired) do
@@ -145,6 +152,15 @@ for _, v in ipairs(expired) do
   redis.call('ZREM', KEYS[3], v)
 end
 local more = #expired == 5000
+local dropped = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[1], 'LIMIT', 0, 5000)
+local floor = tonumber(redis.call('GET', KEYS[8]) or '0')
+for _, v in ipairs(dropped) do
+  redis.call('HDEL', KEYS[6], v)
+  redis.call('ZREM', KEYS[7], v)
+  if tonumber(v) > floor then floor = tonumber(v) end
+end
+if #dropped > 0 then redis.call('SET', KEYS[8], string.format('%d', floor)) end
+if #dropped == 5000 then more = true end
 local log = redis.call('XTRIM', KEYS[4], 'MAXLEN', ARGV[2])
 local audit = redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[3])
 local min_at = tonumber(ARGV[4])
@@ -157,7 +173,7 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1000)) do
 end
 for _, id in ipairs(old) do audit = audit + redis.call('XDEL', KEYS[5], id) end
 if #old == 1000 then more = true end
-return {#expired, log, audit, more and 1 or 0}
+return {#expired, log, audit, more and 1 or 0, #dropped}
 "#;
 
 /// The compiled scripts (`EVALSHA`, loaded on first use).
@@ -208,9 +224,7 @@ impl Inner {
             .zip(first..)
             .map(|(mut change, version)| {
                 change.version = version;
-                if let ChangeKind::Revocation(r) = &mut change.kind {
-                    r.version = version;
-                }
+                set_version(&mut change.kind, version);
                 change
             })
             .collect();
@@ -236,6 +250,8 @@ impl Inner {
             &k.api_key_names,
             &k.audit,
             &k.audit_seq,
+            &k.purges,
+            &k.purges_by_expiry,
         ] {
             inv.key(key);
         }
@@ -250,15 +266,19 @@ impl Inner {
                     inv.arg("key").arg(key.id).arg(if create { "1" } else { "0" }).arg(encode(&key)?);
                 }
                 Write::Append { at, actor, mut kind } => {
-                    let (revocation, expires_at) = match &mut kind {
+                    let (record, expires_at, set) = match &mut kind {
                         ChangeKind::Revocation(r) => {
                             r.version = 0;
-                            (encode(r)?, r.expires_at)
+                            (encode(r)?, r.expires_at, "r")
                         }
-                        ChangeKind::Key { .. } => (Vec::new(), 0),
+                        ChangeKind::Purge(p) => {
+                            p.version = 0;
+                            (encode(p)?, p.expires_at, "p")
+                        }
+                        ChangeKind::Key { .. } => (Vec::new(), 0, ""),
                     };
                     let change = Change { version: 0, at, actor, kind };
-                    inv.arg("append").arg(encode(&change)?).arg(revocation).arg(expires_at);
+                    inv.arg("append").arg(encode(&change)?).arg(record).arg(expires_at).arg(set);
                     appended.push(change);
                 }
                 Write::PutApiKey(key) => {
@@ -289,14 +309,18 @@ impl Inner {
                 .key(&k.revocations_by_expiry)
                 .key(&k.log)
                 .key(&k.audit)
+                .key(&k.purges)
+                .key(&k.purges_by_expiry)
+                .key(&k.purge_floor)
                 .arg(now)
                 .arg(retention.log_entries)
                 .arg(retention.audit_events)
                 .arg(min_at);
             let mut c = self.conn.clone();
-            let (revocations, log, audit, more): (u64, u64, u64, u8) =
+            let (revocations, log, audit, more, purges): (u64, u64, u64, u8, u64) =
                 self.observe(within(self.settings.read_timeout, inv.invoke_async(&mut c)).await)?;
             pruned.revocations += revocations;
+            pruned.purges += purges;
             pruned.log_entries += log;
             pruned.audit_events += audit;
             if more == 0 {
