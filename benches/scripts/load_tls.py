@@ -24,7 +24,6 @@ compare is the proxy's CPU time per request (utime+stime from /proc), reported w
 its inverse (requests per proxy-core-second). Standard library only.
 """
 
-import argparse
 import json
 import pathlib
 import re
@@ -63,19 +62,8 @@ def parse_h2load(out: str) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--edge-threads", type=int, default=1)
-    ap.add_argument("--proxy-cpu", type=int, default=1)
-    ap.add_argument("--load-cpu", type=int, default=0)
-    ap.add_argument("--revoked", type=int, default=100_000)
+    ap = load.driver_args(__doc__, 10)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--stile", default=str(load.ROOT / "target/release/stile"))
-    ap.add_argument("--mint", default=str(load.ROOT / "target/release/stile-bench-mint"))
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
     for s in scenarios:
@@ -103,10 +91,8 @@ def run(args, scenarios: list[str], work: pathlib.Path) -> int:
     docroot = work / "www"
     (docroot / "bench").mkdir(parents=True)
     (docroot / load.OBJECT.lstrip("/")).write_bytes(bytes(i % 251 for i in range(load.OBJECT_BYTES)))
-    conf = load.nginx_conf(work, "origin", f"    server {{ listen 127.0.0.1:{ports['origin']} backlog=4096; root {docroot}; }}")
-    origin = load.start(["nginx", "-p", str(work / "origin"), "-c", str(conf), "-e", str(work / "origin/error.log")],
-                        args.load_cpu, work / "origin.log")
-    load.wait_port(ports["origin"], origin, "origin")
+    origin = load.start_nginx(work, "origin", f"    server {{ listen 127.0.0.1:{ports['origin']} backlog=4096; root {docroot}; }}",
+                              args.load_cpu, ports["origin"])
 
     state = work / "state.json"
     token = subprocess.run([args.mint, str(state), "/bench/", load.OBJECT, str(now), str(args.revoked)],
@@ -149,15 +135,10 @@ key = "{key}"
         ssl_session_tickets off;
         location / {{
 {load.SECURE_LINK}
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+{load.PROXY_PASS}
         }}
     }}"""
-    nconf = load.nginx_conf(work, "nginx-tls", body)
-    nginx = load.start(["nginx", "-p", str(work / "nginx-tls"), "-c", str(nconf), "-e", str(work / "nginx-tls/error.log")],
-                       args.proxy_cpu, work / "nginx-tls.log")
-    load.wait_port(ports["nginx-tls"], nginx, "nginx-tls")
+    nginx = load.start_nginx(work, "nginx-tls", body, args.proxy_cpu, ports["nginx-tls"])
     pids = {"edge-tls": edge.pid, "nginx-tls": nginx.pid}
     urls = {
         "edge-tls": f"https://{HOST}:{ports['edge-tls']}{load.OBJECT}?st={token}",
