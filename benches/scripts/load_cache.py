@@ -100,13 +100,8 @@ def run(args, scenarios: list[str], work: pathlib.Path) -> int:
     load.write_objects(docroot, OBJECTS.values())
     mix.write_media(docroot)
     access = work / "origin-access.log"
-    origin = load.start_nginx(work, "origin", f"""    server {{
-        listen 127.0.0.1:{ports['origin']} backlog=4096;
-        root {docroot};
-        access_log {access};
-{mix.origin_locations()}
-        location /miss/ {{ try_files {OBJECTS['1m'][0]} =404; }}
-    }}""", args.load_cpu, ports["origin"])
+    extra = f"        access_log {access};\n        location /miss/ {{ try_files {OBJECTS['1m'][0]} =404; }}"
+    origin = load.start_nginx(work, "origin", mix.origin_server(ports["origin"], docroot, extra), args.load_cpu, ports["origin"])
 
     # One token scoped to "/" covers the hit objects, the miss URLs and the mix.
     token, expired = load_mix.tokens(args, work, "/", OBJECTS["2k"][0], now)

@@ -95,11 +95,7 @@ def run(args, work: pathlib.Path) -> int:
     expires = now + 3600
     docroot = work / "www"
     mix.write_media(docroot)
-    origin = load.start_nginx(work, "origin", f"""    server {{
-        listen 127.0.0.1:{ports['origin']} backlog=4096;
-        root {docroot};
-{mix.origin_locations()}
-    }}""", args.load_cpu, ports["origin"])
+    origin = load.start_nginx(work, "origin", mix.origin_server(ports["origin"], docroot), args.load_cpu, ports["origin"])
 
     token, expired = tokens(args, work, "/live/", mix.paths("m")[0][0], now)
     edge = load.start([args.stile, "edge", "--config", str(edge_config(args, work, "edge", ports["edge"], ports["origin"]))],

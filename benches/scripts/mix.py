@@ -52,6 +52,17 @@ def origin_locations() -> str:
         location ~ ^/live/.*\\.ts$ { try_files /media/seg.ts =404; }"""
 
 
+def origin_server(port: int, docroot: pathlib.Path, extra: str = "") -> str:
+    """The origin's nginx `server`: static files under `docroot` plus the mix's
+    locations and `extra` lines."""
+    return f"""    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {docroot};
+{origin_locations()}
+{extra}
+    }}"""
+
+
 def paths(tag: str) -> tuple[list[str], list[str]]:
     """Playlist paths and segment paths (in request order) of the objects under `tag`."""
     playlists = [f"/live/{tag}/v{r}/index.m3u8" for r in range(RENDITIONS)]
@@ -118,6 +129,21 @@ function request()
   return reqs.segments[s]
 end
 """
+
+
+def uri_list(playlists: list[str], segments: list[str], denials: list[str], count: int = 1200) -> list[str]:
+    """The mix for h2load, which walks a URI list from its start in every connection and
+    sends GETs only (no preflights): every 20th request a denial (5 %, spread evenly so
+    any window of the walk has its share), the rest 1 playlist per 3 segments."""
+    out, g, d = [], 0, 0
+    for n in range(count):
+        if n % 20 == 10:
+            out.append(denials[d % len(denials)])
+            d += 1
+            continue
+        g += 1
+        out.append(playlists[(g // 4) % len(playlists)] if g % 4 == 0 else segments[(g - g // 4) % len(segments)])
+    return out
 
 
 def check_denials(r: dict, what: str) -> None:
