@@ -287,6 +287,36 @@ def fetch(url: str) -> tuple[int, bytes]:
         return e.code, b""
 
 
+def chosen(value: str, known, what: str) -> list[str]:
+    """The comma-separated names in `value`, each one of `known` (else exit with a message)."""
+    names = [x for x in value.split(",") if x]
+    for x in names:
+        if x not in known:
+            raise SystemExit(f"bench-load: unknown {what} {x!r} (known: {', '.join(known)})")
+    return names
+
+
+def in_work_dir(name: str, run) -> int:
+    """Returns `run(work)` for a new work directory; every process started here is stopped
+    afterwards, also on SIGTERM, and the directory (logs, configs) is named."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = pathlib.Path(tempfile.mkdtemp(prefix=f"stile-bench-{name}-"))
+    try:
+        return run(work)
+    finally:
+        stop_all()
+        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+
+
+def write_results(out: str, table: str, **raw) -> None:
+    """Writes the markdown `table` to `out` and the raw figures as JSON beside it, and
+    prints the table."""
+    path = pathlib.Path(out)
+    path.with_suffix(".json").write_text(json.dumps(raw, indent=1))
+    path.write_text(table)
+    print(table)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (-t; 2 with --two-cores)")
@@ -312,21 +342,9 @@ def main() -> int:
         args.threads = max(args.threads, 2)
     args.objects = args.objects or ("2k,1m" if args.two_cores else ",".join(SCENARIOS))
     args.variants = args.variants or ("edge,nginx-sl" if args.two_cores else ",".join(VARIANTS))
-    variants = [v for v in args.variants.split(",") if v]
-    scenarios = [o for o in args.objects.split(",") if o]
-    for v in variants:
-        if v not in VARIANTS:
-            raise SystemExit(f"bench-load: unknown variant {v!r} (known: {', '.join(VARIANTS)})")
-    for o in scenarios:
-        if o not in SCENARIOS:
-            raise SystemExit(f"bench-load: unknown object scenario {o!r} (known: {', '.join(SCENARIOS)})")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = pathlib.Path(tempfile.mkdtemp(prefix="stile-bench-load-"))
-    try:
-        return run(args, variants, scenarios, work)
-    finally:
-        stop_all()
-        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+    variants = chosen(args.variants, VARIANTS, "variant")
+    scenarios = chosen(args.objects, SCENARIOS, "object scenario")
+    return in_work_dir("load", lambda work: run(args, variants, scenarios, work))
 
 
 def write_objects(docroot: pathlib.Path, objects) -> None:
@@ -441,10 +459,7 @@ enabled = false
                       f"{r['cpu_us_per_req']:7.1f} µs CPU/req  {r['mb_s_core']:7.0f} MB/s/core  "
                       f"{r['cpu_util'] * 100:3.0f}% CPU", file=sys.stderr)
 
-    out = pathlib.Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
-    out.write_text(table(args, variants, scenarios, runs))
-    print(out.read_text())
+    write_results(args.out, table(args, variants, scenarios, runs), args=vars(args), runs=runs)
     return 0
 
 

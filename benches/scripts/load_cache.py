@@ -34,13 +34,9 @@ process and its children), requests and MB per proxy-core-second. Pinning as in
 load.py. Standard library only.
 """
 
-import json
 import pathlib
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -59,17 +55,8 @@ def main() -> int:
     ap = load.driver_args(__doc__, 6)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"known: {', '.join(SCENARIOS)}")
     args = ap.parse_args()
-    scenarios = [x for x in args.scenarios.split(",") if x]
-    for x in scenarios:
-        if x not in SCENARIOS:
-            raise SystemExit(f"bench-load: unknown scenario {x!r} (known: {', '.join(SCENARIOS)})")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = pathlib.Path(tempfile.mkdtemp(prefix="stile-bench-cache-"))
-    try:
-        return run(args, scenarios, work)
-    finally:
-        load.stop_all()
-        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+    scenarios = load.chosen(args.scenarios, SCENARIOS, "scenario")
+    return load.in_work_dir("cache", lambda work: run(args, scenarios, work))
 
 
 def origin_log(log: pathlib.Path) -> list[str]:
@@ -213,10 +200,7 @@ end
                       f"{r['cpu_us_per_req']:7.1f} µs CPU/req  {r['mb_s_core']:6.0f} MB/s/core  {r['cpu_util'] * 100:3.0f}% CPU  "
                       f"origin {r['origin_requests']} ({r['origin_per_1000']:.1f}/1000)", file=sys.stderr)
 
-    out = pathlib.Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
-    out.write_text(table(args, scenarios, runs))
-    print(out.read_text())
+    load.write_results(args.out, table(args, scenarios, runs), args=vars(args), runs=runs)
     return 0
 
 

@@ -25,13 +25,11 @@ Standard library only.
 """
 
 import argparse
-import json
 import pathlib
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import load as L
@@ -85,13 +83,7 @@ def syscalls(pid: int, cmd: list[str], work: pathlib.Path, name: str) -> dict[st
 
 def main() -> int:
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = pathlib.Path(tempfile.mkdtemp(prefix="stile-bench-fixes-"))
-    try:
-        return run(args, work)
-    finally:
-        L.stop_all()
-        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+    return L.in_work_dir("fixes", lambda work: run(args, work))
 
 
 def run(args, work: pathlib.Path) -> int:
@@ -201,10 +193,7 @@ enabled = false
             print(f"  round {rnd + 1} {n:13} {r['rps']:9.0f} req/s  {r['cpu_us_per_req']:5.1f} µs CPU/req  "
                   f"{r['cpu_util'] * 100:3.0f}% CPU", file=sys.stderr)
 
-    out = pathlib.Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs, "syscalls": calls}, indent=1))
-    out.write_text(table(args, names, runs, calls))
-    print(out.read_text())
+    L.write_results(args.out, table(args, names, runs, calls), args=vars(args), runs=runs, syscalls=calls)
     return 0
 
 

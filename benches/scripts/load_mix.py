@@ -19,13 +19,10 @@ wrk read, headers included), proxy CPU per request and MB/s per core (bytes per
 request ÷ CPU per request). Standard library only.
 """
 
-import json
 import pathlib
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -38,13 +35,7 @@ VARIANTS = ["edge", "nginx-sl"]
 def main() -> int:
     ap = load.driver_args(__doc__, 8)
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = pathlib.Path(tempfile.mkdtemp(prefix="stile-bench-mix-"))
-    try:
-        return run(args, work)
-    finally:
-        load.stop_all()
-        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+    return load.in_work_dir("mix", lambda work: run(args, work))
 
 
 def tokens(args, work: pathlib.Path, scope: str, path: str, now: int) -> tuple[str, str]:
@@ -140,10 +131,7 @@ def run(args, work: pathlib.Path) -> int:
             print(f"  round {rnd + 1} {v:9} {r['rps']:9.0f} req/s {r['mb_s']:7.0f} MB/s  {r['cpu_us_per_req']:6.1f} µs CPU/req  "
                   f"{r['mb_s_core']:6.0f} MB/s/core  {r['cpu_util'] * 100:3.0f}% CPU", file=sys.stderr)
 
-    out = pathlib.Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
-    out.write_text(table(args, runs))
-    print(out.read_text())
+    load.write_results(args.out, table(args, runs), args=vars(args), runs=runs)
     return 0
 
 

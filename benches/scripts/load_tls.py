@@ -29,14 +29,11 @@ compare is the proxy's CPU time per request (utime+stime from /proc), reported w
 its inverse (requests per proxy-core-second). Standard library only.
 """
 
-import json
 import pathlib
 import re
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -75,17 +72,8 @@ def main() -> int:
     ap = load.driver_args(__doc__, 10)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = ap.parse_args()
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    for s in scenarios:
-        if s not in SCENARIOS:
-            raise SystemExit(f"bench-load: unknown scenario {s!r}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = pathlib.Path(tempfile.mkdtemp(prefix="stile-bench-tls-"))
-    try:
-        return run(args, scenarios, work)
-    finally:
-        load.stop_all()
-        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+    scenarios = load.chosen(args.scenarios, SCENARIOS, "scenario")
+    return load.in_work_dir("tls", lambda work: run(args, scenarios, work))
 
 
 def run(args, scenarios: list[str], work: pathlib.Path) -> int:
@@ -227,10 +215,7 @@ key = "{key}"
                 print(f"  round {rnd + 1} {v:9} {s:9} {r['rps']:9.0f} req/s  {r['cpu_us_per_req']:6.1f} µs CPU/req  "
                       f"{r['cpu_util'] * 100:3.0f}% CPU", file=sys.stderr)
 
-    out = pathlib.Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
-    out.write_text(table(args, scenarios, runs))
-    print(out.read_text())
+    load.write_results(args.out, table(args, scenarios, runs), args=vars(args), runs=runs)
     return 0
 
 
