@@ -235,8 +235,12 @@ impl Metrics {
         let Some(c) = channel else {
             return self.no_channel.inc(&self.requests, reason, transport, kind);
         };
-        let known = self.channels.read().ok().and_then(|m| m.get(c).cloned());
-        match known.or_else(|| self.add_channel(c)) {
+        if let Ok(map) = self.channels.read()
+            && let Some(counters) = map.get(c)
+        {
+            return counters.inc(&self.requests, reason, transport, kind);
+        }
+        match self.add_channel(c) {
             Some(counters) => counters.inc(&self.requests, reason, transport, kind),
             None => self.other_channel.inc(&self.requests, reason, transport, kind),
         }
