@@ -65,6 +65,9 @@ pub struct EdgeConfig {
     pub tls: TlsConfig,
     /// The object cache (see [`crate::cache::CacheConfig`]).
     pub cache: crate::cache::CacheConfig,
+    /// Other vendors' signed links accepted while an operator migrates (`[[foreign]]`,
+    /// see [`crate::foreign::ForeignConfig`] and docs/migration.md). Empty: none.
+    pub foreign: Vec<crate::foreign::ForeignConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -92,6 +95,7 @@ impl Default for EdgeConfig {
             access_log: AccessLogConfig::default(),
             tls: TlsConfig::default(),
             cache: crate::cache::CacheConfig::default(),
+            foreign: Vec::new(),
         }
     }
 }
@@ -713,6 +717,9 @@ impl EdgeConfig {
         }
         if self.state.poll_interval_ms == 0 {
             return bad("state.poll_interval_ms", "must be greater than zero");
+        }
+        if let Err((field, message)) = crate::foreign::ForeignGate::new(&self.foreign) {
+            return Err(ConfigError::Invalid { field: "foreign", message: format!("{field}: {message}") });
         }
         Ok(())
     }

@@ -41,6 +41,7 @@ mod admin;
 pub mod cache;
 pub mod clock;
 mod config;
+pub mod foreign;
 pub mod cors;
 mod geo;
 mod intake;

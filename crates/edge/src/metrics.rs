@@ -33,6 +33,8 @@ pub struct Metrics {
     state_age: IntGauge,
     state_reloads: IntCounterVec,
     playlists: IntCounterVec,
+    /// `stile_edge_foreign_requests_total{format,result}` (other vendors' links).
+    foreign: IntCounterVec,
     /// `requests` series of requests without a channel, with a capped-out channel, and of
     /// each channel seen: handles resolved once, so counting a request hashes no label.
     no_channel: ChannelCounters,
@@ -203,6 +205,16 @@ impl Metrics {
                 &["result"],
             ),
         );
+        let foreign = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_edge_foreign_requests_total",
+                    "Requests judged by another vendor's link format, by format and result (a reason code or admitted).",
+                ),
+                &["format", "result"],
+            ),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for r in Reason::ALL {
             requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none", "other"]);
@@ -223,6 +235,7 @@ impl Metrics {
             state_age,
             state_reloads,
             playlists,
+            foreign,
             no_channel: ChannelCounters::new("none"),
             other_channel: ChannelCounters::new("other"),
             channels: RwLock::new(HashMap::new()),
@@ -261,6 +274,11 @@ impl Metrics {
     /// Counts one failed origin exchange.
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// One request judged by a foreign format (label values from fixed sets only).
+    pub fn foreign(&self, format: stile_foreign::Format, reason: Option<Reason>) {
+        self.foreign.with_label_values(&[format.as_str(), reason.map_or("admitted", Reason::as_str)]).inc();
     }
 
     /// Counts one playlist treatment.

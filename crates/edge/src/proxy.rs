@@ -35,6 +35,7 @@ use crate::cache::Cache;
 use crate::clock::SharedClock;
 use crate::config::{CookieConfig, EdgeConfig};
 use crate::cors::{self, Cors, Grant};
+use crate::foreign::{ForeignGate, ForeignInput};
 use crate::geo::{Geo, client_ip};
 use crate::intake;
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
@@ -72,6 +73,8 @@ pub(crate) struct EdgeProxy {
     access_log: bool,
     /// The object cache (`[cache] enabled`).
     cache: Option<&'static Cache>,
+    /// Other vendors' links (`[[foreign]]`), judged when a request has no Stile token.
+    foreign: ForeignGate,
     denied: ResponseHeader,
     unauthorized: ResponseHeader,
     bad_request: ResponseHeader,
@@ -136,12 +139,27 @@ pub(crate) struct RequestCtx {
     redirected: bool,
     /// A stale-while-revalidate refresh Pingora runs in the background (it serves nobody).
     background: bool,
+    /// Judged by a `[[foreign]]` entry instead of a Stile token.
+    foreign: Option<ForeignCtx>,
+}
+
+/// What the later phases need of a foreign verdict (no credential in it).
+#[derive(Debug)]
+struct ForeignCtx {
+    entry: usize,
+    format: stile_foreign::Format,
+    /// The vendor's link id, once verified.
+    id: Option<String>,
+    /// The name of the key that verified the link.
+    key: Option<String>,
 }
 
 /// A playlist or MPD being buffered for rewriting.
 #[derive(Debug)]
 struct Rewrite {
     format: Manifest,
+    /// The query parameter carrying the link (`None`: Stile's `token.query_param`).
+    param: Option<String>,
     /// The MPD request's query without the token (for `UrlQueryInfo`, [`mpd`]).
     query: String,
     token: String,
@@ -184,6 +202,8 @@ impl EdgeProxy {
             reason_header: config.diagnostics.reason_header,
             access_log: config.access_log.enabled,
             cache: None,
+            // `EdgeConfig::validate` checked it already.
+            foreign: ForeignGate::new(&config.foreign).unwrap_or_default(),
             denied: denial_header(403),
             unauthorized: denial_header(401),
             bad_request: denial_header(400),
@@ -307,6 +327,79 @@ impl EdgeProxy {
         Ok(())
     }
 
+    /// Judges a request without a Stile token by the `[[foreign]]` entries; `false` when
+    /// none applies (the Stile verdict stands). Sets the verdict, the token-free upstream
+    /// target and, for a manifest whose link can be carried, the rewrite.
+    fn judge_foreign(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        state: &crate::state::State,
+        now: u64,
+        started: Instant,
+    ) -> bool {
+        let req = session.req_header();
+        let cookies: Vec<&[u8]> = req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes).collect();
+        let host_header = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let scheme = if tls { "https" } else { "http" };
+        // Google signs the host as the client wrote it, less a default port.
+        let host = crate::foreign::without_default_port(host_header.unwrap_or_default(), scheme).to_ascii_lowercase();
+        let headers: Vec<(&str, &[u8])> = if self.foreign.needs_headers() {
+            req.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect()
+        } else {
+            Vec::new()
+        };
+        let policy = self.validator.policy();
+        let input = ForeignInput {
+            target: req.raw_path(),
+            cookies: &cookies,
+            scheme,
+            host: &host,
+            client_ip: ctx.client,
+            headers: &headers,
+            now,
+            leeway_secs: policy.leeway_secs,
+            unknown_country: policy.unknown_country,
+            stale: self.validator.is_stale(state, now),
+        };
+        let client = ctx.client;
+        let geo_header = self.geo.header().and_then(|h| req.headers.get(h)).map(http::HeaderValue::as_bytes);
+        let Some(v) = self.foreign.judge(state, &input, || self.geo.country(client, geo_header)) else { return false };
+        self.metrics.validation_seconds(started.elapsed().as_secs_f64());
+        ctx.result = Some(v.result);
+        ctx.transport = v.transport;
+        ctx.kind = ObjectKind::classify(v.manifest.is_some(), req.raw_path());
+        ctx.foreign = Some(ForeignCtx { entry: v.entry, format: v.format, id: v.token_id, key: v.key_name });
+        if v.result.is_err() {
+            return true;
+        }
+        ctx.upstream_target = v.upstream_target;
+        // HEAD answers carry no body to rewrite; an MPD is XML, where `&` would need escaping.
+        if let (true, Some(format), Some((param, token))) = (self.rewrite_playlists, v.manifest, v.carry_query)
+            && req.method == http::Method::GET
+            && !(format == Manifest::Dash && token.bytes().any(|b| matches!(b, b'&' | b'<' | b'"')))
+        {
+            let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+            let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
+            let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
+            let param = Some(param);
+            ctx.rewrite =
+                Some(Rewrite { format, param, query, token, host, buf: Vec::new(), active: false, expect: None });
+        }
+        true
+    }
+
+    /// The answer to a request judged by a `[[foreign]]` entry.
+    async fn after_foreign(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(Err(reason)) = ctx.result {
+            self.deny(session, ctx, reason, reason.http_status()).await?;
+            return Ok(true);
+        }
+        ctx.admitted_at = Some(Instant::now());
+        Ok(false)
+    }
+
     fn cookie_header(&self, token: &Token, value: &str, now: u64) -> String {
         let max_age = token.expires_at().saturating_sub(now);
         let c = &self.cookie;
@@ -344,6 +437,7 @@ impl ProxyHttp for EdgeProxy {
             origin: None,
             redirected: false,
             background: false,
+            foreign: None,
         }
     }
 
@@ -395,6 +489,14 @@ impl ProxyHttp for EdgeProxy {
         let cookies = req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes);
         let geo_header = self.geo.header().and_then(|h| req.headers.get(h)).map(http::HeaderValue::as_bytes);
         let verdict = self.validator.validate(&state, &input, cookies, || self.geo.country(client, geo_header));
+        if !self.foreign.is_empty()
+            && verdict.transport == Transport::None
+            && matches!(verdict.result, Err(Reason::Missing | Reason::Malformed))
+            && self.judge_foreign(session, ctx, &state, now, started)
+        {
+            drop(state);
+            return self.after_foreign(session, ctx).await;
+        }
         drop(state);
         self.metrics.validation_seconds(started.elapsed().as_secs_f64());
         ctx.result = Some(verdict.result);
@@ -427,7 +529,8 @@ impl ProxyHttp for EdgeProxy {
                 let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
                 let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
                 let buf = Vec::new();
-                ctx.rewrite = Some(Rewrite { format, query, token: raw, host, buf, active: false, expect: None });
+                ctx.rewrite =
+                    Some(Rewrite { format, param: None, query, token: raw, host, buf, active: false, expect: None });
             }
         }
         Ok(false)
@@ -512,28 +615,12 @@ impl ProxyHttp for EdgeProxy {
             up.insert_header(header::HOST, self.origins.host(a))?;
         }
         if self.cookie.enabled {
-            let stripped: Vec<Vec<u8>> = up
-                .headers
-                .get_all(header::COOKIE)
-                .into_iter()
-                .filter_map(|h| transport::strip_cookie(h.as_bytes(), &self.cookie.name))
-                .collect();
-            if !stripped.is_empty() {
-                let kept: Vec<Vec<u8>> = up
-                    .headers
-                    .get_all(header::COOKIE)
-                    .into_iter()
-                    .map(|h| {
-                        transport::strip_cookie(h.as_bytes(), &self.cookie.name)
-                            .unwrap_or_else(|| h.as_bytes().to_vec())
-                    })
-                    .filter(|v| !v.is_empty())
-                    .collect();
-                up.remove_header(&header::COOKIE);
-                for v in kept {
-                    up.append_header(header::COOKIE, http::HeaderValue::from_bytes(&v).map_err(|_| bad_header())?)?;
-                }
-            }
+            strip_cookies(up, &[self.cookie.name.as_str()])?;
+        }
+        if let Some(f) = &ctx.foreign {
+            strip_cookies(up, &self.foreign.cookie_names(f.entry))?;
+            // The page that linked here may carry the vendor's token in its URL.
+            up.remove_header(&header::REFERER);
         }
         if let Some(r) = up.headers.get(header::REFERER) {
             let names = self.validator.names();
@@ -700,7 +787,7 @@ impl ProxyHttp for EdgeProxy {
             return Ok(None);
         }
         if end_of_stream || rw.expect.is_some_and(|n| rw.buf.len() >= n) {
-            let param = &self.validator.names().query_param;
+            let param = rw.param.as_ref().unwrap_or(&self.validator.names().query_param);
             let out = match rw.format {
                 Manifest::Hls => playlist::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref()),
                 Manifest::Dash => mpd::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref(), &rw.query),
@@ -765,6 +852,9 @@ impl ProxyHttp for EdgeProxy {
         let channel = ctx.token.as_ref().filter(|_| verified).and_then(Token::channel);
         if !ctx.preflight && !ctx.redirected && !ctx.background {
             self.metrics.request(reason, ctx.transport, channel, ctx.kind);
+            if let Some(f) = &ctx.foreign {
+                self.metrics.foreign(f.format, reason);
+            }
         }
         let admitted = ctx.admitted_at.is_some();
         if let Some(cache) = self.cache
@@ -806,6 +896,9 @@ impl ProxyHttp for EdgeProxy {
             token.key = ctx.token.as_ref().filter(|_| verified).map(Token::key_id),
             channel,
             transport = ctx.transport.as_str(),
+            format = ctx.foreign.as_ref().map(|f| f.format.as_str()),
+            foreign.id = ctx.foreign.as_ref().and_then(|f| f.id.as_deref()),
+            foreign.key = ctx.foreign.as_ref().and_then(|f| f.key.as_deref()),
             cache = cache_status,
             status,
             bytes = session.body_bytes_sent(),
@@ -832,6 +925,35 @@ fn compile_cors(config: &EdgeConfig) -> Cors {
         }
     }
     Cors::new(&c.allowed_origins, c.allow_credentials, &expose, c.max_age_secs).unwrap_or_default()
+}
+
+/// Removes the named cookies from the upstream request's `Cookie` headers (the others
+/// kept byte for byte; a header left empty is dropped).
+fn strip_cookies(up: &mut RequestHeader, names: &[&str]) -> Result<()> {
+    let strip = |h: &[u8]| {
+        let mut changed = None::<Vec<u8>>;
+        for name in names {
+            if let Some(v) = transport::strip_cookie(changed.as_deref().unwrap_or(h), name) {
+                changed = Some(v);
+            }
+        }
+        changed
+    };
+    if !up.headers.get_all(header::COOKIE).into_iter().any(|h| strip(h.as_bytes()).is_some()) {
+        return Ok(());
+    }
+    let kept: Vec<Vec<u8>> = up
+        .headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .map(|h| strip(h.as_bytes()).unwrap_or_else(|| h.as_bytes().to_vec()))
+        .filter(|v| !v.is_empty())
+        .collect();
+    up.remove_header(&header::COOKIE);
+    for v in kept {
+        up.append_header(header::COOKIE, http::HeaderValue::from_bytes(&v).map_err(|_| bad_header())?)?;
+    }
+    Ok(())
 }
 
 /// GET and HEAD: the only methods retried on another origin.
@@ -893,13 +1015,41 @@ const REDACTED: &str = "<redacted>";
 /// other spelling of the path marker (`/_ST/`, `/%5Fst/`, a second `/_st/`…) every
 /// segment replaced by `<redacted>`; and any run of at least [`TOKEN_SHAPED`]
 /// base64url characters (percent-encoded ones included) replaced by `<redacted>`,
-/// whatever the verdict. At most [`LOG_PATH_MAX`] bytes.
+/// whatever the verdict. Other vendors' path-borne links are redacted too: every
+/// segment holding `=` (Akamai `/__token__=…/`, Bunny `/bcdn_token=…/`, Media CDN
+/// `/edge-cache-token=…/`) and every segment of exactly 32 hex digits (nginx
+/// `secure_link_secret`). At most [`LOG_PATH_MAX`] bytes.
 pub(crate) fn log_path<'a>(target: &'a [u8], path_prefix: &str) -> Cow<'a, str> {
     let end = target.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(target.len());
     let mut path = &target[..end];
     if let Some(rest) = path.strip_prefix(path_prefix.as_bytes()) {
         path = rest.iter().position(|&b| b == b'/').map_or(&b"/"[..], |i| &rest[i..]);
     }
+    match redact_credential_segments(path) {
+        Some(owned) => Cow::Owned(redact_path(&owned, path_prefix).into_owned()),
+        None => redact_path(path, path_prefix),
+    }
+}
+
+/// The path with every segment that holds `=` or is 32 hex digits replaced by
+/// `<redacted>`; `None` when there is none.
+fn redact_credential_segments(path: &[u8]) -> Option<Vec<u8>> {
+    let credential = |seg: &[u8]| seg.contains(&b'=') || (seg.len() == 32 && seg.iter().all(u8::is_ascii_hexdigit));
+    if !path.split(|&b| b == b'/').any(credential) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for (i, seg) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(if credential(seg) { REDACTED.as_bytes() } else { seg });
+    }
+    Some(out)
+}
+
+/// [`log_path`] once the path-prefix token is gone: markers and token-shaped runs.
+fn redact_path<'a>(path: &'a [u8], path_prefix: &str) -> Cow<'a, str> {
     let marker = path_prefix.trim_matches('/');
     let cut_at = marker_variant_end(path, marker);
     let clean = cut_at.is_none() && token_run(path).is_none();
@@ -1076,6 +1226,11 @@ mod tests {
             "/vod/segment_with_a_long_name_0000000000.ts"
         );
         assert!(p(format!("/{}", "x/".repeat(400))).len() <= LOG_PATH_MAX);
+        // Other vendors' path-borne links.
+        assert_eq!(p("/__token__=exp=1~acl=%2fvod%2f*~hmac=ab12/vod/a.ts".into()), "/<redacted>/vod/a.ts");
+        assert_eq!(p("/bcdn_token=HS256-abc&expires=1/vod/a.ts".into()), "/<redacted>/vod/a.ts");
+        assert_eq!(p("/vod/edge-cache-token=Expires=1&KeyName=k&Signature=x/a.ts".into()), "/vod/<redacted>/a.ts");
+        assert_eq!(p("/p/0123456789abcdef0123456789ABCDEF/a.ts".into()), "/p/<redacted>/a.ts");
     }
 
     #[test]

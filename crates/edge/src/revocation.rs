@@ -64,6 +64,22 @@ impl Revocations {
         false
     }
 
+    /// Whether a revocation matches a verified foreign link (`crate::foreign`) used for
+    /// `canonical_path`: its vendor id (Akamai `id`, Media CDN `SessionID`) as a
+    /// subject, or a path prefix. `issued` is the link's start (`st`, `Starts`) or 0,
+    /// since foreign links carry no issue time: a subject or prefix revocation
+    /// covers every such link that does not start after it.
+    #[inline]
+    pub fn foreign_revoked(&self, id: Option<&str>, issued: u64, canonical_path: &str) -> bool {
+        if !self.subjects.is_empty()
+            && let Some(id) = id
+            && self.subjects.get(id).is_some_and(|&before| issued < before)
+        {
+            return true;
+        }
+        !self.paths.is_empty() && self.path_revoked(canonical_path, issued)
+    }
+
     /// Whether every token of `key` is revoked (a retired key).
     #[inline]
     pub fn key_revoked(&self, key: KeyId) -> bool {

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
 
 use crate::clock::SharedClock;
+use crate::foreign::{ForeignKeyEntry, ForeignKeys};
 use crate::revocation::{Revocations, RevocationsBuilder};
 
 /// The state file's encoding of key secrets: base64url, padding optional when
@@ -55,6 +56,8 @@ pub struct State {
     pub keys: KeyRing,
     /// Revocations in force.
     pub revocations: Revocations,
+    /// Keys of other vendors' link formats (`[[foreign]]`, [`crate::foreign`]).
+    pub foreign_keys: ForeignKeys,
     /// When this state was last known current, Unix seconds: the file's `generated_at`,
     /// else when it was loaded. Staleness is measured from here (or from `live`).
     pub fresh_at: u64,
@@ -191,6 +194,9 @@ pub struct StateFile {
     /// Revocations.
     #[serde(default)]
     pub revocations: Vec<RevocationEntry>,
+    /// Keys of other vendors' link formats, as the vendor writes them (file mode only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKeyEntry>,
 }
 
 /// One key of the state file.
@@ -257,6 +263,8 @@ pub struct Decoded {
     pub keys: Vec<(KeyId, SecretKey)>,
     /// The revocations, in file order.
     pub revocations: Vec<RevocationEntry>,
+    /// The foreign keys, by format.
+    pub foreign_keys: ForeignKeys,
 }
 
 impl StateFile {
@@ -285,7 +293,8 @@ impl StateFile {
             let entry = r.checked().map_err(|why| bad(format!("revocations[{i}]: {why}")))?;
             revocations.push(entry);
         }
-        Ok(Decoded { version: self.version, generated_at: self.generated_at, keys, revocations })
+        let foreign_keys = ForeignKeys::decode(&self.foreign_keys).map_err(bad)?;
+        Ok(Decoded { version: self.version, generated_at: self.generated_at, keys, revocations, foreign_keys })
     }
 
     /// Builds the state, dropping revocations that expired before `now - leeway`.
@@ -307,6 +316,7 @@ impl Decoded {
             version: self.version,
             keys,
             revocations: revocation_set(&self.revocations, now.saturating_sub(leeway)),
+            foreign_keys: self.foreign_keys,
             fresh_at: self.generated_at.unwrap_or(now),
             live: Liveness::default(),
         }

@@ -137,6 +137,11 @@ impl Validator {
         &self.policy
     }
 
+    /// Whether `stale_policy = "deny"` refuses requests against this state now.
+    pub fn is_stale(&self, state: &State, now: u64) -> bool {
+        self.stale_after.is_some_and(|max| now > state.fresh_at_now().saturating_add(max))
+    }
+
     /// Validates one request. `cookies` are the raw `Cookie` header values; `country`
     /// is called at most once, only for country-bound tokens.
     #[inline]
@@ -317,7 +322,7 @@ impl Observer for EveryCheck<'_> {
     }
 }
 
-fn manifest_kind(path: &str) -> Option<Manifest> {
+pub(crate) fn manifest_kind(path: &str) -> Option<Manifest> {
     let ext = path.rsplit_once('.')?.1;
     if ext.eq_ignore_ascii_case("m3u8") {
         Some(Manifest::Hls)

@@ -1,0 +1,332 @@
+//! End to end: other vendors' signed links through the real `stile edge`
+//! (`[[foreign]]`, docs/migration.md), against a recording origin. Akamai links
+//! come from Akamai's own generator (`akamai-edgeauth` from PyPI, through
+//! tests/python/akamai_edgeauth_tokens.py); nginx hashes from the `openssl`
+//! recipe of nginx's documentation; Cloud CDN URL prefixes from Google's
+//! documented recipe (HMAC-SHA1 with Python's standard library); Bunny links from
+//! `stile_foreign::bunny::sign` (Bunny publishes no generator on a registry).
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+const AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
+/// Google's sample key (cloud.google.com/cdn/docs/using-signed-urls).
+const CLOUD_KEY: &str = "nZtRohdNF9m3cKM24IcK4w==";
+const BUNNY_KEY: &str = "bunny-zone-security-key";
+const NGINX_SECRET: &str = "secret";
+const SEG: &str = "/vod/abc/v1/seg0.ts";
+
+fn foreign_config(akamai_sunset: &str) -> String {
+    format!(
+        r#"{BASE_CONFIG}
+[[foreign]]
+format = "akamai"
+hosts = ["127.0.0.1"]
+path_prefixes = ["/vod/"]
+refuse_after = {akamai_sunset}
+[foreign.akamai]
+token_name = "hdnts"
+
+[[foreign]]
+format = "cloud-cdn"
+path_prefixes = ["/vod/"]
+
+[[foreign]]
+format = "bunny"
+hosts = ["127.0.0.1"]
+path_prefixes = ["/vod/"]
+
+[[foreign]]
+format = "nginx-secure-link"
+path_prefixes = ["/vod/"]
+"#
+    )
+}
+
+fn state(version: u64, revocations: Value) -> String {
+    let mut v: Value = serde_json::from_str(&state_json(version, revocations, None)).unwrap();
+    v["foreign_keys"] = json!([
+        { "format": "akamai", "name": "primary", "key": AKAMAI_KEY },
+        { "format": "cloud-cdn", "name": "my-key", "key": CLOUD_KEY },
+        { "format": "bunny", "name": "zone", "key": BUNNY_KEY },
+        { "format": "nginx-secure-link", "name": "secret", "key": NGINX_SECRET },
+    ]);
+    v.to_string()
+}
+
+fn setup(akamai_sunset: &str) -> (tempfile::TempDir, Origin, Edge) {
+    let content = tempfile::tempdir().unwrap();
+    make_hls(content.path());
+    let origin = Origin::start(content.path());
+    let edge = Edge::start(&origin, &foreign_config(akamai_sunset), &state(1, json!([])));
+    (content, origin, edge)
+}
+
+/// Tokens from Akamai's generator: each case is EdgeAuth's keyword arguments and an ACL.
+fn akamai_tokens(cases: Value) -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut child = Command::new("python3")
+        .arg(root.join("tests/python/akamai_edgeauth_tokens.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (scripts/install-deps)");
+    child.stdin.take().unwrap().write_all(cases.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Akamai's generator failed (pip install -r tests/python/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn akamai_case(start: u64, end: u64, acl: &str, id: &str) -> Value {
+    json!({
+        "opts": { "key": AKAMAI_KEY, "token_name": "hdnts", "start_time": start, "end_time": end, "session_id": id },
+        "acl": acl,
+    })
+}
+
+fn reason(r: &Response) -> (u16, Option<&str>) {
+    (r.status, r.header("x-stile-reason"))
+}
+
+/// The value of one series of the admin listener's metrics.
+fn metric(edge: &Edge, series: &str) -> f64 {
+    let body = get(edge.admin, "/metrics", &[]).expect("metrics answer").body;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} not exported"))
+}
+
+/// Waits (bounded) until `f` holds: for a state reload to take effect.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn flip_last_hex(token: &str) -> String {
+    let mut t = token.to_owned();
+    let last = t.pop().unwrap();
+    t.push(if last == '0' { '1' } else { '0' });
+    t
+}
+
+#[test]
+fn akamai_links_from_akamais_generator_are_judged_like_stile_links() {
+    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    let now = now();
+    let tokens = akamai_tokens(json!([
+        akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-42"),
+        akamai_case(now - 600, now - 60, "/vod/abc/*", "viewer-43"),
+        akamai_case(now - 60, now + 600, "/vod/xyz/*", "viewer-44"),
+    ]));
+    let (good, expired, elsewhere) = (&tokens[0], &tokens[1], &tokens[2]);
+
+    let ok = edge.get(&format!("{SEG}?x=1&hdnts={good}"), &[]);
+    assert_eq!(reason(&ok), (200, None), "{}", edge.log());
+    assert_eq!(&origin.request_lines().last().unwrap()[..], "GET /vod/abc/v1/seg0.ts?x=1 HTTP/1.1");
+    let by_cookie = edge.get(SEG, &[("Cookie", &format!("a=b; hdnts={good}"))]);
+    assert_eq!(reason(&by_cookie), (200, None));
+    let head = origin.requests().last().unwrap().to_ascii_lowercase();
+    assert!(head.contains("cookie: a=b\r\n") && !head.contains("hdnts"), "the vendor cookie is stripped: {head}");
+
+    let cases = [
+        (format!("{SEG}?hdnts={}", flip_last_hex(good)), "bad_signature"),
+        (format!("{SEG}?hdnts={expired}"), "expired"),
+        (format!("{SEG}?hdnts={elsewhere}"), "scope"),
+        (format!("/vod/abd/v1/seg0.ts?hdnts={good}"), "scope"),
+        (format!("{SEG}?hdnts={good}&hdnts={good}"), "malformed"),
+    ];
+    for (target, want) in &cases {
+        assert_eq!(reason(&edge.get(target, &[])), (403, Some(*want)), "{target}");
+    }
+    // Outside the entry's path prefixes the link is nobody's: Stile's own `missing`.
+    let outside = edge.get(&format!("/other/abc/seg0.ts?hdnts={good}"), &[]);
+    assert_eq!(reason(&outside), (401, Some("missing")));
+    // Hostile paths with a valid foreign token are `malformed`, never the secret.
+    for attack in PATH_ATTACKS {
+        let r = edge.get(&format!("{attack}?hdnts={good}"), &[]);
+        assert_eq!(reason(&r).1, Some("malformed"), "{attack}");
+        assert!(matches!(r.status, 400 | 403), "{attack}: {}", r.status);
+    }
+
+    // Counted by format and result.
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="akamai",result="admitted"}"#), 2.0);
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="akamai",result="bad_signature"}"#), 1.0);
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="akamai",result="expired"}"#), 1.0);
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="akamai",result="scope"}"#), 2.0);
+
+    // Revocation by the link's id (`id`, written as `session_id` by the generator): a subject revocation.
+    let revoked = json!([{ "kind": "subject", "value": "viewer-42", "issued_before": now + 3600 }]);
+    std::fs::write(edge.dir.path().join("state.json"), state(2, revoked)).unwrap();
+    eventually("the id revocation takes effect", || {
+        reason(&edge.get(&format!("{SEG}?hdnts={good}"), &[])) == (403, Some("revoked"))
+    });
+    // By path prefix, as for Stile links.
+    let fresh = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-45")]))[0];
+    assert_eq!(reason(&edge.get(&format!("{SEG}?hdnts={fresh}"), &[])), (200, None));
+    let by_prefix = json!([{ "kind": "prefix", "value": "/vod/abc/", "issued_before": now }]);
+    std::fs::write(edge.dir.path().join("state.json"), state(3, by_prefix)).unwrap();
+    eventually("the prefix revocation takes effect", || {
+        reason(&edge.get(&format!("{SEG}?hdnts={fresh}"), &[])) == (403, Some("revoked"))
+    });
+
+    // The origin and the logs never see the token.
+    for t in &tokens {
+        let mac = t.rsplit("hmac=").next().unwrap();
+        for head in origin.requests() {
+            assert!(!head.contains(mac) && !head.contains("hdnts"), "{head}");
+        }
+        assert!(!edge.log().contains(mac), "the MAC reached the log");
+    }
+    let log = edge.log();
+    assert!(log.contains(r#""format":"akamai""#), "{log}");
+    assert!(log.contains(r#""foreign.id":"viewer-42""#), "{log}");
+}
+
+#[test]
+fn an_akamai_tokened_master_playlist_plays() {
+    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    let now = now();
+    let token = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-1")]))[0];
+    let master = edge.get(&format!("/vod/abc/master.m3u8?hdnts={token}"), &[]);
+    assert_eq!(master.status, 200, "{}", edge.log());
+    let body = String::from_utf8(master.body.clone()).unwrap();
+    assert!(body.contains(&format!("\nv1/index.m3u8?hdnts={token}\n")), "{body}");
+    assert_rewritten_framing(&master);
+    let media = edge.get(&format!("/vod/abc/v1/index.m3u8?hdnts={token}"), &[]);
+    let media = String::from_utf8(media.body).unwrap();
+    let seg = media.lines().find(|l| l.starts_with("seg")).expect("a segment line");
+    assert_eq!(seg, format!("seg0.ts?hdnts={token}"));
+    assert_eq!(edge.get(&format!("/vod/abc/v1/{seg}"), &[]).status, 200);
+
+    let n = origin.request_lines().len();
+    ffmpeg_play(&format!("http://127.0.0.1:{}/vod/abc/master.m3u8?hdnts={token}", edge.port), &[])
+        .expect("ffmpeg plays the Akamai-tokened stream");
+    let lines = origin.request_lines();
+    for want in ["/vod/abc/v1/seg2.ts", "/vod/abc/v2/seg2.ts"] {
+        assert!(lines[n..].iter().any(|l| l == &format!("GET {want} HTTP/1.1")), "{want}: {lines:#?}");
+    }
+    let mac = token.rsplit("hmac=").next().unwrap();
+    assert!(origin.requests().iter().all(|h| !h.contains(mac) && !h.contains("hdnts")));
+}
+
+#[test]
+fn after_the_sunset_old_links_are_missing() {
+    let (_content, _origin, edge) = setup("\"2020-01-01T00:00:00Z\"");
+    let now = now();
+    let token = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-1")]))[0];
+    assert_eq!(reason(&edge.get(&format!("{SEG}?hdnts={token}"), &[])), (401, Some("missing")));
+}
+
+/// Google's documented URL-prefix recipe (`sign_url_prefix` of the Cloud CDN
+/// samples), with Python's standard library: the query pairs after `?`.
+fn cloud_cdn_prefix(prefix: &str, expires: u64, key: &str) -> String {
+    let script = "import base64,hashlib,hmac,sys\n\
+        prefix, expires, key = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+        enc = base64.urlsafe_b64encode(prefix.encode()).decode()\n\
+        policy = f'URLPrefix={enc}&Expires={expires}&KeyName=my-key'\n\
+        sig = base64.urlsafe_b64encode(hmac.new(base64.urlsafe_b64decode(key), policy.encode(), hashlib.sha1).digest()).decode()\n\
+        print(f'{policy}&Signature={sig}')\n";
+    let out = Command::new("python3").args(["-c", script, prefix, &expires.to_string(), key]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn cloud_cdn_url_prefixes_play_and_are_carried_to_segments() {
+    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    let now = now();
+    let prefix = format!("http://127.0.0.1:{}/vod/abc/", edge.port);
+    let signed = cloud_cdn_prefix(&prefix, now + 600, CLOUD_KEY);
+    let ok = edge.get(&format!("{SEG}?{signed}"), &[]);
+    assert_eq!(reason(&ok), (200, None), "{}", edge.log());
+    let other_key = cloud_cdn_prefix(&prefix, now + 600, "AAAAAAAAAAAAAAAAAAAAAA==");
+    let expired = cloud_cdn_prefix(&prefix, now - 60, CLOUD_KEY);
+    for (target, want) in [
+        (format!("{SEG}?{other_key}"), "bad_signature"),
+        (format!("{SEG}?{expired}"), "expired"),
+        (format!("/vod/abd/seg0.ts?{signed}"), "scope"),
+    ] {
+        assert_eq!(reason(&edge.get(&target, &[])), (403, Some(want)), "{target}");
+    }
+    let master = edge.get(&format!("/vod/abc/master.m3u8?{signed}"), &[]);
+    let body = String::from_utf8(master.body).unwrap();
+    assert!(body.contains(&format!("\nv2/index.m3u8?{signed}\n")), "{body}");
+    ffmpeg_play(&format!("http://127.0.0.1:{}/vod/abc/master.m3u8?{signed}", edge.port), &[])
+        .expect("ffmpeg plays the Cloud-CDN-signed stream");
+    let sig = signed.rsplit("Signature=").next().unwrap();
+    assert!(origin.requests().iter().all(|h| !h.contains(sig) && !h.contains("URLPrefix")));
+    assert!(!edge.log().contains(sig));
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="cloud-cdn",result="expired"}"#), 1.0);
+}
+
+#[test]
+fn bunny_and_nginx_links() {
+    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    let now = now();
+    let bunny = |path: &str, expires: u64, token_path: Option<&str>| {
+        let claims = stile_foreign::bunny::Claims { path, expires, token_path, ..Default::default() };
+        stile_foreign::bunny::sign(BUNNY_KEY.as_bytes(), &claims)
+    };
+    let dir = bunny(SEG, now + 600, Some("/vod/abc/"));
+    assert_eq!(reason(&edge.get(&dir, &[])), (200, None), "{}", edge.log());
+    assert_eq!(&origin.request_lines().last().unwrap()[..], "GET /vod/abc/v1/seg0.ts HTTP/1.1");
+    let first = dir.split("HS256-").nth(1).unwrap().chars().next().unwrap();
+    let tampered = dir.replacen(&format!("HS256-{first}"), if first == 'A' { "HS256-B" } else { "HS256-A" }, 1);
+    for (target, want) in [
+        (tampered, "bad_signature"),
+        (bunny(SEG, now - 60, Some("/vod/abc/")), "expired"),
+        (bunny("/vod/abd/seg0.ts", now + 600, Some("/vod/abc/")), "scope"),
+    ] {
+        assert_eq!(reason(&edge.get(&target, &[])), (403, Some(want)), "{target}");
+    }
+
+    // nginx: the documentation's recipe, `echo -n '…' | openssl md5 -binary | openssl base64 | tr +/ -_ | tr -d =`.
+    let nginx = |expires: u64, uri: &str| {
+        let input = format!("{expires}{uri}127.0.0.1 {NGINX_SECRET}");
+        let out = Command::new("sh")
+            .args(["-c", "printf %s \"$1\" | openssl md5 -binary | openssl base64 | tr +/ -_ | tr -d =", "sh", &input])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        format!("{uri}?md5={}&expires={expires}", String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let ok = nginx(now + 600, SEG);
+    assert_eq!(reason(&edge.get(&ok, &[])), (200, None), "{}", edge.log());
+    assert_eq!(&origin.request_lines().last().unwrap()[..], "GET /vod/abc/v1/seg0.ts HTTP/1.1");
+    assert_eq!(reason(&edge.get(&nginx(now - 60, SEG), &[])), (403, Some("expired")));
+    let moved = ok.replacen(SEG, "/vod/abc/v1/seg1.ts", 1);
+    assert_eq!(reason(&edge.get(&moved, &[])), (403, Some("bad_signature")));
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="bunny",result="admitted"}"#), 1.0);
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="nginx-secure-link",result="admitted"}"#), 1.0);
+    for head in origin.requests() {
+        assert!(!head.contains("HS256") && !head.contains("md5=") && !head.contains("expires="), "{head}");
+    }
+}
+
+#[test]
+fn a_stile_token_is_judged_by_stile_even_beside_a_foreign_one() {
+    let (_content, _origin, edge) = setup("2099-01-01T00:00:00Z");
+    let now = now();
+    let akamai = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "v")]))[0];
+    let expired_stile = mint(|c| {
+        c.issued_at = now - 200;
+        c.expires_at = now - 100;
+    });
+    let r = edge.get(&format!("{SEG}?st={expired_stile}&hdnts={akamai}"), &[]);
+    assert_eq!(reason(&r), (403, Some("expired")));
+}

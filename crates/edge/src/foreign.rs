@@ -1,0 +1,523 @@
+//! Other vendors' signed links at the edge (`docs/migration.md`): the
+//! `[[foreign]]` entries of the configuration, the `foreign_keys` of the state,
+//! and the judgement of a request that carries no Stile token.
+//!
+//! The proxy asks this module only when the Stile validator found no Stile token
+//! (`missing`, or a `malformed` path with no token anywhere): a request carrying a
+//! Stile token is judged by it alone. The entries are tried in order; the first
+//! whose hosts, path prefixes and sunset (`refuse_after`) admit the request and whose
+//! format finds a token in it decides. Locating, signatures, windows, scopes,
+//! addresses and countries are `stile_foreign`'s (pure, fuzzed); this module adds
+//! what the edge owns: which entry applies, the keys of the current state,
+//! revocations (by the link's id as a subject, by path prefix), staleness, and the
+//! token-free upstream target.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use stile_foreign::{Carry, Config as FormatConfig, Format, Key, KeyEncoding, Keys, Scope, bunny, google, nginx};
+use stile_token::{Country, Reason, UnknownCountry};
+
+use crate::state::State;
+use crate::transport::Transport;
+use crate::validate::{Manifest, manifest_kind};
+
+/// One `[[foreign]]` entry: an old vendor's link format accepted on some hosts and
+/// path prefixes until a sunset. Mirrored in `docs/migration.md` and `docs/edge.md`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForeignConfig {
+    /// The format: `akamai`, `cloud-cdn`, `media-cdn`, `bunny` or `nginx-secure-link`.
+    pub format: String,
+    /// Hosts (the request's `Host`, port ignored, case-insensitive) the entry applies
+    /// to. Empty: every host.
+    pub hosts: Vec<String>,
+    /// Canonical path prefixes, each ending in `/`, that the entry applies to (the
+    /// path once the token is removed). Empty: every path.
+    pub path_prefixes: Vec<String>,
+    /// The sunset: from this instant on (RFC 3339 with an offset, as a TOML datetime
+    /// or string, or Unix seconds) the entry is ignored, so its links get `missing`.
+    pub refuse_after: Option<toml::Value>,
+    /// Akamai settings (`[foreign.akamai]`, `stile_foreign::akamai::Config`).
+    pub akamai: Option<stile_foreign::akamai::Config>,
+    /// Cloud CDN settings (`[foreign.cloud-cdn]`).
+    #[serde(rename = "cloud-cdn")]
+    pub cloud_cdn: Option<google::CloudCdnConfig>,
+    /// Media CDN settings (`[foreign.media-cdn]`).
+    #[serde(rename = "media-cdn")]
+    pub media_cdn: Option<google::MediaCdnConfig>,
+    /// Bunny settings (`[foreign.bunny]`).
+    pub bunny: Option<bunny::Config>,
+    /// nginx settings (`[foreign.nginx-secure-link.secure_link]` or `….secure_link_secret]`).
+    #[serde(rename = "nginx-secure-link")]
+    pub nginx_secure_link: Option<nginx::Config>,
+}
+
+/// Most `[[foreign]]` entries.
+pub const MAX_ENTRIES: usize = 16;
+
+/// One entry, checked and compiled.
+#[derive(Clone, Debug)]
+struct Entry {
+    config: FormatConfig,
+    hosts: Vec<String>,
+    prefixes: Vec<String>,
+    refuse_after: Option<u64>,
+}
+
+/// Every `[[foreign]]` entry, compiled once from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ForeignGate {
+    entries: Vec<Entry>,
+}
+
+impl ForeignGate {
+    /// Checks and compiles the entries; the error names the field.
+    pub fn new(configs: &[ForeignConfig]) -> Result<ForeignGate, (String, String)> {
+        if configs.len() > MAX_ENTRIES {
+            return Err(("foreign".into(), format!("at most {MAX_ENTRIES} entries")));
+        }
+        let mut entries = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            let field = |f: &str| format!("foreign[{i}].{f}");
+            let format = Format::from_name(&c.format).ok_or_else(|| {
+                (field("format"), format!("{:?} is not akamai, cloud-cdn, media-cdn, bunny or nginx-secure-link", c.format))
+            })?;
+            let tables = [
+                c.akamai.is_some(),
+                c.cloud_cdn.is_some(),
+                c.media_cdn.is_some(),
+                c.bunny.is_some(),
+                c.nginx_secure_link.is_some(),
+            ];
+            let own = Format::ALL.iter().position(|f| *f == format).unwrap_or(0);
+            if tables.iter().enumerate().any(|(j, &set)| set && j != own) {
+                return Err((field(c.format.as_str()), "settings of another format than `format`".into()));
+            }
+            let config = match format {
+                Format::Akamai => c.akamai.clone().map(FormatConfig::Akamai),
+                Format::CloudCdn => c.cloud_cdn.clone().map(FormatConfig::CloudCdn),
+                Format::MediaCdn => c.media_cdn.clone().map(FormatConfig::MediaCdn),
+                Format::Bunny => c.bunny.clone().map(FormatConfig::Bunny),
+                Format::NginxSecureLink => c.nginx_secure_link.clone().map(FormatConfig::NginxSecureLink),
+            }
+            .unwrap_or_else(|| FormatConfig::default_for(format));
+            config.validate().map_err(|e| (field(format.as_str()), e.to_string()))?;
+            let mut hosts = Vec::with_capacity(c.hosts.len());
+            for h in &c.hosts {
+                let ok = !h.is_empty()
+                    && h.len() <= 253
+                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+                if !ok {
+                    return Err((field("hosts"), format!("{h:?} is not a host name")));
+                }
+                hosts.push(h.to_ascii_lowercase());
+            }
+            for p in &c.path_prefixes {
+                if !p.ends_with('/') || !stile_token::is_canonical(p) {
+                    return Err((field("path_prefixes"), format!("{p:?} is not a canonical path ending in `/`")));
+                }
+            }
+            let refuse_after = match &c.refuse_after {
+                None => None,
+                Some(v) => Some(
+                    unix_seconds(v)
+                        .ok_or_else(|| (field("refuse_after"), "expected an RFC 3339 time with an offset".into()))?,
+                ),
+            };
+            entries.push(Entry { config, hosts, prefixes: c.path_prefixes.clone(), refuse_after });
+        }
+        Ok(ForeignGate { entries })
+    }
+
+    /// Whether any entry is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether some entry is Media CDN (whose dual tokens may sign request headers).
+    pub fn needs_headers(&self) -> bool {
+        self.entries.iter().any(|e| e.config.format() == Format::MediaCdn)
+    }
+
+    /// The cookie names an entry's format reads, so they never reach the origin.
+    pub fn cookie_names(&self, entry: usize) -> Vec<&str> {
+        let Some(e) = self.entries.get(entry) else { return Vec::new() };
+        match &e.config {
+            FormatConfig::Akamai(c) if c.cookie => vec![c.token_name.as_str()],
+            FormatConfig::CloudCdn(c) if c.cookie => vec![c.cookie_name.as_str()],
+            FormatConfig::MediaCdn(c) if c.cookie => vec![c.cookie_name.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Judges a request that carries no Stile token. `None`: no entry applies, or no
+    /// entry's format found a token (the Stile verdict stands). `country` is called
+    /// at most once, for formats with country rules (Bunny).
+    pub fn judge<G>(&self, state: &State, input: &ForeignInput<'_>, country: G) -> Option<ForeignVerdict>
+    where
+        G: FnOnce() -> Option<Country>,
+    {
+        let mut country = Some(country);
+        for (index, e) in self.entries.iter().enumerate() {
+            if e.refuse_after.is_some_and(|t| input.now >= t) || !e.host_matches(input.host) {
+                continue;
+            }
+            let format = e.config.format();
+            let found = match e.config.locate(input.target, input.cookies) {
+                Ok(None) => continue,
+                Ok(Some(found)) => found,
+                Err(reason) => {
+                    if e.raw_applies(input.target) {
+                        return Some(ForeignVerdict::denied(index, format, Transport::None, reason));
+                    }
+                    continue;
+                }
+            };
+            if !e.path_applies(&found.path) {
+                continue;
+            }
+            let transport = match found.transport {
+                stile_foreign::Transport::Path => Transport::Path,
+                stile_foreign::Transport::Query => Transport::Query,
+                stile_foreign::Transport::Cookie => Transport::Cookie,
+            };
+            let keys = state.foreign_keys.get(format);
+            let looked_up = if format == Format::Bunny { country.take().and_then(|f| f()) } else { None };
+            let req = stile_foreign::Request {
+                scheme: input.scheme,
+                host: input.host,
+                client_ip: input.client_ip,
+                country: looked_up,
+                now: input.now,
+                leeway_secs: input.leeway_secs,
+                unknown_country: input.unknown_country,
+                headers: input.headers,
+            };
+            let verified = match e.config.verify(&found, keys, &req) {
+                Ok(v) => v,
+                Err(reason) => return Some(ForeignVerdict::denied(index, format, transport, reason)),
+            };
+            let issued = verified.not_before.unwrap_or(0);
+            let result = if state.revocations.foreign_revoked(verified.token_id, issued, &found.path) {
+                Err(Reason::Revoked)
+            } else if input.stale {
+                Err(Reason::StaleState)
+            } else {
+                Ok(())
+            };
+            let carry_query = match (verified.carry, verified.scope) {
+                (_, Scope::Exact(_)) => None,
+                (Some(Carry::Query(pairs)), _) => {
+                    pairs.split_once('=').map(|(name, value)| (name.to_owned(), value.to_owned()))
+                }
+                _ => None,
+            };
+            return Some(ForeignVerdict {
+                entry: index,
+                format,
+                transport,
+                result,
+                upstream_target: Some(found.upstream.clone().into_bytes()),
+                manifest: manifest_kind(&found.path),
+                token_id: verified.token_id.map(str::to_owned),
+                key_name: Some(verified.key_name.to_owned()),
+                carry_query,
+            });
+        }
+        None
+    }
+}
+
+impl Entry {
+    fn host_matches(&self, host: &str) -> bool {
+        let host = without_port(host);
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    fn path_applies(&self, canonical: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| canonical.starts_with(p.as_str()))
+    }
+
+    /// For a token that cannot be located (an ambiguous path, a token given twice):
+    /// whether the raw target is under one of the prefixes, or starts with a
+    /// `name=value` segment (the path forms), so the denial is this entry's.
+    fn raw_applies(&self, target: &[u8]) -> bool {
+        let first = target.get(1..).unwrap_or_default();
+        let first = &first[..first.iter().position(|&b| b == b'/').unwrap_or(first.len())];
+        self.prefixes.is_empty()
+            || self.prefixes.iter().any(|p| target.starts_with(p.as_bytes()))
+            || first.contains(&b'=')
+    }
+}
+
+/// A `Host` value without its port (`[v6]:443` → `[v6]`).
+fn without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// A `Host` value without the scheme's default port (`:80` for http, `:443` for https).
+pub(crate) fn without_default_port<'a>(host: &'a str, scheme: &str) -> &'a str {
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    host.strip_suffix(default).unwrap_or(host)
+}
+
+/// What a request brings to foreign validation.
+#[derive(Clone, Copy, Debug)]
+pub struct ForeignInput<'a> {
+    /// The raw request target.
+    pub target: &'a [u8],
+    /// The raw `Cookie` header values.
+    pub cookies: &'a [&'a [u8]],
+    /// `http` or `https`, as the client used it.
+    pub scheme: &'a str,
+    /// The `Host`, lower case, without the scheme's default port (entries match it
+    /// without any port).
+    pub host: &'a str,
+    /// The client address.
+    pub client_ip: Option<IpAddr>,
+    /// Request headers (Media CDN `Headers`); empty unless [`ForeignGate::needs_headers`].
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Now, Unix seconds.
+    pub now: u64,
+    /// `token.leeway_secs`.
+    pub leeway_secs: u32,
+    /// `token.unknown_country`.
+    pub unknown_country: UnknownCountry,
+    /// Whether the state is stale under `stale_policy = "deny"`.
+    pub stale: bool,
+}
+
+/// The judgement of a foreign link.
+#[derive(Clone, Debug)]
+pub struct ForeignVerdict {
+    /// Which `[[foreign]]` entry (index) decided.
+    pub entry: usize,
+    /// The format.
+    pub format: Format,
+    /// Where the link was.
+    pub transport: Transport,
+    /// `Ok` when admitted, else the one reason.
+    pub result: Result<(), Reason>,
+    /// The token-free target for the origin (and the cache key).
+    pub upstream_target: Option<Vec<u8>>,
+    /// Whether the path names a manifest.
+    pub manifest: Option<Manifest>,
+    /// The vendor's link id (Akamai `id`, Media CDN `SessionID`), once verified.
+    pub token_id: Option<String>,
+    /// The name of the key that verified the link.
+    pub key_name: Option<String>,
+    /// The query pair (`name`, `value`) that carries the link to child URIs of a
+    /// manifest, when the format and scope allow it. A credential: never logged.
+    pub carry_query: Option<(String, String)>,
+}
+
+impl ForeignVerdict {
+    fn denied(entry: usize, format: Format, transport: Transport, reason: Reason) -> ForeignVerdict {
+        ForeignVerdict {
+            entry,
+            format,
+            transport,
+            result: Err(reason),
+            upstream_target: None,
+            manifest: None,
+            token_id: None,
+            key_name: None,
+            carry_query: None,
+        }
+    }
+}
+
+/// The foreign keys of one state, by format.
+#[derive(Clone, Debug, Default)]
+pub struct ForeignKeys {
+    by_format: [Keys; Format::ALL.len()],
+}
+
+impl ForeignKeys {
+    /// The keys of a format.
+    pub fn get(&self, format: Format) -> &Keys {
+        &self.by_format[Format::ALL.iter().position(|f| *f == format).unwrap_or(0)]
+    }
+
+    /// How many keys in all.
+    pub fn len(&self) -> usize {
+        self.by_format.iter().map(Keys::len).sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks and groups the state file's entries (at most 8 keys a format, names
+    /// unique within a format).
+    pub fn decode(entries: &[ForeignKeyEntry]) -> Result<ForeignKeys, String> {
+        let mut grouped: [Vec<Key>; Format::ALL.len()] = Default::default();
+        for (i, e) in entries.iter().enumerate() {
+            let format = Format::from_name(&e.format).ok_or_else(|| format!("foreign_keys[{i}]: unknown format"))?;
+            let key = e.key().map_err(|why| format!("foreign_keys[{i}]: {why}"))?;
+            grouped[Format::ALL.iter().position(|f| *f == format).unwrap_or(0)].push(key);
+        }
+        let mut out = ForeignKeys::default();
+        for (slot, keys) in out.by_format.iter_mut().zip(grouped) {
+            *slot = Keys::new(keys).map_err(|e| format!("foreign_keys: {e}"))?;
+        }
+        Ok(out)
+    }
+}
+
+/// One foreign key of the state file: `{"format": "akamai", "name": "primary",
+/// "key": "52a1…"}`, the key written as the vendor writes it — hex (Akamai),
+/// base64 or base64url (Cloud CDN; Media CDN HMAC keys), `ed25519:` + base64 (a Media
+/// CDN public key), the text itself (Bunny, nginx).
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForeignKeyEntry {
+    /// The format's name.
+    pub format: String,
+    /// The key's name as the vendor names it (Google `KeyName`; free for the others).
+    pub name: String,
+    /// The key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for ForeignKeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ForeignKeyEntry({}, {:?}, <redacted>)", self.format, self.name)
+    }
+}
+
+impl ForeignKeyEntry {
+    fn key(&self) -> Result<Key, String> {
+        let format = Format::from_name(&self.format).ok_or("unknown format")?;
+        let encoding = match format {
+            Format::Akamai => KeyEncoding::Hex,
+            Format::CloudCdn | Format::MediaCdn => KeyEncoding::Base64,
+            Format::Bunny | Format::NginxSecureLink => KeyEncoding::Raw,
+        };
+        match self.key.strip_prefix("ed25519:") {
+            Some(public) if format == Format::MediaCdn => Key::parse_ed25519_public(&self.name, public),
+            Some(_) => return Err("ed25519 keys are Media CDN's only".into()),
+            None => Key::parse_secret(&self.name, &self.key, encoding),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Unix seconds of a TOML datetime (with a date, a time and an offset), of the same
+/// as a string, or of an integer.
+fn unix_seconds(v: &toml::Value) -> Option<u64> {
+    let dt = match v {
+        toml::Value::Integer(i) => return u64::try_from(*i).ok(),
+        toml::Value::Datetime(d) => *d,
+        toml::Value::String(s) => s.parse::<toml::value::Datetime>().ok()?,
+        _ => return None,
+    };
+    let (date, time, offset) = (dt.date?, dt.time?, dt.offset?);
+    let offset_secs = match offset {
+        toml::value::Offset::Z => 0,
+        toml::value::Offset::Custom { minutes } => i64::from(minutes) * 60,
+    };
+    let days = days_from_civil(i64::from(date.year), i64::from(date.month), i64::from(date.day));
+    let secs = days * 86_400
+        + i64::from(time.hour) * 3600
+        + i64::from(time.minute) * 60
+        + i64::from(time.second)
+        - offset_secs;
+    u64::try_from(secs).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's published algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(toml_text: &str) -> Result<ForeignGate, (String, String)> {
+        #[derive(Deserialize)]
+        struct Top {
+            foreign: Vec<ForeignConfig>,
+        }
+        let top: Top = toml::from_str(toml_text).map_err(|e| ("toml".into(), e.to_string()))?;
+        ForeignGate::new(&top.foreign)
+    }
+
+    /// 2027-06-30T00:00:00Z (Python's `calendar.timegm`).
+    const SUNSET: u64 = 1_814_313_600;
+
+    #[test]
+    fn sunsets_parse_as_rfc3339() {
+        let v = |s: &str| unix_seconds(&toml::Value::String(s.into()));
+        assert_eq!(v("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(v("2027-06-30T00:00:00Z"), Some(SUNSET));
+        assert_eq!(v("2027-06-30T02:00:00+02:00"), Some(SUNSET));
+        assert_eq!(v("2027-06-30"), None, "a date without a time and offset is refused");
+        assert_eq!(v("2027-06-30T00:00:00"), None, "a local time is refused");
+        assert_eq!(unix_seconds(&toml::Value::Integer(5)), Some(5));
+    }
+
+    #[test]
+    fn entries_are_checked() {
+        let ok = gate(
+            "[[foreign]]\nformat = \"akamai\"\nhosts = [\"Media.Example.com\"]\npath_prefixes = [\"/vod/\"]\n\
+             refuse_after = 2027-06-30T00:00:00Z\n[foreign.akamai]\ntoken_name = \"hdnts\"\n\
+             [[foreign]]\nformat = \"nginx-secure-link\"\n[foreign.nginx-secure-link.secure_link_secret]\n\
+             location = \"/p/\"\nrewrite_to = \"/secure/\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.entries.len(), 2);
+        assert_eq!(ok.entries[0].hosts, vec!["media.example.com".to_owned()]);
+        assert_eq!(ok.entries[0].refuse_after, Some(SUNSET));
+        assert_eq!(ok.cookie_names(0), vec!["hdnts"]);
+        for (bad, field) in [
+            ("[[foreign]]\nformat = \"fastly\"\n", "foreign[0].format"),
+            ("[[foreign]]\nformat = \"bunny\"\n[foreign.akamai]\n", "foreign[0].bunny"),
+            ("[[foreign]]\nformat = \"bunny\"\npath_prefixes = [\"/vod\"]\n", "foreign[0].path_prefixes"),
+            ("[[foreign]]\nformat = \"bunny\"\npath_prefixes = [\"/a/../\"]\n", "foreign[0].path_prefixes"),
+            ("[[foreign]]\nformat = \"bunny\"\nrefuse_after = \"soon\"\n", "foreign[0].refuse_after"),
+            ("[[foreign]]\nformat = \"bunny\"\nhosts = [\"a b\"]\n", "foreign[0].hosts"),
+            ("[[foreign]]\nformat = \"akamai\"\n[foreign.akamai]\nfield_delimiter = \"a\"\n", "foreign[0].akamai"),
+        ] {
+            assert_eq!(gate(bad).unwrap_err().0, field, "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_keys_decode_by_format_and_never_print() {
+        let e = |format: &str, name: &str, key: &str| ForeignKeyEntry {
+            format: format.into(),
+            name: name.into(),
+            key: key.into(),
+        };
+        let keys = ForeignKeys::decode(&[
+            e("akamai", "primary", "52a152a152a1"),
+            e("cloud-cdn", "my-key", "nZtRohdNF9m3cKM24IcK4w=="),
+            e("media-cdn", "pub", "ed25519:n7nwvhza11C0SuU9ay1uWjDSfzH+CpIBgXxqIz+Yd9Q="),
+            e("bunny", "zone", "security-key"),
+        ])
+        .unwrap();
+        assert_eq!(keys.len(), 4);
+        assert_eq!(keys.get(Format::Akamai).iter().next().unwrap().name(), "primary");
+        assert!(keys.get(Format::MediaCdn).iter().next().unwrap().is_ed25519());
+        assert!(keys.get(Format::NginxSecureLink).is_empty());
+        assert_eq!(format!("{:?}", e("bunny", "zone", "security-key")), "ForeignKeyEntry(bunny, \"zone\", <redacted>)");
+        let err = |entries: &[ForeignKeyEntry]| ForeignKeys::decode(entries).unwrap_err();
+        assert_eq!(err(&[e("fastly", "a", "b")]), "foreign_keys[0]: unknown format");
+        assert!(err(&[e("akamai", "a", "xyz")]).starts_with("foreign_keys[0]: key \"a\" is not valid hex"));
+        assert!(err(&[e("bunny", "a", "ed25519:AAAA")]).contains("Media CDN's only"));
+        assert!(err(&[e("bunny", "a", "x"), e("bunny", "a", "y")]).contains("duplicate"));
+    }
+}
