@@ -312,7 +312,10 @@ fn bunny_and_nginx_links() {
     let moved = ok.replacen(SEG, "/vod/abc/v1/seg1.ts", 1);
     assert_eq!(reason(&edge.get(&moved, &[])), (403, Some("bad_signature")));
     assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="bunny",result="admitted"}"#), 1.0);
-    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="nginx-secure-link",result="admitted"}"#), 1.0);
+    assert_eq!(
+        metric(&edge, r#"stile_edge_foreign_requests_total{format="nginx-secure-link",result="admitted"}"#),
+        1.0
+    );
     for head in origin.requests() {
         assert!(!head.contains("HS256") && !head.contains("md5=") && !head.contains("expires="), "{head}");
     }

@@ -81,7 +81,10 @@ impl ForeignGate {
         for (i, c) in configs.iter().enumerate() {
             let field = |f: &str| format!("foreign[{i}].{f}");
             let format = Format::from_name(&c.format).ok_or_else(|| {
-                (field("format"), format!("{:?} is not akamai, cloud-cdn, media-cdn, bunny or nginx-secure-link", c.format))
+                (
+                    field("format"),
+                    format!("{:?} is not akamai, cloud-cdn, media-cdn, bunny or nginx-secure-link", c.format),
+                )
             })?;
             let tables = [
                 c.akamai.is_some(),
@@ -423,10 +426,7 @@ fn unix_seconds(v: &toml::Value) -> Option<u64> {
         toml::value::Offset::Custom { minutes } => i64::from(minutes) * 60,
     };
     let days = days_from_civil(i64::from(date.year), i64::from(date.month), i64::from(date.day));
-    let secs = days * 86_400
-        + i64::from(time.hour) * 3600
-        + i64::from(time.minute) * 60
-        + i64::from(time.second)
+    let secs = days * 86_400 + i64::from(time.hour) * 3600 + i64::from(time.minute) * 60 + i64::from(time.second)
         - offset_secs;
     u64::try_from(secs).ok()
 }
@@ -519,5 +519,99 @@ mod tests {
         assert!(err(&[e("akamai", "a", "xyz")]).starts_with("foreign_keys[0]: key \"a\" is not valid hex"));
         assert!(err(&[e("bunny", "a", "ed25519:AAAA")]).contains("Media CDN's only"));
         assert!(err(&[e("bunny", "a", "x"), e("bunny", "a", "y")]).contains("duplicate"));
+    }
+
+    /// Google's published dual token with every field (python-docs-samples,
+    /// media_cdn/dualtoken_test.py; the key is the sample's public half).
+    const DUAL: &str = "PathGlobs=/*~Starts=1663027200~Expires=1663070400~SessionID=test-id~Data=test-data~Headers=Foo,BAZ~IPRanges=MjAzLjAuMTEzLjAvMjQsMjAwMTpkYjg6NGE3ZjphNzMyLzY0~Signature=A7u67hveGxGvP8KBWZlUuH0IsqhS4a2lcsXwy3uc4X3zaVuw7LY-2FQT1ZF8UxkSFAsDS3_0LYnXwXB2XdepDg";
+    const DUAL_STARTS: u64 = 1_663_027_200;
+    const DUAL_PUBLIC: &str = "ed25519:n7nwvhza11C0SuU9ay1uWjDSfzH+CpIBgXxqIz+Yd9Q=";
+
+    fn media_state(revocations: &[crate::state::RevocationEntry]) -> State {
+        let key = ForeignKeyEntry { format: "media-cdn".into(), name: "ed".into(), key: DUAL_PUBLIC.into() };
+        State {
+            foreign_keys: ForeignKeys::decode(&[key]).unwrap(),
+            revocations: crate::state::revocation_set(revocations, 0),
+            ..State::default()
+        }
+    }
+
+    fn judge_dual(
+        gate: &ForeignGate,
+        state: &State,
+        target: &str,
+        host: &str,
+        now: u64,
+        stale: bool,
+    ) -> Option<ForeignVerdict> {
+        let headers: [(&str, &[u8]); 2] = [("foo", b"bar"), ("baz", b"quux")];
+        let input = ForeignInput {
+            target: target.as_bytes(),
+            cookies: &[],
+            scheme: "http",
+            host,
+            client_ip: Some("203.0.113.200".parse().unwrap()),
+            headers: &headers,
+            now,
+            leeway_secs: 0,
+            unknown_country: UnknownCountry::Deny,
+            stale,
+        };
+        gate.judge(state, &input, || None)
+    }
+
+    #[test]
+    fn a_media_cdn_dual_token_is_judged_with_revocation_by_session_id() {
+        let gate = gate(
+            "[[foreign]]\nformat = \"media-cdn\"\nhosts = [\"10.20.30.40\"]\npath_prefixes = [\"/live/\"]\n\
+             refuse_after = 1663070000\n",
+        )
+        .unwrap();
+        let target = format!("/live/example.m3u8?x=1&edge-cache-token={DUAL}");
+        let at = DUAL_STARTS + 60;
+        let v = judge_dual(&gate, &media_state(&[]), &target, "10.20.30.40:80", at, false).unwrap();
+        assert_eq!(v.result, Ok(()));
+        assert_eq!(
+            (v.format, v.transport, v.token_id.as_deref()),
+            (Format::MediaCdn, Transport::Query, Some("test-id"))
+        );
+        assert_eq!(v.upstream_target.as_deref(), Some(&b"/live/example.m3u8?x=1"[..]));
+        assert_eq!(v.manifest, Some(Manifest::Hls));
+        assert_eq!(v.carry_query, Some(("edge-cache-token".to_owned(), DUAL.to_owned())), "globs carry onward");
+        // Other hosts, other prefixes, and after the sunset: not this entry's.
+        assert!(judge_dual(&gate, &media_state(&[]), &target, "cdn.example", at, false).is_none());
+        let other = format!("/vod/example.m3u8?edge-cache-token={DUAL}");
+        assert!(judge_dual(&gate, &media_state(&[]), &other, "10.20.30.40", at, false).is_none());
+        assert!(judge_dual(&gate, &media_state(&[]), &target, "10.20.30.40", 1_663_070_000, false).is_none());
+        // A hostile path under the prefix is this entry's `malformed`.
+        let hostile = format!("/live/a/%2e%2e/example.m3u8?edge-cache-token={DUAL}");
+        let v = judge_dual(&gate, &media_state(&[]), &hostile, "10.20.30.40", at, false).unwrap();
+        assert_eq!(v.result, Err(Reason::Malformed));
+        // `SessionID` as a subject: links starting before `issued_before` are revoked.
+        let subject = |before| crate::state::RevocationEntry {
+            kind: crate::state::RevocationKind::Subject,
+            value: "test-id".into(),
+            issued_before: Some(before),
+            expires_at: 0,
+        };
+        let judged = |state: &State| judge_dual(&gate, state, &target, "10.20.30.40", at, false).unwrap().result;
+        assert_eq!(judged(&media_state(&[subject(DUAL_STARTS + 1)])), Err(Reason::Revoked));
+        assert_eq!(judged(&media_state(&[subject(DUAL_STARTS)])), Ok(()), "a link starting at the cut-off is newer");
+        let prefix = crate::state::RevocationEntry {
+            kind: crate::state::RevocationKind::Prefix,
+            value: "/live/".into(),
+            issued_before: Some(DUAL_STARTS + 1),
+            expires_at: 0,
+        };
+        assert_eq!(judged(&media_state(&[prefix])), Err(Reason::Revoked));
+        // Stale state under `stale_policy = "deny"`; no key at all.
+        let stale = judge_dual(&gate, &media_state(&[]), &target, "10.20.30.40", at, true).unwrap();
+        assert_eq!(stale.result, Err(Reason::StaleState));
+        let keyless = judge_dual(&gate, &State::default(), &target, "10.20.30.40", at, false).unwrap();
+        assert_eq!((keyless.result, keyless.token_id), (Err(Reason::UnknownKey), None));
+        // A tampered session id does not verify.
+        let forged = target.replace("SessionID=test-id", "SessionID=test-ie");
+        let v = judge_dual(&gate, &media_state(&[]), &forged, "10.20.30.40", at, false).unwrap();
+        assert_eq!(v.result, Err(Reason::BadSignature));
     }
 }

@@ -339,7 +339,8 @@ impl EdgeProxy {
         started: Instant,
     ) -> bool {
         let req = session.req_header();
-        let cookies: Vec<&[u8]> = req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes).collect();
+        let cookies: Vec<&[u8]> =
+            req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes).collect();
         let host_header = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let scheme = if tls { "https" } else { "http" };

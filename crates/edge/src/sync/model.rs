@@ -302,7 +302,14 @@ impl Model {
             add_revocation(&mut b, *kind, value, e.issued_before, e.expires_at);
         }
         // Foreign keys are not pushed yet (docs/migration.md): a synced edge holds none.
-        State { version: self.version, keys, revocations: b.build(0), fresh_at, live: liveness.clone(), ..State::default() }
+        State {
+            version: self.version,
+            keys,
+            revocations: b.build(0),
+            fresh_at,
+            live: liveness.clone(),
+            ..State::default()
+        }
     }
 
     /// The cache file form (the static state-file format).
