@@ -34,7 +34,8 @@
 // edge's own transport, state, revocation and validation code; the cli and the
 // fault tests embed the edge with an injected clock; the benches and the fuzz
 // targets drive the validator, the revocation set, the playlist and MPD rewriters and
-// the sync model directly; `stile dev` checks `--allow-origin` with `cors`.
+// the sync model directly; `stile dev` checks `--allow-origin` with `cors`;
+// `foreign` holds the types the public state file and configuration name.
 // Everything else is private, its types re-exported where a public signature
 // needs them.
 mod admin;

@@ -341,7 +341,11 @@ impl EdgeProxy {
         let req = session.req_header();
         let cookies: Vec<&[u8]> =
             req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes).collect();
-        let host_header = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host());
+        let host_header = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(http::uri::Authority::as_str));
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let scheme = if tls { "https" } else { "http" };
         // Google signs the host as the client wrote it, less a default port.
