@@ -207,6 +207,14 @@ fn an_akamai_tokened_master_playlist_plays() {
     let body = String::from_utf8(master.body.clone()).unwrap();
     assert!(body.contains(&format!("\nv1/index.m3u8?hdnts={token}\n")), "{body}");
     assert_rewritten_framing(&master);
+    // Cookie mode: the vendor's own cookie, for the directory the ACL covers.
+    let set_cookie = master.header("set-cookie").expect("cookie mode sets the link as Akamai's cookie");
+    let (cookie, attributes) = set_cookie.split_once("; ").unwrap();
+    assert_eq!(cookie, format!("hdnts={token}"));
+    assert!(attributes.starts_with("Path=/vod/abc/; Max-Age=") && attributes.ends_with("; HttpOnly; SameSite=Lax"));
+    let by_cookie = edge.get("/vod/abc/v2/index.m3u8", &[("Cookie", cookie)]);
+    assert_eq!(reason(&by_cookie), (200, None));
+    assert!(String::from_utf8_lossy(&by_cookie.body).contains("\nseg0.ts\n"), "cookie links need no rewriting");
     let media = edge.get(&format!("/vod/abc/v1/index.m3u8?hdnts={token}"), &[]);
     let media = String::from_utf8(media.body).unwrap();
     let seg = media.lines().find(|l| l.starts_with("seg")).expect("a segment line");
@@ -332,4 +340,33 @@ fn a_stile_token_is_judged_by_stile_even_beside_a_foreign_one() {
     });
     let r = edge.get(&format!("{SEG}?st={expired_stile}&hdnts={akamai}"), &[]);
     assert_eq!(reason(&r), (403, Some("expired")));
+}
+
+#[test]
+fn the_cache_keys_and_stores_foreign_links_without_their_token() {
+    let content = tempfile::tempdir().unwrap();
+    make_hls(content.path());
+    let origin = Origin::start(content.path());
+    let extra = format!("{}\n[cache]\nenabled = true\n", foreign_config("2099-01-01T00:00:00Z"));
+    let edge = Edge::start(&origin, &extra, &state(1, json!([])));
+    let now = now();
+    let tokens = akamai_tokens(json!([
+        akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-a"),
+        akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-b"),
+    ]));
+    let (a, b) = (&tokens[0], &tokens[1]);
+    let cache = |r: &Response| (r.status, r.header("x-stile-cache").map(str::to_owned));
+    assert_eq!(cache(&edge.get(&format!("{SEG}?hdnts={a}"), &[])), (200, Some("miss".into())));
+    assert_eq!(cache(&edge.get(&format!("{SEG}?hdnts={b}"), &[])), (200, Some("hit".into())), "one key for both links");
+    assert_eq!(origin.request_lines().iter().filter(|l| l.contains("seg0.ts")).count(), 1);
+    // Validation still guards hits.
+    assert_eq!(reason(&edge.get(&format!("{SEG}?hdnts={}", flip_last_hex(a)), &[])), (403, Some("bad_signature")));
+    assert_eq!(reason(&edge.get(SEG, &[])), (401, Some("missing")));
+    // The stored playlist is the origin's text: each viewer's copy carries that viewer's link only.
+    let first = edge.get(&format!("/vod/abc/master.m3u8?hdnts={a}"), &[]);
+    let second = edge.get(&format!("/vod/abc/master.m3u8?hdnts={b}"), &[]);
+    assert_eq!(second.header("x-stile-cache"), Some("hit"));
+    let (first, second) = (String::from_utf8(first.body).unwrap(), String::from_utf8(second.body).unwrap());
+    assert!(first.contains(&format!("v1/index.m3u8?hdnts={a}")) && !first.contains(b.as_str()), "{first}");
+    assert!(second.contains(&format!("v1/index.m3u8?hdnts={b}")) && !second.contains(a.as_str()), "{second}");
 }

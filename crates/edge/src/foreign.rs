@@ -216,6 +216,17 @@ impl ForeignGate {
                 }
                 _ => None,
             };
+            let cookie = carry_query.as_ref().and_then(|(param, value)| {
+                let name = e.cookie_for(param)?;
+                let path = cookie_path(&verified.scope)?;
+                let ok = value.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'));
+                ok.then(|| ForeignCookie {
+                    name: name.to_owned(),
+                    value: value.clone(),
+                    path,
+                    expires: verified.expires,
+                })
+            });
             return Some(ForeignVerdict {
                 entry: index,
                 format,
@@ -226,6 +237,7 @@ impl ForeignGate {
                 token_id: verified.token_id.map(str::to_owned),
                 key_name: Some(verified.key_name.to_owned()),
                 carry_query,
+                cookie,
             });
         }
         None
@@ -236,6 +248,16 @@ impl Entry {
     fn host_matches(&self, host: &str) -> bool {
         let host = without_port(host);
         self.hosts.is_empty() || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// The cookie that holds the same token as query parameter `param`, when the
+    /// format reads cookies: Akamai's `token_name`, Media CDN's cookie for dual tokens.
+    fn cookie_for(&self, param: &str) -> Option<&str> {
+        match &self.config {
+            FormatConfig::Akamai(c) if c.cookie && c.token_name == param => Some(&c.token_name),
+            FormatConfig::MediaCdn(c) if c.cookie && c.token_name == param => Some(&c.cookie_name),
+            _ => None,
+        }
     }
 
     fn path_applies(&self, canonical: &str) -> bool {
@@ -316,6 +338,49 @@ pub struct ForeignVerdict {
     /// The query pair (`name`, `value`) that carries the link to child URIs of a
     /// manifest, when the format and scope allow it. A credential: never logged.
     pub carry_query: Option<(String, String)>,
+    /// The same link as the format's cookie, for cookie mode: Akamai ACL tokens and
+    /// Media CDN dual tokens (the formats whose cookie holds the query's token as is).
+    pub cookie: Option<ForeignCookie>,
+}
+
+/// A foreign link as the vendor's own cookie (a credential: never logged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignCookie {
+    /// The format's cookie name.
+    pub name: String,
+    /// The token, as in the query.
+    pub value: String,
+    /// The directory the link's scope covers (its literal prefix, to the last `/`).
+    pub path: String,
+    /// The link's expiry, if it has one.
+    pub expires: Option<u64>,
+}
+
+/// The `Path` of a cookie carrying a link: the directory of the scope's literal
+/// prefix (every glob's, in common), or `None` when it has none usable.
+fn cookie_path(scope: &Scope<'_>) -> Option<String> {
+    let literal = match *scope {
+        Scope::Exact(_) => return None,
+        Scope::PathPrefix(p) => p.to_owned(),
+        Scope::UrlPrefix(u) => {
+            let rest = u.split_once("://")?.1;
+            rest[rest.find('/')?..].to_owned()
+        }
+        Scope::Globs { list, separators } => {
+            let mut common: Option<&str> = None;
+            for g in list.split(|c: char| c.is_ascii() && separators.contains(&(c as u8))).filter(|g| !g.is_empty()) {
+                let lit = &g[..g.find(['*', '?']).unwrap_or(g.len())];
+                common = Some(match common {
+                    None => lit,
+                    Some(c) => &c[..c.bytes().zip(lit.bytes()).take_while(|(a, b)| a == b).count()],
+                });
+            }
+            common?.to_owned()
+        }
+    };
+    let dir = &literal[..=literal.rfind('/')?];
+    let safe = dir.starts_with('/') && dir.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b','));
+    safe.then(|| dir.to_owned())
 }
 
 impl ForeignVerdict {
@@ -330,6 +395,7 @@ impl ForeignVerdict {
             token_id: None,
             key_name: None,
             carry_query: None,
+            cookie: None,
         }
     }
 }
@@ -470,6 +536,19 @@ mod tests {
     }
 
     #[test]
+    fn cookie_paths_are_the_scopes_directory() {
+        let globs = |list| cookie_path(&Scope::Globs { list, separators: b"!" });
+        assert_eq!(globs("/vod/abc/*").as_deref(), Some("/vod/abc/"));
+        assert_eq!(globs("/vod/abc/*!/vod/abd/*").as_deref(), Some("/vod/"));
+        assert_eq!(globs("/vod/ab*").as_deref(), Some("/vod/"));
+        assert_eq!(globs("*").as_deref(), None);
+        assert_eq!(cookie_path(&Scope::UrlPrefix("https://h:8443/live/x")).as_deref(), Some("/live/"));
+        assert_eq!(cookie_path(&Scope::PathPrefix("/vod/abc/")).as_deref(), Some("/vod/abc/"));
+        assert_eq!(cookie_path(&Scope::Exact("/vod/a.ts")), None);
+        assert_eq!(cookie_path(&Scope::PathPrefix("/a;b/")), None);
+    }
+
+    #[test]
     fn entries_are_checked() {
         let ok = gate(
             "[[foreign]]\nformat = \"akamai\"\nhosts = [\"Media.Example.com\"]\npath_prefixes = [\"/vod/\"]\n\
@@ -524,6 +603,7 @@ mod tests {
     /// Google's published dual token with every field (python-docs-samples,
     /// media_cdn/dualtoken_test.py; the key is the sample's public half).
     const DUAL: &str = "PathGlobs=/*~Starts=1663027200~Expires=1663070400~SessionID=test-id~Data=test-data~Headers=Foo,BAZ~IPRanges=MjAzLjAuMTEzLjAvMjQsMjAwMTpkYjg6NGE3ZjphNzMyLzY0~Signature=A7u67hveGxGvP8KBWZlUuH0IsqhS4a2lcsXwy3uc4X3zaVuw7LY-2FQT1ZF8UxkSFAsDS3_0LYnXwXB2XdepDg";
+    const DUAL_GLOBS: &str = "PathGlobs=/*~Expires=1663070400~Signature=9pBdD_6O6LB-4V67HZ_SOc2G_jIkSZ_tMsKnVqElmPlwKB_xDiW7DKAnv8L8CmweeZquaLFlnLogbMcIV8bNCQ";
     const DUAL_STARTS: u64 = 1_663_027_200;
     const DUAL_PUBLIC: &str = "ed25519:n7nwvhza11C0SuU9ay1uWjDSfzH+CpIBgXxqIz+Yd9Q=";
 
@@ -578,6 +658,12 @@ mod tests {
         assert_eq!(v.upstream_target.as_deref(), Some(&b"/live/example.m3u8?x=1"[..]));
         assert_eq!(v.manifest, Some(Manifest::Hls));
         assert_eq!(v.carry_query, Some(("edge-cache-token".to_owned(), DUAL.to_owned())), "globs carry onward");
+        assert_eq!(v.cookie, None, "`Headers=Foo,BAZ`: a comma has no place in a cookie value");
+        let globs = format!("/live/example.m3u8?edge-cache-token={DUAL_GLOBS}");
+        let v = judge_dual(&gate, &media_state(&[]), &globs, "10.20.30.40", at, false).unwrap();
+        let cookie = v.cookie.unwrap();
+        assert_eq!((cookie.name.as_str(), cookie.path.as_str()), ("Edge-Cache-Cookie", "/"));
+        assert_eq!((cookie.value.as_str(), cookie.expires), (DUAL_GLOBS, Some(1_663_070_400)));
         // Other hosts, other prefixes, and after the sunset: not this entry's.
         assert!(judge_dual(&gate, &media_state(&[]), &target, "cdn.example", at, false).is_none());
         let other = format!("/vod/example.m3u8?edge-cache-token={DUAL}");

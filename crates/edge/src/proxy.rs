@@ -380,6 +380,13 @@ impl EdgeProxy {
             return true;
         }
         ctx.upstream_target = v.upstream_target;
+        // Cookie mode: the vendor's own cookie, for the directory the link covers.
+        if let Some(c) = v.cookie.filter(|_| self.cookie.enabled && v.manifest.is_some())
+            && v.transport == Transport::Query
+        {
+            let max_age = c.expires.map_or(u64::from(u32::MAX), |e| e.saturating_sub(now));
+            ctx.set_cookie = Some(self.set_cookie(&c.name, &c.value, &c.path, max_age));
+        }
         // HEAD answers carry no body to rewrite; an MPD is XML, where `&` would need escaping.
         if let (true, Some(format), Some((param, token))) = (self.rewrite_playlists, v.manifest, v.carry_query)
             && req.method == http::Method::GET
@@ -406,14 +413,14 @@ impl EdgeProxy {
     }
 
     fn cookie_header(&self, token: &Token, value: &str, now: u64) -> String {
-        let max_age = token.expires_at().saturating_sub(now);
+        self.set_cookie(&self.cookie.name, value, token.scope_path(), token.expires_at().saturating_sub(now))
+    }
+
+    /// A `Set-Cookie` value with cookie mode's attributes (`Secure`, `SameSite`).
+    fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: u64) -> String {
         let c = &self.cookie;
         format!(
-            "{}={}; Path={}; Max-Age={}{}; HttpOnly; SameSite={}",
-            c.name,
-            value,
-            token.scope_path(),
-            max_age,
+            "{name}={value}; Path={path}; Max-Age={max_age}{}; HttpOnly; SameSite={}",
             if c.secure { "; Secure" } else { "" },
             c.same_site.as_str()
         )
