@@ -2,7 +2,10 @@
 //! cost for a migrated link), and the Ed25519 implementations side by side
 //! (the choice of `ed25519-dalek` over `ring` for Media CDN is made from
 //! these figures), including the first verification under a key, which
-//! pays for decompressing the public key.
+//! pays for decompressing the public key. `edge_foreign/*`: the same Akamai
+//! link through the edge (`Validator::validate`, whose verdict is `missing`,
+//! then `ForeignGate::judge` against a state holding the key), beside a Stile
+//! query token through `Validator::validate` alone, in the same run.
 //!
 //! Run: `cargo bench -p stile-benches --bench foreign`
 
@@ -150,5 +153,82 @@ fn bench_ed25519(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_formats, bench_ed25519);
+/// An Akamai query link through the edge's two steps, and a Stile query token through one.
+fn bench_edge(c: &mut Criterion) {
+    use stile_edge::EdgeConfig;
+    use stile_edge::foreign::{ForeignConfig, ForeignGate, ForeignInput, ForeignKeyEntry, ForeignKeys};
+    use stile_edge::state::State;
+    use stile_edge::validate::{Input, Validator};
+    use stile_token::{KEY_LEN, KeyRing, Reason, SecretKey};
+
+    const KEY: &str = "52a152a152a152a152a152a152a1";
+    let acfg = akamai::Config { token_name: "hdnts".into(), ..akamai::Config::default() };
+    let key = Key::parse_secret("primary", KEY, KeyEncoding::Hex).unwrap();
+    let claims = Claims {
+        start: Some(NOW - 60),
+        expires: NOW + 3600,
+        acl: Some("/vod/4f7c2a9e/*"),
+        id: Some("s-1"),
+        ..Default::default()
+    };
+    let akamai_target =
+        format!("/vod/4f7c2a9e/1080p/seg_00042.ts?hdnts={}", akamai::sign(&acfg, &key, &claims).unwrap());
+    let mut ring = KeyRing::new();
+    ring.insert(1, &SecretKey::from_bytes([1; KEY_LEN]));
+    let stile_claims = stile_token::Claims {
+        key_id: 1,
+        token_id: stile_token::TokenId::from_u64(7),
+        issued_at: NOW - 60,
+        not_before: None,
+        expires_at: NOW + 3600,
+        scope: stile_token::Scope::parse("/vod/4f7c2a9e/").unwrap(),
+        ip: None,
+        countries: None,
+        subject: Some("s-1".into()),
+        channel: None,
+    };
+    let stile_target =
+        format!("/vod/4f7c2a9e/1080p/seg_00042.ts?st={}", stile_token::sign(&stile_claims, &ring).unwrap());
+    let entry = ForeignKeyEntry { format: "akamai".into(), name: "primary".into(), key: KEY.into() };
+    let state =
+        State { keys: ring, foreign_keys: ForeignKeys::decode(&[entry]).unwrap(), fresh_at: NOW, ..State::default() };
+    let config = ForeignConfig {
+        format: "akamai".into(),
+        path_prefixes: vec!["/vod/".into()],
+        akamai: Some(acfg),
+        ..ForeignConfig::default()
+    };
+    let gate = ForeignGate::new(&[config]).unwrap();
+    let v = Validator::new(&EdgeConfig::default());
+    let client = Some("203.0.113.9".parse().unwrap());
+    let judge = |target: &str| {
+        let input = Input { target: target.as_bytes(), client_ip: client, now: NOW };
+        let verdict = v.validate(&state, &input, None, || None);
+        if verdict.result != Err(Reason::Missing) {
+            return verdict.result;
+        }
+        let policy = v.policy();
+        let fi = ForeignInput {
+            target: target.as_bytes(),
+            cookies: &[],
+            scheme: "https",
+            host: "media.example.com",
+            client_ip: client,
+            headers: &[],
+            now: NOW,
+            leeway_secs: policy.leeway_secs,
+            unknown_country: policy.unknown_country,
+            stale: false,
+        };
+        gate.judge(&state, &fi, || None).map_or(Err(Reason::Missing), |f| f.result)
+    };
+    assert_eq!(judge(&akamai_target), Ok(()), "the Akamai link is admitted");
+    assert_eq!(judge(&stile_target), Ok(()), "the Stile token is admitted");
+    let mut g = c.benchmark_group("edge_foreign");
+    g.bench_function("akamai_query (validate + judge)", |b| b.iter(|| black_box(judge(black_box(&akamai_target)))));
+    g.bench_function("stile_query (validate)", |b| b.iter(|| black_box(judge(black_box(&stile_target)))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_formats, bench_ed25519, bench_edge);
 criterion_main!(benches);

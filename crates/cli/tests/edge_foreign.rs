@@ -303,6 +303,23 @@ fn bunny_and_nginx_links() {
         assert_eq!(reason(&edge.get(&target, &[])), (403, Some(want)), "{target}");
     }
 
+    // The path form, and hostile paths behind it.
+    let path_form = |path: &str| {
+        let claims = stile_foreign::bunny::Claims {
+            path,
+            expires: now + 600,
+            token_path: Some("/vod/abc/"),
+            path_form: true,
+            ..Default::default()
+        };
+        stile_foreign::bunny::sign(BUNNY_KEY.as_bytes(), &claims)
+    };
+    assert_eq!(reason(&edge.get(&path_form(SEG), &[])), (200, None));
+    assert_eq!(&origin.request_lines().last().unwrap()[..], "GET /vod/abc/v1/seg0.ts HTTP/1.1");
+    for attack in ["/vod/abc/%2e%2e/%2e%2e/secret.ts", "/vod/abc/..%2fsecret.ts", "/vod/abc/./seg0.ts"] {
+        assert_eq!(reason(&edge.get(&path_form(attack), &[])), (403, Some("malformed")), "{attack}");
+    }
+
     // nginx: the documentation's recipe, `echo -n '…' | openssl md5 -binary | openssl base64 | tr +/ -_ | tr -d =`.
     let nginx = |expires: u64, uri: &str| {
         let input = format!("{expires}{uri}127.0.0.1 {NGINX_SECRET}");
@@ -319,7 +336,8 @@ fn bunny_and_nginx_links() {
     assert_eq!(reason(&edge.get(&nginx(now - 60, SEG), &[])), (403, Some("expired")));
     let moved = ok.replacen(SEG, "/vod/abc/v1/seg1.ts", 1);
     assert_eq!(reason(&edge.get(&moved, &[])), (403, Some("bad_signature")));
-    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="bunny",result="admitted"}"#), 1.0);
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="bunny",result="admitted"}"#), 2.0);
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="bunny",result="malformed"}"#), 3.0);
     assert_eq!(
         metric(&edge, r#"stile_edge_foreign_requests_total{format="nginx-secure-link",result="admitted"}"#),
         1.0
