@@ -42,11 +42,12 @@ fn rows(c: &mut Criterion, name: &str, cfg: &Config, keys: &Keys, target: &str, 
     });
 }
 
-fn bench_formats(c: &mut Criterion) {
-    // Akamai: an ACL token with st, exp, id, in the query string.
+const AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
+
+/// Akamai: an ACL token with st, exp, id, in the query string (`hdnts`).
+fn akamai_link() -> (akamai::Config, Keys, String) {
     let acfg = akamai::Config { token_name: "hdnts".into(), ..akamai::Config::default() };
-    let akeys =
-        Keys::new(vec![Key::parse_secret("k", "52a152a152a152a152a152a152a1", KeyEncoding::Hex).unwrap()]).unwrap();
+    let akeys = Keys::new(vec![Key::parse_secret("primary", AKAMAI_KEY, KeyEncoding::Hex).unwrap()]).unwrap();
     let claims = Claims {
         start: Some(NOW - 60),
         expires: NOW + 3600,
@@ -55,7 +56,11 @@ fn bench_formats(c: &mut Criterion) {
         ..Default::default()
     };
     let tok = akamai::sign(&acfg, akeys.iter().next().unwrap(), &claims).unwrap();
-    let target = format!("/vod/4f7c2a9e/1080p/seg_00042.ts?hdnts={tok}");
+    (acfg, akeys, format!("/vod/4f7c2a9e/1080p/seg_00042.ts?hdnts={tok}"))
+}
+
+fn bench_formats(c: &mut Criterion) {
+    let (acfg, akeys, target) = akamai_link();
     rows(c, "akamai-sha256", &Config::Akamai(acfg), &akeys, &target, "", &request("https", "h", NOW));
 
     // Cloud CDN: Google's published example signed URL (HMAC-SHA1).
@@ -161,18 +166,7 @@ fn bench_edge(c: &mut Criterion) {
     use stile_edge::validate::{Input, Validator};
     use stile_token::{KEY_LEN, KeyRing, Reason, SecretKey};
 
-    const KEY: &str = "52a152a152a152a152a152a152a1";
-    let acfg = akamai::Config { token_name: "hdnts".into(), ..akamai::Config::default() };
-    let key = Key::parse_secret("primary", KEY, KeyEncoding::Hex).unwrap();
-    let claims = Claims {
-        start: Some(NOW - 60),
-        expires: NOW + 3600,
-        acl: Some("/vod/4f7c2a9e/*"),
-        id: Some("s-1"),
-        ..Default::default()
-    };
-    let akamai_target =
-        format!("/vod/4f7c2a9e/1080p/seg_00042.ts?hdnts={}", akamai::sign(&acfg, &key, &claims).unwrap());
+    let (acfg, _, akamai_target) = akamai_link();
     let mut ring = KeyRing::new();
     ring.insert(1, &SecretKey::from_bytes([1; KEY_LEN]));
     let stile_claims = stile_token::Claims {
@@ -189,7 +183,7 @@ fn bench_edge(c: &mut Criterion) {
     };
     let stile_target =
         format!("/vod/4f7c2a9e/1080p/seg_00042.ts?st={}", stile_token::sign(&stile_claims, &ring).unwrap());
-    let entry = ForeignKeyEntry { format: "akamai".into(), name: "primary".into(), key: KEY.into() };
+    let entry = ForeignKeyEntry { format: "akamai".into(), name: "primary".into(), key: AKAMAI_KEY.into() };
     let state =
         State { keys: ring, foreign_keys: ForeignKeys::decode(&[entry]).unwrap(), fresh_at: NOW, ..State::default() };
     let config = ForeignConfig {
