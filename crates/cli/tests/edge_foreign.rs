@@ -349,7 +349,7 @@ fn bunny_and_nginx_links() {
 
 #[test]
 fn a_stile_token_is_judged_by_stile_even_beside_a_foreign_one() {
-    let (_content, _origin, edge) = setup("2099-01-01T00:00:00Z");
+    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
     let now = now();
     let akamai = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "v")]))[0];
     let expired_stile = mint(|c| {
@@ -358,6 +358,16 @@ fn a_stile_token_is_judged_by_stile_even_beside_a_foreign_one() {
     });
     let r = edge.get(&format!("{SEG}?st={expired_stile}&hdnts={akamai}"), &[]);
     assert_eq!(reason(&r), (403, Some("expired")));
+    // A Stile token given twice is Stile's `malformed`, whatever else the request carries.
+    let r = edge.get(&format!("{SEG}?st={expired_stile}&st={expired_stile}&hdnts={akamai}"), &[]);
+    assert_eq!(reason(&r), (403, Some("malformed")));
+    assert_eq!(reason(&edge.get(&format!("{SEG}?hdnts={akamai}"), &[])), (200, None));
+    assert_eq!(metric(&edge, r#"stile_edge_foreign_requests_total{format="akamai",result="admitted"}"#), 1.0);
+    // Admitted by a Stile token, the request still sheds the vendor's cookie before the origin.
+    let r = edge.get(&format!("{SEG}?st={}", mint(|_| {})), &[("Cookie", &format!("hdnts={akamai}; a=b"))]);
+    assert_eq!(reason(&r), (200, None));
+    let head = origin.requests().last().unwrap().to_ascii_lowercase();
+    assert!(head.contains("cookie: a=b\r\n") && !head.contains("hdnts"), "{head}");
 }
 
 #[test]

@@ -143,15 +143,21 @@ impl ForeignGate {
         self.entries.iter().any(|e| e.config.format() == Format::MediaCdn)
     }
 
-    /// The cookie names an entry's format reads, so they never reach the origin.
-    pub fn cookie_names(&self, entry: usize) -> Vec<&str> {
-        let Some(e) = self.entries.get(entry) else { return Vec::new() };
-        match &e.config {
-            FormatConfig::Akamai(c) if c.cookie => vec![c.token_name.as_str()],
-            FormatConfig::CloudCdn(c) if c.cookie => vec![c.cookie_name.as_str()],
-            FormatConfig::MediaCdn(c) if c.cookie => vec![c.cookie_name.as_str()],
-            _ => Vec::new(),
+    /// The cookie names the entries' formats read, so they never reach the origin.
+    pub fn cookie_names(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        for e in &self.entries {
+            let name = match &e.config {
+                FormatConfig::Akamai(c) if c.cookie => c.token_name.as_str(),
+                FormatConfig::CloudCdn(c) if c.cookie => c.cookie_name.as_str(),
+                FormatConfig::MediaCdn(c) if c.cookie => c.cookie_name.as_str(),
+                _ => continue,
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
+        names
     }
 
     /// Judges a request that carries no Stile token. `None`: no entry applies, or no
@@ -560,7 +566,7 @@ mod tests {
         assert_eq!(ok.entries.len(), 2);
         assert_eq!(ok.entries[0].hosts, vec!["media.example.com".to_owned()]);
         assert_eq!(ok.entries[0].refuse_after, Some(SUNSET));
-        assert_eq!(ok.cookie_names(0), vec!["hdnts"]);
+        assert_eq!(ok.cookie_names(), vec!["hdnts"]);
         for (bad, field) in [
             ("[[foreign]]\nformat = \"fastly\"\n", "foreign[0].format"),
             ("[[foreign]]\nformat = \"bunny\"\n[foreign.akamai]\n", "foreign[0].bunny"),

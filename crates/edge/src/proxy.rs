@@ -146,7 +146,6 @@ pub(crate) struct RequestCtx {
 /// What the later phases need of a foreign verdict (no credential in it).
 #[derive(Debug)]
 struct ForeignCtx {
-    entry: usize,
     format: stile_foreign::Format,
     /// The vendor's link id, once verified.
     id: Option<String>,
@@ -305,6 +304,14 @@ impl EdgeProxy {
         transport::locate(req.raw_path(), cookies, self.validator.names()).ok()?.token.map(str::to_owned)
     }
 
+    /// Whether the Stile transports are unambiguous (a token given twice, or a path
+    /// marker without a token, is Stile's `malformed`, never a foreign link's to judge).
+    fn stile_transport_is_clear(&self, session: &Session) -> bool {
+        let req = session.req_header();
+        let cookies = req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes);
+        transport::locate(req.raw_path(), cookies, self.validator.names()).is_ok()
+    }
+
     /// Shared caches (a CDN or corporate proxy in front of the edge) must never store
     /// an answer meant for one viewer: with `no_store` (it sets the viewer's token
     /// cookie, or its body carries the token) nobody may store it; an answer admitted
@@ -375,7 +382,7 @@ impl EdgeProxy {
         ctx.result = Some(v.result);
         ctx.transport = v.transport;
         ctx.kind = ObjectKind::classify(v.manifest.is_some(), req.raw_path());
-        ctx.foreign = Some(ForeignCtx { entry: v.entry, format: v.format, id: v.token_id, key: v.key_name });
+        ctx.foreign = Some(ForeignCtx { format: v.format, id: v.token_id, key: v.key_name });
         if v.result.is_err() {
             return true;
         }
@@ -501,9 +508,12 @@ impl ProxyHttp for EdgeProxy {
         let cookies = req.headers.get_all(header::COOKIE).into_iter().map(http::HeaderValue::as_bytes);
         let geo_header = self.geo.header().and_then(|h| req.headers.get(h)).map(http::HeaderValue::as_bytes);
         let verdict = self.validator.validate(&state, &input, cookies, || self.geo.country(client, geo_header));
+        // No Stile token anywhere: `missing`, or `malformed` for a path that does not
+        // canonicalise — not for an ambiguous Stile transport (a token given twice).
         if !self.foreign.is_empty()
             && verdict.transport == Transport::None
-            && matches!(verdict.result, Err(Reason::Missing | Reason::Malformed))
+            && (verdict.result == Err(Reason::Missing)
+                || (verdict.result == Err(Reason::Malformed) && self.stile_transport_is_clear(session)))
             && self.judge_foreign(session, ctx, &state, now, started)
         {
             drop(state);
@@ -629,8 +639,11 @@ impl ProxyHttp for EdgeProxy {
         if self.cookie.enabled {
             strip_cookies(up, &[self.cookie.name.as_str()])?;
         }
-        if let Some(f) = &ctx.foreign {
-            strip_cookies(up, &self.foreign.cookie_names(f.entry))?;
+        if !self.foreign.is_empty() {
+            // Whatever admitted the request, no vendor's cookie reaches the origin.
+            strip_cookies(up, &self.foreign.cookie_names())?;
+        }
+        if ctx.foreign.is_some() {
             // The page that linked here may carry the vendor's token in its URL.
             up.remove_header(&header::REFERER);
         }
