@@ -4,7 +4,9 @@
 //! tests/python/akamai_edgeauth_tokens.py); nginx hashes from the `openssl`
 //! recipe of nginx's documentation; Cloud CDN URL prefixes from Google's
 //! documented recipe (HMAC-SHA1 with Python's standard library); Bunny links from
-//! `stile_foreign::bunny::sign` (Bunny publishes no generator on a registry).
+//! `stile_foreign::bunny::sign` (Bunny publishes no generator on a registry);
+//! Media CDN dual tokens from Google's documented HMAC-SHA256 recipe (checked
+//! below against the published sample).
 
 mod support;
 
@@ -20,6 +22,8 @@ const AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
 const CLOUD_KEY: &str = "nZtRohdNF9m3cKM24IcK4w==";
 const BUNNY_KEY: &str = "bunny-zone-security-key";
 const NGINX_SECRET: &str = "secret";
+/// The HMAC key of Google's dual-token sample (media_cdn/dualtoken_test.py).
+const MEDIA_HMAC_KEY: &str = "g_SlMILiIWKqsC6Z2L7gy0sReDOqtSrJrE7CXNr5Nl8=";
 const SEG: &str = "/vod/abc/v1/seg0.ts";
 
 fn foreign_config(akamai_sunset: &str) -> String {
@@ -45,6 +49,10 @@ path_prefixes = ["/vod/"]
 [[foreign]]
 format = "nginx-secure-link"
 path_prefixes = ["/vod/"]
+
+[[foreign]]
+format = "media-cdn"
+path_prefixes = ["/vod/"]
 "#
     )
 }
@@ -56,6 +64,7 @@ fn state(version: u64, revocations: Value) -> String {
         { "format": "cloud-cdn", "name": "my-key", "key": CLOUD_KEY },
         { "format": "bunny", "name": "zone", "key": BUNNY_KEY },
         { "format": "nginx-secure-link", "name": "secret", "key": NGINX_SECRET },
+        { "format": "media-cdn", "name": "shared", "key": MEDIA_HMAC_KEY },
     ]);
     v.to_string()
 }
@@ -397,4 +406,65 @@ fn the_cache_keys_and_stores_foreign_links_without_their_token() {
     let (first, second) = (String::from_utf8(first.body).unwrap(), String::from_utf8(second.body).unwrap());
     assert!(first.contains(&format!("v1/index.m3u8?hdnts={a}")) && !first.contains(b.as_str()), "{first}");
     assert!(second.contains(&format!("v1/index.m3u8?hdnts={b}")) && !second.contains(a.as_str()), "{second}");
+}
+
+/// A Media CDN dual token signed with HMAC-SHA256 as Google documents it (the hex
+/// MAC of the token's fields, `~`-joined), with Python's standard library.
+fn media_cdn_dual(fields: &str, key: &str) -> String {
+    let script = "import base64,hashlib,hmac,sys\n\
+        fields, key = sys.argv[1], base64.urlsafe_b64decode(sys.argv[2])\n\
+        print(fields + '~hmac=' + hmac.new(key, fields.encode(), hashlib.sha256).hexdigest())\n";
+    let out = Command::new("python3").args(["-c", script, fields, key]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn media_cdn_dual_tokens_play_carry_and_revoke_by_session_id() {
+    // The recipe reproduces Google's published HMAC-SHA256 sample.
+    assert_eq!(
+        media_cdn_dual("PathGlobs=/*~Expires=1663070400", MEDIA_HMAC_KEY),
+        "PathGlobs=/*~Expires=1663070400~hmac=9439ecdd5c4919f76f915dea72afa85a045579794e63d8cda664f5a1140c8d93"
+    );
+    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    let now = now();
+    let token = media_cdn_dual(&format!("PathGlobs=/vod/abc/*~Expires={}~SessionID=sess-1", now + 600), MEDIA_HMAC_KEY);
+    let master = edge.get(&format!("/vod/abc/master.m3u8?edge-cache-token={token}"), &[]);
+    assert_eq!(reason(&master), (200, None), "{}", edge.log());
+    let body = String::from_utf8(master.body.clone()).unwrap();
+    assert!(body.contains(&format!("\nv1/index.m3u8?edge-cache-token={token}\n")), "{body}");
+    let set_cookie = master.header("set-cookie").unwrap();
+    assert!(set_cookie.starts_with(&format!("Edge-Cache-Cookie={token}; Path=/vod/abc/; Max-Age=")), "{set_cookie}");
+    let by_cookie = edge.get(SEG, &[("Cookie", &format!("Edge-Cache-Cookie={token}"))]);
+    assert_eq!(reason(&by_cookie), (200, None));
+    ffmpeg_play(&format!("http://127.0.0.1:{}/vod/abc/master.m3u8?edge-cache-token={token}", edge.port), &[])
+        .expect("ffmpeg plays the Media-CDN-tokened stream");
+
+    let forged = token.replace("SessionID=sess-1", "SessionID=sess-2");
+    let expired =
+        media_cdn_dual(&format!("PathGlobs=/vod/abc/*~Expires={}~SessionID=sess-1", now - 60), MEDIA_HMAC_KEY);
+    let other_key = media_cdn_dual(&format!("PathGlobs=/vod/abc/*~Expires={}", now + 600), "AAAAAAAAAAAAAAAAAAAAAA==");
+    for (target, want) in [
+        (format!("{SEG}?edge-cache-token={forged}"), "bad_signature"),
+        (format!("{SEG}?edge-cache-token={other_key}"), "bad_signature"),
+        (format!("{SEG}?edge-cache-token={expired}"), "expired"),
+        (format!("/vod/abd/seg0.ts?edge-cache-token={token}"), "scope"),
+        (format!("/vod/abc/%2e%2e/%2e%2e/secret.ts?edge-cache-token={token}"), "malformed"),
+    ] {
+        assert_eq!(reason(&edge.get(&target, &[])), (403, Some(want)), "{target}");
+    }
+
+    // Revocation by `SessionID`, as a subject.
+    let revoked = json!([{ "kind": "subject", "value": "sess-1", "issued_before": now + 3600 }]);
+    std::fs::write(edge.dir.path().join("state.json"), state(2, revoked)).unwrap();
+    eventually("the SessionID revocation takes effect", || {
+        reason(&edge.get(&format!("{SEG}?edge-cache-token={token}"), &[])) == (403, Some("revoked"))
+    });
+    assert!(metric(&edge, r#"stile_edge_foreign_requests_total{format="media-cdn",result="revoked"}"#) >= 1.0);
+    let mac = token.rsplit("hmac=").next().unwrap();
+    for head in origin.requests() {
+        assert!(!head.contains(mac) && !head.to_ascii_lowercase().contains("edge-cache"), "{head}");
+    }
+    assert!(!edge.log().contains(mac), "the MAC reached the log");
+    assert!(edge.log().contains(r#""foreign.id":"sess-1""#));
 }
