@@ -1,6 +1,7 @@
 //! Other vendors' signed links at the edge (`docs/migration.md`): the
-//! `[[foreign]]` entries of the configuration, the `foreign_keys` of the state,
-//! and the judgement of a request that carries no Stile token.
+//! `[[foreign]]` entries of the configuration and the judgement of a request
+//! that carries no Stile token (the keys are the state's `foreign_keys`,
+//! [`crate::state::ForeignKeys`]).
 //!
 //! The proxy asks this module only when the Stile validator found no Stile token
 //! (`missing`, or a `malformed` path with no token anywhere): a request carrying a
@@ -14,13 +15,12 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-use stile_foreign::{Carry, Config as FormatConfig, Format, Key, KeyEncoding, Keys, Scope, bunny, google, nginx};
+use serde::Deserialize;
+use stile_foreign::{Carry, Config as FormatConfig, Format, Scope, bunny, google, nginx};
 use stile_token::{Country, Reason, UnknownCountry};
 
 use crate::state::State;
 use crate::transport::Transport;
-use crate::validate::{Manifest, manifest_kind};
 
 /// One `[[foreign]]` entry: an old vendor's link format accepted on some hosts and
 /// path prefixes until a sunset. Mirrored in `docs/migration.md` and `docs/edge.md`.
@@ -239,7 +239,7 @@ impl ForeignGate {
                 transport,
                 result,
                 upstream_target: Some(found.upstream.clone().into_bytes()),
-                manifest: manifest_kind(&found.path),
+                path: found.path.clone(),
                 token_id: verified.token_id.map(str::to_owned),
                 key_name: Some(verified.key_name.to_owned()),
                 carry_query,
@@ -335,8 +335,8 @@ pub struct ForeignVerdict {
     pub result: Result<(), Reason>,
     /// The token-free target for the origin (and the cache key).
     pub upstream_target: Option<Vec<u8>>,
-    /// Whether the path names a manifest.
-    pub manifest: Option<Manifest>,
+    /// The canonical path, token removed (empty when denied).
+    pub path: String,
     /// The vendor's link id (Akamai `id`, Media CDN `SessionID`), once verified.
     pub token_id: Option<String>,
     /// The name of the key that verified the link.
@@ -397,89 +397,12 @@ impl ForeignVerdict {
             transport,
             result: Err(reason),
             upstream_target: None,
-            manifest: None,
+            path: String::new(),
             token_id: None,
             key_name: None,
             carry_query: None,
             cookie: None,
         }
-    }
-}
-
-/// The foreign keys of one state, by format.
-#[derive(Clone, Debug, Default)]
-pub struct ForeignKeys {
-    by_format: [Keys; Format::ALL.len()],
-}
-
-impl ForeignKeys {
-    /// The keys of a format.
-    pub fn get(&self, format: Format) -> &Keys {
-        &self.by_format[Format::ALL.iter().position(|f| *f == format).unwrap_or(0)]
-    }
-
-    /// How many keys in all.
-    pub fn len(&self) -> usize {
-        self.by_format.iter().map(Keys::len).sum()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Checks and groups the state file's entries (at most 8 keys a format, names
-    /// unique within a format).
-    pub fn decode(entries: &[ForeignKeyEntry]) -> Result<ForeignKeys, String> {
-        let mut grouped: [Vec<Key>; Format::ALL.len()] = Default::default();
-        for (i, e) in entries.iter().enumerate() {
-            let format = Format::from_name(&e.format).ok_or_else(|| format!("foreign_keys[{i}]: unknown format"))?;
-            let key = e.key().map_err(|why| format!("foreign_keys[{i}]: {why}"))?;
-            grouped[Format::ALL.iter().position(|f| *f == format).unwrap_or(0)].push(key);
-        }
-        let mut out = ForeignKeys::default();
-        for (slot, keys) in out.by_format.iter_mut().zip(grouped) {
-            *slot = Keys::new(keys).map_err(|e| format!("foreign_keys: {e}"))?;
-        }
-        Ok(out)
-    }
-}
-
-/// One foreign key of the state file: `{"format": "akamai", "name": "primary",
-/// "key": "52a1…"}`, the key written as the vendor writes it — hex (Akamai),
-/// base64 or base64url (Cloud CDN; Media CDN HMAC keys), `ed25519:` + base64 (a Media
-/// CDN public key), the text itself (Bunny, nginx).
-#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ForeignKeyEntry {
-    /// The format's name.
-    pub format: String,
-    /// The key's name as the vendor names it (Google `KeyName`; free for the others).
-    pub name: String,
-    /// The key.
-    pub key: String,
-}
-
-impl std::fmt::Debug for ForeignKeyEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ForeignKeyEntry({}, {:?}, <redacted>)", self.format, self.name)
-    }
-}
-
-impl ForeignKeyEntry {
-    fn key(&self) -> Result<Key, String> {
-        let format = Format::from_name(&self.format).ok_or("unknown format")?;
-        let encoding = match format {
-            Format::Akamai => KeyEncoding::Hex,
-            Format::CloudCdn | Format::MediaCdn => KeyEncoding::Base64,
-            Format::Bunny | Format::NginxSecureLink => KeyEncoding::Raw,
-        };
-        match self.key.strip_prefix("ed25519:") {
-            Some(public) if format == Format::MediaCdn => Key::parse_ed25519_public(&self.name, public),
-            Some(_) => return Err("ed25519 keys are Media CDN's only".into()),
-            None => Key::parse_secret(&self.name, &self.key, encoding),
-        }
-        .map_err(|e| e.to_string())
     }
 }
 
@@ -517,6 +440,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{ForeignKeyEntry, ForeignKeys};
 
     fn gate(toml_text: &str) -> Result<ForeignGate, (String, String)> {
         #[derive(Deserialize)]
@@ -662,7 +586,7 @@ mod tests {
             (Format::MediaCdn, Transport::Query, Some("test-id"))
         );
         assert_eq!(v.upstream_target.as_deref(), Some(&b"/live/example.m3u8?x=1"[..]));
-        assert_eq!(v.manifest, Some(Manifest::Hls));
+        assert_eq!(v.path, "/live/example.m3u8");
         assert_eq!(v.carry_query, Some(("edge-cache-token".to_owned(), DUAL.to_owned())), "globs carry onward");
         assert_eq!(v.cookie, None, "`Headers=Foo,BAZ`: a comma has no place in a cookie value");
         let globs = format!("/live/example.m3u8?edge-cache-token={DUAL_GLOBS}");

@@ -381,21 +381,22 @@ impl EdgeProxy {
         self.metrics.validation_seconds(started.elapsed().as_secs_f64());
         ctx.result = Some(v.result);
         ctx.transport = v.transport;
-        ctx.kind = ObjectKind::classify(v.manifest.is_some(), req.raw_path());
+        let manifest = crate::validate::manifest_kind(&v.path);
+        ctx.kind = ObjectKind::classify(manifest.is_some(), req.raw_path());
         ctx.foreign = Some(ForeignCtx { format: v.format, id: v.token_id, key: v.key_name });
         if v.result.is_err() {
             return true;
         }
         ctx.upstream_target = v.upstream_target;
         // Cookie mode: the vendor's own cookie, for the directory the link covers.
-        if let Some(c) = v.cookie.filter(|_| self.cookie.enabled && v.manifest.is_some())
+        if let Some(c) = v.cookie.filter(|_| self.cookie.enabled && manifest.is_some())
             && v.transport == Transport::Query
         {
             let max_age = c.expires.map_or(u64::from(u32::MAX), |e| e.saturating_sub(now));
             ctx.set_cookie = Some(self.set_cookie(&c.name, &c.value, &c.path, max_age));
         }
         // HEAD answers carry no body to rewrite; an MPD is XML, where `&` would need escaping.
-        if let (true, Some(format), Some((param, token))) = (self.rewrite_playlists, v.manifest, v.carry_query)
+        if let (true, Some(format), Some((param, token))) = (self.rewrite_playlists, manifest, v.carry_query)
             && req.method == http::Method::GET
             && !(format == Manifest::Dash && token.bytes().any(|b| matches!(b, b'&' | b'<' | b'"')))
         {

@@ -34,10 +34,10 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
+use stile_foreign::{Format, Key, KeyEncoding, Keys};
 use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
 
 use crate::clock::SharedClock;
-use crate::foreign::{ForeignKeyEntry, ForeignKeys};
 use crate::revocation::{Revocations, RevocationsBuilder};
 
 /// The state file's encoding of key secrets: base64url, padding optional when
@@ -390,6 +390,83 @@ pub(crate) fn add_revocation(
                 b.key(id);
             }
         }
+    }
+}
+
+/// The foreign keys of one state, by format.
+#[derive(Clone, Debug, Default)]
+pub struct ForeignKeys {
+    by_format: [Keys; Format::ALL.len()],
+}
+
+impl ForeignKeys {
+    /// The keys of a format.
+    pub fn get(&self, format: Format) -> &Keys {
+        &self.by_format[Format::ALL.iter().position(|f| *f == format).unwrap_or(0)]
+    }
+
+    /// How many keys in all.
+    pub fn len(&self) -> usize {
+        self.by_format.iter().map(Keys::len).sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks and groups the state file's entries (at most 8 keys a format, names
+    /// unique within a format).
+    pub fn decode(entries: &[ForeignKeyEntry]) -> Result<ForeignKeys, String> {
+        let mut grouped: [Vec<Key>; Format::ALL.len()] = Default::default();
+        for (i, e) in entries.iter().enumerate() {
+            let format = Format::from_name(&e.format).ok_or_else(|| format!("foreign_keys[{i}]: unknown format"))?;
+            let key = e.key().map_err(|why| format!("foreign_keys[{i}]: {why}"))?;
+            grouped[Format::ALL.iter().position(|f| *f == format).unwrap_or(0)].push(key);
+        }
+        let mut out = ForeignKeys::default();
+        for (slot, keys) in out.by_format.iter_mut().zip(grouped) {
+            *slot = Keys::new(keys).map_err(|e| format!("foreign_keys: {e}"))?;
+        }
+        Ok(out)
+    }
+}
+
+/// One foreign key of the state file: `{"format": "akamai", "name": "primary",
+/// "key": "52a1…"}`, the key written as the vendor writes it — hex (Akamai),
+/// base64 or base64url (Cloud CDN; Media CDN HMAC keys), `ed25519:` + base64 (a Media
+/// CDN public key), the text itself (Bunny, nginx).
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForeignKeyEntry {
+    /// The format's name.
+    pub format: String,
+    /// The key's name as the vendor names it (Google `KeyName`; free for the others).
+    pub name: String,
+    /// The key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for ForeignKeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ForeignKeyEntry({}, {:?}, <redacted>)", self.format, self.name)
+    }
+}
+
+impl ForeignKeyEntry {
+    fn key(&self) -> Result<Key, String> {
+        let format = Format::from_name(&self.format).ok_or("unknown format")?;
+        let encoding = match format {
+            Format::Akamai => KeyEncoding::Hex,
+            Format::CloudCdn | Format::MediaCdn => KeyEncoding::Base64,
+            Format::Bunny | Format::NginxSecureLink => KeyEncoding::Raw,
+        };
+        match self.key.strip_prefix("ed25519:") {
+            Some(public) if format == Format::MediaCdn => Key::parse_ed25519_public(&self.name, public),
+            Some(_) => return Err("ed25519 keys are Media CDN's only".into()),
+            None => Key::parse_secret(&self.name, &self.key, encoding),
+        }
+        .map_err(|e| e.to_string())
     }
 }
 
