@@ -161,8 +161,8 @@ fn bench_ed25519(c: &mut Criterion) {
 /// An Akamai query link through the edge's two steps, and a Stile query token through one.
 fn bench_edge(c: &mut Criterion) {
     use stile_edge::EdgeConfig;
-    use stile_edge::foreign::{ForeignConfig, ForeignGate, ForeignInput, ForeignKeyEntry, ForeignKeys};
-    use stile_edge::state::State;
+    use stile_edge::foreign::{ForeignConfig, ForeignGate, ForeignInput};
+    use stile_edge::state::{ForeignKeyEntry, ForeignKeys, State};
     use stile_edge::validate::{Input, Validator};
     use stile_token::{KEY_LEN, KeyRing, Reason, SecretKey};
 
