@@ -468,3 +468,25 @@ fn media_cdn_dual_tokens_play_carry_and_revoke_by_session_id() {
     assert!(!edge.log().contains(mac), "the MAC reached the log");
     assert!(edge.log().contains(r#""foreign.id":"sess-1""#));
 }
+
+#[test]
+fn bad_foreign_configs_and_keys_exit_64_before_binding() {
+    let good = state(1, json!([]));
+    let mut bad_key: Value = serde_json::from_str(&good).unwrap();
+    bad_key["foreign_keys"] = json!([{ "format": "akamai", "name": "primary", "key": "zz-secret-zz" }]);
+    for (extra, state_text, needle) in [
+        ("[[foreign]]\nformat = \"fastly\"\n", good.clone(), "foreign[0].format"),
+        ("[[foreign]]\nformat = \"bunny\"\npath_prefixes = [\"/vod\"]\n", good.clone(), "foreign[0].path_prefixes"),
+        ("[[foreign]]\nformat = \"akamai\"\nrefuse_after = \"2027-06-30\"\n", good.clone(), "foreign[0].refuse_after"),
+        ("[[foreign]]\nformat = \"bunny\"\n[foreign.akamai]\n", good.clone(), "foreign[0].bunny"),
+        ("[[foreign]]\nformat = \"akamai\"\n", bad_key.to_string(), "is not valid hex"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Edge::write_config(dir.path(), 1, free_port(), free_port(), extra, "", &state_text);
+        let out = Command::new(env!("CARGO_BIN_EXE_stile")).args(["edge", "--config"]).arg(&config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{extra}: {stderr}");
+        assert!(stderr.contains(needle), "{extra}: {stderr}");
+        assert!(!stderr.contains("zz-secret-zz"), "a key is never printed: {stderr}");
+    }
+}
