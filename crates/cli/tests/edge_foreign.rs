@@ -490,3 +490,37 @@ fn bad_foreign_configs_and_keys_exit_64_before_binding() {
         assert!(!stderr.contains("zz-secret-zz"), "a key is never printed: {stderr}");
     }
 }
+
+#[test]
+fn bunny_country_and_address_rules_use_the_edges_client_and_geoip() {
+    let content = tempfile::tempdir().unwrap();
+    make_hls(content.path());
+    let origin = Origin::start(content.path());
+    let extra = format!(
+        "{}\n[client]\ntrusted_hops = 1\ngeoip_db = \"{}/GeoLite2-Country-Test.mmdb\"\n",
+        foreign_config("2099-01-01T00:00:00Z"),
+        support::GEOIP_DIR
+    );
+    let edge = Edge::start(&origin, &extra, &state(1, json!([])));
+    const GB: (&str, &str) = ("X-Forwarded-For", "81.2.69.142");
+    let now = now();
+    let link = |countries: Option<&str>, blocked: Option<&str>, ip: Option<&str>| {
+        let claims = stile_foreign::bunny::Claims {
+            path: SEG,
+            expires: now + 600,
+            token_path: Some("/vod/abc/"),
+            countries,
+            blocked,
+            ip: ip.map(|a| a.parse().unwrap()),
+            ..Default::default()
+        };
+        stile_foreign::bunny::sign(BUNNY_KEY.as_bytes(), &claims)
+    };
+    assert_eq!(reason(&edge.get(&link(Some("GB"), None, None), &[GB])), (200, None), "{}", edge.log());
+    assert_eq!(reason(&edge.get(&link(Some("SE,DE"), None, None), &[GB])), (403, Some("geo")));
+    assert_eq!(reason(&edge.get(&link(None, Some("GB"), None), &[GB])), (403, Some("geo")));
+    assert_eq!(reason(&edge.get(&link(Some("GB"), None, Some("81.2.69.142")), &[GB])), (200, None));
+    // Bunny binds the address inside the MAC only: another address is `bad_signature`.
+    let other = ("X-Forwarded-For", "203.0.113.7");
+    assert_eq!(reason(&edge.get(&link(None, None, Some("81.2.69.142")), &[other])), (403, Some("bad_signature")));
+}
