@@ -1,6 +1,8 @@
 //! A real `redis-server` (from `PATH`; `scripts/install-deps` installs it)
 //! on a free loopback port with its own temporary directory, stopped (killed)
-//! when dropped. Never touches a system Redis.
+//! when dropped. Never touches a system Redis. It can also listen for TLS
+//! (beside the plain port the harness itself uses), replicate another one,
+//! or run as a Sentinel (`redis-server sentinel.conf --sentinel`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,12 +20,49 @@ pub enum Persistence {
     AofAlways,
 }
 
+/// TLS for a server or Sentinel: `tls-port` beside the plain port (which the
+/// harness keeps using), and `tls-replication yes` (replicas, and a Sentinel's
+/// links to the servers, use TLS; replicas announce their TLS port).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// The server's certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signs the clients' certificates.
+    pub ca: PathBuf,
+    /// `tls-auth-clients yes`: clients must present a certificate.
+    pub auth_clients: bool,
+}
+
+/// What to start.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub persistence: Persistence,
+    pub tls: Option<Tls>,
+    /// `--replicaof 127.0.0.1 <port>` (with `tls`: the primary's TLS port).
+    pub replica_of: Option<u16>,
+    /// Run as a Sentinel watching this primary.
+    pub sentinel: Option<Watch>,
+}
+
+/// What a Sentinel watches.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    /// The primary's name (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The primary's port on 127.0.0.1 (with `tls`: its TLS port).
+    pub primary_port: u16,
+    /// `sentinel down-after-milliseconds`.
+    pub down_after_ms: u64,
+}
+
 /// A running `redis-server`.
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
-    persistence: Persistence,
+    tls_port: Option<u16>,
+    options: Options,
     dir: tempfile::TempDir,
 }
 
@@ -36,12 +75,18 @@ impl RedisServer {
     /// A server with the given persistence. Panics (with what to do) when
     /// `redis-server` is missing or does not come up within 10 s.
     pub fn start_with(persistence: Persistence) -> RedisServer {
+        RedisServer::start_opts(Options { persistence, ..Options::default() })
+    }
+
+    /// A server (or Sentinel) as `options` say; panics like [`start_with`](Self::start_with).
+    pub fn start_opts(options: Options) -> RedisServer {
         let mut dir = tempfile::Builder::new().prefix("stile-redis-").tempdir().expect("temp dir for redis-server");
         // The port is free when asked; if another process takes it meanwhile,
         // the server fails to bind and the next port is tried.
         for _ in 0..5 {
             let port = free_port();
-            let mut server = RedisServer { child: None, port, persistence, dir };
+            let tls_port = options.tls.as_ref().map(|_| free_port());
+            let mut server = RedisServer { child: None, port, tls_port, options: options.clone(), dir };
             if server.spawn() {
                 return server;
             }
@@ -55,7 +100,17 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// The port.
+    /// `rediss://127.0.0.1:<tls port>/0`; panics without TLS.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls_port.expect("a server started with TLS"))
+    }
+
+    /// The TLS port; panics without TLS.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("a server started with TLS")
+    }
+
+    /// The (plain) port.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -86,21 +141,41 @@ impl RedisServer {
     /// Runs one command with arguments and returns the raw RESP reply
     /// (for assertions that must not go through the code under test).
     pub fn command(&self, args: &[&str]) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        stream.write_all(req.as_bytes()).expect("write to redis-server");
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = stream.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        command_at(self.port, args)
     }
 
     fn spawn(&mut self) -> bool {
         let dir = self.dir.path().to_path_buf();
         let mut cmd = Command::new(binary());
+        if let Some(w) = &self.options.sentinel {
+            // Sentinel rewrites its configuration file: it must be its own.
+            let conf = dir.join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {log}\n\
+                 sentinel monitor {m} 127.0.0.1 {p} 1\nsentinel down-after-milliseconds {m} {d}\n\
+                 sentinel failover-timeout {m} 10000\nsentinel parallel-syncs {m} 1\n",
+                port = self.port,
+                dir = dir.display(),
+                log = dir.join("sentinel.log").display(),
+                m = w.master,
+                p = w.primary_port,
+                d = w.down_after_ms,
+            );
+            let mut text = text;
+            if let (Some(tls), Some(port)) = (&self.options.tls, self.tls_port) {
+                text.push_str(&format!(
+                    "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                     tls-auth-clients {}\ntls-replication yes\n",
+                    tls.cert.display(),
+                    tls.key.display(),
+                    tls.ca.display(),
+                    if tls.auth_clients { "yes" } else { "no" },
+                ));
+            }
+            std::fs::write(&conf, text).expect("write sentinel.conf");
+            cmd.arg(&conf).arg("--sentinel");
+            return self.run(cmd);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--protected-mode", "yes", "--daemonize", "no"])
@@ -109,10 +184,24 @@ impl RedisServer {
             .arg("--logfile")
             .arg(dir.join("redis.log"))
             .args(["--save", ""]);
-        match self.persistence {
+        match self.options.persistence {
             Persistence::None => cmd.args(["--appendonly", "no"]),
             Persistence::AofAlways => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
         };
+        if let (Some(tls), Some(port)) = (&self.options.tls, self.tls_port) {
+            cmd.arg("--tls-port").arg(port.to_string());
+            cmd.arg("--tls-cert-file").arg(&tls.cert).arg("--tls-key-file").arg(&tls.key);
+            cmd.arg("--tls-ca-cert-file").arg(&tls.ca);
+            cmd.args(["--tls-auth-clients", if tls.auth_clients { "yes" } else { "no" }]);
+            cmd.args(["--tls-replication", "yes"]);
+        }
+        if let Some(primary) = self.options.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1"]).arg(primary.to_string());
+        }
+        self.run(cmd)
+    }
+
+    fn run(&mut self, mut cmd: Command) -> bool {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -168,6 +257,21 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| panic!("redis-server is not on PATH; install it with scripts/install-deps"))
 }
 
-fn free_port() -> u16 {
+/// One command to the server (or Sentinel) on `port`; the raw RESP reply.
+pub fn command_at(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis-server");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(req.as_bytes()).expect("write to redis-server");
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A free port on 127.0.0.1 (free when asked).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

@@ -10,7 +10,7 @@ use stile_token::MAX_TTL_SECS;
 
 use crate::model::{Role, valid_name};
 use crate::policy::{PolicyError, country_rule, normalise_base_url};
-pub use crate::store::RedisConfig;
+pub use crate::store::{RedisConfig, SentinelConfig};
 
 /// The whole configuration file (TOML). Every field has a default, so an empty
 /// file is a valid development configuration.

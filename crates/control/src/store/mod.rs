@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use self::redb::RedbStore;
-pub use self::redis::{RedisConfig, RedisStore};
+pub use self::redis::{RedisConfig, RedisStore, SentinelConfig};
 use crate::model::{
     ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, Purge, Revocation, SigningKey,
 };

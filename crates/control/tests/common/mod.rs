@@ -5,8 +5,10 @@
 #![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
 use stile_control::auth::{Role, hash_api_key};
 use stile_control::config::ConfiguredKey;
 use stile_control::model::KeyState;
@@ -181,5 +183,103 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code:
             assert_eq!(s.code(), code, "message: {}", s.message());
             assert!(s.message().contains(needle), "{:?} should contain {needle:?}", s.message());
         }
+    }
+}
+
+/// A control plane opened from its configuration (`ControlPlane::open`, so
+/// any store backend), served on 127.0.0.1:0.
+pub struct Plane {
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Plane {
+    pub async fn open(config: Config) -> Result<Plane, ServeError> {
+        let plane = ControlPlane::open(config, Arc::new(ManualClock::new(T0))).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(plane.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(url).unwrap().connect().await.expect("connect");
+        Ok(Plane { channel, shutdown: Some(shutdown), task })
+    }
+
+    pub fn links(&self) -> pb::link_service_client::LinkServiceClient<Channel> {
+        pb::link_service_client::LinkServiceClient::new(self.channel.clone())
+    }
+
+    pub fn revocations(&self) -> pb::revocation_service_client::RevocationServiceClient<Channel> {
+        pb::revocation_service_client::RevocationServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Channel> {
+        pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
+    }
+
+    /// Creates asset `id` and moves it to PUBLISHED.
+    pub async fn publish(&self, id: &str) {
+        let mut assets = pb::asset_service_client::AssetServiceClient::new(self.channel.clone());
+        let put = pb::PutAssetRequest { id: id.into(), path: format!("/vod/{id}/"), entry: "master.m3u8".into() };
+        assets.put(auth(put, OPERATOR)).await.expect("put asset");
+        for state in [pb::AssetState::Ready, pb::AssetState::Published] {
+            let req = pb::SetAssetStateRequest { id: id.into(), state: state.into(), expected_revision: 0 };
+            assets.set_state(auth(req, OPERATOR)).await.expect("set state");
+        }
+    }
+
+    /// Mints a link to `asset`.
+    pub async fn mint(&self, asset: &str) -> Result<pb::Link, tonic::Status> {
+        let req = pb::MintRequest { asset_id: asset.into(), ..Default::default() };
+        self.links().mint(auth(req, MINTER)).await.map(|m| m.into_inner().link.expect("a link"))
+    }
+
+    /// Revokes one token id.
+    pub async fn revoke(&self, token_id: &str) -> Result<pb::RevokeResponse, tonic::Status> {
+        let target = pb::RevocationTarget { target: Some(pb::revocation_target::Target::TokenId(token_id.into())) };
+        let req = pb::RevokeRequest { target: Some(target), reason: "leaked".into(), ..Default::default() };
+        self.revocations().revoke(auth(req, OPERATOR)).await.map(|r| r.into_inner())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+/// A throwaway CA that writes PEM files into a directory.
+pub struct Ca {
+    dir: PathBuf,
+    pub pem: PathBuf,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        Ca { dir: dir.to_owned(), pem, params, key }
+    }
+
+    /// A leaf for `names`, as `<stem>.pem` and `<stem>.key`.
+    pub fn leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = p.signed_by(&key, &Issuer::from_params(&self.params, &self.key)).unwrap();
+        let (c, k) = (self.dir.join(format!("{stem}.pem")), self.dir.join(format!("{stem}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
     }
 }

@@ -16,13 +16,13 @@ use crate::store::StoreError;
 impl Inner {
     /// Runs one command on the read connection.
     pub(super) async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.link.load().conn.clone();
         self.observe(within(self.settings.read_timeout, cmd.query_async(&mut c)).await)
     }
 
     /// Runs a pipeline (usually `MULTI`/`EXEC`) on the read connection.
     pub(super) async fn read_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.link.load().conn.clone();
         self.observe(within(self.settings.read_timeout, pipe.query_async(&mut c)).await)
     }
 
@@ -37,6 +37,8 @@ impl Inner {
     }
 
     pub(super) fn mark_down(&self, error: &str) {
+        // With Sentinel, the primary may have moved: look it up again.
+        self.follow.notify_one();
         if !self.down.swap(true, Ordering::AcqRel) {
             *locks::lock(&self.down_since) = Some(Instant::now());
             tracing::warn!(url = %self.settings.redacted_url, error, "redis.unavailable");

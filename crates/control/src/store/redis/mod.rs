@@ -31,17 +31,19 @@
 //! Minting keeps working for `stale_read_secs` from asset states and API keys
 //! read before (`cache.rs`; the signing keys are in the control plane's memory
 //! anyway), and mint audit events wait in a bounded in-memory buffer until
-//! Redis answers again (`audit.rs`). The connections reconnect by themselves.
+//! Redis answers again (`audit.rs`). The connections reconnect by themselves;
+//! with Sentinel, the store also asks the Sentinels for the primary after
+//! every "unavailable" and moves its connections there (`locate.rs`, which
+//! also sets up `rediss://`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Client;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use arc_swap::ArcSwap;
 use redis::streams::StreamRangeReply;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -49,6 +51,7 @@ use self::cache::{Cache, insert};
 use self::codec::{audit_event, change, decode, entry_number, purge, revocation, signing_keys};
 use self::conn::{server_version, within};
 use self::layout::KeyNames;
+use self::locate::{Link, Locator, open_link};
 use self::script::Scripts;
 use super::{
     AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreError, StoreFuture,
@@ -62,10 +65,11 @@ mod config;
 mod conn;
 mod fleet;
 mod layout;
+mod locate;
 mod script;
 mod tail;
 
-pub use self::config::RedisConfig;
+pub use self::config::{RedisConfig, SentinelConfig};
 
 /// Rows read per round trip when paging (assets, audit).
 const PAGE: usize = 500;
@@ -76,13 +80,17 @@ const MIN_REDIS: (u32, u32) = (6, 2);
 pub struct RedisStore {
     inner: Arc<Inner>,
     tail: JoinHandle<()>,
+    follow: JoinHandle<()>,
 }
 
 struct Inner {
-    /// Reads, mint audit events, pruning.
-    conn: ConnectionManager,
-    /// Commits: a `WAIT` on it holds up only other commits.
-    writer: ConnectionManager,
+    /// The connections to the server in use (with Sentinel: swapped for the
+    /// new primary's after a failover).
+    link: ArcSwap<Link>,
+    /// The URL's server, or the Sentinels.
+    locator: Locator,
+    /// Woken by every "unavailable": with Sentinel, look the primary up again.
+    follow: Notify,
     keys: KeyNames,
     scripts: Scripts,
     settings: Settings,
@@ -102,6 +110,10 @@ struct Inner {
 struct Settings {
     redacted_url: String,
     connect_timeout: Duration,
+    /// One command's answer (`command_timeout_ms`).
+    command_timeout: Duration,
+    /// `wait_timeout_ms` when `wait_replicas > 0`, else zero.
+    wait_timeout: Duration,
     read_timeout: Duration,
     commit_timeout: Duration,
     wait_replicas: u32,
@@ -118,6 +130,7 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &self.inner.settings.redacted_url)
+            .field("server", &self.inner.link.load().addr)
             .field("prefix", &self.inner.keys.version.trim_end_matches(":version"))
             .finish_non_exhaustive()
     }
@@ -126,6 +139,7 @@ impl std::fmt::Debug for RedisStore {
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.tail.abort();
+        self.follow.abort();
         if self.inner.has_pending.load(Ordering::Acquire) {
             let n = self.inner.pending_audit.try_lock().map_or(0, |p| p.len());
             tracing::warn!(events = n, "redis.audit_lost: mint audit events still buffered at shutdown");
@@ -142,6 +156,8 @@ impl RedisStore {
         let settings = Settings {
             redacted_url: config.redacted_url(),
             connect_timeout: ms(config.connect_timeout_ms),
+            command_timeout: ms(config.command_timeout_ms),
+            wait_timeout: if config.wait_replicas > 0 { ms(config.wait_timeout_ms) } else { Duration::ZERO },
             read_timeout: ms(config.connect_timeout_ms + config.command_timeout_ms),
             commit_timeout: ms(config.connect_timeout_ms
                 + config.command_timeout_ms
@@ -152,35 +168,12 @@ impl RedisStore {
             audit_buffer: config.audit_buffer,
             audit_cap: audit_cap.max(1),
         };
+        let locator = Locator::new(config)?;
+        let link = open_link(locator.primary(settings.read_timeout).await?, &settings).await?;
         let url = &settings.redacted_url;
-        let client = Client::open(config.url.as_str())
-            .map_err(|_| StoreError::Backend(format!("store.redis.url {url} is not a valid Redis URL")))?;
-        let manager = |response: Duration| {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_response_timeout(Some(response))
-                .set_number_of_retries(1)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_millis(500))
-        };
-        let command = ms(config.command_timeout_ms);
-        let wait = if config.wait_replicas > 0 { ms(config.wait_timeout_ms) } else { Duration::ZERO };
-        let open = |cfg: ConnectionManagerConfig| {
-            let client = client.clone();
-            let deadline = settings.read_timeout;
-            async move {
-                match tokio::time::timeout(deadline, ConnectionManager::new_with_config(client, cfg)).await {
-                    Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(StoreError::Unavailable(format!("cannot connect to Redis at {url}: {e}"))),
-                    Err(_) => Err(StoreError::Unavailable(format!("cannot connect to Redis at {url}: timed out"))),
-                }
-            }
-        };
-        let conn = open(manager(command)).await?;
-        let writer = open(manager(command + wait)).await?;
 
         let keys = KeyNames::new(&config.key_prefix);
-        let mut c = conn.clone();
+        let mut c = link.conn.clone();
         let info: String = within(settings.read_timeout, redis::cmd("INFO").arg("server").query_async(&mut c)).await?;
         let found = server_version(&info);
         if found < MIN_REDIS {
@@ -192,9 +185,11 @@ impl RedisStore {
         let version: Option<u64> =
             within(settings.read_timeout, redis::cmd("GET").arg(&keys.version).query_async(&mut c)).await?;
         let version = version.unwrap_or(0);
+        let server = link.addr.clone();
         let inner = Arc::new(Inner {
-            conn,
-            writer,
+            link: ArcSwap::from_pointee(link),
+            locator,
+            follow: Notify::new(),
             keys,
             scripts: Scripts::new(),
             settings,
@@ -205,9 +200,11 @@ impl RedisStore {
             pending_audit: tokio::sync::Mutex::new(VecDeque::new()),
             has_pending: AtomicBool::new(false),
         });
-        let tail = tokio::spawn(tail::tail(Arc::clone(&inner), client, version));
-        tracing::info!(url = %inner.settings.redacted_url, version, "redis.connected");
-        Ok(RedisStore { inner, tail })
+        let tail = tokio::spawn(tail::tail(Arc::clone(&inner), version));
+        let follow = tokio::spawn(locate::follow(Arc::clone(&inner)));
+        let sentinel = inner.locator.follows_sentinel();
+        tracing::info!(url = %inner.settings.redacted_url, server, sentinel, version, "redis.connected");
+        Ok(RedisStore { inner, tail, follow })
     }
 }
 

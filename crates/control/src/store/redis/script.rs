@@ -198,7 +198,9 @@ impl Inner {
         // queue behind a commit's WAIT.
         let audit_only = batch.writes.is_empty();
         let (inv, appended) = self.commit_invocation(batch)?;
-        let mut w = if audit_only { self.conn.clone() } else { self.writer.clone() };
+        let link = self.link.load();
+        let mut w = if audit_only { link.conn.clone() } else { link.writer.clone() };
+        drop(link);
         let reply: Vec<String> = self.observe(within(self.settings.commit_timeout, inv.invoke_async(&mut w)).await)?;
         match reply.first().map(String::as_str) {
             Some("ok") => {}
@@ -316,7 +318,7 @@ impl Inner {
                 .arg(retention.log_entries)
                 .arg(retention.audit_events)
                 .arg(min_at);
-            let mut c = self.conn.clone();
+            let mut c = self.link.load().conn.clone();
             let (revocations, log, audit, more, purges): (u64, u64, u64, u8, u64) =
                 self.observe(within(self.settings.read_timeout, inv.invoke_async(&mut c)).await)?;
             pruned.revocations += revocations;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::AsyncConnectionConfig;
 use redis::streams::StreamReadReply;
-use redis::{AsyncConnectionConfig, Client};
 
 use super::Inner;
 use super::codec::entry_number;
@@ -31,28 +31,32 @@ impl Inner {
 
 /// Tails the log on a connection of its own and publishes the newest version
 /// seen; reconnects with backoff; flushes buffered audit events once Redis
-/// answers again. Runs until the store is dropped.
-pub(super) async fn tail(inner: Arc<Inner>, client: Client, mut last: u64) {
+/// answers again; moves with the store's link (Sentinel failover). Runs until
+/// the store is dropped.
+pub(super) async fn tail(inner: Arc<Inner>, mut last: u64) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(inner.settings.connect_timeout))
         .set_response_timeout(None);
     let block = Duration::from_millis(TAIL_BLOCK_MS);
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut conn =
-            match within(inner.settings.read_timeout, client.get_multiplexed_async_connection_with_config(&config))
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    if let StoreError::Unavailable(m) = &e {
-                        inner.mark_down(m);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(TAIL_MAX_BACKOFF);
-                    continue;
+        let link = inner.link.load_full();
+        let mut conn = match within(
+            inner.settings.read_timeout,
+            link.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if let StoreError::Unavailable(m) = &e {
+                    inner.mark_down(m);
                 }
-            };
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(TAIL_MAX_BACKOFF);
+                continue;
+            }
+        };
         loop {
             // A counter below what was seen means Redis lost data or was
             // restored from an older backup: follow it from there (sync
@@ -117,6 +121,9 @@ pub(super) async fn tail(inner: Arc<Inner>, client: Client, mut last: u64) {
                 }
             }
             backoff = Duration::from_millis(50);
+            if !Arc::ptr_eq(&link, &inner.link.load()) {
+                break; // The store moved to another primary: follow it.
+            }
         }
         // The connection failed (or Redis refused the tail's commands): back off.
         tokio::time::sleep(backoff).await;
