@@ -88,3 +88,34 @@ fn changes_through_either_replica_reach_the_edges_of_both_and_survive_a_replica_
     assert_eq!(edge_b.metric("stile_edge_state_version"), Some(late.version as f64));
     drop(a);
 }
+
+/// `stile control` with a Redis TLS or Sentinel setting it cannot use exits 64
+/// before binding, naming the field, without the URL's password.
+#[test]
+fn bad_redis_tls_and_sentinel_settings_exit_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "url = \"rediss://stile:hunter2-secret@127.0.0.1:6380/0\"";
+    let missing = dir.path().join("missing-ca.pem");
+    for (section, needle) in [
+        (format!("{url}\ntls_ca_file = \"{}\"", missing.display()), "store.redis.tls_ca_file".to_owned()),
+        (format!("{url}\ntls_cert_file = \"{}\"", missing.display()), "tls_key_file together".to_owned()),
+        (format!("{url}\n[store.redis.sentinel]\naddresses = [\"10.0.0.1\"]"), "sentinel.addresses".to_owned()),
+    ] {
+        let listen = support::free_port();
+        let path = dir.path().join("control.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"\"\n[store]\nbackend = \"redis\"\n[store.redis]\n{section}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stile"))
+            .args(["control", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{section}: {stderr}");
+        assert!(stderr.contains(&needle), "{section}: expected {needle:?} in {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", listen)).is_err());
+    }
+}
