@@ -41,7 +41,8 @@ impl Inner {
         self.follow.notify_one();
         if !self.down.swap(true, Ordering::AcqRel) {
             *locks::lock(&self.down_since) = Some(Instant::now());
-            tracing::warn!(url = %self.settings.redacted_url, error, "redis.unavailable");
+            let server = self.link.load().addr.clone();
+            tracing::warn!(url = %self.settings.redacted_url, server, error, "redis.unavailable");
         }
     }
 
@@ -49,7 +50,8 @@ impl Inner {
         if self.down.swap(false, Ordering::AcqRel) {
             let since = locks::lock(&self.down_since).take();
             let down_ms = since.map_or(0, |t| t.elapsed().as_millis());
-            tracing::info!(url = %self.settings.redacted_url, down_ms, "redis.recovered");
+            let server = self.link.load().addr.clone();
+            tracing::info!(url = %self.settings.redacted_url, server, down_ms, "redis.recovered");
         }
     }
 }
