@@ -3,9 +3,9 @@
 //! `rediss://` (`tls_ca_file`, optional client certificate).
 //!
 //! The store's connections to that server form one [`Link`], swapped whole.
-//! With Sentinel, every "unavailable" wakes [`follow`], which asks the
-//! Sentinels again and, if they name another primary, opens a new link there
-//! and swaps it in; the log tail notices and moves too. Without Sentinel the
+//! With Sentinel, [`follow`] asks the Sentinels again every second and after
+//! every "unavailable" and, if they name another primary, opens a new link
+//! there and swaps it in; the log tail notices and moves too. Without Sentinel the
 //! link never changes (the connection managers reconnect to the same address).
 
 use std::sync::Arc;
@@ -21,6 +21,10 @@ use crate::store::StoreError;
 
 /// Shortest pause between two Sentinel look-ups.
 const FOLLOW_PAUSE: Duration = Duration::from_millis(100);
+/// Longest time between two Sentinel look-ups: after a graceful failover the
+/// old primary still takes writes until Sentinel demotes it, so waiting for
+/// an error is not enough.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the primary is.
 pub(super) enum Locator {
@@ -164,16 +168,16 @@ pub(super) async fn open_link(client: Client, settings: &Settings) -> Result<Lin
     Ok(Link { addr, client, conn, writer })
 }
 
-/// With Sentinel: after every wake-up (an "unavailable" anywhere), asks the
-/// Sentinels for the primary and moves the link there if it changed. Runs
-/// until the store is dropped.
+/// With Sentinel: after every wake-up (an "unavailable" anywhere) and at
+/// least every [`FOLLOW_EVERY`], asks the Sentinels for the primary and moves
+/// the link there if it changed. Runs until the store is dropped.
 pub(super) async fn follow(inner: Arc<Inner>) {
     let master = match &inner.locator {
         Locator::Sentinel { master, .. } => master.clone(),
         Locator::Fixed(_) => return,
     };
     loop {
-        inner.follow.notified().await;
+        let _ = tokio::time::timeout(FOLLOW_EVERY, inner.follow.notified()).await;
         match inner.locator.primary(inner.settings.read_timeout).await {
             Ok(client) => {
                 let addr = client.get_connection_info().addr().to_string();
