@@ -6,75 +6,24 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ADMIN, EDGE, MINTER, OPERATOR, assert_status, auth};
+use common::{ADMIN, EDGE, OPERATOR, Plane, assert_status, auth};
 use stile_control::config::StoreBackend;
-use stile_control::{ControlPlane, ManualClock, ServeError};
 use stile_proto::v1 as pb;
 use stile_tests::redis::{Persistence, RedisServer};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::Channel;
 
-/// A control plane on the Redis store, served on 127.0.0.1:0.
-struct Replica {
-    channel: Channel,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Replica {
-    async fn start(redis: &RedisServer) -> Replica {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = common::config(dir.path());
-        config.store.backend = StoreBackend::Redis;
-        config.store.redis.url = redis.url();
-        config.store.redis.connect_timeout_ms = 500;
-        config.store.redis.command_timeout_ms = 1_000;
-        let plane = ControlPlane::open(config, Arc::new(ManualClock::new(common::T0))).await.expect("control plane");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(plane.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
-        Replica { channel, shutdown: Some(shutdown), task, _dir: dir }
-    }
-
-    fn revocations(&self) -> pb::revocation_service_client::RevocationServiceClient<Channel> {
-        pb::revocation_service_client::RevocationServiceClient::new(self.channel.clone())
-    }
-
-    fn links(&self) -> pb::link_service_client::LinkServiceClient<Channel> {
-        pb::link_service_client::LinkServiceClient::new(self.channel.clone())
-    }
-
-    fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Channel> {
-        pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
-    }
-
-    async fn publish(&self, id: &str) {
-        let mut assets = pb::asset_service_client::AssetServiceClient::new(self.channel.clone());
-        let put = pb::PutAssetRequest { id: id.into(), path: format!("/vod/{id}/"), entry: "master.m3u8".into() };
-        assets.put(auth(put, OPERATOR)).await.unwrap();
-        for state in [pb::AssetState::Ready, pb::AssetState::Published] {
-            let req = pb::SetAssetStateRequest { id: id.into(), state: state.into(), expected_revision: 0 };
-            assets.set_state(auth(req, OPERATOR)).await.unwrap();
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-    }
+/// A control plane on the Redis store, served on 127.0.0.1:0, with its directory.
+async fn start(redis: &RedisServer) -> (Plane, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.store.backend = StoreBackend::Redis;
+    config.store.redis.url = redis.url();
+    config.store.redis.connect_timeout_ms = 500;
+    config.store.redis.command_timeout_ms = 1_000;
+    (Plane::open(config).await.expect("control plane"), dir)
 }
 
 fn revoke_token(token_id: &str) -> tonic::Request<pb::RevokeRequest> {
@@ -82,18 +31,13 @@ fn revoke_token(token_id: &str) -> tonic::Request<pb::RevokeRequest> {
     auth(pb::RevokeRequest { target: Some(target), reason: "leaked".into(), ..Default::default() }, OPERATOR)
 }
 
-async fn mint(r: &Replica, asset: &str) -> Result<pb::Link, tonic::Status> {
-    let req = pb::MintRequest { asset_id: asset.into(), ..Default::default() };
-    r.links().mint(auth(req, MINTER)).await.map(|m| m.into_inner().link.unwrap())
-}
-
 #[tokio::test]
 async fn a_revocation_through_one_replica_is_listed_by_the_other() {
     let redis = RedisServer::start();
-    let a = Replica::start(&redis).await;
-    let b = Replica::start(&redis).await;
+    let (a, _a_dir) = start(&redis).await;
+    let (b, _b_dir) = start(&redis).await;
     a.publish("abc").await;
-    let link = mint(&b, "abc").await.expect("B mints with the key A created");
+    let link = b.mint("abc").await.expect("B mints with the key A created");
     let revoked = a.revocations().revoke(revoke_token(&link.token_id)).await.unwrap().into_inner();
     let listed = b
         .revocations()
@@ -118,18 +62,18 @@ async fn a_revocation_through_one_replica_is_listed_by_the_other() {
 #[tokio::test]
 async fn redis_down_revoke_is_unavailable_minting_continues_and_both_recover() {
     let mut redis = RedisServer::start_with(Persistence::AofAlways);
-    let cp = Replica::start(&redis).await;
+    let (cp, _cp_dir) = start(&redis).await;
     cp.publish("abc").await;
-    mint(&cp, "abc").await.expect("mint while Redis is up (caches the asset)");
+    cp.mint("abc").await.expect("mint while Redis is up (caches the asset)");
 
     redis.kill();
     let started = Instant::now();
     assert_status(cp.revocations().revoke(revoke_token("0123456789abcdef")).await, Code::Unavailable, "retry");
     assert!(started.elapsed() < Duration::from_secs(5), "UNAVAILABLE took {:?}", started.elapsed());
     for _ in 0..3 {
-        mint(&cp, "abc").await.expect("minting goes on from the cached asset and key");
+        cp.mint("abc").await.expect("minting goes on from the cached asset and key");
     }
-    assert_status(mint(&cp, "unknown").await, Code::Unavailable, "unavailable");
+    assert_status(cp.mint("unknown").await, Code::Unavailable, "unavailable");
 
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -160,7 +104,7 @@ async fn redis_down_revoke_is_unavailable_minting_continues_and_both_recover() {
 #[tokio::test]
 async fn redis_down_a_sync_stream_ends_with_unavailable_like_every_rpc() {
     let mut redis = RedisServer::start_with(Persistence::AofAlways);
-    let cp = Replica::start(&redis).await;
+    let (cp, _cp_dir) = start(&redis).await;
     redis.kill();
     // A new edge (version 0) is owed a snapshot, which reads the store.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
