@@ -9,7 +9,11 @@ It starts nothing itself. The Rust test ``crates/control/tests/python_client.rs`
 starts a control plane, publishes an asset, and runs this script with:
 
 ``STILE_CONTROL_ADDR``
-    ``host:port`` of the control plane (plaintext gRPC).
+    ``host:port`` of the control plane (plaintext gRPC unless ``STILE_CA_FILE``).
+``STILE_CA_FILE`` (optional)
+    PEM CA bundle: connect over TLS (``grpc.ssl_channel_credentials``) and
+    verify the control plane's certificate against it and the host of
+    ``STILE_CONTROL_ADDR``.
 ``STILE_MINTER_KEY``
     API key with role ``minter`` (or ``admin``).
 ``STILE_ASSET_ID``
@@ -86,8 +90,16 @@ def main() -> int:
         print(f"usage: set {missing.args[0]} (see this script's docstring)", file=sys.stderr)
         return 2
     operator_key = os.environ.get("STILE_OPERATOR_KEY")
+    ca_file = os.environ.get("STILE_CA_FILE")
 
     import grpc
+
+    def open_channel():
+        if not ca_file:
+            return grpc.insecure_channel(addr)
+        with open(ca_file, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        return grpc.secure_channel(addr, credentials)
 
     with tempfile.TemporaryDirectory(prefix="stile-pystubs-") as tmp:
         out = pathlib.Path(tmp)
@@ -99,8 +111,11 @@ def main() -> int:
         revocations_pb2 = importlib.import_module("stile.v1.revocations_pb2")
         revocations_grpc = importlib.import_module("stile.v1.revocations_pb2_grpc")
 
-        with grpc.insecure_channel(addr) as channel:
-            grpc.channel_ready_future(channel).result(timeout=10)
+        with open_channel() as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=10)
+            except grpc.FutureTimeoutError:
+                check(False, f"no channel to {addr} within 10 s (down, or its certificate does not verify)")
             links = links_grpc.LinkServiceStub(channel)
             minter = (("authorization", f"Bearer {minter_key}"),)
 

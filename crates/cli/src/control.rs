@@ -1,5 +1,6 @@
 //! `stile control`: run the gRPC control plane. Parses arguments, loads and
-//! checks the configuration (exit 64 before binding anything if it is bad),
+//! checks the configuration and the `[tls]` files (exit 64 before binding
+//! anything if either is bad),
 //! opens the store ([`ControlPlane::open`]), binds the gRPC and admin
 //! listeners, then serves both ([`ControlPlane::serve_with_admin`]) until
 //! SIGTERM or Ctrl-C, which stop it gracefully.
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use stile_control::{Config, ControlPlane, SystemClock};
+use stile_control::tls::ServerTls;
+use stile_control::{Config, ControlPlane, ServeError, SystemClock};
 
 /// Arguments of `stile control`.
 #[derive(Debug, clap::Args)]
@@ -49,6 +51,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
         config.listen = listen;
     }
     if args.test {
+        // The certificate, key and client CA too, as a start would check them.
+        if let Err(e) = ServerTls::load(&config.tls, stile_control::Clock::now_secs(&SystemClock)) {
+            eprintln!("stile control: {e}");
+            return ExitCode::from(64);
+        }
         eprintln!("stile control: configuration OK");
         return ExitCode::SUCCESS;
     }
@@ -69,8 +76,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         let listen = config.listen;
         let admin_listen = config.admin_listen.clone();
         // Open the store before binding, so a bad store path fails before any port is taken.
+        // `[tls]` is checked first: a bad certificate exits 64 before the store opens.
         let plane = match ControlPlane::open(config, Arc::new(SystemClock)).await {
             Ok(p) => p,
+            Err(e @ ServeError::Tls(_)) => {
+                eprintln!("stile control: {e}");
+                return ExitCode::from(64);
+            }
             Err(e) => {
                 eprintln!("stile control: {e}");
                 return ExitCode::FAILURE;

@@ -27,6 +27,10 @@ pub(crate) struct ClientFlags {
     /// `api-keys`) [env: STILE_API_KEY].
     #[arg(long, value_name = "KEY", global = true)]
     pub(crate) api_key: Option<String>,
+    /// CA bundle (PEM) the control plane's certificate must chain to; needed
+    /// for an https:// server [env: STILE_CA_FILE].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub(crate) ca_file: Option<PathBuf>,
     /// Machine output: one JSON document on stdout [env: STILE_OUTPUT=json].
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -43,6 +47,8 @@ pub(crate) struct FileSettings {
     pub(crate) server: Option<String>,
     /// API key. Keep the file private (mode 0600) when it holds one.
     pub(crate) api_key: Option<String>,
+    /// CA bundle (PEM) for an `https://` server.
+    pub(crate) ca_file: Option<PathBuf>,
     /// `table` (default) or `json`.
     pub(crate) output: Option<Output>,
 }
@@ -93,6 +99,10 @@ pub(crate) struct Settings {
     pub(crate) api_key: Option<String>,
     /// Where `api_key` came from.
     pub(crate) api_key_source: Source,
+    /// CA bundle for an `https://` server, if any source gave one.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Where `ca_file` came from.
+    pub(crate) ca_file_source: Source,
     /// Output format.
     pub(crate) output: Output,
     /// The configuration file read, if any.
@@ -104,6 +114,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("server", &self.server)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .field("output", &self.output)
             .field("file", &self.file)
             .finish()
@@ -159,6 +170,12 @@ impl Settings {
         };
         let (server, server_source) = pick(flags.server.clone(), "STILE_SERVER", file.server);
         let (api_key, api_key_source) = pick(flags.api_key.clone(), "STILE_API_KEY", file.api_key);
+        let (ca_file, ca_file_source) = pick(
+            flags.ca_file.as_ref().map(|p| p.display().to_string()),
+            "STILE_CA_FILE",
+            file.ca_file.map(|p| p.display().to_string()),
+        );
+        let ca_file = ca_file.map(PathBuf::from);
         let output = if flags.json {
             Output::Json
         } else if let Some(v) = env("STILE_OUTPUT") {
@@ -172,7 +189,16 @@ impl Settings {
         };
         let server = server.unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let server = normalise_server(&server)?;
-        Ok(Settings { server, server_source, api_key, api_key_source, output, file: path.map(Path::to_owned) })
+        Ok(Settings {
+            server,
+            server_source,
+            api_key,
+            api_key_source,
+            ca_file,
+            ca_file_source,
+            output,
+            file: path.map(Path::to_owned),
+        })
     }
 }
 
@@ -205,7 +231,7 @@ mod tests {
     }
 
     fn flags(server: Option<&str>, key: Option<&str>, json: bool) -> ClientFlags {
-        ClientFlags { server: server.map(Into::into), api_key: key.map(Into::into), json, config: None }
+        ClientFlags { server: server.map(Into::into), api_key: key.map(Into::into), json, config: None, ca_file: None }
     }
 
     #[test]

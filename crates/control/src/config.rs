@@ -11,6 +11,7 @@ use stile_token::MAX_TTL_SECS;
 use crate::model::{Role, valid_name};
 use crate::policy::{PolicyError, country_rule, normalise_base_url};
 pub use crate::store::{RedisConfig, SentinelConfig};
+pub use crate::tls::TlsConfig;
 
 /// The whole configuration file (TOML). Every field has a default, so an empty
 /// file is a valid development configuration.
@@ -43,6 +44,8 @@ pub struct Config {
     pub revocations: RevocationConfig,
     /// The edge sync stream, key rollout and Revoke's wait.
     pub sync: SyncConfig,
+    /// gRPC over TLS, edges' client certificates, the plaintext warning.
+    pub tls: TlsConfig,
 }
 
 /// Storage backend settings.
@@ -272,6 +275,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             revocations: RevocationConfig::default(),
             sync: SyncConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -389,6 +393,7 @@ impl Config {
         if self.revocations.log_retention == 0 || self.revocations.prune_interval_secs == 0 {
             return bad("revocations.log_retention and revocations.prune_interval_secs must be positive".into());
         }
+        self.tls.check().map_err(ConfigError::Invalid)?;
         self.sync.validate()
     }
 

@@ -62,6 +62,8 @@ pub(crate) struct EdgeView {
     pub(crate) edge_id: String,
     /// Remote address of its stream.
     pub(crate) remote_addr: String,
+    /// Its verified client certificate's identity (`CN=… SAN=…`); empty without one.
+    pub(crate) client_cert: String,
     /// When its stream started, Unix seconds.
     pub(crate) connected_at: u64,
     /// Newest version it ACKed (every version up to it is applied).
@@ -127,6 +129,7 @@ impl Fleet {
         self: &Arc<Fleet>,
         edge_id: &str,
         remote: Option<SocketAddr>,
+        client_cert: String,
         now_ms: u64,
         applied: u64,
     ) -> Registration {
@@ -135,6 +138,7 @@ impl Fleet {
         let view = EdgeView {
             edge_id: edge_id.to_owned(),
             remote_addr: remote.map(|a| a.to_string()).unwrap_or_default(),
+            client_cert,
             connected_at: now_ms / 1000,
             applied,
             sent: applied,
@@ -433,8 +437,8 @@ mod tests {
         let fleet = Fleet::new();
         let (replicas, _) = replicas(&fleet, 0);
         let replicas = Arc::new(replicas);
-        let a = fleet.register("a", None, 0, 3);
-        let b = fleet.register("b", None, 0, 3);
+        let a = fleet.register("a", None, String::new(), 0, 3);
+        let b = fleet.register("b", None, String::new(), 0, 3);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(5);
         let waiter = {
@@ -465,8 +469,8 @@ mod tests {
     async fn departed_edges_stay_known_for_the_window_and_until_they_reconnect() {
         let fleet = Fleet::new();
         let (replicas, clock) = replicas(&fleet, 60);
-        let a = fleet.register("a", None, 1_000_000, 4);
-        let b = fleet.register("b", None, 1_000_000, 4);
+        let a = fleet.register("a", None, String::new(), 1_000_000, 4);
+        let b = fleet.register("b", None, String::new(), 1_000_000, 4);
         drop(b);
         let known = replicas.known().await;
         assert_eq!(
@@ -477,15 +481,15 @@ mod tests {
         clock.advance(Duration::from_secs(61));
         assert_eq!(replicas.known().await.len(), 1, "forgotten after the window");
         drop(a);
-        let _again = fleet.register("a", None, 1_061_000, 4);
+        let _again = fleet.register("a", None, String::new(), 1_061_000, 4);
         assert!(replicas.known().await.iter().all(|e| !e.departed), "reconnected: no longer departed");
     }
 
     #[tokio::test]
     async fn a_new_stream_of_the_same_edge_replaces_the_old_one() {
         let fleet = Fleet::new();
-        let old = fleet.register("e1", None, 0, 1);
-        let _new = fleet.register("e1", None, 0, 1);
+        let old = fleet.register("e1", None, String::new(), 0, 1);
+        let _new = fleet.register("e1", None, String::new(), 0, 1);
         assert_eq!(fleet.list().len(), 1);
         tokio::time::timeout(Duration::from_secs(1), old.stop.notified()).await.expect("old stream told to stop");
         drop(old);

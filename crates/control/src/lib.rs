@@ -27,6 +27,8 @@
 //! - `signing`: the signing keys in memory; `fleet`: connected edges, here and
 //!   on the other replicas; `metrics`: Prometheus metrics and the RPC layer;
 //! - `sync`: the edge sync sessions; `service`: one module per gRPC service;
+//! - [`tls`]: gRPC over TLS (`[tls]`), client certificate identities, the
+//!   plaintext warning;
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`; `server`: wiring and serving.
 //!
 //! Nothing here logs a token, an API key or a signing key.
@@ -53,6 +55,7 @@ mod service;
 mod signing;
 pub mod store;
 mod sync;
+pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError};

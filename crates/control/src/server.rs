@@ -40,6 +40,7 @@ use crate::signing::SigningKeys;
 use crate::store::notify::{NotifyingStore, VersionWatch, raise};
 use crate::store::{RedbStore, RedisStore, ReplicaBus, Retention, Store, StoreError};
 use crate::sync::SyncCtx;
+use crate::tls::{ServerTls, TlsError, warn_if_plaintext};
 
 /// Longest a graceful shutdown waits for in-flight calls and open connections.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -56,6 +57,9 @@ pub enum ServeError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// `[tls]` cannot be used (certificate, key or CA file).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -91,23 +95,27 @@ pub struct ControlPlane {
     replicas: Arc<ReplicaFleet>,
     rollout: Arc<KeyRollout>,
     sync: Arc<SyncCtx>,
+    /// gRPC over TLS (`[tls]`), checked; `None`: plaintext.
+    tls: Option<ServerTls>,
 }
 
 impl ControlPlane {
     /// Opens the configured store (redb at `store.path`, or Redis at `store.redis.url`).
+    /// `[tls]` is checked first, so a bad certificate fails before the store opens.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<ControlPlane, ServeError> {
+        let tls = ServerTls::load(&config.tls, clock.now_secs())?;
         match config.store.backend {
             StoreBackend::Redb => {
                 let path = config.store.path.clone();
                 let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
                     .await
                     .map_err(|e| StoreError::Backend(format!("store task: {e}")))??;
-                ControlPlane::start(config, Arc::new(store), None, clock).await
+                ControlPlane::start(config, Arc::new(store), None, clock, tls).await
             }
             StoreBackend::Redis => {
                 let redis = Arc::new(RedisStore::connect(&config.store.redis, config.audit.max_events).await?);
                 let bus: Arc<dyn ReplicaBus> = Arc::clone(&redis) as _;
-                ControlPlane::start(config, redis, Some(bus), clock).await
+                ControlPlane::start(config, redis, Some(bus), clock, tls).await
             }
         }
     }
@@ -119,7 +127,8 @@ impl ControlPlane {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<ControlPlane, ServeError> {
-        ControlPlane::start(config, store, None, clock).await
+        let tls = ServerTls::load(&config.tls, clock.now_secs())?;
+        ControlPlane::start(config, store, None, clock, tls).await
     }
 
     /// Builds every component, then the start-up work: publishes the log
@@ -131,6 +140,7 @@ impl ControlPlane {
         backend: Arc<dyn Store>,
         bus: Option<Arc<dyn ReplicaBus>>,
         clock: Arc<dyn Clock>,
+        tls: Option<ServerTls>,
     ) -> Result<ControlPlane, ServeError> {
         let config = Arc::new(config);
         let versions = Arc::new(tokio::sync::watch::channel(0).0);
@@ -158,6 +168,7 @@ impl ControlPlane {
             Arc::clone(&clock),
             Arc::clone(&metrics),
             config.sync.clone(),
+            tls.as_ref().is_some_and(|t| t.require_client_cert),
         ));
 
         let startup = async {
@@ -171,7 +182,21 @@ impl ControlPlane {
             Ok::<(), ApiError>(())
         };
         startup.await.map_err(ServeError::Startup)?;
-        Ok(ControlPlane { config, store, bus, clock, versions, metrics, auth, keys, fleet, replicas, rollout, sync })
+        Ok(ControlPlane {
+            config,
+            store,
+            bus,
+            clock,
+            versions,
+            metrics,
+            auth,
+            keys,
+            fleet,
+            replicas,
+            rollout,
+            sync,
+            tls,
+        })
     }
 
     /// Serves until `shutdown` completes, then lets in-flight calls finish and
@@ -197,23 +222,30 @@ impl ControlPlane {
         let routes = self.routes().await?;
         let background = self.spawn_background(admin, &ready);
         match listener.local_addr() {
-            Ok(addr) => tracing::info!(listen = %addr, "control.serving"),
+            Ok(addr) => {
+                warn_if_plaintext(&self.config.tls, addr);
+                tracing::info!(listen = %addr, tls = self.tls.is_some(), "control.serving");
+            }
             Err(e) => tracing::warn!(error = %e, "control.serving"),
         }
         // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         ready.store(true, Ordering::Relaxed);
         let (stopped, drain_started) = tokio::sync::oneshot::channel::<()>();
-        let serve = tonic::transport::Server::builder()
-            .layer(RpcLayer(Arc::clone(&self.metrics)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        let serve = builder.layer(RpcLayer(Arc::clone(&self.metrics))).add_routes(routes).serve_with_incoming_shutdown(
+            incoming,
+            async {
                 shutdown.await;
                 ready.store(false, Ordering::Relaxed);
                 // End the sync streams, or the graceful shutdown waits for them.
                 self.sync.stop();
                 let _ = stopped.send(());
-            });
+            },
+        );
         // Draining is bounded: an idle client connection that never answers the
         // GOAWAY would otherwise hold the shutdown forever.
         let drain_limit = async {

@@ -101,6 +101,8 @@ pub(crate) struct SyncCtx {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     cfg: SyncConfig,
+    /// `tls.require_client_cert`: refuse a stream without a verified client certificate.
+    require_client_cert: bool,
 }
 
 /// Who is on the other end of a stream: for logs and audit events.
@@ -112,6 +114,8 @@ struct Peer {
     edge_id: String,
     /// The stream's remote address.
     remote: Option<SocketAddr>,
+    /// The verified client certificate's identity (`CN=… SAN=…`), if one was presented.
+    client_cert: Option<String>,
 }
 
 /// Why a session ended with an error; the edge gets the matching status.
@@ -132,6 +136,9 @@ pub(crate) enum SyncError {
     /// Reading the hello failed: the edge's status, passed on.
     #[error("reading the Sync stream: {0}")]
     Inbound(Status),
+    /// `tls.require_client_cert` and the edge presented no client certificate. → `UNAUTHENTICATED`
+    #[error("this control plane requires a client certificate on the Sync stream (tls.require_client_cert)")]
+    NoClientCert,
     /// The hello announced an edge id the API key may not use. → `PERMISSION_DENIED`
     #[error("API key {key:?} may not sync as edge {edge_id:?} (its edge ids: {allowed})")]
     EdgeIdNotAllowed {
@@ -158,6 +165,7 @@ impl From<SyncError> for Status {
                 Status::invalid_argument(e.to_string())
             }
             SyncError::EdgeIdNotAllowed { .. } => Status::permission_denied(e.to_string()),
+            SyncError::NoClientCert => Status::unauthenticated(e.to_string()),
             SyncError::Inbound(status) => status,
             SyncError::Store(e) => ApiError::Store(e).into(),
         }
@@ -172,8 +180,9 @@ impl SyncCtx {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         cfg: SyncConfig,
+        require_client_cert: bool,
     ) -> SyncCtx {
-        SyncCtx { store, fleet, versions, stopping: watch::channel(false).0, clock, metrics, cfg }
+        SyncCtx { store, fleet, versions, stopping: watch::channel(false).0, clock, metrics, cfg, require_client_cert }
     }
 
     /// Ends every session (the server is stopping).
@@ -186,13 +195,14 @@ impl SyncCtx {
         self: &Arc<Self>,
         caller: Caller,
         remote: Option<SocketAddr>,
+        client_cert: Option<String>,
         inbound: Streaming<pb::EdgeMessage>,
     ) -> SyncStream {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         let ctx = Arc::clone(self);
         let limit = Duration::from_millis(self.cfg.send_timeout_ms);
         tokio::spawn(async move {
-            if let Err(e) = ctx.run(caller, remote, inbound, tx.clone()).await {
+            if let Err(e) = ctx.run(caller, remote, client_cert, inbound, tx.clone()).await {
                 // Best effort, bounded: the edge may be gone or not reading.
                 let _ = tokio::time::timeout(limit, tx.send(Err(e.into()))).await;
             }
@@ -205,12 +215,27 @@ impl SyncCtx {
         self: Arc<Self>,
         caller: Caller,
         remote: Option<SocketAddr>,
+        client_cert: Option<String>,
         mut inbound: Streaming<pb::EdgeMessage>,
         tx: Outbound,
     ) -> Result<(), SyncError> {
         let hello = self.hello(&mut inbound).await?;
-        let span = tracing::info_span!("sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller.name);
-        let peer = Peer { caller: caller.name.clone(), edge_id: hello.edge_id.clone(), remote };
+        let span = tracing::info_span!(
+            "sync", edge.id = %hello.edge_id, edge.addr = ?remote, caller = %caller.name,
+            edge.cert = client_cert.as_deref().unwrap_or("")
+        );
+        let peer = Peer { caller: caller.name.clone(), edge_id: hello.edge_id.clone(), remote, client_cert };
+        if self.require_client_cert && peer.client_cert.is_none() {
+            let _entered = span.enter();
+            tracing::warn!("sync.client_cert_missing");
+            self.metrics.sync_refused("client_cert_missing");
+            self.audit(
+                &peer,
+                AuditAction::SyncRefused,
+                &format!("client_cert_missing: no client certificate (from {})", addr(remote)),
+            );
+            return Err(SyncError::NoClientCert);
+        }
         if !identity::allowed(caller.role, &caller.edge_ids, &hello.edge_id) {
             let _entered = span.enter();
             let allowed = if caller.edge_ids.is_empty() { "none".to_owned() } else { caller.edge_ids.join(", ") };
@@ -227,7 +252,13 @@ impl SyncCtx {
             // The hello's version is believed only up to the log head.
             let head = self.store.version().await?;
             let book = AckBook::start(hello.last_applied_version, head);
-            let registration = self.fleet.register(&hello.edge_id, remote, self.clock.now_ms(), book.acked());
+            let registration = self.fleet.register(
+                &hello.edge_id,
+                remote,
+                peer.client_cert.clone().unwrap_or_default(),
+                self.clock.now_ms(),
+                book.acked(),
+            );
             tracing::info!(applied = hello.last_applied_version, head, agent = %hello.agent, "sync.connected");
             if let Some(previous) = &registration.replaced {
                 // The newest authenticated stream wins (docs/sync-protocol.md, "Edge identity").
@@ -403,13 +434,18 @@ impl SyncCtx {
     }
 
     /// Records an audit event about the edge (`SYNC_REFUSED`, `SYNC_REPLACED`), in the background.
+    /// The detail names the client certificate's identity when there is one.
     fn audit(&self, peer: &Peer, action: AuditAction, detail: &str) {
+        let detail = match &peer.client_cert {
+            Some(cert) => format!("{detail} [cert {cert}]"),
+            None => detail.to_owned(),
+        };
         let event = AuditEvent::new(
             self.clock.now_secs(),
             &peer.caller,
             action,
             format!("edge:{}", peer.edge_id),
-            detail.chars().take(200).collect(),
+            detail.chars().take(400).collect(),
         );
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {

@@ -50,7 +50,7 @@ pub enum StartError {
     /// Unusable certificate, key or TLS setting.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The sync client cannot be set up (API key file).
+    /// The sync client cannot be set up (API key file, CA file, client certificate).
     #[error(transparent)]
     Sync(#[from] KeyError),
     /// The cache's disk tier cannot be used.

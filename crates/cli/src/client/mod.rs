@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::settings::{ClientFlags, Settings};
 
@@ -239,12 +239,25 @@ impl Client {
             .parse()
             .map_err(|_| Failure::usage("the API key contains characters that cannot be sent (not visible ASCII)"))?;
         let server = settings.server.clone();
-        let endpoint = Endpoint::from_shared(server.clone())
+        let mut endpoint = Endpoint::from_shared(server.clone())
             .map_err(|e| Failure::usage(format!("--server {server:?} is not a valid URL: {e}")))?
             .connect_timeout(connect_timeout)
             .timeout(Duration::from_secs(60))
             .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| unreachable(&server, &error_chain(&e)))?;
+        if let Some(tls) = client_tls(settings)? {
+            endpoint = endpoint.tls_config(tls).map_err(|e| Failure::usage(error_chain(&e)))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            let detail = error_chain(&e);
+            if detail.contains("certificate") {
+                Failure::runtime(format!("TLS with the control plane at {server} failed: {detail}")).hint(
+                    "its certificate must chain to --ca-file / STILE_CA_FILE and name the --server host \
+                     (docs/cli.md, \"TLS\")",
+                )
+            } else {
+                unreachable(&server, &detail)
+            }
+        })?;
         Ok(Client { channel, bearer, server })
     }
 
@@ -261,20 +274,22 @@ impl Client {
     }
 }
 
-/// `e` and its sources, joined with `: ` (tonic's transport errors hide the cause otherwise).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
+/// TLS for an `https://` server: the CA bundle of `--ca-file` / `STILE_CA_FILE`
+/// (required there, read and checked now). `None` for `http://`.
+pub(crate) fn client_tls(settings: &Settings) -> Result<Option<ClientTlsConfig>, Failure> {
+    if !settings.server.starts_with("https://") {
+        return Ok(None);
     }
-    s
+    let Some(path) = &settings.ca_file else {
+        return Err(Failure::usage(format!("{} is https:// but no CA file is given", settings.server))
+            .hint("pass --ca-file FILE or set STILE_CA_FILE (the CA that signed the control plane's certificate)"));
+    };
+    let ca = stile_tls::read_ca(path).map_err(|e| Failure::usage(format!("--ca-file: {e}")))?;
+    Ok(Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem))))
 }
+
+/// `e` and its sources, joined with `: ` (tonic's transport errors hide the cause otherwise).
+pub(crate) use stile_tls::error_chain;
 
 /// The wall clock, read in this one place for the client commands.
 #[allow(clippy::disallowed_methods)] // reason: the CLI's single clock read; tests pass times explicitly.

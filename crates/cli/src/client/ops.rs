@@ -792,6 +792,7 @@ pub(crate) async fn edges(settings: &Settings, c: EdgesCmd) -> Result<(), Failur
             "edges": r.edges.iter().map(|e| json!({
                 "edge_id": e.edge_id, "applied_version": e.applied_version, "lag": e.lag,
                 "clock_skew_ms": e.clock_skew_ms, "connected_at": e.connected_at, "remote_addr": e.remote_addr,
+                "client_cert": e.client_cert,
             })).collect::<Vec<_>>(),
         }));
         return Ok(());
@@ -802,7 +803,7 @@ pub(crate) async fn edges(settings: &Settings, c: EdgesCmd) -> Result<(), Failur
         return Ok(());
     }
     let now = now();
-    let mut t = Table::new(&["EDGE", "APPLIED", "LAG", "SKEW", "CONNECTED", "FROM"]);
+    let mut t = Table::new(&["EDGE", "APPLIED", "LAG", "SKEW", "CONNECTED", "FROM", "CERT"]);
     for e in &r.edges {
         t.row(vec![
             e.edge_id.clone(),
@@ -811,6 +812,7 @@ pub(crate) async fn edges(settings: &Settings, c: EdgesCmd) -> Result<(), Failur
             format!("{:+} ms", e.clock_skew_ms),
             relative(e.connected_at, now),
             e.remote_addr.clone(),
+            if e.client_cert.is_empty() { "-".into() } else { e.client_cert.clone() },
         ]);
     }
     print!("{}", t.render());
@@ -1043,6 +1045,7 @@ pub(crate) fn show_config(s: &Settings) -> Result<(), Failure> {
         print_json(&json!({
             "server": s.server, "server_source": s.server_source.name(),
             "api_key": key, "api_key_source": s.api_key_source.name(),
+            "ca_file": s.ca_file.as_ref().map(|p| p.display().to_string()), "ca_file_source": s.ca_file_source.name(),
             "output": "json", "file": s.file.as_ref().map(|p| p.display().to_string()),
         }));
         return Ok(());
@@ -1050,6 +1053,8 @@ pub(crate) fn show_config(s: &Settings) -> Result<(), Failure> {
     let mut t = Table::new(&["SETTING", "VALUE", "FROM"]);
     t.row(vec!["server".into(), s.server.clone(), s.server_source.name().into()]);
     t.row(vec!["api_key".into(), key.unwrap_or_else(|| "(none)".into()), s.api_key_source.name().into()]);
+    let ca = s.ca_file.as_ref().map_or_else(|| "(none)".into(), |p| p.display().to_string());
+    t.row(vec!["ca_file".into(), ca, s.ca_file_source.name().into()]);
     t.row(vec!["output".into(), "table".into(), String::new()]);
     let file = s.file.as_ref().map_or_else(|| "(none)".into(), |p| p.display().to_string());
     t.row(vec!["file".into(), file, String::new()]);

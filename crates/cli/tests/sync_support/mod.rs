@@ -70,6 +70,8 @@ pub struct Control {
     config: PathBuf,
     /// The directory when the control plane made it itself.
     _tmp: Option<tempfile::TempDir>,
+    /// TLS for the operator client when it serves gRPC over TLS (`[tls]`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Control {
@@ -100,6 +102,22 @@ impl Control {
     /// `key = value` lines go into `[sync]`, then any tables (`[auth]` fields
     /// included; the `[[auth.keys]]` entries follow).
     pub fn launch_with(dir: &Path, port: u16, store: &Store, extra: &str) -> Control {
+        Control::launch_as(dir, port, store, extra, None)
+    }
+
+    /// [`Control::launch_with`] on redb for a control plane whose `extra` has a
+    /// `[tls]` table; the operator client connects with `tls` to `https://127.0.0.1:PORT`.
+    pub fn launch_tls(dir: &Path, port: u16, extra: &str, tls: tonic::transport::ClientTlsConfig) -> Control {
+        Control::launch_as(dir, port, &Store::Redb, extra, Some(tls))
+    }
+
+    fn launch_as(
+        dir: &Path,
+        port: u16,
+        store: &Store,
+        extra: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Control {
         let key = |name: &str, role: &str, key: &str| {
             format!(
                 "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{}",
@@ -123,7 +141,7 @@ impl Control {
         )
         .unwrap();
         let child = spawn_control(&config, dir, &[]);
-        let mut c = Control { port, admin, dir: dir.to_owned(), child, config, _tmp: None };
+        let mut c = Control { port, admin, dir: dir.to_owned(), child, config, _tmp: None, tls };
         c.wait_up();
         c
     }
@@ -140,11 +158,14 @@ impl Control {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn ops(&self) -> Ops {
-        Ops::new(&self.url())
+        let mut ops = Ops::new(&self.url());
+        ops.tls = self.tls.clone();
+        ops
     }
 
     pub fn log(&self) -> String {
@@ -233,18 +254,22 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct Ops {
     rt: tokio::runtime::Runtime,
     url: String,
+    /// TLS for an `https://` control plane.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Ops {
     pub fn new(url: &str) -> Ops {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        Ops { rt, url: url.to_owned() }
+        Ops { rt, url: url.to_owned(), tls: None }
     }
 
     fn channel(&self) -> Result<Channel, tonic::Status> {
-        self.rt
-            .block_on(Channel::from_shared(self.url.clone()).unwrap().connect())
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))
+        let mut endpoint = Channel::from_shared(self.url.clone()).unwrap();
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).unwrap();
+        }
+        self.rt.block_on(endpoint.connect()).map_err(|e| tonic::Status::unavailable(e.to_string()))
     }
 
     pub fn try_list(&self) -> Result<pb::ListEdgesResponse, tonic::Status> {
@@ -387,7 +412,19 @@ impl SyncEdge {
     }
 
     pub fn spawn(id: &str, origin: &Origin, endpoints: &[String], extra_state: &str) -> SyncEdge {
-        let EdgeFiles { dir, port, admin, config } = EdgeFiles::write(id, origin, endpoints, extra_state);
+        SyncEdge::spawn_with(id, origin, endpoints, extra_state, "")
+    }
+
+    /// [`SyncEdge::spawn`] with `extra_sync` lines in `[sync]` (e.g. `ca_file`).
+    pub fn spawn_with(
+        id: &str,
+        origin: &Origin,
+        endpoints: &[String],
+        extra_state: &str,
+        extra_sync: &str,
+    ) -> SyncEdge {
+        let EdgeFiles { dir, port, admin, config } =
+            EdgeFiles::write_with(id, origin, endpoints, extra_state, extra_sync);
         let child = spawn_edge(&config, dir.path());
         SyncEdge { id: id.into(), port, admin, dir, config, child }
     }
@@ -434,6 +471,17 @@ pub struct EdgeFiles {
 impl EdgeFiles {
     /// Writes `edge.toml` for an edge following `endpoints`; `extra_state` goes into `[state]`.
     pub fn write(id: &str, origin: &Origin, endpoints: &[String], extra_state: &str) -> EdgeFiles {
+        EdgeFiles::write_with(id, origin, endpoints, extra_state, "")
+    }
+
+    /// [`EdgeFiles::write`] with `extra_sync` lines at the end of `[sync]`.
+    pub fn write_with(
+        id: &str,
+        origin: &Origin,
+        endpoints: &[String],
+        extra_state: &str,
+        extra_sync: &str,
+    ) -> EdgeFiles {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
         let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
@@ -447,7 +495,7 @@ impl EdgeFiles {
                  [diagnostics]\nreason_header = true\n[origin]\naddress = \"127.0.0.1:{o}\"\n\
                  [state]\nfile = \"{d}/cache.json\"\n{extra_state}\n\
                  [sync]\nendpoints = [{eps}]\napi_key = \"{EDGE_KEY}\"\nedge_id = \"{id}\"\n\
-                 heartbeat_timeout_ms = 1500\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\ncache_interval_ms = 100\n",
+                 heartbeat_timeout_ms = 1500\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\ncache_interval_ms = 100\n{extra_sync}\n",
                 d = dir.path().display(),
                 o = origin.port,
                 eps = endpoints.join(", "),

@@ -175,7 +175,7 @@ impl Metrics {
         for kind in ["token_id", "subject", "path_prefix", "key"] {
             revocations.with_label_values(&[kind]);
         }
-        for reason in Violation::KINDS.iter().chain(&["edge_id_not_allowed"]) {
+        for reason in Violation::KINDS.iter().chain(&["edge_id_not_allowed", "client_cert_missing"]) {
             sync_refused.with_label_values(&[reason]);
         }
         for kind in ["regressing", "stale"] {
@@ -233,7 +233,7 @@ impl Metrics {
     }
 
     /// Counts a sync stream refused or ended by the control plane (`reason`: a
-    /// [`Violation::kind`] or `edge_id_not_allowed`).
+    /// [`Violation::kind`], `edge_id_not_allowed` or `client_cert_missing`).
     pub(crate) fn sync_refused(&self, reason: &'static str) {
         self.sync_refused.with_label_values(&[reason]).inc();
     }

@@ -36,7 +36,8 @@ impl EdgeService for Edges {
     async fn sync(&self, request: Request<Streaming<pb::EdgeMessage>>) -> Result<Response<Self::SyncStream>, Status> {
         let caller = self.auth.check(&request, Rpc::Sync).await?;
         let remote = request.remote_addr();
-        Ok(Response::new(self.sync.open(caller, remote, request.into_inner())))
+        let client_cert = crate::tls::client_identity(&request);
+        Ok(Response::new(self.sync.open(caller, remote, client_cert, request.into_inner())))
     }
 }
 
@@ -49,6 +50,7 @@ pub(crate) fn edge_info(e: EdgeView, current: u64) -> pb::EdgeInfo {
         clock_skew_ms: e.skew_ms,
         connected_at: e.connected_at,
         remote_addr: e.remote_addr,
+        client_cert: e.client_cert,
         last_seen_ms: e.last_seen_ms,
         nacks: e.nacks,
         last_error: e.last_error,

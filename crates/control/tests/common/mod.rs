@@ -36,6 +36,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
+    /// TLS for the test's clients when the server has `[tls]` (set by the test).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The configuration the tests use: one configured key per role.
@@ -86,7 +88,7 @@ impl Server {
         let task = tokio::spawn(plane.serve(listener, async move {
             let _ = rx.await;
         }));
-        Server { addr, clock, store, dir, shutdown, task }
+        Server { addr, clock, store, dir, shutdown, task, tls: None }
     }
 
     /// Stops gracefully and hands back the directory and clock for a restart.
@@ -103,11 +105,18 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).unwrap().connect().await.expect("connect")
+        let mut endpoint = Channel::from_shared(self.url()).unwrap();
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).unwrap();
+        }
+        endpoint.connect().await.expect("connect")
     }
 
     pub async fn links(&self) -> pb::link_service_client::LinkServiceClient<Channel> {

@@ -12,7 +12,17 @@ use serde::Deserialize;
 pub struct SyncConfig {
     /// Control-plane URLs (`http://host:port` or `https://…`). The edge uses
     /// one at a time and moves to the next on any failure (round robin).
+    /// `https://` needs `ca_file`.
     pub endpoints: Vec<String>,
+    /// PEM CA bundle the control plane's certificate must chain to (for
+    /// `https://` endpoints; the name checked is the endpoint's host).
+    /// `${CREDENTIALS_DIRECTORY}/NAME` reads systemd's `LoadCredential=`.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain this edge presents over TLS (mutual TLS,
+    /// for a control plane with `tls.client_ca_file`); with `client_key_file`.
+    pub client_cert_file: PathBuf,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: PathBuf,
     /// API key with role `edge`. Prefer `api_key_file`.
     pub api_key: String,
     /// File holding the API key (surrounding whitespace ignored); exclusive with `api_key`.
@@ -38,6 +48,9 @@ impl Default for SyncConfig {
     fn default() -> SyncConfig {
         SyncConfig {
             endpoints: Vec::new(),
+            ca_file: PathBuf::new(),
+            client_cert_file: PathBuf::new(),
+            client_key_file: PathBuf::new(),
             api_key: String::new(),
             api_key_file: PathBuf::new(),
             edge_id: String::new(),
@@ -62,6 +75,17 @@ impl SyncConfig {
             if !ok {
                 return Err(("sync.endpoints", format!("{e:?} is not an http:// or https:// URL")));
             }
+        }
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if https && !set(&self.ca_file) {
+            return Err(("sync.ca_file", "https:// endpoints need a CA file to verify the control plane".into()));
+        }
+        if set(&self.client_cert_file) != set(&self.client_key_file) {
+            return Err(("sync.client_cert_file", "client_cert_file and client_key_file go together".into()));
+        }
+        if (set(&self.ca_file) || set(&self.client_cert_file)) && !https {
+            return Err(("sync.ca_file", "TLS files are set but no endpoint is https://".into()));
         }
         match (self.api_key.is_empty(), self.api_key_file.as_os_str().is_empty()) {
             (true, true) => return Err(("sync.api_key", "set api_key or api_key_file (role edge)".into())),
@@ -108,6 +132,35 @@ impl SyncConfig {
         Ok(key)
     }
 
+    /// The TLS client configuration for `https://` endpoints, its files read and
+    /// checked at time `now` (Unix seconds): the CA bundle, and the client pair
+    /// as the control plane checks its own (readable, matching, valid now).
+    /// `None` without `ca_file`.
+    pub fn tls(&self, now: u64) -> Result<Option<tonic::transport::ClientTlsConfig>, KeyError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        if self.ca_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let tls_err = |field| move |source| KeyError::Tls { field, source };
+        let ca = stile_tls::read_ca(&self.ca_file).map_err(tls_err("sync.ca_file"))?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem));
+        if !self.client_cert_file.as_os_str().is_empty() {
+            let cert = stile_tls::read(&self.client_cert_file).map_err(tls_err("sync.client_cert_file"))?;
+            let key = stile_tls::read(&self.client_key_file).map_err(tls_err("sync.client_key_file"))?;
+            stile_tls::check_pair(
+                &self.client_cert_file,
+                &cert,
+                &self.client_key_file,
+                &key,
+                &stile_tls::ring_provider(),
+                now,
+            )
+            .map_err(tls_err("sync.client_cert_file"))?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Ok(Some(tls))
+    }
+
     /// The configured edge id, or one derived from the host name.
     pub fn edge_id(&self) -> String {
         if !self.edge_id.is_empty() {
@@ -127,9 +180,17 @@ impl SyncConfig {
     }
 }
 
-/// Why the sync API key cannot be used.
+/// Why the sync client's credentials (API key, CA file, client certificate) cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// A CA file, client certificate or key is unreadable, mismatched or expired.
+    #[error("{field}: {source}")]
+    Tls {
+        /// The field naming the file.
+        field: &'static str,
+        /// What is wrong.
+        source: stile_tls::CertError,
+    },
     /// `api_key_file` cannot be read.
     #[error("cannot read sync.api_key_file {}: {source}", .path.display())]
     Read {
@@ -176,6 +237,16 @@ mod tests {
             (Box::new(|c: &mut SyncConfig| c.api_key_file = "/k".into()), "only one"),
             (Box::new(|c: &mut SyncConfig| c.edge_id = "Edge 1".into()), "sync.edge_id"),
             (Box::new(|c: &mut SyncConfig| c.backoff_max_ms = 1), "sync.backoff_max_ms"),
+            (Box::new(|c: &mut SyncConfig| c.endpoints = vec!["https://cp:7400".into()]), "sync.ca_file"),
+            (Box::new(|c: &mut SyncConfig| c.ca_file = "/ca.pem".into()), "no endpoint is https://"),
+            (
+                Box::new(|c: &mut SyncConfig| {
+                    c.endpoints = vec!["https://cp:7400".into()];
+                    c.ca_file = "/ca.pem".into();
+                    c.client_cert_file = "/edge.pem".into();
+                }),
+                "go together",
+            ),
         ] {
             let err = sync(f).unwrap_err();
             assert!(err.contains(needle), "{err}");

@@ -88,6 +88,8 @@ pub(crate) struct SyncClient {
     config: SyncConfig,
     edge_id: String,
     api_key: String,
+    /// TLS for `https://` endpoints (`sync.ca_file`, the client certificate), checked at start.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     cache: Option<PathBuf>,
     leeway: u64,
     shared: Arc<SharedState>,
@@ -106,11 +108,13 @@ impl SyncClient {
     pub(crate) fn new(deps: SyncDeps) -> Result<SyncClient, KeyError> {
         let SyncDeps { config, cache, leeway, model, liveness, shared, metrics, clock, objects } = deps;
         let api_key = config.key()?;
+        let tls = config.tls(clock.now())?;
         let sync_metrics = SyncMetrics::new(metrics.registry());
         Ok(SyncClient {
             edge_id: config.edge_id(),
             config,
             api_key,
+            tls,
             cache,
             leeway,
             shared,
@@ -200,7 +204,8 @@ impl SyncClient {
         outcome: &mut Outcome,
     ) -> Result<(), SyncError> {
         let applied = self.applied_version();
-        let mut session = Session::connect(url, &self.config, &self.edge_id, &self.api_key, applied).await?;
+        let mut session =
+            Session::connect(url, &self.config, self.tls.as_ref(), &self.edge_id, &self.api_key, applied).await?;
         self.sync_metrics.connected(true);
         tracing::info!(endpoint = %url, applied, "sync.connected");
         loop {

@@ -23,14 +23,16 @@ pub(crate) enum SyncError {
     /// The endpoint URL is not usable.
     #[error("bad endpoint {url:?}: {source}")]
     Endpoint { url: String, source: tonic::transport::Error },
-    /// The connection could not be opened.
-    #[error("cannot connect to {url}: {source}")]
+    /// The connection could not be opened (refused, timed out, or the TLS
+    /// handshake failed: the cause chain says which, e.g. an unknown issuer).
+    #[error("cannot connect to {url}: {}", stile_tls::error_chain(.source))]
     Connect { url: String, source: tonic::transport::Error },
     /// The API key cannot be sent as a header.
     #[error("API key is not visible ASCII")]
     ApiKey,
-    /// The control plane answered with an error status.
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    /// The control plane answered with an error status (or the connection
+    /// failed mid-stream: then the cause, e.g. a TLS alert, follows).
+    #[error("{}", status_text(.0))]
     Status(tonic::Status),
     /// No message, not even a heartbeat, for too long.
     #[error("no message from the control plane in {0} ms")]
@@ -41,6 +43,19 @@ pub(crate) enum SyncError {
     /// Our half of the stream is gone.
     #[error("stream closed")]
     Closed,
+}
+
+/// `Code: message`, then the status's sources (a transport error's cause).
+fn status_text(status: &tonic::Status) -> String {
+    let head = format!("{:?}: {}", status.code(), status.message());
+    let Some(source) = std::error::Error::source(status) else { return head };
+    let chain = stile_tls::error_chain(source);
+    // tonic's message is often the source's own text: not twice.
+    match chain.strip_prefix(status.message()).map(|rest| rest.trim_start_matches(": ")) {
+        Some("") => head,
+        Some(rest) => format!("{head}: {rest}"),
+        None => format!("{head}: {chain}"),
+    }
 }
 
 /// An open sync stream.
@@ -56,12 +71,20 @@ impl Session {
     pub(crate) async fn connect(
         url: &str,
         config: &SyncConfig,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
         edge_id: &str,
         api_key: &str,
         applied: u64,
     ) -> Result<Session, SyncError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|source| SyncError::Endpoint { url: url.to_owned(), source })?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|source| SyncError::Endpoint { url: url.to_owned(), source })?;
+        if let Some(tls) = tls.filter(|_| url.starts_with("https://")) {
+            // The control plane's name is the endpoint's host; its chain must reach `sync.ca_file`.
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|source| SyncError::Endpoint { url: url.to_owned(), source })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -144,13 +144,8 @@ fn provider(config: &TlsConfig) -> Result<CryptoProvider, ConfigError> {
 }
 
 /// rustls's ring provider: the one Pingora's rustls backend is built on (its
-/// connector installs it as the process default). rustls deprecates it for lacking
-/// post-quantum key exchange, which only its aws-lc-rs provider has; Pingora 0.9's
-/// rustls backend is tied to ring, so the edge stays on it (`docs/edge.md`).
-#[allow(deprecated)] // reason: see above; X25519, P-256 and P-384 key exchange.
-pub(crate) fn ring_provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
+/// connector installs it as the process default); `docs/edge.md` says why.
+pub(crate) use stile_tls::ring_provider;
 
 /// IANA names (`TLS_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`) and
 /// rustls's own (`TLS13_AES_128_GCM_SHA256`), any case.

@@ -2136,6 +2136,11 @@ pub struct EdgeInfo {
     /// Newest version sent to it (applied_version trails it until the ACK).
     #[prost(uint64, tag = "13")]
     pub sent_version: u64,
+    /// The identity of the client certificate it presented over TLS
+    /// ("CN=<common name> SAN=<names>"), verified against tls.client_ca_file;
+    /// empty without one.
+    #[prost(string, tag = "14")]
+    pub client_cert: ::prost::alloc::string::String,
 }
 /// Edge -> control plane.
 #[allow(clippy::all)]
