@@ -27,6 +27,13 @@
 //! it — the newest authenticated stream wins — and the takeover is logged
 //! (`sync.replaced`) and audited (`SYNC_REPLACED`, both addresses).
 //!
+//! Client certificates (`crate::tls`): with `tls.require_client_cert` a stream
+//! whose TLS connection presented no verified client certificate ends after
+//! the hello with `UNAUTHENTICATED` (logged `sync.client_cert_missing`, counted
+//! `client_cert_missing`, audited `SYNC_REFUSED`). A certificate's identity
+//! (`CN=… SAN=…`) goes into the fleet entry, the session's span and every
+//! audit event about the stream.
+//!
 //! Layers: [`SyncCtx::open`] reads the hello and registers the edge in the
 //! fleet; a reader task (`read_loop`) turns ACKs, NACKs and statuses into
 //! fleet updates and [`Signals`] for the writer; the writer is a [`Session`]
