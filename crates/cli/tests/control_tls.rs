@@ -3,8 +3,9 @@
 //! certificate for mutual TLS). Certificates come from a throwaway rcgen CA.
 //!
 //! Proves: the right CA connects (CLI and edge); another CA, a certificate for
-//! another host, and an expired, mismatched or unreadable certificate are
-//! refused with a clear error (the server ones with exit 64 before binding);
+//! another host, and a certificate that expired while the control plane ran
+//! are refused by the clients with a clear error; an expired, mismatched or
+//! unreadable certificate stops the control plane with exit 64 before binding;
 //! a control plane requiring client certificates refuses an edge without one
 //! (UNAUTHENTICATED, audited, counted) and admits one with one, whose identity
 //! `stile edges ls` shows; the plaintext warning appears on a non-loopback
@@ -112,6 +113,10 @@ fn cli_and_edge_connect_with_the_right_ca() {
     assert!(r.lagging.is_empty() && r.edges.len() == 1, "{r:?}");
     assert_eq!(edge.get(&target(&link)).header("x-stile-reason"), Some("revoked"));
     assert!(!cp.log().contains("control.plaintext_listener"), "TLS on loopback: no warning");
+    // The certificate's notAfter (Pki::leaf: 30 days from now) is exported.
+    let expiry = cp.metric("stile_control_tls_certificate_expiry_timestamp_seconds").unwrap();
+    let month = now() as f64 + 30.0 * 86_400.0;
+    assert!((expiry - month).abs() < 120.0, "expiry {expiry}, want about {month}");
 }
 
 trait TapMkdir {
@@ -171,6 +176,25 @@ fn another_ca_or_another_host_is_refused() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("certificate not valid for name \"127.0.0.1\""), "{err}");
+
+    // A certificate that expires while the control plane runs (it is checked only at
+    // start): clients refuse it from then on, by rustls's own check.
+    let t = now() as i64;
+    let (cert, key) = pki.leaf_valid("short", &["127.0.0.1"], t - 3600, t + 4);
+    let cp3 = Control::launch_tls(
+        &dir.path().join("cp3").tap_mkdir(),
+        free_port(),
+        &tls_table(&cert, &key, ""),
+        client_tls(&pki.ca_pem),
+    );
+    until(Duration::from_secs(10), "the certificate's expiry", || (now() as i64 > t + 5).then_some(()));
+    let out = cli(&["edges", "ls", "--server", &cp3.url(), "--api-key", ADMIN, "--ca-file", &ca]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("invalid peer certificate: certificate expired"), "{err}");
+    let sync = format!("ca_file = \"{ca}\"\n");
+    let late = SyncEdge::spawn_with("edge-late", &origin, std::slice::from_ref(&cp3.url()), "", &sync);
+    wait_log("the edge of an expired control plane", "invalid peer certificate: certificate expired", || late.log());
 }
 
 /// Runs `stile control --config` on a config with this `[tls]` table; it must exit

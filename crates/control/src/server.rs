@@ -145,6 +145,9 @@ impl ControlPlane {
         let config = Arc::new(config);
         let versions = Arc::new(tokio::sync::watch::channel(0).0);
         let metrics = Arc::new(Metrics::new());
+        if let Some(tls) = &tls {
+            metrics.tls_certificate_expiry(tls.not_after);
+        }
         let store: Arc<dyn Store> = Arc::new(NotifyingStore::new(backend, Arc::clone(&versions), metrics.clone()));
         let auth = Authenticator::new(&config.auth, Arc::clone(&store), Arc::clone(&clock), Arc::clone(&metrics));
         let keys = Arc::new(SigningKeys::new(Arc::clone(&store)));

@@ -49,6 +49,7 @@ pub(crate) struct Metrics {
     edge_max_skew: Gauge,
     log_version: IntGauge,
     key_pending: IntGauge,
+    tls_expiry: IntGauge,
     sync_refused: IntCounterVec,
     acks_ignored: IntCounterVec,
     auth_denied: IntCounterVec,
@@ -139,6 +140,13 @@ impl Metrics {
                 "Age of the oldest PENDING signing key (0 when none is pending).",
             ),
         );
+        let tls_expiry = register(
+            r,
+            IntGauge::new(
+                "stile_control_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the gRPC listener's TLS certificate, Unix seconds (0 without [tls]); read at start.",
+            ),
+        );
         let sync_refused = register(
             r,
             IntCounterVec::new(
@@ -195,6 +203,7 @@ impl Metrics {
             edge_max_skew,
             log_version,
             key_pending,
+            tls_expiry,
             sync_refused,
             acks_ignored,
             auth_denied,
@@ -230,6 +239,11 @@ impl Metrics {
             Target::Key { .. } => "key",
         };
         self.revocations.with_label_values(&[kind]).inc();
+    }
+
+    /// Records the gRPC certificate's notAfter (Unix seconds).
+    pub(crate) fn tls_certificate_expiry(&self, not_after: i64) {
+        self.tls_expiry.set(not_after);
     }
 
     /// Counts a sync stream refused or ended by the control plane (`reason`: a
