@@ -8,8 +8,8 @@
 //! unreadable certificate stops the control plane with exit 64 before binding;
 //! a control plane requiring client certificates refuses an edge without one
 //! (UNAUTHENTICATED, audited, counted) and admits one with one, whose identity
-//! `stile edges ls` shows; the plaintext warning appears on a non-loopback
-//! address and not with `tls.allow_plaintext`.
+//! `stile edges ls` and the audit log (`SYNC_CLIENT_CERT`) show; the plaintext
+//! warning appears on a non-loopback address and not with `tls.allow_plaintext`.
 
 mod support;
 mod sync_support;
@@ -296,6 +296,12 @@ fn required_client_certificates_admit_only_edges_with_one() {
         ops.list().edges.into_iter().find(|e| e.edge_id == "edge-a" && e.lag == 0)
     });
     assert_eq!(list.client_cert, "CN=edge-a.fleet.test SAN=edge-a.fleet.test");
+    // And in the audit log: the admission with its certificate.
+    let admitted = until(Duration::from_secs(10), "the SYNC_CLIENT_CERT audit event", || {
+        ops.audit(pb::AuditAction::SyncClientCert).into_iter().find(|e| e.target == "edge:edge-a")
+    });
+    assert!(admitted.detail.ends_with("[cert CN=edge-a.fleet.test SAN=edge-a.fleet.test]"), "{admitted:?}");
+    assert_eq!(admitted.actor, "edges", "the edge-role API key's name");
     // The CLI (no client certificate: only the sync stream requires one) shows it.
     let out = cli(&["edges", "ls", "--json", "--server", &url, "--api-key", ADMIN, "--ca-file", &ca]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

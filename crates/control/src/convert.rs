@@ -155,6 +155,7 @@ impl From<AuditAction> for pb::AuditAction {
             AuditAction::AuthDenied => pb::AuditAction::AuthDenied,
             AuditAction::SyncRefused => pb::AuditAction::SyncRefused,
             AuditAction::SyncReplaced => pb::AuditAction::SyncReplaced,
+            AuditAction::SyncClientCert => pb::AuditAction::SyncClientCert,
             AuditAction::Purge => pb::AuditAction::Purge,
         }
     }
@@ -178,6 +179,7 @@ pub(crate) fn audit_action(value: i32) -> Result<Option<AuditAction>, ApiError> 
         pb::AuditAction::AuthDenied => Some(AuditAction::AuthDenied),
         pb::AuditAction::SyncRefused => Some(AuditAction::SyncRefused),
         pb::AuditAction::SyncReplaced => Some(AuditAction::SyncReplaced),
+        pb::AuditAction::SyncClientCert => Some(AuditAction::SyncClientCert),
         pb::AuditAction::Purge => Some(AuditAction::Purge),
     })
 }

@@ -301,6 +301,8 @@ pub enum AuditAction {
     SyncReplaced,
     /// A cache purge.
     Purge,
+    /// A sync stream admitted with a verified TLS client certificate.
+    SyncClientCert,
 }
 
 /// One audit event.

@@ -32,7 +32,8 @@
 //! the hello with `UNAUTHENTICATED` (logged `sync.client_cert_missing`, counted
 //! `client_cert_missing`, audited `SYNC_REFUSED`). A certificate's identity
 //! (`CN=… SAN=…`) goes into the fleet entry, the session's span and every
-//! audit event about the stream.
+//! audit event about the stream; a stream admitted with one is audited
+//! `SYNC_CLIENT_CERT`.
 //!
 //! Layers: [`SyncCtx::open`] reads the hello and registers the edge in the
 //! fleet; a reader task (`read_loop`) turns ACKs, NACKs and statuses into
@@ -267,6 +268,10 @@ impl SyncCtx {
                 book.acked(),
             );
             tracing::info!(applied = hello.last_applied_version, head, agent = %hello.agent, "sync.connected");
+            if peer.client_cert.is_some() {
+                // Who connected with which certificate: the detail names it (`audit` appends it).
+                self.audit(&peer, AuditAction::SyncClientCert, &format!("connected from {}", addr(remote)));
+            }
             if let Some(previous) = &registration.replaced {
                 // The newest authenticated stream wins (docs/sync-protocol.md, "Edge identity").
                 tracing::warn!(previous = %previous, "sync.replaced");
@@ -440,7 +445,8 @@ impl SyncCtx {
         self.audit(peer, AuditAction::SyncRefused, &format!("{}: {violation} (from {remote})", violation.kind()));
     }
 
-    /// Records an audit event about the edge (`SYNC_REFUSED`, `SYNC_REPLACED`), in the background.
+    /// Records an audit event about the edge (`SYNC_REFUSED`, `SYNC_REPLACED`,
+    /// `SYNC_CLIENT_CERT`), in the background.
     /// The detail names the client certificate's identity when there is one.
     fn audit(&self, peer: &Peer, action: AuditAction, detail: &str) {
         let detail = match &peer.client_cert {

@@ -1385,6 +1385,11 @@ pub enum AuditAction {
     /// A cache purge recorded (PurgeService.Purge). Target `prefix:<p>`,
     /// `path:<p>` or `asset:<id>`; detail: the reason.
     Purge = 13,
+    /// A sync stream was admitted with a verified TLS client certificate (the
+    /// control plane's tls.client_ca_file). Target `edge:<id>`; detail: the
+    /// certificate's identity (`CN=… SAN=…`) and the remote address. Streams
+    /// without a client certificate are not audited on connect.
+    SyncClientCert = 14,
 }
 impl AuditAction {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1407,6 +1412,7 @@ impl AuditAction {
             Self::SyncRefused => "AUDIT_ACTION_SYNC_REFUSED",
             Self::SyncReplaced => "AUDIT_ACTION_SYNC_REPLACED",
             Self::Purge => "AUDIT_ACTION_PURGE",
+            Self::SyncClientCert => "AUDIT_ACTION_SYNC_CLIENT_CERT",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1426,6 +1432,7 @@ impl AuditAction {
             "AUDIT_ACTION_SYNC_REFUSED" => Some(Self::SyncRefused),
             "AUDIT_ACTION_SYNC_REPLACED" => Some(Self::SyncReplaced),
             "AUDIT_ACTION_PURGE" => Some(Self::Purge),
+            "AUDIT_ACTION_SYNC_CLIENT_CERT" => Some(Self::SyncClientCert),
             _ => None,
         }
     }
