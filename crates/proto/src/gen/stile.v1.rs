@@ -2144,7 +2144,7 @@ pub struct EdgeInfo {
     #[prost(uint64, tag = "13")]
     pub sent_version: u64,
     /// The identity of the client certificate it presented over TLS
-    /// ("CN=<common name> SAN=<names>"), verified against tls.client_ca_file;
+    /// (`CN=<common name> SAN=<names>`), verified against tls.client_ca_file;
     /// empty without one.
     #[prost(string, tag = "14")]
     pub client_cert: ::prost::alloc::string::String,
