@@ -39,6 +39,7 @@ import os
 import pathlib
 import pwd
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -298,14 +299,19 @@ def chosen(value: str, known, what: str) -> list[str]:
 
 def in_work_dir(name: str, run) -> int:
     """Returns `run(work)` for a new work directory; every process started here is stopped
-    afterwards, also on SIGTERM, and the directory (logs, configs) is named."""
+    afterwards, also on SIGTERM. The directory's top-level files (logs, configs, state) are
+    kept and named; its subdirectories (docroots, the proxies' cache tiers: gigabytes after
+    a cache run) are deleted."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"stile-bench-{name}-"))
     try:
         return run(work)
     finally:
         stop_all()
-        print(f"bench-load: logs and configs in {work}", file=sys.stderr)
+        for entry in work.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+        print(f"bench-load: logs and configs in {work} (data directories removed)", file=sys.stderr)
 
 
 def write_results(out: str, table: str, **raw) -> None:
