@@ -16,7 +16,8 @@
 //! - `geo.rs` — client address and country;
 //! - [`playlist`], [`mpd`] — the HLS playlist and DASH MPD rewriters;
 //! - [`cache`] — the object cache (storage, token-free key, freshness, purges);
-//! - `intake.rs` — the request line as the client sent it, and the requests Pingora refuses;
+//! - `tap.rs` — the request line as the client sent it (a tap on each HTTP/1 connection);
+//! - `intake.rs` — the proxy service behind the tap, and the requests Pingora refuses;
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
@@ -56,6 +57,7 @@ pub mod revocation;
 mod server;
 pub mod state;
 pub mod sync;
+mod tap;
 mod tls;
 pub mod transport;
 pub mod validate;

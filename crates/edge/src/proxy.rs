@@ -37,10 +37,10 @@ use crate::config::{CookieConfig, EdgeConfig};
 use crate::cors::{self, Cors, Grant};
 use crate::foreign::{ForeignGate, ForeignInput};
 use crate::geo::{Geo, client_ip};
-use crate::intake;
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
 use crate::origin::{Attempts, ErrorKind as OriginErrorKind, Failed, Origins};
 use crate::state::SharedState;
+use crate::tap;
 use crate::tls::Redirect;
 use crate::transport::{self, Transport};
 use crate::validate::{Input, Manifest, Validator};
@@ -81,7 +81,7 @@ pub(crate) struct EdgeProxy {
 }
 
 /// Counts and logs the requests that Pingora answers itself, before any phase
-/// runs (a request line or head its parser refuses): see [`crate::intake`].
+/// runs (a request line or head its parser refuses): the [`crate::intake`] calls it.
 #[derive(Clone, Debug)]
 pub(crate) struct RefusalLog {
     metrics: Arc<Metrics>,
@@ -104,7 +104,7 @@ impl RefusalLog {
         let path = target.map(|t| log_path(t, &self.path_prefix));
         tracing::info!(
             target: "stile::access",
-            client = intake::refused_client(peer, self.trusted_hops).map(tracing::field::display),
+            client = refused_client(peer, self.trusted_hops).map(tracing::field::display),
             method = method.and_then(|m| std::str::from_utf8(m).ok()),
             path = path.as_deref(),
             decision = "deny",
@@ -115,6 +115,13 @@ impl RefusalLog {
             error = "refused_by_parser",
         );
     }
+}
+
+/// The client of a refused request for the access log: the socket peer when
+/// the edge trusts no hop in front (`X-Forwarded-For` cannot be read from a
+/// request that did not parse).
+pub(crate) fn refused_client(peer: Option<IpAddr>, trusted_hops: usize) -> Option<IpAddr> {
+    peer.filter(|_| trusted_hops == 0)
 }
 
 /// Everything one request carries from phase to phase.
@@ -473,7 +480,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.client = client;
         // Judge the bytes the client sent: a line Pingora re-encoded (raw space or control
         // byte) or whose `#fragment` it dropped is not the request we would validate.
-        if let Some(capture) = intake::capture(session)
+        if let Some(capture) = tap::capture(session)
             && !capture.line_matches(req.method.as_str().as_bytes(), req.raw_path())
         {
             ctx.result = Some(Err(Reason::Malformed));
@@ -862,7 +869,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(capture) = intake::capture(session) {
+        if let Some(capture) = tap::capture(session) {
             capture.mark_logged();
         }
         if let Some(a) = ctx.origin.as_ref() {
