@@ -1,5 +1,6 @@
 """Mints Akamai EdgeAuth tokens with Akamai's own generator (the
-`akamai-edgeauth` package from PyPI), for crates/foreign/tests/akamai_edgeauth.rs.
+`akamai-edgeauth` package from PyPI), for the tests that compare against it
+(`stile_tests::akamai::vendor_tokens`, tests/support/akamai.rs).
 
 Reads a JSON array of cases on stdin, each {"opts": {EdgeAuth keyword
 arguments}, "acl": str | [str] } or {"opts": ..., "url": str}, and prints a

@@ -5,10 +5,12 @@
 //! or run as a Sentinel (`redis-server sentinel.conf --sentinel`).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::net::free_port;
 
 /// How the server persists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,9 +271,4 @@ pub fn command_at(port: u16, args: &[&str]) -> String {
     let mut buf = vec![0u8; 64 * 1024];
     let n = stream.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// A free port on 127.0.0.1 (free when asked).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

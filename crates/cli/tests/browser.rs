@@ -18,14 +18,13 @@
 //! nextest's `browser` group (one at a time, `.config/nextest.toml`). Without Chromium
 //! or `npm ci` they fail under `CI=true` and are skipped loudly otherwise.
 
-mod dev_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dev_support::{Dev, wait_bounded};
 use serde_json::{Value, json};
+use stile_tests::dev::Dev;
+use stile_tests::process::wait_bounded;
 
 /// The sample's segment duration (crates/cli/src/dev/sample.rs).
 const SEGMENT_MS: u64 = 2_000;

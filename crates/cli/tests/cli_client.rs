@@ -3,9 +3,8 @@
 //! usage), `--json` documents, batch minting to a file, and the precedence of
 //! flags, environment and configuration file.
 
-mod dev_support;
-
-use dev_support::{Dev, stile};
+use stile_tests::dev::Dev;
+use stile_tests::dev::stile;
 
 #[test]
 fn commands_exit_codes_and_json() {

@@ -11,18 +11,16 @@
 //! `stile edges ls` and the audit log (`SYNC_CLIENT_CERT`) show; the plaintext
 //! warning appears on a non-loopback address and not with `tls.allow_plaintext`.
 
-mod support;
-mod sync_support;
-mod tls_support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use stile_proto::v1 as pb;
-use support::{free_port, now};
-use sync_support::*;
-use tls_support::Pki;
+use stile_tests::fleet::*;
+use stile_tests::net::free_port;
+use stile_tests::process::*;
+use stile_tests::tls::Pki;
+use stile_tests::token::now;
 use tonic::transport::{Certificate, ClientTlsConfig};
 
 fn client_tls(ca: &Path) -> ClientTlsConfig {

@@ -2,12 +2,8 @@
 //! CA, prints https:// links and the CA's path, and every printed link plays
 //! with curl (`--cacert … --http2`) and ffmpeg (`-ca_file`).
 
-mod dev_support;
-mod support;
-
 use std::process::Command;
-
-use dev_support::Dev;
+use stile_tests::dev::Dev;
 
 fn curl(ca: &str, args: &[&str], url: &str) -> (String, String) {
     let out = Command::new("curl")
@@ -47,11 +43,13 @@ fn dev_tls_tour_over_https_and_http2() {
     assert!(head.starts_with("HTTP/2 200"), "{head}");
 
     // ffmpeg plays the stream over HTTPS, verifying the edge against the CA.
-    support::ffmpeg_play(&dev.query_url, &["-tls_verify", "1", "-ca_file", &ca]).expect("the query link plays");
-    support::ffmpeg_play(&dev.path_url, &["-tls_verify", "1", "-ca_file", &ca]).expect("the path link plays");
+    stile_tests::media::ffmpeg_play(&dev.query_url, &["-tls_verify", "1", "-ca_file", &ca])
+        .expect("the query link plays");
+    stile_tests::media::ffmpeg_play(&dev.path_url, &["-tls_verify", "1", "-ca_file", &ca])
+        .expect("the path link plays");
 
     // Plain HTTP is not served on the HTTPS port.
-    assert!(support::get(dev.edge_port, &Dev::target(&dev.query_url), &[]).is_none());
+    assert!(stile_tests::net::get(dev.edge_port, &Dev::target(&dev.query_url), &[]).is_none());
 
     let status = dev.interrupt();
     assert_eq!(status.code(), Some(0), "{}", dev.stderr());

@@ -7,12 +7,9 @@
 //! the sample origin (media types, ranges, keep-alive, HLS and DASH from one
 //! sample) and the player page with its link-minting backend.
 
-mod dev_support;
-mod support;
-
 use std::time::Duration;
-
-use dev_support::{Dev, eventually};
+use stile_tests::dev::Dev;
+use stile_tests::process::eventually;
 
 #[test]
 fn tour_play_revoke_explain() {
@@ -24,10 +21,10 @@ fn tour_play_revoke_explain() {
     }
 
     // Every transport plays.
-    support::ffmpeg_play(&dev.query_url, &[]).expect("the query link plays");
-    support::ffmpeg_play(&dev.path_url, &[]).expect("the path link plays");
+    stile_tests::media::ffmpeg_play(&dev.query_url, &[]).expect("the query link plays");
+    stile_tests::media::ffmpeg_play(&dev.path_url, &[]).expect("the path link plays");
     let header = format!("Cookie: {}\r\n", dev.cookie);
-    support::ffmpeg_play(&dev.cookie_url, &["-headers", &header]).expect("the cookie link plays");
+    stile_tests::media::ffmpeg_play(&dev.cookie_url, &["-headers", &header]).expect("the cookie link plays");
 
     // Explain says it passes.
     let ok = dev.stile(&["explain", &dev.query_url]);
@@ -47,17 +44,17 @@ fn tour_play_revoke_explain() {
     assert!(dev.banner.contains("stile purge") && dev.banner.contains("x-stile-cache"), "{}", dev.banner);
     let target = Dev::target(&dev.query_url);
     let cache = |want: &str| {
-        let r = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
+        let r = stile_tests::net::get(dev.edge_port, &target, &[]).expect("the edge answers");
         assert_eq!((r.status, r.header("x-stile-cache")), (200, Some(want)), "{}", dev.stderr());
     };
-    let _ = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
+    let _ = stile_tests::net::get(dev.edge_port, &target, &[]).expect("the edge answers");
     cache("hit");
     let r = dev.stile(&["purge", "--prefix", "/vod/sample/", "--reason", "new encode", "--wait"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("confirmed by all 1 expected edges"), "{}", r.stdout);
     cache("miss");
     cache("hit");
-    support::ffmpeg_play(&dev.query_url, &[]).expect("the query link still plays");
+    stile_tests::media::ffmpeg_play(&dev.query_url, &[]).expect("the query link still plays");
 
     // Revoke the link, as printed: --wait returns once the edge enforces it.
     let r = dev.stile(&["revoke", "--token-id", &dev.token_id, "--reason", "trying Stile", "--wait"]);
@@ -68,13 +65,13 @@ fn tour_play_revoke_explain() {
     // The next fetch fails with reason revoked, within a fraction of a second.
     let mut last = None;
     let denied = eventually(Duration::from_secs(5), || {
-        let resp = support::get(dev.edge_port, &target, &[]).expect("the edge answers");
+        let resp = stile_tests::net::get(dev.edge_port, &target, &[]).expect("the edge answers");
         let done = resp.status == 403 && resp.header("x-stile-reason") == Some("revoked");
         last = Some(resp);
         done
     });
     assert!(denied, "still admitted after revoke: {last:?}");
-    assert!(support::ffmpeg_play(&dev.path_url, &[]).is_err(), "the path link no longer plays");
+    assert!(stile_tests::media::ffmpeg_play(&dev.path_url, &[]).is_err(), "the path link no longer plays");
 
     // Explain names the reason, who, when and why, and exits 4.
     let ex = dev.stile(&["explain", &dev.query_url]);
@@ -109,7 +106,7 @@ fn dev_reuses_its_directory() {
     let second = Dev::start(&["--dir", path]);
     let list = second.stile(&["revocations", "ls", "--json"]).json();
     assert_eq!(list["revocations"].as_array().unwrap().len(), 1, "{list}");
-    support::ffmpeg_play(&second.query_url, &[]).expect("a link minted after the revocation plays");
+    stile_tests::media::ffmpeg_play(&second.query_url, &[]).expect("a link minted after the revocation plays");
 }
 
 /// One request on an open connection (HTTP/1.1 keep-alive): status, lower-cased headers, body.
@@ -180,7 +177,7 @@ fn the_sample_origin_and_the_player_page() {
     assert!(cookie.starts_with("stile=") && cookie.contains("; Path=/vod/sample/;") && cookie.contains("HttpOnly"));
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     let pair = cookie.split(';').next().unwrap();
-    let r = support::get(dev.edge_port, "/vod/sample/manifest.mpd", &[("Cookie", pair)]).unwrap();
+    let r = stile_tests::net::get(dev.edge_port, "/vod/sample/manifest.mpd", &[("Cookie", pair)]).unwrap();
     assert_eq!(r.status, 200, "the backend's cookie opens the edge");
     let (_, _, again) = exchange(&mut conn, &get("/api/link?format=hls&transport=query", ""));
     let again: serde_json::Value = serde_json::from_slice(&again).unwrap();

@@ -5,14 +5,13 @@
 //! refuses counted and logged, no shared caching of per-viewer answers, and
 //! valid framing for rewritten playlists from an HTTP/1.0 origin.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use support::*;
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::token::*;
 
 // ---------------------------------------------------------------- raw HTTP
 

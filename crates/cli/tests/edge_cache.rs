@@ -11,15 +11,16 @@
 //! HTTP/2 alike. The purge tests over the
 //! push path are in `edge_cache_purge.rs`.
 
-mod cache_support;
-mod support;
-mod tls_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use cache_support::{CountingOrigin, Reply, bytes, metric};
-use support::*;
+use stile_tests::cache::CountingOrigin;
+use stile_tests::cache::Reply;
+use stile_tests::cache::bytes;
+use stile_tests::edge::*;
+use stile_tests::media::*;
+use stile_tests::net::metric_sum as metric;
+use stile_tests::net::*;
+use stile_tests::token::*;
 
 const SEG: &str = "/vod/abc/v1/seg1.ts";
 
@@ -278,7 +279,7 @@ fn cached_vod_keeps_playing_through_an_origin_outage() {
     let root = tempfile::tempdir().unwrap();
     make_hls(root.path());
     let files = root.path().to_owned();
-    let serve = move |s: &cache_support::Seen| match std::fs::read(files.join(s.path().trim_start_matches('/'))) {
+    let serve = move |s: &stile_tests::cache::Seen| match std::fs::read(files.join(s.path().trim_start_matches('/'))) {
         Ok(b) => Reply::ok(b),
         Err(_) => Reply::ok("nope").status(404),
     };
@@ -429,14 +430,14 @@ fn budgets_hold_under_a_workload_larger_than_them() {
 fn a_pool_fills_the_cache_from_its_chosen_origin_and_hits_go_out_over_tls_and_h2() {
     let body = bytes(200_000, 7);
     let serve = |b: Vec<u8>| {
-        move |s: &cache_support::Seen| match s.path() {
+        move |s: &stile_tests::cache::Seen| match s.path() {
             "/vod/abc/m/seg1.ts" | "/vod/abc/m/seg2.ts" => Reply::ok(b.clone()).header("Cache-Control", "max-age=600"),
             _ => Reply::ok("nope").status(404),
         }
     };
     let (a, b) = (CountingOrigin::start(serve(body.clone())), CountingOrigin::start(serve(body.clone())));
     let certs = tempfile::tempdir().unwrap();
-    let pki = tls_support::Pki::new(certs.path());
+    let pki = stile_tests::tls::Pki::new(certs.path());
     let leaf = pki.leaf("a", &["a.test"]);
     let (tls, admin, port) = (free_port(), free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
@@ -455,17 +456,17 @@ fn a_pool_fills_the_cache_from_its_chosen_origin_and_hits_go_out_over_tls_and_h2
         s = state.display(),
         pa = a.port,
         pb = b.port,
-        tls_toml = tls_support::tls_config(tls, &[(&leaf.0, &leaf.1)], ""),
+        tls_toml = stile_tests::tls::tls_config(tls, &[(&leaf.0, &leaf.1)], ""),
     );
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, config).unwrap();
     let child = Edge::spawn(&path, &[]);
     let mut edge = Edge { port, admin, dir, child };
     edge.wait_ready();
-    tls_support::wait_port(tls, &mut edge);
+    stile_tests::tls::wait_port(tls, &mut edge);
 
     // HTTP/2 over TLS: a miss filled from one origin of the pool, then hits.
-    let h2 = tls_support::H2Client::connect(tls, "a.test", pki.client(&[b"h2"]));
+    let h2 = stile_tests::tls::H2Client::connect(tls, "a.test", pki.client(&[b"h2"]));
     let first = h2.get(&link("/vod/abc/m/seg1.ts", 1), &[]);
     assert_eq!((first.status, first.header("x-stile-cache")), (200, Some("miss")));
     assert!(first.body == body, "the origin's bytes");
@@ -477,7 +478,7 @@ fn a_pool_fills_the_cache_from_its_chosen_origin_and_hits_go_out_over_tls_and_h2
     assert_eq!(fetched[0].header("host"), Some("media.origin"), "the pool's Host upstream");
     assert!(!fetched[0].target.contains("st="), "{fetched:?}");
     // HTTP/1.1 over TLS and plain HTTP share the entry.
-    let r = tls_support::https_get(tls, "a.test", pki.client(&[b"http/1.1"]), &link("/vod/abc/m/seg1.ts", 3), &[]);
+    let r = stile_tests::tls::https_get(tls, "a.test", pki.client(&[b"http/1.1"]), &link("/vod/abc/m/seg1.ts", 3), &[]);
     assert_eq!((r.status, r.header("x-stile-cache")), (200, Some("hit")));
     let r = edge.get(&link("/vod/abc/m/seg1.ts", 4), &[]);
     assert_eq!((r.status, cache_status(&r)), (200, Some("hit")));

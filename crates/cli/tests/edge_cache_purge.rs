@@ -3,13 +3,9 @@
 //! `wait` (`stile revoke --prefix P --purge --wait`): once it answers, the next
 //! request for a cached object is a miss on every edge of the fleet.
 
-mod support;
-mod sync_support;
-
-use sync_support::*;
-
 /// `[cache]` on, written after `[state]` (the keys that follow start their own table).
 const CACHE_ON: &str = "[cache]\nenabled = true\n";
+use stile_tests::fleet::*;
 
 #[test]
 fn a_purge_makes_the_next_request_a_miss_on_every_edge() {
@@ -36,7 +32,7 @@ fn a_purge_makes_the_next_request_a_miss_on_every_edge() {
 
     // Links issued more than an hour ago are revoked (none here): the link above keeps
     // working, and every edge purges /vod/abc/ before it ACKs.
-    let hour_ago = support::now() - 3600;
+    let hour_ago = stile_tests::token::now() - 3600;
     let resp = ops.revoke_prefix("/vod/abc/", hour_ago, true);
     assert!(resp.lagging.is_empty(), "{resp:?}");
     assert_eq!(resp.edges.len(), 2);
@@ -58,7 +54,7 @@ fn a_purge_makes_the_next_request_a_miss_on_every_edge() {
 
 /// `stile_edge_cache_purges_total`, every kind.
 fn purges_applied(e: &SyncEdge) -> f64 {
-    let text = String::from_utf8(support::get(e.admin, "/metrics", &[]).unwrap().body).unwrap();
+    let text = String::from_utf8(stile_tests::net::get(e.admin, "/metrics", &[]).unwrap().body).unwrap();
     text.lines()
         .filter(|l| l.starts_with("stile_edge_cache_purges_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

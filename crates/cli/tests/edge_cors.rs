@@ -3,12 +3,11 @@
 //! answer depends on the origin, preflights, exposed headers, and the configurations
 //! refused at startup (exit 64), and the origin's own CORS headers dropped.
 
-mod support;
-
 use std::net::TcpStream;
 use std::process::Command;
-
-use support::*;
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::token::*;
 
 fn content() -> (tempfile::TempDir, Origin) {
     one_segment_origin()

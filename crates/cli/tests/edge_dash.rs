@@ -2,9 +2,9 @@
 //! through the edge with each token transport — a query token (which needs the MPD
 //! rewriting), a path-prefix token and a cookie — and the origin never sees a token.
 
-mod support;
-
-use support::*;
+use stile_tests::edge::*;
+use stile_tests::media::*;
+use stile_tests::token::*;
 
 fn setup() -> (tempfile::TempDir, Origin, Edge) {
     let content = tempfile::tempdir().unwrap();

@@ -8,14 +8,15 @@
 //! Media CDN dual tokens from Google's documented HMAC-SHA256 recipe (checked
 //! below against the published sample).
 
-mod support;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::*;
+use stile_tests::akamai::vendor_tokens;
+use stile_tests::edge::*;
+use stile_tests::media::*;
+use stile_tests::net::*;
+use stile_tests::token::*;
 
 const AKAMAI_KEY: &str = "52a152a152a152a152a152a152a1";
 /// Google's sample key (cloud.google.com/cdn/docs/using-signed-urls).
@@ -77,26 +78,6 @@ fn setup(akamai_sunset: &str) -> (tempfile::TempDir, Origin, Edge) {
     (content, origin, edge)
 }
 
-/// Tokens from Akamai's generator: each case is EdgeAuth's keyword arguments and an ACL.
-fn akamai_tokens(cases: Value) -> Vec<String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut child = Command::new("python3")
-        .arg(root.join("tests/python/akamai_edgeauth_tokens.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed (scripts/install-deps)");
-    child.stdin.take().unwrap().write_all(cases.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "Akamai's generator failed (pip install -r tests/python/requirements.txt):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn akamai_case(start: u64, end: u64, acl: &str, id: &str) -> Value {
     json!({
         "opts": { "key": AKAMAI_KEY, "token_name": "hdnts", "start_time": start, "end_time": end, "session_id": id },
@@ -108,13 +89,9 @@ fn reason(r: &Response) -> (u16, Option<&str>) {
     (r.status, r.header("x-stile-reason"))
 }
 
-/// The value of one series of the admin listener's metrics.
+/// The value of one series of the admin listener's metrics; panics if it is not exported.
 fn metric(edge: &Edge, series: &str) -> f64 {
-    let body = get(edge.admin, "/metrics", &[]).expect("metrics answer").body;
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{series} not exported"))
+    stile_tests::net::metric(edge.admin, series).unwrap_or_else(|| panic!("{series} not exported"))
 }
 
 /// Waits (bounded) until `f` holds: for a state reload to take effect.
@@ -137,7 +114,7 @@ fn flip_last_hex(token: &str) -> String {
 fn akamai_links_from_akamais_generator_are_judged_like_stile_links() {
     let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
     let now = now();
-    let tokens = akamai_tokens(json!([
+    let tokens = vendor_tokens(&json!([
         akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-42"),
         akamai_case(now - 600, now - 60, "/vod/abc/*", "viewer-43"),
         akamai_case(now - 60, now + 600, "/vod/xyz/*", "viewer-44"),
@@ -185,7 +162,7 @@ fn akamai_links_from_akamais_generator_are_judged_like_stile_links() {
         reason(&edge.get(&format!("{SEG}?hdnts={good}"), &[])) == (403, Some("revoked"))
     });
     // By path prefix, as for Stile links.
-    let fresh = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-45")]))[0];
+    let fresh = &vendor_tokens(&json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-45")]))[0];
     assert_eq!(reason(&edge.get(&format!("{SEG}?hdnts={fresh}"), &[])), (200, None));
     let by_prefix = json!([{ "kind": "prefix", "value": "/vod/abc/", "issued_before": now }]);
     std::fs::write(edge.dir.path().join("state.json"), state(3, by_prefix)).unwrap();
@@ -210,7 +187,7 @@ fn akamai_links_from_akamais_generator_are_judged_like_stile_links() {
 fn an_akamai_tokened_master_playlist_plays() {
     let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
     let now = now();
-    let token = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-1")]))[0];
+    let token = &vendor_tokens(&json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-1")]))[0];
     let master = edge.get(&format!("/vod/abc/master.m3u8?hdnts={token}"), &[]);
     assert_eq!(master.status, 200, "{}", edge.log());
     let body = String::from_utf8(master.body.clone()).unwrap();
@@ -245,7 +222,7 @@ fn an_akamai_tokened_master_playlist_plays() {
 fn after_the_sunset_old_links_are_missing() {
     let (_content, _origin, edge) = setup("\"2020-01-01T00:00:00Z\"");
     let now = now();
-    let token = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-1")]))[0];
+    let token = &vendor_tokens(&json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-1")]))[0];
     assert_eq!(reason(&edge.get(&format!("{SEG}?hdnts={token}"), &[])), (401, Some("missing")));
 }
 
@@ -360,7 +337,7 @@ fn bunny_and_nginx_links() {
 fn a_stile_token_is_judged_by_stile_even_beside_a_foreign_one() {
     let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
     let now = now();
-    let akamai = &akamai_tokens(json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "v")]))[0];
+    let akamai = &vendor_tokens(&json!([akamai_case(now - 60, now + 600, "/vod/abc/*", "v")]))[0];
     let expired_stile = mint(|c| {
         c.issued_at = now - 200;
         c.expires_at = now - 100;
@@ -387,7 +364,7 @@ fn the_cache_keys_and_stores_foreign_links_without_their_token() {
     let extra = format!("{}\n[cache]\nenabled = true\n", foreign_config("2099-01-01T00:00:00Z"));
     let edge = Edge::start(&origin, &extra, &state(1, json!([])));
     let now = now();
-    let tokens = akamai_tokens(json!([
+    let tokens = vendor_tokens(&json!([
         akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-a"),
         akamai_case(now - 60, now + 600, "/vod/abc/*", "viewer-b"),
     ]));
@@ -499,7 +476,7 @@ fn bunny_country_and_address_rules_use_the_edges_client_and_geoip() {
     let extra = format!(
         "{}\n[client]\ntrusted_hops = 1\ngeoip_db = \"{}/GeoLite2-Country-Test.mmdb\"\n",
         foreign_config("2099-01-01T00:00:00Z"),
-        support::GEOIP_DIR
+        stile_tests::edge::GEOIP_DIR
     );
     let edge = Edge::start(&origin, &extra, &state(1, json!([])));
     const GB: (&str, &str) = ("X-Forwarded-For", "81.2.69.142");

@@ -2,13 +2,11 @@
 //! answer, no token reaches the origin, and the edge keeps serving a normal
 //! viewer right after (and during) the abuse.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-
-use support::*;
+use stile_tests::edge::*;
+use stile_tests::token::*;
 
 /// The defined answer to one hostile request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,14 +2,14 @@
 //! state reloads (file change, SIGHUP, a bad file keeps the old state), CORS,
 //! diagnostics off, and graceful shutdown on SIGTERM.
 
-mod support;
-
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::token::*;
 use stile_token::TokenId;
-use support::*;
 
 fn content() -> (tempfile::TempDir, Origin) {
     one_segment_origin()
@@ -38,7 +38,7 @@ fn bad_startup_inputs_exit_64_before_binding() {
     refuses("", None, "cannot read state file");
     refuses("", Some("{\"version\": 1, \"keys\": [{\"id\": 1, \"secret\": \"AAAA\"}]}"), "32 bytes");
     refuses(
-        &format!("[client]\ngeoip_db = \"{}/GeoIP2-City-Test-Invalid-Node-Count.mmdb\"", support::GEOIP_DIR),
+        &format!("[client]\ngeoip_db = \"{}/GeoIP2-City-Test-Invalid-Node-Count.mmdb\"", stile_tests::edge::GEOIP_DIR),
         Some(&good),
         "GeoIP database",
     );

@@ -4,17 +4,15 @@
 //! on another origin, an HTTPS origin verified against a custom CA (and refused
 //! without it), and per-prefix routing on the canonical path.
 
-mod support;
-mod tls_support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-use support::*;
-use tls_support::*;
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::tls::*;
+use stile_tests::token::*;
 
 fn content() -> tempfile::TempDir {
     let content = tempfile::tempdir().unwrap();

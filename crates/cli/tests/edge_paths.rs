@@ -1,9 +1,9 @@
 //! End to end: a table of path-encoding attacks, each sent raw with a valid token
 //! scoped to `/vod/abc/` in every transport, all denied before reaching the origin.
 
-mod support;
-
-use support::*;
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::token::*;
 
 #[test]
 fn path_attacks_are_denied_and_never_reach_the_origin() {

@@ -6,15 +6,14 @@
 //! through the backlog, the snapshot's retained purges, or (past the retention
 //! window) the snapshot's purge floor, which empties the whole cache.
 
-mod support;
-mod sync_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use stile_proto::v1 as pb;
-use support::Origin;
-use sync_support::*;
+use stile_tests::edge::Origin;
+use stile_tests::fleet::*;
+use stile_tests::process::*;
+use stile_tests::token::*;
 
 const OPERATOR: &str = "stk_purge-test-operator";
 const MINTER: &str = "stk_purge-test-minter";
@@ -28,7 +27,7 @@ fn control_with_keys(dir: &std::path::Path, sync_settings: &str) -> Control {
         )
     };
     let extra = format!("{sync_settings}\n{}{}", key("ops", "operator", OPERATOR), key("backend", "minter", MINTER));
-    Control::launch_with(dir, support::free_port(), &Store::Redb, &extra)
+    Control::launch_with(dir, stile_tests::net::free_port(), &Store::Redb, &extra)
 }
 
 /// Origin content: `/vod/abc/{master.m3u8,seg.ts,seg2.ts}`.
@@ -67,7 +66,7 @@ fn status(edge: &SyncEdge, target: &str, body: &[u8]) -> String {
 
 /// `stile_edge_cache_purges_total{kind=KIND}`.
 fn purges_of_kind(e: &SyncEdge, kind: &str) -> f64 {
-    let text = String::from_utf8(support::get(e.admin, "/metrics", &[]).unwrap().body).unwrap();
+    let text = String::from_utf8(stile_tests::net::get(e.admin, "/metrics", &[]).unwrap().body).unwrap();
     let prefix = format!("stile_edge_cache_purges_total{{kind=\"{kind}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
 }

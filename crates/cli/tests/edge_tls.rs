@@ -6,17 +6,15 @@
 //! playlist rewriting, cookies, CORS and diagnostics over HTTP/2, and the
 //! hostile-path table sent as raw HTTP/2 `:path` bytes.
 
-mod support;
-mod tls_support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use support::*;
-use tls_support::*;
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::tls::*;
+use stile_tests::token::*;
 
 const CONFIG: &str = "[diagnostics]\nreason_header = true\n[cookie]\nenabled = true\n";
 

@@ -1,10 +1,10 @@
 //! End to end: every reason code through every token transport, against a real
 //! `stile edge` process and a recording origin; the origin never sees a token.
 
-mod support;
-
+use stile_tests::edge::*;
+use stile_tests::net::*;
+use stile_tests::token::*;
 use stile_token::{Country, CountryRule, IpBinding, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
-use support::*;
 
 const SEG: &str = "/vod/abc/v1/seg0.ts";
 const GB_CLIENT: (&str, &str) = ("X-Forwarded-For", "81.2.69.142");
@@ -21,7 +21,7 @@ fn setup() -> (tempfile::TempDir, Origin, Edge) {
     ]);
     let extra = format!(
         "{BASE_CONFIG}[client]\ntrusted_hops = 1\ngeoip_db = \"{}/GeoLite2-Country-Test.mmdb\"\n",
-        support::GEOIP_DIR
+        stile_tests::edge::GEOIP_DIR
     );
     let edge = Edge::start(&origin, &extra, &state_json(1, revoked, None));
     (content, origin, edge)

@@ -16,9 +16,6 @@
 //!   ACK, as reported by Revoke, or its applied version seen at or past the
 //!   revocation's) is admitted.
 
-mod support;
-mod sync_support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -28,9 +25,13 @@ use std::time::{Duration, Instant};
 
 use stile_edge::clock::{Clock, SharedClock, SystemClock};
 use stile_proto::v1 as pb;
+use stile_tests::edge::Origin;
+use stile_tests::fleet::*;
+use stile_tests::net::get;
+use stile_tests::net::*;
+use stile_tests::process::signal;
+use stile_tests::process::*;
 use stile_tests::redis::{Persistence, RedisServer};
-use support::{Origin, get, signal};
-use sync_support::*;
 
 /// Links minted per scenario; the first ones get revoked under load.
 const LINKS: usize = 14;

@@ -10,10 +10,6 @@
 //! from the edge's state cache, which holds them). The scanner itself is tested
 //! on planted lines, so the scan can fail.
 
-mod dev_support;
-mod support;
-mod sync_support;
-
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -22,9 +18,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use dev_support::{Run, stile};
-use support::{Origin, free_port, get, signal};
-use sync_support::{content, until};
+use stile_tests::dev::Run;
+use stile_tests::dev::stile;
+use stile_tests::edge::Origin;
+use stile_tests::fleet::content;
+use stile_tests::net::free_port;
+use stile_tests::net::get;
+use stile_tests::process::signal;
+use stile_tests::process::until;
 
 /// `debug` everywhere, `trace` for Stile's crates; `STILE_LOG_SCAN_LEVEL`
 /// overrides it (e.g. `trace` to see what third-party crates print there).
@@ -108,10 +109,10 @@ fn random() -> String {
 #[test]
 fn the_scanner_finds_planted_material() {
     // A real token (the edge tests' key 7…7) and key.
-    let token = support::mint(|_| {});
+    let token = stile_tests::token::mint(|_| {});
     let mut s = Secrets::default();
     s.token("token", &token);
-    s.key("key", &support::SECRET);
+    s.key("key", &stile_tests::token::SECRET);
     s.api_key("api key", "stk_planted-0123456789");
     let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
     let tag = &raw[raw.len() - 16..];
@@ -121,9 +122,9 @@ fn the_scanner_finds_planted_material() {
         format!("mac={}", hex(tag)),
         format!("tag: {}", URL_SAFE_NO_PAD.encode(tag)),
         format!("truncated token …{}", &token[token.len() - 24..]),
-        format!("key bytes {}", hex(&support::SECRET)),
-        format!("key {}", STANDARD.encode(support::SECRET)),
-        format!("key {}", URL_SAFE_NO_PAD.encode(support::SECRET)),
+        format!("key bytes {}", hex(&stile_tests::token::SECRET)),
+        format!("key {}", STANDARD.encode(stile_tests::token::SECRET)),
+        format!("key {}", URL_SAFE_NO_PAD.encode(stile_tests::token::SECRET)),
         "authorization: Bearer stk_planted-0123456789".to_owned(),
     ];
     for line in &planted {

@@ -16,17 +16,16 @@
 //! - Denied calls: logged with address, method and key fingerprint (never the
 //!   key), audited for writes, and a source backed off after repeated failures.
 
-mod support;
-mod sync_support;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use stile_proto::v1 as pb;
 use stile_proto::v1::control_message::Kind as Cm;
 use stile_proto::v1::edge_message::Kind as Em;
-use support::free_port;
-use sync_support::*;
+use stile_tests::fleet::*;
+use stile_tests::net::free_port;
+use stile_tests::process::*;
+use stile_tests::token::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;

@@ -6,13 +6,11 @@
 //! both applied it; when a replica is killed with SIGKILL its edge moves to
 //! the other and catches up.
 
-mod support;
-mod sync_support;
-
 use std::time::Duration;
 
+use stile_tests::fleet::*;
+use stile_tests::process::*;
 use stile_tests::redis::RedisServer;
-use sync_support::*;
 
 /// Waits until `edge` answers 403 `revoked` for `link`.
 fn wait_revoked(edge: &SyncEdge, link: &stile_proto::v1::Link) {
@@ -101,7 +99,7 @@ fn bad_redis_tls_and_sentinel_settings_exit_64_before_binding() {
         (format!("{url}\ntls_cert_file = \"{}\"", missing.display()), "tls_key_file together".to_owned()),
         (format!("{url}\n[store.redis.sentinel]\naddresses = [\"10.0.0.1\"]"), "sentinel.addresses".to_owned()),
     ] {
-        let listen = support::free_port();
+        let listen = stile_tests::net::free_port();
         let path = dir.path().join("control.toml");
         let text = format!(
             "listen = \"127.0.0.1:{listen}\"\nadmin_listen = \"\"\n[store]\nbackend = \"redis\"\n[store.redis]\n{section}\n"

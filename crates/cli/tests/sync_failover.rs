@@ -5,12 +5,9 @@
 //! past `max_age_secs` without the control plane denies `stale_state` and
 //! fails /readyz; with `serve` it keeps serving.
 
-mod support;
-mod sync_support;
-
 use std::time::Duration;
-
-use sync_support::*;
+use stile_tests::fleet::*;
+use stile_tests::process::*;
 
 /// Records each edge's `stile_edge_state_version` and fails if one ever goes down.
 struct Monotonic(Vec<f64>);
@@ -85,10 +82,14 @@ fn staleness_follows_the_policy_when_the_control_plane_is_gone() {
         (r.status == 403).then_some(r)
     });
     assert_eq!(r.header("x-stile-reason"), Some("stale_state"));
-    assert_eq!(support::get(deny.admin, "/readyz", &[]).unwrap().status, 503, "a stale deny edge is not ready");
+    assert_eq!(
+        stile_tests::net::get(deny.admin, "/readyz", &[]).unwrap().status,
+        503,
+        "a stale deny edge is not ready"
+    );
     until(Duration::from_secs(5), "the age metric past the limit", || {
         deny.metric("stile_edge_state_age_seconds").is_some_and(|a| a > 2.0).then_some(())
     });
     assert_eq!(serve.get(&target(&link)).status, 200, "serve keeps serving");
-    assert_eq!(support::get(serve.admin, "/readyz", &[]).unwrap().status, 200);
+    assert_eq!(stile_tests::net::get(serve.admin, "/readyz", &[]).unwrap().status, 200);
 }

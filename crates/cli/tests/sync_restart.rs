@@ -2,12 +2,9 @@
 //! resumes from its cached version with deltas — no snapshot is sent — and
 //! enforces what happened while it was down.
 
-mod support;
-mod sync_support;
-
 use std::time::Duration;
-
-use sync_support::*;
+use stile_tests::fleet::*;
+use stile_tests::process::*;
 
 #[test]
 fn a_restarted_edge_resumes_from_its_cache_without_a_snapshot() {
@@ -27,7 +24,7 @@ fn a_restarted_edge_resumes_from_its_cache_without_a_snapshot() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o600, "it holds key secrets");
     }
-    support::signal(edge.child.id(), "KILL");
+    stile_tests::process::signal(edge.child.id(), "KILL");
     let _ = edge.child.wait();
 
     // Changes while it is down.
@@ -70,7 +67,7 @@ fn an_edge_killed_right_after_an_ack_restarts_enforcing_it() {
     let acked = fleet.ops.revoke(&link.token_id, true);
     assert!(acked.lagging.is_empty() && acked.edges.len() == 1, "ACKed: {acked:?}");
     let edge = &mut fleet.edges[0];
-    support::signal(edge.child.id(), "KILL");
+    stile_tests::process::signal(edge.child.id(), "KILL");
     let _ = edge.child.wait();
     fleet.control.kill();
     assert!(cached_version() < acked.version, "the full cache was not rewritten (at {before})");

@@ -3,10 +3,7 @@
 //! every edge is denied `revoked`; a rotated key mints only once every edge has
 //! it, so a link minted right after the rotation passes at every edge.
 
-mod support;
-mod sync_support;
-
-use sync_support::*;
+use stile_tests::fleet::*;
 
 #[test]
 fn revoke_reaches_every_edge_before_wait_returns() {

@@ -21,7 +21,8 @@ use stile_control::model::{ChangeKind, Revocation, Target};
 use stile_control::store::StoreError;
 use stile_control::store::{Batch, RedisStore, Store, Write};
 use stile_proto::v1 as pb;
-use stile_tests::redis::{Options, Persistence, RedisServer, Tls, Watch, free_port};
+use stile_tests::net::free_port;
+use stile_tests::redis::{Options, Persistence, RedisServer, Tls, Watch};
 use tokio::time::Instant;
 use tonic::Code;
 

@@ -6,34 +6,13 @@
 //! every location the format allows, and fail with the right reason when
 //! changed, expired, used early, out of scope or from another address.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 use stile_foreign::akamai::{self, Claims};
 use stile_foreign::{Config, Hash, Key, KeyEncoding, Keys, Reason, Request};
+use stile_tests::akamai::vendor_tokens;
 
 const KEY: &str = "52a152a152a152a152a152a152a1";
 const OTHER_KEY: &str = "0badc0ffee0badc0ffee";
-
-fn vendor_tokens(cases: &Value) -> Vec<String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut child = Command::new("python3")
-        .arg(root.join("tests/python/akamai_edgeauth_tokens.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed (scripts/install-deps)");
-    child.stdin.take().unwrap().write_all(cases.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "Akamai's generator failed (pip install -r tests/python/requirements.txt):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 struct Case {
     cfg: akamai::Config,

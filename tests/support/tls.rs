@@ -4,9 +4,6 @@
 //! that sends `:path` bytes as given, curl, and origins that can be killed and
 //! brought back, over plain TCP or TLS.
 
-#![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset.
-
-use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,11 +16,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::support::{Edge, Origin, Response, free_port, now};
+use crate::edge::{Edge, Origin};
+use crate::net::{Response, free_port, parse_response, read_head};
+use crate::token::{now, state_json};
 
 // ------------------------------------------------------------------ certificates
 
 /// A throwaway CA writing leaf certificates into a directory.
+#[derive(Debug)]
 pub struct Pki {
     pub dir: PathBuf,
     pub ca_pem: PathBuf,
@@ -138,7 +138,7 @@ pub fn start_tls_edge(
     let tls_port = free_port();
     let config = format!("{extra}\n{}", tls_config(tls_port, certs, tls_extra));
     let _ = pki;
-    let mut edge = Edge::start(origin, &config, &crate::support::state_json(1, serde_json::json!([]), None));
+    let mut edge = Edge::start(origin, &config, &state_json(1, serde_json::json!([]), None));
     wait_port(tls_port, &mut edge);
     (edge, tls_port)
 }
@@ -205,7 +205,7 @@ pub fn exchange(s: &mut (impl Read + Write), target: &str, host: &str, headers: 
     let mut raw = Vec::new();
     // A close without close_notify is fine for this test client.
     let _ = s.read_to_end(&mut raw);
-    crate::support::parse_response(&raw, false).expect("an HTTP/1.1 answer")
+    parse_response(&raw, false).expect("an HTTP/1.1 answer")
 }
 
 // ------------------------------------------------------------------ HTTP/2 (h2 crate)
@@ -225,6 +225,7 @@ impl H2Response {
 }
 
 /// An HTTP/2 connection to the edge (ALPN h2 negotiated), driven on its own runtime.
+#[derive(Debug)]
 pub struct H2Client {
     rt: tokio::runtime::Runtime,
     send: h2::client::SendRequest<Bytes>,
@@ -451,6 +452,7 @@ pub fn curl(pki: &Pki, host: &str, port: u16, target: &str, args: &[&str]) -> Re
 /// A recording HTTP/1.1 file origin (plain or TLS) that a test can kill (listener
 /// closed, every open connection shut down, like a crashed process) and restart on
 /// the same port. With `fail_5xx` set it answers `503` to everything.
+#[derive(Debug)]
 pub struct KillableOrigin {
     pub port: u16,
     pub name: String,
@@ -459,6 +461,7 @@ pub struct KillableOrigin {
     state: Arc<OriginState>,
 }
 
+#[derive(Debug)]
 struct OriginState {
     alive: AtomicBool,
     fail_5xx: AtomicBool,
@@ -562,7 +565,7 @@ impl KillableOrigin {
 fn serve_origin<S: Read + Write>(conn: &mut S, root: &Path, state: &OriginState) {
     let mut reader = BufReader::new(conn);
     loop {
-        let Some(head) = crate::support::read_head(&mut reader) else { return };
+        let Some(head) = read_head(&mut reader) else { return };
         if !state.alive.load(Ordering::SeqCst) {
             return;
         }
@@ -593,22 +596,4 @@ fn serve_origin<S: Read + Write>(conn: &mut S, root: &Path, state: &OriginState)
         let _ = w.flush();
         state.served.fetch_add(1, Ordering::SeqCst);
     }
-}
-
-/// Scrapes `/metrics` and returns the value of the first series whose line starts with `prefix`.
-pub fn metric(admin: u16, series: &str) -> Option<f64> {
-    let r = crate::support::get(admin, "/metrics", &[])?;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
-}
-
-/// Every series of `/metrics` as text.
-pub fn metrics_text(admin: u16) -> String {
-    crate::support::get(admin, "/metrics", &[])
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .unwrap_or_default()
-}
-
-pub fn headers_map(r: &Response) -> &HashMap<String, Vec<String>> {
-    &r.headers
 }

@@ -1,33 +1,22 @@
-//! Support for the push-path tests: a real `stile control` process, `stile edge`
-//! processes in sync mode, and a blocking gRPC operator client. Reuses the edge
-//! tests' origin and raw HTTP client from `support`.
-
-#![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset.
+//! A fleet for the push-path tests: a real `stile control` process (redb or
+//! Redis store, optionally TLS), `stile edge` processes in sync mode following
+//! it, and a blocking gRPC operator client with the admin key.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use stile_proto::v1 as pb;
 use tonic::transport::Channel;
 
-use crate::support::{Origin, Response, free_port, get, signal};
+use crate::edge::{Origin, wait_edge_ready};
+use crate::net::{Response, free_port, get};
+use crate::process::{signal, spawn_stile, until};
+use crate::token::hex;
 
 pub const ADMIN: &str = "stk_sync-test-admin";
 pub const EDGE_KEY: &str = "stk_sync-test-edge";
 pub const BASE_URL: &str = "http://edge.test";
-
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit` with `what`.
-pub fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Content served by the origin: `/vod/abc/master.m3u8` and `/vod/abc/seg.ts`.
 pub fn content() -> (tempfile::TempDir, Origin) {
@@ -61,6 +50,7 @@ impl Store {
 
 /// A running `stile control`, killed on drop. Its configuration and log live in
 /// `dir`, kept across restarts (and, with the redb store, the store file).
+#[derive(Debug)]
 pub struct Control {
     pub port: u16,
     /// The admin listener (`/metrics`).
@@ -122,7 +112,7 @@ impl Control {
             format!(
                 "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{}",
                 hex(&stile_control::auth::hash_api_key(key)),
-                // The shared edge key may sync as any id (push_trust.rs binds its own keys).
+                // The shared edge key may sync as any id (crates/cli/tests/push_trust.rs binds its own keys).
                 if role == "edge" { "edge_ids = [\"*\"]\n" } else { "" }
             )
         };
@@ -174,7 +164,7 @@ impl Control {
 
     /// One metric's value from its admin listener (first sample whose line starts with `name`).
     pub fn metric(&self, name: &str) -> Option<f64> {
-        metric(self.admin, name)
+        crate::net::metric(self.admin, name)
     }
 
     /// SIGKILL, and wait for it.
@@ -219,38 +209,18 @@ impl Drop for Control {
 }
 
 fn spawn_control(config: &Path, dir: &Path, wrapper: &[&str]) -> Child {
-    spawn_stile("control", config, &dir.join("control.log"), wrapper)
+    spawn_stile("control", config, &[], append(&dir.join("control.log")), wrapper)
 }
 
-/// Runs `stile SUBCOMMAND --config CONFIG` (through `wrapper`, if any), output appended to `log`.
-fn spawn_stile(subcommand: &str, config: &Path, log: &Path, wrapper: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let stile = env!("CARGO_BIN_EXE_stile");
-    let mut cmd = match wrapper.split_first() {
-        None => Command::new(stile),
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(stile);
-            c
-        }
-    };
-    cmd.args([subcommand, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `path` opened for appending (a restarted process's log follows the previous one's).
+fn append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()
 }
 
 // ---------------------------------------------------------------- operator client
 
 /// A blocking gRPC client with the admin key.
+#[derive(Debug)]
 pub struct Ops {
     rt: tokio::runtime::Runtime,
     url: String,
@@ -393,6 +363,7 @@ pub fn target(link: &pb::Link) -> String {
 // ---------------------------------------------------------------- edges
 
 /// A `stile edge` in sync mode, killed on drop.
+#[derive(Debug)]
 pub struct SyncEdge {
     pub id: String,
     pub port: u16,
@@ -429,13 +400,12 @@ impl SyncEdge {
         SyncEdge { id: id.into(), port, admin, dir, config, child }
     }
 
+    /// Waits (20 s at most) until it is ready (it has a state) and its proxy port accepts.
     pub fn wait_ready(&mut self) {
-        until(Duration::from_secs(20), &format!("edge {} ready", self.id), || {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("edge exited early with {status}: {}", self.log());
-            }
-            let ready = get(self.admin, "/readyz", &[]).is_some_and(|r| r.status == 200);
-            (ready && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()).then_some(())
+        let dir = self.dir.path();
+        let what = format!("edge {}", self.id);
+        wait_edge_ready(&mut self.child, self.port, self.admin, &what, || {
+            std::fs::read_to_string(dir.join("edge.log")).unwrap_or_default()
         });
     }
 
@@ -452,7 +422,7 @@ impl SyncEdge {
 
     /// One metric's value (first sample whose line starts with `name`).
     pub fn metric(&self, name: &str) -> Option<f64> {
-        metric(self.admin, name)
+        crate::net::metric(self.admin, name)
     }
 
     pub fn log(&self) -> String {
@@ -461,6 +431,7 @@ impl SyncEdge {
 }
 
 /// An edge's directory and configuration in sync mode (ports chosen, nothing started).
+#[derive(Debug)]
 pub struct EdgeFiles {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -507,7 +478,7 @@ impl EdgeFiles {
 }
 
 fn spawn_edge(config: &Path, dir: &Path) -> Child {
-    spawn_stile("edge", config, &dir.join("edge.log"), &[])
+    spawn_stile("edge", config, &[], append(&dir.join("edge.log")), &[])
 }
 
 impl Drop for SyncEdge {
@@ -517,20 +488,12 @@ impl Drop for SyncEdge {
     }
 }
 
-/// One metric's value from an admin listener (first sample whose line starts with `name`).
-pub fn metric(admin: u16, name: &str) -> Option<f64> {
-    let body = get(admin, "/metrics", &[])?.body;
-    let text = String::from_utf8(body).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 // ---------------------------------------------------------------- a fleet
 
 /// The common setup: content and its origin, a control plane on a fresh redb
 /// store with asset `abc` published, and edges `edge-1`…`edge-n` following it,
 /// converged. Everything stops on drop.
+#[derive(Debug)]
 pub struct Fleet {
     pub edges: Vec<SyncEdge>,
     pub ops: Ops,

@@ -1,16 +1,16 @@
-//! A scriptable origin for the cache tests: it counts every request it receives,
+//! A scriptable origin for the edge cache's tests: it counts every request it receives,
 //! answers each with what a handler decides (status, headers, body, delays,
 //! byte ranges it honours itself), and can be stopped like a killed process:
 //! listener closed and every open connection cut.
 
-#![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset.
-
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::net::read_head;
 
 /// One request as the origin received it.
 #[derive(Clone, Debug)]
@@ -73,6 +73,7 @@ impl Reply {
 type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
 
 /// The origin. Stops (like a killed process) on drop or [`CountingOrigin::stop`].
+#[derive(Debug)]
 pub struct CountingOrigin {
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -154,18 +155,8 @@ fn serve_conn(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stopp
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" || line == "\n" {
-                break;
-            }
-            head.push(line.trim_end().to_owned());
-        }
+        let Some(head) = read_head(&mut reader) else { return };
+        let head: Vec<&str> = head.lines().map(str::trim_end).collect();
         if stopped.load(Ordering::SeqCst) || head.is_empty() {
             return;
         }
@@ -214,16 +205,4 @@ fn serve_conn(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stopp
 /// Deterministic bytes for a body of `len` (so ranges can be checked against it).
 pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed).collect()
-}
-
-/// The sum of every sample of one metric on an admin listener (all label sets).
-pub fn metric(admin: u16, name: &str) -> Option<f64> {
-    let body = crate::support::get(admin, "/metrics", &[])?.body;
-    let text = String::from_utf8(body).ok()?;
-    let samples: Vec<f64> = text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!samples.is_empty()).then(|| samples.iter().sum())
 }

@@ -2,14 +2,15 @@
 //! process on free ports (killed on drop), what its banner printed, and a
 //! runner for client commands with a clean environment.
 
-#![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset.
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{signal, stile_binary, wait_bounded};
+
 /// A running `stile dev`.
+#[derive(Debug)]
 pub struct Dev {
     pub child: Child,
     pub dir: tempfile::TempDir,
@@ -48,7 +49,7 @@ impl Dev {
             let base = free_base();
             let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
             let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_stile"))
+            let child = Command::new(stile_binary())
                 .args(["dev", "--port-base", &base.to_string()])
                 .args(extra)
                 .env_remove("RUST_LOG")
@@ -145,8 +146,7 @@ impl Dev {
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit.
     pub fn interrupt(&mut self) -> ExitStatus {
-        let ok = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok);
+        signal(self.child.id(), "INT");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -183,7 +183,7 @@ impl Run {
 /// plus `env`; bounded by a 60 s deadline.
 pub fn stile(args: &[&str], env: &[(&str, &str)]) -> Run {
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stile"));
+    let mut cmd = Command::new(stile_binary());
     cmd.args(args).stdin(Stdio::null()).env("HOME", home.path()).env("XDG_CONFIG_HOME", home.path());
     for (k, _) in std::env::vars() {
         if k.starts_with("STILE_") {
@@ -200,32 +200,4 @@ pub fn stile(args: &[&str], env: &[(&str, &str)]) -> Run {
     let status = wait_bounded(&mut child, Duration::from_secs(60), &format!("stile {args:?}"));
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     Run { code: status.code().unwrap_or(-1), stdout: read(&out_path), stderr: read(&err_path) }
-}
-
-/// Waits for `child` to exit; kills it and panics after `limit`.
-pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls `f` every 20 ms until it returns true or `limit` passes.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
