@@ -18,7 +18,7 @@ pub const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip");
 
 /// Path-encoding attacks on a token scoped to `/vod/abc/` (the secret lives at
 /// `/secret.ts`): every one must be denied as `malformed`, over HTTP/1.1
-/// (crates/cli/tests/edge_paths.rs) and over HTTP/2 (edge_tls.rs).
+/// (crates/cli/tests/edge/edge_paths.rs) and over HTTP/2 (edge/edge_tls.rs).
 pub const PATH_ATTACKS: &[&str] = &[
     "/vod/abc/../../secret.ts",
     "/vod/abc/%2e%2e/%2e%2e/secret.ts",

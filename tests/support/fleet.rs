@@ -112,7 +112,7 @@ impl Control {
             format!(
                 "[[auth.keys]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{}",
                 hex(&stile_control::auth::hash_api_key(key)),
-                // The shared edge key may sync as any id (crates/cli/tests/push_trust.rs binds its own keys).
+                // The shared edge key may sync as any id (crates/cli/tests/fleet/push_trust.rs binds its own keys).
                 if role == "edge" { "edge_ids = [\"*\"]\n" } else { "" }
             )
         };

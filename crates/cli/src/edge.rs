@@ -100,7 +100,7 @@ fn log_level(most: Option<tracing::level_filters::LevelFilter>) -> log::LevelFil
 /// Drops Pingora's events below `info`, whatever `RUST_LOG` says: at `debug`
 /// Pingora prints whole request headers ("Sending header to upstream
 /// RequestHeader { … }"), which carry viewers' `Authorization` and `Cookie`
-/// values. Found by `crates/cli/tests/log_scan.rs`.
+/// values. Found by `crates/cli/tests/cli/log_scan.rs`.
 pub(crate) fn no_pingora_debug() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
     tracing_subscriber::filter::filter_fn(pingora_at_info_at_most as fn(&tracing::Metadata<'_>) -> bool)
 }

@@ -57,7 +57,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         name: name.into(),
         role,
         sha256: hex::encode(hash_api_key(key)),
-        // The edge key may sync as any edge id; crates/cli/tests/push_trust.rs binds them.
+        // The edge key may sync as any edge id; crates/cli/tests/fleet/push_trust.rs binds them.
         edge_ids: if role == Role::Edge { vec!["*".into()] } else { Vec::new() },
     })
     .collect();

@@ -9,7 +9,7 @@
 //! damaged file; budgets hold under a larger workload; with origin pools the
 //! cache fills from the pool's chosen origin and serves viewers over TLS and
 //! HTTP/2 alike. The purge tests over the
-//! push path are in `edge_cache_purge.rs`.
+//! push path are in `fleet/edge_cache_purge.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
