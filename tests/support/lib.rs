@@ -8,8 +8,8 @@
 //! (a `stile edge` process and a file origin), [`cache`] (a scriptable counting
 //! origin), [`dev`] (`stile dev` and client commands), [`redis`]
 //! (`redis-server`), [`akamai`] (Akamai's own token generator). With the `fleet`
-//! feature: [`fleet`] (`stile control`, edges in sync mode, a gRPC operator
-//! client). With the `tls` feature: [`tls`] (a throwaway CA, TLS and HTTP/2
+//! feature: `fleet` (`stile control`, edges in sync mode, a gRPC operator
+//! client). With the `tls` feature: `tls` (a throwaway CA, TLS and HTTP/2
 //! clients, killable TLS origins).
 //!
 //! The processes are the `stile` binary of the target directory the test runs

@@ -92,7 +92,7 @@ impl From<ApiError> for Status {
 /// sent; unbounded, a huge field would come back as a `grpc-message` header
 /// larger than HTTP/2 peers accept, and the caller would see a transport error
 /// instead of the real one.
-pub const MAX_MESSAGE_LEN: usize = 1024;
+pub(crate) const MAX_MESSAGE_LEN: usize = 1024;
 
 fn bounded(mut message: String) -> String {
     if message.len() > MAX_MESSAGE_LEN {

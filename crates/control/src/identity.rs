@@ -12,10 +12,10 @@
 use crate::model::{Role, valid_name};
 
 /// Most patterns one API key may list.
-pub const MAX_EDGE_IDS: usize = 64;
+pub(crate) const MAX_EDGE_IDS: usize = 64;
 
 /// Whether `pattern` is an edge id or an id prefix followed by `*`.
-pub fn valid_pattern(pattern: &str) -> bool {
+pub(crate) fn valid_pattern(pattern: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some("") => true,
         Some(prefix) => prefix.len() < 64 && valid_name(prefix),
@@ -24,7 +24,7 @@ pub fn valid_pattern(pattern: &str) -> bool {
 }
 
 /// Whether `id` matches `pattern` (see the module documentation).
-pub fn matches(pattern: &str, id: &str) -> bool {
+pub(crate) fn matches(pattern: &str, id: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => id.starts_with(prefix),
         None => pattern == id,
@@ -32,13 +32,13 @@ pub fn matches(pattern: &str, id: &str) -> bool {
 }
 
 /// Whether a key of `role` listing `patterns` may announce `edge_id`.
-pub fn allowed(role: Role, patterns: &[String], edge_id: &str) -> bool {
+pub(crate) fn allowed(role: Role, patterns: &[String], edge_id: &str) -> bool {
     role == Role::Admin || patterns.iter().any(|p| matches(p, edge_id))
 }
 
 /// Checks the edge ids of a key of `role`: required (1..64 valid patterns)
 /// for `edge`, refused for the others. The error is a sentence for the operator.
-pub fn check_edge_ids(role: Role, patterns: &[String]) -> Result<(), String> {
+pub(crate) fn check_edge_ids(role: Role, patterns: &[String]) -> Result<(), String> {
     if role != Role::Edge {
         if patterns.is_empty() {
             return Ok(());

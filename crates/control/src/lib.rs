@@ -10,16 +10,16 @@
 //! `stile dev` inject a store or a clock), and [`run`] (open and serve gRPC
 //! only). Modules, lowest layer first (each uses only those above it):
 //!
-//! - [`clock`]: the only reader of wall-clock time; `random`: the only reader of
+//! - `clock`: the only reader of wall-clock time; `random`: the only reader of
 //!   the OS random source; `locks`: poisoned-lock recovery;
 //! - [`model`]: domain types (assets, keys, revocations, the change log, roles);
 //! - `policy`: checks of policy values (countries, base URLs);
 //! - [`store`]: the `Store` trait, the `ReplicaBus` trait, the redb and Redis
 //!   backends, and `store::notify` (wakes the sync sessions on every commit);
-//! - [`config`]: the TOML configuration; [`error`]: errors and their gRPC codes;
+//! - [`config`]: the TOML configuration; `error`: errors and their gRPC codes;
 //! - [`auth`]: API keys, roles and the per-RPC role table, the trail of denied
 //!   calls; `guard`: which denials are logged and audited, per-source back-off;
-//!   [`identity`]: the edge ids an edge key may announce, id patterns;
+//!   `identity`: the edge ids an edge key may announce, id patterns;
 //! - `mint`: claims and URLs for one link, pure; `convert`: domain ↔ protobuf;
 //!   [`acks`]: what one sync stream offered and what its ACKs may say, pure
 //!   (public for the fuzz target); `confirm`: what a `--wait` can vouch for
@@ -36,14 +36,14 @@
 pub mod acks;
 mod admin;
 pub mod auth;
-pub mod clock;
+mod clock;
 pub mod config;
 mod confirm;
 mod convert;
-pub mod error;
+mod error;
 mod fleet;
 mod guard;
-pub mod identity;
+mod identity;
 mod locks;
 mod metrics;
 mod mint;

@@ -153,7 +153,7 @@ impl Cors {
 
 /// Whether `value` (an `Access-Control-Request-Headers` value) is a plain list of header
 /// names, and so safe to echo in `Access-Control-Allow-Headers`.
-pub fn is_header_list(value: &[u8]) -> bool {
+pub(crate) fn is_header_list(value: &[u8]) -> bool {
     value.len() <= 1024
         && value.split(|&b| b == b',').all(|name| {
             let name = name.trim_ascii();

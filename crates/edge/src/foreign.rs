@@ -54,7 +54,7 @@ pub struct ForeignConfig {
 }
 
 /// Most `[[foreign]]` entries.
-pub const MAX_ENTRIES: usize = 16;
+pub(crate) const MAX_ENTRIES: usize = 16;
 
 /// One entry, checked and compiled.
 #[derive(Clone, Debug)]

@@ -54,13 +54,6 @@ use self::metrics::CacheMetrics;
 use self::purge::PurgeIndex;
 use self::store::{KeyInfo, Store};
 
-/// Checks a disk-tier cache file completely (head, every body block, length):
-/// `Ok(body length)` or why it is refused. The disk tier serves only bytes that
-/// pass these checks; the `cache_file` fuzz target drives this.
-pub fn check_file(bytes: &[u8]) -> Result<usize, FormatError> {
-    format::decode_file(bytes).map(|(_, body)| body.len())
-}
-
 /// Keys remembered as uncacheable per predictor shard.
 const PREDICTOR_SHARD: usize = 1024;
 
