@@ -150,7 +150,7 @@ pub struct Caller {
 }
 
 /// Prefix of generated API keys, so they are recognisable in secret scanners.
-pub const KEY_PREFIX: &str = "stk_";
+pub(crate) const KEY_PREFIX: &str = "stk_";
 
 /// A fresh API key (`stk_` + 32 CSPRNG bytes in base64url) and its SHA-256.
 pub fn generate_api_key() -> Result<(String, [u8; 32]), ApiError> {

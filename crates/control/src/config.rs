@@ -429,7 +429,7 @@ impl Config {
     }
 
     /// The longest TTL any policy allows: how long a revocation must be kept.
-    pub fn max_ttl_secs(&self) -> u64 {
+    pub(crate) fn max_ttl_secs(&self) -> u64 {
         self.policies.values().map(|p| p.ttl_max_secs).max().unwrap_or(MAX_TTL_SECS)
     }
 

@@ -39,7 +39,7 @@ impl fmt::Display for Role {
 }
 
 /// Whether a name (API key, asset, edge) is 1..=64 characters of `[a-z0-9._-]`.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
 }
 
@@ -61,7 +61,7 @@ impl AssetState {
     /// Whether an asset may move from `self` to `to`: forward along
     /// Draft → Ready → Published, one step back (Ready → Draft, Published →
     /// Ready: unpublish), and from any live state to Archived, which is final.
-    pub fn can_move_to(self, to: AssetState) -> bool {
+    pub(crate) fn can_move_to(self, to: AssetState) -> bool {
         use AssetState::*;
         matches!(
             (self, to),

@@ -550,7 +550,7 @@ impl Default for StateConfig {
 impl StateConfig {
     /// The age, seconds, past which a state denies every request (`stale_state`):
     /// `max_age_secs` when it is set and `stale_policy = "deny"`, else none.
-    pub fn deny_when_older_than(&self) -> Option<u64> {
+    pub(crate) fn deny_when_older_than(&self) -> Option<u64> {
         (self.max_age_secs > 0 && self.stale_policy == StalePolicy::Deny).then_some(self.max_age_secs)
     }
 }
@@ -728,7 +728,7 @@ impl EdgeConfig {
 impl OriginConfig {
     /// The pools in force: `[[origin.pools]]`, or the one-origin shorthand as a pool
     /// named `default` with prefix `/` and one origin named `default`.
-    pub fn effective_pools(&self) -> Vec<PoolConfig> {
+    pub(crate) fn effective_pools(&self) -> Vec<PoolConfig> {
         if !self.pools.is_empty() {
             return self.pools.clone();
         }

@@ -17,7 +17,7 @@
 //! is refused, since any web site could then read protected video with a viewer's
 //! cookie.
 //!
-//! The module is pure: [`Cors::grant`] turns an `Origin` header into the headers to
+//! The module is pure: `Cors::grant` turns an `Origin` header into the headers to
 //! send, the proxy writes them.
 
 use http::HeaderValue;
@@ -123,12 +123,12 @@ impl Cors {
 
     /// Whether responses depend on `Origin` (every response then carries `Vary: Origin`,
     /// so a cache never hands one origin's answer to another).
-    pub fn varies(&self) -> bool {
+    pub(crate) fn varies(&self) -> bool {
         !self.patterns.is_empty()
     }
 
     /// The grant for a request's `Origin` header, if that origin may read the response.
-    pub fn grant(&self, origin: Option<&HeaderValue>) -> Option<Grant> {
+    pub(crate) fn grant(&self, origin: Option<&HeaderValue>) -> Option<Grant> {
         if self.any {
             return Some(Grant { allow_origin: HeaderValue::from_static("*"), credentials: false });
         }
@@ -141,7 +141,7 @@ impl Cors {
     }
 
     /// `Access-Control-Expose-Headers`, if any header is exposed.
-    pub fn expose_headers(&self) -> Option<&HeaderValue> {
+    pub(crate) fn expose_headers(&self) -> Option<&HeaderValue> {
         self.expose.as_ref()
     }
 

@@ -139,12 +139,12 @@ impl ForeignGate {
     }
 
     /// Whether some entry is Media CDN (whose dual tokens may sign request headers).
-    pub fn needs_headers(&self) -> bool {
+    pub(crate) fn needs_headers(&self) -> bool {
         self.entries.iter().any(|e| e.config.format() == Format::MediaCdn)
     }
 
     /// The cookie names the entries' formats read, so they never reach the origin.
-    pub fn cookie_names(&self) -> Vec<&str> {
+    pub(crate) fn cookie_names(&self) -> Vec<&str> {
         let mut names = Vec::new();
         for e in &self.entries {
             let name = match &e.config {
@@ -310,7 +310,7 @@ pub struct ForeignInput<'a> {
     pub host: &'a str,
     /// The client address.
     pub client_ip: Option<IpAddr>,
-    /// Request headers (Media CDN `Headers`); empty unless [`ForeignGate::needs_headers`].
+    /// Request headers (Media CDN `Headers`); empty unless `ForeignGate::needs_headers`.
     pub headers: &'a [(&'a str, &'a [u8])],
     /// Now, Unix seconds.
     pub now: u64,

@@ -260,19 +260,19 @@ impl Metrics {
     }
 
     /// Records the time one validation took.
-    pub fn validation_seconds(&self, secs: f64) {
+    pub(crate) fn validation_seconds(&self, secs: f64) {
         self.validation.observe(secs);
     }
 
     /// Counts one origin response and its duration.
-    pub fn upstream_response(&self, status: u16, secs: f64) {
+    pub(crate) fn upstream_response(&self, status: u16, secs: f64) {
         let (count, duration) = &self.upstream_by_class[status_class(status)];
         count.inc();
         duration.observe(secs);
     }
 
     /// Counts one failed origin exchange.
-    pub fn upstream_error(&self, kind: &'static str) {
+    pub(crate) fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.with_label_values(&[kind]).inc();
     }
 
@@ -292,7 +292,7 @@ impl Metrics {
     }
 
     /// Publishes the gauges of a newly loaded state.
-    pub fn observe_state(&self, state: &State) {
+    pub(crate) fn observe_state(&self, state: &State) {
         let c = state.revocations.counts();
         for (kind, n) in [("token_id", c.token_ids), ("subject", c.subjects), ("prefix", c.paths), ("key", c.keys)] {
             self.revocations.with_label_values(&[kind]).set(n as i64);
@@ -302,12 +302,12 @@ impl Metrics {
     }
 
     /// Updates the state age gauge.
-    pub fn observe_age(&self, now: u64, fresh_at: u64) {
+    pub(crate) fn observe_age(&self, now: u64, fresh_at: u64) {
         self.state_age.set(i64::try_from(now.saturating_sub(fresh_at)).unwrap_or(i64::MAX));
     }
 
     /// Counts one state reload.
-    pub fn state_reload(&self, ok: bool) {
+    pub(crate) fn state_reload(&self, ok: bool) {
         self.state_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
     }
 

@@ -70,7 +70,7 @@ impl Revocations {
     /// since foreign links carry no issue time: a subject or prefix revocation
     /// covers every such link that does not start after it.
     #[inline]
-    pub fn foreign_revoked(&self, id: Option<&str>, issued: u64, canonical_path: &str) -> bool {
+    pub(crate) fn foreign_revoked(&self, id: Option<&str>, issued: u64, canonical_path: &str) -> bool {
         if !self.subjects.is_empty()
             && let Some(id) = id
             && self.subjects.get(id).is_some_and(|&before| issued < before)

@@ -70,7 +70,7 @@ pub struct State {
 impl State {
     /// When this state was last known current: the later of `fresh_at` and `live`.
     #[inline]
-    pub fn fresh_at_now(&self) -> u64 {
+    pub(crate) fn fresh_at_now(&self) -> u64 {
         self.fresh_at.max(self.live.get())
     }
 }
@@ -125,7 +125,7 @@ impl SharedState {
 
     /// Whether a state has been loaded (`/readyz`) and, when a stale guard is set,
     /// is not older than its limit.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         if !self.ready.load(Ordering::Acquire) {
             return false;
         }
@@ -137,7 +137,7 @@ impl SharedState {
 
     /// Makes readiness also require a state younger than `max_age` seconds (sync mode
     /// with `stale_policy = "deny"`: a stale edge denies everything, so it is not ready).
-    pub fn set_stale_guard(&self, max_age: u64, clock: SharedClock) {
+    pub(crate) fn set_stale_guard(&self, max_age: u64, clock: SharedClock) {
         let _ = self.stale_guard.set((max_age, clock));
     }
 }

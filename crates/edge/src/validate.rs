@@ -138,7 +138,7 @@ impl Validator {
     }
 
     /// Whether `stale_policy = "deny"` refuses requests against this state now.
-    pub fn is_stale(&self, state: &State, now: u64) -> bool {
+    pub(crate) fn is_stale(&self, state: &State, now: u64) -> bool {
         self.stale_after.is_some_and(|max| now > state.fresh_at_now().saturating_add(max))
     }
 

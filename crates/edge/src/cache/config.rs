@@ -157,7 +157,7 @@ impl CacheConfig {
     }
 
     /// The largest object cached: `max_object_bytes`, within the memory tier's limit without a disk tier.
-    pub fn effective_max_object(&self) -> u64 {
+    pub(crate) fn effective_max_object(&self) -> u64 {
         if self.disk().is_some() {
             self.max_object_bytes
         } else {

@@ -38,7 +38,7 @@ pub enum PurgeTarget {
 
 impl PurgeTarget {
     /// A control-plane prefix: one ending in `/` covers the tree under it, any other is one path.
-    pub fn from_prefix(prefix: &str) -> PurgeTarget {
+    pub(crate) fn from_prefix(prefix: &str) -> PurgeTarget {
         if prefix.ends_with('/') {
             PurgeTarget::Prefix(prefix.to_owned())
         } else {

@@ -211,7 +211,7 @@ pub enum KeyError {
 }
 
 /// `[a-z0-9._-]{1,64}`, as the control plane requires.
-pub fn valid_edge_id(id: &str) -> bool {
+pub(crate) fn valid_edge_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }

@@ -47,7 +47,7 @@ use pingora::services::background::BackgroundService;
 use stile_proto::v1 as pb;
 use tracing::Instrument;
 
-pub use self::config::{KeyError, SyncConfig, valid_edge_id};
+pub use self::config::{KeyError, SyncConfig};
 use self::metrics::SyncMetrics;
 pub use self::model::{ApplyError, BatchOutcome, Model, Purge};
 use self::persist::CacheWriter;

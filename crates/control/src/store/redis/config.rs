@@ -96,7 +96,7 @@ impl std::fmt::Debug for RedisConfig {
 
 impl RedisConfig {
     /// The URL with any user info replaced by `***`, for logs and messages.
-    pub fn redacted_url(&self) -> String {
+    pub(crate) fn redacted_url(&self) -> String {
         match self.url.split_once("://") {
             Some((scheme, rest)) => match rest.rsplit_once('@') {
                 Some((_, host)) => format!("{scheme}://***@{host}"),
