@@ -258,7 +258,7 @@ impl Validator {
                 }
             };
         }
-        match token.verify_mac(&state.keys) {
+        match token.verify_signature(&state.keys) {
             Ok(()) => {
                 step!(Check::Key, Ok(()));
                 step!(Check::Signature, Ok(()));

@@ -320,6 +320,8 @@ pub enum ClaimsError {
     Channel,
     /// The signing key is not in the key ring.
     UnknownKey,
+    /// The ring holds only the public half of this Ed25519 key: it verifies, it cannot sign.
+    PublicOnly,
 }
 
 impl ClaimsError {
@@ -336,6 +338,7 @@ impl ClaimsError {
             ClaimsError::Subject => "subject must be 1 to 64 visible ASCII characters",
             ClaimsError::Channel => "channel must be 1 to 32 characters of [a-z0-9._:-]",
             ClaimsError::UnknownKey => "signing key id is not in the key ring",
+            ClaimsError::PublicOnly => "the key ring holds only the public key of this Ed25519 key",
         }
     }
 }

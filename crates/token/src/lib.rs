@@ -1,8 +1,9 @@
 //! # stile-token
 //!
 //! The signed-link token at the heart of Stile: claims, the compact versioned
-//! byte format, HMAC-SHA256 signing and constant-time verification, the key
-//! ring, and path canonicalisation.
+//! byte format, HMAC-SHA256 signing and constant-time verification (version 1)
+//! or Ed25519 signing and strict verification (version 2), the key ring, and
+//! path canonicalisation.
 //!
 //! This crate is pure: no I/O, no clock reads (the time is an argument), no
 //! async, no globals, no `unsafe`, and no panics on any input. Verifying a
@@ -47,11 +48,14 @@ pub use claims::{
     Claims, ClaimsError, Country, CountryRule, IpBinding, KeyId, MAX_CHANNEL_LEN, MAX_COUNTRIES, MAX_SCOPE_LEN,
     MAX_SUBJECT_LEN, MAX_TTL_SECS, Scope, TOKEN_ID_LEN, TokenId,
 };
-pub use keys::{KEY_LEN, KeyRing, SecretKey, TAG_LEN};
+pub use keys::{
+    Algorithm, ED25519_KEY_LEN, Ed25519Public, Ed25519Secret, KEY_LEN, KeyError, KeyRing, SIGNATURE_LEN, SecretKey,
+    TAG_LEN, VerifyKey,
+};
 pub use path::{MAX_PATH_LEN, PathError, canonicalize_path, is_canonical};
 pub use reason::Reason;
 pub use unicode_table::UNICODE_VERSION;
-pub use wire::{ClaimCheck, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, sign};
+pub use wire::{ClaimCheck, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, VERSION_ED25519, sign};
 
 /// What the verifier knows about the request being checked.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +106,12 @@ impl Default for Policy {
 }
 
 /// Verifies a token string for a request: size and structure, key, MAC (in
-/// constant time), time window with leeway, scope, IP, country — cheapest
+/// constant time) or Ed25519 signature (strict), time window with leeway, scope, IP, country — cheapest
 /// first, stopping at the first failure. Returns the verified token, whose
 /// token id and subject the caller then checks against its revocations.
 pub fn verify(token: &str, ring: &KeyRing, req: &Request<'_>, policy: &Policy) -> Result<Token, Reason> {
     let token = Token::parse(token)?;
-    token.verify_mac(ring)?;
+    token.verify_signature(ring)?;
     token.check(req, policy)?;
     Ok(token)
 }

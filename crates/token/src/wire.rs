@@ -1,17 +1,20 @@
-//! The version-1 byte format: encoding signed claims, and parsing a token
-//! string into a [`Token`] view without allocating.
+//! The byte format: encoding signed claims, and parsing a token string into a
+//! [`Token`] view without allocating.
 //!
-//! Layout (all integers big-endian; `docs/token-format.md` is the normative spec):
+//! Layout (all integers big-endian; `docs/token-format.md` is the normative spec).
+//! Version 1 ends with a 16-byte HMAC tag, version 2 with a 64-byte Ed25519
+//! signature; the body is the same:
 //!
 //! ```text
-//! version u8 (=1) | flags u8 | key_id u32 | token_id [8] | issued_at u64 | ttl u32
+//! version u8 (1|2) | flags u8 | key_id u32 | token_id [8] | issued_at u64 | ttl u32
 //! [nbf_offset u32]                          if flags & NBF
 //! scope_len u8 (1..=255) | scope [scope_len]
 //! [family u8 (4|6) | prefix u8 | addr [4|16]] if flags & IP
 //! [count u8 (1..=32) | codes [2*count]]     if flags & COUNTRIES
 //! [len u8 (1..=64) | subject [len]]         if flags & SUBJECT
 //! [len u8 (1..=32) | channel [len]]         if flags & CHANNEL
-//! tag [16] = HMAC-SHA256(key, every byte before it)[..16]
+//! tag [16] = HMAC-SHA256(key, every byte before it)[..16]     version 1
+//! sig [64] = Ed25519-Sign(private key, every byte before it)   version 2
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -21,11 +24,14 @@ use crate::claims::{
     Claims, ClaimsError, Country, CountryRule, IpBinding, KeyId, MAX_COUNTRIES, MAX_SCOPE_LEN, MAX_TTL_SECS, Scope,
     TOKEN_ID_LEN, TokenId, scope_admits, unmap, valid_channel, valid_subject,
 };
-use crate::keys::{KeyRing, MacKey, TAG_LEN};
+use crate::keys::{Algorithm, KeyRing, SIGNATURE_LEN, TAG_LEN};
 use crate::reason::Reason;
 
-/// The format version this crate writes and reads.
+/// The format version of HMAC-SHA256 tokens.
 pub const VERSION: u8 = 1;
+
+/// The format version of Ed25519 tokens.
+pub const VERSION_ED25519: u8 = 2;
 
 /// Flag bits.
 pub(crate) mod flag {
@@ -41,27 +47,32 @@ pub(crate) mod flag {
 
 const HEADER_LEN: usize = 1 + 1 + 4 + TOKEN_ID_LEN + 8 + 4;
 
-/// Largest decoded token, in bytes.
-pub const MAX_RAW_LEN: usize =
-    HEADER_LEN + 4 + (1 + MAX_SCOPE_LEN) + (2 + 16) + (1 + 2 * MAX_COUNTRIES) + (1 + 64) + (1 + 32) + TAG_LEN;
+/// Largest body (every byte before the tag), in bytes.
+const MAX_BODY_LEN: usize =
+    HEADER_LEN + 4 + (1 + MAX_SCOPE_LEN) + (2 + 16) + (1 + 2 * MAX_COUNTRIES) + (1 + 64) + (1 + 32);
+
+/// Largest decoded token, in bytes: the largest body and an Ed25519 signature.
+pub const MAX_RAW_LEN: usize = MAX_BODY_LEN + SIGNATURE_LEN;
 
 /// Longest token string accepted; anything longer is `malformed` before decoding.
 pub const MAX_TOKEN_LEN: usize = b64::encoded_len(MAX_RAW_LEN);
 
-/// Signs claims with the key their `key_id` names in `ring`.
+/// Signs claims with the key their `key_id` names in `ring`: a version-1
+/// token for an HMAC key, version 2 for an Ed25519 key (whose private half the
+/// ring must hold).
 pub fn sign(claims: &Claims, ring: &KeyRing) -> Result<String, ClaimsError> {
     let key = ring.get(claims.key_id).ok_or(ClaimsError::UnknownKey)?;
     let claims = claims.validated()?;
-    let mut raw = Vec::with_capacity(128);
-    write_body(&claims, &mut raw);
-    let tag = key.tag(&raw);
+    let mut raw = Vec::with_capacity(192);
+    write_body(&claims, key.algorithm().version(), &mut raw);
+    let tag = key.sign(&raw).ok_or(ClaimsError::PublicOnly)?;
     raw.extend_from_slice(&tag);
     let mut out = String::with_capacity(b64::encoded_len(raw.len()));
     b64::encode_into(&raw, &mut out);
     Ok(out)
 }
 
-fn write_body(c: &Claims, raw: &mut Vec<u8>) {
+fn write_body(c: &Claims, version: u8, raw: &mut Vec<u8>) {
     let mut flags = 0;
     if c.scope.is_prefix() {
         flags |= flag::PREFIX;
@@ -83,7 +94,7 @@ fn write_body(c: &Claims, raw: &mut Vec<u8>) {
     if c.channel.is_some() {
         flags |= flag::CHANNEL;
     }
-    raw.push(VERSION);
+    raw.push(version);
     raw.push(flags);
     raw.extend_from_slice(&c.key_id.to_be_bytes());
     raw.extend_from_slice(&c.token_id.0);
@@ -146,6 +157,7 @@ impl ClaimCheck {
 pub struct Token {
     buf: [u8; MAX_RAW_LEN],
     len: u16,
+    algorithm: Algorithm,
     flags: u8,
     key_id: KeyId,
     token_id: TokenId,
@@ -163,6 +175,7 @@ impl core::fmt::Debug for Token {
     /// Shows the claims (none is secret), never the MAC or the token string.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Token")
+            .field("algorithm", &self.algorithm)
             .field("key_id", &self.key_id)
             .field("token_id", &self.token_id)
             .field("issued_at", &self.issued_at)
@@ -221,9 +234,16 @@ impl Token {
         }
         let mut buf = [0u8; MAX_RAW_LEN];
         let len = b64::decode_into(token.as_bytes(), &mut buf).ok_or(Reason::Malformed)?;
-        let mut c = Cursor { buf: &buf[..len - TAG_LEN], pos: 0 };
-        let [version, flags] = c.array()?;
-        if version != VERSION || flags & flag::RESERVED != 0 {
+        // The version says how long the tag is, so it is read first.
+        let algorithm = match buf[0] {
+            VERSION => Algorithm::HmacSha256,
+            VERSION_ED25519 => Algorithm::Ed25519,
+            _ => return Err(Reason::Malformed),
+        };
+        let body_len = len.checked_sub(algorithm.tag_len()).ok_or(Reason::Malformed)?;
+        let mut c = Cursor { buf: &buf[..body_len], pos: 0 };
+        let [_, flags] = c.array()?;
+        if flags & flag::RESERVED != 0 {
             return Err(Reason::Malformed);
         }
         if flags & flag::COUNTRY_DENY != 0 && flags & flag::COUNTRIES == 0 {
@@ -279,6 +299,7 @@ impl Token {
         Ok(Token {
             buf,
             len: len as u16,
+            algorithm,
             flags,
             key_id,
             token_id,
@@ -293,12 +314,25 @@ impl Token {
         })
     }
 
-    /// Checks the MAC against the ring, in constant time.
-    pub fn verify_mac(&self, ring: &KeyRing) -> Result<(), Reason> {
-        let key: &MacKey = ring.get(self.key_id).ok_or(Reason::UnknownKey)?;
-        let len = usize::from(self.len);
-        let (body, tag) = self.buf[..len].split_at(len - TAG_LEN);
+    /// Checks the tag against the ring: an HMAC tag in constant time, an
+    /// Ed25519 signature strictly (canonical `S`; neither the public key nor
+    /// `R` of small order). A key id whose key in the ring is of the other
+    /// algorithm is `unknown_key`: the ring holds no key that could verify it.
+    pub fn verify_signature(&self, ring: &KeyRing) -> Result<(), Reason> {
+        let key = ring.get(self.key_id).filter(|k| k.algorithm() == self.algorithm).ok_or(Reason::UnknownKey)?;
+        let (body, tag) = self.as_bytes().split_at(usize::from(self.len) - self.algorithm.tag_len());
         if key.verify(body, tag) { Ok(()) } else { Err(Reason::BadSignature) }
+    }
+
+    /// The decoded token, body and tag: every byte the token string carries.
+    /// Not secret on its own, but it is the bearer credential: never log it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    /// The algorithm the token is signed with (its format version).
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// Checks time window, scope, IP and country, in that order

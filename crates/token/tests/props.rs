@@ -1,19 +1,34 @@
-//! Property tests: mint → verify round trips for arbitrary claims, any single
-//! changed character is denied, and the parsers are total: a token string is
-//! malformed or claims that sign and parse back unchanged.
+//! Property tests: mint → verify round trips for arbitrary claims under HMAC
+//! and Ed25519 keys (an Ed25519 token verifies with the public key alone), any
+//! single changed character is denied, a token never verifies under a key of
+//! the other algorithm, and the parsers are total: a token string is malformed
+//! or claims that sign and parse back unchanged.
 
 use std::net::IpAddr;
 
 use proptest::prelude::*;
 use stile_token::{
-    Claims, ClaimsError, Country, CountryRule, IpBinding, KEY_LEN, KeyRing, Policy, Reason, Request, Scope, SecretKey,
-    Token, TokenId, canonicalize_path, sign, verify,
+    Algorithm, Claims, ClaimsError, Country, CountryRule, Ed25519Secret, IpBinding, KEY_LEN, KeyRing, Policy, Reason,
+    Request, Scope, SecretKey, Token, TokenId, canonicalize_path, sign, verify,
 };
 
+/// Key ids 1 and `u32::MAX` are HMAC keys, 2 and `u32::MAX - 1` Ed25519 keys (private halves held).
 fn ring() -> KeyRing {
     let mut ring = KeyRing::new();
     ring.insert(1, &SecretKey::from_bytes([0x11; KEY_LEN]));
     ring.insert(u32::MAX, &SecretKey::from_bytes([0x22; KEY_LEN]));
+    ring.insert_ed25519_secret(2, &Ed25519Secret::from_bytes([0x44; 32]));
+    ring.insert_ed25519_secret(u32::MAX - 1, &Ed25519Secret::from_bytes([0x55; 32]));
+    ring
+}
+
+/// What an edge holds for [`ring`]: the HMAC secrets and the Ed25519 public keys only.
+fn verifier_ring() -> KeyRing {
+    let mut ring = KeyRing::new();
+    ring.insert(1, &SecretKey::from_bytes([0x11; KEY_LEN]));
+    ring.insert(u32::MAX, &SecretKey::from_bytes([0x22; KEY_LEN]));
+    ring.insert_ed25519(2, &Ed25519Secret::from_bytes([0x44; 32]).public()).unwrap();
+    ring.insert_ed25519(u32::MAX - 1, &Ed25519Secret::from_bytes([0x55; 32]).public()).unwrap();
     ring
 }
 
@@ -49,7 +64,7 @@ fn ip() -> impl Strategy<Value = (IpAddr, IpBinding)> {
 
 prop_compose! {
     fn claims()(
-        key_id in prop_oneof![Just(1u32), Just(u32::MAX)],
+        key_id in prop_oneof![Just(1u32), Just(u32::MAX), Just(2u32), Just(u32::MAX - 1)],
         token_id in any::<u64>(),
         issued_at in 0u64..4_000_000_000,
         ttl in 1u64..=stile_token::MAX_TTL_SECS,
@@ -104,9 +119,16 @@ fn malformed_or_round_trips(parsed: Result<Token, Reason>) -> Result<(), TestCas
         Ok(token) => {
             let claims = token.claims();
             let mut ring = KeyRing::new();
-            ring.insert(claims.key_id, &SecretKey::from_bytes([0x33; KEY_LEN]));
+            match token.algorithm() {
+                Algorithm::HmacSha256 => ring.insert(claims.key_id, &SecretKey::from_bytes([0x33; KEY_LEN])),
+                Algorithm::Ed25519 => ring.insert_ed25519_secret(claims.key_id, &Ed25519Secret::from_bytes([0x33; 32])),
+            }
             match sign(&claims, &ring) {
-                Ok(again) => prop_assert_eq!(Token::parse(&again).map(|t| t.claims()), Ok(claims)),
+                Ok(again) => {
+                    let back = Token::parse(&again);
+                    prop_assert_eq!(back.as_ref().map(Token::algorithm), Ok(token.algorithm()));
+                    prop_assert_eq!(back.map(|t| t.claims()), Ok(claims));
+                }
                 Err(e) => prop_assert!(matches!(e, ClaimsError::Path(_)), "{:?}", e),
             }
         }
@@ -126,7 +148,19 @@ proptest! {
         let req = Request { path: &path, client_ip: client, country, now };
         let verified = verify(&token, &ring, &req, &Policy::default());
         prop_assert!(verified.is_ok(), "{:?}", verified);
-        prop_assert_eq!(verified.unwrap().claims(), claims.validated().unwrap());
+        let verified = verified.unwrap();
+        prop_assert_eq!(verified.claims(), claims.validated().unwrap());
+        let expected = if matches!(claims.key_id, 1 | u32::MAX) { Algorithm::HmacSha256 } else { Algorithm::Ed25519 };
+        prop_assert_eq!(verified.algorithm(), expected);
+        // What an edge holds (public keys only) verifies the same token.
+        prop_assert_eq!(verify(&token, &verifier_ring(), &req, &Policy::default()).map(|t| t.claims()), Ok(verified.claims()));
+        // Under a ring whose key of that id is of the other algorithm: unknown_key.
+        let mut swapped = KeyRing::new();
+        match expected {
+            Algorithm::HmacSha256 => swapped.insert_ed25519_secret(claims.key_id, &Ed25519Secret::from_bytes([0x11; 32])),
+            Algorithm::Ed25519 => swapped.insert(claims.key_id, &SecretKey::from_bytes([0x44; KEY_LEN])),
+        }
+        prop_assert_eq!(verify(&token, &swapped, &req, &Policy::default()).unwrap_err(), Reason::UnknownKey);
         // One second past the window (leeway included) is expired.
         let late = Request { now: claims.expires_at + u64::from(Policy::DEFAULT_LEEWAY_SECS), ..req };
         prop_assert_eq!(verify(&token, &ring, &late, &Policy::default()).unwrap_err(), stile_token::Reason::Expired);
@@ -142,7 +176,10 @@ proptest! {
         prop_assume!(changed != token);
         let (path, country, now) = admitted(&claims);
         let req = Request { path: &path, client_ip: client, country, now };
-        prop_assert!(verify(&changed, &ring, &req, &Policy::default()).is_err());
+        let denied = verify(&changed, &ring, &req, &Policy::default()).unwrap_err();
+        // The body is signed: a changed character is malformed or a bad tag — or,
+        // changing the key id or version, names a key the ring does not hold.
+        prop_assert!(matches!(denied, Reason::Malformed | Reason::BadSignature | Reason::UnknownKey), "{:?}", denied);
     }
 
     #[test]
