@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Independent verifier for the Stile token format, version 1.
+"""Independent verifier for the Stile token format, versions 1 and 2.
 
 This is an independent implementation of ``docs/token-format.md``, written
-from that document alone (not from the reference Rust crate) and using only
-the Python standard library. It exists to show that the specification is
-precise enough for a third party to implement a compatible verifier.
+from that document alone (not from the reference Rust crate), using the
+Python standard library and, for Ed25519 (version 2), the ``cryptography``
+package from PyPI (OpenSSL's Ed25519; ``tests/python/requirements.txt``). It
+exists to show that the specification is precise enough for a third party to
+implement a compatible verifier. For each valid Ed25519 vector it also signs
+the body again with the listed private key and compares the signature byte
+for byte (Ed25519 signatures are deterministic).
 
 It implements:
 
@@ -37,14 +41,20 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 # --------------------------------------------------------------------------
 # Constants from the specification
 # --------------------------------------------------------------------------
 
 TOKEN_MIN_CHARS = 59  # section 2: 44 bytes (26 header + 2 scope + 16 tag)
-TOKEN_MAX_CHARS = 644  # section 2: 483 bytes
-TAG_LEN = 16  # section 1: first 16 bytes of HMAC-SHA256
-VERSION = 0x01  # section 3 / section 7
+TOKEN_MAX_CHARS = 708  # section 2: 531 bytes (the largest body + a 64-byte signature)
+# Section 1 / section 7: the version byte names the algorithm and the tag length.
+VERSION_HMAC = 0x01  # first 16 bytes of HMAC-SHA256
+VERSION_ED25519 = 0x02  # a 64-byte Ed25519 signature
+TAG_LEN = {VERSION_HMAC: 16, VERSION_ED25519: 64}
+ALGORITHM = {VERSION_HMAC: "hmac-sha256", VERSION_ED25519: "ed25519"}
 TTL_MAX = 2_678_400  # section 3: 31 days
 
 # Flag bits (section 3).
@@ -289,7 +299,7 @@ def parse_body(body: bytes) -> Token:
     reader = Reader(body)
 
     version = reader.uint(1)
-    if version != VERSION:
+    if version not in TAG_LEN:
         raise Malformed("unknown version")
     flags = reader.uint(1)
     if flags & FLAG_RESERVED:
@@ -406,32 +416,46 @@ def country_admitted(token: Token, country: str | None, policy: Policy) -> bool:
 
 
 def verify(
-    token_str: str, keys: dict[int, bytes], request: Request, policy: Policy
+    token_str: str, keys: dict[int, tuple[str, bytes]], request: Request, policy: Policy
 ) -> tuple[str, Token | None]:
-    """Run section 4 in order; return (reason, parsed token or None)."""
+    """Run section 4 in order; return (reason, parsed token or None).
+
+    `keys` maps a key id to (algorithm, material): the HMAC secret, or the
+    Ed25519 public key."""
     # 1. Size, checked before decoding.
     if not TOKEN_MIN_CHARS <= len(token_str) <= TOKEN_MAX_CHARS:
         return MALFORMED, None
 
-    # 2. Decode strictly, and 3. parse the body; the last 16 bytes are the tag.
+    # 2. Decode strictly, and 3. parse the body; the version says how many of
+    # the last bytes are the tag (16 for version 1, 64 for version 2).
     try:
         raw = b64url_decode_strict(token_str)
-        if len(raw) < TAG_LEN:
+        tag_len = TAG_LEN.get(raw[0]) if raw else None
+        if tag_len is None:
+            raise Malformed("unknown version")
+        if len(raw) < tag_len:
             raise Malformed("shorter than the tag")
-        body, tag = raw[:-TAG_LEN], raw[-TAG_LEN:]
+        body, tag = raw[:-tag_len], raw[-tag_len:]
         token = parse_body(body)
     except Malformed:
         return MALFORMED, None
 
-    # 4. Key.
-    secret = keys.get(token.key_id)
-    if secret is None:
+    # 4. Key: one of the token's algorithm.
+    key = keys.get(token.key_id)
+    if key is None or key[0] != ALGORITHM[raw[0]]:
         return UNKNOWN_KEY, token
 
-    # 5. MAC, compared in constant time.
-    expected = hmac.new(secret, body, hashlib.sha256).digest()[:TAG_LEN]
-    if not hmac.compare_digest(expected, tag):
-        return BAD_SIGNATURE, token
+    # 5. MAC, compared in constant time; or the Ed25519 signature (OpenSSL
+    # refuses a non-canonical S).
+    if raw[0] == VERSION_HMAC:
+        expected = hmac.new(key[1], body, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(expected, tag):
+            return BAD_SIGNATURE, token
+    else:
+        try:
+            Ed25519PublicKey.from_public_bytes(key[1]).verify(tag, body)
+        except InvalidSignature:
+            return BAD_SIGNATURE, token
 
     now, leeway = request.now, policy.leeway
 
@@ -624,7 +648,9 @@ def policy_from(data: dict) -> Policy:
     )
 
 
-def check_vector(vector: dict, keys: dict[int, bytes], policy: Policy) -> str | None:
+def check_vector(
+    vector: dict, keys: dict[int, tuple[str, bytes]], private: dict[int, bytes], policy: Policy
+) -> str | None:
     """Check one entry of `vectors`; return a failure message or None."""
     if "policy" in vector:
         policy = policy_from(vector["policy"])
@@ -656,6 +682,13 @@ def check_vector(vector: dict, keys: dict[int, bytes], policy: Policy) -> str | 
                 for k in diffs
             )
             return f"claims differ ({details})"
+        raw = b64url_decode_strict(vector["token"])
+        if raw[0] == VERSION_ED25519:
+            # Deterministic signatures: the listed private key signs the body to the same bytes.
+            body, sig = raw[:-64], raw[-64:]
+            again = Ed25519PrivateKey.from_private_bytes(private[token.key_id]).sign(body)
+            if again != sig:
+                return "re-signing the body with the listed private key gives another signature"
     return None
 
 
@@ -680,7 +713,23 @@ def main(argv: list[str]) -> int:
     with open(vectors_path, encoding="utf-8") as f:
         data = json.load(f)
 
-    keys = {key["id"]: bytes.fromhex(key["secret_hex"]) for key in data["keys"]}
+    # A verifier holds HMAC secrets and Ed25519 public keys; the private keys are
+    # used only to re-sign valid vectors.
+    keys: dict[int, tuple[str, bytes]] = {}
+    private: dict[int, bytes] = {}
+    for key in data["keys"]:
+        if key["algorithm"] == "hmac-sha256":
+            keys[key["id"]] = ("hmac-sha256", bytes.fromhex(key["secret_hex"]))
+        elif key["algorithm"] == "ed25519":
+            keys[key["id"]] = ("ed25519", bytes.fromhex(key["public_hex"]))
+            private[key["id"]] = bytes.fromhex(key["private_hex"])
+            derived = Ed25519PrivateKey.from_private_bytes(private[key["id"]]).public_key().public_bytes_raw()
+            if derived != keys[key["id"]][1]:
+                print(f"FAIL key {key['id']}: public_hex is not the private key's public key")
+                return 1
+        else:
+            print(f"FAIL key {key['id']}: unknown algorithm {key['algorithm']!r}")
+            return 1
     policy = policy_from(data["policy"])
 
     passed = failed = 0
@@ -698,7 +747,7 @@ def main(argv: list[str]) -> int:
             print(f"FAIL {label}: {problem}")
 
     for vector in data["vectors"]:
-        record(f"vector {vector['name']!r}", lambda v=vector: check_vector(v, keys, policy))
+        record(f"vector {vector['name']!r}", lambda v=vector: check_vector(v, keys, private, policy))
     for case in data["paths"]:
         record(f"path {case['input']!r}", lambda c=case: check_path(c))
 
@@ -709,6 +758,10 @@ def main(argv: list[str]) -> int:
     if len(data["paths"]) < MIN_PATHS:
         failed += 1
         print(f"FAIL only {len(data['paths'])} path cases (at least {MIN_PATHS} expected)")
+    ed25519 = [v for v in data["vectors"] if v["token"][:2] == "Ag"]
+    if not any(v["expect"] == OK for v in ed25519) or not any(v["expect"] == BAD_SIGNATURE for v in ed25519):
+        failed += 1
+        print("FAIL the Ed25519 (version 2) vectors lack a valid or a bad_signature case")
     expected = {vector["expect"] for vector in data["vectors"]}
     for reason in (OK, MALFORMED, UNKNOWN_KEY, BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, SCOPE, IP, GEO):
         if reason not in expected:

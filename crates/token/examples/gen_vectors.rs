@@ -11,17 +11,24 @@
 //! an oracle for them. Valid tokens are produced by `stile_token::sign`;
 //! malformed or non-canonical ones are assembled byte by byte here and given a
 //! correct MAC, so a verifier must reject them for their structure, not their
-//! signature.
+//! signature. Ed25519 tokens (format version 2) are signed by `sign` with the
+//! private keys listed in the file (Ed25519 signing is deterministic, so an
+//! independent implementation can re-sign each body and compare bytes); the
+//! tampered ones are built here.
 
+use ed25519_dalek::Signer;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use stile_token::{Claims, Country, CountryRule, IpBinding, KeyRing, Scope, SecretKey, TokenId, sign};
+use stile_token::{Claims, Country, CountryRule, Ed25519Secret, IpBinding, KeyRing, Scope, SecretKey, TokenId, sign};
 
 const NOW: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const KEY1: [u8; 32] = *b"stile-test-vector-key-one-32byte";
 const KEY2: [u8; 32] = *b"stile-test-vector-key-two-32byte";
 const KEY_MAX: [u8; 32] = *b"stile-test-vector-key-max-32byte";
+/// Ed25519 private keys (RFC 8032 seeds) of key ids 3 and 4.
+const ED3: [u8; 32] = *b"stile-test-vector-ed25519-seed-3";
+const ED4: [u8; 32] = *b"stile-test-vector-ed25519-seed-4";
 const MAX_TTL: u64 = 31 * 86_400;
 
 #[allow(dead_code)] // reason: the test that includes this file calls `document` only.
@@ -121,6 +128,8 @@ pub(crate) fn document() -> String {
     ring.insert(1, &SecretKey::from_bytes(KEY1));
     ring.insert(2, &SecretKey::from_bytes(KEY2));
     ring.insert(u32::MAX, &SecretKey::from_bytes(KEY_MAX));
+    ring.insert_ed25519_secret(3, &Ed25519Secret::from_bytes(ED3));
+    ring.insert_ed25519_secret(4, &Ed25519Secret::from_bytes(ED4));
     let mut v = Vectors { ring, rows: Vec::new() };
     let country = |c: &str| Country::parse(c).unwrap();
 
@@ -286,15 +295,98 @@ pub(crate) fn document() -> String {
     v.raw("unknown key id", &unknown, at, "unknown_key");
     v.raw("unknown key id and expired: unknown_key", &unknown, at.now(NOW + 86_400), "unknown_key");
 
+    // Version 2: Ed25519 (§ 1, § 4 step 5). The same claims, the same checks after the signature.
+    let ed = Claims { key_id: 3, ..base.clone() };
+    let ed_full = Claims { key_id: 4, ..full.clone() };
+    v.signed("Ed25519: minimal prefix token", &ed, at, None);
+    v.signed("Ed25519: every optional claim present", &ed_full, at.ip("203.0.113.77").country("DE"), None);
+    v.signed("Ed25519: expired at expiry + leeway", &ed, at.now(ed.expires_at + 5), Some("expired"));
+    v.signed("Ed25519: out of scope", &ed, Req::at("/vod/abd/x.ts"), Some("scope"));
+    v.signed("Ed25519: country not in allow-list", &ed_full, at.ip("203.0.113.1").country("US"), Some("geo"));
+    let ed_good = sign(&ed, &v.ring).unwrap();
+    let mut raw = decode(&ed_good);
+    let end = raw.len() - 1;
+    raw[end] ^= 0x01; // inside S
+    v.raw("Ed25519: signature bit flipped in S", &encode(&raw), at, "bad_signature");
+    let mut raw = decode(&ed_good);
+    let r_byte = raw.len() - 64;
+    raw[r_byte] ^= 0x80; // inside R
+    v.raw("Ed25519: signature bit flipped in R", &encode(&raw), at, "bad_signature");
+    let mut raw = decode(&ed_good);
+    raw[20] ^= 0x40; // inside issued_at
+    v.raw("Ed25519: claims changed after signing", &encode(&raw), at, "bad_signature");
+    v.raw("Ed25519: claims changed and expired: bad_signature", &encode(&raw), at.now(NOW + 86_400), "bad_signature");
+    // S + L: the same signature modulo the group order, not canonical (strict verification).
+    let mut raw = decode(&ed_good);
+    let s_at = raw.len() - 32;
+    add_group_order(&mut raw[s_at..]);
+    v.raw("Ed25519: non-canonical S (S + L)", &encode(&raw), at, "bad_signature");
+    let mut other = KeyRing::new();
+    other.insert_ed25519_secret(3, &Ed25519Secret::from_bytes(ED4));
+    v.raw("Ed25519: signed with another private key", &sign(&ed, &other).unwrap(), at, "bad_signature");
+    other.insert_ed25519_secret(1, &Ed25519Secret::from_bytes(ED3));
+    v.raw(
+        "Ed25519 token naming an HMAC key: unknown_key",
+        &sign(&Claims { key_id: 1, ..base.clone() }, &other).unwrap(),
+        at,
+        "unknown_key",
+    );
+    let mut hmac_named_ed = Body { flags: 1, issued_at: NOW - 60, ttl: 3660 }
+        .with(&[9, b'/', b'v', b'o', b'd', b'/', b'a', b'b', b'c', b'/']);
+    hmac_named_ed[2..6].copy_from_slice(&3u32.to_be_bytes());
+    v.raw("HMAC token naming an Ed25519 key: unknown_key", &encode(&mac(&hmac_named_ed, &ED3)), at, "unknown_key");
+    other.insert_ed25519_secret(9, &Ed25519Secret::from_bytes(ED3));
+    let ed_unknown = sign(&Claims { key_id: 9, ..base.clone() }, &other).unwrap();
+    v.raw("Ed25519: unknown key id", &ed_unknown, at, "unknown_key");
+    let ed_shortest = Claims { key_id: 3, scope: Scope::Prefix("/".into()), ..base.clone() };
+    let ed_shortest_token = sign(&ed_shortest, &v.ring).unwrap();
+    assert_eq!(ed_shortest_token.len(), 123, "26-byte header, 2-byte scope, 64-byte signature");
+    v.push(
+        "Ed25519: the shortest token (123 characters)",
+        &ed_shortest_token,
+        at,
+        Expect::Ok(claims_json(&ed_shortest)),
+        None,
+    );
+    let ed_longest = Claims { key_id: 3, ..longest.clone() };
+    let ed_longest_token = sign(&ed_longest, &v.ring).unwrap();
+    assert_eq!(ed_longest_token.len(), 708, "every field at its maximum spells the longest token");
+    v.push(
+        "Ed25519: every field at its maximum (708 characters)",
+        &ed_longest_token,
+        long_req,
+        Expect::Ok(claims_json(&ed_longest)),
+        None,
+    );
+    v.raw("709 characters", &format!("{ed_longest_token}A"), long_req, "malformed");
+    v.raw("710 characters", &format!("{ed_longest_token}AA"), long_req, "malformed");
+    // The version says the tag's length: an HMAC-length tag after a version-2 body is malformed.
+    let mut v2_short = Body { flags: 1, issued_at: NOW - 60, ttl: 3660 }
+        .with(&[9, b'/', b'v', b'o', b'd', b'/', b'a', b'b', b'c', b'/']);
+    v2_short[0] = 2;
+    v.raw("version 2 with a 16-byte tag", &encode(&mac(&v2_short, &KEY1)), at, "malformed");
+    let mut ed_trailing = v2_short.clone();
+    ed_trailing[2..6].copy_from_slice(&3u32.to_be_bytes());
+    ed_trailing.push(0);
+    v.raw(
+        "Ed25519: trailing byte after the last field, correctly signed",
+        &encode(&ed_sign(&ed_trailing, &ED3)),
+        at,
+        "malformed",
+    );
+    let mut v2_hmac_long = decode(&ed_good);
+    v2_hmac_long[0] = 1;
+    v.raw("version 1 with a 64-byte tag", &encode(&v2_hmac_long), at, "malformed");
+
     // Malformed: structure errors, each with a correct MAC.
     let body = |flags: u8, tail: &[u8]| Body { flags, issued_at: NOW - 60, ttl: 3660 }.with(tail);
     let scope = |s: &str| [&[s.len() as u8][..], s.as_bytes()].concat();
     let abc = scope("/vod/abc/");
     assert_eq!(encode(&mac(&body(1, &abc), &KEY1)), good, "the hand-built body is what `sign` writes");
     let mut malformed = |name: &str, raw_body: Vec<u8>| v.raw(name, &encode(&mac(&raw_body, &KEY1)), at, "malformed");
-    let mut v2 = body(1, &abc);
-    v2[0] = 2;
-    malformed("unknown version", v2);
+    let mut v3 = body(1, &abc);
+    v3[0] = 3;
+    malformed("unknown version", v3);
     malformed("reserved flag bit set", body(1 | 0x80, &abc));
     malformed("deny flag without countries", body(1 | 0x10, &abc));
     malformed("prefix flag on a scope without trailing slash", body(1, &scope("/vod/abc")));
@@ -358,13 +450,19 @@ pub(crate) fn document() -> String {
     // Non-zero unused bits in the last character: same bytes, another spelling.
     v.raw("non-zero trailing bits (second spelling of a valid token)", &nonzero_trailing_bits(&good), at, "malformed");
 
+    let ed_key = |id: u32, seed: [u8; 32]| {
+        let public = Ed25519Secret::from_bytes(seed).public();
+        json!({ "id": id, "algorithm": "ed25519", "public_hex": hex::encode(public.as_bytes()), "private_hex": hex::encode(seed) })
+    };
     let doc = json!({
         "format": "stile-token",
-        "version": 1,
+        "version": 2,
         "keys": [
-            { "id": 1, "secret_hex": hex::encode(KEY1) },
-            { "id": 2, "secret_hex": hex::encode(KEY2) },
-            { "id": u32::MAX, "secret_hex": hex::encode(KEY_MAX) },
+            { "id": 1, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY1) },
+            { "id": 2, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY2) },
+            ed_key(3, ED3),
+            ed_key(4, ED4),
+            { "id": u32::MAX, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY_MAX) },
         ],
         "policy": { "leeway_secs": 5, "unknown_country": "deny" },
         "vectors": v.rows,
@@ -519,6 +617,28 @@ impl Body {
         b.extend_from_slice(tail);
         b
     }
+}
+
+/// Adds the Ed25519 group order L to a 32-byte little-endian scalar (S stays below 2^256).
+fn add_group_order(s: &mut [u8]) {
+    // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (b, l) in s.iter_mut().zip(L) {
+        let sum = u16::from(*b) + u16::from(l) + carry;
+        *b = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0);
+}
+
+/// Signs a hand-built body with an Ed25519 seed (for bodies `sign` would not write).
+fn ed_sign(body: &[u8], seed: &[u8; 32]) -> Vec<u8> {
+    let sig = ed25519_dalek::SigningKey::from_bytes(seed).sign(body);
+    [body, &sig.to_bytes()[..]].concat()
 }
 
 fn mac(body: &[u8], key: &[u8]) -> Vec<u8> {

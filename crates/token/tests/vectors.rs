@@ -11,7 +11,8 @@ mod gen_vectors;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stile_token::{
-    Country, CountryRule, KeyRing, Policy, Reason, Request, SecretKey, Token, UnknownCountry, canonicalize_path, verify,
+    Country, CountryRule, Ed25519Public, KeyRing, Policy, Reason, Request, SecretKey, Token, UnknownCountry,
+    canonicalize_path, verify,
 };
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/token-vectors.json");
@@ -28,7 +29,9 @@ struct File {
 #[derive(Deserialize)]
 struct Key {
     id: u32,
-    secret_hex: String,
+    algorithm: String,
+    secret_hex: Option<String>,
+    public_hex: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,10 +113,21 @@ fn committed_file_matches_the_generator() {
 #[test]
 fn token_vectors() {
     let file = load();
-    assert_eq!(file.version, stile_token::VERSION);
+    assert_eq!(file.version, stile_token::VERSION_ED25519);
+    // A verifier's ring: HMAC secrets and Ed25519 public keys (never the private ones).
     let mut ring = KeyRing::new();
     for k in &file.keys {
-        ring.insert(k.id, &SecretKey::from_slice(&hex::decode(&k.secret_hex).unwrap()).unwrap());
+        match k.algorithm.as_str() {
+            "hmac-sha256" => {
+                let secret = hex::decode(k.secret_hex.as_ref().unwrap()).unwrap();
+                ring.insert(k.id, &SecretKey::from_slice(&secret).unwrap());
+            }
+            "ed25519" => {
+                let public = hex::decode(k.public_hex.as_ref().unwrap()).unwrap();
+                ring.insert_ed25519(k.id, &Ed25519Public::from_slice(&public).unwrap()).unwrap();
+            }
+            other => panic!("unknown algorithm {other}"),
+        }
     }
     let mut failures = Vec::new();
     let mut reasons = std::collections::BTreeSet::new();
