@@ -2,7 +2,10 @@
 //! canonicalisation, and two reference HMAC implementations. The product's own
 //! HMAC-SHA256 (pre-keyed `sha2::compress256` states, `stile_token::keys`) is
 //! what `verify/mac` measures; `hmac_sha256_90B` puts RustCrypto `hmac` and
-//! `ring` beside it for the same message size.
+//! `ring` beside it for the same message size. `ed25519/*` measures version-2
+//! (Ed25519) tokens through the same `verify`, and `ed25519_impls_100B` the two
+//! Ed25519 implementations in the tree (`ed25519-dalek` strict, `ring`) on a
+//! 100-byte message, with the public key prepared once as a verifier holds it.
 //!
 //! Run: `cargo bench -p stile-benches --bench token`
 
@@ -10,8 +13,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use stile_token::{
-    Claims, Country, CountryRule, IpBinding, KEY_LEN, KeyRing, Policy, Request, Scope, SecretKey, Token, TokenId,
-    canonicalize_path, sign, verify,
+    Claims, Country, CountryRule, Ed25519Secret, IpBinding, KEY_LEN, KeyRing, Policy, Request, Scope, SecretKey, Token,
+    TokenId, canonicalize_path, sign, verify,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -113,5 +116,56 @@ fn bench_hmac_impls(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_verify, bench_canonicalize, bench_hmac_impls);
+/// Version-2 tokens: the typical claims signed with an Ed25519 key, verified
+/// with the public key only (what an edge holds), against the HMAC token.
+fn bench_ed25519(c: &mut Criterion) {
+    let secret = Ed25519Secret::from_bytes([9; 32]);
+    let mut signer = ring();
+    signer.insert_ed25519_secret(3, &secret);
+    let mut verifier = ring();
+    verifier.insert_ed25519(3, &secret.public()).unwrap();
+    let ed = sign(&Claims { key_id: 3, ..typical_claims() }, &signer).unwrap();
+    let hmac = sign(&typical_claims(), &verifier).unwrap();
+    println!("typical Ed25519 token: {} bytes", ed.len());
+    let req = Request {
+        path: "/vod/4f7c2a9e/1080p/seg_00042.ts",
+        client_ip: Some("203.0.113.9".parse().unwrap()),
+        country: Country::parse("FR"),
+        now: NOW,
+    };
+    let policy = Policy::default();
+    assert!(verify(&ed, &verifier, &req, &policy).is_ok());
+    let mut g = c.benchmark_group("ed25519");
+    g.bench_function("verify_valid", |b| b.iter(|| verify(black_box(&ed), &verifier, black_box(&req), &policy)));
+    g.bench_function("hmac_verify_valid", |b| b.iter(|| verify(black_box(&hmac), &verifier, black_box(&req), &policy)));
+    let parsed = Token::parse(&ed).unwrap();
+    g.bench_function("signature_only", |b| b.iter(|| black_box(&parsed).verify_signature(&verifier)));
+    let claims = Claims { key_id: 3, ..typical_claims() };
+    g.bench_function("sign", |b| b.iter(|| sign(black_box(&claims), &signer)));
+    g.finish();
+}
+
+/// The two Ed25519 implementations in the dependency tree, verifying a
+/// 100-byte message with a key prepared once.
+fn bench_ed25519_impls(c: &mut Criterion) {
+    use ed25519_dalek::Signer;
+    let msg = [0x5au8; 100];
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let sig = sk.sign(&msg);
+    let vk = sk.verifying_key();
+    let mut g = c.benchmark_group("ed25519_impls_100B");
+    g.bench_function("dalek_verify_strict", |b| b.iter(|| vk.verify_strict(black_box(&msg), black_box(&sig))));
+    g.bench_function("dalek_verify", |b| {
+        b.iter(|| ed25519_dalek::Verifier::verify(&vk, black_box(&msg), black_box(&sig)))
+    });
+    let public = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, vk.to_bytes());
+    let sig_bytes = sig.to_bytes();
+    g.bench_function("ring_verify", |b| b.iter(|| public.verify(black_box(&msg), black_box(&sig_bytes))));
+    g.bench_function("dalek_sign", |b| b.iter(|| sk.sign(black_box(&msg))));
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
+    g.bench_function("ring_sign", |b| b.iter(|| pair.sign(black_box(&msg))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_canonicalize, bench_hmac_impls, bench_ed25519, bench_ed25519_impls);
 criterion_main!(benches);

@@ -137,7 +137,19 @@ fn check(model: &mut Model, now: u64) {
 }
 
 fn key(id: u32, fill: u8) -> pb::EdgeKey {
-    pb::EdgeKey { key_id: id, state: pb::KeyState::Active.into(), secret: vec![fill; 32] }
+    pb::EdgeKey { key_id: id, state: pb::KeyState::Active.into(), secret: vec![fill; 32], ..Default::default() }
+}
+
+/// An Ed25519 key as the control plane pushes it: the public key only.
+fn ed25519_key(id: u32, fill: u8) -> pb::EdgeKey {
+    let public = stile_token::Ed25519Secret::from_bytes([fill; 32]).public();
+    pb::EdgeKey {
+        key_id: id,
+        state: pb::KeyState::Active.into(),
+        algorithm: pb::KeyAlgorithm::Ed25519.into(),
+        public_key: public.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 fn target(t: pb::revocation_target::Target) -> Option<pb::RevocationTarget> {
@@ -229,16 +241,31 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
         2 => {
             let id = u32::from(b[5] % 4);
             let state = i32::from(b[4] % 6);
-            let material = match b[7] % 4 {
+            let material = match b[7] % 6 {
                 0 => None,
                 1 => Some(key(id, b[6] | 1)),
                 2 => Some(key(id + 1, b[6] | 1)),
-                _ => Some(pb::EdgeKey { key_id: id, state, secret: vec![b[6]; usize::from(b[6] % 40)] }),
+                3 => Some(pb::EdgeKey {
+                    key_id: id,
+                    state,
+                    secret: vec![b[6]; usize::from(b[6] % 40)],
+                    ..Default::default()
+                }),
+                4 => Some(ed25519_key(id, b[6])),
+                // Odd material: any algorithm value, public key bytes of any length (weak
+                // points and non-points included), with or without a secret.
+                _ => Some(pb::EdgeKey {
+                    key_id: id,
+                    state,
+                    algorithm: i32::from(b[4] % 4),
+                    secret: if b[6] & 1 == 0 { Vec::new() } else { vec![b[6]; 32] },
+                    public_key: vec![b[6] & 0x7f; usize::from(b[6] % 40)],
+                }),
             };
             Cm::Delta(pb::Delta {
                 change: Some(pb::Change {
                     version,
-                    kind: Some(pb::change::Kind::Key(pb::KeyChange { key_id: id, state })),
+                    kind: Some(pb::change::Kind::Key(pb::KeyChange { key_id: id, state, ..Default::default() })),
                     ..Default::default()
                 }),
                 key: material,

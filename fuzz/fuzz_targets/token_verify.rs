@@ -1,6 +1,8 @@
-//! Token parse + verify on arbitrary input: never panics; `verify` is
-//! `malformed` exactly when `Token::parse` fails, and otherwise agrees with
-//! parse + MAC + claim checks, for each of a few requests (time, path, client
+//! Token parse + verify on arbitrary input, both format versions (HMAC key 1,
+//! Ed25519 key 2, held as a verifier holds it: the public key): never panics;
+//! `verify` is `malformed` exactly when `Token::parse` fails, and otherwise
+//! agrees with parse + signature + claim checks, and with the edge's
+//! verified-signature cache (asked twice: a hit never differs from a check), for each of a few requests (time, path, client
 //! address, country, unknown-country policy). Whatever parses re-encodes to a token with the
 //! same claims — except a scope that passes the parser's byte rules without
 //! being canonical (the spec leaves that check to signers, since the scope is
@@ -8,7 +10,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stile_token::{ClaimsError, Country, KeyRing, Policy, Reason, Request, SecretKey, Token, UnknownCountry, verify};
+use stile_edge::verified::VerifiedCache;
+use stile_token::{
+    Algorithm, ClaimsError, Country, Ed25519Secret, KeyRing, Policy, Reason, Request, SecretKey, Token, UnknownCountry,
+    verify,
+};
 
 const NOW: u64 = 1_767_225_600;
 
@@ -19,7 +25,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
     let mut ring = KeyRing::new();
     ring.insert(1, &SecretKey::from_bytes([1; 32]));
+    ring.insert_ed25519(2, &Ed25519Secret::from_bytes([2; 32]).public()).expect("a valid public key");
     let parsed = Token::parse(s);
+    if let Ok(token) = &parsed {
+        let cache = VerifiedCache::new(4);
+        let direct = token.verify_signature(&ring);
+        assert_eq!(cache.verify(token, &ring), direct, "the cache's miss disagrees with the check");
+        assert_eq!(cache.verify(token, &ring), direct, "the cache's second answer disagrees with the check");
+    }
     if let Err(reason) = parsed {
         assert_eq!(reason, Reason::Malformed, "parse fails only as malformed");
     }
@@ -51,9 +64,16 @@ fuzz_target!(|data: &[u8]| {
     // must succeed and parse back to the same claims.
     let claims = token.claims();
     let mut ring = KeyRing::new();
-    ring.insert(claims.key_id, &SecretKey::from_bytes([2; 32]));
+    match token.algorithm() {
+        Algorithm::HmacSha256 => ring.insert(claims.key_id, &SecretKey::from_bytes([2; 32])),
+        Algorithm::Ed25519 => ring.insert_ed25519_secret(claims.key_id, &Ed25519Secret::from_bytes([2; 32])),
+    }
     match stile_token::sign(&claims, &ring) {
-        Ok(again) => assert_eq!(Token::parse(&again).expect("re-signed token parses").claims(), claims),
+        Ok(again) => {
+            let back = Token::parse(&again).expect("re-signed token parses");
+            assert_eq!(back.algorithm(), token.algorithm());
+            assert_eq!(back.claims(), claims);
+        }
         Err(e) => assert!(matches!(e, ClaimsError::Path(_)), "parsed claims rejected by the signer: {e:?}"),
     }
 });

@@ -118,6 +118,33 @@ pub struct PolicyConfig {
     pub allow_countries: Vec<String>,
     /// Countries refused when the request gives no country rule. Default empty.
     pub deny_countries: Vec<String>,
+    /// Which key signs links minted under this policy: `"hmac-sha256"` (the
+    /// default; format version 1) or `"ed25519"` (version 2: edges hold only
+    /// the public key and cannot mint). The ACTIVE key of that algorithm
+    /// mints; without one, minting fails FAILED_PRECONDITION.
+    pub algorithm: PolicyAlgorithm,
+}
+
+/// A policy's signing algorithm (`policies.<name>.algorithm`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum PolicyAlgorithm {
+    /// HMAC-SHA256 (token format version 1).
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// Ed25519 (token format version 2).
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl PolicyAlgorithm {
+    /// The token crate's algorithm.
+    pub fn algorithm(self) -> stile_token::Algorithm {
+        match self {
+            PolicyAlgorithm::HmacSha256 => stile_token::Algorithm::HmacSha256,
+            PolicyAlgorithm::Ed25519 => stile_token::Algorithm::Ed25519,
+        }
+    }
 }
 
 /// Authentication settings.
@@ -314,6 +341,7 @@ impl Default for PolicyConfig {
             require_ip: false,
             allow_countries: Vec::new(),
             deny_countries: Vec::new(),
+            algorithm: PolicyAlgorithm::HmacSha256,
         }
     }
 }
@@ -426,6 +454,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The algorithms the configured policies mint with, each once, HMAC-SHA256 first.
+    pub fn minting_algorithms(&self) -> Vec<stile_token::Algorithm> {
+        stile_token::Algorithm::ALL
+            .into_iter()
+            .filter(|a| self.policies.values().any(|p| p.algorithm.algorithm() == *a))
+            .collect()
     }
 
     /// The longest TTL any policy allows: how long a revocation must be kept.
@@ -563,6 +599,7 @@ mod tests {
             default_ttl_secs = 600
             require_subject = true
             allow_countries = ["us", "CA"]
+            algorithm = "ed25519"
             [[auth.keys]]
             name = "root"
             role = "admin"
@@ -573,6 +610,8 @@ mod tests {
         assert_eq!(c.policies.len(), 1);
         assert_eq!(c.auth.keys[0].role, Role::Admin);
         assert_eq!(c.max_ttl_secs(), 7200);
+        assert_eq!(c.policies["paid"].algorithm, PolicyAlgorithm::Ed25519);
+        assert_eq!(Config::default().policies["public"].algorithm, PolicyAlgorithm::HmacSha256);
     }
 
     #[test]
@@ -607,6 +646,7 @@ mod tests {
         check("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"http://x\"", "store.redis.url");
         check("[store]\nbackend = \"redis\"\n[store.redis]\nkey_prefix = \"A B\"", "store.redis.key_prefix");
         check("[store]\nbackend = \"memcached\"", "unknown variant `memcached`");
+        check("default_policy = \"x\"\n[policies.x]\nalgorithm = \"rsa\"", "unknown variant `rsa`");
         check("admin_listen = \"localhost\"", "admin_listen");
         check("[sync]\nheartbeat_interval_ms = 0", "sync.heartbeat_interval_ms");
         check("[sync]\nedge_timeout_ms = 500", "sync.edge_timeout_ms");

@@ -1,7 +1,7 @@
 //! Explicit conversions between the domain types and `stile.v1` messages.
 
 use stile_proto::v1 as pb;
-use stile_token::TokenId;
+use stile_token::{Algorithm, TokenId, VerifyKey};
 
 use crate::error::ApiError;
 use crate::mint::{CountryLists, MintParams, MintedLink};
@@ -58,6 +58,23 @@ impl From<KeyState> for pb::KeyState {
     }
 }
 
+/// The wire form of a key algorithm.
+pub(crate) fn key_algorithm(a: Algorithm) -> pb::KeyAlgorithm {
+    match a {
+        Algorithm::HmacSha256 => pb::KeyAlgorithm::HmacSha256,
+        Algorithm::Ed25519 => pb::KeyAlgorithm::Ed25519,
+    }
+}
+
+/// A requested key algorithm: unset is HMAC-SHA256; an unknown value is INVALID_ARGUMENT.
+pub(crate) fn algorithm_from_wire(value: i32) -> Result<Algorithm, ApiError> {
+    match pb::KeyAlgorithm::try_from(value) {
+        Ok(pb::KeyAlgorithm::Unspecified | pb::KeyAlgorithm::HmacSha256) => Ok(Algorithm::HmacSha256),
+        Ok(pb::KeyAlgorithm::Ed25519) => Ok(Algorithm::Ed25519),
+        Err(_) => Err(ApiError::InvalidArgument(format!("algorithm: unknown key algorithm {value}"))),
+    }
+}
+
 /// Public facts about a key: never its secret.
 pub(crate) fn key_info(k: &SigningKey) -> pb::KeyInfo {
     pb::KeyInfo {
@@ -66,12 +83,23 @@ pub(crate) fn key_info(k: &SigningKey) -> pb::KeyInfo {
         created_at: k.created_at,
         activated_at: k.activated_at.unwrap_or(0),
         retired_at: k.retired_at.unwrap_or(0),
+        algorithm: key_algorithm(k.algorithm).into(),
     }
 }
 
-/// A verifying key with its secret, for the edges. Only the Sync stream sends this.
+/// A verifying key for the edges: an HMAC key with its secret, an Ed25519
+/// key with its public key only. Only the Sync stream sends this.
 pub(crate) fn edge_key(k: &SigningKey) -> pb::EdgeKey {
-    pb::EdgeKey { key_id: k.id, state: pb::KeyState::from(k.state).into(), secret: k.secret.expose().to_vec() }
+    let state = pb::KeyState::from(k.state).into();
+    let algorithm = key_algorithm(k.algorithm).into();
+    match k.verify_key() {
+        VerifyKey::Hmac(secret) => {
+            pb::EdgeKey { key_id: k.id, state, algorithm, secret: secret.expose().to_vec(), public_key: Vec::new() }
+        }
+        VerifyKey::Ed25519(public) => {
+            pb::EdgeKey { key_id: k.id, state, algorithm, secret: Vec::new(), public_key: public.as_bytes().to_vec() }
+        }
+    }
 }
 
 impl From<Target> for pb::RevocationTarget {
@@ -131,9 +159,11 @@ impl From<Change> for pb::Change {
     fn from(c: Change) -> pb::Change {
         let kind = match c.kind {
             ChangeKind::Revocation(r) => pb::change::Kind::Revocation(r.into()),
-            ChangeKind::Key { key_id, state } => {
-                pb::change::Kind::Key(pb::KeyChange { key_id, state: pb::KeyState::from(state).into() })
-            }
+            ChangeKind::Key { key_id, state, algorithm } => pb::change::Kind::Key(pb::KeyChange {
+                key_id,
+                state: pb::KeyState::from(state).into(),
+                algorithm: key_algorithm(algorithm).into(),
+            }),
             ChangeKind::Purge(p) => pb::change::Kind::Purge(p.into()),
         };
         pb::Change { version: c.version, at: c.at, actor: c.actor, kind: Some(kind) }

@@ -12,18 +12,34 @@
 
 use std::net::IpAddr;
 
-use stile_token::{Claims, ClaimsError, CountryRule, IpBinding, KeyId, KeyRing, Scope, TokenId, canonicalize_path};
+use stile_token::{
+    Algorithm, Claims, ClaimsError, CountryRule, IpBinding, KeyId, KeyRing, Scope, TokenId, canonicalize_path,
+};
 
 use crate::config::{Config, LinksConfig, PolicyConfig};
 use crate::error::ApiError;
 use crate::model::{Asset, AssetState};
 use crate::policy::{country_rule, normalise_base_url};
 
-/// The signing key to mint with.
+/// The signing keys to mint with: the ACTIVE key of each algorithm, and the
+/// ring that holds them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MintKey<'a> {
-    pub(crate) id: KeyId,
+    /// The ACTIVE HMAC-SHA256 key.
+    pub(crate) hmac: Option<KeyId>,
+    /// The ACTIVE Ed25519 key.
+    pub(crate) ed25519: Option<KeyId>,
     pub(crate) ring: &'a KeyRing,
+}
+
+impl MintKey<'_> {
+    /// The ACTIVE key of `algorithm`, if any.
+    pub(crate) fn active(&self, algorithm: Algorithm) -> Option<KeyId> {
+        match algorithm {
+            Algorithm::HmacSha256 => self.hmac,
+            Algorithm::Ed25519 => self.ed25519,
+        }
+    }
 }
 
 /// What a caller asks of one link. Every field is optional; `None` takes the
@@ -102,9 +118,9 @@ pub(crate) fn gate(id: &str, asset: Option<Asset>) -> Result<Asset, ApiError> {
 }
 
 /// Mints one link for a published asset at time `now` (Unix seconds) with
-/// token id `token_id`. Checks run in a fixed order (policy, lifetime, scope
-/// and entry, bindings, base URL), so a request with several faults is told
-/// the first.
+/// token id `token_id`. Checks run in a fixed order (policy and its signing
+/// key, lifetime, scope and entry, bindings, base URL), so a request with
+/// several faults is told the first. The policy's algorithm picks the key.
 pub(crate) fn mint(
     config: &Config,
     params: &MintParams<'_>,
@@ -114,12 +130,19 @@ pub(crate) fn mint(
     token_id: TokenId,
 ) -> Result<MintedLink, ApiError> {
     let (policy_name, policy) = resolve_policy(config, params)?;
+    let algorithm = policy.algorithm.algorithm();
+    let key_id = key.active(algorithm).ok_or_else(|| {
+        ApiError::FailedPrecondition(format!(
+            "no active {algorithm} signing key for policy {policy_name:?}; rotate one in \
+             (KeyService.Rotate with algorithm {algorithm}: `stile keys rotate --algorithm {algorithm}`)"
+        ))
+    })?;
     let lifetime = lifetime(policy_name, policy, params, now)?;
     let (scope, entry) = placement(asset, params)?;
     let bindings = bindings(config, policy_name, policy, params)?;
     let base = base_url(config, params)?;
     let claims = Claims {
-        key_id: key.id,
+        key_id,
         token_id,
         issued_at: now,
         not_before: lifetime.not_before,
@@ -131,7 +154,9 @@ pub(crate) fn mint(
         channel: params.channel.map(str::to_owned),
     };
     let token = stile_token::sign(&claims, key.ring).map_err(|e| match e {
-        ClaimsError::UnknownKey => ApiError::Internal(format!("active key {} is missing from the key ring", key.id)),
+        ClaimsError::UnknownKey | ClaimsError::PublicOnly => {
+            ApiError::Internal(format!("active key {key_id} is missing from the key ring"))
+        }
         ClaimsError::Subject => invalid(format!("subject: {e}")),
         ClaimsError::Channel => invalid(format!("channel: {e}")),
         other => invalid(other.to_string()),
@@ -295,7 +320,9 @@ fn under_asset(asset: &Asset, path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use stile_token::{KEY_LEN, Policy, Request, SecretKey, verify};
+    use stile_token::{Ed25519Secret, KEY_LEN, Policy, Request, SecretKey, verify};
+
+    use crate::config::PolicyAlgorithm;
 
     use super::*;
 
@@ -314,9 +341,11 @@ mod tests {
         }
     }
 
+    /// Key 1 is an HMAC key, key 2 an Ed25519 key.
     fn ring() -> KeyRing {
         let mut ring = KeyRing::new();
         ring.insert(1, &SecretKey::from_bytes([9; KEY_LEN]));
+        ring.insert_ed25519_secret(2, &Ed25519Secret::from_bytes([8; 32]));
         ring
     }
 
@@ -326,7 +355,7 @@ mod tests {
 
     fn mint_at(p: &MintParams<'_>, now: u64) -> Result<MintedLink, ApiError> {
         let ring = ring();
-        mint(&Config::default(), p, &asset(), MintKey { id: 1, ring: &ring }, now, TOKEN_ID)
+        mint(&Config::default(), p, &asset(), MintKey { hmac: Some(1), ed25519: Some(2), ring: &ring }, now, TOKEN_ID)
     }
 
     fn check(p: MintParams<'_>, needle: &str) {
@@ -402,6 +431,45 @@ mod tests {
         check(MintParams { countries: Some(CountryLists { allow: &usa, deny: &[] }), ..params() }, "\"USA\"");
         // Several faults: the first in check order is reported.
         check(MintParams { policy: Some("gold"), client_ip: Some("x"), ..params() }, "unknown policy");
+    }
+
+    /// A policy's algorithm picks the ACTIVE key of that algorithm; without one
+    /// minting fails FAILED_PRECONDITION, naming the algorithm.
+    #[test]
+    fn the_policy_picks_the_algorithm() {
+        let mut config = Config::default();
+        config.policies.get_mut("public").unwrap().algorithm = PolicyAlgorithm::Ed25519;
+        let ring = ring();
+        let both = MintKey { hmac: Some(1), ed25519: Some(2), ring: &ring };
+        let link = mint(&config, &params(), &asset(), both, 1_000, TOKEN_ID).unwrap();
+        assert_eq!(link.key_id, 2);
+        let token = stile_token::Token::parse(&link.token).unwrap();
+        assert_eq!(token.algorithm(), stile_token::Algorithm::Ed25519);
+        // An edge's ring: the public key only.
+        let mut edge = KeyRing::new();
+        edge.insert_ed25519(2, &Ed25519Secret::from_bytes([8; 32]).public()).unwrap();
+        let r = Request { path: "/vod/abc/720p/seg1.ts", client_ip: None, country: None, now: 2_000 };
+        assert_eq!(verify(&link.token, &edge, &r, &Policy::default()).unwrap().key_id(), 2);
+        // The other policies stay HMAC.
+        let hmac = mint(
+            &config,
+            &MintParams { policy: Some("private"), subject: Some("v"), ..params() },
+            &asset(),
+            both,
+            1_000,
+            TOKEN_ID,
+        )
+        .unwrap();
+        assert_eq!(
+            (hmac.key_id, stile_token::Token::parse(&hmac.token).unwrap().algorithm()),
+            (1, stile_token::Algorithm::HmacSha256)
+        );
+        let hmac_only = MintKey { hmac: Some(1), ed25519: None, ring: &ring };
+        let err = mint(&config, &params(), &asset(), hmac_only, 1_000, TOKEN_ID).unwrap_err();
+        assert!(
+            matches!(err, ApiError::FailedPrecondition(ref m) if m.contains("no active ed25519 signing key for policy \"public\"")),
+            "{err:?}"
+        );
     }
 
     #[test]

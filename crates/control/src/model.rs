@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use stile_token::{KEY_LEN, KeyId, SecretKey};
+use stile_token::{Algorithm, Ed25519Secret, KEY_LEN, KeyId, KeyRing, SecretKey, VerifyKey};
 
 /// What a caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,14 +120,19 @@ pub enum KeyState {
 }
 
 /// A signing key with its secret. The secret never leaves the process except
-/// to the storage backend and (with issue 4) to edges over the sync stream.
+/// to the storage backend and, for an HMAC key only, to edges over the sync
+/// stream; an Ed25519 key's edges get its public key ([`SigningKey::verify_key`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKey {
     /// Key id.
     pub id: KeyId,
     /// State.
     pub state: KeyState,
-    /// The HMAC secret; `Debug` redacts it.
+    /// How it signs. Keys stored before keys had an algorithm are HMAC-SHA256.
+    #[serde(default, with = "algorithm_name")]
+    pub algorithm: Algorithm,
+    /// 32 random bytes: the HMAC secret, or the Ed25519 private key (RFC 8032
+    /// seed); `Debug` redacts it.
     #[serde(with = "secret_hex")]
     pub secret: SecretKey,
     /// Creation time, Unix seconds.
@@ -136,6 +141,28 @@ pub struct SigningKey {
     pub activated_at: Option<u64>,
     /// Retirement time, Unix seconds.
     pub retired_at: Option<u64>,
+}
+
+impl SigningKey {
+    /// What a verifier gets: the HMAC secret, or the Ed25519 public key.
+    pub fn verify_key(&self) -> VerifyKey {
+        match self.algorithm {
+            Algorithm::HmacSha256 => VerifyKey::Hmac(self.secret.clone()),
+            Algorithm::Ed25519 => VerifyKey::Ed25519(self.ed25519().public()),
+        }
+    }
+
+    /// Adds the key, able to sign, to a ring.
+    pub fn add_to(&self, ring: &mut KeyRing) {
+        match self.algorithm {
+            Algorithm::HmacSha256 => ring.insert(self.id, &self.secret),
+            Algorithm::Ed25519 => ring.insert_ed25519_secret(self.id, &self.ed25519()),
+        }
+    }
+
+    fn ed25519(&self) -> Ed25519Secret {
+        Ed25519Secret::from_bytes(*self.secret.expose())
+    }
 }
 
 /// What a revocation matches.
@@ -252,6 +279,9 @@ pub enum ChangeKind {
         key_id: KeyId,
         /// New state.
         state: KeyState,
+        /// The key's algorithm (changes recorded before keys had one: HMAC-SHA256).
+        #[serde(default, with = "algorithm_name")]
+        algorithm: Algorithm,
     },
     /// A cache purge.
     Purge(Purge),
@@ -369,6 +399,21 @@ mod secret_hex {
     }
 }
 
+/// A key algorithm by its stable name (`hmac-sha256`, `ed25519`).
+mod algorithm_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use stile_token::Algorithm;
+
+    pub(super) fn serialize<S: Serializer>(a: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(a.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+        let text = String::deserialize(d)?;
+        Algorithm::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("unknown key algorithm {text:?}")))
+    }
+}
+
 mod hex_32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -415,13 +460,35 @@ mod tests {
         let key = SigningKey {
             id: 3,
             state: KeyState::Active,
+            algorithm: Algorithm::Ed25519,
             secret: SecretKey::from_bytes([0xab; KEY_LEN]),
             created_at: 1,
             activated_at: Some(2),
             retired_at: None,
         };
         let json = serde_json::to_string(&key).unwrap();
+        assert!(json.contains(r#""algorithm":"ed25519""#), "{json}");
         assert_eq!(serde_json::from_str::<SigningKey>(&json).unwrap(), key);
         assert!(!format!("{key:?}").contains("ab, ab") && !format!("{key:?}").contains("abab"));
+        // A verifier gets the public key only, never the private key's bytes.
+        match key.verify_key() {
+            VerifyKey::Ed25519(public) => assert_ne!(public.as_bytes(), &[0xab; 32]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A key stored before keys had an algorithm reads as HMAC-SHA256, and so
+    /// does a key change of the log.
+    #[test]
+    fn records_without_an_algorithm_are_hmac() {
+        let old = format!(
+            r#"{{"id":1,"state":"active","secret":"{}","created_at":1,"activated_at":2,"retired_at":null}}"#,
+            "cd".repeat(32)
+        );
+        let key: SigningKey = serde_json::from_str(&old).unwrap();
+        assert_eq!(key.algorithm, Algorithm::HmacSha256);
+        assert_eq!(key.verify_key(), VerifyKey::Hmac(SecretKey::from_bytes([0xcd; 32])));
+        let change: ChangeKind = serde_json::from_str(r#"{"key":{"key_id":1,"state":"active"}}"#).unwrap();
+        assert_eq!(change, ChangeKind::Key { key_id: 1, state: KeyState::Active, algorithm: Algorithm::HmacSha256 });
     }
 }

@@ -178,9 +178,17 @@ impl ControlPlane {
             versions.send_replace(store.version().await?);
             keys.reload().await?;
             rollout.resume().await?;
-            if !keys.has_active() {
-                let rotated = rollout.rotate("system", "initial key", None).await?;
-                tracing::info!(key.id = rotated.key.id, version = rotated.version, "keys.initial");
+            // A first key for each algorithm a policy mints with (HMAC-SHA256 by default).
+            for algorithm in config.minting_algorithms() {
+                if !keys.has_active(algorithm) {
+                    let rotated = rollout.rotate("system", "initial key", algorithm, None).await?;
+                    tracing::info!(
+                        key.id = rotated.key.id,
+                        key.algorithm = %algorithm,
+                        version = rotated.version,
+                        "keys.initial"
+                    );
+                }
             }
             Ok::<(), ApiError>(())
         };

@@ -1,12 +1,12 @@
 //! The signing keys this process holds: the ring of keys that verify and the
-//! one key it mints with, as last loaded from the store. Minting reads it on
+//! key of each algorithm it mints with, as last loaded from the store. Minting reads it on
 //! every call without touching the store; key changes (this process's
 //! rotations and retirements, or another replica's, seen by the version
 //! follower) reload it.
 
 use std::sync::{Arc, RwLock};
 
-use stile_token::{KeyId, KeyRing};
+use stile_token::{Algorithm, KeyId, KeyRing};
 
 use crate::error::ApiError;
 use crate::locks;
@@ -24,7 +24,10 @@ pub(crate) struct SigningKeys {
 #[derive(Debug, Default)]
 struct KeyCache {
     ring: KeyRing,
-    active: Option<KeyId>,
+    /// The ACTIVE HMAC-SHA256 key.
+    hmac: Option<KeyId>,
+    /// The ACTIVE Ed25519 key.
+    ed25519: Option<KeyId>,
 }
 
 impl SigningKeys {
@@ -33,34 +36,37 @@ impl SigningKeys {
         SigningKeys { store, cache: RwLock::new(KeyCache::default()) }
     }
 
-    /// Reloads every key that is not retired, and which one is ACTIVE.
+    /// Reloads every key that is not retired (Ed25519 keys with their private
+    /// halves: this ring signs), and which key of each algorithm is ACTIVE.
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
         let keys = self.store.signing_keys().await?;
         let mut cache = KeyCache::default();
         for k in keys.iter().filter(|k| k.state != KeyState::Retired) {
-            cache.ring.insert(k.id, &k.secret);
+            k.add_to(&mut cache.ring);
             if k.state == KeyState::Active {
-                cache.active = Some(k.id);
+                match k.algorithm {
+                    Algorithm::HmacSha256 => cache.hmac = Some(k.id),
+                    Algorithm::Ed25519 => cache.ed25519 = Some(k.id),
+                }
             }
-        }
-        if let Some(id) = cache.active {
-            cache.ring.set_active(id);
         }
         *locks::write(&self.cache) = cache;
         Ok(())
     }
 
-    /// Whether a key is ACTIVE (minting is possible).
-    pub(crate) fn has_active(&self) -> bool {
-        locks::read(&self.cache).active.is_some()
+    /// Whether a key of `algorithm` is ACTIVE (policies of that algorithm can mint).
+    pub(crate) fn has_active(&self, algorithm: Algorithm) -> bool {
+        let cache = locks::read(&self.cache);
+        match algorithm {
+            Algorithm::HmacSha256 => cache.hmac.is_some(),
+            Algorithm::Ed25519 => cache.ed25519.is_some(),
+        }
     }
 
-    /// Runs `f` with the ACTIVE key and the ring; FAILED_PRECONDITION without one.
+    /// Runs `f` with the ACTIVE keys and the ring; minting under a policy
+    /// whose algorithm has no ACTIVE key fails FAILED_PRECONDITION.
     pub(crate) fn with_active<T>(&self, f: impl FnOnce(MintKey<'_>) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let cache = locks::read(&self.cache);
-        let id = cache.active.ok_or_else(|| {
-            ApiError::FailedPrecondition("no active signing key; rotate one in (KeyService.Rotate)".into())
-        })?;
-        f(MintKey { id, ring: &cache.ring })
+        f(MintKey { hmac: cache.hmac, ed25519: cache.ed25519, ring: &cache.ring })
     }
 }

@@ -594,7 +594,7 @@ impl<'a> Session<'a> {
                 for change in changes {
                     let version = change.version;
                     let key = match &change.kind {
-                        ChangeKind::Key { key_id, state } if *state != KeyState::Retired => {
+                        ChangeKind::Key { key_id, state, .. } if *state != KeyState::Retired => {
                             self.key_material(*key_id).await?
                         }
                         _ => None,

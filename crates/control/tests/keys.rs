@@ -25,8 +25,16 @@ async fn first_start_creates_an_active_key() {
     assert_eq!(
         kinds,
         [
-            (1, "system", ChangeKind::Key { key_id: 1, state: KeyState::Pending }),
-            (2, "system", ChangeKind::Key { key_id: 1, state: KeyState::Active }),
+            (
+                1,
+                "system",
+                ChangeKind::Key { key_id: 1, state: KeyState::Pending, algorithm: stile_token::Algorithm::HmacSha256 }
+            ),
+            (
+                2,
+                "system",
+                ChangeKind::Key { key_id: 1, state: KeyState::Active, algorithm: stile_token::Algorithm::HmacSha256 }
+            ),
         ]
     );
     server.stop().await;

@@ -153,8 +153,11 @@ async fn log_since_snapshot_and_pruning(store: Arc<dyn Store>) {
     assert_eq!(live, [3, 4, 5]);
     let next = store.commit(Batch { writes: vec![revoke(6, 600)], audit: vec![] }).await.unwrap();
     assert_eq!(next.changes[0].version, 6);
-    let key_change =
-        Write::Append { at: 1, actor: "t".into(), kind: ChangeKind::Key { key_id: 1, state: KeyState::Retired } };
+    let key_change = Write::Append {
+        at: 1,
+        actor: "t".into(),
+        kind: ChangeKind::Key { key_id: 1, state: KeyState::Retired, algorithm: stile_token::Algorithm::HmacSha256 },
+    };
     store.commit(Batch { writes: vec![key_change], audit: vec![] }).await.unwrap();
     assert_eq!(store.revocations(0, 100).await.unwrap().len(), 4, "key changes are not revocations");
 }
@@ -231,6 +234,7 @@ fn signing_key(id: u32, state: KeyState) -> stile_control::model::SigningKey {
     stile_control::model::SigningKey {
         id,
         state,
+        algorithm: stile_token::Algorithm::HmacSha256,
         secret: stile_token::SecretKey::from_bytes([id as u8; stile_token::KEY_LEN]),
         created_at: 1,
         activated_at: None,
@@ -273,8 +277,11 @@ async fn api_keys_signing_keys_and_assets(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("already exists")), "{err:?}");
     let err = commit(&store, vec![put(3, KeyState::Active, false)]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("does not exist")), "{err:?}");
-    let retire =
-        Write::Append { at: 5, actor: "t".into(), kind: ChangeKind::Key { key_id: 1, state: KeyState::Retired } };
+    let retire = Write::Append {
+        at: 5,
+        actor: "t".into(),
+        kind: ChangeKind::Key { key_id: 1, state: KeyState::Retired, algorithm: stile_token::Algorithm::HmacSha256 },
+    };
     let changes = commit(&store, vec![put(1, KeyState::Retired, false), retire]).await.unwrap();
     assert_eq!(changes[0].version, 1);
     let snapshot = store.snapshot().await.unwrap();

@@ -339,7 +339,10 @@ async fn a_rotated_key_is_not_minted_with_before_every_edge_has_it() {
 
     let rotate = tokio::spawn({
         let mut keys = server.keys().await;
-        async move { keys.rotate(auth(pb::RotateKeyRequest { reason: "q".into(), expect: None }, OPERATOR)).await }
+        async move {
+            keys.rotate(auth(pb::RotateKeyRequest { reason: "q".into(), expect: None, ..Default::default() }, OPERATOR))
+                .await
+        }
     });
     let pending = edge.delta().await;
     let pending_version = delta_version(&pending);

@@ -359,7 +359,15 @@ pub struct TokenConfig {
     pub leeway_secs: u32,
     /// What a country-bound token gets when the client's country is unknown: `deny` or `allow`.
     pub unknown_country: UnknownCountryConfig,
+    /// Entries of the verified-signature cache: Ed25519 tokens whose signature verified, so a
+    /// viewer's next segment requests skip the signature check (expiry, scope, bindings,
+    /// revocations and the key are still checked on every request). About 150 bytes each;
+    /// 0 disables the cache. At most 16,777,216.
+    pub verified_cache_entries: usize,
 }
+
+/// Largest `token.verified_cache_entries`.
+pub(crate) const MAX_VERIFIED_CACHE_ENTRIES: usize = 1 << 24;
 
 impl Default for TokenConfig {
     fn default() -> TokenConfig {
@@ -368,6 +376,7 @@ impl Default for TokenConfig {
             query_param: "st".into(),
             leeway_secs: stile_token::Policy::DEFAULT_LEEWAY_SECS,
             unknown_country: UnknownCountryConfig::Deny,
+            verified_cache_entries: 65_536,
         }
     }
 }
@@ -663,6 +672,9 @@ impl EdgeConfig {
         }
         if self.token.leeway_secs > stile_token::Policy::MAX_LEEWAY_SECS {
             return bad("token.leeway_secs", "more than 300 s of leeway defeats short-lived links");
+        }
+        if self.token.verified_cache_entries > MAX_VERIFIED_CACHE_ENTRIES {
+            return bad("token.verified_cache_entries", "at most 16777216 entries");
         }
         if !is_token_name(&self.cookie.name) {
             return bad("cookie.name", "must be a non-empty name of [A-Za-z0-9_-]");

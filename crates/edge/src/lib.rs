@@ -61,6 +61,7 @@ mod tap;
 mod tls;
 pub mod transport;
 pub mod validate;
+pub mod verified;
 
 pub use cache::{CacheConfig, TtlConfig};
 pub use config::{

@@ -306,6 +306,11 @@ impl Metrics {
         self.state_age.set(i64::try_from(now.saturating_sub(fresh_at)).unwrap_or(i64::MAX));
     }
 
+    /// Exports the verified-signature cache's `stile_edge_verified_cache_lookups_total{result}`.
+    pub(crate) fn register_verified_cache(&self, cache: &crate::verified::VerifiedCache) {
+        registered(&self.registry, Ok(cache.metric()));
+    }
+
     /// Counts one state reload.
     pub(crate) fn state_reload(&self, ok: bool) {
         self.state_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();

@@ -190,8 +190,10 @@ impl EdgeProxy {
         geo: Arc<Geo>,
         clock: SharedClock,
     ) -> EdgeProxy {
+        let validator = Validator::new(config);
+        metrics.register_verified_cache(validator.verified_cache());
         EdgeProxy {
-            validator: Validator::new(config),
+            validator,
             validate: config.validation.enabled,
             shared,
             metrics,

@@ -17,7 +17,8 @@
 //! ```json
 //! { "version": 7,
 //!   "generated_at": 1700000000,
-//!   "keys": [{ "id": 1, "secret": "<base64url, 32 bytes>" }],
+//!   "keys": [{ "id": 1, "secret": "<base64url, 32 bytes>" },
+//!            { "id": 2, "algorithm": "ed25519", "public_key": "<base64url, 32 bytes>" }],
 //!   "revocations": [
 //!     { "kind": "token_id", "value": "0123456789abcdef", "expires_at": 1700003600 },
 //!     { "kind": "subject", "value": "viewer-42", "issued_before": 1700000000 },
@@ -35,7 +36,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
 use stile_foreign::{Format, Key, KeyEncoding, Keys};
-use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
+use stile_token::{Algorithm, Ed25519Public, KeyId, KeyRing, SecretKey, TokenId, VerifyKey};
 
 use crate::clock::SharedClock;
 use crate::revocation::{Revocations, RevocationsBuilder};
@@ -199,14 +200,78 @@ pub struct StateFile {
     pub foreign_keys: Vec<ForeignKeyEntry>,
 }
 
-/// One key of the state file.
+/// One key of the state file: an HMAC-SHA256 key with its secret, or an
+/// Ed25519 key with its public key only (an edge never holds an Ed25519
+/// private key).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Key id.
     pub id: u32,
-    /// The 32-byte secret, base64url (padding optional).
-    pub secret: String,
+    /// `"hmac-sha256"` (the default when absent) or `"ed25519"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// HMAC-SHA256: the 32-byte secret, base64url (padding optional). Absent for Ed25519.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Ed25519: the 32-byte public key, base64url (padding optional). Absent for HMAC-SHA256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+impl KeyEntry {
+    /// The file form of a key.
+    pub fn new(id: KeyId, key: &VerifyKey) -> KeyEntry {
+        match key {
+            VerifyKey::Hmac(secret) => KeyEntry {
+                id,
+                algorithm: None,
+                secret: Some(SECRET_ENCODING.encode(secret.expose())),
+                public_key: None,
+            },
+            VerifyKey::Ed25519(public) => KeyEntry {
+                id,
+                algorithm: Some(Algorithm::Ed25519.as_str().into()),
+                secret: None,
+                public_key: Some(SECRET_ENCODING.encode(public.as_bytes())),
+            },
+        }
+    }
+
+    /// The key this entry holds, checked; else why not.
+    pub fn decode(&self) -> Result<VerifyKey, String> {
+        let id = self.id;
+        let algorithm = match self.algorithm.as_deref() {
+            None => Algorithm::HmacSha256,
+            Some(name) => Algorithm::parse(name)
+                .ok_or_else(|| format!("key {id}: unknown algorithm {name:?} (hmac-sha256 or ed25519)"))?,
+        };
+        let bytes = |field: &str, text: &Option<String>| -> Result<Vec<u8>, String> {
+            let text = text.as_deref().ok_or_else(|| format!("key {id}: {algorithm} key without its {field}"))?;
+            SECRET_ENCODING.decode(text.trim()).map_err(|e| format!("key {id}: {field}: {e}"))
+        };
+        match algorithm {
+            Algorithm::HmacSha256 => {
+                if self.public_key.is_some() {
+                    return Err(format!("key {id}: an hmac-sha256 key has no public_key"));
+                }
+                let raw = bytes("secret", &self.secret)?;
+                let secret = SecretKey::from_slice(&raw)
+                    .ok_or_else(|| format!("key {id}: secret must be 32 bytes, got {}", raw.len()))?;
+                Ok(VerifyKey::Hmac(secret))
+            }
+            Algorithm::Ed25519 => {
+                if self.secret.is_some() {
+                    return Err(format!("key {id}: an ed25519 key carries its public_key only, never a secret"));
+                }
+                let raw = bytes("public_key", &self.public_key)?;
+                let public = Ed25519Public::from_slice(&raw)
+                    .ok_or_else(|| format!("key {id}: public_key must be 32 bytes, got {}", raw.len()))?;
+                KeyRing::new().insert_ed25519(id, &public).map_err(|e| format!("key {id}: public_key: {e}"))?;
+                Ok(VerifyKey::Ed25519(public))
+            }
+        }
+    }
 }
 
 /// One revocation of the state file.
@@ -259,8 +324,8 @@ pub struct Decoded {
     pub version: u64,
     /// The file's `generated_at`.
     pub generated_at: Option<u64>,
-    /// The keys, each id once.
-    pub keys: Vec<(KeyId, SecretKey)>,
+    /// The keys, each id once, checked (an Ed25519 public key is a valid, non-weak point).
+    pub keys: Vec<(KeyId, VerifyKey)>,
     /// The revocations, in file order.
     pub revocations: Vec<RevocationEntry>,
     /// The foreign keys, by format.
@@ -278,15 +343,13 @@ impl StateFile {
     /// one set of rules for state files, sync caches and `stile explain`.
     pub fn decode(&self, path: &Path) -> Result<Decoded, StateError> {
         let bad = |message: String| StateError::Invalid { path: path.to_owned(), message };
-        let mut keys: Vec<(KeyId, SecretKey)> = Vec::with_capacity(self.keys.len());
+        let mut keys: Vec<(KeyId, VerifyKey)> = Vec::with_capacity(self.keys.len());
         for k in &self.keys {
-            let raw = SECRET_ENCODING.decode(k.secret.trim()).map_err(|e| bad(format!("key {}: secret: {e}", k.id)))?;
-            let secret = SecretKey::from_slice(&raw)
-                .ok_or_else(|| bad(format!("key {}: secret must be 32 bytes, got {}", k.id, raw.len())))?;
+            let key = k.decode().map_err(bad)?;
             if keys.iter().any(|(id, _)| *id == k.id) {
                 return Err(bad(format!("key {} listed twice", k.id)));
             }
-            keys.push((k.id, secret));
+            keys.push((k.id, key));
         }
         let mut revocations = Vec::with_capacity(self.revocations.len());
         for (i, r) in self.revocations.iter().enumerate() {
@@ -308,19 +371,26 @@ impl Decoded {
     /// revocations that expired before `now - leeway` are left out, and the
     /// state counts as current from `generated_at` (else from `now`).
     pub fn into_state(self, now: u64, leeway: u64) -> State {
-        let mut keys = KeyRing::new();
-        for (id, secret) in &self.keys {
-            keys.insert(*id, secret);
-        }
         State {
             version: self.version,
-            keys,
+            keys: key_ring(self.keys.iter().map(|(id, k)| (*id, k))),
             revocations: revocation_set(&self.revocations, now.saturating_sub(leeway)),
             foreign_keys: self.foreign_keys,
             fresh_at: self.generated_at.unwrap_or(now),
             live: Liveness::default(),
         }
     }
+}
+
+/// The ring of checked keys ([`KeyEntry::decode`] refused every Ed25519 key a ring would).
+pub(crate) fn key_ring<'a>(keys: impl IntoIterator<Item = (KeyId, &'a VerifyKey)>) -> KeyRing {
+    let mut ring = KeyRing::new();
+    for (id, key) in keys {
+        if let Err(e) = ring.insert_key(id, key) {
+            tracing::error!(key.id = id, error = %e, "state.key_refused");
+        }
+    }
+    ring
 }
 
 impl RevocationEntry {

@@ -3,7 +3,8 @@
 //!
 //! Cheapest first, stopping at the first failure, one [`Reason`] per denial:
 //! size limits → locate the token ([`crate::transport`]) → canonical path
-//! (`malformed`) → `missing` → token parse, key, MAC → time window with leeway →
+//! (`malformed`) → `missing` → token parse, key, MAC or Ed25519 signature (the
+//! latter through the verified-signature cache, [`crate::verified`]) → time window with leeway →
 //! scope on the canonical path → IP → country (looked up only when the token has
 //! a country rule) → revocations → staleness of the state.
 //!
@@ -16,12 +17,14 @@
 //! this code decides.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use stile_token::{ClaimCheck, Country, MAX_PATH_LEN, MAX_TOKEN_LEN, Policy, Reason, Token, canonicalize_path};
 
 use crate::config::EdgeConfig;
 use crate::state::State;
 use crate::transport::{Transport, TransportNames, locate, upstream_target};
+use crate::verified::VerifiedCache;
 
 /// Longest request target (path and query) looked at, bytes.
 pub const MAX_TARGET_LEN: usize = MAX_PATH_LEN + MAX_TOKEN_LEN + 4096;
@@ -32,6 +35,8 @@ pub struct Validator {
     names: TransportNames,
     policy: Policy,
     stale_after: Option<u64>,
+    /// Ed25519 tokens whose signature verified (`token.verified_cache_entries`); shared by clones.
+    verified: Arc<VerifiedCache>,
 }
 
 /// What a request brings to validation.
@@ -76,7 +81,7 @@ pub enum Check {
     Format,
     /// Its key is in the ring (`unknown_key`; `revoked` for a retired key whose revocation is in force).
     Key,
-    /// Its MAC verifies (`bad_signature`). Not run when the key is unknown.
+    /// Its MAC or Ed25519 signature verifies (`bad_signature`). Not run when the key is unknown.
     Signature,
     /// The validity window, with leeway (`expired`, `not_yet_valid`).
     Time,
@@ -124,7 +129,17 @@ impl Validator {
         };
         let policy =
             Policy { leeway_secs: config.token.leeway_secs, unknown_country: config.token.unknown_country.into() };
-        Validator { names, policy, stale_after: config.state.deny_when_older_than() }
+        Validator {
+            names,
+            policy,
+            stale_after: config.state.deny_when_older_than(),
+            verified: Arc::new(VerifiedCache::new(config.token.verified_cache_entries)),
+        }
+    }
+
+    /// The verified-signature cache (its metric, its counters).
+    pub fn verified_cache(&self) -> &VerifiedCache {
+        &self.verified
     }
 
     /// The transport names.
@@ -258,7 +273,7 @@ impl Validator {
                 }
             };
         }
-        match token.verify_signature(&state.keys) {
+        match self.verified.verify(token, &state.keys) {
             Ok(()) => {
                 step!(Check::Key, Ok(()));
                 step!(Check::Signature, Ok(()));

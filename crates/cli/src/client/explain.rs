@@ -29,7 +29,7 @@ use stile_edge::state::{RevocationEntry, RevocationKind, State, StateFile, revoc
 use stile_edge::transport::{Transport, TransportNames, locate};
 use stile_edge::validate::{self, Check, MAX_TARGET_LEN, Validator};
 use stile_proto::v1 as pb;
-use stile_token::{Country, CountryRule, KeyId, KeyRing, Reason, SecretKey, Token, TokenId, canonicalize_path};
+use stile_token::{Country, CountryRule, KeyId, KeyRing, Reason, Token, TokenId, VerifyKey, canonicalize_path};
 
 use crate::client::output::{duration, parse_duration, parse_time, relative, utc};
 use crate::client::{Client, Failure, Kind, now, print_json};
@@ -229,7 +229,7 @@ enum ServerView {
 #[derive(Debug)]
 struct KeyFile {
     path: String,
-    keys: Vec<(KeyId, SecretKey)>,
+    keys: Vec<(KeyId, VerifyKey)>,
     revocations: Vec<RevocationEntry>,
 }
 
@@ -253,8 +253,11 @@ impl KeyFile {
 
     fn ring(&self) -> KeyRing {
         let mut ring = KeyRing::new();
-        for (id, secret) in &self.keys {
-            ring.insert(*id, secret);
+        for (id, key) in &self.keys {
+            // The edge's codec checked every key (an Ed25519 key is a valid, non-weak point).
+            if let Err(e) = ring.insert_key(*id, key) {
+                tracing::warn!(key.id = id, error = %e, "explain.key_refused");
+            }
         }
         ring
     }
@@ -986,7 +989,7 @@ impl Report {
 mod tests {
     use super::*;
     use base64::Engine as _;
-    use stile_token::{Claims, IpBinding, Scope};
+    use stile_token::{Claims, IpBinding, Scope, SecretKey};
 
     const NOW: u64 = 1_700_000_000;
     const SECRET: [u8; 32] = [7; 32];
@@ -1020,7 +1023,14 @@ mod tests {
     }
 
     fn key(id: u32, state: pb::KeyState) -> pb::KeyInfo {
-        pb::KeyInfo { key_id: id, state: state.into(), created_at: NOW - 9000, activated_at: 0, retired_at: NOW - 60 }
+        pb::KeyInfo {
+            key_id: id,
+            state: state.into(),
+            created_at: NOW - 9000,
+            activated_at: 0,
+            retired_at: NOW - 60,
+            ..Default::default()
+        }
     }
 
     fn answered(revocations: Vec<pb::Revocation>) -> ServerView {

@@ -501,11 +501,16 @@ pub(crate) fn revocation_json(r: &pb::Revocation) -> serde_json::Value {
 /// `stile keys ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCmd {
-    /// Create a new signing key and make it the minting key (the old one keeps verifying).
+    /// Create a new signing key and make it the minting key of its algorithm (the old one keeps verifying).
     Rotate {
         /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
+        /// The new key's algorithm: `hmac-sha256` (edges hold the secret) or
+        /// `ed25519` (edges hold only the public key and cannot mint). Policies
+        /// choose which algorithm mints (`policies.<name>.algorithm`).
+        #[arg(long, default_value = "hmac-sha256", value_parser = ["hmac-sha256", "ed25519"])]
+        algorithm: String,
         /// With either flag, the activation also waits (up to the control
         /// plane's `sync.key_activation_timeout_secs`) for these edges, and
         /// the command exits 4 (5: no edge) when they did not all hold the key.
@@ -533,11 +538,13 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
     let mut rpc = KeyServiceClient::new(client.channel.clone());
     let now = now();
     match c {
-        KeysCmd::Rotate { reason, expect } => {
+        KeysCmd::Rotate { reason, algorithm, expect } => {
             let asked = expect.request();
             let strict = asked.is_some();
+            let algorithm =
+                if algorithm == "ed25519" { pb::KeyAlgorithm::Ed25519 } else { pb::KeyAlgorithm::HmacSha256 };
             let r = rpc
-                .rotate(client.req(pb::RotateKeyRequest { reason, expect: asked }))
+                .rotate(client.req(pb::RotateKeyRequest { reason, expect: asked, algorithm: algorithm.into() }))
                 .await
                 .map_err(|s| client.fail(&s))?;
             let r = r.into_inner();
@@ -552,7 +559,8 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
                 }));
             } else {
                 println!(
-                    "key {} is now {} (version {}); earlier keys keep verifying their links",
+                    "{} key {} is now {} (version {}); earlier keys keep verifying their links",
+                    key_algorithm(k.algorithm),
                     k.key_id,
                     key_state(k.state),
                     r.version
@@ -572,10 +580,11 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
                 print_json(&json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }));
                 return Ok(());
             }
-            let mut t = Table::new(&["ID", "STATE", "CREATED", "ACTIVATED", "RETIRED"]);
+            let mut t = Table::new(&["ID", "ALGORITHM", "STATE", "CREATED", "ACTIVATED", "RETIRED"]);
             for k in &keys {
                 t.row(vec![
                     k.key_id.to_string(),
+                    key_algorithm(k.algorithm),
                     key_state(k.state),
                     when(k.created_at, now),
                     when(k.activated_at, now),
@@ -614,9 +623,18 @@ pub(crate) fn key_state(s: i32) -> String {
     pb::KeyState::try_from(s).map_or_else(|_| format!("state {s}"), |s| short(s.as_str_name(), "KEY_STATE_"))
 }
 
+/// A key's algorithm as configuration and `--algorithm` name it (unset: `hmac-sha256`).
+pub(crate) fn key_algorithm(a: i32) -> String {
+    match pb::KeyAlgorithm::try_from(a) {
+        Ok(pb::KeyAlgorithm::Unspecified | pb::KeyAlgorithm::HmacSha256) => "hmac-sha256".into(),
+        Ok(pb::KeyAlgorithm::Ed25519) => "ed25519".into(),
+        Err(_) => format!("algorithm {a}"),
+    }
+}
+
 fn key_json(k: &pb::KeyInfo) -> serde_json::Value {
     json!({
-        "key_id": k.key_id, "state": key_state(k.state), "created_at": k.created_at,
+        "key_id": k.key_id, "algorithm": key_algorithm(k.algorithm), "state": key_state(k.state), "created_at": k.created_at,
         "activated_at": k.activated_at, "retired_at": k.retired_at,
     })
 }

@@ -2,12 +2,14 @@
 //! server shares (start-up key, key revocation through `Revoke`).
 //!
 //! Key rollout: Rotate commits the new key as PENDING, which the sync streams
-//! push to every edge with its secret (edges verify with PENDING keys). Once
-//! every connected edge has ACKed that version — or after
-//! `sync.key_activation_timeout_secs`, logged with the laggards' ids — a second
-//! commit makes it ACTIVE and the previous active key VERIFY_ONLY. Minting
-//! only ever uses the ACTIVE key, so a fresh link never names a key an edge
-//! has not been sent. The activation runs in its own task: a caller that
+//! push to every edge (an HMAC key with its secret, an Ed25519 key as its
+//! public key only; edges verify with PENDING keys). Once every connected edge
+//! has ACKed that version — or after `sync.key_activation_timeout_secs`, logged
+//! with the laggards' ids — a second commit makes it ACTIVE and the previous
+//! active key of the same algorithm VERIFY_ONLY. Each algorithm has at most one
+//! ACTIVE key, and a policy's algorithm picks which one mints; minting only
+//! ever uses ACTIVE keys, so a fresh link never names a key an edge has not
+//! been sent. The activation runs in its own task: a caller that
 //! hangs up does not leave the key PENDING, and a PENDING key found at
 //! start-up (crash mid-rollout) is rolled out again.
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use stile_proto::v1 as pb;
 use stile_proto::v1::key_service_server::KeyService;
-use stile_token::{KEY_LEN, KeyId, SecretKey};
+use stile_token::{Algorithm, KEY_LEN, KeyId, SecretKey};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -26,7 +28,7 @@ use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::confirm::{Expectation, confirm, lagging};
-use crate::convert::key_info;
+use crate::convert::{algorithm_from_wire, key_info};
 use crate::error::ApiError;
 use crate::fleet::{EdgeView, ReplicaFleet};
 use crate::metrics::Metrics;
@@ -51,8 +53,15 @@ impl KeyService for Keys {
         let reason = req.reason;
         check_reason(&reason, false)?;
         let expect = req.expect.map(|e| Expectation::from_request(Some(e))).transpose()?;
-        let r = self.rollout.rotate(&caller.name, &reason, expect).await?;
-        tracing::info!(caller = %caller.name, key.id = r.key.id, version = r.version, "keys.rotate");
+        let algorithm = algorithm_from_wire(req.algorithm)?;
+        let r = self.rollout.rotate(&caller.name, &reason, algorithm, expect).await?;
+        tracing::info!(
+            caller = %caller.name,
+            key.id = r.key.id,
+            key.algorithm = %algorithm,
+            version = r.version,
+            "keys.rotate"
+        );
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(key_info(&r.key)),
             version: r.version,
@@ -116,6 +125,9 @@ pub(crate) struct KeyRollout {
     reconnect_grace: Duration,
     /// How long a key revocation is kept, seconds.
     revocation_lifetime_secs: u64,
+    /// The algorithms configured policies mint with: an ACTIVE key of one of
+    /// them cannot be retired (it would stop minting).
+    minting: Vec<Algorithm>,
     /// Serialises key changes made through this process. Across replicas the
     /// store's create-only key writes catch races (ABORTED).
     key_lock: Mutex<()>,
@@ -141,20 +153,23 @@ impl KeyRollout {
             activation_timeout: Duration::from_secs(config.sync.key_activation_timeout_secs),
             reconnect_grace: Duration::from_millis(3 * config.sync.heartbeat_interval_ms + 1_000),
             revocation_lifetime_secs: config.revocation_lifetime_secs(),
+            minting: config.minting_algorithms(),
             key_lock: Mutex::new(()),
             rotate_lock: Mutex::new(()),
         }
     }
 
-    /// Creates a key from the OS CSPRNG, pushes it to the edges as PENDING, and
-    /// makes it the minting key once the connected edges have it (see the module
-    /// documentation). The previous minting key keeps verifying.
-    /// Rotates; with `expect`, the activation also waits (up to the
-    /// activation timeout) until the expectation is met.
+    /// Creates a key of `algorithm` from the OS CSPRNG, pushes it to the edges
+    /// as PENDING, and makes it the minting key of its algorithm once the
+    /// connected edges have it (see the module documentation). The previous
+    /// minting key of that algorithm keeps verifying. With `expect`, the
+    /// activation also waits (up to the activation timeout) until the
+    /// expectation is met.
     pub(crate) async fn rotate(
         self: &Arc<Self>,
         actor: &str,
         reason: &str,
+        algorithm: Algorithm,
         expect: Option<Expectation>,
     ) -> Result<Rotated, ApiError> {
         let _rotation = self.rotate_lock.lock().await;
@@ -174,6 +189,7 @@ impl KeyRollout {
             let key = SigningKey {
                 id,
                 state: KeyState::Pending,
+                algorithm,
                 secret: SecretKey::from_bytes(secret),
                 created_at: now,
                 activated_at: None,
@@ -184,7 +200,7 @@ impl KeyRollout {
                 Write::Append {
                     at: now,
                     actor: actor.to_owned(),
-                    kind: ChangeKind::Key { key_id: id, state: KeyState::Pending },
+                    kind: ChangeKind::Key { key_id: id, state: KeyState::Pending, algorithm },
                 },
             ];
             let audit =
@@ -193,7 +209,7 @@ impl KeyRollout {
             self.keys.reload().await?;
             (key, committed.changes.last().map_or(0, |c| c.version))
         };
-        tracing::info!(key.id = key.id, version = pending_version, "keys.pending");
+        tracing::info!(key.id = key.id, key.algorithm = %algorithm, version = pending_version, "keys.pending");
         // Its own task: the activation happens even if the caller goes away.
         let rollout = Arc::clone(self);
         let actor = actor.to_owned();
@@ -203,9 +219,10 @@ impl KeyRollout {
         task.await.map_err(|e| ApiError::Internal(format!("key rollout task: {e}")))?
     }
 
-    /// Resumes rollouts a previous run left PENDING. Without an active key the
-    /// newest pending key is activated at once (nothing can mint anyway);
-    /// otherwise each gets a rollout after the edges had time to reconnect.
+    /// Resumes rollouts a previous run left PENDING. For an algorithm without
+    /// an active key its newest pending key is activated at once (nothing can
+    /// mint with that algorithm anyway); every other pending key gets a rollout
+    /// after the edges had time to reconnect.
     pub(crate) async fn resume(self: &Arc<Self>) -> Result<(), ApiError> {
         let keys = self.store.signing_keys().await?;
         let mut pending: Vec<_> = keys.iter().filter(|k| k.state == KeyState::Pending).map(|k| k.id).collect();
@@ -213,10 +230,15 @@ impl KeyRollout {
             return Ok(());
         }
         let version = self.store.version().await?;
-        if !keys.iter().any(|k| k.state == KeyState::Active) {
-            pending.sort_unstable();
-            if let Some(id) = pending.pop() {
-                self.activate(id, "system").await?;
+        pending.sort_unstable();
+        for algorithm in Algorithm::ALL {
+            let of = |k: &&SigningKey| k.algorithm == algorithm;
+            if !keys.iter().filter(of).any(|k| k.state == KeyState::Active)
+                && let Some(newest) =
+                    keys.iter().filter(of).filter(|k| k.state == KeyState::Pending).map(|k| k.id).max()
+            {
+                self.activate(newest, "system").await?;
+                pending.retain(|id| *id != newest);
             }
         }
         for id in pending {
@@ -273,8 +295,8 @@ impl KeyRollout {
         Ok(Rotated { key, version, pending_version, lagging, confirmation })
     }
 
-    /// Makes a PENDING key ACTIVE and the current active key VERIFY_ONLY, in one
-    /// commit. A key retired meanwhile stays retired.
+    /// Makes a PENDING key ACTIVE and the current active key of its algorithm
+    /// VERIFY_ONLY, in one commit. A key retired meanwhile stays retired.
     async fn activate(&self, id: KeyId, actor: &str) -> Result<(SigningKey, u64), ApiError> {
         let _guard = self.key_lock.lock().await;
         let keys = self.store.signing_keys().await?;
@@ -289,10 +311,14 @@ impl KeyRollout {
         }
         let now = self.clock.now_secs();
         let key = SigningKey { state: KeyState::Active, activated_at: Some(now), ..key };
-        let change =
-            |key_id, state| Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Key { key_id, state } };
+        let algorithm = key.algorithm;
+        let change = |key_id, state| Write::Append {
+            at: now,
+            actor: actor.to_owned(),
+            kind: ChangeKind::Key { key_id, state, algorithm },
+        };
         let mut writes = vec![Write::PutKey { key: key.clone(), create: false }, change(id, KeyState::Active)];
-        for old in keys.into_iter().filter(|k| k.state == KeyState::Active) {
+        for old in keys.into_iter().filter(|k| k.state == KeyState::Active && k.algorithm == algorithm) {
             writes.push(change(old.id, KeyState::VerifyOnly));
             writes.push(Write::PutKey { key: SigningKey { state: KeyState::VerifyOnly, ..old }, create: false });
         }
@@ -321,11 +347,14 @@ impl KeyRollout {
             .find(|k| k.id == key_id)
             .ok_or_else(|| ApiError::NotFound(format!("signing key {key_id} does not exist (KeyService.List)")))?;
         match key.state {
-            KeyState::Active => {
+            KeyState::Active if self.minting.contains(&key.algorithm) => {
                 return Err(ApiError::FailedPrecondition(format!(
-                    "key {key_id} is the active minting key; rotate first (KeyService.Rotate), then retire it"
+                    "key {key_id} is the active {} minting key and a configured policy mints with {}; rotate \
+                     first (KeyService.Rotate) or move the policies to another algorithm, then retire it",
+                    key.algorithm, key.algorithm
                 )));
             }
+            KeyState::Active => {}
             KeyState::Retired => {
                 return Err(ApiError::FailedPrecondition(format!("key {key_id} is already retired")));
             }
@@ -346,7 +375,7 @@ impl KeyRollout {
             Write::Append {
                 at: now,
                 actor: actor.to_owned(),
-                kind: ChangeKind::Key { key_id, state: KeyState::Retired },
+                kind: ChangeKind::Key { key_id, state: KeyState::Retired, algorithm: key.algorithm },
             },
             Write::Append { at: now, actor: actor.to_owned(), kind: ChangeKind::Revocation(revocation) },
         ];

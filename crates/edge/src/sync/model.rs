@@ -1,5 +1,5 @@
 //! The edge's copy of the control plane's state, as the sync stream builds it:
-//! verifying keys with their secrets, revocations with their expiry, and the
+//! verifying keys (HMAC secrets, Ed25519 public keys), revocations with their expiry, and the
 //! applied version. Snapshots replace it, deltas extend it, each message all
 //! or nothing; [`Model::apply_batch`] applies what arrived together, purely
 //! (no I/O, no clock: the caller passes the time). [`Model::to_state`] turns
@@ -16,15 +16,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use base64::Engine;
 use stile_proto::v1 as pb;
 use stile_proto::v1::control_message::Kind as Cm;
-use stile_token::{KeyId, KeyRing, SecretKey, TokenId};
+use stile_token::{Ed25519Public, KeyId, KeyRing, SecretKey, TokenId, VerifyKey};
 
 use crate::cache::PurgeTarget;
 use crate::revocation::RevocationsBuilder;
 use crate::state::{
-    KeyEntry, Liveness, RevocationEntry, RevocationKind, SECRET_ENCODING, State, StateError, StateFile, add_revocation,
+    KeyEntry, Liveness, RevocationEntry, RevocationKind, State, StateError, StateFile, add_revocation, key_ring,
 };
 
 /// The applied state.
@@ -32,7 +31,7 @@ use crate::state::{
 pub struct Model {
     /// Newest applied version; 0 before the first snapshot.
     pub version: u64,
-    keys: BTreeMap<KeyId, SecretKey>,
+    keys: BTreeMap<KeyId, VerifyKey>,
     revocations: BTreeMap<(RevocationKind, String), Entry>,
 }
 
@@ -84,6 +83,24 @@ pub enum ApplyError {
         id: KeyId,
         /// The length received.
         len: usize,
+    },
+    /// An Ed25519 key whose public key is not 32 bytes, not a curve point, or
+    /// of small order; or that carries a secret (an edge never holds an
+    /// Ed25519 private key).
+    #[error("key {id}: {why}")]
+    PublicKey {
+        /// The key id.
+        id: KeyId,
+        /// What is wrong.
+        why: String,
+    },
+    /// A key algorithm this edge does not know.
+    #[error("key {id}: unknown algorithm {algorithm}")]
+    Algorithm {
+        /// The key id.
+        id: KeyId,
+        /// The algorithm's wire value.
+        algorithm: i32,
     },
     /// A key change carrying another key's material.
     #[error("key change for {change} carries key {material}")]
@@ -216,7 +233,7 @@ impl Model {
         }
         let mut next = Model { version: s.version, ..Model::default() };
         for k in &s.keys {
-            next.keys.insert(k.key_id, secret(k)?);
+            next.keys.insert(k.key_id, material(k)?);
         }
         let mut purges = Vec::new();
         for r in &s.revocations {
@@ -268,7 +285,7 @@ impl Model {
                 }
                 Ok(pb::KeyState::Pending | pb::KeyState::Active | pb::KeyState::VerifyOnly) => match &d.key {
                     Some(key) if key.key_id == k.key_id => {
-                        self.keys.insert(k.key_id, secret(key)?);
+                        self.keys.insert(k.key_id, material(key)?);
                     }
                     Some(key) => return Err(ApplyError::KeyMismatch { change: k.key_id, material: key.key_id }),
                     None if self.keys.contains_key(&k.key_id) => {}
@@ -292,10 +309,7 @@ impl Model {
 
     /// The state requests are verified against.
     pub fn to_state(&self, fresh_at: u64, liveness: &Liveness) -> State {
-        let mut keys = KeyRing::new();
-        for (id, secret) in &self.keys {
-            keys.insert(*id, secret);
-        }
+        let keys = key_ring(self.keys.iter().map(|(id, k)| (*id, k)));
         let ids = self.revocations.keys().filter(|(k, _)| *k == RevocationKind::TokenId).count();
         let mut b = RevocationsBuilder::with_capacity(ids);
         for ((kind, value), e) in &self.revocations {
@@ -317,11 +331,7 @@ impl Model {
         StateFile {
             version: self.version,
             generated_at: Some(generated_at),
-            keys: self
-                .keys
-                .iter()
-                .map(|(id, s)| KeyEntry { id: *id, secret: SECRET_ENCODING.encode(s.expose()) })
-                .collect(),
+            keys: self.keys.iter().map(|(id, k)| KeyEntry::new(*id, k)).collect(),
             revocations: self
                 .revocations
                 .iter()
@@ -431,8 +441,27 @@ fn purge_target(p: &pb::Purge) -> Result<PurgeTarget, ApplyError> {
     }
 }
 
-fn secret(k: &pb::EdgeKey) -> Result<SecretKey, ApplyError> {
-    SecretKey::from_slice(&k.secret).ok_or(ApplyError::SecretLength { id: k.key_id, len: k.secret.len() })
+/// The material of a pushed key: an HMAC secret, or an Ed25519 public key
+/// (checked as a ring checks it; a pushed Ed25519 key with a secret is refused).
+fn material(k: &pb::EdgeKey) -> Result<VerifyKey, ApplyError> {
+    let id = k.key_id;
+    match pb::KeyAlgorithm::try_from(k.algorithm) {
+        Ok(pb::KeyAlgorithm::Unspecified | pb::KeyAlgorithm::HmacSha256) => SecretKey::from_slice(&k.secret)
+            .map(VerifyKey::Hmac)
+            .ok_or(ApplyError::SecretLength { id, len: k.secret.len() }),
+        Ok(pb::KeyAlgorithm::Ed25519) => {
+            if !k.secret.is_empty() {
+                return Err(ApplyError::PublicKey { id, why: "an Ed25519 key must not carry a secret".into() });
+            }
+            let public = Ed25519Public::from_slice(&k.public_key).ok_or_else(|| ApplyError::PublicKey {
+                id,
+                why: format!("public key must be 32 bytes, got {}", k.public_key.len()),
+            })?;
+            KeyRing::new().insert_ed25519(id, &public).map_err(|e| ApplyError::PublicKey { id, why: e.to_string() })?;
+            Ok(VerifyKey::Ed25519(public))
+        }
+        Err(_) => Err(ApplyError::Algorithm { id, algorithm: k.algorithm }),
+    }
 }
 
 #[cfg(test)]
@@ -453,11 +482,16 @@ mod tests {
     }
 
     fn key(id: u32) -> pb::EdgeKey {
-        pb::EdgeKey { key_id: id, state: pb::KeyState::Pending.into(), secret: vec![id as u8; 32] }
+        pb::EdgeKey {
+            key_id: id,
+            state: pb::KeyState::Pending.into(),
+            secret: vec![id as u8; 32],
+            ..Default::default()
+        }
     }
 
     fn key_change(id: u32, state: pb::KeyState) -> pb::change::Kind {
-        pb::change::Kind::Key(pb::KeyChange { key_id: id, state: state.into() })
+        pb::change::Kind::Key(pb::KeyChange { key_id: id, state: state.into(), ..Default::default() })
     }
 
     #[test]

@@ -326,7 +326,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
         let mut m = Model::default();
-        let key = pb::EdgeKey { key_id: 1, state: pb::KeyState::Active.into(), secret: vec![5; 32] };
+        let key =
+            pb::EdgeKey { key_id: 1, state: pb::KeyState::Active.into(), secret: vec![5; 32], ..Default::default() };
         m.apply_snapshot(&pb::Snapshot { version: 7, keys: vec![key], ..Default::default() }).unwrap();
         write_cache(&path, &m.to_file(100), Durability::Disk).unwrap();
         #[cfg(unix)]

@@ -1832,6 +1832,9 @@ pub struct KeyChange {
     /// New state.
     #[prost(enumeration = "KeyState", tag = "2")]
     pub state: i32,
+    /// The key's algorithm.
+    #[prost(enumeration = "KeyAlgorithm", tag = "3")]
+    pub algorithm: i32,
 }
 /// What a purge removes from the edges' caches.
 #[allow(clippy::all)]
@@ -1961,6 +1964,43 @@ impl KeyState {
             "KEY_STATE_ACTIVE" => Some(Self::Active),
             "KEY_STATE_VERIFY_ONLY" => Some(Self::VerifyOnly),
             "KEY_STATE_RETIRED" => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+/// How a signing key signs; docs/token-format.md.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum KeyAlgorithm {
+    /// Not set: read as HMAC_SHA256 (keys and changes recorded before keys had
+    /// an algorithm).
+    Unspecified = 0,
+    /// HMAC-SHA256, a shared secret: token format version 1. Edges hold the
+    /// secret, so an edge could mint.
+    HmacSha256 = 1,
+    /// Ed25519: token format version 2. The control plane holds the private
+    /// key; edges receive only the public key and cannot mint.
+    Ed25519 = 2,
+}
+impl KeyAlgorithm {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "KEY_ALGORITHM_UNSPECIFIED",
+            Self::HmacSha256 => "KEY_ALGORITHM_HMAC_SHA256",
+            Self::Ed25519 => "KEY_ALGORITHM_ED25519",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "KEY_ALGORITHM_UNSPECIFIED" => Some(Self::Unspecified),
+            "KEY_ALGORITHM_HMAC_SHA256" => Some(Self::HmacSha256),
+            "KEY_ALGORITHM_ED25519" => Some(Self::Ed25519),
             _ => None,
         }
     }
@@ -2261,7 +2301,8 @@ pub struct Snapshot {
     /// The log version this snapshot reflects.
     #[prost(uint64, tag = "1")]
     pub version: u64,
-    /// Every key that verifies (PENDING, ACTIVE, VERIFY_ONLY), with secrets.
+    /// Every key that verifies (PENDING, ACTIVE, VERIFY_ONLY), with the
+    /// material that verifies: HMAC secrets, Ed25519 public keys.
     #[prost(message, repeated, tag = "2")]
     pub keys: ::prost::alloc::vec::Vec<EdgeKey>,
     /// Every revocation still in force. Path-prefix revocations with `purge` set
@@ -2286,7 +2327,9 @@ pub struct Snapshot {
     #[prost(bool, tag = "4")]
     pub reset: bool,
 }
-/// Key material for edges; only ever sent on the Sync stream.
+/// Key material for edges; only ever sent on the Sync stream. An Ed25519 key
+/// travels as its public key only: the private key never leaves the control
+/// plane.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EdgeKey {
@@ -2296,9 +2339,15 @@ pub struct EdgeKey {
     /// State.
     #[prost(enumeration = "KeyState", tag = "2")]
     pub state: i32,
-    /// The 32-byte HMAC secret.
+    /// HMAC_SHA256 (or unset): the 32-byte HMAC secret. ED25519: empty.
     #[prost(bytes = "vec", tag = "3")]
     pub secret: ::prost::alloc::vec::Vec<u8>,
+    /// The key's algorithm; unset reads as HMAC_SHA256.
+    #[prost(enumeration = "KeyAlgorithm", tag = "4")]
+    pub algorithm: i32,
+    /// ED25519: the 32-byte public key (RFC 8032 encoding). HMAC_SHA256: empty.
+    #[prost(bytes = "vec", tag = "5")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
 }
 /// One change for the edge to apply. Deltas arrive in version order without
 /// gaps; a gap makes the edge NACK (and receive a Snapshot).
@@ -2740,6 +2789,9 @@ pub struct KeyInfo {
     /// When it was retired, Unix seconds; 0 if not.
     #[prost(uint64, tag = "5")]
     pub retired_at: u64,
+    /// How it signs.
+    #[prost(enumeration = "KeyAlgorithm", tag = "6")]
+    pub algorithm: i32,
 }
 /// Rotate the signing key.
 #[allow(clippy::all)]
@@ -2754,6 +2806,9 @@ pub struct RotateKeyRequest {
     /// sync.seen_window_secs, and at least one.
     #[prost(message, optional, tag = "2")]
     pub expect: ::core::option::Option<WaitExpectation>,
+    /// The new key's algorithm; unset means HMAC_SHA256.
+    #[prost(enumeration = "KeyAlgorithm", tag = "3")]
+    pub algorithm: i32,
 }
 /// The new key.
 #[allow(clippy::all)]
@@ -2829,7 +2884,9 @@ pub mod key_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Rotates, lists and retires HMAC signing keys.
+    /// Rotates, lists and retires signing keys (HMAC-SHA256 or Ed25519). Each
+    /// algorithm has at most one ACTIVE key; a policy's algorithm picks which one
+    /// mints (docs/control-plane.md).
     #[derive(Debug, Clone)]
     pub struct KeyServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -2910,13 +2967,15 @@ pub mod key_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Creates a new 32-byte key from the OS CSPRNG as PENDING, which pushes it
-        /// (with its secret) to the edges, then makes it the active minting key once
+        /// Creates a new key of the requested algorithm from the OS CSPRNG (32
+        /// random bytes: an HMAC secret, or an Ed25519 private key) as PENDING, which
+        /// pushes it to the edges (an HMAC secret, or only the Ed25519 public key),
+        /// then makes it the active minting key of its algorithm once
         /// every connected edge has ACKed that version (and the request's
         /// expectation, if any, is met), or after sync.key_activation_timeout_secs
-        /// (logged, naming the edges). The previous active key keeps verifying
-        /// (VERIFY_ONLY). Answers once the key is ACTIVE, with the confirmation of
-        /// the PENDING version.
+        /// (logged, naming the edges). The previous active key of the same
+        /// algorithm keeps verifying (VERIFY_ONLY). Answers once the key is ACTIVE,
+        /// with the confirmation of the PENDING version.
         pub async fn rotate(
             &mut self,
             request: impl tonic::IntoRequest<super::RotateKeyRequest>,
@@ -2964,7 +3023,8 @@ pub mod key_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Retires a key and revokes every link it signed. Errors: NOT_FOUND,
-        /// FAILED_PRECONDITION (active key: rotate first; already retired).
+        /// FAILED_PRECONDITION (an active key that a configured policy mints with:
+        /// rotate first or change the policies; already retired).
         pub async fn retire(
             &mut self,
             request: impl tonic::IntoRequest<super::RetireKeyRequest>,
@@ -3004,13 +3064,15 @@ pub mod key_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with KeyServiceServer.
     #[async_trait]
     pub trait KeyService: std::marker::Send + std::marker::Sync + 'static {
-        /// Creates a new 32-byte key from the OS CSPRNG as PENDING, which pushes it
-        /// (with its secret) to the edges, then makes it the active minting key once
+        /// Creates a new key of the requested algorithm from the OS CSPRNG (32
+        /// random bytes: an HMAC secret, or an Ed25519 private key) as PENDING, which
+        /// pushes it to the edges (an HMAC secret, or only the Ed25519 public key),
+        /// then makes it the active minting key of its algorithm once
         /// every connected edge has ACKed that version (and the request's
         /// expectation, if any, is met), or after sync.key_activation_timeout_secs
-        /// (logged, naming the edges). The previous active key keeps verifying
-        /// (VERIFY_ONLY). Answers once the key is ACTIVE, with the confirmation of
-        /// the PENDING version.
+        /// (logged, naming the edges). The previous active key of the same
+        /// algorithm keeps verifying (VERIFY_ONLY). Answers once the key is ACTIVE,
+        /// with the confirmation of the PENDING version.
         async fn rotate(
             &self,
             request: tonic::Request<super::RotateKeyRequest>,
@@ -3027,7 +3089,8 @@ pub mod key_service_server {
             tonic::Status,
         >;
         /// Retires a key and revokes every link it signed. Errors: NOT_FOUND,
-        /// FAILED_PRECONDITION (active key: rotate first; already retired).
+        /// FAILED_PRECONDITION (an active key that a configured policy mints with:
+        /// rotate first or change the policies; already retired).
         async fn retire(
             &self,
             request: tonic::Request<super::RetireKeyRequest>,
@@ -3036,7 +3099,9 @@ pub mod key_service_server {
             tonic::Status,
         >;
     }
-    /// Rotates, lists and retires HMAC signing keys.
+    /// Rotates, lists and retires signing keys (HMAC-SHA256 or Ed25519). Each
+    /// algorithm has at most one ACTIVE key; a policy's algorithm picks which one
+    /// mints (docs/control-plane.md).
     #[derive(Debug)]
     pub struct KeyServiceServer<T> {
         inner: Arc<T>,
