@@ -349,9 +349,9 @@ impl KeyRollout {
         match key.state {
             KeyState::Active if self.minting.contains(&key.algorithm) => {
                 return Err(ApiError::FailedPrecondition(format!(
-                    "key {key_id} is the active {} minting key and a configured policy mints with {}; rotate \
-                     first (KeyService.Rotate) or move the policies to another algorithm, then retire it",
-                    key.algorithm, key.algorithm
+                    "key {key_id} is the active minting key; rotate first (KeyService.Rotate), or move the \
+                     policies that mint with {} to another algorithm, then retire it",
+                    key.algorithm
                 )));
             }
             KeyState::Active => {}

@@ -156,7 +156,8 @@ impl Server {
         let mut ring = KeyRing::new();
         for k in self.store.signing_keys().await.unwrap() {
             if k.state != KeyState::Retired {
-                ring.insert(k.id, &k.secret);
+                // As an edge holds it: HMAC secrets, Ed25519 public keys.
+                ring.insert_key(k.id, &k.verify_key()).expect("a valid key");
             }
         }
         ring
