@@ -758,7 +758,14 @@ def main(argv: list[str]) -> int:
     if len(data["paths"]) < MIN_PATHS:
         failed += 1
         print(f"FAIL only {len(data['paths'])} path cases (at least {MIN_PATHS} expected)")
-    ed25519 = [v for v in data["vectors"] if v["token"][:2] == "Ag"]
+    def version_of(token: str) -> int | None:
+        try:
+            raw = b64url_decode_strict(token)
+        except Malformed:
+            return None
+        return raw[0] if raw else None
+
+    ed25519 = [v for v in data["vectors"] if version_of(v["token"]) == VERSION_ED25519]
     if not any(v["expect"] == OK for v in ed25519) or not any(v["expect"] == BAD_SIGNATURE for v in ed25519):
         failed += 1
         print("FAIL the Ed25519 (version 2) vectors lack a valid or a bad_signature case")
