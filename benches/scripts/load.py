@@ -5,6 +5,8 @@ One origin (nginx, one worker, keep-alive) on loopback serving a 2 KiB object
 (playlist-sized) and 64 KiB, 1 MiB and 4 MiB segments, fronted by:
 
     edge       `stile edge` with validation (query token, 100 k revoked ids in its state)
+    edge-ed25519  the same edge process with an Ed25519 (version 2) link instead of an
+               HMAC one (not run unless named in `--variants`; issue 20)
     edge-off   the same binary and config with `validation.enabled = false`
     nginx-sl   nginx with `secure_link` (expiry + MD5 over expiry, URI and secret),
                proxying to the same origin over a keep-alive upstream pool
@@ -65,6 +67,8 @@ SCENARIO_TEXT = {"2k": "2 KiB (playlist-size)", "2k-close": "2 KiB, new connecti
                  "64k": "64 KiB", "1m": "1 MiB segment", "4m": "4 MiB segment"}
 NGINX_SECRET = "bench-secret"
 VARIANTS = ["edge", "edge-off", "nginx-sl", "direct"]
+# Run only when named in --variants.
+EXTRA_VARIANTS = ["edge-ed25519"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 procs: list[subprocess.Popen] = []
@@ -348,7 +352,7 @@ def main() -> int:
         args.threads = max(args.threads, 2)
     args.objects = args.objects or ("2k,1m" if args.two_cores else ",".join(SCENARIOS))
     args.variants = args.variants or ("edge,nginx-sl" if args.two_cores else ",".join(VARIANTS))
-    variants = chosen(args.variants, VARIANTS, "variant")
+    variants = chosen(args.variants, VARIANTS + EXTRA_VARIANTS, "variant")
     scenarios = chosen(args.objects, SCENARIOS, "object scenario")
     return in_work_dir("load", lambda work: run(args, variants, scenarios, work))
 
@@ -379,9 +383,14 @@ def run(args, variants: list[str], scenarios: list[str], work: pathlib.Path) -> 
     token = subprocess.run(
         [args.mint, str(state), "/bench/", OBJECT, str(now), str(args.revoked)], check=True, capture_output=True, text=True
     ).stdout.strip()
+    # The same claims signed with the state's Ed25519 key (the state file is rewritten identically).
+    token_ed25519 = subprocess.run(
+        [args.mint, str(state), "/bench/", OBJECT, str(now), str(args.revoked), "ed25519"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
     pids = {"direct": origin.pid}
     for name, validation in [("edge", ""), ("edge-off", "[validation]\nenabled = false\nunsafe_acknowledge_open_proxy = true\n")]:
-        if name not in variants:
+        if name not in variants and not (name == "edge" and "edge-ed25519" in variants):
             continue
         conf = work / f"{name}.toml"
         conf.write_text(
@@ -401,6 +410,8 @@ enabled = false
         p = start([args.stile, "edge", "--config", str(conf)], proxy_cpu, work / f"{name}.log")
         wait_port(ports[name], p, name)
         pids[name] = p.pid
+    if "edge-ed25519" in variants:
+        pids["edge-ed25519"] = pids["edge"]
 
     # nginx secure_link, configured like the edge: expiry plus a MAC over the path.
     if "nginx-sl" in variants:
@@ -420,6 +431,8 @@ enabled = false
     def url(v: str, path: str) -> str:
         if v in ("edge", "edge-off"):
             return f"http://127.0.0.1:{ports[v]}{path}?st={token}"
+        if v == "edge-ed25519":
+            return f"http://127.0.0.1:{ports['edge']}{path}?st={token_ed25519}"
         if v == "nginx-sl":
             return f"http://127.0.0.1:{ports[v]}{path}?{secure_link_query(path, expires)}"
         return f"http://127.0.0.1:{ports['origin']}{path}"
@@ -427,6 +440,7 @@ enabled = false
     # The comparison is only honest if the validating proxies really validate.
     bad = {
         "edge": url("edge", OBJECT).replace(f"st={token}", f"st={token[:-2]}AA"),
+        "edge-ed25519": url("edge-ed25519", OBJECT).replace(f"st={token_ed25519}", f"st={token_ed25519[:-2]}AA"),
         "nginx-sl": url("nginx-sl", OBJECT).replace("md5=", "md5=AA", 1),
     }
     for v in variants:
@@ -490,7 +504,8 @@ def table(args, variants: list[str], scenarios: list[str], runs: dict[str, list[
         "| object | variant | req/s (median) | req/s (min – max) | p50 | p99 | proxy CPU / req | MB/s | MB/s per core | proxy CPU use |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    label = {"edge": "edge (validating)", "edge-off": "edge, validation off", "nginx-sl": "nginx `secure_link`",
+    label = {"edge": "edge (validating)", "edge-ed25519": "edge (validating), Ed25519 link",
+             "edge-off": "edge, validation off", "nginx-sl": "nginx `secure_link`",
              "direct": "origin direct (wrk on the same CPU)"}
     for o in scenarios:
         for v in variants:
@@ -515,6 +530,10 @@ def table(args, variants: list[str], scenarios: list[str], runs: dict[str, list[
             for goal, text in goals:
                 lines.append(f"| edge / nginx `secure_link` | {SCENARIO_TEXT[o]} | {rps:.3f} | {core:.3f} | {text} | "
                              f"{verdict(core, goal) if goal else ''} |")
+        if "edge" in variants and "edge-ed25519" in variants:
+            rps, core = per_round_ratios(runs[f"edge-ed25519/{o}"], runs[f"edge/{o}"])
+            lines.append(f"| edge, Ed25519 link / HMAC link | {SCENARIO_TEXT[o]} | {rps:.3f} | {core:.3f} | "
+                         f"req/s ≥ 0.95 (issue 20) | {verdict(rps, 0.95)} |")
         if "edge" in variants and "edge-off" in variants:
             rps, core = per_round_ratios(runs[f"edge/{o}"], runs[f"edge-off/{o}"])
             share = statistics.median(1 - y["cpu_us_per_req"] / x["cpu_us_per_req"]

@@ -2,29 +2,41 @@
 //! (`scripts/bench-load`).
 //!
 //! ```text
-//! stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED
+//! stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED [ALGORITHM]
 //! ```
 //!
-//! Writes `STATE_FILE` (key 1, a fixed benchmark secret, and `REVOKED` revoked
-//! token ids so the revocation lookup runs against a realistic table) and prints
-//! one token for `PATH`, scoped to the prefix `SCOPE`, issued at `NOW` (Unix
-//! seconds, given by the caller: this tool reads no clock) and valid for an hour.
-//! The token binds no IP or country, like most links. Exit 64 on bad arguments.
+//! Writes `STATE_FILE` (key 1, a fixed benchmark HMAC secret; key 2, the public
+//! key of a fixed benchmark Ed25519 key; and `REVOKED` revoked token ids so the
+//! revocation lookup runs against a realistic table) and prints one token for
+//! `PATH`, scoped to the prefix `SCOPE`, issued at `NOW` (Unix seconds, given by
+//! the caller: this tool reads no clock) and valid for an hour, signed with key 1
+//! (`ALGORITHM` absent or `hmac-sha256`) or key 2 (`ed25519`). The token binds
+//! no IP or country, like most links. Exit 64 on bad arguments.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use std::process::ExitCode;
 
-use stile_token::{Claims, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
+use stile_token::{Algorithm, Claims, Ed25519Secret, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
 
 /// The benchmark's signing secret (32 bytes of 0x5a). Never a real key.
 const SECRET: [u8; KEY_LEN] = [0x5a; KEY_LEN];
+/// The benchmark's Ed25519 private key (32 bytes of 0x5b). Never a real key.
+const ED25519_SEED: [u8; 32] = [0x5b; 32];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let [_, state_file, scope, path, now, revoked] = &args[..] else {
-        eprintln!("usage: stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED");
+    let (state_file, scope, path, now, revoked, algorithm) = match &args[..] {
+        [_, f, s, p, n, r] => (f, s, p, n, r, Some(Algorithm::HmacSha256)),
+        [_, f, s, p, n, r, a] => (f, s, p, n, r, Algorithm::parse(a)),
+        _ => {
+            eprintln!("usage: stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED [hmac-sha256|ed25519]");
+            return ExitCode::from(64);
+        }
+    };
+    let Some(algorithm) = algorithm else {
+        eprintln!("stile-bench-mint: ALGORITHM must be hmac-sha256 or ed25519");
         return ExitCode::from(64);
     };
     let (Ok(now), Ok(revoked), Ok(scope)) = (now.parse::<u64>(), revoked.parse::<u64>(), Scope::parse(scope)) else {
@@ -33,8 +45,10 @@ fn main() -> ExitCode {
     };
     let mut ring = KeyRing::new();
     ring.insert(1, &SecretKey::from_bytes(SECRET));
+    let ed25519 = Ed25519Secret::from_bytes(ED25519_SEED);
+    ring.insert_ed25519_secret(2, &ed25519);
     let claims = Claims {
-        key_id: 1,
+        key_id: if algorithm == Algorithm::Ed25519 { 2 } else { 1 },
         token_id: TokenId::from_u64(u64::MAX),
         issued_at: now,
         not_before: None,
@@ -56,9 +70,12 @@ fn main() -> ExitCode {
         eprintln!("stile-bench-mint: {path} is outside the scope");
         return ExitCode::from(64);
     }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let mut json = format!(
-        "{{\"version\":1,\"generated_at\":{now},\"keys\":[{{\"id\":1,\"secret\":\"{}\"}}],\"revocations\":[",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET)
+        "{{\"version\":1,\"generated_at\":{now},\"keys\":[{{\"id\":1,\"secret\":\"{}\"}},\
+         {{\"id\":2,\"algorithm\":\"ed25519\",\"public_key\":\"{}\"}}],\"revocations\":[",
+        b64(&SECRET),
+        b64(ed25519.public().as_bytes())
     );
     for i in 0..revoked {
         let sep = if i == 0 { "" } else { "," };
