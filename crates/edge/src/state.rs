@@ -604,6 +604,50 @@ mod tests {
         }
     }
 
+    /// Ed25519 keys: the public key only. A weak point, a non-point, a secret
+    /// beside it, a missing public key or an unknown algorithm is refused, by
+    /// the file loader and the sync cache alike; the file form round-trips.
+    #[test]
+    fn ed25519_keys_are_public_keys_only() {
+        use base64::Engine as _;
+        let public = stile_token::Ed25519Secret::from_bytes([3; 32]).public();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let good = format!(
+            r#"{{"version":1,"keys":[{{"id":1,"secret":"{SECRET}"}},{{"id":2,"algorithm":"ed25519","public_key":"{}"}}]}}"#,
+            b64(public.as_bytes())
+        );
+        let s = parse(&good).unwrap();
+        assert_eq!(s.keys.algorithm(1), Some(Algorithm::HmacSha256));
+        assert_eq!(s.keys.ed25519_public(2), Some(public));
+        let file: StateFile = serde_json::from_str(&good).unwrap();
+        let decoded = file.decode(Path::new("s.json")).unwrap();
+        let again: Vec<KeyEntry> = decoded.keys.iter().map(|(id, k)| KeyEntry::new(*id, k)).collect();
+        assert_eq!(serde_json::to_value(&again).unwrap(), serde_json::to_value(&file.keys).unwrap());
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        let ed = |fields: &str| format!(r#"{{"version":1,"keys":[{{"id":2,{fields}}}]}}"#);
+        for (json, needle) in [
+            (ed(&format!(r#""algorithm":"ed25519","public_key":"{}""#, b64(&identity))), "small order"),
+            (ed(&format!(r#""algorithm":"ed25519","public_key":"{}""#, b64(&not_a_point))), "not a point"),
+            (ed(&format!(r#""algorithm":"ed25519","public_key":"{}""#, b64(&[1; 31]))), "32 bytes, got 31"),
+            (
+                ed(&format!(r#""algorithm":"ed25519","public_key":"{}","secret":"{SECRET}""#, b64(public.as_bytes()))),
+                "never a secret",
+            ),
+            (ed(r#""algorithm":"ed25519""#), "without its public_key"),
+            (ed(&format!(r#""algorithm":"rsa","secret":"{SECRET}""#)), "unknown algorithm"),
+            (ed(&format!(r#""secret":"{SECRET}","public_key":"{}""#, b64(public.as_bytes()))), "has no public_key"),
+        ] {
+            let err = parse(&json).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err}");
+            let file: StateFile = serde_json::from_str(&json).unwrap();
+            let err = crate::sync::Model::from_file(&file, Path::new("s.json")).unwrap_err().to_string();
+            assert!(err.contains(needle), "cache {json}: {err}");
+        }
+    }
+
     #[test]
     fn decode_normalises_and_the_set_prunes() {
         let json = format!(

@@ -494,6 +494,51 @@ mod tests {
         pb::change::Kind::Key(pb::KeyChange { key_id: id, state: state.into(), ..Default::default() })
     }
 
+    fn ed_key(id: u32, public: &[u8]) -> pb::EdgeKey {
+        pb::EdgeKey {
+            key_id: id,
+            state: pb::KeyState::Pending.into(),
+            algorithm: pb::KeyAlgorithm::Ed25519.into(),
+            public_key: public.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Ed25519 keys arrive as public keys and verify; one with a secret, a bad
+    /// public key or an unknown algorithm is NACKed and changes nothing; the cache
+    /// file holds the public key and reads back the same.
+    #[test]
+    fn ed25519_keys_are_public_keys_only() {
+        let public = stile_token::Ed25519Secret::from_bytes([4; 32]).public();
+        let mut m = Model::default();
+        let snap = pb::Snapshot { version: 3, keys: vec![key(1), ed_key(2, public.as_bytes())], ..Default::default() };
+        m.apply_snapshot(&snap).unwrap();
+        let state = m.to_state(0, &Liveness::default());
+        assert_eq!(state.keys.ed25519_public(2), Some(public));
+        let file = m.to_file(7);
+        let json = serde_json::to_string(&file).unwrap();
+        assert!(json.contains(r#""algorithm":"ed25519","public_key":"#) && !json.contains("\"secret\":null"), "{json}");
+        assert_eq!(Model::from_file(&file, Path::new("c.json")).unwrap(), m);
+        let before = m.clone();
+        let with_secret = pb::EdgeKey { secret: vec![9; 32], ..ed_key(3, public.as_bytes()) };
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let unknown = pb::EdgeKey { algorithm: 7, ..key(3) };
+        for (material, needle) in [
+            (with_secret, "must not carry a secret"),
+            (ed_key(3, &identity), "small order"),
+            (ed_key(3, &[5; 31]), "32 bytes, got 31"),
+            (unknown, "unknown algorithm 7"),
+        ] {
+            let d = delta(4, key_change(3, pb::KeyState::Pending), Some(material));
+            let err = m.apply_delta(&d).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+            assert_eq!(m, before, "a refused delta changes nothing");
+        }
+        m.apply_delta(&delta(4, key_change(3, pb::KeyState::Pending), Some(ed_key(3, public.as_bytes())))).unwrap();
+        assert_eq!(m.to_state(0, &Liveness::default()).keys.algorithm(3), Some(stile_token::Algorithm::Ed25519));
+    }
+
     #[test]
     fn snapshots_never_go_back_unless_reset() {
         let mut m = Model::default();
