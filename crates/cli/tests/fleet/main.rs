@@ -14,6 +14,7 @@ mod edge_purge;
 mod faults;
 mod push_trust;
 mod redis_replicas;
+mod sync_ed25519;
 mod sync_failover;
 mod sync_restart;
 mod sync_revoke;

@@ -6,21 +6,20 @@
 //! state file holds the public key only — no byte of the private key, in any
 //! encoding.
 
-mod support;
-mod sync_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use stile_control::store::{RedbStore, Store as _};
+use stile_tests::fleet::*;
+use stile_tests::net::free_port;
+use stile_tests::process::{stile_binary, until};
+use stile_tests::token::{hex, now};
 use stile_token::{Algorithm, Ed25519Public, KeyRing, Policy, Request, Token, verify};
-use support::free_port;
-use sync_support::*;
 
 /// Runs the `stile` client against the control plane with the admin key.
 fn stile(control: &Control, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stile"))
+    let out = Command::new(stile_binary())
         .args(args)
         .args(["--server", &control.url(), "--api-key", ADMIN])
         .output()
@@ -103,7 +102,7 @@ fn ed25519_links_at_a_synced_edge() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(entry["public_key"].as_str().unwrap()).unwrap();
     let mut ring = KeyRing::new();
     ring.insert_ed25519(2, &Ed25519Public::from_slice(&public).unwrap()).unwrap();
-    let now = support::now();
+    let now = now();
     let req = Request { path: "/vod/abc/master.m3u8", client_ip: None, country: None, now };
     verify(&fresh.token, &ring, &req, &Policy::default()).expect("the state file's public key verifies the link");
 
