@@ -361,8 +361,9 @@ pub struct TokenConfig {
     pub unknown_country: UnknownCountryConfig,
     /// Entries of the verified-signature cache: Ed25519 tokens whose signature verified, so a
     /// viewer's next segment requests skip the signature check (expiry, scope, bindings,
-    /// revocations and the key are still checked on every request). Each holds 64 bytes plus the map's bookkeeping (an estimate of 150 bytes, not measured);
-    /// 0 disables the cache. At most 16,777,216.
+    /// revocations and the key are still checked on every request). Each entry holds 64 bytes
+    /// plus the map's bookkeeping (estimated at 150 bytes, not measured); 0 disables the cache.
+    /// At most 16,777,216.
     pub verified_cache_entries: usize,
 }
 
