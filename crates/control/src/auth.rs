@@ -35,6 +35,8 @@ pub enum Rpc {
     MintBatch,
     /// RevocationService.Revoke
     Revoke,
+    /// RevocationService.RevokeBatch
+    RevokeBatch,
     /// RevocationService.List
     ListRevocations,
     /// RevocationService.Status
@@ -78,6 +80,7 @@ impl Rpc {
             Rpc::Mint | Rpc::MintBatch => &[Minter, Admin],
             Rpc::GetAsset | Rpc::ListAssets => &[Minter, Operator, Admin],
             Rpc::Revoke
+            | Rpc::RevokeBatch
             | Rpc::ListRevocations
             | Rpc::RevocationStatus
             | Rpc::RotateKey
@@ -118,6 +121,7 @@ impl Rpc {
             Rpc::Mint => "LinkService.Mint",
             Rpc::MintBatch => "LinkService.MintBatch",
             Rpc::Revoke => "RevocationService.Revoke",
+            Rpc::RevokeBatch => "RevocationService.RevokeBatch",
             Rpc::ListRevocations => "RevocationService.List",
             Rpc::RevocationStatus => "RevocationService.Status",
             Rpc::RotateKey => "KeyService.Rotate",
@@ -363,9 +367,16 @@ mod tests {
     fn role_table() {
         use Role::*;
         let can = |role, rpc: Rpc| rpc.allowed().contains(&role);
-        for rpc in
-            [Rpc::Revoke, Rpc::RotateKey, Rpc::RetireKey, Rpc::PutAsset, Rpc::SetAssetState, Rpc::Sync, Rpc::Purge]
-        {
+        for rpc in [
+            Rpc::Revoke,
+            Rpc::RevokeBatch,
+            Rpc::RotateKey,
+            Rpc::RetireKey,
+            Rpc::PutAsset,
+            Rpc::SetAssetState,
+            Rpc::Sync,
+            Rpc::Purge,
+        ] {
             assert!(!can(Minter, rpc), "minter must not call {}", rpc.name());
         }
         assert!(!can(Operator, Rpc::Mint) && !can(Operator, Rpc::MintBatch), "operator privileges never mint");
@@ -373,6 +384,7 @@ mod tests {
             Rpc::Mint,
             Rpc::MintBatch,
             Rpc::Revoke,
+            Rpc::RevokeBatch,
             Rpc::ListRevocations,
             Rpc::RevocationStatus,
             Rpc::RotateKey,

@@ -13,6 +13,10 @@ use crate::policy::{PolicyError, country_rule, normalise_base_url};
 pub use crate::store::{RedisConfig, SentinelConfig};
 pub use crate::tls::TlsConfig;
 
+/// Upper bound of `revocations.max_batch`: a batch is one commit and one
+/// request, which must fit `RevocationService`'s 16 MiB message limit.
+pub const MAX_REVOKE_BATCH: usize = 100_000;
+
 /// The whole configuration file (TOML). Every field has a default, so an empty
 /// file is a valid development configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -224,6 +228,9 @@ pub struct RevocationConfig {
     /// Added to a revocation's expiry (issued-before + longest policy TTL) to
     /// cover edge clock skew, seconds. Default 300.
     pub expiry_margin_secs: u64,
+    /// Most targets one `RevokeBatch` call may revoke (one commit), 1..=100000.
+    /// Default 50000.
+    pub max_batch: usize,
 }
 
 /// The edge sync stream (`EdgeService.Sync`), key rollout and `Revoke`'s wait.
@@ -354,7 +361,12 @@ impl Default for AuditConfig {
 
 impl Default for RevocationConfig {
     fn default() -> RevocationConfig {
-        RevocationConfig { log_retention: 1_000_000, prune_interval_secs: 60, expiry_margin_secs: 300 }
+        RevocationConfig {
+            log_retention: 1_000_000,
+            prune_interval_secs: 60,
+            expiry_margin_secs: 300,
+            max_batch: MAX_REVOKE_BATCH / 2,
+        }
     }
 }
 
@@ -422,6 +434,9 @@ impl Config {
             return bad("revocations.log_retention and revocations.prune_interval_secs must be positive".into());
         }
         self.tls.check().map_err(ConfigError::Invalid)?;
+        if !(1..=MAX_REVOKE_BATCH).contains(&self.revocations.max_batch) {
+            return bad(format!("revocations.max_batch must be 1..={MAX_REVOKE_BATCH}"));
+        }
         self.sync.validate()
     }
 

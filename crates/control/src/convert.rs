@@ -187,6 +187,7 @@ impl From<AuditAction> for pb::AuditAction {
             AuditAction::SyncReplaced => pb::AuditAction::SyncReplaced,
             AuditAction::SyncClientCert => pb::AuditAction::SyncClientCert,
             AuditAction::Purge => pb::AuditAction::Purge,
+            AuditAction::RevokeBatch => pb::AuditAction::RevokeBatch,
         }
     }
 }
@@ -211,6 +212,7 @@ pub(crate) fn audit_action(value: i32) -> Result<Option<AuditAction>, ApiError> 
         pb::AuditAction::SyncReplaced => Some(AuditAction::SyncReplaced),
         pb::AuditAction::SyncClientCert => Some(AuditAction::SyncClientCert),
         pb::AuditAction::Purge => Some(AuditAction::Purge),
+        pb::AuditAction::RevokeBatch => Some(AuditAction::RevokeBatch),
     })
 }
 

@@ -333,6 +333,8 @@ pub enum AuditAction {
     Purge,
     /// A sync stream admitted with a verified TLS client certificate.
     SyncClientCert,
+    /// A batch of revocations in one commit (`count` of them).
+    RevokeBatch,
 }
 
 /// One audit event.

@@ -331,7 +331,9 @@ impl ControlPlane {
         let audit = Audit { auth: auth.clone(), store: Arc::clone(store) };
         let api_keys = ApiKeys { auth: auth.clone(), store: Arc::clone(store), clock: Arc::clone(clock) };
         serving(&mut routes, &health, LinkServiceServer::new(links)).await;
-        serving(&mut routes, &health, RevocationServiceServer::new(revocations)).await;
+        // A RevokeBatch of revocations.max_batch subjects needs more than the default 4 MiB.
+        let revocations = RevocationServiceServer::new(revocations).max_decoding_message_size(16 << 20);
+        serving(&mut routes, &health, revocations).await;
         serving(&mut routes, &health, PurgeServiceServer::new(purges)).await;
         serving(&mut routes, &health, KeyServiceServer::new(keys)).await;
         serving(&mut routes, &health, AssetServiceServer::new(assets)).await;

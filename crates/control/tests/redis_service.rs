@@ -60,6 +60,26 @@ async fn a_revocation_through_one_replica_is_listed_by_the_other() {
 }
 
 #[tokio::test]
+async fn a_revoke_batch_is_one_script_with_consecutive_versions_on_both_replicas() {
+    let redis = RedisServer::start();
+    let a = Replica::start(&redis).await;
+    let b = Replica::start(&redis).await;
+    let targets = (0..20_000u64)
+        .map(|i| pb::RevocationTarget { target: Some(pb::revocation_target::Target::TokenId(format!("{i:016x}"))) })
+        .collect();
+    let req = pb::RevokeBatchRequest { targets, reason: "leaked batch".into(), ..Default::default() };
+    let r = a.revocations().revoke_batch(auth(req, OPERATOR)).await.unwrap().into_inner();
+    assert_eq!((r.count, r.last_version - r.first_version), (20_000, 19_999));
+    let page = pb::ListRevocationsRequest { after_version: r.first_version + 9_999, limit: 2 };
+    let listed = b.revocations().list(auth(page, OPERATOR)).await.unwrap().into_inner().revocations;
+    let got: Vec<_> = listed.iter().map(|l| (l.version, l.target.clone().unwrap().target)).collect();
+    let token = |i: u64| Some(pb::revocation_target::Target::TokenId(format!("{i:016x}")));
+    assert_eq!(got, [(r.first_version + 10_000, token(10_000)), (r.first_version + 10_001, token(10_001))]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn redis_down_revoke_is_unavailable_minting_continues_and_both_recover() {
     let mut redis = RedisServer::start_with(Persistence::AofAlways);
     let (cp, _cp_dir) = start(&redis).await;

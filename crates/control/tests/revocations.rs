@@ -122,3 +122,84 @@ async fn revoking_a_key_retires_it() {
     assert_eq!(list[0].state(), pb::KeyState::Retired);
     server.stop().await;
 }
+
+fn batch(targets: Vec<T>, reason: &str) -> pb::RevokeBatchRequest {
+    pb::RevokeBatchRequest {
+        targets: targets.into_iter().map(|t| pb::RevocationTarget { target: Some(t) }).collect(),
+        reason: reason.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_one_commit_with_consecutive_versions_and_one_audit_event() {
+    let server = Server::start().await;
+    let mut rev = server.revocations().await;
+    let start = server.store.version().await.unwrap();
+    let mut targets: Vec<T> = (0..1000u64).map(|i| T::TokenId(format!("{:016X}", 0xab00_0000 + i))).collect();
+    targets.push(T::Subject(pb::SubjectTarget { subject: "viewer-9".into(), issued_before: T0 - 5 }));
+    targets.push(T::PathPrefix(pb::PathPrefixTarget { prefix: "/vod/x/".into(), issued_before: 0, purge: false }));
+    let r = rev.revoke_batch(auth(batch(targets, "leaked batch"), OPERATOR)).await.unwrap().into_inner();
+    assert_eq!((r.count, r.first_version, r.last_version), (1002, start + 1, start + 1002));
+    assert!(r.edges.is_empty() && r.lagging.is_empty(), "no wait asked");
+
+    // Durable before the answer, in order, each with the caller and the reason.
+    let LogRead::Changes(changes) = server.store.log_since(start, 2000).await.unwrap() else { panic!("log") };
+    assert_eq!(changes.len(), 1002);
+    for (i, c) in changes.iter().enumerate() {
+        assert_eq!(c.version, start + 1 + i as u64);
+        let ChangeKind::Revocation(rv) = &c.kind else { panic!("{c:?}") };
+        assert_eq!((rv.actor.as_str(), rv.reason.as_str(), rv.version), ("ops", "leaked batch", c.version));
+        if i < 1000 {
+            assert_eq!(rv.target, Target::Token { token_id: 0xab00_0000 + i as u64 });
+        }
+    }
+    let ChangeKind::Revocation(last) = &changes[1001].kind else { panic!() };
+    assert_eq!(last.target, Target::PathPrefix { prefix: "/vod/x/".into(), issued_before: T0, purge: false });
+
+    let events = server
+        .audit()
+        .await
+        .list(auth(pb::ListAuditRequest { action: pb::AuditAction::RevokeBatch.into(), ..Default::default() }, ADMIN))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "one event for the batch");
+    let e = &events[0];
+    assert_eq!(
+        (e.actor.as_str(), e.count, e.target.as_str(), e.detail.as_str()),
+        ("ops", 1002, "tokens:1000,subjects:1,prefixes:1", "leaked batch")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_batch_writes_nothing_and_names_the_target() {
+    let server = Server::start().await;
+    let mut rev = server.revocations().await;
+    let before = server.store.version().await.unwrap();
+    let ok = || T::TokenId("0123456789abcdef".into());
+    let too_many = (0..50_001u64).map(|i| T::TokenId(format!("{i:016x}"))).collect();
+    let cases = [
+        (batch(vec![], "r"), "0 given; a batch holds 1 to 50000"),
+        (batch(too_many, "r"), "50001 given"),
+        (batch(vec![ok(), ok(), T::TokenId("xyz".into())], "r"), "targets[2]: token_id \"xyz\" must be 16 hex digits"),
+        (batch(vec![ok(), T::KeyId(1)], "r"), "targets[1]: key 1 is retired with Revoke"),
+        (
+            batch(vec![T::Subject(pb::SubjectTarget { subject: "v".into(), issued_before: T0 + 60 })], "r"),
+            "targets[0]: issued_before",
+        ),
+        (batch(vec![ok()], ""), "reason must be 1 to 200"),
+    ];
+    for (r, needle) in cases {
+        assert_status(rev.revoke_batch(auth(r, OPERATOR)).await, Code::InvalidArgument, needle);
+    }
+    assert_status(
+        rev.revoke_batch(auth(batch(vec![ok()], "r"), MINTER)).await,
+        Code::PermissionDenied,
+        "RevocationService.RevokeBatch",
+    );
+    assert_eq!(server.store.version().await.unwrap(), before, "nothing was written");
+    server.stop().await;
+}

@@ -21,6 +21,7 @@
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
+//!   with the `test-util` feature, `sync::EmbeddedSync` runs it without the proxy (the fleet simulator);
 //! - `tls/` — viewer TLS: certificates by SNI, reload, the handshake front, the HTTPS redirect;
 //! - `origin/` — origin pools: routing by prefix, health checks, failover and retries;
 //! - `server.rs` — assembling and running it all ([`Edge`]);

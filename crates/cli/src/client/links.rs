@@ -2,7 +2,7 @@
 //! (`--count N` / `--batch FILE`) written one per line to `--out FILE` through
 //! `LinkService.MintBatch`, with a progress line on stderr when it is a terminal.
 
-use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -158,22 +158,11 @@ fn countries(allow: &[String], deny: &[String]) -> Option<pb::CountryRule> {
     (!allow.is_empty() || !deny.is_empty()).then(|| pb::CountryRule { allow: allow.to_vec(), deny: deny.to_vec() })
 }
 
-fn read_batch(path: &PathBuf, template: &pb::MintRequest) -> Result<Vec<pb::MintRequest>, Failure> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        let f = std::fs::File::open(path)
-            .map_err(|e| Failure::usage(format!("cannot open --batch {}: {e}", path.display())))?;
-        Box::new(std::io::BufReader::new(f))
-    };
+fn read_batch(path: &std::path::Path, template: &pb::MintRequest) -> Result<Vec<pb::MintRequest>, Failure> {
     let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let l: BatchLine = serde_json::from_str(&line)
-            .map_err(|e| Failure::usage(format!("{} line {}: {e}", path.display(), i + 1)))?;
+    for (n, line) in super::batch_lines(path)? {
+        let l: BatchLine =
+            serde_json::from_str(&line).map_err(|e| Failure::usage(format!("{} line {n}: {e}", path.display())))?;
         out.push(pb::MintRequest {
             asset_id: l.asset_id.unwrap_or_else(|| template.asset_id.clone()),
             scope: l.scope,

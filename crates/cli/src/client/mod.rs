@@ -117,6 +117,28 @@ impl Kind {
     }
 }
 
+/// The lines of a `--batch` FILE (`-`: stdin) that hold something, trimmed,
+/// with their line numbers (from 1): blank lines and `#` comments are skipped.
+pub(crate) fn batch_lines(path: &std::path::Path) -> Result<Vec<(usize, String)>, Failure> {
+    use std::io::BufRead;
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path)
+            .map_err(|e| Failure::usage(format!("cannot open --batch {}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut out = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
+        let line = line.trim();
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push((i + 1, line.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// A failed command: what went wrong and, where we know, what to do next.
 #[derive(Debug)]
 pub(crate) struct Failure {

@@ -22,7 +22,9 @@ use crate::settings::Settings;
 
 /// Arguments of `stile revoke`: exactly one target.
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["token_id", "link", "subject", "prefix", "key_id"])))]
+#[command(group(
+    ArgGroup::new("target").required(true).args(["token_id", "link", "subject", "prefix", "key_id", "batch"])
+))]
 pub(crate) struct RevokeArgs {
     /// One link, by its token id (16 hex digits, as `stile mint` and `stile explain` show).
     #[arg(long, value_name = "HEX")]
@@ -39,7 +41,13 @@ pub(crate) struct RevokeArgs {
     /// Every link signed with this key (retires the key; rotate first if it is active).
     #[arg(long, value_name = "ID")]
     key_id: Option<u32>,
-    /// With --subject or --prefix: links issued before this time (default now;
+    /// Many targets in one atomic RevokeBatch call, from FILE (`-`: stdin), one
+    /// per line: a token id (16 hex digits), `subject:ID`, `prefix:/path/`, or
+    /// `purge:/path/` (a prefix whose cached objects are purged too); blank
+    /// lines and `#` comments are skipped. --before applies to every subject and prefix.
+    #[arg(long, value_name = "FILE")]
+    batch: Option<std::path::PathBuf>,
+    /// With --subject or --prefix (or --batch): links issued before this time (default now;
     /// Unix seconds, RFC 3339, or -10m).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     before: Option<String>,
@@ -84,8 +92,8 @@ impl ExpectArgs {
 pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Failure> {
     use pb::revocation_target::Target as T;
     let now = now();
-    if a.before.is_some() && a.subject.is_none() && a.prefix.is_none() {
-        return Err(Failure::usage("--before applies to --subject and --prefix only"));
+    if a.before.is_some() && a.subject.is_none() && a.prefix.is_none() && a.batch.is_none() {
+        return Err(Failure::usage("--before applies to --subject, --prefix and --batch only"));
     }
     let before = match &a.before {
         Some(t) => parse_time(t, now).map_err(|e| Failure::usage(format!("--before: {e}")))?,
@@ -93,6 +101,10 @@ pub(crate) async fn revoke(settings: &Settings, a: RevokeArgs) -> Result<(), Fai
     };
     if !a.wait && a.expect.request().is_some() {
         return Err(Failure::usage("--min-edges and --expect-edge apply to --wait"));
+    }
+    if let Some(path) = a.batch.clone() {
+        let targets = read_targets(&path, before)?;
+        return revoke_batch(settings, a, targets).await;
     }
     let target = if let Some(id) = a.token_id {
         let id = id.trim().to_ascii_lowercase();
@@ -341,6 +353,66 @@ fn confirmation_json(c: &pb::Confirmation) -> serde_json::Value {
         "seen_window_secs": c.seen_window_secs,
         "edges": c.edges.iter().map(edge_ack_json).collect::<Vec<_>>(),
     })
+}
+
+/// The targets of a `--batch` file, one per line.
+fn read_targets(path: &std::path::Path, before: u64) -> Result<Vec<pb::RevocationTarget>, Failure> {
+    use pb::revocation_target::Target as T;
+    let mut out = Vec::new();
+    for (n, line) in super::batch_lines(path)? {
+        let line = line.as_str();
+        let prefix = |prefix: &str, purge| {
+            T::PathPrefix(pb::PathPrefixTarget { prefix: prefix.into(), issued_before: before, purge })
+        };
+        let target = if let Some(s) = line.strip_prefix("subject:") {
+            T::Subject(pb::SubjectTarget { subject: s.into(), issued_before: before })
+        } else if let Some(p) = line.strip_prefix("prefix:") {
+            prefix(p, false)
+        } else if let Some(p) = line.strip_prefix("purge:") {
+            prefix(p, true)
+        } else if stile_token::TokenId::from_hex(line).is_some() {
+            T::TokenId(line.to_ascii_lowercase())
+        } else {
+            return Err(Failure::usage(format!(
+                "{} line {}: expected a token id (16 hex digits), subject:ID, prefix:/path/ or purge:/path/",
+                path.display(),
+                n
+            )));
+        };
+        out.push(pb::RevocationTarget { target: Some(target) });
+    }
+    if out.is_empty() {
+        return Err(Failure::usage(format!("--batch {}: no targets", path.display())));
+    }
+    Ok(out)
+}
+
+/// `stile revoke --batch FILE`: one RevokeBatch call.
+async fn revoke_batch(settings: &Settings, a: RevokeArgs, targets: Vec<pb::RevocationTarget>) -> Result<(), Failure> {
+    let wait_timeout_ms = wait_timeout(a.deadline.as_deref())?;
+    let client = Client::connect(settings, "operator").await?;
+    let req = pb::RevokeBatchRequest {
+        targets,
+        reason: a.reason,
+        wait: a.wait,
+        wait_timeout_ms,
+        expect: a.expect.request(),
+    };
+    let resp = RevocationServiceClient::new(client.channel.clone())
+        .max_encoding_message_size(16 << 20)
+        .revoke_batch(client.req(req))
+        .await
+        .map_err(|s| client.fail(&s))?
+        .into_inner();
+    let waited = a.wait.then(|| Waited::of(resp.confirmation.clone(), resp.waited_ms, &resp.lagging));
+    if settings.json() {
+        let doc = json!({
+            "count": resp.count, "first_version": resp.first_version, "last_version": resp.last_version,
+        });
+        return print_json_waited(doc, waited.as_ref());
+    }
+    println!("revoked {} targets — versions {} to {}", resp.count, resp.first_version, resp.last_version);
+    print_waited(waited.as_ref(), resp.last_version, "batch", "emergency revoke")
 }
 
 fn deadline_ms(d: &str) -> Result<u32, Failure> {
@@ -869,7 +941,7 @@ pub(crate) struct AuditTailArgs {
     follow: bool,
 }
 
-const AUDIT_ACTIONS: [&str; 13] = [
+const AUDIT_ACTIONS: [&str; 14] = [
     "mint",
     "mint_batch",
     "revoke",
@@ -883,6 +955,7 @@ const AUDIT_ACTIONS: [&str; 13] = [
     "sync_refused",
     "sync_replaced",
     "purge",
+    "revoke_batch",
 ];
 
 fn audit_action(s: i32) -> String {

@@ -122,6 +122,38 @@ fn commands_exit_codes_and_json() {
 }
 
 #[test]
+fn revoke_batch_from_a_file_is_one_call() {
+    let dev = Dev::start(&["--quiet"]);
+    let file = dev.dir.path().join("leaked.txt");
+    let lines = "# leaked on a forum\n00000000000000a1\n00000000000000A2\n\nsubject:viewer-7\nprefix:/vod/sample/\npurge:/vod/old/\n";
+    std::fs::write(&file, lines).unwrap();
+    let f = file.to_str().unwrap();
+    let r = dev.stile(&["revoke", "--batch", f, "--reason", "incident 42", "--before", "now", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["count"], 5, "{doc}");
+    let (first, last) = (doc["first_version"].as_u64().unwrap(), doc["last_version"].as_u64().unwrap());
+    assert_eq!(last - first, 4, "{doc}");
+    let revs = dev.stile(&["revocations", "ls", "--json"]).json();
+    let targets: Vec<_> = revs["revocations"].as_array().unwrap().iter().map(|r| r["target"].clone()).collect();
+    assert_eq!(targets[1]["token_id"], "00000000000000a2", "lower-cased: {revs}");
+    assert_eq!((targets[4]["prefix"].as_str(), targets[4]["purge"].as_bool()), (Some("/vod/old/"), Some(true)));
+    let audit = dev.stile(&["audit", "tail", "--action", "revoke_batch", "--json"]).json();
+    assert_eq!(audit["events"][0]["count"], 5, "{audit}");
+
+    // A line the client cannot read is usage (64) naming it; a target the server refuses is 2 naming its index.
+    std::fs::write(&file, "00000000000000a1\nsubjekt:x\n").unwrap();
+    let bad = dev.stile(&["revoke", "--batch", f, "--reason", "r"]);
+    assert_eq!(bad.code, 64, "{bad:?}");
+    assert!(bad.stderr.contains("line 2"), "{}", bad.stderr);
+    std::fs::write(&file, format!("00000000000000a1\nsubject:{}\n", "v".repeat(65))).unwrap();
+    let refused = dev.stile(&["revoke", "--batch", f, "--reason", "r"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("targets[1]"), "{}", refused.stderr);
+    assert_eq!(dev.stile(&["revocations", "ls", "--json"]).json()["revocations"].as_array().unwrap().len(), 5);
+}
+
+#[test]
 fn batch_minting_writes_one_line_per_link() {
     let dev = Dev::start(&["--quiet"]);
     let out = dev.dir.path().join("links.txt");

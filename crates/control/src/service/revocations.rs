@@ -1,7 +1,9 @@
 //! `RevocationService`: Revoke (durable before it answers; with `wait`, also
 //! confirmed by every expected edge — connected, or seen within
 //! `sync.seen_window_secs`, or the operator's named set — or answered with
-//! what it was confirmed by: `crate::confirm`), List, Status.
+//! what it was confirmed by: `crate::confirm`), RevokeBatch (many
+//! revocations in one atomic commit, one audit event, waited for like Revoke),
+//! List, Status.
 
 use std::sync::Arc;
 use stile_proto::v1 as pb;
@@ -45,18 +47,7 @@ impl RevocationService for Revocations {
         let revocation = if let Target::Key { key_id } = target {
             self.rollout.retire(&caller.name, key_id, &req.reason).await?.1
         } else {
-            let base = match &target {
-                Target::Subject { issued_before, .. } | Target::PathPrefix { issued_before, .. } => *issued_before,
-                Target::Token { .. } | Target::Key { .. } => now,
-            };
-            let revocation = Revocation {
-                version: 0,
-                target: target.clone(),
-                reason: req.reason.clone(),
-                actor: caller.name.clone(),
-                created_at: now,
-                expires_at: base + self.config.revocation_lifetime_secs(),
-            };
+            let revocation = self.revocation(target.clone(), &req.reason, &caller.name, now);
             let audit = vec![AuditEvent::new(now, &caller.name, AuditAction::Revoke, target.to_string(), req.reason)];
             let writes =
                 vec![Write::Append { at: now, actor: caller.name.clone(), kind: ChangeKind::Revocation(revocation) }];
@@ -75,6 +66,69 @@ impl RevocationService for Revocations {
             response.waited_ms = w.waited_ms;
             response.lagging = w.lagging;
             response.edges = w.confirmation.edges.clone();
+            response.confirmation = Some(w.confirmation);
+        }
+        Ok(Response::new(response))
+    }
+
+
+    async fn revoke_batch(
+        &self,
+        request: Request<pb::RevokeBatchRequest>,
+    ) -> Result<Response<pb::RevokeBatchResponse>, Status> {
+        let caller = self.auth.check(&request, Rpc::RevokeBatch).await?;
+        let mut req = request.into_inner();
+        check_reason(&req.reason, true)?;
+        // Checked before anything is committed.
+        let expect = if req.wait { Some(Expectation::from_request(req.expect.take())?) } else { None };
+        let (n, max) = (req.targets.len(), self.config.revocations.max_batch);
+        if !(1..=max).contains(&n) {
+            let why = format!("targets: {n} given; a batch holds 1 to {max} (revocations.max_batch)");
+            return Err(ApiError::InvalidArgument(why).into());
+        }
+        let now = self.clock.now_secs();
+        // Every target is checked before anything is written: all or nothing.
+        let mut targets = Vec::with_capacity(n);
+        for (i, t) in req.targets.into_iter().enumerate() {
+            let target = target(Some(t), now).map_err(|e| e.context(&format!("targets[{i}]")))?;
+            if let Target::Key { key_id } = target {
+                let why =
+                    format!("targets[{i}]: key {key_id} is retired with Revoke or KeyService.Retire, not in a batch");
+                return Err(ApiError::InvalidArgument(why).into());
+            }
+            targets.push(target);
+        }
+        let summary = batch_summary(&targets);
+        let writes = targets
+            .iter()
+            .map(|t| Write::Append {
+                at: now,
+                actor: caller.name.clone(),
+                kind: ChangeKind::Revocation(self.revocation(t.clone(), &req.reason, &caller.name, now)),
+            })
+            .collect();
+        let mut event = AuditEvent::new(now, &caller.name, AuditAction::RevokeBatch, summary, req.reason);
+        event.count = u32::try_from(n).unwrap_or(u32::MAX);
+        let committed = self.store.commit(Batch { writes, audit: vec![event] }).await.map_err(ApiError::from)?;
+        for t in &targets {
+            self.metrics.revocation(t);
+        }
+        let (Some(first), Some(last)) = (committed.changes.first(), committed.changes.last()) else {
+            return Err(ApiError::Internal("store did not return the revocations".into()).into());
+        };
+        let (first_version, last_version) = (first.version, last.version);
+        tracing::info!(caller = %caller.name, count = n, first_version, last_version, "revoke.batch");
+        let mut response = pb::RevokeBatchResponse {
+            count: u32::try_from(n).unwrap_or(u32::MAX),
+            first_version,
+            last_version,
+            ..Default::default()
+        };
+        if let Some(expect) = expect {
+            let w = wait_for_edges(&self.config, &self.replicas, last_version, &expect, req.wait_timeout_ms, "revoke")
+                .await;
+            response.waited_ms = w.waited_ms;
+            response.lagging = w.lagging;
             response.confirmation = Some(w.confirmation);
         }
         Ok(Response::new(response))
@@ -109,6 +163,42 @@ impl RevocationService for Revocations {
             edges,
         }))
     }
+}
+
+impl Revocations {
+    /// A revocation of `target` (not a key) recorded now, kept for the
+    /// longest token lifetime from its base time.
+    fn revocation(&self, target: Target, reason: &str, actor: &str, now: u64) -> Revocation {
+        let base = match &target {
+            Target::Subject { issued_before, .. } | Target::PathPrefix { issued_before, .. } => *issued_before,
+            Target::Token { .. } | Target::Key { .. } => now,
+        };
+        Revocation {
+            version: 0,
+            target,
+            reason: reason.to_owned(),
+            actor: actor.to_owned(),
+            created_at: now,
+            expires_at: base + self.config.revocation_lifetime_secs(),
+        }
+    }
+
+}
+
+/// The audit target of a batch: how many of each kind, e.g. `tokens:49000,subjects:1000`.
+fn batch_summary(targets: &[Target]) -> String {
+    let mut counts = [0usize; 3];
+    for t in targets {
+        match t {
+            Target::Token { .. } => counts[0] += 1,
+            Target::Subject { .. } => counts[1] += 1,
+            Target::PathPrefix { .. } | Target::Key { .. } => counts[2] += 1,
+        }
+    }
+    let names = ["tokens", "subjects", "prefixes"];
+    let parts: Vec<String> =
+        names.iter().zip(counts).filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name}:{n}")).collect();
+    parts.join(",")
 }
 
 /// Validates a request's target; times default to `now` and may not be later.

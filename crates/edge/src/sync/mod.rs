@@ -29,6 +29,8 @@
 //! Only this module sees the protocol types; [`Model`] converts them.
 
 mod config;
+#[cfg(feature = "test-util")]
+mod embedded;
 mod journal;
 mod metrics;
 mod model;
@@ -45,9 +47,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::ServiceReadyNotifier;
 use pingora::services::background::BackgroundService;
 use stile_proto::v1 as pb;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 pub use self::config::{KeyError, SyncConfig};
+#[cfg(feature = "test-util")]
+pub use self::embedded::{EmbedError, EmbeddedSync};
 use self::metrics::SyncMetrics;
 pub use self::model::{ApplyError, BatchOutcome, Model, Purge};
 use self::persist::CacheWriter;
@@ -101,6 +106,23 @@ pub(crate) struct SyncClient {
     /// The control plane's time in the newest heartbeat, Unix seconds (0: none yet).
     cp_time: AtomicU64,
     objects: Option<&'static Cache>,
+    /// What the client has done so far, for whoever watches (the embedded client).
+    progress: watch::Sender<Progress>,
+}
+
+/// How far a sync client has come: what it ACKed, whether its stream is up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The newest version ACKed (enforced; 0 before the first).
+    pub applied: u64,
+    /// When the ACK of `applied` was handed to the stream.
+    pub applied_at: Option<tokio::time::Instant>,
+    /// Whether a stream to a control plane is open.
+    pub connected: bool,
+    /// Streams opened so far.
+    pub connects: u64,
+    /// When the newest stream opened (or, once `connected` is false, closed).
+    pub connected_at: Option<tokio::time::Instant>,
 }
 
 impl SyncClient {
@@ -110,6 +132,7 @@ impl SyncClient {
         let api_key = config.key()?;
         let tls = config.tls(clock.now())?;
         let sync_metrics = SyncMetrics::new(metrics.registry());
+        let progress = watch::channel(Progress { applied: model.version, ..Progress::default() }).0;
         Ok(SyncClient {
             edge_id: config.edge_id(),
             config,
@@ -125,6 +148,7 @@ impl SyncClient {
             model: Mutex::new(model),
             cp_time: AtomicU64::new(0),
             objects,
+            progress,
         })
     }
 
@@ -155,6 +179,10 @@ impl SyncClient {
                     _ = shutdown.changed() => break,
                 };
                 self.sync_metrics.connected(false);
+                self.progress.send_modify(|p| {
+                    p.connected = false;
+                    p.connected_at = Some(tokio::time::Instant::now());
+                });
                 let wait = match outcome {
                     Outcome { applied: true, .. } | Outcome { lasted: true, .. } => {
                         attempt = 0;
@@ -207,6 +235,11 @@ impl SyncClient {
         let mut session =
             Session::connect(url, &self.config, self.tls.as_ref(), &self.edge_id, &self.api_key, applied).await?;
         self.sync_metrics.connected(true);
+        self.progress.send_modify(|p| {
+            p.connected = true;
+            p.connects += 1;
+            p.connected_at = Some(tokio::time::Instant::now());
+        });
         tracing::info!(endpoint = %url, applied, "sync.connected");
         loop {
             let batch = session.receive_batch().await?;
@@ -248,6 +281,10 @@ impl SyncClient {
                 cache.persist_deltas(&batch.journal);
             }
             session.ack(applied).await?;
+            self.progress.send_modify(|p| {
+                p.applied = applied;
+                p.applied_at = Some(tokio::time::Instant::now());
+            });
             if let Some(r) = ready.take() {
                 r.notify_ready();
             }
