@@ -62,8 +62,8 @@ async fn a_revocation_through_one_replica_is_listed_by_the_other() {
 #[tokio::test]
 async fn a_revoke_batch_is_one_script_with_consecutive_versions_on_both_replicas() {
     let redis = RedisServer::start();
-    let a = Replica::start(&redis).await;
-    let b = Replica::start(&redis).await;
+    let (a, _a_dir) = start(&redis).await;
+    let (b, _b_dir) = start(&redis).await;
     let targets = (0..20_000u64)
         .map(|i| pb::RevocationTarget { target: Some(pb::revocation_target::Target::TokenId(format!("{i:016x}"))) })
         .collect();

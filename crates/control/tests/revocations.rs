@@ -141,7 +141,7 @@ async fn a_batch_is_one_commit_with_consecutive_versions_and_one_audit_event() {
     targets.push(T::PathPrefix(pb::PathPrefixTarget { prefix: "/vod/x/".into(), issued_before: 0, purge: false }));
     let r = rev.revoke_batch(auth(batch(targets, "leaked batch"), OPERATOR)).await.unwrap().into_inner();
     assert_eq!((r.count, r.first_version, r.last_version), (1002, start + 1, start + 1002));
-    assert!(r.edges.is_empty() && r.lagging.is_empty(), "no wait asked");
+    assert!(r.confirmation.is_none() && r.lagging.is_empty(), "no wait asked");
 
     // Durable before the answer, in order, each with the caller and the reason.
     let LogRead::Changes(changes) = server.store.log_since(start, 2000).await.unwrap() else { panic!("log") };

@@ -1305,7 +1305,7 @@ pub struct AuditEvent {
     /// Share channel of minted links (empty if none or mixed).
     #[prost(string, tag = "6")]
     pub channel: ::prost::alloc::string::String,
-    /// Number of links (mints) or 1.
+    /// Number of links (mints) or revocations (a revoke batch); else 1.
     #[prost(uint32, tag = "7")]
     pub count: u32,
     /// Short free-form detail, e.g. the revocation reason or "DRAFT->READY".
@@ -1390,6 +1390,8 @@ pub enum AuditAction {
     /// certificate's identity (`CN=… SAN=…`) and the remote address. Streams
     /// without a client certificate are not audited on connect.
     SyncClientCert = 14,
+    /// A batch of revocations recorded in one commit (`count` of them).
+    RevokeBatch = 15,
 }
 impl AuditAction {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1413,6 +1415,7 @@ impl AuditAction {
             Self::SyncReplaced => "AUDIT_ACTION_SYNC_REPLACED",
             Self::Purge => "AUDIT_ACTION_PURGE",
             Self::SyncClientCert => "AUDIT_ACTION_SYNC_CLIENT_CERT",
+            Self::RevokeBatch => "AUDIT_ACTION_REVOKE_BATCH",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1433,6 +1436,7 @@ impl AuditAction {
             "AUDIT_ACTION_SYNC_REPLACED" => Some(Self::SyncReplaced),
             "AUDIT_ACTION_PURGE" => Some(Self::Purge),
             "AUDIT_ACTION_SYNC_CLIENT_CERT" => Some(Self::SyncClientCert),
+            "AUDIT_ACTION_REVOKE_BATCH" => Some(Self::RevokeBatch),
             _ => None,
         }
     }
@@ -4297,6 +4301,57 @@ pub struct RevokeResponse {
     #[prost(message, optional, tag = "6")]
     pub confirmation: ::core::option::Option<Confirmation>,
 }
+/// Revoke many links at once.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RevokeBatchRequest {
+    /// What to revoke, 1..revocations.max_batch targets (token_id, subject or
+    /// path_prefix; not key_id).
+    #[prost(message, repeated, tag = "1")]
+    pub targets: ::prost::alloc::vec::Vec<RevocationTarget>,
+    /// Why: 1..200 characters, required; recorded with every revocation.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    /// Also wait until every expected edge has ACKed the batch's last version
+    /// (enforces all of it), or until the deadline; as RevokeRequest.wait.
+    #[prost(bool, tag = "3")]
+    pub wait: bool,
+    /// Longest wait, milliseconds; 0 means the control plane's default
+    /// (sync.revoke_wait_default_ms). Capped at sync.revoke_wait_max_ms.
+    #[prost(uint32, tag = "4")]
+    pub wait_timeout_ms: u32,
+    /// With `wait`: which edges, and how many, must confirm. Unset: every edge
+    /// connected or seen within sync.seen_window_secs, and at least one.
+    #[prost(message, optional, tag = "5")]
+    pub expect: ::core::option::Option<WaitExpectation>,
+}
+/// The recorded batch.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RevokeBatchResponse {
+    /// Revocations recorded (the number of targets).
+    #[prost(uint32, tag = "1")]
+    pub count: u32,
+    /// Log version of the first target's revocation; target i has version
+    /// first_version + i.
+    #[prost(uint64, tag = "2")]
+    pub first_version: u64,
+    /// Log version of the last one; an edge that applied it enforces the batch.
+    #[prost(uint64, tag = "3")]
+    pub last_version: u64,
+    /// With `wait`: ids of expected edges (connected or not) that had not ACKed
+    /// `last_version` by the deadline.
+    #[prost(string, repeated, tag = "4")]
+    pub lagging: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// With `wait`: how long the call waited, milliseconds.
+    #[prost(uint32, tag = "5")]
+    pub waited_ms: u32,
+    /// With `wait`: the verdict, counts and every edge considered, for
+    /// `last_version`. Only CONFIRMED means every expected edge enforces the
+    /// whole batch. The batch is durable either way.
+    #[prost(message, optional, tag = "6")]
+    pub confirmation: ::core::option::Option<Confirmation>,
+}
 /// List revocations in force.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -4459,6 +4514,38 @@ pub mod revocation_service_client {
                 .insert(GrpcMethod::new("stile.v1.RevocationService", "Revoke"));
             self.inner.unary(req, path, codec).await
         }
+        /// Records many revocations in one atomic commit (an incident: a leaked
+        /// batch of links): every target is checked first and none is recorded
+        /// unless all are valid. Each revocation gets its own log version, the
+        /// versions consecutive; one audit event records the batch. Token id,
+        /// subject and path-prefix targets (a key is retired with Revoke or
+        /// KeyService.Retire); at most revocations.max_batch of them. Errors:
+        /// INVALID_ARGUMENT (no targets, too many, a key target, an invalid target
+        /// named by its index, missing reason, time in the future).
+        pub async fn revoke_batch(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeBatchRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeBatchResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/stile.v1.RevocationService/RevokeBatch",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("stile.v1.RevocationService", "RevokeBatch"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Lists revocations that are still in force, oldest first.
         pub async fn list(
             &mut self,
@@ -4532,6 +4619,21 @@ pub mod revocation_service_server {
             &self,
             request: tonic::Request<super::RevokeRequest>,
         ) -> std::result::Result<tonic::Response<super::RevokeResponse>, tonic::Status>;
+        /// Records many revocations in one atomic commit (an incident: a leaked
+        /// batch of links): every target is checked first and none is recorded
+        /// unless all are valid. Each revocation gets its own log version, the
+        /// versions consecutive; one audit event records the batch. Token id,
+        /// subject and path-prefix targets (a key is retired with Revoke or
+        /// KeyService.Retire); at most revocations.max_batch of them. Errors:
+        /// INVALID_ARGUMENT (no targets, too many, a key target, an invalid target
+        /// named by its index, missing reason, time in the future).
+        async fn revoke_batch(
+            &self,
+            request: tonic::Request<super::RevokeBatchRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeBatchResponse>,
+            tonic::Status,
+        >;
         /// Lists revocations that are still in force, oldest first.
         async fn list(
             &self,
@@ -4656,6 +4758,52 @@ pub mod revocation_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/stile.v1.RevocationService/RevokeBatch" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeBatchSvc<T: RevocationService>(pub Arc<T>);
+                    impl<
+                        T: RevocationService,
+                    > tonic::server::UnaryService<super::RevokeBatchRequest>
+                    for RevokeBatchSvc<T> {
+                        type Response = super::RevokeBatchResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeBatchRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RevocationService>::revoke_batch(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeBatchSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
