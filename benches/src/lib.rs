@@ -2,6 +2,9 @@
 //! in `src/bin/`: child processes killed on drop, gRPC plumbing for a real
 //! `stile control`, and percentiles.
 
+pub mod fleet;
+pub mod procs;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,529 @@
+//! Fleet harness: `--edges` (default 1000) simulated edges — each the edge's
+//! real sync client (`stile_edge::sync::EmbeddedSync`: session, apply, ACKs,
+//! reconnect backoff; no proxy listener) with its own state, behind its own
+//! shaping relay — in this one process, against a real `stile control`
+//! process on embedded redb. `scripts/bench-fleet` builds the release binaries
+//! and runs this; it writes a markdown body to `--out` for
+//! `benches/scripts/report.py`.
+//!
+//! The fleet's network: edge `i` has a round trip of 2, 20, 80 or 250 ms
+//! (`i % 4`; jitter 0, 2, 10, 20 ms one way), unlimited bandwidth; plus one
+//! edge on a 100 kB/s link and one whose connection is cut every 3 s (they
+//! are reported apart and left out of the fleet's percentiles).
+//!
+//! Scenarios, in order, each bounded in time:
+//! 1. **connect**: every edge connects and takes its first snapshot; the
+//!    control plane's memory per connected edge, this process's per edge.
+//! 2. **revoke**: `--singles` (20) Revoke calls, one at a time; per edge and
+//!    revocation, when its ACK reached the control plane (relay delivery)
+//!    minus the call's start minus the edge's own RTT. The control plane's CPU
+//!    per change per edge (its CPU over the phase less the idle rate measured
+//!    just before, over changes × edges).
+//! 3. **mass**: one `RevokeBatch` of `--batch` (50000) token ids, then
+//!    `--mass-singles` (2000) single Revoke calls from 4 concurrent callers;
+//!    each until every edge ACKed the last version: time, bytes per edge,
+//!    snapshots sent (a snapshot loop would show as more than one per edge),
+//!    control-plane and simulator CPU.
+//! 4. **storm**: the control plane is stopped (SIGTERM) and started again on
+//!    the same port: time until every edge is back and ACKed the newest
+//!    version, reconnect-time histogram (jittered backoff), the new process's
+//!    peak CPU and memory, and whether any edge's state went back meanwhile.
+//! 5. **cold**: a second, fresh control plane is loaded with `--cold` live
+//!    revocations (default 100000,1000000; RevokeBatch calls of 100000) and one
+//!    new edge (80 ms RTT) joins: snapshot bytes, time to its first ACK (first
+//!    admit = in sync: the snapshot is one message), the control plane's peak
+//!    memory growth.
+//!
+//! Everything started is killed on exit (on drop, on errors) and the whole run
+//! is bounded by `--max-secs` (default 900). `--smoke` runs every scenario at a
+//! tiny scale (tests/fleet_smoke.rs does the same in-process).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use stile_benches::fleet::procfs;
+use stile_benches::fleet::relay::Shape;
+use stile_benches::fleet::sim::{EdgeSpec, SimEdge, start_edge};
+use stile_benches::procs::ControlProc;
+use stile_benches::{auth, auth_key_toml, connect, ms, parse_flags, pct};
+use stile_proto::v1 as pb;
+use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+const ADMIN: &str = "stk_bench-admin-key-0123456789";
+const EDGE_KEY: &str = "stk_bench-edge-key-0123456789";
+
+#[derive(Clone, Debug)]
+struct Args {
+    stile: PathBuf,
+    out: Option<PathBuf>,
+    edges: usize,
+    singles: usize,
+    batch: usize,
+    mass_singles: usize,
+    cold: Vec<usize>,
+    max_secs: u64,
+}
+
+fn main() -> Result<()> {
+    let mut a = Args {
+        stile: PathBuf::from("target/release/stile"),
+        out: None,
+        edges: 1000,
+        singles: 20,
+        batch: 50_000,
+        mass_singles: 2_000,
+        cold: vec![100_000, 1_000_000],
+        max_secs: 900,
+    };
+    parse_flags(|flag, value| {
+        match flag {
+            "--stile" => a.stile = value()?.into(),
+            "--out" => a.out = Some(value()?.into()),
+            "--edges" => a.edges = value()?.parse()?,
+            "--singles" => a.singles = value()?.parse()?,
+            "--batch" => a.batch = value()?.parse()?,
+            "--mass-singles" => a.mass_singles = value()?.parse()?,
+            "--cold" => a.cold = value()?.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?,
+            "--max-secs" => a.max_secs = value()?.parse()?,
+            "--smoke" => {
+                (a.edges, a.singles, a.batch, a.mass_singles, a.cold) = (8, 3, 2_000, 50, vec![5_000]);
+            }
+            _ => bail!("unknown flag {flag}"),
+        }
+        Ok(())
+    })?;
+    ensure!(a.edges >= 4, "--edges must be 4 or more");
+    // The simulated edges and the relays get their own runtimes (named threads,
+    // so their CPU is read apart); the harness itself runs on a third.
+    let edge_rt = Builder::new_multi_thread().worker_threads(2).thread_name("fleet-edge").enable_all().build()?;
+    let relay_rt = Builder::new_multi_thread().worker_threads(1).thread_name("fleet-relay").enable_all().build()?;
+    let main_rt = Builder::new_current_thread().enable_all().build()?;
+    let max = Duration::from_secs(a.max_secs);
+    let report = main_rt.block_on(async {
+        tokio::time::timeout(max, run(&a, relay_rt.handle(), edge_rt.handle()))
+            .await
+            .with_context(|| format!("the run exceeded --max-secs {}", a.max_secs))?
+    })?;
+    shutdown(edge_rt, relay_rt);
+    match &a.out {
+        Some(path) => std::fs::write(path, &report)?,
+        None => print!("{report}"),
+    }
+    Ok(())
+}
+
+fn shutdown(edge_rt: Runtime, relay_rt: Runtime) {
+    edge_rt.shutdown_timeout(Duration::from_secs(2));
+    relay_rt.shutdown_timeout(Duration::from_secs(2));
+}
+
+/// The control plane's configuration after `listen`/`admin_listen`.
+fn control_body(root: &std::path::Path, name: &str) -> String {
+    format!(
+        "[store]\npath = \"{}/{name}.redb\"\n[revocations]\nmax_batch = 100000\n{}{}",
+        root.display(),
+        auth_key_toml("admin", "admin", ADMIN),
+        auth_key_toml("edges", "edge", EDGE_KEY),
+    )
+}
+
+/// The network of fleet edge `i`.
+fn shape_of(i: usize) -> Shape {
+    let (rtt, jitter) = [(2, 0), (20, 2), (80, 10), (250, 20)][i % 4];
+    Shape { delay: Duration::from_millis(rtt / 2), jitter: Duration::from_millis(jitter), ..Shape::default() }
+}
+
+struct Fleet {
+    edges: Vec<SimEdge>,
+    /// Index of the slow edge and of the flapping one (the last two).
+    slow: usize,
+    flapping: usize,
+}
+
+impl Fleet {
+    /// The regular edges (not the slow or flapping one).
+    fn regular(&self) -> &[SimEdge] {
+        &self.edges[..self.slow]
+    }
+
+    fn down_bytes(&self) -> Vec<u64> {
+        self.edges.iter().map(|e| e.bytes().0).collect()
+    }
+}
+
+async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
+    let root = tempfile::tempdir()?;
+    let mut out = String::new();
+    let mut cp = ControlProc::start(&a.stile, root.path(), "control", &control_body(root.path(), "control")).await?;
+    let channel = connect(&cp.url()).await?;
+    let cp_addr: std::net::SocketAddr = format!("127.0.0.1:{}", cp.port).parse()?;
+    // A key exists before the edges connect, so their first snapshot has it.
+    pb::key_service_client::KeyServiceClient::new(channel.clone())
+        .rotate(auth(pb::RotateKeyRequest::default(), ADMIN))
+        .await
+        .context("rotating the first key")?;
+
+    // ---------------------------------------------------------------- connect
+    let (cp_rss0, _) = procfs::rss(cp.pid().context("control pid")?);
+    let (own_rss0, _) = procfs::rss(procfs::own_pid());
+    let started = Instant::now();
+    let mut edges = Vec::with_capacity(a.edges + 2);
+    for i in 0..a.edges + 2 {
+        let shape = if i == a.edges {
+            Shape { bandwidth: 100_000, ..shape_of(1) }
+        } else if i == a.edges + 1 {
+            Shape { flap: Some(Duration::from_secs(3)), ..shape_of(1) }
+        } else {
+            shape_of(i)
+        };
+        let spec = EdgeSpec {
+            id: format!("sim-{i:04}"),
+            shape,
+            endpoints: vec![cp_addr],
+            cache: None,
+            backoff_ms: (100, 10_000),
+        };
+        edges.push(start_edge(spec, EDGE_KEY, relay_rt, edge_rt).await?);
+    }
+    let fleet = Fleet { edges, slow: a.edges, flapping: a.edges + 1 };
+    let latest = version(&channel).await?;
+    let all_in = wait_all(fleet.regular(), latest, Duration::from_secs(120)).await?;
+    let connect_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cp_rss1, _) = procfs::rss(cp.pid().context("control pid")?);
+    let (own_rss1, _) = procfs::rss(procfs::own_pid());
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / fleet.edges.len() as f64 / 1024.0;
+    writeln!(out, "### Scale\n")?;
+    writeln!(
+        out,
+        "{} simulated edges (RTT 2 / 20 / 80 / 250 ms, a quarter each) + 1 on a 100 kB/s link + 1 cut every 3 s, \
+         one `stile control` (redb), all on this machine's 2 cores: the control plane, the {} sync clients, \
+         their relays and the harness share them.\n",
+        a.edges,
+        fleet.edges.len()
+    )?;
+    writeln!(out, "### Connect\n")?;
+    writeln!(out, "| figure | value |\n|---|---|")?;
+    writeln!(out, "| every regular edge connected and ACKed version {latest} | {} ({all_in} edges) |", ms(connect_time))?;
+    writeln!(out, "| control-plane RSS per connected edge | {:.1} KiB ({:.1} → {:.1} MiB) |", per(cp_rss0, cp_rss1), mib(cp_rss0), mib(cp_rss1))?;
+    writeln!(out, "| simulator RSS per edge (client + relay + metrics) | {:.1} KiB |\n", per(own_rss0, own_rss1))?;
+
+    // ----------------------------------------------------------------- revoke
+    let cp_pid = cp.pid().context("control pid")?;
+    let idle_from = (Instant::now(), procfs::cpu(cp_pid));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rate = procfs::cpu(cp_pid).saturating_sub(idle_from.1).as_secs_f64() / idle_from.0.elapsed().as_secs_f64();
+    let mut revocations = pb::revocation_service_client::RevocationServiceClient::new(channel.clone())
+        .max_encoding_message_size(16 << 20);
+    let mut lat = Vec::new();
+    let mut slow_lat = Vec::new();
+    let (phase_start, cpu_start) = (Instant::now(), procfs::cpu(cp_pid));
+    for s in 0..a.singles {
+        let t0 = Instant::now();
+        let v = revoke_token(&mut revocations, 0x5100_0000 + s as u64).await?;
+        wait_all(fleet.regular(), v, Duration::from_secs(30)).await?;
+        for e in fleet.regular() {
+            let at = e.ack_delivered(v).or_else(|| e.log.acked_at(v)).context("ack time")?;
+            lat.push(at.duration_since(t0).saturating_sub(e.spec.shape.rtt()));
+        }
+        if let Some(at) = fleet.edges[fleet.slow].ack_delivered(v) {
+            slow_lat.push(at.duration_since(t0));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let phase = phase_start.elapsed().as_secs_f64();
+    let cp_cpu = procfs::cpu(cp_pid).saturating_sub(cpu_start).as_secs_f64() - idle_rate * phase;
+    lat.sort();
+    let per_change_edge = cp_cpu.max(0.0) / (a.singles * fleet.edges.len()).max(1) as f64;
+    writeln!(out, "### Revoke → every edge ACKed\n")?;
+    writeln!(out, "| figure | value |\n|---|---|")?;
+    writeln!(
+        out,
+        "| ACK reached the control plane − call start − the edge's RTT, p50 / p99 / max ({} samples) | **{} / {} / {}** |",
+        lat.len(),
+        ms(pct(&lat, 0.5)),
+        ms(pct(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default())
+    )?;
+    slow_lat.sort();
+    writeln!(out, "| the 100 kB/s edge, call start → ACK (RTT 20 ms included), max | {} |", ms(slow_lat.last().copied().unwrap_or_default()))?;
+    writeln!(out, "| control-plane CPU per change per edge (idle {:.1} % of a core subtracted) | {:.1} µs |\n", idle_rate * 100.0, per_change_edge * 1e6)?;
+
+    // ------------------------------------------------------------------- mass
+    writeln!(out, "### Mass revocation\n")?;
+    writeln!(out, "| how | changes | all regular edges ACKed | bytes per edge | snapshots sent (edges with > 1) | control CPU | simulator CPU (edges / relays) |\n|---|---|---|---|---|---|---|")?;
+    let mut next_token = 0x6000_0000u64;
+    for how in ["batch", "singles"] {
+        let n = if how == "batch" { a.batch } else { a.mass_singles };
+        if n == 0 {
+            continue;
+        }
+        let snaps0 = snapshots(&channel).await?;
+        let bytes0 = fleet.down_bytes();
+        let cpu0 = (procfs::cpu(cp_pid), procfs::threads_cpu("fleet-edge"), procfs::threads_cpu("fleet-relay"));
+        let t0 = Instant::now();
+        let last = if how == "batch" {
+            let targets = (0..n as u64).map(|i| token_target(next_token + i)).collect();
+            let req = pb::RevokeBatchRequest { targets, reason: "bench mass".into(), ..Default::default() };
+            revocations.revoke_batch(auth(req, ADMIN)).await?.into_inner().last_version
+        } else {
+            singles_concurrently(&channel, next_token, n, 4).await?
+        };
+        next_token += n as u64;
+        let committed = t0.elapsed();
+        wait_all(fleet.regular(), last, Duration::from_secs(600)).await?;
+        let took = t0.elapsed();
+        let bytes1 = fleet.down_bytes();
+        let mut per_edge: Vec<u64> =
+            bytes1.iter().zip(&bytes0).take(fleet.slow).map(|(b, a)| b - a).collect();
+        per_edge.sort_unstable();
+        let snaps1 = snapshots(&channel).await?;
+        let sent: u64 = snaps1.iter().map(|(id, s)| s - snaps0.iter().find(|x| &x.0 == id).map_or(0, |x| x.1)).sum();
+        let looping = snaps1
+            .iter()
+            .filter(|(id, s)| s - snaps0.iter().find(|x| &x.0 == id).map_or(0, |x| x.1) > 1)
+            .count();
+        let cpu = |a: Duration, b: Duration| format!("{:.1} s", b.saturating_sub(a).as_secs_f64());
+        writeln!(
+            out,
+            "| {} | {n} (committed in {}) | **{}** | {} median, {} max | {sent} ({looping}) | {} | {} / {} |",
+            if how == "batch" { "one RevokeBatch" } else { "single Revoke calls, 4 callers" },
+            ms(committed),
+            ms(took),
+            kib(pct(&per_edge, 0.5)),
+            kib(per_edge.last().copied().unwrap_or(0)),
+            cpu(cpu0.0, procfs::cpu(cp_pid)),
+            cpu(cpu0.1, procfs::threads_cpu("fleet-edge")),
+            cpu(cpu0.2, procfs::threads_cpu("fleet-relay")),
+        )?;
+    }
+    let flap = &fleet.edges[fleet.flapping];
+    writeln!(
+        out,
+        "\nThe edge cut every 3 s: {} streams opened so far, ACKed version {} of {} at the end.\n",
+        flap.progress().connects,
+        flap.progress().applied,
+        version(&channel).await?
+    )?;
+
+    // ------------------------------------------------------------------ storm
+    let latest = version(&channel).await?;
+    wait_all(fleet.regular(), latest, Duration::from_secs(120)).await?;
+    let before: Vec<u64> = fleet.edges.iter().map(|e| e.state().load().version).collect();
+    let stopped_at = Instant::now();
+    cp.stop(Duration::from_secs(10)).await?;
+    cp.restart().await?;
+    let up_at = Instant::now();
+    let new_pid = cp.pid().context("control pid")?;
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0.0f64;
+        let (mut t, mut c) = (Instant::now(), procfs::cpu(new_pid));
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (t1, c1) = (Instant::now(), procfs::cpu(new_pid));
+            peak = peak.max(c1.saturating_sub(c).as_secs_f64() / t1.duration_since(t).as_secs_f64());
+            (t, c) = (t1, c1);
+            if t.duration_since(up_at) > Duration::from_secs(600) {
+                return peak;
+            }
+            PEAK.store((peak * 1000.0) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let channel = connect(&cp.url()).await?;
+    let went_back = fleet.edges.iter().zip(&before).filter(|(e, v)| e.state().load().version < **v).count();
+    let mut back = Vec::new();
+    let deadline = up_at + Duration::from_secs(300);
+    loop {
+        back.clear();
+        for e in fleet.regular() {
+            let p = e.progress();
+            let opened = e.log.streams_since(stopped_at).into_iter().find(|(_, c)| *c).map(|(t, _)| t);
+            match opened {
+                Some(t) if p.connected && p.applied >= latest => back.push(t.saturating_duration_since(up_at)),
+                _ => break,
+            }
+        }
+        if back.len() == a.edges || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let storm = up_at.elapsed();
+    ensure!(back.len() == a.edges, "only {} of {} edges came back within 300 s", back.len(), a.edges);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sampler.abort();
+    let peak_cpu = PEAK.load(std::sync::atomic::Ordering::Relaxed) as f64 / 10.0;
+    let (_, hwm) = procfs::rss(new_pid);
+    back.sort();
+    writeln!(out, "### Reconnect storm (control plane restarted)\n")?;
+    writeln!(out, "| figure | value |\n|---|---|")?;
+    writeln!(out, "| stop (SIGTERM, graceful) → process up again | {} |", ms(up_at.duration_since(stopped_at)))?;
+    writeln!(out, "| process up → every regular edge reconnected and ACKed version {latest} | **{}** |", ms(storm))?;
+    writeln!(out, "| reconnect time after the restart, p50 / p99 / max | {} / {} / {} |", ms(pct(&back, 0.5)), ms(pct(&back, 0.99)), ms(back.last().copied().unwrap_or_default()))?;
+    writeln!(out, "| edges whose state went back meanwhile (stopped enforcing) | {went_back} |")?;
+    writeln!(out, "| new process: peak CPU (250 ms samples), peak RSS | {peak_cpu:.0} % of a core, {:.1} MiB |\n", mib(hwm))?;
+    writeln!(out, "Reconnect-time histogram (edges per 250 ms after the process was up):\n\n```")?;
+    let buckets = (back.last().copied().unwrap_or_default().as_millis() / 250 + 1) as usize;
+    for b in 0..buckets.min(40) {
+        let n = back.iter().filter(|d| (d.as_millis() / 250) as usize == b).count();
+        writeln!(out, "{:>6} ms {:>5} {}", b * 250, n, "#".repeat((n * 60).div_ceil(a.edges.max(1))))?;
+    }
+    writeln!(out, "```\n")?;
+    for e in fleet.edges {
+        e.stop().await;
+    }
+
+    // ------------------------------------------------------------------- cold
+    cp.stop(Duration::from_secs(10)).await?;
+    drop(channel);
+    if !a.cold.is_empty() {
+        writeln!(out, "### Cold join\n")?;
+        writeln!(out, "A fresh control plane (redb) with N live token revocations; one new edge (RTT 80 ms, unlimited bandwidth) joins.\n")?;
+        writeln!(out, "| live revocations | load time (RevokeBatch × 100000) | snapshot bytes on the wire | join → first ACK (enforcing all) | control RSS growth while serving it | simulator RSS growth |\n|---|---|---|---|---|---|")?;
+        let cold = ControlProc::start(&a.stile, root.path(), "cold", &control_body(root.path(), "cold")).await?;
+        let ch = connect(&cold.url()).await?;
+        let cold_addr: std::net::SocketAddr = format!("127.0.0.1:{}", cold.port).parse()?;
+        pb::key_service_client::KeyServiceClient::new(ch.clone()).rotate(auth(pb::RotateKeyRequest::default(), ADMIN)).await?;
+        let mut rev = pb::revocation_service_client::RevocationServiceClient::new(ch.clone())
+            .max_encoding_message_size(16 << 20);
+        let mut loaded = 0usize;
+        for (k, &n) in a.cold.iter().enumerate() {
+            let t = Instant::now();
+            while loaded < n {
+                let m = (n - loaded).min(100_000);
+                let targets = (0..m as u64).map(|i| token_target(0x7000_0000 + (loaded as u64) + i)).collect();
+                let req = pb::RevokeBatchRequest { targets, reason: "bench cold".into(), ..Default::default() };
+                rev.revoke_batch(auth(req, ADMIN)).await?;
+                loaded += m;
+            }
+            let load = t.elapsed();
+            let latest = version(&ch).await?;
+            let pid = cold.pid().context("cold pid")?;
+            let (rss0, _) = procfs::rss(pid);
+            let (own0, _) = procfs::rss(procfs::own_pid());
+            let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+            let watch = {
+                let peak = Arc::clone(&peak);
+                tokio::spawn(async move {
+                    loop {
+                        peak.fetch_max(procfs::rss(pid).0, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            };
+            let spec = EdgeSpec {
+                id: format!("cold-{k}"),
+                shape: shape_of(2),
+                endpoints: vec![cold_addr],
+                cache: None,
+                backoff_ms: (100, 10_000),
+            };
+            let t0 = Instant::now();
+            let edge = start_edge(spec, EDGE_KEY, relay_rt, edge_rt).await?;
+            let joined = wait_all(std::slice::from_ref(&edge), latest, Duration::from_secs(300)).await.map(|_| t0.elapsed());
+            watch.abort();
+            let (own1, _) = procfs::rss(procfs::own_pid());
+            let bytes = edge.bytes().0;
+            let held = edge.state().load().revocations.len();
+            edge.stop().await;
+            let joined = match joined {
+                Ok(t) => format!("**{}** ({held} entries)", ms(t)),
+                Err(e) => format!("not within 300 s: {e:#}"),
+            };
+            writeln!(
+                out,
+                "| {n} | {} | {:.1} MiB ({:.0} B per revocation) | {joined} | {:.1} MiB | {:.1} MiB |",
+                ms(load),
+                mib(bytes),
+                bytes as f64 / n as f64,
+                mib(peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(rss0)),
+                mib(own1.saturating_sub(own0)),
+            )?;
+        }
+        drop(cold);
+    }
+    Ok(out)
+}
+
+static PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn kib(b: u64) -> String {
+    format!("{:.1} KiB", b as f64 / 1024.0)
+}
+
+fn token_target(i: u64) -> pb::RevocationTarget {
+    pb::RevocationTarget { target: Some(pb::revocation_target::Target::TokenId(format!("{i:016x}"))) }
+}
+
+async fn revoke_token(
+    client: &mut pb::revocation_service_client::RevocationServiceClient<Channel>,
+    i: u64,
+) -> Result<u64> {
+    let req = pb::RevokeRequest { target: Some(token_target(i)), reason: "bench".into(), ..Default::default() };
+    Ok(client.revoke(auth(req, ADMIN)).await?.into_inner().version)
+}
+
+/// `n` single Revoke calls from `callers` concurrent callers; the highest version.
+async fn singles_concurrently(channel: &Channel, first: u64, n: usize, callers: usize) -> Result<u64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..callers {
+        let mut client = pb::revocation_service_client::RevocationServiceClient::new(channel.clone());
+        tasks.spawn(async move {
+            let mut top = 0;
+            for i in (c..n).step_by(callers) {
+                top = top.max(revoke_token(&mut client, first + i as u64).await?);
+            }
+            anyhow::Ok(top)
+        });
+    }
+    let mut top = 0;
+    while let Some(r) = tasks.join_next().await {
+        top = top.max(r??);
+    }
+    Ok(top)
+}
+
+/// The control plane's newest version.
+async fn version(channel: &Channel) -> Result<u64> {
+    let req = pb::RevocationStatusRequest { version: 0 };
+    Ok(pb::revocation_service_client::RevocationServiceClient::new(channel.clone())
+        .status(auth(req, ADMIN))
+        .await?
+        .into_inner()
+        .current_version)
+}
+
+/// Snapshots sent so far on each connected edge's stream.
+async fn snapshots(channel: &Channel) -> Result<Vec<(String, u64)>> {
+    let resp = pb::edge_service_client::EdgeServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .list(auth(pb::ListEdgesRequest {}, ADMIN))
+        .await?
+        .into_inner();
+    Ok(resp.edges.into_iter().map(|e| (e.edge_id, e.snapshots)).collect())
+}
+
+/// Waits until every edge has ACKed `version`; how many edges.
+async fn wait_all(edges: &[SimEdge], version: u64, limit: Duration) -> Result<usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let behind: Vec<&str> =
+            edges.iter().filter(|e| e.progress().applied < version).map(|e| e.spec.id.as_str()).take(5).collect();
+        if behind.is_empty() {
+            return Ok(edges.len());
+        }
+        if Instant::now() > deadline {
+            bail!("edges not at version {version} after {limit:?}: {behind:?}…");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
