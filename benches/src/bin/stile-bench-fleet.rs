@@ -256,14 +256,14 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
 
     // ------------------------------------------------------------------- mass
     writeln!(out, "### Mass revocation\n")?;
-    writeln!(out, "| how | changes | all regular edges ACKed | bytes per edge | snapshots sent (edges with > 1) | control CPU | simulator CPU (edges / relays) |\n|---|---|---|---|---|---|---|")?;
+    writeln!(out, "| how | changes | all regular edges ACKed | bytes per edge | snapshots applied (edges with > 1) | control CPU | simulator CPU (edges / relays) |\n|---|---|---|---|---|---|---|")?;
     let mut next_token = 0x6000_0000u64;
     for how in ["batch", "singles"] {
         let n = if how == "batch" { a.batch } else { a.mass_singles };
         if n == 0 {
             continue;
         }
-        let snaps0 = snapshots(&channel).await?;
+        let snaps0 = snapshots(&fleet.edges);
         let bytes0 = fleet.down_bytes();
         let cpu0 = (procfs::cpu(cp_pid), procfs::threads_cpu("fleet-edge"), procfs::threads_cpu("fleet-relay"));
         let t0 = Instant::now();
@@ -282,12 +282,10 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         let mut per_edge: Vec<u64> =
             bytes1.iter().zip(&bytes0).take(fleet.slow).map(|(b, a)| b - a).collect();
         per_edge.sort_unstable();
-        let snaps1 = snapshots(&channel).await?;
-        let sent: u64 = snaps1.iter().map(|(id, s)| s - snaps0.iter().find(|x| &x.0 == id).map_or(0, |x| x.1)).sum();
-        let looping = snaps1
-            .iter()
-            .filter(|(id, s)| s - snaps0.iter().find(|x| &x.0 == id).map_or(0, |x| x.1) > 1)
-            .count();
+        let snaps: Vec<u64> =
+            snapshots(&fleet.edges).iter().zip(&snaps0).map(|(b, a)| b.saturating_sub(*a)).collect();
+        let sent: u64 = snaps.iter().sum();
+        let looping = snaps.iter().filter(|n| **n > 1).count();
         let cpu = |a: Duration, b: Duration| format!("{:.1} s", b.saturating_sub(a).as_secs_f64());
         writeln!(
             out,
@@ -502,14 +500,18 @@ async fn version(channel: &Channel) -> Result<u64> {
         .current_version)
 }
 
-/// Snapshots sent so far on each connected edge's stream.
-async fn snapshots(channel: &Channel) -> Result<Vec<(String, u64)>> {
-    let resp = pb::edge_service_client::EdgeServiceClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .list(auth(pb::ListEdgesRequest {}, ADMIN))
-        .await?
-        .into_inner();
-    Ok(resp.edges.into_iter().map(|e| (e.edge_id, e.snapshots)).collect())
+/// Snapshots each edge has applied so far (its `stile_edge_sync_snapshots_total`).
+fn snapshots(edges: &[SimEdge]) -> Vec<u64> {
+    edges
+        .iter()
+        .map(|e| {
+            let text = e.sync.metrics_text();
+            text.lines()
+                .find_map(|l| l.strip_prefix("stile_edge_sync_snapshots_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
 }
 
 /// Waits until every edge has ACKed `version`; how many edges.

@@ -111,6 +111,28 @@ pub(crate) struct SyncCtx {
     cfg: SyncConfig,
     /// `tls.require_client_cert`: refuse a stream without a verified client certificate.
     require_client_cert: bool,
+    /// The newest snapshot built, shared by the sessions that need one.
+    snapshots: SharedSnapshot,
+}
+
+/// The newest snapshot message built, with the version it reflects and the
+/// second it was built in (it leaves out what expired by then). Sessions that
+/// need a snapshot while it is current — a reconnect storm of new edges, a
+/// mass revocation that puts every edge past `sync.max_lag_versions` at once —
+/// take a copy of it instead of each reading the whole store: one store read
+/// and one conversion per version and second, however many edges ask (single
+/// flight: the others wait for the one building it).
+#[derive(Debug, Default)]
+struct SharedSnapshot {
+    newest: tokio::sync::Mutex<Option<Arc<BuiltSnapshot>>>,
+}
+
+#[derive(Debug)]
+struct BuiltSnapshot {
+    /// The second it was built in (`Clock::now_secs`).
+    at_secs: u64,
+    /// The message (`reset` false).
+    message: pb::Snapshot,
 }
 
 /// Who is on the other end of a stream: for logs and audit events.
@@ -190,7 +212,49 @@ impl SyncCtx {
         cfg: SyncConfig,
         require_client_cert: bool,
     ) -> SyncCtx {
-        SyncCtx { store, fleet, versions, stopping: watch::channel(false).0, clock, metrics, cfg, require_client_cert }
+        SyncCtx {
+            store,
+            fleet,
+            versions,
+            stopping: watch::channel(false).0,
+            clock,
+            metrics,
+            cfg,
+            require_client_cert,
+            snapshots: SharedSnapshot::default(),
+        }
+    }
+
+    /// A snapshot at least as new as `latest` (the newest version this
+    /// session knows of), built in this second: the shared one if it is
+    /// that, else a new one read from the store, then shared.
+    async fn snapshot(&self, latest: u64) -> Result<Arc<BuiltSnapshot>, SyncError> {
+        let mut newest = self.snapshots.newest.lock().await;
+        let now = self.clock.now_secs();
+        if let Some(built) = newest.as_ref()
+            && built.at_secs == now
+            && built.message.version >= latest
+        {
+            self.metrics.sync_snapshot(true);
+            return Ok(Arc::clone(built));
+        }
+        let Snapshot { version, keys, revocations, purges, purge_floor } = self.store.snapshot().await?;
+        // A purge past its retention that the periodic prune has not dropped yet
+        // counts as dropped: the floor covers it.
+        let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
+        let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
+        let message = pb::Snapshot {
+            version,
+            keys: keys.iter().map(edge_key).collect(),
+            revocations: revocations.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect(),
+            reset: false,
+            purges: retained.into_iter().map(Into::into).collect(),
+            purge_floor,
+        };
+        let built = Arc::new(BuiltSnapshot { at_secs: now, message });
+        *newest = Some(Arc::clone(&built));
+        self.metrics.sync_snapshot(false);
+        Ok(built)
     }
 
     /// Ends every session (the server is stopping).
@@ -630,20 +694,12 @@ impl<'a> Session<'a> {
     /// Every verifying key with its secret, every live revocation and every
     /// retained purge, as of one version.
     async fn send_snapshot(&mut self) -> Result<Sent, SyncError> {
-        let Snapshot { version, keys, revocations, purges, purge_floor } = self.ctx.store.snapshot().await?;
-        let now = self.ctx.clock.now_secs();
-        // A purge past its retention that the periodic prune has not dropped yet
-        // counts as dropped: the floor covers it.
-        let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
-        let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
-        let snapshot = pb::Snapshot {
-            version,
-            keys: keys.iter().map(edge_key).collect(),
-            revocations: revocations.into_iter().filter(|r| r.expires_at > now).map(Into::into).collect(),
-            reset: self.need == Need::Reset,
-            purges: retained.into_iter().map(Into::into).collect(),
-            purge_floor,
-        };
+        let latest = *self.ctx.versions.borrow();
+        let built = self.ctx.snapshot(latest.max(self.sent)).await?;
+        let mut snapshot = built.message.clone();
+        drop(built);
+        snapshot.reset = self.need == Need::Reset;
+        let (version, purge_floor) = (snapshot.version, snapshot.purge_floor);
         tracing::info!(
             version,
             keys = snapshot.keys.len(),
@@ -720,4 +776,69 @@ fn elapsed_ms(since: Instant) -> u64 {
 /// A remote address for logs and audit details: `-` when the transport gave none.
 fn addr(remote: Option<SocketAddr>) -> String {
     remote.map_or_else(|| "-".to_owned(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::model::{Revocation, Target};
+    use crate::store::{Batch, RedbStore, Write};
+
+    /// Commits a revocation of token `id` expiring at `expires_at`; the new version.
+    async fn revoke(store: &dyn Store, id: u64, expires_at: u64) -> u64 {
+        let r = Revocation {
+            version: 0,
+            target: Target::Token { token_id: id },
+            reason: "test".into(),
+            actor: "ops".into(),
+            created_at: 1_000,
+            expires_at,
+        };
+        let writes = vec![Write::Append { at: 1_000, actor: "ops".into(), kind: ChangeKind::Revocation(r) }];
+        store.commit(Batch { writes, audit: vec![] }).await.unwrap();
+        store.version().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn sessions_share_one_snapshot_per_version_and_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let clock = ManualClock::new(1_000);
+        let metrics = Arc::new(Metrics::new());
+        let ctx = SyncCtx::new(
+            Arc::clone(&store),
+            Fleet::new(),
+            Arc::new(watch::channel(0).0),
+            Arc::new(clock.clone()),
+            Arc::clone(&metrics),
+            SyncConfig::default(),
+            false,
+        );
+        revoke(store.as_ref(), 1, 5_000).await;
+        let v = revoke(store.as_ref(), 2, 1_001).await;
+
+        // A storm of sessions at one version in one second: one store read, one message.
+        let first = ctx.snapshot(v).await.unwrap();
+        let (a, b, c) = tokio::join!(ctx.snapshot(v), ctx.snapshot(v), ctx.snapshot(v - 1));
+        for other in [a.unwrap(), b.unwrap(), c.unwrap()] {
+            assert!(Arc::ptr_eq(&first, &other), "shared");
+        }
+        assert_eq!((first.message.version, first.message.revocations.len()), (v, 2));
+        let scrape = String::from_utf8(metrics.encode()).unwrap();
+        assert!(scrape.contains("stile_control_sync_snapshots_total{source=\"built\"} 1"), "{scrape}");
+        assert!(scrape.contains("stile_control_sync_snapshots_total{source=\"shared\"} 3"), "{scrape}");
+
+        // A session that knows a newer version never gets the older message.
+        let v2 = revoke(store.as_ref(), 3, 5_000).await;
+        let newer = ctx.snapshot(v2).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &newer));
+        assert_eq!((newer.message.version, newer.message.revocations.len()), (v2, 3));
+
+        // The next second: built again, without what expired meanwhile (token 2).
+        clock.advance(Duration::from_secs(1));
+        let later = ctx.snapshot(v2).await.unwrap();
+        assert!(!Arc::ptr_eq(&newer, &later));
+        assert_eq!((later.message.version, later.message.revocations.len()), (v2, 2));
+    }
 }

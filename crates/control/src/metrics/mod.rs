@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     key_pending: IntGauge,
     tls_expiry: IntGauge,
     sync_refused: IntCounterVec,
+    sync_snapshots: IntCounterVec,
     acks_ignored: IntCounterVec,
     auth_denied: IntCounterVec,
     /// `/package.Service/Method` → `Service/Method`, for every method served.
@@ -157,6 +158,16 @@ impl Metrics {
                 &["reason"],
             ),
         );
+        let sync_snapshots = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_sync_snapshots_total",
+                    "Snapshots sent to edges, by source: built (read from the store) or shared (a copy of one built for another edge in the same second).",
+                ),
+                &["source"],
+            ),
+        );
         let acks_ignored = register(
             r,
             IntCounterVec::new(
@@ -186,6 +197,9 @@ impl Metrics {
         for reason in Violation::KINDS.iter().chain(&["edge_id_not_allowed", "client_cert_missing"]) {
             sync_refused.with_label_values(&[reason]);
         }
+        for source in ["built", "shared"] {
+            sync_snapshots.with_label_values(&[source]);
+        }
         for kind in ["regressing", "stale"] {
             acks_ignored.with_label_values(&[kind]);
         }
@@ -205,6 +219,7 @@ impl Metrics {
             key_pending,
             tls_expiry,
             sync_refused,
+            sync_snapshots,
             acks_ignored,
             auth_denied,
             methods: served_methods(),
@@ -255,6 +270,12 @@ impl Metrics {
     /// Counts a call refused for its credentials (`reason`: one of [`AUTH_DENIED_REASONS`]).
     pub(crate) fn auth_denied(&self, reason: &'static str) {
         self.auth_denied.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a snapshot sent to an edge: `shared` a copy of the newest one
+    /// built, else one read from the store for it.
+    pub(crate) fn sync_snapshot(&self, shared: bool) {
+        self.sync_snapshots.with_label_values(&[if shared { "shared" } else { "built" }]).inc();
     }
 
     /// Counts an ACK or status that was tolerated but not believed.
