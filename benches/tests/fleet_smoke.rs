@@ -12,9 +12,9 @@ use std::time::Duration;
 use stile_benches::fleet::relay::Shape;
 use stile_benches::fleet::sim::{EdgeSpec, start_edge};
 use stile_benches::{auth, auth_key_toml};
+use stile_control::ControlPlane;
 use stile_control::clock::SystemClock;
 use stile_control::config::Config;
-use stile_control::ControlPlane;
 use stile_proto::v1 as pb;
 use tokio::time::Instant;
 
@@ -52,8 +52,13 @@ async fn simulated_edges_follow_a_control_plane_and_confirm_a_batch() {
     let rt = tokio::runtime::Handle::current();
     let mut edges = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
-        let spec =
-            EdgeSpec { id: format!("smoke-{i}"), shape: *shape, endpoints: vec![addr], cache: None, backoff_ms: (50, 500) };
+        let spec = EdgeSpec {
+            id: format!("smoke-{i}"),
+            shape: *shape,
+            endpoints: vec![addr],
+            cache: None,
+            backoff_ms: (50, 500),
+        };
         edges.push(start_edge(spec, EDGE_KEY, &rt, &rt).await.expect("edge"));
     }
 

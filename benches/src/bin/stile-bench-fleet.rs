@@ -88,7 +88,9 @@ fn main() -> Result<()> {
             "--singles" => a.singles = value()?.parse()?,
             "--batch" => a.batch = value()?.parse()?,
             "--mass-singles" => a.mass_singles = value()?.parse()?,
-            "--cold" => a.cold = value()?.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?,
+            "--cold" => {
+                a.cold = value()?.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?
+            }
             "--max-secs" => a.max_secs = value()?.parse()?,
             "--smoke" => {
                 (a.edges, a.singles, a.batch, a.mass_singles, a.cold) = (8, 3, 2_000, 50, vec![5_000]);
@@ -209,8 +211,18 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     )?;
     writeln!(out, "### Connect\n")?;
     writeln!(out, "| figure | value |\n|---|---|")?;
-    writeln!(out, "| every regular edge connected and ACKed version {latest} | {} ({all_in} edges) |", ms(connect_time))?;
-    writeln!(out, "| control-plane RSS per connected edge | {:.1} KiB ({:.1} → {:.1} MiB) |", per(cp_rss0, cp_rss1), mib(cp_rss0), mib(cp_rss1))?;
+    writeln!(
+        out,
+        "| every regular edge connected and ACKed version {latest} | {} ({all_in} edges) |",
+        ms(connect_time)
+    )?;
+    writeln!(
+        out,
+        "| control-plane RSS per connected edge | {:.1} KiB ({:.1} → {:.1} MiB) |",
+        per(cp_rss0, cp_rss1),
+        mib(cp_rss0),
+        mib(cp_rss1)
+    )?;
     writeln!(out, "| simulator RSS per edge (client + relay + metrics) | {:.1} KiB |\n", per(own_rss0, own_rss1))?;
 
     // ----------------------------------------------------------------- revoke
@@ -251,12 +263,24 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         ms(lat.last().copied().unwrap_or_default())
     )?;
     slow_lat.sort();
-    writeln!(out, "| the 100 kB/s edge, call start → ACK (RTT 20 ms included), max | {} |", ms(slow_lat.last().copied().unwrap_or_default()))?;
-    writeln!(out, "| control-plane CPU per change per edge (idle {:.1} % of a core subtracted) | {:.1} µs |\n", idle_rate * 100.0, per_change_edge * 1e6)?;
+    writeln!(
+        out,
+        "| the 100 kB/s edge, call start → ACK (RTT 20 ms included), max | {} |",
+        ms(slow_lat.last().copied().unwrap_or_default())
+    )?;
+    writeln!(
+        out,
+        "| control-plane CPU per change per edge (idle {:.1} % of a core subtracted) | {:.1} µs |\n",
+        idle_rate * 100.0,
+        per_change_edge * 1e6
+    )?;
 
     // ------------------------------------------------------------------- mass
     writeln!(out, "### Mass revocation\n")?;
-    writeln!(out, "| how | changes | all regular edges ACKed | bytes per edge | snapshots applied (edges with > 1) | control CPU | simulator CPU (edges / relays) |\n|---|---|---|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| how | changes | all regular edges ACKed | bytes per edge | snapshots applied (edges with > 1) | control CPU | simulator CPU (edges / relays) |\n|---|---|---|---|---|---|---|"
+    )?;
     let mut next_token = 0x6000_0000u64;
     for how in ["batch", "singles"] {
         let n = if how == "batch" { a.batch } else { a.mass_singles };
@@ -279,11 +303,9 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         wait_all(fleet.regular(), last, Duration::from_secs(600)).await?;
         let took = t0.elapsed();
         let bytes1 = fleet.down_bytes();
-        let mut per_edge: Vec<u64> =
-            bytes1.iter().zip(&bytes0).take(fleet.slow).map(|(b, a)| b - a).collect();
+        let mut per_edge: Vec<u64> = bytes1.iter().zip(&bytes0).take(fleet.slow).map(|(b, a)| b - a).collect();
         per_edge.sort_unstable();
-        let snaps: Vec<u64> =
-            snapshots(&fleet.edges).iter().zip(&snaps0).map(|(b, a)| b.saturating_sub(*a)).collect();
+        let snaps: Vec<u64> = snapshots(&fleet.edges).iter().zip(&snaps0).map(|(b, a)| b.saturating_sub(*a)).collect();
         let sent: u64 = snaps.iter().sum();
         let looping = snaps.iter().filter(|n| **n > 1).count();
         let cpu = |a: Duration, b: Duration| format!("{:.1} s", b.saturating_sub(a).as_secs_f64());
@@ -362,9 +384,19 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     writeln!(out, "| figure | value |\n|---|---|")?;
     writeln!(out, "| stop (SIGTERM, graceful) → process up again | {} |", ms(up_at.duration_since(stopped_at)))?;
     writeln!(out, "| process up → every regular edge reconnected and ACKed version {latest} | **{}** |", ms(storm))?;
-    writeln!(out, "| reconnect time after the restart, p50 / p99 / max | {} / {} / {} |", ms(pct(&back, 0.5)), ms(pct(&back, 0.99)), ms(back.last().copied().unwrap_or_default()))?;
+    writeln!(
+        out,
+        "| reconnect time after the restart, p50 / p99 / max | {} / {} / {} |",
+        ms(pct(&back, 0.5)),
+        ms(pct(&back, 0.99)),
+        ms(back.last().copied().unwrap_or_default())
+    )?;
     writeln!(out, "| edges whose state went back meanwhile (stopped enforcing) | {went_back} |")?;
-    writeln!(out, "| new process: peak CPU (250 ms samples), peak RSS | {peak_cpu:.0} % of a core, {:.1} MiB |\n", mib(hwm))?;
+    writeln!(
+        out,
+        "| new process: peak CPU (250 ms samples), peak RSS | {peak_cpu:.0} % of a core, {:.1} MiB |\n",
+        mib(hwm)
+    )?;
     writeln!(out, "Reconnect-time histogram (edges per 250 ms after the process was up):\n\n```")?;
     let buckets = (back.last().copied().unwrap_or_default().as_millis() / 250 + 1) as usize;
     for b in 0..buckets.min(40) {
@@ -381,14 +413,22 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     drop(channel);
     if !a.cold.is_empty() {
         writeln!(out, "### Cold join\n")?;
-        writeln!(out, "A fresh control plane (redb) with N live token revocations; one new edge (RTT 80 ms, unlimited bandwidth) joins.\n")?;
-        writeln!(out, "| live revocations | load time (RevokeBatch × 100000) | snapshot bytes on the wire | join → first ACK (enforcing all) | control RSS growth while serving it | simulator RSS growth |\n|---|---|---|---|---|---|")?;
+        writeln!(
+            out,
+            "A fresh control plane (redb) with N live token revocations; one new edge (RTT 80 ms, unlimited bandwidth) joins.\n"
+        )?;
+        writeln!(
+            out,
+            "| live revocations | load time (RevokeBatch × 100000) | snapshot bytes on the wire | join → first ACK (enforcing all) | control RSS growth while serving it | simulator RSS growth |\n|---|---|---|---|---|---|"
+        )?;
         let cold = ControlProc::start(&a.stile, root.path(), "cold", &control_body(root.path(), "cold")).await?;
         let ch = connect(&cold.url()).await?;
         let cold_addr: std::net::SocketAddr = format!("127.0.0.1:{}", cold.port).parse()?;
-        pb::key_service_client::KeyServiceClient::new(ch.clone()).rotate(auth(pb::RotateKeyRequest::default(), ADMIN)).await?;
-        let mut rev = pb::revocation_service_client::RevocationServiceClient::new(ch.clone())
-            .max_encoding_message_size(16 << 20);
+        pb::key_service_client::KeyServiceClient::new(ch.clone())
+            .rotate(auth(pb::RotateKeyRequest::default(), ADMIN))
+            .await?;
+        let mut rev =
+            pb::revocation_service_client::RevocationServiceClient::new(ch.clone()).max_encoding_message_size(16 << 20);
         let mut loaded = 0usize;
         for (k, &n) in a.cold.iter().enumerate() {
             let t = Instant::now();
@@ -423,7 +463,8 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
             };
             let t0 = Instant::now();
             let edge = start_edge(spec, EDGE_KEY, relay_rt, edge_rt).await?;
-            let joined = wait_all(std::slice::from_ref(&edge), latest, Duration::from_secs(300)).await.map(|_| t0.elapsed());
+            let joined =
+                wait_all(std::slice::from_ref(&edge), latest, Duration::from_secs(300)).await.map(|_| t0.elapsed());
             watch.abort();
             let (own1, _) = procfs::rss(procfs::own_pid());
             let bytes = edge.bytes().0;

@@ -391,13 +391,8 @@ fn read_targets(path: &std::path::Path, before: u64) -> Result<Vec<pb::Revocatio
 async fn revoke_batch(settings: &Settings, a: RevokeArgs, targets: Vec<pb::RevocationTarget>) -> Result<(), Failure> {
     let wait_timeout_ms = wait_timeout(a.deadline.as_deref())?;
     let client = Client::connect(settings, "operator").await?;
-    let req = pb::RevokeBatchRequest {
-        targets,
-        reason: a.reason,
-        wait: a.wait,
-        wait_timeout_ms,
-        expect: a.expect.request(),
-    };
+    let req =
+        pb::RevokeBatchRequest { targets, reason: a.reason, wait: a.wait, wait_timeout_ms, expect: a.expect.request() };
     let resp = RevocationServiceClient::new(client.channel.clone())
         .max_encoding_message_size(16 << 20)
         .revoke_batch(client.req(req))

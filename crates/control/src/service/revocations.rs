@@ -71,7 +71,6 @@ impl RevocationService for Revocations {
         Ok(Response::new(response))
     }
 
-
     async fn revoke_batch(
         &self,
         request: Request<pb::RevokeBatchRequest>,
@@ -182,7 +181,6 @@ impl Revocations {
             expires_at: base + self.config.revocation_lifetime_secs(),
         }
     }
-
 }
 
 /// The audit target of a batch: how many of each kind, e.g. `tokens:49000,subjects:1000`.
