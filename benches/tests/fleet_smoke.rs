@@ -12,9 +12,7 @@ use std::time::Duration;
 use stile_benches::fleet::relay::Shape;
 use stile_benches::fleet::sim::{EdgeSpec, start_edge};
 use stile_benches::{auth, auth_key_toml};
-use stile_control::ControlPlane;
-use stile_control::clock::SystemClock;
-use stile_control::config::Config;
+use stile_control::{Config, ControlPlane, SystemClock};
 use stile_proto::v1 as pb;
 use tokio::time::Instant;
 
