@@ -46,6 +46,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use stile_benches::fleet::procfs::{busy_share, machine_ticks};
+use stile_benches::procs::{RedisProc, log_tail};
 use stile_benches::{Proc, auth, auth_key_toml, connect, free_port, ms, parse_flags, pct};
 use stile_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -135,7 +137,7 @@ async fn run(a: &Args) -> Result<()> {
     }
     if a.redis {
         eprintln!("propagation: redis, 2 replicas, {} edges", a.edges);
-        let redis = Redis::start(root.path()).await?;
+        let redis = RedisProc::start(root.path()).await?;
         let store =
             format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:{}/0\"\n", redis.port);
         let ra = Control::start(a, "replica-a", root.path(), &store).await?;
@@ -259,46 +261,6 @@ async fn start_edges(
         }
     }
     Ok(edges)
-}
-
-/// A private `redis-server` (killed on drop).
-struct Redis {
-    port: u16,
-    _proc: Proc,
-}
-
-impl Redis {
-    async fn start(root: &Path) -> Result<Redis> {
-        let dir = root.join("redis");
-        std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
-            .args(["--save", "", "--appendonly", "yes"])
-            .arg("--dir")
-            .arg(&dir);
-        let mut proc = Proc::spawn("redis-server", cmd, &dir.join("redis.log"))
-            .context("redis-server must be on PATH (scripts/install-deps), or pass --no-redis")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            proc.check_alive().with_context(|| log_tail(&dir.join("redis.log")))?;
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-                let mut buf = [0u8; 16];
-                s.write_all(b"PING\r\n").await?;
-                if matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG")) {
-                    return Ok(Redis { port, _proc: proc });
-                }
-            }
-            ensure!(Instant::now() < deadline, "redis-server did not answer PING within 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    format!("{}:\n{}", path.display(), lines[lines.len().saturating_sub(20)..].join("\n"))
 }
 
 // ---------------------------------------------------------------- origin and HTTP client
@@ -537,7 +499,7 @@ async fn measure(a: &Args, name: &'static str, controls: &[&Control], edges: &[E
     }
     let mut conns: Vec<Vec<Conn>> = edges.iter().map(|e| (0..a.pollers).map(|_| Conn::new(e.port)).collect()).collect();
 
-    let cpu0 = cpu_ticks();
+    let cpu0 = machine_ticks();
     for (i, link) in polled.iter().enumerate() {
         let req: Arc<[u8]> = request(link)?.into();
         let (ready_tx, mut ready_rx) = mpsc::channel(edges.len() * a.pollers);
@@ -590,7 +552,7 @@ async fn measure(a: &Args, name: &'static str, controls: &[&Control], edges: &[E
         }
         m.fleet.push(last);
     }
-    m.busy = busy_share(cpu0, cpu_ticks());
+    m.busy = busy_share(cpu0, machine_ticks());
     drop(conns);
 
     // wait = true, no pollers. The call waits for every edge, whichever control
@@ -713,21 +675,6 @@ fn signed_ms(at: Instant, since: Instant) -> f64 {
         Some(d) => d.as_secs_f64() * 1e3,
         None => -(since - at).as_secs_f64() * 1e3,
     }
-}
-
-/// (busy, total) jiffies of the whole machine, from `/proc/stat`.
-fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
-fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
-    let total = after.1.saturating_sub(before.1);
-    if total == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / total as f64 }
 }
 
 // ---------------------------------------------------------------- report
