@@ -244,7 +244,7 @@ impl Ops {
 
     pub fn try_list(&self) -> Result<pb::ListEdgesResponse, tonic::Status> {
         let mut c = pb::edge_service_client::EdgeServiceClient::new(self.channel()?);
-        self.rt.block_on(c.list(req(pb::ListEdgesRequest {}))).map(|r| r.into_inner())
+        self.rt.block_on(c.list(req(pb::ListEdgesRequest::default()))).map(|r| r.into_inner())
     }
 
     pub fn list(&self) -> pb::ListEdgesResponse {

@@ -114,7 +114,7 @@ pub fn metrics_text(admin: u16) -> String {
 /// The samples of `series` in a metrics text: `series` is a metric name (every
 /// label set matches) or a whole series `name{label="v",...}` as exported (labels
 /// sorted); never a prefix of a longer name.
-fn samples<'a>(text: &'a str, series: &'a str) -> impl Iterator<Item = f64> + 'a {
+pub fn samples<'a>(text: &'a str, series: &'a str) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(move |l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())

@@ -200,7 +200,7 @@ impl Control {
 
 async fn edge_list(channel: &Channel) -> Result<pb::ListEdgesResponse, tonic::Status> {
     let mut c = pb::edge_service_client::EdgeServiceClient::new(channel.clone());
-    c.list(auth(pb::ListEdgesRequest {}, ADMIN)).await.map(tonic::Response::into_inner)
+    c.list(auth(pb::ListEdgesRequest::default(), ADMIN)).await.map(tonic::Response::into_inner)
 }
 
 /// One `stile edge` (killed on drop).

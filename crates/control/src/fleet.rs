@@ -43,6 +43,13 @@ use crate::store::ReplicaBus;
 /// Departed edges remembered at most; beyond it the one heard from longest ago goes.
 const MAX_DEPARTED: usize = 10_000;
 
+/// Characters of an edge's announced agent kept.
+pub(crate) const MAX_AGENT: usize = 64;
+
+/// The lag buckets of `stile_control_edges_by_lag` (and `stile edges ls`):
+/// label and the largest lag in it.
+pub(crate) const LAG_BUCKETS: [(&str, u64); 4] = [("0", 0), ("1-10", 10), ("11-1000", 1000), ("1001+", u64::MAX)];
+
 /// The registry. Cheap to share; all methods take `&self`.
 #[derive(Debug)]
 pub(crate) struct Fleet {
@@ -64,6 +71,8 @@ pub(crate) struct EdgeView {
     pub(crate) remote_addr: String,
     /// Its verified client certificate's identity (`CN=… SAN=…`); empty without one.
     pub(crate) client_cert: String,
+    /// The software version from its hello (at most [`MAX_AGENT`] characters).
+    pub(crate) agent: String,
     /// When its stream started, Unix seconds.
     pub(crate) connected_at: u64,
     /// Newest version it ACKed (every version up to it is applied).
@@ -247,14 +256,26 @@ pub(crate) struct FleetStats {
     pub(crate) max_lag: u64,
     /// Largest |edge clock - this clock|, milliseconds.
     pub(crate) max_skew_ms: u64,
+    /// Connected edges per [`LAG_BUCKETS`] entry.
+    pub(crate) by_lag: [usize; LAG_BUCKETS.len()],
+}
+
+/// The index of `lag`'s bucket in [`LAG_BUCKETS`].
+pub(crate) fn lag_bucket(lag: u64) -> usize {
+    LAG_BUCKETS.iter().position(|(_, max)| lag <= *max).unwrap_or(LAG_BUCKETS.len() - 1)
 }
 
 impl Fleet {
     /// This process's edges measured against `log_version`.
     pub(crate) fn stats(&self, log_version: u64) -> FleetStats {
         let edges = self.list();
+        let mut by_lag = [0; LAG_BUCKETS.len()];
+        for e in &edges {
+            by_lag[lag_bucket(log_version.saturating_sub(e.applied))] += 1;
+        }
         FleetStats {
             log_version,
+            by_lag,
             connected: edges.len(),
             max_lag: edges.iter().map(|e| log_version.saturating_sub(e.applied)).max().unwrap_or(0),
             max_skew_ms: edges.iter().map(|e| e.skew_ms.unsigned_abs()).max().unwrap_or(0),
@@ -494,5 +515,19 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), old.stop.notified()).await.expect("old stream told to stop");
         drop(old);
         assert_eq!(fleet.list().len(), 1, "dropping the old registration keeps the new entry");
+    }
+
+    #[test]
+    fn stats_count_connected_edges_per_lag_bucket() {
+        assert_eq!([0, 1, 10, 11, 1000, 1001, u64::MAX].map(lag_bucket), [0, 1, 1, 2, 2, 3, 3]);
+        let fleet = Fleet::new();
+        let _held: Vec<_> = [2000, 1999, 1995, 1500, 10, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, applied)| fleet.register(&format!("e{i}"), None, String::new(), 0, *applied))
+            .collect();
+        let stats = fleet.stats(2000);
+        assert_eq!(stats.by_lag, [1, 2, 1, 2]);
+        assert_eq!((stats.connected, stats.max_lag), (6, 1999));
     }
 }

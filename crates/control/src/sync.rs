@@ -331,7 +331,15 @@ impl SyncCtx {
                 self.clock.now_ms(),
                 book.acked(),
             );
-            tracing::info!(applied = hello.last_applied_version, head, agent = %hello.agent, "sync.connected");
+            // Free text from the edge: printable ASCII only, bounded (it is shown in `stile edges ls`).
+            let agent: String = hello
+                .agent
+                .chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(crate::fleet::MAX_AGENT)
+                .collect();
+            tracing::info!(applied = hello.last_applied_version, head, agent = %agent, "sync.connected");
+            self.fleet.update(registration.id, |v| v.agent = agent);
             if peer.client_cert.is_some() {
                 // Who connected with which certificate: the detail names it (`audit` appends it).
                 self.audit(&peer, AuditAction::SyncClientCert, &format!("connected from {}", addr(remote)));

@@ -84,6 +84,7 @@ async fn admin_listener_serves_health_readiness_and_metrics() {
         r#"stile_control_mints_total{channel="email",policy="public",result="error"} 1"#,
         r#"stile_control_revocations_total{kind="subject"} 1"#,
         "stile_control_edges_connected 0",
+        r#"stile_control_edges_by_lag{lag="1001+"} 0"#,
         "stile_control_change_log_version 3",
         "stile_control_key_rollout_pending_seconds 0",
     ] {

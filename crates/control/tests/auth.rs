@@ -65,7 +65,7 @@ async fn roles_are_enforced_per_rpc() {
     assert_status(audit.list(auth(pb::ListAuditRequest::default(), MINTER)).await, denied, "AuditService.List");
 
     let mut edges = server.edges().await;
-    assert_status(edges.list(auth(pb::ListEdgesRequest {}, EDGE)).await, denied, "EdgeService.List");
+    assert_status(edges.list(auth(pb::ListEdgesRequest::default(), EDGE)).await, denied, "EdgeService.List");
     let hello = pb::EdgeMessage {
         kind: Some(pb::edge_message::Kind::Hello(pb::EdgeHello { edge_id: "e1".into(), ..Default::default() })),
     };

@@ -45,7 +45,7 @@ async fn reflection_lists_the_services() {
 #[tokio::test]
 async fn edge_list_is_empty_without_connected_edges() {
     let server = Server::start().await;
-    let out = server.edges().await.list(auth(pb::ListEdgesRequest {}, OPERATOR)).await.unwrap().into_inner();
+    let out = server.edges().await.list(auth(pb::ListEdgesRequest::default(), OPERATOR)).await.unwrap().into_inner();
     assert!(out.edges.is_empty());
     assert_eq!(out.current_version, 2, "the initial key's PENDING and ACTIVE changes");
     server.stop().await;

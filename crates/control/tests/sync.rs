@@ -99,7 +99,7 @@ async fn revoke(server: &Server, id: u64, wait: bool, wait_timeout_ms: u32) -> p
 }
 
 async fn edges(server: &Server) -> pb::ListEdgesResponse {
-    server.edges().await.list(auth(pb::ListEdgesRequest {}, OPERATOR)).await.unwrap().into_inner()
+    server.edges().await.list(auth(pb::ListEdgesRequest::default(), OPERATOR)).await.unwrap().into_inner()
 }
 
 /// Polls List until `f` holds.

@@ -7,6 +7,7 @@
 //! Tokens are printed only by `mint` (handing them out is the point); API keys
 //! only by `api-keys create`, once. Neither is ever logged.
 
+mod edges;
 pub(crate) mod explain;
 mod foreign;
 mod links;
@@ -21,8 +22,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::settings::{ClientFlags, Settings};
 
+pub(crate) use edges::EdgesCmd;
 pub(crate) use links::MintArgs;
-pub(crate) use ops::{ApiKeysCmd, AssetsCmd, AuditCmd, EdgesCmd, KeysCmd, PurgeArgs, RevocationsCmd, RevokeArgs};
+pub(crate) use ops::{ApiKeysCmd, AssetsCmd, AuditCmd, KeysCmd, PurgeArgs, RevocationsCmd, RevokeArgs};
 pub(crate) use ops::{
     asset_state as output_asset_state, key_state as key_state_name, list_keys as ops_list_keys,
     list_revocations as ops_list_revocations, target_text as revocation_target_text,
@@ -62,7 +64,7 @@ pub(crate) fn run(name: &str, flags: &ClientFlags, command: Command) -> ExitCode
             Command::Revocations(c) => ops::revocations(&settings, c).await,
             Command::Keys(c) => ops::keys(&settings, c).await,
             Command::Assets(c) => ops::assets(&settings, c).await,
-            Command::Edges(c) => ops::edges(&settings, c).await,
+            Command::Edges(c) => edges::edges(&settings, c).await,
             Command::Audit(c) => ops::audit(&settings, c).await,
             Command::ApiKeys(c) => ops::api_keys(&settings, c).await,
             Command::Explain(a) => explain::run(&settings, a).await,

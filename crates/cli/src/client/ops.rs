@@ -1,5 +1,5 @@
 //! Operator and admin commands: `revoke`, `purge`, `revocations`, `keys`, `assets`,
-//! `edges`, `audit`, `api-keys`, and `config` (the effective client settings).
+//! `audit`, `api-keys`, and `config` (the effective client settings).
 
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use stile_proto::v1 as pb;
 use stile_proto::v1::api_key_service_client::ApiKeyServiceClient;
 use stile_proto::v1::asset_service_client::AssetServiceClient;
 use stile_proto::v1::audit_service_client::AuditServiceClient;
-use stile_proto::v1::edge_service_client::EdgeServiceClient;
 use stile_proto::v1::key_service_client::KeyServiceClient;
 use stile_proto::v1::purge_service_client::PurgeServiceClient;
 use stile_proto::v1::revocation_service_client::RevocationServiceClient;
@@ -852,56 +851,6 @@ fn asset_json(a: &pb::Asset) -> serde_json::Value {
         "id": a.id, "path": a.path, "entry": a.entry, "state": asset_state(a.state), "revision": a.revision,
         "created_at": a.created_at, "updated_at": a.updated_at, "updated_by": a.updated_by,
     })
-}
-
-// ------------------------------------------------------------------- edges
-
-/// `stile edges ...`
-#[derive(Debug, Subcommand)]
-pub(crate) enum EdgesCmd {
-    /// List the edges connected to this control plane: applied version, lag, clock skew.
-    Ls,
-}
-
-pub(crate) async fn edges(settings: &Settings, c: EdgesCmd) -> Result<(), Failure> {
-    let EdgesCmd::Ls = c;
-    let client = Client::connect(settings, "operator").await?;
-    let r = EdgeServiceClient::new(client.channel.clone())
-        .list(client.req(pb::ListEdgesRequest::default()))
-        .await
-        .map_err(|s| client.fail(&s))?
-        .into_inner();
-    if settings.json() {
-        print_json(&json!({
-            "current_version": r.current_version,
-            "edges": r.edges.iter().map(|e| json!({
-                "edge_id": e.edge_id, "applied_version": e.applied_version, "lag": e.lag,
-                "clock_skew_ms": e.clock_skew_ms, "connected_at": e.connected_at, "remote_addr": e.remote_addr,
-                "client_cert": e.client_cert,
-            })).collect::<Vec<_>>(),
-        }));
-        return Ok(());
-    }
-    println!("change log version {}", r.current_version);
-    if r.edges.is_empty() {
-        println!("no edges connected (edges in state-file mode do not connect)");
-        return Ok(());
-    }
-    let now = now();
-    let mut t = Table::new(&["EDGE", "APPLIED", "LAG", "SKEW", "CONNECTED", "FROM", "CERT"]);
-    for e in &r.edges {
-        t.row(vec![
-            e.edge_id.clone(),
-            e.applied_version.to_string(),
-            e.lag.to_string(),
-            format!("{:+} ms", e.clock_skew_ms),
-            relative(e.connected_at, now),
-            e.remote_addr.clone(),
-            if e.client_cert.is_empty() { "-".into() } else { e.client_cert.clone() },
-        ]);
-    }
-    print!("{}", t.render());
-    Ok(())
 }
 
 // ------------------------------------------------------------------- audit

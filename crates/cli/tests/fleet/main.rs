@@ -11,6 +11,7 @@
 mod control_tls;
 mod edge_cache_purge;
 mod edge_purge;
+mod edges_ls;
 mod faults;
 mod push_trust;
 mod redis_replicas;

@@ -34,8 +34,8 @@ use tonic::Code;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A sync client scripted message by message, on its own runtime (its
-/// connection keeps running between calls).
-struct Rogue {
+/// connection keeps running between calls). `edges_ls` scripts edges with it too.
+pub(crate) struct Rogue {
     rt: tokio::runtime::Runtime,
     out: mpsc::Sender<pb::EdgeMessage>,
     inbound: tonic::Streaming<pb::ControlMessage>,
@@ -43,7 +43,7 @@ struct Rogue {
 
 impl Rogue {
     /// Opens `EdgeService.Sync` with `key` and says hello as `edge_id` at `last_applied`.
-    fn connect(url: &str, key: &str, edge_id: &str, last_applied: u64) -> Rogue {
+    pub(crate) fn connect(url: &str, key: &str, edge_id: &str, last_applied: u64) -> Rogue {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let (out, rx) = mpsc::channel(64);
         let hello =
@@ -59,11 +59,11 @@ impl Rogue {
         Rogue { rt, out, inbound }
     }
 
-    fn send(&self, kind: Em) {
+    pub(crate) fn send(&self, kind: Em) {
         self.out.try_send(pb::EdgeMessage { kind: Some(kind) }).expect("the outbound queue takes it");
     }
 
-    fn ack(&self, version: u64) {
+    pub(crate) fn ack(&self, version: u64) {
         self.send(Em::Ack(pb::Ack { version }));
     }
 
@@ -79,7 +79,7 @@ impl Rogue {
     }
 
     /// The next message that is not a heartbeat.
-    fn next(&mut self) -> Cm {
+    pub(crate) fn next(&mut self) -> Cm {
         loop {
             match self.message() {
                 Ok(Some(Cm::Heartbeat(_))) => {}
@@ -89,7 +89,7 @@ impl Rogue {
         }
     }
 
-    fn snapshot(&mut self) -> pb::Snapshot {
+    pub(crate) fn snapshot(&mut self) -> pb::Snapshot {
         match self.next() {
             Cm::Snapshot(s) => s,
             other => panic!("expected a snapshot, got {other:?}"),
@@ -97,7 +97,7 @@ impl Rogue {
     }
 
     /// Reads until a heartbeat: the stream is still open after what was sent before.
-    fn heartbeat(&mut self) -> pb::Heartbeat {
+    pub(crate) fn heartbeat(&mut self) -> pb::Heartbeat {
         loop {
             match self.message() {
                 Ok(Some(Cm::Heartbeat(h))) => return h,

@@ -18,12 +18,14 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 pub(crate) use self::rpc::RpcLayer;
 use crate::acks::Violation;
 use crate::config::Config;
-use crate::fleet::FleetStats;
+use crate::fleet::{FleetStats, LAG_BUCKETS};
 use crate::model::Target;
 use crate::store::notify::CommitObserver;
 
@@ -45,6 +47,7 @@ pub(crate) struct Metrics {
     commit_duration: Histogram,
     store_errors: IntCounterVec,
     edges_connected: IntGauge,
+    edges_by_lag: IntGaugeVec,
     edge_max_lag: IntGauge,
     edge_max_skew: Gauge,
     log_version: IntGauge,
@@ -118,6 +121,19 @@ impl Metrics {
         );
         let edges_connected =
             register(r, IntGauge::new("stile_control_edges_connected", "Edges holding a sync stream to this process."));
+        let edges_by_lag = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "stile_control_edges_by_lag",
+                    "Edges holding a sync stream to this process, by how many log versions they have not ACKed (lag 0, 1-10, 11-1000, 1001+).",
+                ),
+                &["lag"],
+            ),
+        );
+        for (bucket, _) in LAG_BUCKETS {
+            edges_by_lag.with_label_values(&[bucket]);
+        }
         let edge_max_lag = register(
             r,
             IntGauge::new(
@@ -213,6 +229,7 @@ impl Metrics {
             commit_duration,
             store_errors,
             edges_connected,
+            edges_by_lag,
             edge_max_lag,
             edge_max_skew,
             log_version,
@@ -293,6 +310,9 @@ impl Metrics {
     pub(crate) fn scrape(&self, fleet: FleetStats, pending_key_age_secs: Option<u64>) -> Vec<u8> {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.edges_connected.set(gauge(fleet.connected as u64));
+        for ((bucket, _), n) in LAG_BUCKETS.iter().zip(fleet.by_lag) {
+            self.edges_by_lag.with_label_values(&[bucket]).set(gauge(n as u64));
+        }
         self.edge_max_lag.set(gauge(fleet.max_lag));
         self.edge_max_skew.set(fleet.max_skew_ms as f64 / 1000.0);
         self.log_version.set(gauge(fleet.log_version));

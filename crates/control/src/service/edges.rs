@@ -26,8 +26,10 @@ pub(crate) struct Edges {
 impl EdgeService for Edges {
     async fn list(&self, request: Request<pb::ListEdgesRequest>) -> Result<Response<pb::ListEdgesResponse>, Status> {
         self.auth.check(&request, Rpc::ListEdges).await?;
+        let departed = request.get_ref().include_departed;
         let current_version = self.store.version().await.map_err(ApiError::from)?;
-        let edges = self.replicas.everywhere().await.into_iter().map(|e| edge_info(e, current_version)).collect();
+        let known = if departed { self.replicas.known().await } else { self.replicas.everywhere().await };
+        let edges = known.into_iter().map(|e| edge_info(e, current_version)).collect();
         Ok(Response::new(pb::ListEdgesResponse { edges, current_version }))
     }
 
@@ -51,6 +53,8 @@ pub(crate) fn edge_info(e: EdgeView, current: u64) -> pb::EdgeInfo {
         connected_at: e.connected_at,
         remote_addr: e.remote_addr,
         client_cert: e.client_cert,
+        agent: e.agent,
+        departed: e.departed,
         last_seen_ms: e.last_seen_ms,
         nacks: e.nacks,
         last_error: e.last_error,

@@ -2130,8 +2130,13 @@ impl ConfirmationVerdict {
 /// List edges.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ListEdgesRequest {}
-/// Connected edges.
+pub struct ListEdgesRequest {
+    /// Also list the edges whose stream ended within sync.seen_window_secs and
+    /// that are not connected to any replica now (EdgeInfo.departed set).
+    #[prost(bool, tag = "1")]
+    pub include_departed: bool,
+}
+/// Connected edges (and departed ones when asked).
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListEdgesResponse {
@@ -2192,6 +2197,14 @@ pub struct EdgeInfo {
     /// empty without one.
     #[prost(string, tag = "14")]
     pub client_cert: ::prost::alloc::string::String,
+    /// The software version the edge announced in its hello (EdgeHello.agent,
+    /// at most 64 characters); empty if it sent none.
+    #[prost(string, tag = "15")]
+    pub agent: ::prost::alloc::string::String,
+    /// Its stream ended (include_departed only): the fields are as last known,
+    /// last_seen_ms says when it was last heard from.
+    #[prost(bool, tag = "16")]
+    pub departed: bool,
 }
 /// Edge -> control plane.
 #[allow(clippy::all)]
@@ -2477,7 +2490,9 @@ pub mod edge_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Lists connected edges with their applied version, lag and clock skew.
+        /// Lists connected edges with their applied version, lag and clock skew
+        /// (and, on request, the edges whose stream ended within
+        /// sync.seen_window_secs).
         pub async fn list(
             &mut self,
             request: impl tonic::IntoRequest<super::ListEdgesRequest>,
@@ -2543,7 +2558,9 @@ pub mod edge_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with EdgeServiceServer.
     #[async_trait]
     pub trait EdgeService: std::marker::Send + std::marker::Sync + 'static {
-        /// Lists connected edges with their applied version, lag and clock skew.
+        /// Lists connected edges with their applied version, lag and clock skew
+        /// (and, on request, the edges whose stream ended within
+        /// sync.seen_window_secs).
         async fn list(
             &self,
             request: tonic::Request<super::ListEdgesRequest>,
