@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 /// Most bytes read at once.
 const CHUNK: usize = 16 << 10;
-/// Uplink deliveries remembered for ACK timing.
+/// Chunks remembered per direction for latency breakdowns.
 const DELIVERIES: usize = 512;
 
 /// How one edge's path to the control plane behaves, in each direction.
@@ -85,26 +85,73 @@ pub struct Traffic {
     pub connections: AtomicU64,
     /// Connections cut by flapping or [`Relay::cut`].
     pub cut: AtomicU64,
-    /// When recent edge → control plane chunks were delivered (newest last).
-    up_deliveries: Mutex<VecDeque<Instant>>,
+    /// Recent edge → control plane chunks (newest last).
+    up_chunks: Mutex<VecDeque<Chunk>>,
+    /// Recent control plane → edge chunks (newest last).
+    down_chunks: Mutex<VecDeque<Chunk>>,
+}
+
+/// When one chunk crossed a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The relay read it from the sender.
+    pub read: Instant,
+    /// When the shaped link would deliver it (read + serialisation + delay + jitter [+ loss penalty]).
+    pub due: Instant,
+    /// The relay wrote it to the receiver (`due` plus however late the relay's runtime was).
+    pub delivered: Instant,
+}
+
+impl Chunk {
+    /// Time the shaped link itself took (delay, jitter, bandwidth, loss).
+    pub fn wire(&self) -> Duration {
+        self.due.saturating_duration_since(self.read)
+    }
+
+    /// How late the relay delivered it past `due` (its runtime's scheduling).
+    pub fn late(&self) -> Duration {
+        self.delivered.saturating_duration_since(self.due)
+    }
 }
 
 impl Traffic {
-    /// The first edge → control plane delivery at or after `t`, if any yet.
-    pub fn first_up_delivery_after(&self, t: Instant) -> Option<Instant> {
-        let d = self.up_deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let i = d.partition_point(|x| *x < t);
+    /// The first edge → control plane chunk read at or after `t` (once delivered).
+    pub fn first_up_after(&self, t: Instant) -> Option<Chunk> {
+        let d = lock(&self.up_chunks);
+        let i = d.partition_point(|c| c.read < t);
         d.get(i).copied()
     }
 
-    fn delivered_up(&self, at: Instant, n: usize) {
-        self.up.fetch_add(n as u64, Ordering::Relaxed);
-        let mut d = self.up_deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// The first edge → control plane delivery at or after `t`, if any yet.
+    pub fn first_up_delivery_after(&self, t: Instant) -> Option<Instant> {
+        let d = lock(&self.up_chunks);
+        let i = d.partition_point(|c| c.delivered < t);
+        d.get(i).map(|c| c.delivered)
+    }
+
+    /// The last control plane → edge chunk delivered at or before `t`.
+    pub fn last_down_before(&self, t: Instant) -> Option<Chunk> {
+        let d = lock(&self.down_chunks);
+        let i = d.partition_point(|c| c.delivered <= t);
+        i.checked_sub(1).and_then(|i| d.get(i)).copied()
+    }
+
+    fn delivered(&self, dir: Direction, chunk: Chunk, n: usize) {
+        let (bytes, chunks) = match dir {
+            Direction::Up => (&self.up, &self.up_chunks),
+            Direction::Down => (&self.down, &self.down_chunks),
+        };
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let mut d = lock(chunks);
         if d.len() == DELIVERIES {
             d.pop_front();
         }
-        d.push_back(at);
+        d.push_back(chunk);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A relay listening on loopback, forwarding to one upstream address.
@@ -232,7 +279,7 @@ enum Direction {
 /// writer delivering them then, and between them at most `shape.buffer` bytes.
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shape: Shape, traffic: Arc<Traffic>, dir: Direction) {
     let room = Arc::new(Semaphore::new(shape.buffer.max(CHUNK)));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Instant, Vec<u8>)>();
     let reader = {
         let room = Arc::clone(&room);
         async move {
@@ -265,25 +312,21 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shape: Shape, tra
                     due += shape.rto();
                 }
                 last_due = last_due.max(due);
-                if tx.send((last_due, buf)).is_err() {
+                if tx.send((now, last_due, buf)).is_err() {
                     return;
                 }
             }
         }
     };
     let writer = async move {
-        while let Some((due, buf)) = rx.recv().await {
+        while let Some((read, due, buf)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            // Stamped as the write starts: the receiver may read it before `write_all` returns here.
+            let delivered = Instant::now();
             if to.write_all(&buf).await.is_err() {
                 return;
             }
-            let at = Instant::now();
-            match dir {
-                Direction::Up => traffic.delivered_up(at, buf.len()),
-                Direction::Down => {
-                    traffic.down.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                }
-            }
+            traffic.delivered(dir, Chunk { read, due, delivered }, buf.len());
             room.add_permits(buf.len());
         }
         let _ = to.shutdown().await;

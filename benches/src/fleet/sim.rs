@@ -74,6 +74,36 @@ impl EdgeLog {
     }
 }
 
+/// One revocation's way to one edge and back, in consecutive stages (they
+/// add up to call start → ACK delivered to the control plane).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stages {
+    /// Call start → the edge's relay read the delta from the control plane:
+    /// the commit, the fan-out, the control plane's scheduling.
+    pub control: Duration,
+    /// The shaped link down (delay, jitter).
+    pub down_wire: Duration,
+    /// The relay delivering it late (its runtime's scheduling).
+    pub down_late: Duration,
+    /// Delivered → the edge handed its ACK to the stream: decode, apply,
+    /// publish, ACK, and the simulator's scheduling.
+    pub edge: Duration,
+    /// ACK handed to the stream → the relay read it.
+    pub up_queue: Duration,
+    /// The shaped link up.
+    pub up_wire: Duration,
+    /// The relay delivering the ACK late.
+    pub up_late: Duration,
+}
+
+impl Stages {
+    /// The whole way minus the shaped links' own time (delay and jitter
+    /// drawn): what Stile and the simulator's scheduling took.
+    pub fn off_wire(&self) -> Duration {
+        self.control + self.down_late + self.edge + self.up_queue + self.up_late
+    }
+}
+
 /// One simulated edge.
 #[derive(Debug)]
 pub struct SimEdge {
@@ -114,6 +144,25 @@ impl SimEdge {
     pub fn ack_delivered(&self, version: u64) -> Option<Instant> {
         let sent = self.log.acked_at(version)?;
         self.relays.iter().filter_map(|r| r.traffic.first_up_delivery_after(sent)).min()
+    }
+
+    /// Where the time from `t0` (a revoke call's start) to the delivery of
+    /// this edge's ACK of `version` went, from the relays' chunk stamps: the
+    /// last chunk delivered to the edge before it ACKed (the delta) and the
+    /// first chunk it sent after (the ACK). `None` until both are known.
+    pub fn stages(&self, version: u64, t0: Instant) -> Option<Stages> {
+        let acked = self.log.acked_at(version)?;
+        let down = self.relays.iter().filter_map(|r| r.traffic.last_down_before(acked)).max_by_key(|c| c.delivered)?;
+        let up = self.relays.iter().filter_map(|r| r.traffic.first_up_after(acked)).min_by_key(|c| c.read)?;
+        Some(Stages {
+            control: down.read.saturating_duration_since(t0),
+            down_wire: down.wire(),
+            down_late: down.late(),
+            edge: acked.saturating_duration_since(down.delivered),
+            up_queue: up.read.saturating_duration_since(acked),
+            up_wire: up.wire(),
+            up_late: up.late(),
+        })
     }
 
     /// Stops its client (and its relays with it when dropped).

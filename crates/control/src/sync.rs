@@ -44,14 +44,17 @@
 //! mapping as every RPC (`error.rs`: UNAVAILABLE stays UNAVAILABLE).
 //!
 //! Fan-out without unbounded memory: commits bump a `watch<u64>` with the
-//! newest version (`VersionWatch`); each session, when woken, reads
-//! `log_since(sent, LOG_BATCH)` from the store itself and pushes through a
-//! small bounded channel (`SEND_BUFFER` messages) into its stream. A slow
+//! newest version (`VersionWatch`); each session, when woken, takes the
+//! deltas after the version it sent — `log_since(sent, LOG_BATCH)`, read from
+//! the store and converted once for every session at that version
+//! ([`SharedTail`]) — and pushes them through a small bounded channel
+//! (`SEND_BUFFER` messages) into its stream. A slow
 //! edge only slows its own session: it blocks on its own channel. If it falls
 //! more than the maximum lag behind it gets a snapshot instead of the backlog,
 //! and if its stream accepts nothing for `sync.send_timeout_ms` (it stopped
 //! reading) the session ends. Nothing is queued per edge beyond that channel.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -91,6 +94,8 @@ type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
 const SEND_BUFFER: usize = 8;
 /// Changes read from the log at a time.
 const LOG_BATCH: usize = 256;
+/// Log reads kept for other sessions ([`SharedTail`]).
+const SHARED_TAIL_READS: usize = 16;
 /// Least time between two snapshots caused by NACKs, so an edge that keeps
 /// refusing cannot make the session loop.
 const NACK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
@@ -113,6 +118,8 @@ pub(crate) struct SyncCtx {
     require_client_cert: bool,
     /// The newest snapshot built, shared by the sessions that need one.
     snapshots: SharedSnapshot,
+    /// Recent log reads, shared by the sessions that need the same deltas.
+    tail: SharedTail,
 }
 
 /// The newest snapshot message built, with the version it reflects and the
@@ -133,6 +140,21 @@ struct BuiltSnapshot {
     at_secs: u64,
     /// The message (`reset` false).
     message: pb::Snapshot,
+}
+
+/// Log reads shared by the sessions that need the changes after the same
+/// version: when a change commits, every session of an up-to-date fleet wakes
+/// wanting exactly the changes after the version it sent. One of them reads
+/// the log and converts the changes (key material included) into `Delta`
+/// messages; the others take a copy (single flight: they wait for it). One
+/// store read and one conversion per change instead of one per edge. At most
+/// [`SHARED_TAIL_READS`] reads are kept, by the version they follow; a kept
+/// read never goes stale (log entries do not change once committed), it may
+/// only be shorter than the log is now, and the session then reads on from its
+/// end.
+#[derive(Debug, Default)]
+struct SharedTail {
+    reads: tokio::sync::Mutex<BTreeMap<u64, Arc<[pb::Delta]>>>,
 }
 
 /// Who is on the other end of a stream: for logs and audit events.
@@ -222,6 +244,7 @@ impl SyncCtx {
             cfg,
             require_client_cert,
             snapshots: SharedSnapshot::default(),
+            tail: SharedTail::default(),
         }
     }
 
@@ -255,6 +278,47 @@ impl SyncCtx {
         *newest = Some(Arc::clone(&built));
         self.metrics.sync_snapshot(false);
         Ok(built)
+    }
+
+    /// The deltas after version `after`, one batch of the log ([`SharedTail`]):
+    /// a kept read of the same batch if there is one, else read from the store
+    /// (with the key material of key changes), kept, and returned.
+    async fn deltas_after(&self, after: u64) -> Result<Tail, SyncError> {
+        let mut reads = self.tail.reads.lock().await;
+        if let Some(deltas) = reads.get(&after) {
+            self.metrics.sync_log_read(true);
+            return Ok(Tail::Deltas(Arc::clone(deltas)));
+        }
+        let changes = match self.store.log_since(after, LOG_BATCH).await? {
+            LogRead::Changes(changes) => changes,
+            LogRead::Compacted { oldest } => return Ok(Tail::Compacted { oldest }),
+            LogRead::Ahead { current } => return Ok(Tail::Ahead { current }),
+        };
+        let mut keys = None;
+        let mut deltas = Vec::with_capacity(changes.len());
+        for change in changes {
+            // A key change to a verifying state carries the key's material (unless it is retired or gone by now).
+            let key = match &change.kind {
+                ChangeKind::Key { key_id, state, .. } if *state != KeyState::Retired => {
+                    if keys.is_none() {
+                        keys = Some(self.store.signing_keys().await?);
+                    }
+                    let keys = keys.as_deref().unwrap_or_default();
+                    keys.iter().find(|k| k.id == *key_id && k.state != KeyState::Retired).map(edge_key)
+                }
+                _ => None,
+            };
+            deltas.push(pb::Delta { change: Some(change.into()), key });
+        }
+        let deltas: Arc<[pb::Delta]> = deltas.into();
+        self.metrics.sync_log_read(false);
+        if !deltas.is_empty() {
+            if reads.len() >= SHARED_TAIL_READS {
+                reads.pop_first();
+            }
+            reads.insert(after, Arc::clone(&deltas));
+        }
+        Ok(Tail::Deltas(deltas))
     }
 
     /// Ends every session (the server is stopping).
@@ -579,6 +643,22 @@ enum Sent {
     Closed,
 }
 
+/// What the log holds after a session's version ([`SyncCtx::deltas_after`]).
+enum Tail {
+    /// The next changes, in version order, as messages.
+    Deltas(Arc<[pb::Delta]>),
+    /// As [`LogRead::Compacted`]: the log no longer reaches back that far.
+    Compacted {
+        /// Oldest version still in the log.
+        oldest: u64,
+    },
+    /// As [`LogRead::Ahead`]: the version is above the log's head.
+    Ahead {
+        /// The log's newest version.
+        current: u64,
+    },
+}
+
 /// The writer half of one edge's stream: sends what the edge lacks, then new
 /// deltas and heartbeats, until the edge goes away, is replaced, or stops
 /// reading.
@@ -661,19 +741,12 @@ impl<'a> Session<'a> {
         if sent == latest {
             return Ok(Sent::Nothing);
         }
-        match self.ctx.store.log_since(sent, LOG_BATCH).await? {
-            LogRead::Changes(changes) => {
-                for change in changes {
-                    let version = change.version;
-                    let key = match &change.kind {
-                        ChangeKind::Key { key_id, state, .. } if *state != KeyState::Retired => {
-                            self.key_material(*key_id).await?
-                        }
-                        _ => None,
-                    };
-                    let delta = pb::Delta { change: Some(change.into()), key };
+        match self.ctx.deltas_after(sent).await? {
+            Tail::Deltas(deltas) => {
+                for delta in deltas.iter() {
+                    let version = delta.change.as_ref().map_or(sent, |c| c.version);
                     self.signals.offer(|b| b.offer_delta(version));
-                    if !self.send(pb::control_message::Kind::Delta(delta)).await? {
+                    if !self.send(pb::control_message::Kind::Delta(delta.clone())).await? {
                         return Ok(Sent::Closed);
                     }
                     self.sent = version;
@@ -684,12 +757,12 @@ impl<'a> Session<'a> {
                 }
                 Ok(Sent::Some)
             }
-            LogRead::Compacted { oldest } => {
+            Tail::Compacted { oldest } => {
                 tracing::info!(sent, oldest, "sync.log_compacted");
                 self.need = Need::Snapshot;
                 Ok(Sent::Nothing)
             }
-            LogRead::Ahead { current } => {
+            Tail::Ahead { current } => {
                 // The edge has versions this log never had (the store was
                 // restored from an older backup): the log is the truth.
                 tracing::error!(sent, current, "sync.edge_ahead_of_log: resetting the edge to the log");
@@ -747,12 +820,6 @@ impl<'a> Session<'a> {
             rtt_ms: self.signals.rtt_ms.load(Ordering::Acquire),
         };
         self.send(pb::control_message::Kind::Heartbeat(hb)).await
-    }
-
-    /// A key change's key material, unless the key is retired (or gone).
-    async fn key_material(&self, key_id: u32) -> Result<Option<pb::EdgeKey>, SyncError> {
-        let keys = self.ctx.store.signing_keys().await?;
-        Ok(keys.iter().find(|k| k.id == key_id && k.state != KeyState::Retired).map(edge_key))
     }
 
     /// Queues one message; false when the stream is gone, an error when it

@@ -225,6 +225,47 @@ async fn key_deltas_carry_the_key_material() {
     server.stop().await;
 }
 
+// Sessions at the same version share one log read (`SharedTail`): every edge
+// still gets every delta in order, key material included.
+#[tokio::test]
+async fn edges_at_the_same_version_all_get_the_same_deltas_with_key_material() {
+    let server = server_with(|_| {}).await;
+    let v = server.store_version().await;
+    let mut edges = Vec::new();
+    for id in ["edge-a", "edge-b", "edge-c"] {
+        edges.push(FakeEdge::connect(&server, id, v).await);
+    }
+    let rotate = tokio::spawn({
+        let mut keys = server.keys().await;
+        async move { keys.rotate(auth(pb::RotateKeyRequest::default(), OPERATOR)).await }
+    });
+    let mut pending = Vec::new();
+    for edge in &mut edges {
+        let d = edge.delta().await;
+        assert_eq!(delta_version(&d), v + 1);
+        let key = d.key.clone().expect("PENDING delta carries the key");
+        assert_eq!(key.secret.len(), 32);
+        pending.push(d);
+        edge.ack(v + 1).await;
+    }
+    assert!(pending.windows(2).all(|w| w[0] == w[1]), "every edge got the same delta: {pending:?}");
+    rotate.await.unwrap().unwrap();
+    let top = server.store_version().await;
+    let r = revoke_token(&server, 77).await;
+    for edge in &mut edges {
+        let mut got = Vec::new();
+        while got.last() != Some(&r) {
+            let d = edge.delta().await;
+            if delta_version(&d) <= top {
+                assert!(d.key.is_some(), "key deltas keep their material: {d:?}");
+            }
+            got.push(delta_version(&d));
+        }
+        assert_eq!(got, ((v + 2)..=r).collect::<Vec<_>>(), "in order, without gaps");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn nack_gets_a_snapshot() {
     let server = server_with(|_| {}).await;

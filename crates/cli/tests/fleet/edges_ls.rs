@@ -7,7 +7,7 @@
 //! and the worst ten, not a thousand lines; `--lagging`, `--disconnected`,
 //! `--id-prefix`, `--worst`, `--all` and `--json` select what they say; the
 //! control plane's fleet metrics keep a fixed number of series (no edge id in
-//! any label).
+//! any label), and a change is read from the log once for all the sessions.
 
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -202,6 +202,11 @@ fn edges_ls_summarizes_a_thousand_edges_lists_the_worst_and_filters() {
     assert_eq!(samples(&text, r#"stile_control_edges_by_lag{lag="1-10"}"#).next(), Some(1.0));
     assert_eq!(samples(&text, "stile_control_edge_max_clock_skew_seconds").next(), Some(7.0));
     assert!(!text.contains("fra-0") && !text.contains("ams-"), "an edge id in a metric label");
+    // Each change was read from the log once and shared by the sessions at the same version.
+    let reads = |source: &str| {
+        samples(&text, &format!("stile_control_sync_log_reads_total{{source=\"{source}\"}}")).next().unwrap()
+    };
+    assert!(reads("store") < 50.0 && reads("shared") > 2000.0, "{} store, {} shared", reads("store"), reads("shared"));
     assert_eq!(fleet_series(&text), series_before, "as many fleet series with {connected} edges as with none");
 
     let _ = stop.send(true);

@@ -55,6 +55,7 @@ pub(crate) struct Metrics {
     tls_expiry: IntGauge,
     sync_refused: IntCounterVec,
     sync_snapshots: IntCounterVec,
+    sync_log_reads: IntCounterVec,
     acks_ignored: IntCounterVec,
     auth_denied: IntCounterVec,
     /// `/package.Service/Method` → `Service/Method`, for every method served.
@@ -213,8 +214,21 @@ impl Metrics {
         for reason in Violation::KINDS.iter().chain(&["edge_id_not_allowed", "client_cert_missing"]) {
             sync_refused.with_label_values(&[reason]);
         }
+        let sync_log_reads = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_sync_log_reads_total",
+                    "Change log reads for sync sessions' deltas, by source: store (read and converted) or shared (a copy of the same read made for another session).",
+                ),
+                &["source"],
+            ),
+        );
         for source in ["built", "shared"] {
             sync_snapshots.with_label_values(&[source]);
+        }
+        for source in ["store", "shared"] {
+            sync_log_reads.with_label_values(&[source]);
         }
         for kind in ["regressing", "stale"] {
             acks_ignored.with_label_values(&[kind]);
@@ -237,6 +251,7 @@ impl Metrics {
             tls_expiry,
             sync_refused,
             sync_snapshots,
+            sync_log_reads,
             acks_ignored,
             auth_denied,
             methods: served_methods(),
@@ -293,6 +308,12 @@ impl Metrics {
     /// built, else one read from the store for it.
     pub(crate) fn sync_snapshot(&self, shared: bool) {
         self.sync_snapshots.with_label_values(&[if shared { "shared" } else { "built" }]).inc();
+    }
+
+    /// Counts a change log read for a session's deltas: `shared` a copy of
+    /// one made for another session, else read from the store.
+    pub(crate) fn sync_log_read(&self, shared: bool) {
+        self.sync_log_reads.with_label_values(&[if shared { "shared" } else { "store" }]).inc();
     }
 
     /// Counts an ACK or status that was tolerated but not believed.
