@@ -1,7 +1,8 @@
 //! A real `stile edge` process for the end-to-end tests (configuration written
 //! to a temporary directory, started, waited for, killed on drop), the small
-//! recording HTTP/1.1 file origin it proxies to, and the path attacks and
-//! assertions several edge tests share.
+//! recording HTTP/1.1 file origin it proxies to, the path attacks and
+//! assertions several edge tests share, and [`EdgeToml`], the `edge.toml` of an
+//! edge in sync mode (the fleet tests, the log scan, the propagation bench).
 
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -121,6 +122,129 @@ pub fn one_segment_origin() -> (tempfile::TempDir, Origin) {
     std::fs::write(content.path().join("vod/abc/seg.ts"), b"ok").unwrap();
     let origin = Origin::start(content.path());
     (content, origin)
+}
+
+// ---------------------------------------------------------------- sync-mode edge.toml
+
+/// The `edge.toml` of an edge following a control plane (`[sync]`), for the
+/// processes the fleet tests, the log scan and `stile-bench-propagation` start.
+/// Fixed parts: one worker thread, 1 s grace and shutdown, `DIR/edge.pid`,
+/// `DIR/upgrade.sock`, `diagnostics.reason_header = true`, the origin at
+/// `127.0.0.1:ORIGIN`. Everything the callers vary is a field;
+/// [`EdgeToml::new`] leaves the `[sync]` timings at the edge's defaults.
+#[derive(Clone, Debug)]
+pub struct EdgeToml {
+    /// The directory of the pid file and upgrade socket.
+    pub dir: PathBuf,
+    /// The proxy listener's port (`listen`).
+    pub port: u16,
+    /// The admin listener's port (`admin_listen`).
+    pub admin: u16,
+    /// The origin's port on 127.0.0.1 (`origin.address`).
+    pub origin: u16,
+    /// `[cookie]` with `enabled = true`, `secure = false` (plain-HTTP loopback).
+    pub cookie: bool,
+    /// `false` writes `[access_log]` with `enabled = false`.
+    pub access_log: bool,
+    /// `state.file`, the sync cache; `None` writes no `file` (no cache).
+    pub state_file: Option<PathBuf>,
+    /// Extra `key = value` lines for `[state]`.
+    pub state_extra: String,
+    /// `sync.endpoints`: the control planes' URLs.
+    pub endpoints: Vec<String>,
+    /// `sync.api_key`.
+    pub api_key: String,
+    /// `sync.edge_id`.
+    pub edge_id: String,
+    /// `sync.heartbeat_timeout_ms`, when set.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// `sync.backoff_initial_ms` and `sync.backoff_max_ms`, when set.
+    pub backoff_ms: Option<(u64, u64)>,
+    /// `sync.cache_interval_ms`, when set.
+    pub cache_interval_ms: Option<u64>,
+    /// Extra `key = value` lines at the end of `[sync]`.
+    pub sync_extra: String,
+}
+
+impl EdgeToml {
+    /// An edge `edge_id` in `dir` on `port`/`admin`, proxying to `origin`, following
+    /// `endpoints` with `api_key`; its cache is `DIR/cache.json`, nothing else set.
+    pub fn new(
+        dir: &Path,
+        port: u16,
+        admin: u16,
+        origin: u16,
+        endpoints: &[String],
+        api_key: &str,
+        edge_id: &str,
+    ) -> EdgeToml {
+        EdgeToml {
+            dir: dir.to_owned(),
+            port,
+            admin,
+            origin,
+            cookie: false,
+            access_log: true,
+            state_file: Some(dir.join("cache.json")),
+            state_extra: String::new(),
+            endpoints: endpoints.to_vec(),
+            api_key: api_key.into(),
+            edge_id: edge_id.into(),
+            heartbeat_timeout_ms: None,
+            backoff_ms: None,
+            cache_interval_ms: None,
+            sync_extra: String::new(),
+        }
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let d = self.dir.display();
+        let mut s = format!(
+            "listen = [\"127.0.0.1:{}\"]\nadmin_listen = \"127.0.0.1:{}\"\nthreads = 1\n\
+             grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
+             pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\
+             [diagnostics]\nreason_header = true\n",
+            self.port, self.admin,
+        );
+        if self.cookie {
+            s.push_str("[cookie]\nenabled = true\nsecure = false\n");
+        }
+        if !self.access_log {
+            s.push_str("[access_log]\nenabled = false\n");
+        }
+        s.push_str(&format!("[origin]\naddress = \"127.0.0.1:{}\"\n[state]\n", self.origin));
+        if let Some(file) = &self.state_file {
+            s.push_str(&format!("file = \"{}\"\n", file.display()));
+        }
+        let endpoints: Vec<String> = self.endpoints.iter().map(|e| format!("{e:?}")).collect();
+        s.push_str(&format!(
+            "{}\n[sync]\nendpoints = [{}]\napi_key = \"{}\"\nedge_id = \"{}\"\n",
+            self.state_extra,
+            endpoints.join(", "),
+            self.api_key,
+            self.edge_id,
+        ));
+        if let Some(ms) = self.heartbeat_timeout_ms {
+            s.push_str(&format!("heartbeat_timeout_ms = {ms}\n"));
+        }
+        if let Some((initial, max)) = self.backoff_ms {
+            s.push_str(&format!("backoff_initial_ms = {initial}\nbackoff_max_ms = {max}\n"));
+        }
+        if let Some(ms) = self.cache_interval_ms {
+            s.push_str(&format!("cache_interval_ms = {ms}\n"));
+        }
+        s.push_str(&self.sync_extra);
+        s.push('\n');
+        s
+    }
+
+    /// Writes the text to `DIR/edge.toml`; returns that path.
+    pub fn write(&self) -> std::io::Result<PathBuf> {
+        let path = self.dir.join("edge.toml");
+        std::fs::write(&path, self.render())?;
+        Ok(path)
+    }
 }
 
 // ---------------------------------------------------------------- edge

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use stile_proto::v1 as pb;
 use tonic::transport::Channel;
 
-use crate::edge::{Origin, wait_edge_ready};
+use crate::edge::{EdgeToml, Origin, wait_edge_ready};
 use crate::net::{Response, free_port, get};
 use crate::process::{signal, spawn_stile, until};
 use crate::token::hex;
@@ -455,23 +455,15 @@ impl EdgeFiles {
     ) -> EdgeFiles {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
-        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
-        let config = dir.path().join("edge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\nthreads = 1\n\
-                 grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
-                 pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\
-                 [diagnostics]\nreason_header = true\n[origin]\naddress = \"127.0.0.1:{o}\"\n\
-                 [state]\nfile = \"{d}/cache.json\"\n{extra_state}\n\
-                 [sync]\nendpoints = [{eps}]\napi_key = \"{EDGE_KEY}\"\nedge_id = \"{id}\"\n\
-                 heartbeat_timeout_ms = 1500\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\ncache_interval_ms = 100\n{extra_sync}\n",
-                d = dir.path().display(),
-                o = origin.port,
-                eps = endpoints.join(", "),
-            ),
-        )
+        let config = EdgeToml {
+            state_extra: extra_state.into(),
+            heartbeat_timeout_ms: Some(1500),
+            backoff_ms: Some((50, 400)),
+            cache_interval_ms: Some(100),
+            sync_extra: extra_sync.into(),
+            ..EdgeToml::new(dir.path(), port, admin, origin.port, endpoints, EDGE_KEY, id)
+        }
+        .write()
         .unwrap();
         EdgeFiles { dir, port, admin, config }
     }

@@ -50,6 +50,7 @@ use stile_benches::fleet::procfs::{busy_share, machine_ticks};
 use stile_benches::procs::{RedisProc, log_tail};
 use stile_benches::{Proc, auth, auth_key_toml, connect, free_port, ms, parse_flags, pct};
 use stile_proto::v1 as pb;
+use stile_tests::edge::EdgeToml;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -225,22 +226,12 @@ async fn start_edges(
         let dir = root.join(&id);
         std::fs::create_dir_all(&dir)?;
         let (port, admin) = (free_port()?, free_port()?);
-        let eps: Vec<String> = endpoints(i).iter().map(|e| format!("{e:?}")).collect();
-        let config = dir.join("edge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\nthreads = 1\n\
-                 grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
-                 pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\
-                 [diagnostics]\nreason_header = true\n[access_log]\nenabled = false\n\
-                 [origin]\naddress = \"127.0.0.1:{origin}\"\n[state]\nfile = \"{cache}\"\n\
-                 [sync]\nendpoints = [{eps}]\napi_key = \"{EDGE_KEY}\"\nedge_id = \"{id}\"\n",
-                d = dir.display(),
-                cache = if a.edge_cache { format!("{}/cache.json", dir.display()) } else { String::new() },
-                eps = eps.join(", "),
-            ),
-        )?;
+        let config = EdgeToml {
+            access_log: false,
+            state_file: a.edge_cache.then(|| dir.join("cache.json")),
+            ..EdgeToml::new(&dir, port, admin, origin, &endpoints(i), EDGE_KEY, &id)
+        }
+        .write()?;
         let mut cmd = Command::new(&a.stile);
         cmd.args(["edge", "--config"]).arg(&config).env("RUST_LOG", "warn");
         edges.push(Edge { id: id.clone(), port, proc: Proc::spawn(&id, cmd, &dir.join("edge.log"))? });

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use stile_tests::dev::Run;
 use stile_tests::dev::stile;
-use stile_tests::edge::Origin;
+use stile_tests::edge::{EdgeToml, Origin};
 use stile_tests::fleet::content;
 use stile_tests::net::free_port;
 use stile_tests::net::get;
@@ -225,24 +225,14 @@ fn control_config(dir: &Path, port: u16, edge_port: u16, keys: &ApiKeys) -> Path
 }
 
 fn edge_config(dir: &Path, port: u16, admin: u16, origin: &Origin, control: &str, key: &str) -> PathBuf {
-    let path = dir.join("edge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\nthreads = 1\n\
-             grace_period_secs = 1\ngraceful_shutdown_timeout_secs = 1\n\
-             pid_file = \"{d}/edge.pid\"\nupgrade_sock = \"{d}/upgrade.sock\"\n\
-             [cookie]\nenabled = true\nsecure = false\n\
-             [diagnostics]\nreason_header = true\n[origin]\naddress = \"127.0.0.1:{o}\"\n\
-             [state]\nfile = \"{d}/cache.json\"\n\
-             [sync]\nendpoints = [\"{control}\"]\napi_key = \"{key}\"\nedge_id = \"scan-edge\"\n\
-             heartbeat_timeout_ms = 1500\ncache_interval_ms = 100\n",
-            d = dir.display(),
-            o = origin.port,
-        ),
-    )
-    .unwrap();
-    path
+    EdgeToml {
+        cookie: true,
+        heartbeat_timeout_ms: Some(1500),
+        cache_interval_ms: Some(100),
+        ..EdgeToml::new(dir, port, admin, origin.port, &[control.to_owned()], key, "scan-edge")
+    }
+    .write()
+    .unwrap()
 }
 
 /// Every key secret in an edge state file (the sync cache holds them).
