@@ -5,9 +5,11 @@
 //! Always available: [`net`] (free ports, a raw HTTP/1.1 client, metrics
 //! scraping), [`process`] (the `stile` binary, bounded waits), [`token`] (the
 //! test key, minting, state files), [`media`] (ffmpeg-made HLS/DASH), [`edge`]
-//! (a `stile edge` process and a file origin), [`cache`] (a scriptable counting
-//! origin), [`dev`] (`stile dev` and client commands), [`redis`]
-//! (`redis-server`), [`akamai`] (Akamai's own token generator). With the `fleet`
+//! (a `stile edge` process, a file origin, and [`edge::EdgeToml`], the
+//! sync-mode `edge.toml` that stile-benches' propagation harness writes too),
+//! [`cache`] (a scriptable counting origin), [`dev`] (`stile dev` and client
+//! commands), [`redis`] (`redis-server`), [`akamai`] (Akamai's own token
+//! generator). With the `fleet`
 //! feature: `fleet` (`stile control`, edges in sync mode, a gRPC operator
 //! client). With the `tls` feature: `tls` (a throwaway CA, TLS and HTTP/2
 //! clients, killable TLS origins).
