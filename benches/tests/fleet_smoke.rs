@@ -105,3 +105,72 @@ async fn simulated_edges_follow_a_control_plane_and_confirm_a_batch() {
     let _ = stop_cp.send(());
     server.await.unwrap().unwrap();
 }
+
+/// A new edge on a slow link joins a control plane holding 20000 token
+/// revocations: the snapshot (≈ 180 KB in parts; ≈ 1.1 MB as one message)
+/// takes longer to cross than the edge's silence timeout
+/// (`sync.heartbeat_timeout_ms`, 5 s), yet arrives on the first stream — no
+/// reconnect, no second snapshot — because every part resets the timer; and
+/// the edge enforces nothing of it before it is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_edge_on_a_slow_link_takes_a_large_snapshot_in_parts() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[store]\npath = \"{}/control.redb\"\n[revocations]\nmax_batch = {N}\n{}{}",
+        dir.path().display(),
+        auth_key_toml("ops", "operator", OPERATOR),
+        auth_key_toml("edges", "edge", EDGE_KEY)
+    );
+    let config = Config::from_toml(&toml).expect("config");
+    let plane = ControlPlane::open(config, Arc::new(SystemClock)).await.expect("control plane");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_cp, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(plane.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let channel = stile_benches::connect(&format!("http://{addr}")).await.unwrap();
+    let mut revocations = pb::revocation_service_client::RevocationServiceClient::new(channel.clone())
+        .max_encoding_message_size(16 << 20);
+    let targets: Vec<_> = (0..N)
+        .map(|i| pb::RevocationTarget {
+            target: Some(pb::revocation_target::Target::TokenId(format!("{:016x}", 0xc01d_0000_0000 + i))),
+        })
+        .collect();
+    let req = pb::RevokeBatchRequest { targets, reason: "smoke".into(), ..Default::default() };
+    let version = revocations.revoke_batch(auth(req, OPERATOR)).await.unwrap().into_inner().last_version;
+
+    // 25 kB/s: ≈ 7 s for the whole snapshot, ≈ 1.5 s for each part.
+    let shape = Shape { delay: Duration::from_millis(20), bandwidth: 25_000, buffer: 16 << 10, ..Shape::default() };
+    let spec = EdgeSpec { id: "cold".into(), shape, endpoints: vec![addr], cache: None, backoff_ms: (50, 500) };
+    let rt = tokio::runtime::Handle::current();
+    let t0 = Instant::now();
+    let edge = start_edge(spec, EDGE_KEY, &rt, &rt).await.expect("edge");
+    let mut halfway = None;
+    while edge.progress().applied < version {
+        assert!(t0.elapsed() < Duration::from_secs(60), "not in sync after 60 s: {:?}", edge.progress());
+        let down = edge.bytes().0;
+        if halfway.is_none() && down > 60_000 {
+            // Part of the snapshot has arrived: nothing of it is enforced yet.
+            let state = edge.state().load();
+            halfway = Some((state.version, state.revocations.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t0.elapsed();
+    assert_eq!(halfway, Some((0, 0)), "a partial snapshot was enforced");
+    assert!(took > Duration::from_secs(5), "the transfer ({took:?}) outlasts the silence timeout");
+    let p = edge.progress();
+    assert_eq!(p.connects, 1, "one stream, no reconnect: {p:?}");
+    let state = edge.state().load();
+    assert_eq!((state.version, state.revocations.len()), (version, N as usize));
+    let down = edge.bytes().0;
+    assert!(down < N * 12, "{down} bytes for {N} revocations");
+    let metrics = edge.sync.metrics_text();
+    assert!(metrics.contains("stile_edge_sync_snapshots_total 1"), "{metrics}");
+
+    edge.stop().await;
+    let _ = stop_cp.send(());
+    server.await.unwrap().unwrap();
+}

@@ -110,7 +110,12 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(got, want, "status {v} on {before:?}");
             }
             6 => {
-                let hello = pb::EdgeHello { edge_id: "e".into(), last_applied_version: v, agent: String::new() };
+                let hello = pb::EdgeHello {
+                    edge_id: "e".into(),
+                    last_applied_version: v,
+                    agent: String::new(),
+                    chunked_snapshots: false,
+                };
                 assert_eq!(book.receive(&wire(Some(Kind::Hello(hello)))), Err(Violation::SecondHello));
                 assert_eq!(book, before);
             }

@@ -9,8 +9,10 @@
 //! - `2`: the rest is a sequence of 8-byte operations that build well-formed
 //!   messages whose versions sit next to the applied one (duplicates, the next
 //!   version, gaps, older and `reset` snapshots, purge changes, snapshots with
-//!   retained purges and a purge floor), so that ordering bugs are
-//!   reachable without finding valid protobuf first.
+//!   retained purges and a purge floor, snapshots in parts: begins and
+//!   chunks in and out of sequence, with packed token ids, counts that match
+//!   or not), so that ordering bugs are reachable without finding valid
+//!   protobuf first.
 //!
 //! Messages are applied as the sync client applies them, through
 //! `Model::apply_batch` (modes 1 and 2 cut the sequence into batches).
@@ -40,7 +42,12 @@ const LEEWAY: u64 = 5;
 fn apply(model: &mut Model, batch: Vec<pb::ControlMessage>, now: u64) -> BatchOutcome {
     let before = model.clone();
     let out = model.apply_batch(batch.clone(), now, LEEWAY);
-    let updates = batch.iter().filter(|m| matches!(m.kind, Some(Cm::Snapshot(_) | Cm::Delta(_)))).count();
+    let updates = batch
+        .iter()
+        .filter(|m| {
+            matches!(m.kind, Some(Cm::Snapshot(_) | Cm::Delta(_) | Cm::SnapshotBegin(_) | Cm::SnapshotChunk(_)))
+        })
+        .count();
     let applied = usize::try_from(out.snapshots + out.deltas).expect("small");
     assert!(applied + usize::from(out.nack.is_some()) <= updates);
     assert_eq!(out.changed, applied > 0);
@@ -212,7 +219,39 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
         let expires_at = if b[6] & 1 == 0 { 0 } else { u64::from(b[6]) * 10 };
         pb::Revocation { version, target: target(t), expires_at, ..Default::default() }
     };
-    let kind = match b[0] % 5 {
+    let kind = match b[0] % 7 {
+        5 => Cm::SnapshotBegin(pb::SnapshotBegin {
+            version,
+            keys: (0..b[5] % 3).map(|i| key(u32::from(i + (b[2] & 1)), b[6] | 1)).collect(),
+            purge_floor: version.saturating_sub(u64::from(b[3] % 4)),
+            reset: b[7] & 0x80 != 0,
+            token_ids: u64::from(b[3] % 4),
+            revocations: u64::from(b[4] % 2),
+            purges: u64::from(b[6] % 2),
+            chunks: u64::from(1 + b[5] % 2),
+        }),
+        6 => {
+            // Token ids from the operation's bytes; sometimes one byte short.
+            let n = usize::from(b[3] % 3);
+            let mut token_ids: Vec<u8> =
+                (0..n).flat_map(|i| u64::from(b[2]).wrapping_add(i as u64).to_be_bytes()).collect();
+            if b[6] & 0x10 != 0 {
+                token_ids.pop();
+            }
+            let token_expiry_deltas =
+                (0..n).map(|i| if i == 0 { u64::from(b[6]) * 10 } else { u64::from(b[4] % 3) }).collect();
+            Cm::SnapshotChunk(pb::SnapshotChunk {
+                version,
+                seq: u64::from(b[5] % 3),
+                token_ids,
+                token_expiry_deltas,
+                revocations: (0..b[4] % 2).map(|_| revocation(version)).collect(),
+                purges: (0..b[6] % 2)
+                    .map(|_| purge(version, if b[4] & 1 == 0 { b'p' } else { b'e' }, &value))
+                    .collect(),
+                last: b[7] & 1 == 1,
+            })
+        }
         0 => {
             let keys = (0..b[5] % 3).map(|i| key(u32::from(i + (b[2] & 1)), b[6] | 1)).collect();
             let revocations = (0..b[7] % 4).map(|i| revocation(version.saturating_sub(u64::from(i)))).collect();

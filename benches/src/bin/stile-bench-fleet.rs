@@ -29,10 +29,12 @@
 //!    version, reconnect-time histogram (jittered backoff), the new process's
 //!    peak CPU and memory, and whether any edge's state went back meanwhile.
 //! 5. **cold**: a second, fresh control plane is loaded with `--cold` live
-//!    revocations (default 100000,1000000; RevokeBatch calls of 100000) and one
-//!    new edge (80 ms RTT) joins: snapshot bytes, time to its first ACK (first
-//!    admit = in sync: the snapshot is one message), the control plane's peak
-//!    memory growth.
+//!    revocations (default 1000000,10000000; RevokeBatch calls of 100000) and
+//!    one new edge (80 ms RTT, 4 MiB in flight) joins while 50 more
+//!    revocations are committed: bytes to it, time to its first ACK (first
+//!    admit: the snapshot, streamed in parts, enforced whole) and to its ACK
+//!    of the last change (in sync), streams it opened (a snapshot loop shows
+//!    as many), the control plane's and this process's peak memory growth.
 //!
 //! Everything started is killed on exit (on drop, on errors) and the whole run
 //! is bounded by `--max-secs` (default 900). `--smoke` runs every scenario at a
@@ -77,7 +79,7 @@ fn main() -> Result<()> {
         singles: 20,
         batch: 50_000,
         mass_singles: 2_000,
-        cold: vec![100_000, 1_000_000],
+        cold: vec![1_000_000, 10_000_000],
         max_secs: 900,
     };
     parse_flags(|flag, value| {
@@ -132,6 +134,16 @@ fn control_body(root: &std::path::Path, name: &str) -> String {
         auth_key_toml("admin", "admin", ADMIN),
         auth_key_toml("edges", "edge", EDGE_KEY),
     )
+}
+
+/// Revocations committed while the cold edge joins.
+const COLD_LIVE: u64 = 50;
+
+/// The cold edge's path: 80 ms round trip, unlimited bandwidth, 4 MiB in
+/// flight (a TCP window a long fat path autotunes to; the fleet's edges keep
+/// the relay's default).
+fn cold_shape() -> Shape {
+    Shape { buffer: 4 << 20, ..shape_of(2) }
 }
 
 /// The network of fleet edge `i`.
@@ -458,11 +470,12 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         writeln!(out, "### Cold join\n")?;
         writeln!(
             out,
-            "A fresh control plane (redb) with N live token revocations; one new edge (RTT 80 ms, unlimited bandwidth) joins.\n"
+            "A fresh control plane (redb) with N live token revocations; one new edge (RTT 80 ms, unlimited bandwidth, {} KiB in flight) joins while {COLD_LIVE} more revocations are committed, one every 20 ms. First admit: its first ACK (the whole snapshot enforced); in sync: its ACK of the last of those. The snapshot streams in parts (`SnapshotBegin` + `SnapshotChunk`s, token ids packed).\n",
+            cold_shape().buffer >> 10
         )?;
         writeln!(
             out,
-            "| live revocations | load time (RevokeBatch × 100000) | snapshot bytes on the wire | join → first ACK (enforcing all) | control RSS growth while serving it | simulator RSS growth |\n|---|---|---|---|---|---|"
+            "| live revocations | load time (RevokeBatch × 100000) | bytes to the edge | join → first admit | join → in sync | streams opened | control peak RSS growth | edge (simulator) peak RSS growth |\n|---|---|---|---|---|---|---|---|"
         )?;
         let cold = ControlProc::start(&a.stile, root.path(), "cold", &control_body(root.path(), "cold")).await?;
         let ch = connect(&cold.url()).await?;
@@ -486,45 +499,82 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
             let latest = version(&ch).await?;
             let pid = cold.pid().context("cold pid")?;
             let (rss0, _) = procfs::rss(pid);
-            let (own0, _) = procfs::rss(procfs::own_pid());
+            let own = procfs::own_pid();
+            let (own0, _) = procfs::rss(own);
             let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+            let own_peak = Arc::new(std::sync::atomic::AtomicU64::new(own0));
             let watch = {
-                let peak = Arc::clone(&peak);
+                let (peak, own_peak) = (Arc::clone(&peak), Arc::clone(&own_peak));
                 tokio::spawn(async move {
                     loop {
                         peak.fetch_max(procfs::rss(pid).0, std::sync::atomic::Ordering::Relaxed);
+                        own_peak.fetch_max(procfs::rss(own).0, std::sync::atomic::Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 })
             };
             let spec = EdgeSpec {
                 id: format!("cold-{k}"),
-                shape: shape_of(2),
+                shape: cold_shape(),
                 endpoints: vec![cold_addr],
                 cache: None,
                 backoff_ms: (100, 10_000),
             };
             let t0 = Instant::now();
             let edge = start_edge(spec, EDGE_KEY, relay_rt, edge_rt).await?;
-            let joined =
-                wait_all(std::slice::from_ref(&edge), latest, Duration::from_secs(300)).await.map(|_| t0.elapsed());
+            // Changes keep coming while it joins: it must catch up with deltas, not loop.
+            let live = {
+                let mut rev = pb::revocation_service_client::RevocationServiceClient::new(ch.clone());
+                let first = 0x9000_0000 + (k as u64) * 1_000;
+                tokio::spawn(async move {
+                    let mut top = 0;
+                    for i in 0..COLD_LIVE {
+                        top = revoke_token(&mut rev, first + i).await?;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    anyhow::Ok(top)
+                })
+            };
+            let first_admit = wait_all(std::slice::from_ref(&edge), latest, Duration::from_secs(300))
+                .await
+                .map(|_| edge.log.acked_at(latest).map_or_else(|| t0.elapsed(), |at| at - t0));
+            let top = live.await??;
+            let joined = match &first_admit {
+                Ok(_) => wait_all(std::slice::from_ref(&edge), top, Duration::from_secs(60))
+                    .await
+                    .map(|_| edge.log.acked_at(top).map_or_else(|| t0.elapsed(), |at| at - t0)),
+                Err(_) => Err(anyhow::anyhow!("no first admit")),
+            };
             watch.abort();
-            let (own1, _) = procfs::rss(procfs::own_pid());
+            // How its streams went: a snapshot loop shows as many short-lived streams.
+            let streams = edge.log.streams_since(t0);
+            let opened = streams.iter().filter(|(_, up)| *up).count();
+            let lives: Vec<String> = streams
+                .windows(2)
+                .filter(|w| w[0].1 && !w[1].1)
+                .map(|w| format!("{:.1}", (w[1].0 - w[0].0).as_secs_f64()))
+                .take(8)
+                .collect();
+            eprintln!("cold {n}: {opened} streams opened; lifetimes of the closed ones (s): {}", lives.join(" "));
             let bytes = edge.bytes().0;
             let held = edge.state().load().revocations.len();
             edge.stop().await;
+            let first_admit = match first_admit {
+                Ok(t) => format!("**{}**", ms(t)),
+                Err(e) => format!("not within 300 s: {e:#}"),
+            };
             let joined = match joined {
                 Ok(t) => format!("**{}** ({held} entries)", ms(t)),
-                Err(e) => format!("not within 300 s: {e:#}"),
+                Err(e) => format!("{e:#}"),
             };
             writeln!(
                 out,
-                "| {n} | {} | {:.1} MiB ({:.0} B per revocation) | {joined} | {:.1} MiB | {:.1} MiB |",
+                "| {n} | {} | {:.1} MiB ({:.1} B per revocation) | {first_admit} | {joined} | {opened} | {:.1} MiB | {:.1} MiB |",
                 ms(load),
                 mib(bytes),
                 bytes as f64 / n as f64,
                 mib(peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(rss0)),
-                mib(own1.saturating_sub(own0)),
+                mib(own_peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(own0)),
             )?;
             partial(a, &out)?;
         }

@@ -36,6 +36,7 @@
 pub mod acks;
 mod admin;
 pub mod auth;
+mod chunks;
 mod clock;
 pub mod config;
 mod confirm;

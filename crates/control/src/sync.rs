@@ -71,6 +71,7 @@ use tracing::Instrument;
 
 use crate::acks::{AckBook, AckVerdict, Received, Violation};
 use crate::auth::Caller;
+use crate::chunks::{ChunkWriter, Chunked};
 use crate::clock::Clock;
 use crate::config::SyncConfig;
 use crate::convert::edge_key;
@@ -96,6 +97,10 @@ const SEND_BUFFER: usize = 8;
 const LOG_BATCH: usize = 256;
 /// Log reads kept for other sessions ([`SharedTail`]).
 const SHARED_TAIL_READS: usize = 16;
+/// Revocations read from the store at a time while building a snapshot in parts.
+const SNAPSHOT_PAGE: usize = 16_384;
+/// How long a snapshot in parts may serve later sessions (see `SyncCtx::snapshot_chunked`).
+const SNAPSHOT_REUSE_SECS: u64 = 30;
 /// Least time between two snapshots caused by NACKs, so an edge that keeps
 /// refusing cannot make the session loop.
 const NACK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
@@ -132,6 +137,16 @@ pub(crate) struct SyncCtx {
 #[derive(Debug, Default)]
 struct SharedSnapshot {
     newest: tokio::sync::Mutex<Option<Arc<BuiltSnapshot>>>,
+    /// The same in parts, for edges that take snapshots in parts.
+    newest_chunked: tokio::sync::Mutex<Option<Arc<BuiltChunked>>>,
+}
+
+#[derive(Debug)]
+struct BuiltChunked {
+    /// The second it was built in (`Clock::now_secs`).
+    at_secs: u64,
+    /// The messages (`reset` false).
+    chunked: Chunked,
 }
 
 #[derive(Debug)]
@@ -321,6 +336,73 @@ impl SyncCtx {
         Ok(Tail::Deltas(deltas))
     }
 
+    /// As [`SyncCtx::snapshot`], in parts ([`crate::chunks`]), never older
+    /// than `at_least` (the edge's version). With `reuse`, one built within
+    /// [`SNAPSHOT_REUSE_SECS`] serves even if older than `latest`, as long as
+    /// the deltas after it are well within `sync.max_lag_versions`: the edge
+    /// gets them next, as any edge gets the deltas after its version. At
+    /// millions of revocations a build takes seconds; new edges joining one
+    /// after another share one.
+    async fn snapshot_chunked(&self, latest: u64, at_least: u64, reuse: bool) -> Result<Arc<BuiltChunked>, SyncError> {
+        let mut newest = self.snapshots.newest_chunked.lock().await;
+        let now = self.clock.now_secs();
+        if let Some(built) = newest.as_ref()
+            && built.chunked.begin.version >= at_least
+            && ((built.at_secs == now && built.chunked.begin.version >= latest)
+                || (reuse
+                    && now.saturating_sub(built.at_secs) <= SNAPSHOT_REUSE_SECS
+                    && latest.saturating_sub(built.chunked.begin.version) <= self.cfg.max_lag_versions / 2))
+        {
+            self.metrics.sync_snapshot(true);
+            return Ok(Arc::clone(built));
+        }
+        // Drop the previous one before building: one in memory at a time.
+        *newest = None;
+        let started = Instant::now();
+        let Snapshot { version, keys, purges, purge_floor, .. } = self.store.snapshot_head().await?;
+        let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
+        let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
+        let mut writer = ChunkWriter::new(version, keys.iter().map(edge_key).collect(), purge_floor);
+        // The revocations a page at a time, up to the head's version: one
+        // committed after it reaches the edge as a delta; one pruned meanwhile
+        // had expired, and the edge would drop it anyway.
+        let mut after = 0;
+        'pages: loop {
+            let page = self.store.revocations(after, SNAPSHOT_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.version;
+            let full = page.len() == SNAPSHOT_PAGE;
+            for r in page {
+                if r.version > version {
+                    break 'pages;
+                }
+                if r.expires_at > now {
+                    writer.revocation(r);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        for p in retained {
+            writer.purge(p.into());
+        }
+        let chunked = writer.finish();
+        tracing::info!(
+            version,
+            token_ids = chunked.begin.token_ids,
+            revocations = chunked.begin.revocations,
+            chunks = chunked.begin.chunks,
+            bytes = chunked.encoded_len(),
+            build_ms = elapsed_ms(started),
+            "sync.snapshot_built"
+        );
+        let built = Arc::new(BuiltChunked { at_secs: now, chunked });
+        *newest = Some(Arc::clone(&built));
+        self.metrics.sync_snapshot(false);
+        Ok(built)
+    }
+
     /// Ends every session (the server is stopping).
     pub(crate) fn stop(&self) {
         self.stopping.send_replace(true);
@@ -424,7 +506,8 @@ impl SyncCtx {
                 read_loop(Arc::clone(&self), registration.id, Arc::clone(&signals), inbound, started, peer)
                     .instrument(tracing::Span::current()),
             );
-            let session = Session::new(&self, registration, signals, tx, hello.last_applied_version, started);
+            let mut session = Session::new(&self, registration, signals, tx, hello.last_applied_version, started);
+            session.chunked = hello.chunked_snapshots;
             let result = session.run().await;
             reader.abort();
             match &result {
@@ -673,6 +756,11 @@ struct Session<'a> {
     sent: u64,
     need: Need,
     nacks: NackThrottle,
+    /// The edge takes snapshots in parts (`EdgeHello.chunked_snapshots`).
+    chunked: bool,
+    /// A recent snapshot in parts may serve the next one (false after the
+    /// edge NACKed, or the log could not bring it up to date).
+    reuse: bool,
 }
 
 impl<'a> Session<'a> {
@@ -685,7 +773,18 @@ impl<'a> Session<'a> {
         started: Instant,
     ) -> Session<'a> {
         let need = if hello_version == 0 { Need::Snapshot } else { Need::Deltas };
-        Session { ctx, registration, signals, tx, started, sent: hello_version, need, nacks: NackThrottle::default() }
+        Session {
+            ctx,
+            registration,
+            signals,
+            tx,
+            started,
+            sent: hello_version,
+            need,
+            nacks: NackThrottle::default(),
+            chunked: false,
+            reuse: true,
+        }
     }
 
     /// Runs until the session ends; returns why.
@@ -704,6 +803,7 @@ impl<'a> Session<'a> {
             if self.signals.nacked.swap(false, Ordering::AcqRel) {
                 self.nacks.wait().await;
                 self.need = self.need.max_snapshot();
+                self.reuse = false;
             }
             let latest = *versions.borrow_and_update();
             let sent = match self.need {
@@ -736,6 +836,7 @@ impl<'a> Session<'a> {
         if sent < latest && latest - sent > self.ctx.cfg.max_lag_versions {
             tracing::info!(sent, latest, "sync.too_far_behind");
             self.need = Need::Snapshot;
+            self.reuse = false;
             return Ok(Sent::Nothing);
         }
         if sent == latest {
@@ -760,6 +861,7 @@ impl<'a> Session<'a> {
             Tail::Compacted { oldest } => {
                 tracing::info!(sent, oldest, "sync.log_compacted");
                 self.need = Need::Snapshot;
+                self.reuse = false;
                 Ok(Sent::Nothing)
             }
             Tail::Ahead { current } => {
@@ -775,8 +877,13 @@ impl<'a> Session<'a> {
     /// Every verifying key with its secret, every live revocation and every
     /// retained purge, as of one version.
     async fn send_snapshot(&mut self) -> Result<Sent, SyncError> {
+        if self.chunked {
+            return self.send_chunked().await;
+        }
         let latest = *self.ctx.versions.borrow();
-        let built = self.ctx.snapshot(latest.max(self.sent)).await?;
+        let Some(built) = self.beating(self.ctx.snapshot(latest.max(self.sent)), latest).await? else {
+            return Ok(Sent::Closed);
+        };
         let mut snapshot = built.message.clone();
         drop(built);
         snapshot.reset = self.need == Need::Reset;
@@ -805,6 +912,78 @@ impl<'a> Session<'a> {
             v.snapshots += 1;
         });
         Ok(Sent::Some)
+    }
+
+    /// A snapshot in parts: the begin, then every chunk, with a heartbeat
+    /// between two chunks whenever one is due (the edge answers it, so
+    /// neither side's silence timer runs out during a long snapshot).
+    async fn send_chunked(&mut self) -> Result<Sent, SyncError> {
+        let latest = *self.ctx.versions.borrow();
+        let at_least = if self.need == Need::Reset { 0 } else { self.sent };
+        let build = self.ctx.snapshot_chunked(latest, at_least, self.reuse);
+        let Some(built) = self.beating(build, latest).await? else { return Ok(Sent::Closed) };
+        self.reuse = true;
+        let mut begin = built.chunked.begin.clone();
+        begin.reset = self.need == Need::Reset;
+        let (version, reset) = (begin.version, begin.reset);
+        tracing::info!(
+            version,
+            keys = begin.keys.len(),
+            token_ids = begin.token_ids,
+            revocations = begin.revocations,
+            purges = begin.purges,
+            chunks = begin.chunks,
+            purge_floor = begin.purge_floor,
+            "sync.snapshot"
+        );
+        self.signals.offer(|b| b.offer_snapshot(version, reset));
+        if reset {
+            // A new history: nothing of it is applied until the edge ACKs this snapshot.
+            self.ctx.fleet.update(self.registration.id, |v| v.applied = 0);
+        }
+        if !self.send(pb::control_message::Kind::SnapshotBegin(begin)).await? {
+            return Ok(Sent::Closed);
+        }
+        let every = Duration::from_millis(self.ctx.cfg.heartbeat_interval_ms);
+        let mut beat = Instant::now();
+        for chunk in &built.chunked.chunks {
+            if beat.elapsed() >= every {
+                beat = Instant::now();
+                if !self.heartbeat(latest).await? {
+                    return Ok(Sent::Closed);
+                }
+            }
+            if !self.send(pb::control_message::Kind::SnapshotChunk(chunk.clone())).await? {
+                return Ok(Sent::Closed);
+            }
+        }
+        drop(built);
+        self.sent = version;
+        self.need = Need::Deltas;
+        self.ctx.fleet.update(self.registration.id, |v| {
+            v.sent = version;
+            v.snapshots += 1;
+        });
+        Ok(Sent::Some)
+    }
+
+    /// Waits for `build` (a snapshot being read from the store, which takes
+    /// seconds at millions of revocations), sending a heartbeat every
+    /// interval meanwhile so the edge's silence timer does not run out. None
+    /// when the stream is gone.
+    async fn beating<T>(
+        &self,
+        build: impl Future<Output = Result<T, SyncError>>,
+        latest: u64,
+    ) -> Result<Option<T>, SyncError> {
+        let mut build = std::pin::pin!(build);
+        let every = Duration::from_millis(self.ctx.cfg.heartbeat_interval_ms);
+        loop {
+            tokio::select! {
+                built = &mut build => return built.map(Some),
+                () = tokio::time::sleep(every) => if !self.heartbeat(latest).await? { return Ok(None) },
+            }
+        }
     }
 
     /// The control plane's time and newest version, numbered so the edge's

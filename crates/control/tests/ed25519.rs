@@ -45,7 +45,12 @@ struct Edge {
 impl Edge {
     async fn connect(channel: Channel) -> Edge {
         let (out, rx) = mpsc::channel(16);
-        let hello = pb::EdgeHello { edge_id: "edge-a".into(), last_applied_version: 0, agent: "test".into() };
+        let hello = pb::EdgeHello {
+            edge_id: "edge-a".into(),
+            last_applied_version: 0,
+            agent: "test".into(),
+            chunked_snapshots: false,
+        };
         out.send(pb::EdgeMessage { kind: Some(Em::Hello(hello)) }).await.unwrap();
         let mut client = pb::edge_service_client::EdgeServiceClient::new(channel);
         let inbound = client.sync(auth(ReceiverStream::new(rx), EDGE)).await.expect("sync opens").into_inner();

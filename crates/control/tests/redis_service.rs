@@ -128,7 +128,12 @@ async fn redis_down_a_sync_stream_ends_with_unavailable_like_every_rpc() {
     redis.kill();
     // A new edge (version 0) is owed a snapshot, which reads the store.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let hello = pb::EdgeHello { edge_id: "edge-a".into(), last_applied_version: 0, agent: "test".into() };
+    let hello = pb::EdgeHello {
+        edge_id: "edge-a".into(),
+        last_applied_version: 0,
+        agent: "test".into(),
+        chunked_snapshots: false,
+    };
     tx.send(pb::EdgeMessage { kind: Some(pb::edge_message::Kind::Hello(hello)) }).await.unwrap();
     let mut edges = pb::edge_service_client::EdgeServiceClient::new(cp.channel.clone());
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);

@@ -33,8 +33,17 @@ impl FakeEdge {
     }
 
     async fn connect_on(channel: Channel, id: &str, last_applied: u64) -> FakeEdge {
+        FakeEdge::connect_with(channel, id, last_applied, false).await
+    }
+
+    async fn connect_with(channel: Channel, id: &str, last_applied: u64, chunked_snapshots: bool) -> FakeEdge {
         let (out, rx) = mpsc::channel(64);
-        let hello = pb::EdgeHello { edge_id: id.into(), last_applied_version: last_applied, agent: "test".into() };
+        let hello = pb::EdgeHello {
+            edge_id: id.into(),
+            last_applied_version: last_applied,
+            agent: "test".into(),
+            chunked_snapshots,
+        };
         out.send(pb::EdgeMessage { kind: Some(Em::Hello(hello)) }).await.unwrap();
         let mut client = pb::edge_service_client::EdgeServiceClient::new(channel);
         let inbound = client.sync(auth(ReceiverStream::new(rx), EDGE)).await.expect("sync opens").into_inner();
@@ -113,6 +122,51 @@ async fn until(server: &Server, what: &str, f: impl Fn(&pb::ListEdgesResponse) -
         assert!(Instant::now() < deadline, "timed out waiting for {what}: {list:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// An edge that says `chunked_snapshots` gets a SnapshotBegin and chunks
+/// instead of one Snapshot: token ids packed in expiry order, the other
+/// revocations as messages, every count announced up front.
+#[tokio::test]
+async fn an_edge_that_takes_parts_gets_the_snapshot_in_chunks() {
+    let server = Server::start().await;
+    for id in [0x30, 0x10, 0x20] {
+        revoke_token(&server, id).await;
+    }
+    let subject = pb::RevokeRequest {
+        target: Some(pb::RevocationTarget {
+            target: Some(T::Subject(pb::SubjectTarget { subject: "alice".into(), issued_before: 0 })),
+        }),
+        reason: "test".into(),
+        ..Default::default()
+    };
+    let v = server.revocations().await.revoke(auth(subject, OPERATOR)).await.unwrap().into_inner().version;
+
+    let mut edge = FakeEdge::connect_with(server.channel().await, "edge-parts", 0, true).await;
+    let Cm::SnapshotBegin(begin) = edge.next().await else { panic!("expected a SnapshotBegin") };
+    assert_eq!((begin.version, begin.token_ids, begin.revocations, begin.purges, begin.reset), (v, 3, 1, 0, false));
+    assert!(!begin.keys.is_empty(), "keys travel in the begin");
+    let mut ids = Vec::new();
+    let mut others = 0;
+    for seq in 0..begin.chunks {
+        let Cm::SnapshotChunk(c) = edge.next().await else { panic!("expected chunk {seq}") };
+        assert_eq!((c.version, c.seq, c.last), (v, seq, seq + 1 == begin.chunks));
+        assert_eq!(c.token_ids.len(), c.token_expiry_deltas.len() * 8);
+        ids.extend(c.token_ids.chunks_exact(8).map(|b| u64::from_be_bytes(b.try_into().unwrap())));
+        others += c.revocations.len();
+        let mut expiry = 0;
+        for d in &c.token_expiry_deltas {
+            expiry += d;
+            assert!(expiry > T0, "an absolute expiry, then differences: {:?}", c.token_expiry_deltas);
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!((ids, others), (vec![0x10, 0x20, 0x30], 1));
+    edge.ack(v).await;
+    until(&server, "the ACK", |l| l.edges.iter().any(|e| e.edge_id == "edge-parts" && e.applied_version == v)).await;
+    // Then deltas as usual.
+    let next = revoke_token(&server, 0x40).await;
+    assert_eq!(delta_version(&edge.delta().await), next);
 }
 
 async fn server_with(f: impl FnOnce(&mut stile_control::Config)) -> Server {

@@ -46,8 +46,12 @@ impl Rogue {
     pub(crate) fn connect(url: &str, key: &str, edge_id: &str, last_applied: u64) -> Rogue {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let (out, rx) = mpsc::channel(64);
-        let hello =
-            pb::EdgeHello { edge_id: edge_id.into(), last_applied_version: last_applied, agent: "rogue".into() };
+        let hello = pb::EdgeHello {
+            edge_id: edge_id.into(),
+            last_applied_version: last_applied,
+            agent: "rogue".into(),
+            chunked_snapshots: false,
+        };
         out.try_send(pb::EdgeMessage { kind: Some(Em::Hello(hello)) }).unwrap();
         let inbound = rt.block_on(async {
             let channel = tonic::transport::Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();

@@ -68,6 +68,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// purge, as of one version.
     fn snapshot(&self) -> StoreFuture<'_, Snapshot>;
 
+    /// The same without the revocations (`revocations` empty): a snapshot
+    /// streamed in parts reads them afterwards a page at a time with
+    /// [`Store::revocations`], keeping those up to `version`, so the whole set
+    /// is never in memory at once.
+    fn snapshot_head(&self) -> StoreFuture<'_, Snapshot>;
+
     /// Revocations in force with a version above `after_version`, in order.
     fn revocations(&self, after_version: u64, limit: usize) -> StoreFuture<'_, Vec<Revocation>>;
 

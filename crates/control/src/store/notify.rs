@@ -98,6 +98,9 @@ impl Store for NotifyingStore {
     fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
         self.inner.snapshot()
     }
+    fn snapshot_head(&self) -> StoreFuture<'_, Snapshot> {
+        self.inner.snapshot_head()
+    }
     fn revocations(&self, after_version: u64, limit: usize) -> StoreFuture<'_, Vec<Revocation>> {
         self.inner.revocations(after_version, limit)
     }

@@ -127,6 +127,28 @@ impl RedbStore {
     }
 
     /// Writes the queued audit events in one non-durable transaction.
+    /// Keys, purges, version and (with `revocations`) revocations, in one
+    /// read transaction so they agree.
+    fn read_snapshot(db: &Database, revocations: bool) -> Result<Snapshot, StoreError> {
+        let txn = db.begin_read().map_err(backend)?;
+        let meta_t = txn.open_table(META).map_err(backend)?;
+        let version = meta(&meta_t, META_VERSION)?;
+        let purge_floor = meta(&meta_t, META_PURGE_FLOOR)?;
+        let keys: Vec<SigningKey> = values(&txn.open_table(SIGNING_KEYS).map_err(backend)?, "signing_keys")?;
+        let revocations = match revocations {
+            true => values(&txn.open_table(REVOCATIONS).map_err(backend)?, "revocations")?,
+            false => Vec::new(),
+        };
+        let purges = values(&txn.open_table(PURGES).map_err(backend)?, "purges")?;
+        Ok(Snapshot {
+            version,
+            keys: keys.into_iter().filter(|k| k.state != KeyState::Retired).collect(),
+            revocations,
+            purges,
+            purge_floor,
+        })
+    }
+
     fn flush_audit(db: &Database, queue: &AuditQueue) -> Result<(), StoreError> {
         {
             // Waits out a write in progress, so everything recorded so far is in the table.
@@ -293,23 +315,11 @@ impl Store for RedbStore {
     }
 
     fn snapshot(&self) -> StoreFuture<'_, super::Snapshot> {
-        self.blocking(|db| {
-            // One read transaction: keys, revocations, purges and version agree.
-            let txn = db.begin_read().map_err(backend)?;
-            let meta_t = txn.open_table(META).map_err(backend)?;
-            let version = meta(&meta_t, META_VERSION)?;
-            let purge_floor = meta(&meta_t, META_PURGE_FLOOR)?;
-            let keys: Vec<SigningKey> = values(&txn.open_table(SIGNING_KEYS).map_err(backend)?, "signing_keys")?;
-            let revocations = values(&txn.open_table(REVOCATIONS).map_err(backend)?, "revocations")?;
-            let purges = values(&txn.open_table(PURGES).map_err(backend)?, "purges")?;
-            Ok(Snapshot {
-                version,
-                keys: keys.into_iter().filter(|k| k.state != KeyState::Retired).collect(),
-                revocations,
-                purges,
-                purge_floor,
-            })
-        })
+        self.blocking(|db| RedbStore::read_snapshot(db, true))
+    }
+
+    fn snapshot_head(&self) -> StoreFuture<'_, super::Snapshot> {
+        self.blocking(|db| RedbStore::read_snapshot(db, false))
     }
 
     fn revocations(&self, after_version: u64, limit: usize) -> StoreFuture<'_, Vec<Revocation>> {

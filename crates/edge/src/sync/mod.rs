@@ -231,6 +231,8 @@ impl SyncClient {
         cache: &mut CacheWriter,
         outcome: &mut Outcome,
     ) -> Result<(), SyncError> {
+        // A snapshot in parts cut off with the previous stream is started again on this one.
+        self.lock_model().abandon_snapshot();
         let applied = self.applied_version();
         let mut session =
             Session::connect(url, &self.config, self.tls.as_ref(), &self.edge_id, &self.api_key, applied).await?;

@@ -7,6 +7,12 @@
 //! [`StateFile`] form, read back through the one state-file codec
 //! ([`StateFile::decode`]).
 //!
+//! A snapshot in parts (`SnapshotBegin`, `SnapshotChunk`s) is assembled
+//! beside the applied state and replaces it only once its last chunk arrived
+//! and every count matched; until then the applied state stays in force. Token
+//! ids live in a [`TokenIds`] that the published states share, so a delta
+//! costs a state build proportional to the recent entries, not to millions.
+//!
 //! Key retirement: a RETIRED key leaves the key ring at once (its secret is
 //! forgotten), and the key revocation that comes with it stays in the
 //! revocation set until it expires, so a token signed with a retired key is
@@ -21,19 +27,63 @@ use stile_proto::v1::control_message::Kind as Cm;
 use stile_token::{Ed25519Public, KeyId, KeyRing, SecretKey, TokenId, VerifyKey};
 
 use crate::cache::PurgeTarget;
-use crate::revocation::RevocationsBuilder;
+use crate::revocation::{RevocationsBuilder, TokenIds};
 use crate::state::{
     KeyEntry, Liveness, RevocationEntry, RevocationKind, State, StateError, StateFile, add_revocation, key_ring,
 };
 
-/// The applied state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The applied state. Two models are equal when their applied states are
+/// (a snapshot in parts still being received is not part of it).
+#[derive(Clone, Debug, Default)]
 pub struct Model {
     /// Newest applied version; 0 before the first snapshot.
     pub version: u64,
     keys: BTreeMap<KeyId, VerifyKey>,
+    /// Revocations other than token ids.
     revocations: BTreeMap<(RevocationKind, String), Entry>,
+    /// Token-id revocations (shared with the published states).
+    tokens: TokenIds,
+    /// A snapshot in parts being received (not applied yet).
+    pending: Option<Box<Pending>>,
 }
+
+impl PartialEq for Model {
+    fn eq(&self, other: &Model) -> bool {
+        self.version == other.version
+            && self.keys == other.keys
+            && self.revocations == other.revocations
+            && self.tokens == other.tokens
+    }
+}
+
+impl Eq for Model {}
+
+/// A snapshot in parts, as far as it has arrived.
+#[derive(Clone, Debug)]
+struct Pending {
+    /// What replaces the model once the last chunk arrived.
+    next: Model,
+    /// Whether the control plane said `reset`.
+    reset: bool,
+    /// The counts the begin announced, and what arrived so far.
+    expected: Counts,
+    got: Counts,
+    /// Purges the edge had not seen, so far.
+    purges: Vec<Purge>,
+}
+
+/// Entries of a snapshot in parts, by kind, and its chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    token_ids: u64,
+    revocations: u64,
+    purges: u64,
+    chunks: u64,
+}
+
+/// Most token-id slots reserved ahead from a `SnapshotBegin`'s count (the
+/// table grows past it as chunks arrive).
+const RESERVE_MAX: u64 = 1 << 24;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Entry {
@@ -139,6 +189,36 @@ pub enum ApplyError {
     /// A purge prefix not ending in `/`, or a purge path ending in it.
     #[error("purge {0:?}: a prefix ends with '/', a path does not")]
     PurgeShape(String),
+    /// A snapshot chunk that does not continue the snapshot being received
+    /// (none begun, another version, or out of sequence).
+    #[error("snapshot chunk {seq} of version {version} does not follow {expected}")]
+    ChunkOrder {
+        /// The chunk's version.
+        version: u64,
+        /// The chunk's sequence number.
+        seq: u64,
+        /// What was expected instead.
+        expected: String,
+    },
+    /// Packed token ids not a multiple of 8 bytes, or not one expiry each.
+    #[error("snapshot chunk: {ids} bytes of token ids with {expiries} expiries")]
+    Packing {
+        /// Bytes of ids.
+        ids: usize,
+        /// Expiries.
+        expiries: usize,
+    },
+    /// An expiry past the end of time.
+    #[error("snapshot chunk: token expiry overflows")]
+    Expiry,
+    /// The last chunk arrived but the counts differ from the begin's.
+    #[error("snapshot {version} incomplete: {what}")]
+    Incomplete {
+        /// The snapshot's version.
+        version: u64,
+        /// What differs.
+        what: String,
+    },
 }
 
 /// What one batch did: [`Model::apply_batch`]'s report, from which the sync
@@ -170,6 +250,20 @@ pub struct BatchOutcome {
     pub pruned: usize,
 }
 
+impl BatchOutcome {
+    /// A whole snapshot (one message or the last of its parts) was applied.
+    fn snapshot_applied(&mut self, version: u64, reset: bool, purges: Vec<Purge>) {
+        if reset {
+            self.resets.push(version);
+        }
+        self.snapshots += 1;
+        self.journal.clear();
+        self.purges.extend(purges);
+        self.changed = true;
+        self.snapshot = true;
+    }
+}
+
 impl Model {
     /// Applies the messages that arrived together, in order, stopping at the
     /// first refused one. When anything was applied, revocations that expired
@@ -181,22 +275,30 @@ impl Model {
         for msg in batch {
             match msg.kind {
                 Some(Cm::Snapshot(s)) => match self.apply_snapshot(&s) {
-                    Ok(purges) => {
-                        if s.reset {
-                            out.resets.push(s.version);
-                        }
-                        out.snapshots += 1;
-                        out.journal.clear();
-                        out.purges.extend(purges);
-                        out.changed = true;
-                        out.snapshot = true;
-                    }
+                    Ok(purges) => out.snapshot_applied(s.version, s.reset, purges),
                     Err(e) => {
                         out.nack = Some((s.version, e));
                         break;
                     }
                 },
+                Some(Cm::SnapshotBegin(b)) => {
+                    if let Err(e) = self.begin_snapshot(&b) {
+                        out.nack = Some((b.version, e));
+                        break;
+                    }
+                }
+                Some(Cm::SnapshotChunk(c)) => match self.apply_chunk(&c) {
+                    Ok(None) => {}
+                    Ok(Some((purges, reset))) => out.snapshot_applied(c.version, reset, purges),
+                    Err(e) => {
+                        self.pending = None;
+                        out.nack = Some((c.version, e));
+                        break;
+                    }
+                },
                 Some(Cm::Delta(d)) => {
+                    // Nothing comes between a snapshot's parts: a delta ends one unfinished.
+                    self.pending = None;
                     let v = d.change.as_ref().map_or(0, |c| c.version);
                     let before = self.version;
                     match self.apply_delta(&d) {
@@ -235,6 +337,7 @@ impl Model {
         for k in &s.keys {
             next.keys.insert(k.key_id, material(k)?);
         }
+        next.tokens = TokenIds::with_capacity(s.revocations.len());
         let mut purges = Vec::new();
         for r in &s.revocations {
             if let Some(p) = next.add_revocation(r)?
@@ -243,6 +346,7 @@ impl Model {
                 purges.push(p);
             }
         }
+        next.tokens.compact();
         // Purges retained for a window: those after the version applied are new here.
         // A purge dropped from the window after it (the floor) cannot be named any
         // more, so the whole cache goes.
@@ -257,6 +361,107 @@ impl Model {
         }
         *self = next;
         Ok(purges)
+    }
+
+    /// Starts a snapshot in parts (replacing one unfinished): checked like a
+    /// [`Snapshot`](pb::Snapshot)'s version and keys; the model stays as it is.
+    pub fn begin_snapshot(&mut self, b: &pb::SnapshotBegin) -> Result<(), ApplyError> {
+        self.pending = None;
+        if b.version < self.version && !b.reset {
+            return Err(ApplyError::OlderSnapshot { got: b.version, applied: self.version });
+        }
+        let mut next = Model { version: b.version, ..Model::default() };
+        for k in &b.keys {
+            next.keys.insert(k.key_id, material(k)?);
+        }
+        let reserve = b.token_ids.min(RESERVE_MAX);
+        next.tokens = TokenIds::with_capacity(usize::try_from(reserve).unwrap_or(0));
+        let mut purges = Vec::new();
+        // As for a whole snapshot: a purge dropped from the window after the
+        // applied version cannot be named any more, so the whole cache goes.
+        if b.purge_floor > self.version {
+            purges.push(Purge { version: b.purge_floor, target: PurgeTarget::All });
+        }
+        let expected =
+            Counts { token_ids: b.token_ids, revocations: b.revocations, purges: b.purges, chunks: b.chunks };
+        self.pending = Some(Box::new(Pending { next, reset: b.reset, expected, got: Counts::default(), purges }));
+        Ok(())
+    }
+
+    /// Adds one chunk to the snapshot being received. The last one, when the
+    /// counts match, replaces the model; returns its purges (those the edge
+    /// had not seen) and whether it was a `reset`. Any error leaves the model
+    /// as it was (the caller drops the unfinished snapshot).
+    pub fn apply_chunk(&mut self, c: &pb::SnapshotChunk) -> Result<Option<(Vec<Purge>, bool)>, ApplyError> {
+        let applied = self.version;
+        let p = match self.pending.as_deref_mut() {
+            Some(p) if p.next.version == c.version && p.got.chunks == c.seq => p,
+            other => {
+                let expected = other.map_or_else(
+                    || "no snapshot begun".to_owned(),
+                    |p| format!("chunk {} of version {}", p.got.chunks, p.next.version),
+                );
+                return Err(ApplyError::ChunkOrder { version: c.version, seq: c.seq, expected });
+            }
+        };
+        if !c.token_ids.len().is_multiple_of(8) || c.token_ids.len() / 8 != c.token_expiry_deltas.len() {
+            return Err(ApplyError::Packing { ids: c.token_ids.len(), expiries: c.token_expiry_deltas.len() });
+        }
+        let mut expiry = 0u64;
+        let mut expiries = Vec::with_capacity(c.token_expiry_deltas.len());
+        for d in &c.token_expiry_deltas {
+            expiry = expiry.checked_add(*d).ok_or(ApplyError::Expiry)?;
+            expiries.push(expiry);
+        }
+        let ids = c.token_ids.chunks_exact(8).map(|b| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(b);
+            TokenId::from_u64(u64::from_be_bytes(id))
+        });
+        // Others first: a malformed one refuses the chunk before any token id is added.
+        let mut purges = Vec::new();
+        for r in &c.revocations {
+            if matches!(
+                r.target.as_ref().and_then(|t| t.target.as_ref()),
+                Some(pb::revocation_target::Target::TokenId(_))
+            ) {
+                // Packed only: a token id among the others is counted apart and would not match.
+                return Err(ApplyError::Packing { ids: 0, expiries: 0 });
+            }
+            if let Some(purge) = p.next.add_revocation(r)?
+                && r.version > applied
+            {
+                purges.push(purge);
+            }
+        }
+        for purge in &c.purges {
+            let target = purge_target(purge)?;
+            if purge.version > applied {
+                purges.push(Purge { version: purge.version, target });
+            }
+        }
+        p.next.tokens.extend_new(ids.zip(expiries));
+        p.purges.extend(purges);
+        p.got.token_ids += c.token_expiry_deltas.len() as u64;
+        p.got.revocations += c.revocations.len() as u64;
+        p.got.purges += c.purges.len() as u64;
+        p.got.chunks += 1;
+        if !c.last {
+            return Ok(None);
+        }
+        if p.got != p.expected {
+            let what = format!("announced {:?}, received {:?}", p.expected, p.got);
+            return Err(ApplyError::Incomplete { version: c.version, what });
+        }
+        let Some(done) = self.pending.take() else { return Ok(None) };
+        let Pending { next, reset, purges, .. } = *done;
+        *self = next;
+        Ok(Some((purges, reset)))
+    }
+
+    /// Forgets a snapshot in parts not received whole (its stream ended).
+    pub fn abandon_snapshot(&mut self) {
+        self.pending = None;
     }
 
     /// Applies the next delta. It must be exactly `version + 1`; older ones are
@@ -304,14 +509,13 @@ impl Model {
         let before = now.saturating_sub(leeway);
         let n = self.revocations.len();
         self.revocations.retain(|_, e| e.expires_at == 0 || e.expires_at >= before);
-        n - self.revocations.len()
+        n - self.revocations.len() + self.tokens.prune(before)
     }
 
     /// The state requests are verified against.
     pub fn to_state(&self, fresh_at: u64, liveness: &Liveness) -> State {
         let keys = key_ring(self.keys.iter().map(|(id, k)| (*id, k)));
-        let ids = self.revocations.keys().filter(|(k, _)| *k == RevocationKind::TokenId).count();
-        let mut b = RevocationsBuilder::with_capacity(ids);
+        let mut b = RevocationsBuilder::with_token_ids(self.tokens.clone());
         for ((kind, value), e) in &self.revocations {
             add_revocation(&mut b, *kind, value, e.issued_before, e.expires_at);
         }
@@ -328,20 +532,25 @@ impl Model {
 
     /// The cache file form (the static state-file format).
     pub fn to_file(&self, generated_at: u64) -> StateFile {
+        let mut tokens: Vec<(TokenId, u64)> = self.tokens.iter().collect();
+        tokens.sort_unstable_by_key(|(id, _)| id.as_u64());
+        let tokens = tokens.into_iter().map(|(id, expires_at)| RevocationEntry {
+            kind: RevocationKind::TokenId,
+            value: id.to_string(),
+            issued_before: None,
+            expires_at,
+        });
+        let others = self.revocations.iter().map(|((kind, value), e)| RevocationEntry {
+            kind: *kind,
+            value: value.clone(),
+            issued_before: e.issued_before,
+            expires_at: e.expires_at,
+        });
         StateFile {
             version: self.version,
             generated_at: Some(generated_at),
             keys: self.keys.iter().map(|(id, k)| KeyEntry::new(*id, k)).collect(),
-            revocations: self
-                .revocations
-                .iter()
-                .map(|((kind, value), e)| RevocationEntry {
-                    kind: *kind,
-                    value: value.clone(),
-                    issued_before: e.issued_before,
-                    expires_at: e.expires_at,
-                })
-                .collect(),
+            revocations: tokens.chain(others).collect(),
             foreign_keys: Vec::new(),
         }
     }
@@ -372,6 +581,13 @@ impl Model {
 
     fn merge(&mut self, kind: RevocationKind, value: String, e: Entry) {
         use std::collections::btree_map::Entry as Slot;
+        if kind == RevocationKind::TokenId {
+            // Checked (and in lower case) by whoever made the entry.
+            if let Some(id) = TokenId::from_hex(&value) {
+                self.tokens.insert(id, e.expires_at);
+            }
+            return;
+        }
         match self.revocations.entry((kind, value)) {
             Slot::Vacant(v) => {
                 v.insert(e);
@@ -755,5 +971,180 @@ mod tests {
         assert_eq!(back.version, 9);
         assert_eq!(back.keys, m.keys);
         assert_eq!(back.revocations, m.revocations);
+        assert_eq!(back.tokens, m.tokens);
+        assert_eq!(back.tokens.len(), 1);
+    }
+
+    /// A snapshot in parts: a begin, then chunks of packed token ids (sorted by
+    /// expiry, differences) and other entries.
+    fn parts(version: u64, tokens: &[(u64, u64)], per_chunk: usize) -> Vec<pb::ControlMessage> {
+        let mut sorted = tokens.to_vec();
+        sorted.sort_by_key(|&(id, e)| (e, id));
+        let pieces: Vec<&[(u64, u64)]> = if sorted.is_empty() { vec![&[]] } else { sorted.chunks(per_chunk).collect() };
+        let mut out = vec![msg(Cm::SnapshotBegin(pb::SnapshotBegin {
+            version,
+            keys: vec![key(1)],
+            token_ids: tokens.len() as u64,
+            revocations: 1,
+            chunks: pieces.len() as u64,
+            ..Default::default()
+        }))];
+        for (seq, piece) in pieces.iter().enumerate() {
+            let mut previous = 0;
+            let chunk = pb::SnapshotChunk {
+                version,
+                seq: seq as u64,
+                token_ids: piece.iter().flat_map(|(id, _)| id.to_be_bytes()).collect(),
+                token_expiry_deltas: piece
+                    .iter()
+                    .map(|&(_, e)| {
+                        let d = e - previous;
+                        previous = e;
+                        d
+                    })
+                    .collect(),
+                revocations: if seq == 0 {
+                    vec![pb::Revocation {
+                        version: 1,
+                        target: Some(pb::RevocationTarget {
+                            target: Some(pb::revocation_target::Target::Subject(pb::SubjectTarget {
+                                subject: "alice".into(),
+                                issued_before: 10,
+                            })),
+                        }),
+                        ..Default::default()
+                    }]
+                } else {
+                    vec![]
+                },
+                purges: vec![],
+                last: seq + 1 == pieces.len(),
+            };
+            out.push(msg(Cm::SnapshotChunk(chunk)));
+        }
+        out
+    }
+
+    #[test]
+    fn a_snapshot_in_parts_applies_only_when_complete() {
+        let mut m = Model::default();
+        m.apply_snapshot(&pb::Snapshot { version: 3, keys: vec![key(1)], ..Default::default() }).unwrap();
+        m.apply_delta(&delta(4, pb::change::Kind::Revocation(token_rev(4, "00000000000000aa", 0)), None)).unwrap();
+        let tokens: Vec<(u64, u64)> = (0..10).map(|i| (0x1000 + i, 5_000 - i % 3)).collect();
+        let mut msgs = parts(9, &tokens, 4);
+        assert_eq!(msgs.len(), 4, "begin and three chunks");
+        let last = msgs.pop().unwrap();
+
+        // Up to the last chunk nothing changes: the old state stays in force.
+        let before = m.clone();
+        let out = m.apply_batch(msgs, 0, 0);
+        assert!(!out.changed && out.nack.is_none());
+        assert_eq!((m.version, m.tokens.clone()), (before.version, before.tokens.clone()));
+        let state = m.to_state(0, &Liveness::default());
+        assert_eq!((state.version, state.revocations.len()), (4, 1));
+
+        let out = m.apply_batch(vec![last], 0, 0);
+        assert!(out.changed && out.snapshot && out.nack.is_none());
+        assert_eq!((out.snapshots, m.version), (1, 9));
+        let state = m.to_state(0, &Liveness::default());
+        let c = state.revocations.counts();
+        assert_eq!((c.token_ids, c.subjects), (10, 1), "the old revocation is gone, the snapshot's are in");
+        assert_eq!(m.tokens.get(TokenId::from_u64(0x1001)), Some(4_999));
+        assert!(!m.tokens.contains(TokenId::from_hex("00000000000000aa").unwrap()));
+
+        // An empty snapshot is one begin and one last chunk.
+        let out = m.apply_batch(parts(10, &[], 4), 0, 0);
+        assert!(out.snapshot && m.tokens.is_empty() && m.version == 10);
+    }
+
+    #[test]
+    fn a_broken_snapshot_in_parts_is_refused_whole() {
+        let tokens: Vec<(u64, u64)> = (0..10).map(|i| (i + 1, 5_000)).collect();
+        let base = {
+            let mut m = Model::default();
+            m.apply_snapshot(&pb::Snapshot { version: 3, keys: vec![key(1)], ..Default::default() }).unwrap();
+            m
+        };
+        let chunk = |msgs: &mut Vec<pb::ControlMessage>, i: usize| -> pb::SnapshotChunk {
+            match &mut msgs[i].kind {
+                Some(Cm::SnapshotChunk(c)) => c.clone(),
+                _ => unreachable!(),
+            }
+        };
+        let check = |msgs: Vec<pb::ControlMessage>, want: ApplyError| {
+            let mut m = base.clone();
+            let out = m.apply_batch(msgs, 0, 0);
+            assert_eq!(out.nack, Some((9, want)));
+            assert!(!out.changed);
+            assert_eq!(m, base, "the model stays as it was");
+            assert!(m.pending.is_none(), "nothing pending");
+        };
+        // A chunk lost on the way: the next one is out of order.
+        let mut msgs = parts(9, &tokens, 4);
+        msgs.remove(2);
+        check(msgs, ApplyError::ChunkOrder { version: 9, seq: 2, expected: "chunk 1 of version 9".into() });
+        // A chunk without a begin.
+        let mut msgs = parts(9, &tokens, 4);
+        msgs.remove(0);
+        check(msgs, ApplyError::ChunkOrder { version: 9, seq: 0, expected: "no snapshot begun".into() });
+        // Fewer entries than announced.
+        let mut msgs = parts(9, &tokens, 4);
+        let mut c = chunk(&mut msgs, 3);
+        c.token_ids.truncate(8);
+        c.token_expiry_deltas.truncate(1);
+        msgs[3] = msg(Cm::SnapshotChunk(c));
+        let mut m = base.clone();
+        let out = m.apply_batch(msgs, 0, 0);
+        assert!(matches!(out.nack, Some((9, ApplyError::Incomplete { version: 9, .. }))), "{:?}", out.nack);
+        assert_eq!(m, base);
+        // Ids and expiries that do not pair up.
+        let mut msgs = parts(9, &tokens, 4);
+        let mut c = chunk(&mut msgs, 1);
+        c.token_ids.pop();
+        msgs[1] = msg(Cm::SnapshotChunk(c));
+        check(msgs, ApplyError::Packing { ids: 31, expiries: 4 });
+        // An expiry past u64.
+        let mut msgs = parts(9, &tokens, 4);
+        let mut c = chunk(&mut msgs, 1);
+        c.token_expiry_deltas[1] = u64::MAX;
+        msgs[1] = msg(Cm::SnapshotChunk(c));
+        check(msgs, ApplyError::Expiry);
+        // An older snapshot, without reset.
+        let mut m = Model { version: 20, ..base.clone() };
+        let out = m.apply_batch(parts(9, &tokens, 4), 0, 0);
+        assert_eq!(out.nack, Some((9, ApplyError::OlderSnapshot { got: 9, applied: 20 })));
+        // A delta in the middle abandons the snapshot; its remaining chunks are refused.
+        let mut msgs = parts(9, &tokens, 4);
+        msgs.insert(
+            2,
+            msg(Cm::Delta(delta(3, pb::change::Kind::Revocation(token_rev(3, "00000000000000bb", 0)), None))),
+        );
+        let mut m = base.clone();
+        let out = m.apply_batch(msgs, 0, 0);
+        assert!(matches!(out.nack, Some((9, ApplyError::ChunkOrder { seq: 1, .. }))), "{:?}", out.nack);
+        assert_eq!(m.version, 3);
+    }
+
+    #[test]
+    fn deltas_after_a_large_snapshot_share_its_token_table() {
+        let tokens: Vec<(u64, u64)> = (0..50_000).map(|i| (i * 7 + 1, 9_000)).collect();
+        let mut m = Model::default();
+        assert!(m.apply_batch(parts(1, &tokens, 4_096), 0, 0).snapshot);
+        let published = m.to_state(0, &Liveness::default());
+        for v in 2..200u64 {
+            let hex = format!("{:016x}", 1_000_000 + v);
+            let out = m.apply_batch(
+                vec![msg(Cm::Delta(delta(v, pb::change::Kind::Revocation(token_rev(v, &hex, 9_000)), None)))],
+                100,
+                0,
+            );
+            assert!(out.changed);
+        }
+        let state = m.to_state(0, &Liveness::default());
+        assert_eq!(state.revocations.counts().token_ids, 50_000 + 198);
+        assert_eq!(published.revocations.counts().token_ids, 50_000, "a published state never changes");
+        // Pruning walks nothing while no entry is due, then drops what expired.
+        assert_eq!(m.prune(9_000, 0), 0);
+        assert_eq!(m.prune(9_001, 0), 50_000 + 198);
     }
 }

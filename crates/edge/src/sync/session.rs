@@ -12,8 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::config::SyncConfig;
 
-/// Largest message accepted from the control plane (a snapshot), bytes.
-const MAX_MESSAGE: usize = 512 << 20;
+/// Largest message accepted from the control plane, bytes. Every message of
+/// a snapshot in parts is far smaller (a chunk is some 150 KB); this bounds a
+/// one-message `Snapshot` from a control plane that does not send parts.
+const MAX_MESSAGE: usize = 16 << 20;
 /// Most messages applied as one batch.
 const MAX_BATCH: usize = 1024;
 
@@ -98,6 +100,7 @@ impl Session {
             edge_id: edge_id.to_owned(),
             last_applied_version: applied,
             agent: concat!("stile-edge/", env!("CARGO_PKG_VERSION")).into(),
+            chunked_snapshots: true,
         };
         out.send(pb::EdgeMessage { kind: Some(Em::Hello(hello)) }).await.map_err(|_| SyncError::Closed)?;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -108,7 +111,10 @@ impl Session {
     }
 
     /// The next batch: waits (at most the heartbeat timeout) for one message,
-    /// then takes everything already received with it, up to a bound.
+    /// then takes everything already received with it, up to a bound. The
+    /// timeout counts from the previous message, and no message is large (a
+    /// snapshot comes in parts), so a long transfer that keeps delivering
+    /// never reads as silence.
     pub(crate) async fn receive_batch(&mut self) -> Result<Vec<pb::ControlMessage>, SyncError> {
         let first = match tokio::time::timeout(self.silence, self.inbound.message()).await {
             Err(_) => return Err(SyncError::Silent(self.silence.as_millis())),

@@ -2250,6 +2250,12 @@ pub struct EdgeHello {
     /// The edge's software version, for operators (free text, may be empty).
     #[prost(string, tag = "3")]
     pub agent: ::prost::alloc::string::String,
+    /// The edge takes a snapshot in parts (SnapshotBegin, then SnapshotChunk
+    /// messages up to the one with `last` set), so no message is large and each
+    /// part shows progress. A control plane answers an edge that does not set it
+    /// with the one-message Snapshot.
+    #[prost(bool, tag = "4")]
+    pub chunked_snapshots: bool,
 }
 /// The edge applied every change up to `version`.
 #[allow(clippy::all)]
@@ -2291,7 +2297,7 @@ pub struct EdgeStatus {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlMessage {
     /// One message kind.
-    #[prost(oneof = "control_message::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "control_message::Kind", tags = "1, 2, 3, 4, 5")]
     pub kind: ::core::option::Option<control_message::Kind>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -2309,7 +2315,79 @@ pub mod control_message {
         /// Liveness and clock reference.
         #[prost(message, tag = "3")]
         Heartbeat(super::Heartbeat),
+        /// The start of a snapshot in parts (only to edges that said
+        /// EdgeHello.chunked_snapshots): what a Snapshot holds except the
+        /// revocations and purges, which follow in SnapshotChunk messages.
+        #[prost(message, tag = "4")]
+        SnapshotBegin(super::SnapshotBegin),
+        /// One part of the snapshot begun last.
+        #[prost(message, tag = "5")]
+        SnapshotChunk(super::SnapshotChunk),
     }
+}
+/// The start of a snapshot sent in parts. Nothing else is sent on the stream
+/// until its last SnapshotChunk. The edge applies the snapshot only once that
+/// chunk arrived and every count below matched, all at once, and enforces the
+/// state it had until then; a stream that ends mid-snapshot leaves no trace.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SnapshotBegin {
+    /// The log version this snapshot reflects.
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// Every key that verifies, as in Snapshot.keys.
+    #[prost(message, repeated, tag = "2")]
+    pub keys: ::prost::alloc::vec::Vec<EdgeKey>,
+    /// As Snapshot.purge_floor.
+    #[prost(uint64, tag = "3")]
+    pub purge_floor: u64,
+    /// As Snapshot.reset.
+    #[prost(bool, tag = "4")]
+    pub reset: bool,
+    /// Token-id revocations the chunks carry in all (SnapshotChunk.token_ids).
+    #[prost(uint64, tag = "5")]
+    pub token_ids: u64,
+    /// Other revocations the chunks carry in all (SnapshotChunk.revocations).
+    #[prost(uint64, tag = "6")]
+    pub revocations: u64,
+    /// Purges the chunks carry in all (SnapshotChunk.purges).
+    #[prost(uint64, tag = "7")]
+    pub purges: u64,
+    /// Chunks that follow, the last one included.
+    #[prost(uint64, tag = "8")]
+    pub chunks: u64,
+}
+/// One part of a snapshot: some of its revocations and purges. Token-id
+/// revocations, the bulk of a large fleet's state, are packed: 8 bytes of id
+/// and about one byte of expiry each, against some 50 as Revocation messages.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SnapshotChunk {
+    /// The SnapshotBegin's version.
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// 0 for the first chunk after the SnapshotBegin, then one more each.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// Token-id revocations: each id as 8 bytes, big-endian (the 16 hex digits
+    /// of RevocationTarget.token_id, decoded).
+    #[prost(bytes = "vec", tag = "3")]
+    pub token_ids: ::prost::alloc::vec::Vec<u8>,
+    /// The expiry (Revocation.expires_at) of each id in `token_ids`, in the same
+    /// order: the first as Unix seconds, each next one as the difference from
+    /// the one before it (the ids are sent in expiry order, so none is negative).
+    #[prost(uint64, repeated, tag = "4")]
+    pub token_expiry_deltas: ::prost::alloc::vec::Vec<u64>,
+    /// Revocations of the other kinds (subject, path prefix, key), as in
+    /// Snapshot.revocations.
+    #[prost(message, repeated, tag = "5")]
+    pub revocations: ::prost::alloc::vec::Vec<Revocation>,
+    /// Retained purges, as in Snapshot.purges (oldest first across chunks).
+    #[prost(message, repeated, tag = "6")]
+    pub purges: ::prost::alloc::vec::Vec<Purge>,
+    /// The snapshot's last chunk: the edge checks the counts and applies it.
+    #[prost(bool, tag = "7")]
+    pub last: bool,
 }
 /// Full state as of a version.
 #[allow(clippy::all)]

@@ -125,6 +125,8 @@ struct Settings {
 
 /// `GET version`, `HVALS signing_keys`, `HGETALL revocations`, `HGETALL purges`, `GET purge_floor`.
 type SnapshotReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>);
+/// [`SnapshotReply`] without the revocations.
+type SnapshotHeadReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -403,6 +405,34 @@ impl Store for RedisStore {
                 version: version.unwrap_or(0),
                 keys,
                 revocations,
+                purges,
+                purge_floor: purge_floor.unwrap_or(0),
+            })
+        })
+    }
+
+    fn snapshot_head(&self) -> StoreFuture<'_, Snapshot> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let k = &inner.keys;
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("GET")
+                .arg(&k.version)
+                .cmd("HVALS")
+                .arg(&k.signing_keys)
+                .cmd("HGETALL")
+                .arg(&k.purges)
+                .cmd("GET")
+                .arg(&k.purge_floor);
+            let (version, keys, purges, purge_floor): SnapshotHeadReply = inner.read_pipe(&pipe).await?;
+            let keys = signing_keys(&keys)?.into_iter().filter(|k| k.state != KeyState::Retired).collect();
+            let mut purges = purges.into_iter().map(|(v, json)| purge(v, &json)).collect::<Result<Vec<_>, _>>()?;
+            purges.sort_by_key(|p| p.version);
+            Ok(Snapshot {
+                version: version.unwrap_or(0),
+                keys,
+                revocations: Vec::new(),
                 purges,
                 purge_floor: purge_floor.unwrap_or(0),
             })
