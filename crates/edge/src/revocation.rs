@@ -193,7 +193,7 @@ impl RevocationsBuilder {
 /// never). Two tables: `base`, shared by every copy (cloning the set clones
 /// an `Arc`), and `recent`, the entries added since `base` was built. Adding
 /// goes to `recent`; once it holds more than an eighth of `base` (at least
-/// [`RECENT_MIN`]) the two are merged into a new `base`, so adding n entries
+/// 4096) the two are merged into a new `base`, so adding n entries
 /// one batch at a time costs O(n) amortised, never O(set) per batch.
 #[derive(Clone, Debug, Default)]
 pub struct TokenIds {
