@@ -7,14 +7,20 @@
 //! Ed25519 implementations in the tree (`ed25519-dalek` strict, `ring`) on a
 //! 100-byte message, with the public key prepared once as a verifier holds it.
 //!
+//! `session/*` compares a playback session credential's check (`verify_session`:
+//! the link's MAC, the session tag over link + session part, the session's times,
+//! scope, IP, country, client binding) with the same link's own `verify`, and
+//! the cost of renewing a session (`docs/sessions.md`).
+//!
 //! Run: `cargo bench -p stile-benches --bench token`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use stile_token::{
-    Claims, Country, CountryRule, Ed25519Secret, IpBinding, KEY_LEN, KeyRing, Policy, Request, Scope, SecretKey, Token,
-    TokenId, canonicalize_path, sign, verify,
+    Claims, Country, CountryRule, Ed25519Secret, IpBinding, KEY_LEN, KeyRing, Policy, Request, Scope, SecretKey,
+    Session, SessionId, SessionPolicy, Token, TokenId, canonicalize_path, sign, sign_with_session, verify,
+    verify_session,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -86,6 +92,34 @@ fn bench_verify(c: &mut Criterion) {
     g.finish();
 
     c.bench_function("sign/typical", |b| b.iter(|| sign(black_box(&typical_claims()), &ring)));
+}
+
+fn bench_session(c: &mut Criterion) {
+    let ring = ring();
+    let policy = SessionPolicy { idle_secs: 120, max_secs: 14_400, bind_v4: 24, bind_v6: 64 };
+    let link = sign_with_session(&typical_claims(), Some(&policy), &ring).unwrap();
+    let parsed = Token::parse(&link).unwrap();
+    let client = "203.0.113.9".parse().ok();
+    let session = stile_token::session::start(&parsed, SessionId(7), NOW - 30, 120, client, &ring).unwrap();
+    // A request both admit (the link is still valid), so the two checks do the same work.
+    let req = Request {
+        path: "/vod/4f7c2a9e/1080p/seg_00042.ts",
+        client_ip: client,
+        country: Country::parse("FR"),
+        now: NOW + 10,
+    };
+    let p = Policy::default();
+    assert!(verify(&link, &ring, &req, &p).is_ok());
+    assert!(verify_session(&session, &ring, &req, &p).is_ok());
+    println!("session credential: {} bytes (link {} bytes)", session.len(), link.len());
+    let mut g = c.benchmark_group("session");
+    g.bench_function("link_verify", |b| b.iter(|| verify(black_box(&link), &ring, black_box(&req), &p)));
+    g.bench_function("session_verify", |b| b.iter(|| verify_session(black_box(&session), &ring, black_box(&req), &p)));
+    g.bench_function("session_parse", |b| b.iter(|| Session::parse(black_box(&session))));
+    let s = Session::parse(&session).unwrap();
+    g.bench_function("session_tag", |b| b.iter(|| black_box(&s).verify_mac(&ring)));
+    g.bench_function("renew", |b| b.iter(|| black_box(&s).renew(&ring, black_box(NOW + 10), 120)));
+    g.finish();
 }
 
 fn bench_canonicalize(c: &mut Criterion) {
@@ -179,5 +213,13 @@ fn bench_ed25519_impls(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_verify, bench_canonicalize, bench_hmac_impls, bench_ed25519, bench_ed25519_impls);
+criterion_group!(
+    benches,
+    bench_verify,
+    bench_session,
+    bench_canonicalize,
+    bench_hmac_impls,
+    bench_ed25519,
+    bench_ed25519_impls
+);
 criterion_main!(benches);

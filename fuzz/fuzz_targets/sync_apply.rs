@@ -299,6 +299,7 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
                     algorithm: i32::from(b[4] % 4),
                     secret: if b[6] & 1 == 0 { Vec::new() } else { vec![b[6]; 32] },
                     public_key: vec![b[6] & 0x7f; usize::from(b[6] % 40)],
+                    session_secret: if b[6] & 2 == 0 { Vec::new() } else { vec![b[6]; usize::from(b[6] % 40)] },
                 }),
             };
             Cm::Delta(pb::Delta {

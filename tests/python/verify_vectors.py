@@ -17,6 +17,8 @@ It implements:
 * the verification algorithm, step by step, with the same reason codes
   (section 4);
 * the request-path canonicaliser (section 5);
+* session credentials: the link's session policy, the session part, its tag
+  and its checks (section 9);
 
 and checks them against the test vectors file (section 6).
 
@@ -49,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 # --------------------------------------------------------------------------
 
 TOKEN_MIN_CHARS = 59  # section 2: 44 bytes (26 header + 2 scope + 16 tag)
-TOKEN_MAX_CHARS = 708  # section 2: 531 bytes (the largest body + a 64-byte signature)
+TOKEN_MAX_CHARS = 723  # section 2: 542 bytes (the largest body + a 64-byte signature)
 # Section 1 / section 7: the version byte names the algorithm and the tag length.
 VERSION_HMAC = 0x01  # first 16 bytes of HMAC-SHA256
 VERSION_ED25519 = 0x02  # a 64-byte Ed25519 signature
@@ -65,7 +67,9 @@ FLAG_COUNTRIES = 0x08
 FLAG_COUNTRY_DENY = 0x10
 FLAG_SUBJECT = 0x20
 FLAG_CHANNEL = 0x40
-FLAG_RESERVED = 0x80
+FLAG_EXT = 0x80  # an extension byte follows the channel
+EXT_SESSION = 0x01  # the extension byte: a session policy follows
+SESSION_MAX_SECS = 604_800  # section 3: 7 days
 
 # Reason codes (section 4).
 OK = "ok"
@@ -77,6 +81,8 @@ NOT_YET_VALID = "not_yet_valid"
 SCOPE = "scope"
 IP = "ip"
 GEO = "geo"
+SESSION_MAX = "session_max"
+SESSION_EXPIRED = "session_expired"
 
 BASE64URL_ALPHABET = (
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -174,6 +180,7 @@ class Token:
     countries: list[bytes] | None
     subject: bytes | None
     channel: bytes | None
+    session_policy: dict | None = None
 
     @property
     def scope_is_prefix(self) -> bool:
@@ -302,8 +309,6 @@ def parse_body(body: bytes) -> Token:
     if version not in TAG_LEN:
         raise Malformed("unknown version")
     flags = reader.uint(1)
-    if flags & FLAG_RESERVED:
-        raise Malformed("reserved flag bit set")
     if flags & FLAG_COUNTRY_DENY and not flags & FLAG_COUNTRIES:
         raise Malformed("COUNTRY_DENY without COUNTRIES")
 
@@ -336,10 +341,24 @@ def parse_body(body: bytes) -> Token:
         else None
     )
 
+    session_policy = None
+    if flags & FLAG_EXT:
+        ext = reader.uint(1)
+        if ext != EXT_SESSION:
+            raise Malformed("extension byte 0 or with reserved bits")
+        idle, max_secs = reader.uint(4), reader.uint(4)
+        bind_v4, bind_v6 = reader.uint(1), reader.uint(1)
+        if not 1 <= idle <= max_secs <= SESSION_MAX_SECS:
+            raise Malformed("session policy times out of range")
+        if bind_v4 > 32 or bind_v6 > 128:
+            raise Malformed("session policy binding prefix out of range")
+        session_policy = {"idle_secs": idle, "max_secs": max_secs, "bind_v4": bind_v4, "bind_v6": bind_v6}
+
     if reader.remaining() != 0:
         raise Malformed("bytes left after the last field")
 
     return Token(
+        session_policy=session_policy,
         flags=flags,
         key_id=key_id,
         token_id=token_id,
@@ -416,7 +435,11 @@ def country_admitted(token: Token, country: str | None, policy: Policy) -> bool:
 
 
 def verify(
-    token_str: str, keys: dict[int, tuple[str, bytes]], request: Request, policy: Policy
+    token_str: str,
+    keys: dict[int, tuple[str, bytes]],
+    request: Request,
+    policy: Policy,
+    session: "SessionCheck | None" = None,
 ) -> tuple[str, Token | None]:
     """Run section 4 in order; return (reason, parsed token or None).
 
@@ -459,13 +482,19 @@ def verify(
 
     now, leeway = request.now, policy.leeway
 
-    # 6. Expiry.
-    if now >= token.expires_at + leeway:
-        return EXPIRED, token
+    if session is None:
+        # 6. Expiry.
+        if now >= token.expires_at + leeway:
+            return EXPIRED, token
 
-    # 7. Start (nbf_offset is 0 without NBF).
-    if now + leeway < token.issued_at + (token.nbf_offset or 0):
-        return NOT_YET_VALID, token
+        # 7. Start (nbf_offset is 0 without NBF).
+        if now + leeway < token.issued_at + (token.nbf_offset or 0):
+            return NOT_YET_VALID, token
+    else:
+        # Section 9.4: the session's tag and times replace steps 6 and 7.
+        verdict = session.check(raw, token, now, leeway)
+        if verdict is not None:
+            return verdict, token
 
     # 8. Scope: exact match, or a prefix ending in '/'.
     path = request.path.encode("utf-8")
@@ -486,8 +515,108 @@ def verify(
     ):
         return GEO, token
 
+    # Section 9.4: the session's client binding, after the link's claims.
+    if session is not None and not session.client_ok(token, request.client_ip):
+        return IP, token
+
     # 11. Valid.
     return OK, token
+
+
+# --------------------------------------------------------------------------
+# Section 9: session credentials
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """A parsed session part and the session secrets of the key ring."""
+
+    body: bytes
+    tag: bytes
+    session_id: int
+    started_at: int
+    issued_at: int
+    ttl: int
+    bind: IpBinding | None
+    secrets: dict
+
+    def check(self, link_raw: bytes, token: Token, now: int, leeway: int) -> str | None:
+        if token.session_policy is None:
+            return MALFORMED
+        policy = token.session_policy
+        if not (self.started_at <= self.issued_at and 1 <= self.ttl <= policy["max_secs"]):
+            return MALFORMED
+        secret = self.secrets.get(token.key_id)
+        if secret is None:
+            return UNKNOWN_KEY
+        msg = len(link_raw).to_bytes(2, "big") + link_raw + self.body
+        if not hmac.compare_digest(hmac.new(secret, msg, hashlib.sha256).digest()[:16], self.tag):
+            return BAD_SIGNATURE
+        if self.started_at + leeway < token.issued_at + (token.nbf_offset or 0):
+            return NOT_YET_VALID
+        if self.started_at >= token.expires_at + leeway:
+            return EXPIRED
+        if now + leeway < self.issued_at:
+            return NOT_YET_VALID
+        if now >= self.started_at + policy["max_secs"] + leeway:
+            return SESSION_MAX
+        if now >= self.issued_at + self.ttl + leeway:
+            return SESSION_EXPIRED
+        return None
+
+    def client_ok(self, token: Token, client_ip: str | None) -> bool:
+        policy = token.session_policy
+        assert policy is not None
+        try:
+            client = ipaddress.ip_address(client_ip) if client_ip is not None else None
+        except ValueError:
+            client = None
+        if client is None:
+            return self.bind is None and policy["bind_v4"] == 0 and policy["bind_v6"] == 0
+        if isinstance(client, ipaddress.IPv6Address) and client.ipv4_mapped is not None:
+            client = client.ipv4_mapped
+        need = policy["bind_v4"] if client.version == 4 else policy["bind_v6"]
+        if self.bind is None:
+            return need == 0
+        return client_ip_matches(self.bind, str(client)) and self.bind.prefix >= need
+
+
+def parse_session_part(part: str, secrets: dict) -> SessionCheck:
+    """Section 9.2: decode and parse the session part (raises Malformed)."""
+    raw = b64url_decode_strict(part)
+    if len(raw) < 30 + 16:
+        raise Malformed("session part too short")
+    body, tag = raw[:-16], raw[-16:]
+    reader = Reader(body)
+    if reader.uint(1) != 1:
+        raise Malformed("unknown session version")
+    flags = reader.uint(1)
+    if flags & ~0x01:
+        raise Malformed("reserved session flag bit")
+    session_id = reader.uint(8)
+    started_at, issued_at, ttl = reader.uint(8), reader.uint(8), reader.uint(4)
+    bind = parse_ip(reader) if flags & 0x01 else None
+    if reader.remaining() != 0:
+        raise Malformed("bytes left after the session body")
+    if issued_at + ttl >= 2**64:
+        raise Malformed("session expiry not below 2^64")
+    return SessionCheck(body, tag, session_id, started_at, issued_at, ttl, bind, secrets)
+
+
+def verify_session(
+    credential: str, keys: dict, secrets: dict, request: Request, policy: Policy
+) -> tuple[str, Token | None, SessionCheck | None]:
+    """Section 9.4: split at the one '.', parse both parts, verify."""
+    if credential.count(".") != 1:
+        return MALFORMED, None, None
+    link, part = credential.split(".")
+    try:
+        session = parse_session_part(part, secrets)
+    except Malformed:
+        return MALFORMED, None, None
+    verdict, token = verify(link, keys, request, policy, session)
+    return verdict, token, session
 
 
 # --------------------------------------------------------------------------
@@ -692,6 +821,29 @@ def check_vector(
     return None
 
 
+def check_session(vector: dict, keys: dict, secrets: dict, policy: Policy) -> str | None:
+    """Check one entry of `sessions`; return a failure message or None."""
+    req = vector["request"]
+    request = Request(path=req["path"], client_ip=req.get("client_ip"), country=req.get("country"), now=req["now"])
+    verdict, token, session = verify_session(vector["credential"], keys, secrets, request, policy)
+    if verdict != vector["expect"]:
+        return f"expected {vector['expect']}, got {verdict}"
+    if verdict == OK:
+        assert token is not None and session is not None
+        got = {
+            "session_id": f"{session.session_id:016x}",
+            "started_at": session.started_at,
+            "issued_at": session.issued_at,
+            "ttl": session.ttl,
+            "bind": None if session.bind is None else str(session.bind),
+            "session_policy": token.session_policy,
+            "link_token_id": token.token_id.hex(),
+        }
+        if got != vector.get("session"):
+            return f"session {got} != {vector.get('session')}"
+    return None
+
+
 def check_path(case: dict) -> str | None:
     """Check one entry of `paths`; return a failure message or None."""
     expected = case["canonical"]
@@ -750,6 +902,25 @@ def main(argv: list[str]) -> int:
         record(f"vector {vector['name']!r}", lambda v=vector: check_vector(v, keys, private, policy))
     for case in data["paths"]:
         record(f"path {case['input']!r}", lambda c=case: check_path(c))
+
+    # Section 9.3: session secrets, derived from each key's material (an HMAC
+    # secret or an Ed25519 private seed); a verifier of Ed25519 links is given it.
+    secrets: dict[int, bytes] = {}
+    for key in data["keys"]:
+        material = bytes.fromhex(key.get("secret_hex") or key["private_hex"])
+        derived = hmac.new(material, b"stile session v1", hashlib.sha256).digest()
+        if derived.hex() != key["session_secret_hex"]:
+            failed += 1
+            print(f"FAIL key {key['id']}: session_secret_hex is not derived from the key")
+        secrets[key["id"]] = bytes.fromhex(key["session_secret_hex"])
+    sessions = data.get("sessions", [])
+    for vector in sessions:
+        record(f"session {vector['name']!r}", lambda v=vector: check_session(v, keys, secrets, policy))
+    session_reasons = {v["expect"] for v in sessions}
+    for reason in (OK, MALFORMED, UNKNOWN_KEY, BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, SESSION_MAX, SESSION_EXPIRED, SCOPE, IP, GEO):
+        if reason not in session_reasons:
+            failed += 1
+            print(f"FAIL no session vector expects {reason}")
 
     # Floors: an emptied or truncated file must not pass.
     if len(data["vectors"]) < MIN_VECTORS:

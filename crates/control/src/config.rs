@@ -127,6 +127,69 @@ pub struct PolicyConfig {
     /// the public key and cannot mint). The ACTIVE key of that algorithm
     /// mints; without one, minting fails FAILED_PRECONDITION.
     pub algorithm: PolicyAlgorithm,
+    /// Playback sessions (`docs/sessions.md`): whether edges may extend playback
+    /// of a link past its expiry, for how long, and how bound. Default: off.
+    pub session: SessionConfig,
+}
+
+/// `policies.<name>.session`: the session policy signed into every link minted
+/// under the policy (`docs/sessions.md`). Edges must run a version that knows
+/// sessions before a policy enables them (older edges refuse such links as `malformed`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Whether links minted under this policy carry a session policy. Default false.
+    pub enabled: bool,
+    /// Idle timeout, seconds: a session credential lives this long unless the
+    /// player's fetches renew it. 1..=`max_secs`. Default 120.
+    pub idle_secs: u32,
+    /// Hard maximum, seconds from the session's start, renewals included.
+    /// `idle_secs..=604800` (7 days). Default 14400 (4 h).
+    pub max_secs: u32,
+    /// Bind each session to the client's IPv4 network of this prefix length
+    /// (0 = not bound, else 1..=32). Default 0.
+    pub bind_v4: u8,
+    /// Bind each session to the client's IPv6 network of this prefix length
+    /// (0 = not bound, else 1..=128). Default 0.
+    pub bind_v6: u8,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig { enabled: false, idle_secs: 120, max_secs: 4 * 3600, bind_v4: 0, bind_v6: 0 }
+    }
+}
+
+impl SessionConfig {
+    /// The session policy links carry, when enabled.
+    pub fn policy(&self) -> Option<stile_token::SessionPolicy> {
+        self.enabled.then_some(stile_token::SessionPolicy {
+            idle_secs: self.idle_secs,
+            max_secs: self.max_secs,
+            bind_v4: self.bind_v4,
+            bind_v6: self.bind_v6,
+        })
+    }
+
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let max = stile_token::MAX_SESSION_SECS;
+        if self.idle_secs == 0 || self.idle_secs > self.max_secs {
+            return bad(format!(
+                "policies.{name}.session.idle_secs: need 1 <= idle_secs <= max_secs, got {} and max_secs {}",
+                self.idle_secs, self.max_secs
+            ));
+        }
+        if self.max_secs > max {
+            return bad(format!("policies.{name}.session.max_secs: at most {max} (7 days), got {}", self.max_secs));
+        }
+        if self.bind_v4 > 32 {
+            return bad(format!("policies.{name}.session.bind_v4: 0..=32, got {}", self.bind_v4));
+        }
+        if self.bind_v6 > 128 {
+            return bad(format!("policies.{name}.session.bind_v6: 0..=128, got {}", self.bind_v6));
+        }
+        Ok(())
+    }
 }
 
 /// A policy's signing algorithm (`policies.<name>.algorithm`).
@@ -349,6 +412,7 @@ impl Default for PolicyConfig {
             allow_countries: Vec::new(),
             deny_countries: Vec::new(),
             algorithm: PolicyAlgorithm::HmacSha256,
+            session: SessionConfig::default(),
         }
     }
 }
@@ -467,6 +531,7 @@ impl Config {
             if let Err(e) = p.default_countries() {
                 return bad(format!("policies.{name}: {e}"));
             }
+            p.session.validate(name)?;
         }
         Ok(())
     }
@@ -667,6 +732,24 @@ mod tests {
         check("[sync]\nedge_timeout_ms = 500", "sync.edge_timeout_ms");
         check("[[auth.keys]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"", "unknown variant `root`");
         check("[[auth.keys]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"00\"", "sha256");
+        let session = |body: &str| format!("default_policy = \"x\"\n[policies.x.session]\nenabled = true\n{body}");
+        check(&session("idle_secs = 0"), "policies.x.session.idle_secs");
+        check(&session("idle_secs = 700\nmax_secs = 600"), "policies.x.session.idle_secs");
+        check(&session("max_secs = 604801"), "policies.x.session.max_secs");
+        check(&session("bind_v4 = 33"), "policies.x.session.bind_v4");
+        check(&session("bind_v6 = 129"), "policies.x.session.bind_v6");
+        check(&session("idle = 5"), "unknown field `idle`");
+    }
+
+    #[test]
+    fn session_policies() {
+        let c = Config::from_toml(
+            "default_policy = \"x\"\n[policies.x.session]\nenabled = true\nidle_secs = 30\nmax_secs = 600\nbind_v6 = 64",
+        )
+        .unwrap();
+        let p = c.policies["x"].session.policy().unwrap();
+        assert_eq!((p.idle_secs, p.max_secs, p.bind_v4, p.bind_v6), (30, 600, 0, 64));
+        assert_eq!(Config::default().policies["public"].session.policy(), None, "off by default");
     }
 
     #[test]

@@ -88,17 +88,35 @@ pub(crate) fn key_info(k: &SigningKey) -> pb::KeyInfo {
 }
 
 /// A verifying key for the edges: an HMAC key with its secret, an Ed25519
-/// key with its public key only. Only the Sync stream sends this.
+/// key with its public key and session secret (never its private key). Only the Sync stream sends this.
 pub(crate) fn edge_key(k: &SigningKey) -> pb::EdgeKey {
     let state = pb::KeyState::from(k.state).into();
     let algorithm = key_algorithm(k.algorithm).into();
     match k.verify_key() {
-        VerifyKey::Hmac(secret) => {
-            pb::EdgeKey { key_id: k.id, state, algorithm, secret: secret.expose().to_vec(), public_key: Vec::new() }
-        }
-        VerifyKey::Ed25519(public) => {
-            pb::EdgeKey { key_id: k.id, state, algorithm, secret: Vec::new(), public_key: public.as_bytes().to_vec() }
-        }
+        VerifyKey::Hmac(secret) => pb::EdgeKey {
+            key_id: k.id,
+            state,
+            algorithm,
+            secret: secret.expose().to_vec(),
+            public_key: Vec::new(),
+            session_secret: Vec::new(),
+        },
+        VerifyKey::Ed25519(public) => pb::EdgeKey {
+            key_id: k.id,
+            state,
+            algorithm,
+            secret: Vec::new(),
+            public_key: public.as_bytes().to_vec(),
+            session_secret: Vec::new(),
+        },
+        VerifyKey::Ed25519Session(public, session) => pb::EdgeKey {
+            key_id: k.id,
+            state,
+            algorithm,
+            secret: Vec::new(),
+            public_key: public.as_bytes().to_vec(),
+            session_secret: session.expose().to_vec(),
+        },
     }
 }
 

@@ -153,7 +153,8 @@ pub(crate) fn mint(
         subject: bindings.subject.map(str::to_owned),
         channel: params.channel.map(str::to_owned),
     };
-    let token = stile_token::sign(&claims, key.ring).map_err(|e| match e {
+    let session = policy.session.policy();
+    let token = stile_token::sign_with_session(&claims, session.as_ref(), key.ring).map_err(|e| match e {
         ClaimsError::UnknownKey | ClaimsError::PublicOnly => {
             ApiError::Internal(format!("active key {key_id} is missing from the key ring"))
         }

@@ -144,11 +144,15 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// What a verifier gets: the HMAC secret, or the Ed25519 public key.
+    /// What a verifier gets: the HMAC secret, or the Ed25519 public key with the
+    /// key's session secret (`docs/sessions.md`).
     pub fn verify_key(&self) -> VerifyKey {
         match self.algorithm {
             Algorithm::HmacSha256 => VerifyKey::Hmac(self.secret.clone()),
-            Algorithm::Ed25519 => VerifyKey::Ed25519(self.ed25519().public()),
+            Algorithm::Ed25519 => {
+                let seed = self.ed25519();
+                VerifyKey::Ed25519Session(seed.public(), stile_token::derive_session_secret(seed.expose()))
+            }
         }
     }
 
@@ -472,9 +476,13 @@ mod tests {
         assert!(json.contains(r#""algorithm":"ed25519""#), "{json}");
         assert_eq!(serde_json::from_str::<SigningKey>(&json).unwrap(), key);
         assert!(!format!("{key:?}").contains("ab, ab") && !format!("{key:?}").contains("abab"));
-        // A verifier gets the public key only, never the private key's bytes.
+        // A verifier gets the public key and the session secret, never the private key's bytes.
         match key.verify_key() {
-            VerifyKey::Ed25519(public) => assert_ne!(public.as_bytes(), &[0xab; 32]),
+            VerifyKey::Ed25519Session(public, session) => {
+                assert_ne!(public.as_bytes(), &[0xab; 32]);
+                assert_ne!(session.expose(), &[0xab; 32]);
+                assert_eq!(session, stile_token::derive_session_secret(&[0xab; 32]));
+            }
             other => panic!("{other:?}"),
         }
     }

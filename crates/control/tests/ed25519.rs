@@ -127,8 +127,12 @@ async fn lifecycle(channel: Channel, store: Arc<dyn Store>) {
     let ed = snapshot.keys.iter().find(|k| k.key_id == 2).expect("key 2 pushed");
     assert_eq!(ed.algorithm(), pb::KeyAlgorithm::Ed25519);
     let expected = stored.iter().find(|k| k.id == 2).unwrap().verify_key();
+    // With the key's session secret (docs/sessions.md), derived from the seed, not the seed.
     assert_eq!(
-        stile_token::VerifyKey::Ed25519(stile_token::Ed25519Public::from_slice(&ed.public_key).unwrap()),
+        stile_token::VerifyKey::Ed25519Session(
+            stile_token::Ed25519Public::from_slice(&ed.public_key).unwrap(),
+            stile_token::SecretKey::from_slice(&ed.session_secret).unwrap()
+        ),
         expected
     );
     let mut ring = KeyRing::new();

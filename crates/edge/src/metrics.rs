@@ -33,6 +33,7 @@ pub struct Metrics {
     state_age: IntGauge,
     state_reloads: IntCounterVec,
     playlists: IntCounterVec,
+    sessions: IntCounterVec,
     /// `stile_edge_foreign_requests_total{format,result}` (other vendors' links).
     foreign: IntCounterVec,
     /// `requests` series of requests without a channel, with a capped-out channel, and of
@@ -46,6 +47,25 @@ pub struct Metrics {
 
 /// Status classes of the `class` label.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// What happened to a session (`stile_edge_sessions_total{event}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A link admitted a manifest and the edge started a session.
+    Started,
+    /// A session credential admitted a request and the edge issued it again, renewed.
+    Renewed,
+}
+
+impl SessionEvent {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionEvent::Started => "started",
+            SessionEvent::Renewed => "renewed",
+        }
+    }
+}
 
 /// Decisions of `stile_edge_requests_total`: allowed, or denied for one of [`Reason::ALL`].
 const OUTCOMES: usize = Reason::ALL.len() + 1;
@@ -205,6 +225,21 @@ impl Metrics {
                 &["result"],
             ),
         );
+        let sessions = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_edge_sessions_total",
+                    "Session credentials written to viewers: started (from a link) or renewed, by transport.",
+                ),
+                &["event", "transport"],
+            ),
+        );
+        for event in [SessionEvent::Started, SessionEvent::Renewed] {
+            for t in [Transport::Path, Transport::Query, Transport::Cookie] {
+                sessions.with_label_values(&[event.as_str(), t.as_str()]);
+            }
+        }
         let foreign = registered(
             &registry,
             IntCounterVec::new(
@@ -235,6 +270,7 @@ impl Metrics {
             state_age,
             state_reloads,
             playlists,
+            sessions,
             foreign,
             no_channel: ChannelCounters::new("none"),
             other_channel: ChannelCounters::new("other"),
@@ -279,6 +315,11 @@ impl Metrics {
     /// One request judged by a foreign format (label values from fixed sets only).
     pub fn foreign(&self, format: stile_foreign::Format, reason: Option<Reason>) {
         self.foreign.with_label_values(&[format.as_str(), reason.map_or("admitted", Reason::as_str)]).inc();
+    }
+
+    /// Counts a session credential written to a viewer (a cookie, rewritten URLs, a redirect).
+    pub fn session(&self, event: SessionEvent, transport: Transport) {
+        self.sessions.with_label_values(&[event.as_str(), transport.as_str()]).inc();
     }
 
     /// Counts one playlist treatment.

@@ -29,7 +29,7 @@ use pingora::prelude::{HttpPeer, RequestHeader};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use stile_token::{Reason, Token};
+use stile_token::{Reason, Session as PlaybackSession, SessionId, Token};
 
 use crate::cache::Cache;
 use crate::clock::SharedClock;
@@ -37,7 +37,7 @@ use crate::config::{CookieConfig, EdgeConfig};
 use crate::cors::{self, Cors, Grant};
 use crate::foreign::{ForeignGate, ForeignInput};
 use crate::geo::{Geo, client_ip};
-use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome};
+use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome, SessionEvent};
 use crate::origin::{Attempts, ErrorKind as OriginErrorKind, Failed, Origins};
 use crate::state::SharedState;
 use crate::tap;
@@ -148,6 +148,23 @@ pub(crate) struct RequestCtx {
     background: bool,
     /// Judged by a `[[foreign]]` entry instead of a Stile token.
     foreign: Option<ForeignCtx>,
+    /// The verified session credential that admitted the request, if one did.
+    playback: Option<PlaybackSession>,
+    /// The playback session id read or written (access log; never the credential).
+    session_id: Option<SessionId>,
+}
+
+/// Session credentials written for one admitted request (`docs/sessions.md`).
+struct SessionCredentials {
+    /// Lifetime `idle_secs` (clamped to the hard maximum): cookies, live playlists.
+    idle: String,
+    /// Lifetime up to the hard maximum: URLs that will not be renewed (VOD
+    /// playlists and static MPDs, path-prefix redirects).
+    full: String,
+    /// When the session's hard maximum ends it.
+    max_at: u64,
+    event: SessionEvent,
+    id: SessionId,
 }
 
 /// What the later phases need of a foreign verdict (no credential in it).
@@ -171,6 +188,9 @@ struct Rewrite {
     token: String,
     host: Option<String>,
     buf: Vec<u8>,
+    /// The credential for VOD playlists and static MPDs (a session whose lifetime
+    /// reaches its hard maximum: the player fetches such a playlist once).
+    vod_token: Option<String>,
     /// Set in `response_filter`: rewriting applies to this response.
     active: bool,
     /// The body's length when the header gave it: a body streamed from a cache fill
@@ -413,8 +433,17 @@ impl EdgeProxy {
             let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
             let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
             let param = Some(param);
-            ctx.rewrite =
-                Some(Rewrite { format, param, query, token, host, buf: Vec::new(), active: false, expect: None });
+            ctx.rewrite = Some(Rewrite {
+                format,
+                param,
+                query,
+                token,
+                host,
+                buf: Vec::new(),
+                vod_token: None,
+                active: false,
+                expect: None,
+            });
         }
         true
     }
@@ -427,6 +456,60 @@ impl EdgeProxy {
         }
         ctx.admitted_at = Some(Instant::now());
         Ok(false)
+    }
+
+    /// The session credentials to write for a request admitted by `ctx.token`:
+    /// a renewal when a session credential admitted it, a new session when a link
+    /// with a session policy admitted a manifest (`manifest`), else none.
+    fn session_credentials(&self, ctx: &RequestCtx, manifest: bool, now: u64) -> Option<SessionCredentials> {
+        let state = self.shared.load();
+        let keys = &state.keys;
+        let made = |idle: Result<String, _>, full: Result<String, _>| match (idle, full) {
+            (Ok(idle), Ok(full)) => Some((idle, full)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "session.issue_failed");
+                None
+            }
+        };
+        if let Some(s) = &ctx.playback {
+            let policy = s.policy();
+            let (idle, full) = made(s.renew(keys, now, policy.idle_secs), s.renew(keys, now, policy.max_secs))?;
+            return Some(SessionCredentials {
+                idle,
+                full,
+                max_at: s.max_at(),
+                event: SessionEvent::Renewed,
+                id: s.id(),
+            });
+        }
+        let link = ctx.token.as_ref()?;
+        let policy = link.session_policy().filter(|_| manifest)?;
+        let id = SessionId(rand::random());
+        let start = |ttl| stile_token::session::start(link, id, now, ttl, ctx.client, keys);
+        let (idle, full) = made(start(policy.idle_secs), start(policy.max_secs))?;
+        let max_at = now.saturating_add(u64::from(policy.max_secs));
+        Some(SessionCredentials { idle, full, max_at, event: SessionEvent::Started, id })
+    }
+
+    /// Path-prefix transport: the same request target with `credential` in place of the token.
+    fn path_with(&self, raw: &[u8], credential: &str) -> Option<String> {
+        let prefix = &self.validator.names().path_prefix;
+        let rest = raw.strip_prefix(prefix.as_bytes())?;
+        let rest = &rest[rest.iter().position(|&b| b == b'/')?..];
+        Some(format!("{prefix}{credential}{}", std::str::from_utf8(rest).ok()?))
+    }
+
+    /// Answers a manifest admitted by a path-prefix link with a redirect to the same
+    /// target carrying the session credential instead, so the player's relative URLs
+    /// carry the session from then on.
+    async fn redirect_to_session(&self, session: &mut Session, ctx: &RequestCtx, location: &str) -> Result<()> {
+        let mut resp = ResponseHeader::build(302, Some(4))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        self.add_cors(&mut resp, ctx.cors.as_ref())?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(())
     }
 
     fn cookie_header(&self, token: &Token, value: &str, now: u64) -> String {
@@ -467,6 +550,8 @@ impl ProxyHttp for EdgeProxy {
             redirected: false,
             background: false,
             foreign: None,
+            playback: None,
+            session_id: None,
         }
     }
 
@@ -535,6 +620,8 @@ impl ProxyHttp for EdgeProxy {
         ctx.transport = verdict.transport;
         ctx.kind = ObjectKind::classify(verdict.manifest.is_some(), session.req_header().raw_path());
         ctx.token = verdict.token;
+        // The session id is logged like the token id: also when denied (it is not secret).
+        ctx.session_id = verdict.session.as_ref().map(PlaybackSession::id);
         if let Err(reason) = verdict.result {
             self.deny(session, ctx, reason, reason.http_status()).await?;
             return Ok(true);
@@ -542,28 +629,73 @@ impl ProxyHttp for EdgeProxy {
         ctx.upstream_target = verdict.upstream_target;
         ctx.admitted_at = Some(Instant::now());
         let by_link = matches!(verdict.transport, Transport::Path | Transport::Query);
-        let want_cookie = self.cookie.enabled && by_link && verdict.manifest.is_some();
+        ctx.playback = verdict.session;
+        let manifest = verdict.manifest.is_some();
+        let method = &session.req_header().method;
+        let get_or_head = method == http::Method::GET || method == http::Method::HEAD;
+        let want_cookie = self.cookie.enabled && by_link && manifest;
         // HEAD answers carry no body to rewrite; their headers stay the origin's.
         let want_rewrite = self.rewrite_playlists
             && verdict.transport == Transport::Query
-            && verdict.manifest.is_some()
+            && manifest
             && session.req_header().method == http::Method::GET;
-        if (want_cookie || want_rewrite)
-            && let (Some(raw), Some(token)) = (self.token_string(session), ctx.token.as_ref())
+        // A session cookie is renewed once past half its idle window (sliding).
+        let renew_cookie = verdict.transport == Transport::Cookie
+            && self.cookie.enabled
+            && ctx.playback.as_ref().is_some_and(|s| {
+                let c = s.claims();
+                now.saturating_sub(c.issued_at).saturating_mul(2) >= u64::from(s.policy().idle_secs)
+            });
+        let path_start = verdict.transport == Transport::Path && manifest && get_or_head && ctx.playback.is_none();
+        let creds = if want_cookie || want_rewrite || renew_cookie || path_start {
+            self.session_credentials(ctx, manifest, now)
+        } else {
+            None
+        };
+        if let Some(c) = &creds {
+            ctx.session_id = Some(c.id);
+            if path_start && let Some(location) = self.path_with(session.req_header().raw_path(), &c.full) {
+                self.metrics.session(c.event, Transport::Path);
+                ctx.redirected = true;
+                self.redirect_to_session(session, ctx, &location).await?;
+                return Ok(true);
+            }
+            if let Some(token) = ctx.token.as_ref().filter(|_| want_cookie || renew_cookie) {
+                let max_age = c.max_at.saturating_sub(now);
+                ctx.set_cookie = Some(self.set_cookie(&self.cookie.name, &c.idle, token.scope_path(), max_age));
+                self.metrics.session(c.event, Transport::Cookie);
+            }
+        }
+        let raw = if want_rewrite || (want_cookie && creds.is_none()) { self.token_string(session) } else { None };
+        if want_cookie
+            && creds.is_none()
+            && let (Some(raw), Some(token)) = (&raw, ctx.token.as_ref())
         {
-            if want_cookie {
-                ctx.set_cookie = Some(self.cookie_header(token, &raw, now));
-            }
-            if want_rewrite {
-                let host =
-                    session.req_header().headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-                let format = verdict.manifest.unwrap_or(Manifest::Hls);
-                let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
-                let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
-                let buf = Vec::new();
-                ctx.rewrite =
-                    Some(Rewrite { format, param: None, query, token: raw, host, buf, active: false, expect: None });
-            }
+            ctx.set_cookie = Some(self.cookie_header(token, raw, now));
+        }
+        if want_rewrite && let Some(raw) = raw {
+            let host = session.req_header().headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+            let format = verdict.manifest.unwrap_or(Manifest::Hls);
+            let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));
+            let query = String::from_utf8_lossy(query.unwrap_or_default()).into_owned();
+            let (token, vod_token) = match creds {
+                Some(c) => {
+                    self.metrics.session(c.event, Transport::Query);
+                    (c.idle, Some(c.full))
+                }
+                None => (raw, None),
+            };
+            ctx.rewrite = Some(Rewrite {
+                format,
+                param: None,
+                query,
+                token,
+                host,
+                buf: Vec::new(),
+                vod_token,
+                active: false,
+                expect: None,
+            });
         }
         Ok(false)
     }
@@ -823,9 +955,16 @@ impl ProxyHttp for EdgeProxy {
         }
         if end_of_stream || rw.expect.is_some_and(|n| rw.buf.len() >= n) {
             let param = rw.param.as_ref().unwrap_or(&self.validator.names().query_param);
+            // A VOD playlist or a static MPD is fetched once: its URLs get the session
+            // credential that lasts to the hard maximum; live ones are fetched again
+            // and again, each time renewing the idle credential.
+            let token = match &rw.vod_token {
+                Some(vod) if is_vod(rw.format, &rw.buf) => vod,
+                _ => &rw.token,
+            };
             let out = match rw.format {
-                Manifest::Hls => playlist::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref()),
-                Manifest::Dash => mpd::rewrite(&rw.buf, param, &rw.token, rw.host.as_deref(), &rw.query),
+                Manifest::Hls => playlist::rewrite(&rw.buf, param, token, rw.host.as_deref()),
+                Manifest::Dash => mpd::rewrite(&rw.buf, param, token, rw.host.as_deref(), &rw.query),
             };
             *body = Some(Bytes::from(out));
             rw.buf = Vec::new();
@@ -929,6 +1068,7 @@ impl ProxyHttp for EdgeProxy {
             reason = reason.map(Reason::as_str),
             token.id = ctx.token.as_ref().map(|t| tracing::field::display(t.token_id())),
             token.key = ctx.token.as_ref().filter(|_| verified).map(Token::key_id),
+            session.id = ctx.session_id.map(tracing::field::display),
             channel,
             transport = ctx.transport.as_str(),
             format = ctx.foreign.as_ref().map(|f| f.format.as_str()),
@@ -1037,6 +1177,16 @@ fn private_cache_control(resp: &ResponseHeader) -> String {
 }
 
 /// Longest path written to a log line, bytes.
+/// Whether a manifest describes a finished presentation: an HLS playlist with
+/// `#EXT-X-ENDLIST`, or an MPD that is not `type="dynamic"` (static is the default).
+fn is_vod(format: Manifest, body: &[u8]) -> bool {
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    match format {
+        Manifest::Hls => has(b"#EXT-X-ENDLIST"),
+        Manifest::Dash => !has(b"type=\"dynamic\"") && !has(b"type='dynamic'"),
+    }
+}
+
 const LOG_PATH_MAX: usize = 512;
 
 /// The shortest token string (`docs/token-format.md` § 2): runs of token characters

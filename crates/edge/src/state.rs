@@ -18,7 +18,8 @@
 //! { "version": 7,
 //!   "generated_at": 1700000000,
 //!   "keys": [{ "id": 1, "secret": "<base64url, 32 bytes>" },
-//!            { "id": 2, "algorithm": "ed25519", "public_key": "<base64url, 32 bytes>" }],
+//!            { "id": 2, "algorithm": "ed25519", "public_key": "<base64url, 32 bytes>",
+//!              "session_secret": "<base64url, 32 bytes; optional>" }],
 //!   "revocations": [
 //!     { "kind": "token_id", "value": "0123456789abcdef", "expires_at": 1700003600 },
 //!     { "kind": "subject", "value": "viewer-42", "issued_before": 1700000000 },
@@ -217,6 +218,11 @@ pub struct KeyEntry {
     /// Ed25519: the 32-byte public key, base64url (padding optional). Absent for HMAC-SHA256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// Ed25519: the key's 32-byte session secret, base64url (`docs/sessions.md`); without
+    /// it the edge neither verifies nor issues sessions of this key's links. Absent for
+    /// HMAC-SHA256 (the edge derives it from the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_secret: Option<String>,
 }
 
 impl KeyEntry {
@@ -228,12 +234,21 @@ impl KeyEntry {
                 algorithm: None,
                 secret: Some(SECRET_ENCODING.encode(secret.expose())),
                 public_key: None,
+                session_secret: None,
             },
             VerifyKey::Ed25519(public) => KeyEntry {
                 id,
                 algorithm: Some(Algorithm::Ed25519.as_str().into()),
                 secret: None,
                 public_key: Some(SECRET_ENCODING.encode(public.as_bytes())),
+                session_secret: None,
+            },
+            VerifyKey::Ed25519Session(public, session) => KeyEntry {
+                id,
+                algorithm: Some(Algorithm::Ed25519.as_str().into()),
+                secret: None,
+                public_key: Some(SECRET_ENCODING.encode(public.as_bytes())),
+                session_secret: Some(SECRET_ENCODING.encode(session.expose())),
             },
         }
     }
@@ -252,8 +267,10 @@ impl KeyEntry {
         };
         match algorithm {
             Algorithm::HmacSha256 => {
-                if self.public_key.is_some() {
-                    return Err(format!("key {id}: an hmac-sha256 key has no public_key"));
+                if self.public_key.is_some() || self.session_secret.is_some() {
+                    return Err(format!(
+                        "key {id}: an hmac-sha256 key has no public_key and no session_secret (derived from its secret)"
+                    ));
                 }
                 let raw = bytes("secret", &self.secret)?;
                 let secret = SecretKey::from_slice(&raw)
@@ -268,7 +285,13 @@ impl KeyEntry {
                 let public = Ed25519Public::from_slice(&raw)
                     .ok_or_else(|| format!("key {id}: public_key must be 32 bytes, got {}", raw.len()))?;
                 KeyRing::new().insert_ed25519(id, &public).map_err(|e| format!("key {id}: public_key: {e}"))?;
-                Ok(VerifyKey::Ed25519(public))
+                if self.session_secret.is_none() {
+                    return Ok(VerifyKey::Ed25519(public));
+                }
+                let raw = bytes("session_secret", &self.session_secret)?;
+                let session = SecretKey::from_slice(&raw)
+                    .ok_or_else(|| format!("key {id}: session_secret must be 32 bytes, got {}", raw.len()))?;
+                Ok(VerifyKey::Ed25519Session(public, session))
             }
         }
     }

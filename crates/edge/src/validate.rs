@@ -8,6 +8,11 @@
 //! scope on the canonical path → IP → country (looked up only when the token has
 //! a country rule) → revocations → staleness of the state.
 //!
+//! A session credential (`<link>.<session part>`, `docs/sessions.md`) runs the
+//! same pipeline on its link, with the link's time window replaced by the
+//! session tag and the session's times, and the session's client binding
+//! checked after the country; revocations match the link.
+//!
 //! The upstream target is built from the canonical path, so what was validated
 //! is exactly what the origin serves.
 //!
@@ -19,7 +24,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use stile_token::{ClaimCheck, Country, MAX_PATH_LEN, MAX_TOKEN_LEN, Policy, Reason, Token, canonicalize_path};
+use stile_token::session::{MAX_SESSION_LEN, Session, is_session};
+use stile_token::{ClaimCheck, Country, MAX_PATH_LEN, Policy, Reason, Token, canonicalize_path};
 
 use crate::config::EdgeConfig;
 use crate::state::State;
@@ -27,7 +33,7 @@ use crate::transport::{Transport, TransportNames, locate, upstream_target};
 use crate::verified::VerifiedCache;
 
 /// Longest request target (path and query) looked at, bytes.
-pub const MAX_TARGET_LEN: usize = MAX_PATH_LEN + MAX_TOKEN_LEN + 4096;
+pub const MAX_TARGET_LEN: usize = MAX_PATH_LEN + MAX_SESSION_LEN + 4096;
 
 /// The validator's settings, derived once from the configuration.
 #[derive(Clone, Debug)]
@@ -59,7 +65,11 @@ pub struct Verdict {
     pub transport: Transport,
     /// The parsed token: verified when `result` is `Ok`; when denied, present once it
     /// parsed (for the log's token id and the channel label; never trusted then).
+    /// For a session credential, its link.
     pub token: Option<Token>,
+    /// The session credential, when the request carried one (verified when
+    /// `result` is `Ok`; its link is `token`).
+    pub session: Option<Session>,
     /// The request target to send upstream, when it differs from the received one.
     pub upstream_target: Option<Vec<u8>>,
     /// Whether the canonical path names a manifest (`.m3u8` or `.mpd`).
@@ -83,7 +93,12 @@ pub enum Check {
     Key,
     /// Its MAC or Ed25519 signature verifies (`bad_signature`). Not run when the key is unknown.
     Signature,
-    /// The validity window, with leeway (`expired`, `not_yet_valid`).
+    /// Session credentials only: the session tag verifies with the session secret of the
+    /// link's key (`unknown_key` without one, `bad_signature`).
+    Session,
+    /// The validity window, with leeway (`expired`, `not_yet_valid`); for a session
+    /// credential the session's times instead (`expired`, `not_yet_valid` for its start
+    /// against the link, `session_max`, `session_expired`).
     Time,
     /// The canonical path within the scope (`scope`).
     Scope,
@@ -92,6 +107,8 @@ pub enum Check {
     /// The client's country admitted by the country rule (`geo`); the country is
     /// looked up only for tokens with a rule.
     Country,
+    /// Session credentials only: the client within the session's binding (`ip`).
+    Client,
     /// No revocation matches (`revoked`).
     Revoked,
     /// The state is not older than `state.max_age_secs` (`stale_state`); only with
@@ -200,6 +217,7 @@ impl Validator {
             result: Err(Reason::Malformed),
             transport: Transport::None,
             token: None,
+            session: None,
             upstream_target: None,
             manifest: None,
         };
@@ -226,10 +244,17 @@ impl Validator {
         v.manifest = manifest_kind(&canonical);
         let raw_token = require!(Check::Token, located.token.ok_or(Reason::Missing));
         // `stile_token::verify`, split so the country is looked up only when needed.
-        let token = require!(Check::Format, Token::parse(raw_token));
-        let result = self.check(state, &token, &canonical, input, country, obs);
-        v.token = Some(token);
-        v.result = result;
+        if is_session(raw_token) {
+            let session = require!(Check::Format, Session::parse(raw_token));
+            v.result = self.check(state, session.link(), Some(&session), &canonical, input, country, obs);
+            v.token = Some(session.link().clone());
+            v.session = Some(session);
+        } else {
+            let token = require!(Check::Format, Token::parse(raw_token));
+            v.result = self.check(state, &token, None, &canonical, input, country, obs);
+            v.token = Some(token);
+        }
+        let result = v.result;
         if result.is_ok() {
             let changed = located.transport == Transport::Path
                 || located.query_has_token
@@ -241,12 +266,15 @@ impl Validator {
         v
     }
 
-    /// The checks of a parsed token, in order; the first failure is the result.
+    /// The checks of a parsed token (or of a session credential's link, with `session`),
+    /// in order; the first failure is the result.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // reason: the hot path's inputs, borrowed; a struct would only move them.
     fn check<G, O>(
         &self,
         state: &State,
         token: &Token,
+        session: Option<&Session>,
         path: &str,
         input: &Input<'_>,
         country: G,
@@ -295,6 +323,14 @@ impl Validator {
         let mut req = stile_token::Request { path, client_ip: input.client_ip, country: None, now: input.now };
         let mut country = Some(country);
         for claim in ClaimCheck::ALL {
+            if claim == ClaimCheck::Time
+                && let Some(s) = session
+            {
+                // The session's tag and times replace the link's own window.
+                step!(Check::Session, s.verify_mac(&state.keys));
+                step!(Check::Time, s.check_time(input.now, &self.policy));
+                continue;
+            }
             if claim == ClaimCheck::Country
                 && token.has_country_rule()
                 && let Some(lookup) = country.take()
@@ -302,6 +338,9 @@ impl Validator {
                 req.country = lookup();
             }
             step!(Check::from(claim), token.check_one(claim, &req, &self.policy));
+        }
+        if let Some(s) = session {
+            step!(Check::Client, s.check_client(input.client_ip));
         }
         step!(Check::Revoked, if state.revocations.is_revoked(token, path) { Err(Reason::Revoked) } else { Ok(()) });
         if let Some(max) = self.stale_after {
@@ -353,9 +392,12 @@ mod tests {
     use super::*;
     use crate::config::StalePolicy;
     use crate::revocation::RevocationsBuilder;
-    use stile_token::{Claims, CountryRule, IpBinding, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
+    use stile_token::{
+        Claims, CountryRule, IpBinding, KEY_LEN, KeyRing, Scope, SecretKey, SessionId, SessionPolicy, TokenId,
+    };
 
     const NOW: u64 = 1_700_000_000;
+    const POLICY: SessionPolicy = SessionPolicy { idle_secs: 60, max_secs: 3600, bind_v4: 0, bind_v6: 0 };
 
     fn ring() -> KeyRing {
         let mut r = KeyRing::new();
@@ -459,6 +501,14 @@ mod tests {
         let unknown_key = stile_token::sign(&Claims { key_id: 2, ..claims() }, &ring2).unwrap();
         let p = "/vod/abc/seg.ts";
         let s = state();
+        // A session started at NOW + 590 on a link with sessions, idle 60 s, max 3600 s.
+        let link = Token::parse(&stile_token::sign_with_session(&claims(), Some(&POLICY), &ring()).unwrap()).unwrap();
+        let session = stile_token::session::start(&link, SessionId(9), NOW + 590, 60, None, &ring()).unwrap();
+        let renewed = Session::parse(&session).unwrap().renew(&ring(), NOW + 4150, 60).unwrap();
+        let mut tampered = session.clone().into_bytes();
+        let i = tampered.len() - 5;
+        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
         type Row<'a> = (&'a Validator, &'a State, String, u64, Result<(), Reason>);
         let rows: Vec<Row<'_>> = vec![
             (&v, &s, format!("{p}?st={ok}"), NOW, Ok(())),
@@ -478,6 +528,14 @@ mod tests {
             (&v, &revoked, format!("{p}?st={ok}"), NOW, Err(Reason::Revoked)),
             (&stale_v, &s, format!("{p}?st={ok}"), NOW + 61, Err(Reason::StaleState)),
             (&stale_v, &s, format!("{p}?st={ok}"), NOW + 60, Ok(())),
+            // Session credentials (ring key 1 is HMAC: the ring derives its session secret).
+            (&v, &s, format!("{p}?st={session}"), NOW + 600 + 30, Ok(())),
+            (&v, &s, format!("{p}?st={session}"), NOW + 600 + 65, Err(Reason::SessionExpired)),
+            (&v, &s, format!("{p}?st={renewed}"), NOW + 4180, Ok(())),
+            (&v, &s, format!("{p}?st={renewed}"), NOW + 590 + 3600 + 5, Err(Reason::SessionMax)),
+            (&v, &revoked, format!("{p}?st={session}"), NOW + 600 + 30, Err(Reason::Revoked)),
+            (&v, &s, format!("/vod/abd/seg.ts?st={session}"), NOW + 600, Err(Reason::Scope)),
+            (&v, &s, format!("{p}?st={tampered}"), NOW + 600, Err(Reason::BadSignature)),
         ];
         let mut seen = std::collections::HashSet::new();
         for (v, s, target, now, want) in rows {

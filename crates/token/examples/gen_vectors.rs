@@ -20,7 +20,10 @@ use ed25519_dalek::Signer;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use stile_token::{Claims, Country, CountryRule, Ed25519Secret, IpBinding, KeyRing, Scope, SecretKey, TokenId, sign};
+use stile_token::{
+    Claims, Country, CountryRule, Ed25519Secret, IpBinding, KeyRing, Scope, SecretKey, SessionPolicy, TokenId, sign,
+    sign_with_session,
+};
 
 const NOW: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const KEY1: [u8; 32] = *b"stile-test-vector-key-one-32byte";
@@ -452,20 +455,27 @@ pub(crate) fn document() -> String {
 
     let ed_key = |id: u32, seed: [u8; 32]| {
         let public = Ed25519Secret::from_bytes(seed).public();
-        json!({ "id": id, "algorithm": "ed25519", "public_hex": hex::encode(public.as_bytes()), "private_hex": hex::encode(seed) })
+        json!({
+            "id": id,
+            "algorithm": "ed25519",
+            "public_hex": hex::encode(public.as_bytes()),
+            "private_hex": hex::encode(seed),
+            "session_secret_hex": hex::encode(session_secret(&seed)),
+        })
     };
     let doc = json!({
         "format": "stile-token",
         "version": 2,
         "keys": [
-            { "id": 1, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY1) },
-            { "id": 2, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY2) },
+            { "id": 1, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY1), "session_secret_hex": hex::encode(session_secret(&KEY1)) },
+            { "id": 2, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY2), "session_secret_hex": hex::encode(session_secret(&KEY2)) },
             ed_key(3, ED3),
             ed_key(4, ED4),
-            { "id": u32::MAX, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY_MAX) },
+            { "id": u32::MAX, "algorithm": "hmac-sha256", "secret_hex": hex::encode(KEY_MAX), "session_secret_hex": hex::encode(session_secret(&KEY_MAX)) },
         ],
         "policy": { "leeway_secs": 5, "unknown_country": "deny" },
         "vectors": v.rows,
+        "sessions": sessions(&v.ring),
         "paths": paths(),
     });
     serde_json::to_string_pretty(&doc).unwrap()
@@ -598,6 +608,207 @@ fn claims_json(c: &Claims) -> Value {
         "subject": c.subject,
         "channel": c.channel,
     })
+}
+
+/// The session secret of a key (§ 9.3): HMAC-SHA256(material, "stile session v1"), in full.
+fn session_secret(material: &[u8; 32]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(material).unwrap();
+    m.update(b"stile session v1");
+    m.finalize().into_bytes().into()
+}
+
+/// A session part's fields (§ 9.2), written by hand.
+#[derive(Clone, Copy)]
+struct Part {
+    version: u8,
+    flags: u8,
+    id: u64,
+    started_at: u64,
+    issued_at: u64,
+    ttl: u32,
+    /// family, prefix, address bytes
+    bind: Option<(u8, u8, [u8; 16])>,
+}
+
+impl Part {
+    fn body(&self) -> Vec<u8> {
+        let mut b = vec![self.version, self.flags];
+        b.extend_from_slice(&self.id.to_be_bytes());
+        b.extend_from_slice(&self.started_at.to_be_bytes());
+        b.extend_from_slice(&self.issued_at.to_be_bytes());
+        b.extend_from_slice(&self.ttl.to_be_bytes());
+        if let Some((family, prefix, addr)) = self.bind {
+            b.extend_from_slice(&[family, prefix]);
+            b.extend_from_slice(&addr[..if family == 4 { 4 } else { 16 }]);
+        }
+        b
+    }
+}
+
+/// `link "." base64url(body || tag)`, the tag computed by hand over
+/// `u16 len(link bytes) || link bytes || body` (§ 9.2).
+fn credential(link: &str, body: &[u8], secret: &[u8; 32]) -> String {
+    let link_raw = decode(link);
+    let mut msg = (link_raw.len() as u16).to_be_bytes().to_vec();
+    msg.extend_from_slice(&link_raw);
+    msg.extend_from_slice(body);
+    let tagged = mac(&msg, secret);
+    format!("{link}.{}", encode(&[body, &tagged[tagged.len() - 16..]].concat()))
+}
+
+/// The `sessions` array (§ 9.5): session credentials with their verdicts.
+fn sessions(ring: &KeyRing) -> Vec<Value> {
+    let policy = SessionPolicy { idle_secs: 60, max_secs: 600, bind_v4: 24, bind_v6: 0 };
+    // A 90-second link issued a minute ago: valid until NOW + 30.
+    let link_claims = Claims {
+        key_id: 1,
+        token_id: TokenId::from_u64(0x5e55_1011_0000_0001),
+        issued_at: NOW - 60,
+        not_before: None,
+        expires_at: NOW + 30,
+        scope: Scope::Prefix("/live/ch1/".into()),
+        ip: None,
+        countries: None,
+        subject: Some("viewer-42".into()),
+        channel: Some("email".into()),
+    };
+    let signed = |c: Claims| sign_with_session(&c, Some(&policy), ring).unwrap();
+    let l1 = signed(link_claims.clone());
+    let l3 = signed(Claims { key_id: 3, ..link_claims.clone() });
+    let other_link = signed(Claims { token_id: TokenId::from_u64(0x0bad), ..link_claims.clone() });
+    let plain_link = sign(&link_claims, ring).unwrap();
+    let allow_fr = CountryRule::Allow(vec![Country::parse("FR").unwrap()]);
+    let geo_link = signed(Claims { countries: Some(allow_fr), ..link_claims.clone() });
+    let (s1, s2, s3) = (session_secret(&KEY1), session_secret(&KEY2), session_secret(&ED3));
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&[203, 0, 113, 0]);
+    let good = Part {
+        version: 1,
+        flags: 1,
+        id: 0x1122_3344_5566_7788,
+        started_at: NOW - 50,
+        issued_at: NOW - 10,
+        ttl: 60,
+        bind: Some((4, 24, v4)),
+    };
+    let unbound = Part { flags: 0, bind: None, ..good };
+    let late = Part { issued_at: NOW + 540, ttl: 60, ..good };
+    let edge_start = Part { started_at: NOW + 34, issued_at: NOW + 34, ..good };
+    let mut wide = [0u8; 16];
+    wide[..4].copy_from_slice(&[203, 0, 0, 0]);
+    let c = |link: &str, p: &Part, secret: &[u8; 32]| credential(link, &p.body(), secret);
+    let (seg, client, v6) = ("/live/ch1/720p/seg_00042.ts", Some("203.0.113.9"), Some("2001:db8::7"));
+    let cred = c(&l1, &good, &s1);
+    let part = cred.split_once('.').unwrap().1.to_owned();
+    let mut flipped = cred.clone();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == 'A' { 'Q' } else { 'A' });
+    let mut longer_ttl = decode(&part);
+    longer_ttl[29] = 0xff;
+    let mut bad_link = decode(&l1);
+    bad_link[20] ^= 1; // issued_at changed: the link's own MAC fails
+    let mut unknown = decode(&l1);
+    unknown[2..6].copy_from_slice(&9u32.to_be_bytes());
+    let mut host_bits = v4;
+    host_bits[3] = 9;
+
+    // (name, credential, path, client, country, now, expect, the session of a valid row)
+    type Row<'a> = (&'a str, String, &'a str, Option<&'a str>, Option<&'a str>, u64, &'a str, Option<Part>);
+    #[rustfmt::skip]
+    let mut table: Vec<Row<'_>> = vec![
+        // Valid: past the link's expiry (NOW + 30 + leeway), within the session's ttl and maximum.
+        ("session on an HMAC link, 10 s past the link's expiry", cred.clone(), seg, client, None, NOW + 40, "ok", Some(good)),
+        ("session on an Ed25519 link, 10 s past the link's expiry", c(&l3, &good, &s3), seg, client, None, NOW + 40, "ok", Some(good)),
+        ("session: last second of its ttl (issued_at + ttl + leeway - 1)", cred.clone(), seg, client, None, NOW + 54, "ok", Some(good)),
+        ("session: ttl + leeway reached", cred.clone(), seg, client, None, NOW + 55, "session_expired", None),
+        ("session renewed near its maximum: last second (started_at + max + leeway - 1)", c(&l1, &late, &s1), seg, client, None, NOW + 554, "ok", Some(late)),
+        ("session: hard maximum reached although its ttl runs on", c(&l1, &late, &s1), seg, client, None, NOW + 555, "session_max", None),
+        ("session past both ttl and maximum: session_max comes first", c(&l1, &Part { issued_at: NOW + 500, ..good }, &s1), seg, client, None, NOW + 600, "session_max", None),
+        ("session issued in the future", c(&l1, &Part { issued_at: NOW + 10, ..good }, &s1), seg, client, None, NOW + 4, "not_yet_valid", None),
+        ("session started after the link expired (+ leeway)", c(&l1, &Part { started_at: NOW + 35, issued_at: NOW + 35, ..good }, &s1), seg, client, None, NOW + 40, "expired", None),
+        ("session started in the link's last leeway second", c(&l1, &edge_start, &s1), seg, client, None, NOW + 40, "ok", Some(edge_start)),
+        ("session started before the link's issue time (- leeway)", c(&l1, &Part { started_at: NOW - 66, ..good }, &s1), seg, client, None, NOW, "not_yet_valid", None),
+        // Signatures.
+        ("session tag altered", flipped, seg, client, None, NOW, "bad_signature", None),
+        ("session part of another link (token id) moved onto it", format!("{other_link}.{part}"), seg, client, None, NOW, "bad_signature", None),
+        ("session tagged with another key's session secret", c(&l1, &good, &s2), seg, client, None, NOW, "bad_signature", None),
+        ("session tagged with the link's own secret instead of its session secret", c(&l1, &good, &KEY1), seg, client, None, NOW, "bad_signature", None),
+        ("session extended by editing its ttl (tag unchanged)", format!("{l1}.{}", encode(&longer_ttl)), seg, client, None, NOW, "bad_signature", None),
+        ("session on a link whose MAC fails", c(&encode(&bad_link), &good, &s1), seg, client, None, NOW, "bad_signature", None),
+        ("session on a link of an unknown key", c(&encode(&unknown), &good, &s1), seg, client, None, NOW, "unknown_key", None),
+        // The link's claims still apply.
+        ("session: path outside the link's scope", cred.clone(), "/live/ch2/seg.ts", client, None, NOW + 40, "scope", None),
+        ("session: the link's country rule still applies", c(&geo_link, &good, &s1), seg, client, Some("DE"), NOW + 40, "geo", None),
+        // Client binding.
+        ("session: client outside its /24", cred.clone(), seg, Some("203.0.114.9"), None, NOW, "ip", None),
+        ("session: client address unknown", cred.clone(), seg, None, None, NOW, "ip", None),
+        ("unbound session where the policy binds IPv4 clients", c(&l1, &unbound, &s1), seg, client, None, NOW, "ip", None),
+        ("unbound session, IPv6 client (the policy binds IPv6 at 0: not bound)", c(&l1, &unbound, &s1), seg, v6, None, NOW, "ok", Some(unbound)),
+        ("session bound wider (/16) than the policy's /24", c(&l1, &Part { bind: Some((4, 16, wide)), ..good }, &s1), seg, client, None, NOW, "ip", None),
+    ];
+    // Structure: each malformed, each with a correct tag.
+    for (name, cred) in [
+        ("session on a link without a session policy", c(&plain_link, &good, &s1)),
+        ("empty session part", format!("{l1}.")),
+        ("two separators", format!("{cred}.{part}")),
+        ("session version 2", c(&l1, &Part { version: 2, ..good }, &s1)),
+        ("session reserved flag bit", c(&l1, &Part { flags: 3, ..good }, &s1)),
+        ("BIND flag without a binding", c(&l1, &Part { bind: None, ..good }, &s1)),
+        ("binding without the BIND flag", c(&l1, &Part { flags: 0, ..good }, &s1)),
+        ("binding with host bits set", c(&l1, &Part { bind: Some((4, 24, host_bits)), ..good }, &s1)),
+        ("binding prefix 0", c(&l1, &Part { bind: Some((4, 0, [0; 16])), ..good }, &s1)),
+        ("binding family 5", c(&l1, &Part { bind: Some((5, 24, v4)), ..good }, &s1)),
+        ("issued before it started", c(&l1, &Part { issued_at: NOW - 51, ..good }, &s1)),
+        ("ttl 0", c(&l1, &Part { ttl: 0, ..good }, &s1)),
+        ("ttl above the policy's maximum", c(&l1, &Part { ttl: 601, ..good }, &s1)),
+        ("trailing byte after the session body", credential(&l1, &[&good.body()[..], &[0]].concat(), &s1)),
+        ("session part shorter than its tag", format!("{l1}.{}", encode(&[1; 15]))),
+    ] {
+        table.push((name, cred, seg, client, None, NOW, "malformed", None));
+    }
+    // Links with a malformed session policy, each with a correct MAC (the link's own tail edited):
+    // ext byte, idle u32, max u32, bind_v4, bind_v6.
+    let raw = decode(&l1);
+    let body = &raw[..raw.len() - 16];
+    let head = &body[..body.len() - 11];
+    for (name, ext) in [
+        ("extension byte 0", &[0u8][..]),
+        ("extension reserved bit", &[3, 0, 0, 0, 60, 0, 0, 2, 88, 24, 0]),
+        ("idle 0", &[1, 0, 0, 0, 0, 0, 0, 2, 88, 24, 0]),
+        ("idle above max", &[1, 0, 0, 2, 89, 0, 0, 2, 88, 24, 0]),
+        ("max above 7 days", &[1, 0, 0, 0, 60, 0, 9, 58, 129, 24, 0]),
+        ("bind_v4 33", &[1, 0, 0, 0, 60, 0, 0, 2, 88, 33, 0]),
+        ("bind_v6 129", &[1, 0, 0, 0, 60, 0, 0, 2, 88, 24, 129]),
+        ("policy cut short", &[1, 0, 0, 0, 60, 0, 0, 2, 88, 24]),
+    ] {
+        let link = encode(&mac(&[head, ext].concat(), &KEY1));
+        table.push((name, c(&link, &good, &s1), seg, client, None, NOW, "malformed", None));
+    }
+    let policy_json = json!({ "idle_secs": 60, "max_secs": 600, "bind_v4": 24, "bind_v6": 0 });
+    table
+        .into_iter()
+        .map(|(name, cred, path, ip, country, now, expect, part)| {
+            let name = if expect == "malformed" { format!("malformed: {name}") } else { name.to_owned() };
+            let mut r = json!({
+                "name": name,
+                "credential": cred,
+                "request": { "path": path, "client_ip": ip, "country": country, "now": now },
+                "expect": expect,
+            });
+            if let Some(p) = part {
+                r["session"] = json!({
+                    "session_id": format!("{:016x}", p.id),
+                    "started_at": p.started_at,
+                    "issued_at": p.issued_at,
+                    "ttl": p.ttl,
+                    "bind": p.bind.map(|_| "203.0.113.0/24"),
+                    "session_policy": policy_json,
+                    "link_token_id": "5e55101100000001",
+                });
+            }
+            r
+        })
+        .collect()
 }
 
 /// A body for key 1 and token id 0123456789abcdef, by hand (§ 3).

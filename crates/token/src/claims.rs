@@ -60,6 +60,48 @@ pub const MAX_COUNTRIES: usize = 32;
 /// Longest lifetime a token may carry (31 days). Policies are far stricter.
 pub const MAX_TTL_SECS: u64 = 31 * 24 * 3600;
 
+/// Longest playback a session policy may allow from its start (7 days):
+/// the hard maximum of a session, whatever the idle timeout.
+pub const MAX_SESSION_SECS: u32 = 7 * 24 * 3600;
+
+/// A link's session policy: signed into the link by the control plane, so an
+/// edge never extends playback longer, or binds it less, than the minter
+/// allowed (`docs/sessions.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionPolicy {
+    /// Idle timeout: a session credential an edge issues lives this long
+    /// unless the player's fetches renew it (1..=`max_secs`).
+    pub idle_secs: u32,
+    /// Hard maximum: no session outlives its start by more than this,
+    /// renewals included (`idle_secs..=`[`MAX_SESSION_SECS`]).
+    pub max_secs: u32,
+    /// Bind each session to the client's IPv4 network of this prefix length
+    /// (0 = not bound, else 1..=32).
+    pub bind_v4: u8,
+    /// Bind each session to the client's IPv6 network of this prefix length
+    /// (0 = not bound, else 1..=128).
+    pub bind_v6: u8,
+}
+
+impl SessionPolicy {
+    /// Checks the limits above.
+    pub fn validate(&self) -> Result<(), ClaimsError> {
+        if self.idle_secs == 0 || self.idle_secs > self.max_secs || self.max_secs > MAX_SESSION_SECS {
+            return Err(ClaimsError::SessionLifetime);
+        }
+        if self.bind_v4 > 32 || self.bind_v6 > 128 {
+            return Err(ClaimsError::IpPrefix);
+        }
+        Ok(())
+    }
+
+    /// The binding prefix length this policy asks for a client of this
+    /// address family (0 = none).
+    pub fn bind_for(&self, client: IpAddr) -> u8 {
+        if unmap(client).is_ipv4() { self.bind_v4 } else { self.bind_v6 }
+    }
+}
+
 /// What paths a token admits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -318,6 +360,15 @@ pub enum ClaimsError {
     Subject,
     /// The channel is empty, too long, or has characters outside `[a-z0-9._:-]`.
     Channel,
+    /// A session policy needs `1 <= idle_secs <= max_secs <= MAX_SESSION_SECS`.
+    SessionLifetime,
+    /// A session credential may be issued only from a link that carries a session policy.
+    NoSessionPolicy,
+    /// A session's times must satisfy `started_at <= issued_at`, `1 <= ttl <= max_secs`,
+    /// with `started_at` inside the link's validity window.
+    SessionTimes,
+    /// The ring holds no session secret for the link's key.
+    NoSessionSecret,
     /// The signing key is not in the key ring.
     UnknownKey,
     /// The ring holds only the public half of this Ed25519 key: it verifies, it cannot sign.
@@ -337,6 +388,12 @@ impl ClaimsError {
             ClaimsError::Countries => "country list must hold 1 to 32 countries",
             ClaimsError::Subject => "subject must be 1 to 64 visible ASCII characters",
             ClaimsError::Channel => "channel must be 1 to 32 characters of [a-z0-9._:-]",
+            ClaimsError::SessionLifetime => "session policy needs 1 <= idle_secs <= max_secs <= 604800",
+            ClaimsError::NoSessionPolicy => "the link carries no session policy",
+            ClaimsError::SessionTimes => {
+                "session times out of range (started_at within the link, issued_at >= started_at, 1 <= ttl <= max)"
+            }
+            ClaimsError::NoSessionSecret => "the key ring holds no session secret for the link's key",
             ClaimsError::UnknownKey => "signing key id is not in the key ring",
             ClaimsError::PublicOnly => "the key ring holds only the public key of this Ed25519 key",
         }

@@ -174,8 +174,11 @@ impl fmt::Debug for Ed25519Public {
 pub enum VerifyKey {
     /// An HMAC-SHA256 secret (it verifies and could mint).
     Hmac(SecretKey),
-    /// An Ed25519 public key (it verifies only).
+    /// An Ed25519 public key (it verifies only); its links' sessions do not verify.
     Ed25519(Ed25519Public),
+    /// An Ed25519 public key with the key's session secret ([`derive_session_secret`]):
+    /// it verifies links, and verifies and issues their sessions.
+    Ed25519Session(Ed25519Public, SecretKey),
 }
 
 impl VerifyKey {
@@ -183,7 +186,7 @@ impl VerifyKey {
     pub fn algorithm(&self) -> Algorithm {
         match self {
             VerifyKey::Hmac(_) => Algorithm::HmacSha256,
-            VerifyKey::Ed25519(_) => Algorithm::Ed25519,
+            VerifyKey::Ed25519(_) | VerifyKey::Ed25519Session(..) => Algorithm::Ed25519,
         }
     }
 }
@@ -242,6 +245,14 @@ impl MacKey {
 
     /// The truncated tag of `msg`.
     pub(crate) fn tag(&self, msg: &[u8]) -> [u8; TAG_LEN] {
+        let full = self.full(msg);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&full[..TAG_LEN]);
+        tag
+    }
+
+    /// The full 32-byte HMAC-SHA256 of `msg`.
+    pub(crate) fn full(&self, msg: &[u8]) -> [u8; 32] {
         let mut state = self.inner;
         let mut blocks = msg.chunks_exact(64);
         for b in &mut blocks {
@@ -262,8 +273,8 @@ impl MacKey {
         self.finish(state)
     }
 
-    /// The outer hash over the inner digest, truncated.
-    fn finish(&self, state: [u32; 8]) -> [u8; TAG_LEN] {
+    /// The outer hash over the inner digest.
+    fn finish(&self, state: [u32; 8]) -> [u8; 32] {
         let mut block = [0u8; 64];
         for (i, w) in state.iter().enumerate() {
             block[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
@@ -272,11 +283,11 @@ impl MacKey {
         block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
         let mut out = self.outer;
         sha2::compress256(&mut out, &[Block::from(block)]);
-        let mut tag = [0u8; TAG_LEN];
-        for (i, w) in out.iter().take(TAG_LEN / 4).enumerate() {
-            tag[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+        let mut mac = [0u8; 32];
+        for (i, w) in out.iter().enumerate() {
+            mac[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
         }
-        tag
+        mac
     }
 
     /// Constant-time check of `tag` against the tag of `msg`.
@@ -323,11 +334,26 @@ impl RingKey {
     }
 }
 
-/// The keys a verifier knows, by id, and which one (if any) mints.
+/// The label a session secret is derived with (`docs/sessions.md`).
+pub const SESSION_SECRET_LABEL: &[u8] = b"stile session v1";
+
+/// The session secret of a link key: HMAC-SHA256(key material, `"stile session v1"`),
+/// where the material is an HMAC key's secret or an Ed25519 key's private seed.
+/// Whoever holds the material can derive it; an edge holding only an Ed25519
+/// public key is given it (the push path, or its state file).
+pub fn derive_session_secret(material: &[u8; KEY_LEN]) -> SecretKey {
+    let mac = MacKey::new(&SecretKey::from_bytes(*material));
+    SecretKey::from_bytes(mac.full(SESSION_SECRET_LABEL))
+}
+
+/// The keys a verifier knows, by id, and which one (if any) mints; with the
+/// session secret of each key that has one.
 #[derive(Clone, Default)]
 pub struct KeyRing {
     // Sorted by id; a ring holds a handful of keys, so a scan is fastest.
     keys: Vec<(KeyId, RingKey)>,
+    /// Session secrets by link key id; an entry exists only while its key does.
+    sessions: Vec<(KeyId, MacKey)>,
     active: Option<KeyId>,
 }
 
@@ -337,9 +363,10 @@ impl KeyRing {
         KeyRing::default()
     }
 
-    /// Adds or replaces an HMAC-SHA256 key.
+    /// Adds or replaces an HMAC-SHA256 key, with its derived session secret.
     pub fn insert(&mut self, id: KeyId, secret: &SecretKey) {
         self.put(id, RingKey::Hmac(MacKey::new(secret)));
+        self.put_session(id, MacKey::new(&derive_session_secret(secret.expose())));
     }
 
     /// Adds or replaces an Ed25519 public key (verifies only). Refuses bytes
@@ -348,6 +375,10 @@ impl KeyRing {
         let vk = VerifyingKey::from_bytes(&public.0).map_err(|_| KeyError::NotAPoint)?;
         if vk.is_weak() {
             return Err(KeyError::Weak);
+        }
+        // A new key under this id: an older session secret does not belong to it.
+        if self.ed25519_public(id) != Some(*public) {
+            self.sessions.retain(|(k, _)| *k != id);
         }
         self.put(id, RingKey::Ed25519 { public: Box::new(vk), signing: None });
         Ok(())
@@ -358,6 +389,33 @@ impl KeyRing {
     pub fn insert_ed25519_secret(&mut self, id: KeyId, secret: &Ed25519Secret) {
         let sk = SigningKey::from_bytes(&secret.0);
         self.put(id, RingKey::Ed25519 { public: Box::new(sk.verifying_key()), signing: Some(Box::new(sk)) });
+        self.put_session(id, MacKey::new(&derive_session_secret(secret.expose())));
+    }
+
+    /// Sets the session secret of a key the ring holds (an edge given an Ed25519
+    /// public key gets its session secret this way); `false` if the key is absent.
+    pub fn set_session_secret(&mut self, id: KeyId, secret: &SecretKey) -> bool {
+        let present = self.contains(id);
+        if present {
+            self.put_session(id, MacKey::new(secret));
+        }
+        present
+    }
+
+    /// Whether the ring holds a session secret for this key.
+    pub fn has_session_secret(&self, id: KeyId) -> bool {
+        self.session_key(id).is_some()
+    }
+
+    pub(crate) fn session_key(&self, id: KeyId) -> Option<&MacKey> {
+        self.sessions.iter().find(|(k, _)| *k == id).map(|(_, m)| m)
+    }
+
+    fn put_session(&mut self, id: KeyId, key: MacKey) {
+        match self.sessions.binary_search_by_key(&id, |(k, _)| *k) {
+            Ok(i) => self.sessions[i].1 = key,
+            Err(i) => self.sessions.insert(i, (id, key)),
+        }
     }
 
     /// Adds or replaces a key given as a verifier receives it.
@@ -368,6 +426,11 @@ impl KeyRing {
                 Ok(())
             }
             VerifyKey::Ed25519(public) => self.insert_ed25519(id, public),
+            VerifyKey::Ed25519Session(public, session) => {
+                self.insert_ed25519(id, public)?;
+                self.set_session_secret(id, session);
+                Ok(())
+            }
         }
     }
 
@@ -378,11 +441,13 @@ impl KeyRing {
         }
     }
 
-    /// Removes a key; tokens signed with it stop verifying. Clears `active` if it was.
+    /// Removes a key and its session secret; tokens signed with it, and their
+    /// sessions, stop verifying. Clears `active` if it was.
     pub fn remove(&mut self, id: KeyId) -> bool {
         if self.active == Some(id) {
             self.active = None;
         }
+        self.sessions.retain(|(k, _)| *k != id);
         match self.keys.binary_search_by_key(&id, |(k, _)| *k) {
             Ok(i) => {
                 self.keys.remove(i);

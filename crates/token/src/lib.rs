@@ -39,6 +39,7 @@ mod claims;
 mod keys;
 mod path;
 mod reason;
+pub mod session;
 mod unicode_table;
 mod wire;
 
@@ -46,16 +47,17 @@ use std::net::IpAddr;
 
 pub use claims::{
     Claims, ClaimsError, Country, CountryRule, IpBinding, KeyId, MAX_CHANNEL_LEN, MAX_COUNTRIES, MAX_SCOPE_LEN,
-    MAX_SUBJECT_LEN, MAX_TTL_SECS, Scope, TOKEN_ID_LEN, TokenId,
+    MAX_SESSION_SECS, MAX_SUBJECT_LEN, MAX_TTL_SECS, Scope, SessionPolicy, TOKEN_ID_LEN, TokenId,
 };
 pub use keys::{
-    Algorithm, ED25519_KEY_LEN, Ed25519Public, Ed25519Secret, KEY_LEN, KeyError, KeyRing, SIGNATURE_LEN, SecretKey,
-    TAG_LEN, VerifyKey,
+    Algorithm, ED25519_KEY_LEN, Ed25519Public, Ed25519Secret, KEY_LEN, KeyError, KeyRing, SESSION_SECRET_LABEL,
+    SIGNATURE_LEN, SecretKey, TAG_LEN, VerifyKey, derive_session_secret,
 };
 pub use path::{MAX_PATH_LEN, PathError, canonicalize_path, is_canonical};
 pub use reason::Reason;
+pub use session::{Session, SessionClaims, SessionId, verify_session};
 pub use unicode_table::UNICODE_VERSION;
-pub use wire::{ClaimCheck, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, VERSION_ED25519, sign};
+pub use wire::{ClaimCheck, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, VERSION, VERSION_ED25519, sign, sign_with_session};
 
 /// What the verifier knows about the request being checked.
 #[derive(Clone, Copy, Debug)]

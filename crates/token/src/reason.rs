@@ -1,7 +1,8 @@
 //! The stable reason codes for a denied request.
 //!
 //! One code per denial, shared by every component: the token crate decides
-//! `malformed` … `geo`; the edge decides `missing`, `revoked` and `stale_state`.
+//! `malformed` … `geo` (with `session_max` and `session_expired` for session
+//! credentials, which replace a link's expiry); the edge decides `missing`, `revoked` and `stale_state`.
 //! The strings are part of the product's interface (metrics labels, logs, the
 //! diagnostic header, `stile explain`): never rename one.
 
@@ -22,6 +23,10 @@ pub enum Reason {
     Expired,
     /// Before the not-before time (or the issue time), leeway included.
     NotYetValid,
+    /// A session credential past its session's hard maximum (`started_at + max_secs`), leeway included.
+    SessionMax,
+    /// A session credential past its own lifetime (`issued_at + ttl`; not renewed in time), leeway included.
+    SessionExpired,
     /// The request path is outside the token's scope.
     Scope,
     /// The client address does not match the token's IP binding.
@@ -36,13 +41,15 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order validation checks them.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Missing,
         Reason::Malformed,
         Reason::UnknownKey,
         Reason::BadSignature,
         Reason::Expired,
         Reason::NotYetValid,
+        Reason::SessionMax,
+        Reason::SessionExpired,
         Reason::Scope,
         Reason::Ip,
         Reason::Geo,
@@ -59,6 +66,8 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
+            Reason::SessionMax => "session_max",
+            Reason::SessionExpired => "session_expired",
             Reason::Scope => "scope",
             Reason::Ip => "ip",
             Reason::Geo => "geo",

@@ -13,6 +13,8 @@
 //! [count u8 (1..=32) | codes [2*count]]     if flags & COUNTRIES
 //! [len u8 (1..=64) | subject [len]]         if flags & SUBJECT
 //! [len u8 (1..=32) | channel [len]]         if flags & CHANNEL
+//! [ext u8 (bit 0 SESSION, others 0)]        if flags & EXT
+//! [idle u32 | max u32 | bind_v4 u8 | bind_v6 u8] if ext & SESSION
 //! tag [16] = HMAC-SHA256(key, every byte before it)[..16]     version 1
 //! sig [64] = Ed25519-Sign(private key, every byte before it)   version 2
 //! ```
@@ -22,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::b64;
 use crate::claims::{
     Claims, ClaimsError, Country, CountryRule, IpBinding, KeyId, MAX_COUNTRIES, MAX_SCOPE_LEN, MAX_TTL_SECS, Scope,
-    TOKEN_ID_LEN, TokenId, scope_admits, unmap, valid_channel, valid_subject,
+    SessionPolicy, TOKEN_ID_LEN, TokenId, scope_admits, unmap, valid_channel, valid_subject,
 };
 use crate::keys::{Algorithm, KeyRing, SIGNATURE_LEN, TAG_LEN};
 use crate::reason::Reason;
@@ -42,14 +44,33 @@ pub(crate) mod flag {
     pub(crate) const COUNTRY_DENY: u8 = 1 << 4;
     pub(crate) const SUBJECT: u8 = 1 << 5;
     pub(crate) const CHANNEL: u8 = 1 << 6;
-    pub(crate) const RESERVED: u8 = 1 << 7;
+    /// An extension byte follows the channel.
+    pub(crate) const EXT: u8 = 1 << 7;
 }
+
+/// Extension flag bits (the byte present when `flags & EXT`).
+pub(crate) mod ext {
+    /// A session policy follows.
+    pub(crate) const SESSION: u8 = 1 << 0;
+    /// Every bit not defined yet: set, the token is `malformed`.
+    pub(crate) const RESERVED: u8 = !SESSION;
+}
+
+/// Length of the session policy block.
+const SESSION_POLICY_LEN: usize = 4 + 4 + 1 + 1;
 
 const HEADER_LEN: usize = 1 + 1 + 4 + TOKEN_ID_LEN + 8 + 4;
 
 /// Largest body (every byte before the tag), in bytes.
-const MAX_BODY_LEN: usize =
-    HEADER_LEN + 4 + (1 + MAX_SCOPE_LEN) + (2 + 16) + (1 + 2 * MAX_COUNTRIES) + (1 + 64) + (1 + 32);
+const MAX_BODY_LEN: usize = HEADER_LEN
+    + 4
+    + (1 + MAX_SCOPE_LEN)
+    + (2 + 16)
+    + (1 + 2 * MAX_COUNTRIES)
+    + (1 + 64)
+    + (1 + 32)
+    + 1
+    + SESSION_POLICY_LEN;
 
 /// Largest decoded token, in bytes: the largest body and an Ed25519 signature.
 pub const MAX_RAW_LEN: usize = MAX_BODY_LEN + SIGNATURE_LEN;
@@ -61,10 +82,24 @@ pub const MAX_TOKEN_LEN: usize = b64::encoded_len(MAX_RAW_LEN);
 /// token for an HMAC key, version 2 for an Ed25519 key (whose private half the
 /// ring must hold).
 pub fn sign(claims: &Claims, ring: &KeyRing) -> Result<String, ClaimsError> {
+    sign_with_session(claims, None, ring)
+}
+
+/// Signs claims like [`sign`], with a session policy when `session` is given:
+/// edges may then extend playback past the link's expiry with session
+/// credentials, within that policy ([`crate::session`]).
+pub fn sign_with_session(
+    claims: &Claims,
+    session: Option<&SessionPolicy>,
+    ring: &KeyRing,
+) -> Result<String, ClaimsError> {
     let key = ring.get(claims.key_id).ok_or(ClaimsError::UnknownKey)?;
     let claims = claims.validated()?;
+    if let Some(p) = session {
+        p.validate()?;
+    }
     let mut raw = Vec::with_capacity(192);
-    write_body(&claims, key.algorithm().version(), &mut raw);
+    write_body(&claims, session, key.algorithm().version(), &mut raw);
     let tag = key.sign(&raw).ok_or(ClaimsError::PublicOnly)?;
     raw.extend_from_slice(&tag);
     let mut out = String::with_capacity(b64::encoded_len(raw.len()));
@@ -72,7 +107,7 @@ pub fn sign(claims: &Claims, ring: &KeyRing) -> Result<String, ClaimsError> {
     Ok(out)
 }
 
-fn write_body(c: &Claims, version: u8, raw: &mut Vec<u8>) {
+fn write_body(c: &Claims, session: Option<&SessionPolicy>, version: u8, raw: &mut Vec<u8>) {
     let mut flags = 0;
     if c.scope.is_prefix() {
         flags |= flag::PREFIX;
@@ -94,6 +129,9 @@ fn write_body(c: &Claims, version: u8, raw: &mut Vec<u8>) {
     if c.channel.is_some() {
         flags |= flag::CHANNEL;
     }
+    if session.is_some() {
+        flags |= flag::EXT;
+    }
     raw.push(version);
     raw.push(flags);
     raw.extend_from_slice(&c.key_id.to_be_bytes());
@@ -108,17 +146,8 @@ fn write_body(c: &Claims, version: u8, raw: &mut Vec<u8>) {
     let scope = c.scope.path().as_bytes();
     raw.push(scope.len() as u8);
     raw.extend_from_slice(scope);
-    if let Some(ip) = c.ip {
-        match ip.addr() {
-            IpAddr::V4(a) => {
-                raw.extend_from_slice(&[4, ip.prefix_len()]);
-                raw.extend_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                raw.extend_from_slice(&[6, ip.prefix_len()]);
-                raw.extend_from_slice(&a.octets());
-            }
-        }
+    if let Some(ip) = &c.ip {
+        write_ip(ip, raw);
     }
     if let Some(rule) = &c.countries {
         raw.push(rule.countries().len() as u8);
@@ -129,6 +158,12 @@ fn write_body(c: &Claims, version: u8, raw: &mut Vec<u8>) {
     for field in [&c.subject, &c.channel].into_iter().flatten() {
         raw.push(field.len() as u8);
         raw.extend_from_slice(field.as_bytes());
+    }
+    if let Some(p) = session {
+        raw.push(ext::SESSION);
+        raw.extend_from_slice(&p.idle_secs.to_be_bytes());
+        raw.extend_from_slice(&p.max_secs.to_be_bytes());
+        raw.extend_from_slice(&[p.bind_v4, p.bind_v6]);
     }
 }
 
@@ -169,6 +204,7 @@ pub struct Token {
     countries: (u16, u8),
     subject: (u16, u8),
     channel: (u16, u8),
+    session: Option<SessionPolicy>,
 }
 
 impl core::fmt::Debug for Token {
@@ -185,14 +221,15 @@ impl core::fmt::Debug for Token {
             .field("prefix", &self.is_prefix())
             .field("subject", &self.subject())
             .field("channel", &self.channel())
+            .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
 
 /// A read cursor over the decoded bytes; every read is bounds-checked.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -243,9 +280,6 @@ impl Token {
         let body_len = len.checked_sub(algorithm.tag_len()).ok_or(Reason::Malformed)?;
         let mut c = Cursor { buf: &buf[..body_len], pos: 0 };
         let [_, flags] = c.array()?;
-        if flags & flag::RESERVED != 0 {
-            return Err(Reason::Malformed);
-        }
         if flags & flag::COUNTRY_DENY != 0 && flags & flag::COUNTRIES == 0 {
             return Err(Reason::Malformed);
         }
@@ -293,6 +327,23 @@ impl Token {
         if flags & flag::CHANNEL != 0 && !valid_channel(range(c.buf, channel)) {
             return Err(Reason::Malformed);
         }
+        let session = if flags & flag::EXT != 0 {
+            // Canonical: an extension byte is present only when it says something.
+            let ext = c.u8()?;
+            if ext == 0 || ext & ext::RESERVED != 0 {
+                return Err(Reason::Malformed);
+            }
+            let p = SessionPolicy {
+                idle_secs: u32::from_be_bytes(c.array()?),
+                max_secs: u32::from_be_bytes(c.array()?),
+                bind_v4: c.u8()?,
+                bind_v6: c.u8()?,
+            };
+            p.validate().map_err(|_| Reason::Malformed)?;
+            Some(p)
+        } else {
+            None
+        };
         if c.pos != c.buf.len() {
             return Err(Reason::Malformed);
         }
@@ -311,6 +362,7 @@ impl Token {
             countries,
             subject,
             channel,
+            session,
         })
     }
 
@@ -445,6 +497,12 @@ impl Token {
         (self.flags & flag::SUBJECT != 0).then(|| as_str(range(&self.buf, self.subject)))
     }
 
+    /// The session policy the link carries, if any: whether, and for how long,
+    /// an edge may extend playback past the link's expiry ([`crate::session`]).
+    pub fn session_policy(&self) -> Option<SessionPolicy> {
+        self.session
+    }
+
     /// The share channel, if any.
     pub fn channel(&self) -> Option<&str> {
         (self.flags & flag::CHANNEL != 0).then(|| as_str(range(&self.buf, self.channel)))
@@ -491,7 +549,22 @@ fn as_str(b: &[u8]) -> &str {
     core::str::from_utf8(b).unwrap_or("")
 }
 
-fn parse_ip(c: &mut Cursor<'_>) -> Result<IpBinding, Reason> {
+/// An IP binding as § 3 writes it: family, prefix, address (shared with session parts).
+pub(crate) fn write_ip(ip: &IpBinding, raw: &mut Vec<u8>) {
+    match ip.addr() {
+        IpAddr::V4(a) => {
+            raw.extend_from_slice(&[4, ip.prefix_len()]);
+            raw.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            raw.extend_from_slice(&[6, ip.prefix_len()]);
+            raw.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+/// Reads what [`write_ip`] writes, canonical only (shared with session parts).
+pub(crate) fn parse_ip(c: &mut Cursor<'_>) -> Result<IpBinding, Reason> {
     let [family, prefix] = c.array()?;
     let addr = match family {
         4 => IpAddr::V4(Ipv4Addr::from(c.array::<4>()?)),

@@ -23,7 +23,17 @@ struct File {
     keys: Vec<Key>,
     policy: PolicyJson,
     vectors: Vec<Vector>,
+    sessions: Vec<SessionVector>,
     paths: Vec<PathVector>,
+}
+
+#[derive(Deserialize)]
+struct SessionVector {
+    name: String,
+    credential: String,
+    request: Req,
+    expect: String,
+    session: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +42,8 @@ struct Key {
     algorithm: String,
     secret_hex: Option<String>,
     public_hex: Option<String>,
+    private_hex: Option<String>,
+    session_secret_hex: String,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +183,79 @@ fn token_vectors() {
     }
     assert!(reasons.contains("ok"));
     assert!(file.vectors.len() >= 100, "only {} vectors", file.vectors.len());
+}
+
+/// The session vectors (§ 9.5), on a verifier's ring: HMAC keys (whose session
+/// secret the ring derives itself) and Ed25519 public keys given their session secret.
+#[test]
+fn session_vectors() {
+    let file = load();
+    let mut ring = KeyRing::new();
+    for k in &file.keys {
+        let session = hex::decode(&k.session_secret_hex).unwrap();
+        let material = hex::decode(k.secret_hex.as_ref().or(k.private_hex.as_ref()).unwrap()).unwrap();
+        let derived = stile_token::derive_session_secret(&material.clone().try_into().unwrap());
+        assert_eq!(derived.expose().as_slice(), session.as_slice(), "key {}: session secret not derived", k.id);
+        match k.algorithm.as_str() {
+            "hmac-sha256" => ring.insert(k.id, &SecretKey::from_slice(&material).unwrap()),
+            _ => {
+                let public = hex::decode(k.public_hex.as_ref().unwrap()).unwrap();
+                ring.insert_ed25519(k.id, &Ed25519Public::from_slice(&public).unwrap()).unwrap();
+                assert!(ring.set_session_secret(k.id, &SecretKey::from_slice(&session).unwrap()));
+            }
+        }
+    }
+    let policy = file.policy.policy();
+    let mut failures = Vec::new();
+    let mut reasons = std::collections::BTreeSet::new();
+    for v in &file.sessions {
+        let req = Request {
+            path: &v.request.path,
+            client_ip: v.request.client_ip.as_ref().and_then(|s| s.parse().ok()),
+            country: v.request.country.as_deref().and_then(|c| Country::from_client(c.as_bytes())),
+            now: v.request.now,
+        };
+        let got = match stile_token::verify_session(&v.credential, &ring, &req, &policy) {
+            Ok(s) => {
+                let c = s.claims();
+                let p = s.policy();
+                let seen = json!({
+                    "session_id": c.id.to_string(),
+                    "started_at": c.started_at,
+                    "issued_at": c.issued_at,
+                    "ttl": c.ttl,
+                    "bind": c.bind.map(|b| b.to_string()),
+                    "session_policy": { "idle_secs": p.idle_secs, "max_secs": p.max_secs, "bind_v4": p.bind_v4, "bind_v6": p.bind_v6 },
+                    "link_token_id": s.link().token_id().to_string(),
+                });
+                if Some(&seen) != v.session.as_ref() {
+                    failures.push(format!("{}: session {seen} != {:?}", v.name, v.session));
+                }
+                "ok".to_string()
+            }
+            Err(r) => r.as_str().to_string(),
+        };
+        reasons.insert(v.expect.clone());
+        if got != v.expect {
+            failures.push(format!("{}: expected {}, got {got}", v.name, v.expect));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    for r in [
+        "ok",
+        "malformed",
+        "unknown_key",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "session_max",
+        "session_expired",
+        "scope",
+        "ip",
+        "geo",
+    ] {
+        assert!(reasons.contains(r), "no session vector for {r}");
+    }
 }
 
 #[test]

@@ -29,7 +29,9 @@ use stile_edge::state::{RevocationEntry, RevocationKind, State, StateFile, revoc
 use stile_edge::transport::{Transport, TransportNames, locate};
 use stile_edge::validate::{self, Check, MAX_TARGET_LEN, Validator};
 use stile_proto::v1 as pb;
-use stile_token::{Country, CountryRule, KeyId, KeyRing, Reason, Token, TokenId, VerifyKey, canonicalize_path};
+use stile_token::{
+    Country, CountryRule, KeyId, KeyRing, Reason, Session, Token, TokenId, VerifyKey, canonicalize_path,
+};
 
 use crate::client::output::{duration, parse_duration, parse_time, relative, utc};
 use crate::client::{Client, Failure, Kind, now, print_json};
@@ -583,7 +585,15 @@ fn explain(input: &Input, req: &RequestFacts, key_file: Option<&KeyFile>, server
         || req.country,
         &mut |check, outcome| trace.push((check, outcome)),
     );
-    let ctx = Render { input, req, known: &known, request: &request, located: &located, token: verdict.token.as_ref() };
+    let ctx = Render {
+        input,
+        req,
+        known: &known,
+        request: &request,
+        located: &located,
+        token: verdict.token.as_ref(),
+        session: verdict.session.as_ref(),
+    };
     for (check, outcome) in trace {
         ctx.rows(check, outcome, &mut r.checks);
     }
@@ -599,6 +609,8 @@ struct Render<'a> {
     request: &'a EdgeRequest,
     located: &'a Located,
     token: Option<&'a Token>,
+    /// The session credential, when the link is one (`docs/sessions.md`); `token` is its link.
+    session: Option<&'a Session>,
 }
 
 impl Render<'_> {
@@ -624,9 +636,23 @@ impl Render<'_> {
             }
             (Check::Token, Err(r), _) => push("token", (Status::Fail(r), no_token(n))),
             (Check::Format, Err(r), _) => push("format", (Status::Fail(r), malformed_hint(token_text))),
-            (Check::Format, Ok(()), _) => {
-                push("format", (Status::Pass, format!("a Stile v1 token, {} characters", token_text.len())));
-            }
+            (Check::Format, Ok(()), _) => match self.session {
+                Some(s) => push(
+                    "format",
+                    (
+                        Status::Pass,
+                        format!(
+                            "a playback session credential ({} characters): session {} of the link {}",
+                            token_text.len(),
+                            s.id(),
+                            s.link().token_id()
+                        ),
+                    ),
+                ),
+                None => {
+                    push("format", (Status::Pass, format!("a Stile v1 token, {} characters", token_text.len())));
+                }
+            },
             (_, _, None) => {}
             (Check::Key, outcome, Some(t)) => {
                 push("key", self.key(t, outcome));
@@ -636,7 +662,12 @@ impl Render<'_> {
                 }
             }
             (Check::Signature, outcome, Some(t)) => push("signature", self.signature(t, outcome)),
-            (Check::Time, outcome, Some(t)) => push("time", self.time(t, outcome)),
+            (Check::Session, outcome, Some(t)) => push("session", self.session_tag(t, outcome)),
+            (Check::Time, outcome, Some(t)) => match self.session {
+                Some(s) => push("time", self.session_time(s, outcome)),
+                None => push("time", self.time(t, outcome)),
+            },
+            (Check::Client, outcome, Some(_)) => push("client", self.session_client(outcome)),
             (Check::Scope, outcome, Some(t)) => push("scope", self.scope(t, outcome)),
             (Check::Ip, outcome, Some(t)) => push("ip", self.ip(t, outcome)),
             (Check::Country, outcome, Some(t)) => push("country", self.country(t, outcome)),
@@ -713,6 +744,81 @@ impl Render<'_> {
             Err(r) => (
                 Status::Fail(r),
                 format!("the MAC does not match key {kid} from {file}: the token was altered, or the key differs"),
+            ),
+        }
+    }
+
+    fn session_tag(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
+        let kid = t.key_id();
+        match (outcome, self.known.key_file) {
+            (Ok(()), _) => (Status::Pass, format!("the session tag verifies with key {kid}'s session secret")),
+            (Err(Reason::UnknownKey), None) => (
+                Status::Unknown,
+                "not checked offline: needs the key's session secret (--key-file EDGE_STATE.json)".into(),
+            ),
+            (Err(Reason::UnknownKey), Some(kf)) => (
+                Status::Fail(Reason::UnknownKey),
+                format!(
+                    "{} holds no session secret for key {kid} (an Ed25519 key needs its session_secret): edges                      without it refuse every session of this key's links",
+                    kf.path
+                ),
+            ),
+            (Err(r), _) => (
+                Status::Fail(r),
+                "the session tag does not match: the session part was altered, moved to another link, or issued                  with another secret"
+                    .into(),
+            ),
+        }
+    }
+
+    fn session_time(&self, s: &Session, outcome: Result<(), Reason>) -> (Status, String) {
+        let (now, leeway, clock) = (self.req.edge_now, self.req.leeway, clock_words(self.req));
+        let c = s.claims();
+        let (idle_end, max_end) = (c.expires_at(), s.max_at());
+        let link_exp = s.link().expires_at();
+        let facts = format!(
+            "session started {} ({}), link expired {}, this credential issued {} lives to {} ({}), hard maximum {} ({})",
+            utc(c.started_at),
+            relative(c.started_at, now),
+            relative(link_exp, now),
+            relative(c.issued_at, now),
+            utc(idle_end),
+            relative(idle_end, now),
+            utc(max_end),
+            relative(max_end, now)
+        );
+        match outcome {
+            Ok(()) => (Status::Pass, format!("{facts}{clock}")),
+            Err(Reason::SessionMax) => (
+                Status::Fail(Reason::SessionMax),
+                format!("the session reached its hard maximum: {facts}{clock}; edges allow {leeway} s of leeway"),
+            ),
+            Err(Reason::SessionExpired) => (
+                Status::Fail(Reason::SessionExpired),
+                format!("the session was not renewed in time (idle): {facts}{clock}; edges allow {leeway} s of leeway"),
+            ),
+            Err(Reason::Expired) => {
+                (Status::Fail(Reason::Expired), format!("the session started after its link expired: {facts}"))
+            }
+            Err(r) => (Status::Fail(r), format!("the session is not valid yet: {facts}{clock}")),
+        }
+    }
+
+    fn session_client(&self, outcome: Result<(), Reason>) -> (Status, String) {
+        let Some(s) = self.session else { return (Status::NotApplicable, String::new()) };
+        let p = s.policy();
+        let policy = format!("the link's policy binds IPv4 /{} and IPv6 /{} (0: not bound)", p.bind_v4, p.bind_v6);
+        match (s.claims().bind, self.req.client_ip, outcome) {
+            (None, _, Ok(())) => (Status::Pass, format!("the session is not bound; {policy}")),
+            (Some(b), None, _) => (Status::Unknown, format!("the session is bound to {b}; give --client-ip to check")),
+            (Some(b), Some(c), Ok(())) => (Status::Pass, format!("{c} is within the session's binding {b}")),
+            (b, c, Err(r)) => (
+                Status::Fail(r),
+                format!(
+                    "client {} does not meet the session's binding {}; {policy}",
+                    c.map_or("unknown".into(), |c| c.to_string()),
+                    b.map_or("(none)".into(), |b| b.to_string())
+                ),
             ),
         }
     }
@@ -1253,6 +1359,33 @@ mod tests {
         for reason in every.into_iter().chain(["bad_signature", "malformed", "missing"]) {
             assert!(seen.contains(reason), "no row for {reason}");
         }
+    }
+
+    /// A session credential: the session's own rows, and its reasons as the edge decides them.
+    #[test]
+    fn session_credentials_are_explained() {
+        let mut ring = KeyRing::new();
+        ring.insert(1, &SecretKey::from_bytes(SECRET));
+        let policy = stile_token::SessionPolicy { idle_secs: 60, max_secs: 3600, bind_v4: 0, bind_v6: 0 };
+        let link = stile_token::sign_with_session(&claims(), Some(&policy), &ring).unwrap();
+        let link = Token::parse(&link).unwrap();
+        let cred = stile_token::session::start(&link, stile_token::SessionId(0xfeed), NOW, 60, None, &ring).unwrap();
+        let kf = key_file("");
+        let none = ServerView::NotAsked("--offline".into());
+        let url = "http://edge/vod/abc/v1/seg0.ts?st=TOKEN";
+        let at = |now| RequestFacts { edge_now: now, clock: EdgeClock::At, ..facts() };
+        check(url, &cred, &at(NOW + 30), Some(&kf), &none, "pass", "admit");
+        check(url, &cred, &at(NOW + 65), Some(&kf), &none, "session_expired", "not renewed in time");
+        let late = Session::parse(&cred).unwrap().renew(&ring, NOW + 3590, 60).unwrap();
+        check(url, &late, &at(NOW + 3600 + 5), Some(&kf), &none, "session_max", "hard maximum");
+        let mut forged = cred.clone().into_bytes();
+        let i = forged.len() - 5;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        check(url, &forged, &at(NOW + 30), Some(&kf), &none, "bad_signature", "session tag");
+        let input = Input { link: url.replace("TOKEN", &cred), cookie: None, path: None, names: Names::default() };
+        let text = explain(&input, &at(NOW + 30), Some(&kf), &none).text();
+        assert!(text.contains("session 000000000000feed of the link 0123456789abcdef"), "{text}");
     }
 
     #[test]

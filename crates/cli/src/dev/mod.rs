@@ -333,9 +333,16 @@ fn control_config(dir: &Path, ports: Ports, keys: &DevKeys) -> Config {
     let mut c = Config { listen: SocketAddr::from(([127, 0, 0, 1], ports.control)), ..Config::default() };
     c.store.path = dir.join("control.redb");
     c.links.default_base_url = format!("http://127.0.0.1:{}", ports.edge);
-    // Short links for trying expiry on the player page (`/?ttl=30`).
+    // Short links for trying expiry on the player page (`/?ttl=30`), and playback
+    // sessions so a 30-second link plays on past its expiry (docs/sessions.md).
     for p in c.policies.values_mut() {
         p.ttl_min_secs = 10;
+        p.session = stile_control::config::SessionConfig {
+            enabled: true,
+            idle_secs: 60,
+            max_secs: 4 * 3600,
+            ..Default::default()
+        };
     }
     c.auth.keys = [
         ("dev-admin", &keys.admin, "admin"),

@@ -16,5 +16,6 @@ mod edge_hostile;
 mod edge_lifecycle;
 mod edge_origins;
 mod edge_paths;
+mod edge_sessions;
 mod edge_tls;
 mod edge_validation;

@@ -674,7 +674,13 @@ fn material(k: &pb::EdgeKey) -> Result<VerifyKey, ApplyError> {
                 why: format!("public key must be 32 bytes, got {}", k.public_key.len()),
             })?;
             KeyRing::new().insert_ed25519(id, &public).map_err(|e| ApplyError::PublicKey { id, why: e.to_string() })?;
-            Ok(VerifyKey::Ed25519(public))
+            // Sessions (docs/sessions.md): the key's session secret, when pushed.
+            match k.session_secret.len() {
+                0 => Ok(VerifyKey::Ed25519(public)),
+                _ => SecretKey::from_slice(&k.session_secret)
+                    .map(|s| VerifyKey::Ed25519Session(public, s))
+                    .ok_or(ApplyError::SecretLength { id, len: k.session_secret.len() }),
+            }
         }
         Err(_) => Err(ApplyError::Algorithm { id, algorithm: k.algorithm }),
     }

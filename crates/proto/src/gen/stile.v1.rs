@@ -2443,6 +2443,12 @@ pub struct EdgeKey {
     /// ED25519: the 32-byte public key (RFC 8032 encoding). HMAC_SHA256: empty.
     #[prost(bytes = "vec", tag = "5")]
     pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// ED25519: the key's 32-byte session secret, HMAC-SHA256 of the private seed
+    /// and "stile session v1" (docs/sessions.md), with which edges verify and issue
+    /// playback sessions of this key's links; empty: no sessions for them.
+    /// HMAC_SHA256: empty (the edge derives it from the secret).
+    #[prost(bytes = "vec", tag = "6")]
+    pub session_secret: ::prost::alloc::vec::Vec<u8>,
 }
 /// One change for the edge to apply. Deltas arrive in version order without
 /// gaps; a gap makes the edge NACK (and receive a Snapshot).
