@@ -609,7 +609,14 @@ fn dev_flow() {
     let edge = base + 1;
     let q = target(&query_url);
     assert_eq!(get(edge, &q, &[]).unwrap().status, 200);
-    assert_eq!(get(edge, &target(&field("path ")), &[]).unwrap().status, 200);
+    // `stile dev` enables playback sessions: a path link's manifest redirects to the same
+    // target with a session credential in the prefix (docs/sessions.md), itself a secret.
+    let r = get(edge, &target(&field("path ")), &[]).unwrap();
+    assert_eq!(r.status, 302, "a path link starts a playback session");
+    let location = r.header("location").unwrap().to_owned();
+    let session = location.strip_prefix("/_st/").unwrap().split('/').next().unwrap();
+    secrets.token("dev session part", session.split_once('.').expect("link.session").1);
+    assert_eq!(get(edge, &location, &[]).unwrap().status, 200);
     let server = format!("http://127.0.0.1:{base}");
     let mut cli = Cli { server, runs: Vec::new() };
     cli.ok(&operator, &["revoke", "--link", &query_url, "--reason", "dev", "--wait", "--deadline", "5s"]);
