@@ -36,9 +36,16 @@ fn dev_tls_tour_over_https_and_http2() {
     assert!(body.contains("#EXTM3U") && body.contains("st="), "{body}");
     let cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap_or_default();
     assert!(cookie.contains("; Secure"), "{head}");
-    // The path and cookie links.
+    // The path link: the manifest answers with a redirect to the same target under a
+    // playback session (docs/sessions.md), which then plays.
     let (head, _) = curl(&ca, &[], &dev.path_url);
-    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert!(head.starts_with("HTTP/2 302"), "{head}");
+    let location = head.lines().find_map(|l| l.strip_prefix("location: ")).unwrap_or_default();
+    assert!(location.starts_with("/_st/") && location.contains('.'), "{head}");
+    let (head, body) = curl(&ca, &["-L"], &dev.path_url);
+    assert!(head.contains("HTTP/2 200"), "{head}");
+    assert!(body.contains("#EXTM3U"), "{body}");
+    // The cookie link.
     let (head, _) = curl(&ca, &["-H", &format!("Cookie: {}", dev.cookie)], &dev.cookie_url);
     assert!(head.starts_with("HTTP/2 200"), "{head}");
 
