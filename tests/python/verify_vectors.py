@@ -463,6 +463,11 @@ def verify(
     except Malformed:
         return MALFORMED, None
 
+    # Section 9.2: the session part's faults that need the link (its policy
+    # and the ttl bound) are structure faults too, so `malformed` comes first.
+    if session is not None and not session.fits(token):
+        return MALFORMED, token
+
     # 4. Key: one of the token's algorithm.
     key = keys.get(token.key_id)
     if key is None or key[0] != ALGORITHM[raw[0]]:
@@ -541,12 +546,20 @@ class SessionCheck:
     bind: IpBinding | None
     secrets: dict
 
-    def check(self, link_raw: bytes, token: Token, now: int, leeway: int) -> str | None:
-        if token.session_policy is None:
-            return MALFORMED
+    def fits(self, token: Token) -> bool:
+        """Section 9.2's rules that need the link: it carries a session policy,
+        `issued_at` is not before `started_at`, and `ttl` is within `max_secs`."""
         policy = token.session_policy
-        if not (self.started_at <= self.issued_at and 1 <= self.ttl <= policy["max_secs"]):
-            return MALFORMED
+        return (
+            policy is not None
+            and self.started_at <= self.issued_at
+            and 1 <= self.ttl <= policy["max_secs"]
+        )
+
+    def check(self, link_raw: bytes, token: Token, now: int, leeway: int) -> str | None:
+        """Section 9.4, S1-S6 (after `fits` and the link's steps 1-5)."""
+        policy = token.session_policy
+        assert policy is not None
         secret = self.secrets.get(token.key_id)
         if secret is None:
             return UNKNOWN_KEY

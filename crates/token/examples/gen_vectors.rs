@@ -709,6 +709,8 @@ fn sessions(ring: &KeyRing) -> Vec<Value> {
     bad_link[20] ^= 1; // issued_at changed: the link's own MAC fails
     let mut unknown = decode(&l1);
     unknown[2..6].copy_from_slice(&9u32.to_be_bytes());
+    let mut unknown_plain = decode(&plain_link);
+    unknown_plain[2..6].copy_from_slice(&9u32.to_be_bytes());
     let mut host_bits = v4;
     host_bits[3] = 9;
 
@@ -763,6 +765,16 @@ fn sessions(ring: &KeyRing) -> Vec<Value> {
         ("ttl above the policy's maximum", c(&l1, &Part { ttl: 601, ..good }, &s1)),
         ("trailing byte after the session body", credential(&l1, &[&good.body()[..], &[0]].concat(), &s1)),
         ("session part shorter than its tag", format!("{l1}.{}", encode(&[1; 15]))),
+        // A structure fault outranks the link's key and signature (§ 9.4: parse first).
+        (
+            "ttl above the policy's maximum, on a link of an unknown key",
+            c(&encode(&unknown), &Part { ttl: 601, ..good }, &s1),
+        ),
+        (
+            "issued before it started, on a link whose MAC fails",
+            c(&encode(&bad_link), &Part { issued_at: NOW - 51, ..good }, &s1),
+        ),
+        ("session on a link without a session policy, of an unknown key", c(&encode(&unknown_plain), &good, &s1)),
     ] {
         table.push((name, cred, seg, client, None, NOW, "malformed", None));
     }
