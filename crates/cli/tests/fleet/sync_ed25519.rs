@@ -4,7 +4,10 @@
 //! `bad_signature`, and denies the link `revoked` once its key is retired
 //! (`stile keys rotate --algorithm ed25519`, `stile keys retire`); the edge's
 //! state file holds the public key only — no byte of the private key, in any
-//! encoding.
+//! encoding. Playback sessions on Ed25519 links (`docs/sessions.md`): the edge
+//! receives each key's session secret over the push path, a session issued by
+//! one edge plays on another past its link's expiry, and retiring the key ends
+//! the session.
 
 use std::process::Command;
 use std::time::Duration;
@@ -125,4 +128,64 @@ fn ed25519_links_at_a_synced_edge() {
         }
         assert!(!file.windows(seed.len()).any(|w| w == seed), "key {}'s private key bytes in the state file", k.id);
     }
+}
+
+/// The value of a response header, or a panic naming it.
+fn header<'a>(r: &'a stile_tests::net::Response, name: &str) -> &'a str {
+    r.header(name).unwrap_or_else(|| panic!("no {name} in {} {:?}", r.status, r.headers))
+}
+
+#[test]
+fn ed25519_sessions_outlive_their_link_on_every_edge_until_the_key_retires() {
+    let (_content, origin) = content();
+    let cp_dir = tempfile::tempdir().unwrap();
+    let policy = "[policies.public]\nalgorithm = \"ed25519\"\nttl_min_secs = 1\ndefault_ttl_secs = 2\n\
+                  [policies.public.session]\nenabled = true\nidle_secs = 60\nmax_secs = 600\n";
+    let mut control = Control::launch_with(cp_dir.path(), free_port(), &Store::Redb, policy);
+    let ops = control.ops();
+    ops.publish();
+    let a = SyncEdge::start("edge-a", &origin, &[control.url()], "");
+    let b = SyncEdge::start("edge-b", &origin, &[control.url()], "");
+    ops.wait_converged(2);
+
+    // A 2-second Ed25519 link; edge A answers the manifest with a redirect to its session.
+    let link = ops.mint();
+    let token = Token::parse(&link.token).unwrap();
+    assert_eq!(token.algorithm(), Algorithm::Ed25519);
+    assert!(token.session_policy().is_some(), "the policy's session rides in the signed link");
+    let r = a.get(&target(&link));
+    assert_eq!(r.status, 302, "{}", a.log());
+    let location = header(&r, "location").to_owned();
+    let credential = location.strip_prefix("/_st/").unwrap().split('/').next().unwrap().to_owned();
+    assert!(credential.starts_with(&format!("{}.", link.token)), "{location}");
+    let segment = location.replace("master.m3u8", "seg.ts");
+
+    // Past the link's expiry and the edges' 5 s leeway: the link is dead, its session plays on, on edge B too.
+    until(Duration::from_secs(30), "the link's expiry", || {
+        let r = b.get(&target(&link).replace("master.m3u8", "seg.ts"));
+        (r.status == 403).then(|| assert_eq!(r.header("x-stile-reason"), Some("expired")))
+    });
+    for edge in [&a, &b] {
+        let r = edge.get(&segment);
+        assert_eq!((r.status, r.header("x-stile-reason")), (200, None), "{}", edge.log());
+    }
+
+    // The state file holds key 1's session secret (the push path carried it), not its private key.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.dir.path().join("cache.json")).unwrap()).unwrap();
+    let secret = state["keys"][0]["session_secret"].as_str().unwrap_or_else(|| panic!("{state}"));
+    assert!(!secret.is_empty());
+
+    // Retiring the key ends the session on both edges.
+    let (code, out) = stile(&control, &["keys", "rotate", "--algorithm", "ed25519", "--reason", "test"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = stile(&control, &["keys", "retire", "1", "--reason", "leaked"]);
+    assert_eq!(code, 0, "{out}");
+    for edge in [&a, &b] {
+        until(Duration::from_secs(10), "the session denied once its key retired", || {
+            let r = edge.get(&segment);
+            (r.status == 403).then(|| assert_eq!(r.header("x-stile-reason"), Some("revoked"), "{}", edge.log()))
+        });
+    }
+    control.stop();
 }
