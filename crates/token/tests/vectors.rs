@@ -81,6 +81,33 @@ struct Req {
     now: u64,
 }
 
+impl Req {
+    /// The request a vector describes. Unparsable addresses count as unknown;
+    /// countries follow the client rule of § 4.
+    fn request(&self) -> Request<'_> {
+        Request {
+            path: &self.path,
+            client_ip: self.client_ip.as_ref().and_then(|s| s.parse().ok()),
+            country: self.country.as_deref().and_then(|c| Country::from_client(c.as_bytes())),
+            now: self.now,
+        }
+    }
+}
+
+/// Records one vector's verdict: the expectation among the reasons seen, a mismatch as a failure.
+fn tally(
+    failures: &mut Vec<String>,
+    reasons: &mut std::collections::BTreeSet<String>,
+    name: &str,
+    expect: &str,
+    got: String,
+) {
+    reasons.insert(expect.to_owned());
+    if got != expect {
+        failures.push(format!("{name}: expected {expect}, got {got}"));
+    }
+}
+
 #[derive(Deserialize)]
 struct PathVector {
     input: String,
@@ -145,14 +172,7 @@ fn token_vectors() {
     let mut reasons = std::collections::BTreeSet::new();
     for v in &file.vectors {
         let policy = v.policy.as_ref().unwrap_or(&file.policy).policy();
-        let req = Request {
-            path: &v.request.path,
-            // Unparsable addresses count as unknown; countries follow the client rule of § 4.
-            client_ip: v.request.client_ip.as_ref().and_then(|s| s.parse().ok()),
-            country: v.request.country.as_deref().and_then(|c| Country::from_client(c.as_bytes())),
-            now: v.request.now,
-        };
-        let got = match verify(&v.token, &ring, &req, &policy) {
+        let got = match verify(&v.token, &ring, &v.request.request(), &policy) {
             Ok(t) => {
                 let claims = v.claims.as_ref().expect("valid vectors list their claims");
                 if claims_of(&t) != *claims {
@@ -162,10 +182,7 @@ fn token_vectors() {
             }
             Err(r) => r.as_str().to_string(),
         };
-        reasons.insert(v.expect.clone());
-        if got != v.expect {
-            failures.push(format!("{}: expected {}, got {got}", v.name, v.expect));
-        }
+        tally(&mut failures, &mut reasons, &v.name, &v.expect, got);
     }
     assert!(failures.is_empty(), "{failures:#?}");
     // Every reason the token crate decides has at least one vector.
@@ -209,13 +226,7 @@ fn session_vectors() {
     let mut failures = Vec::new();
     let mut reasons = std::collections::BTreeSet::new();
     for v in &file.sessions {
-        let req = Request {
-            path: &v.request.path,
-            client_ip: v.request.client_ip.as_ref().and_then(|s| s.parse().ok()),
-            country: v.request.country.as_deref().and_then(|c| Country::from_client(c.as_bytes())),
-            now: v.request.now,
-        };
-        let got = match stile_token::verify_session(&v.credential, &ring, &req, &policy) {
+        let got = match stile_token::verify_session(&v.credential, &ring, &v.request.request(), &policy) {
             Ok(s) => {
                 let c = s.claims();
                 let p = s.policy();
@@ -235,10 +246,7 @@ fn session_vectors() {
             }
             Err(r) => r.as_str().to_string(),
         };
-        reasons.insert(v.expect.clone());
-        if got != v.expect {
-            failures.push(format!("{}: expected {}, got {got}", v.name, v.expect));
-        }
+        tally(&mut failures, &mut reasons, &v.name, &v.expect, got);
     }
     assert!(failures.is_empty(), "{failures:#?}");
     for r in [
