@@ -68,6 +68,8 @@ pub struct EdgeConfig {
     /// Other vendors' signed links accepted while an operator migrates (`[[foreign]]`,
     /// see [`crate::foreign::ForeignConfig`] and docs/migration.md). Empty: none.
     pub foreign: Vec<crate::foreign::ForeignConfig>,
+    /// Per-share playback outcomes: the session tracker (`[outcomes]`, see [`OutcomesConfig`]).
+    pub outcomes: OutcomesConfig,
 }
 
 impl Default for EdgeConfig {
@@ -96,9 +98,37 @@ impl Default for EdgeConfig {
             tls: TlsConfig::default(),
             cache: crate::cache::CacheConfig::default(),
             foreign: Vec::new(),
+            outcomes: OutcomesConfig::default(),
         }
     }
 }
+
+/// Per-share playback outcomes (`[outcomes]`, `docs/sessions.md` "Outcomes"): the
+/// bounded table of playback sessions and the VOD segment positions behind the
+/// `stile_edge_playback_*` metrics and the `session.ended` log event.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutcomesConfig {
+    /// Track playback sessions. Off: no `stile_edge_playback_*` counts, no `session.ended`.
+    pub enabled: bool,
+    /// Most sessions tracked at once (about 100 bytes each, reserved at start). When
+    /// full, new sessions are served but not tracked (`stile_edge_playback_untracked_total`).
+    pub max_sessions: usize,
+    /// Slots of the VOD segment table (where each segment of a VOD HLS playlist ends;
+    /// about 24 bytes each, reserved at start). A colliding segment replaces the older.
+    pub max_segments: usize,
+    /// How often the idle sweep ends sessions not seen for their policy's `idle_secs`, ms.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for OutcomesConfig {
+    fn default() -> OutcomesConfig {
+        OutcomesConfig { enabled: true, max_sessions: 100_000, max_segments: 65_536, sweep_interval_ms: 5_000 }
+    }
+}
+
+/// Most sessions `[outcomes]` may track (about 1.6 GB).
+pub(crate) const MAX_TRACKED_SESSIONS: usize = 16 << 20;
 
 /// Where admitted requests go (`[origin]`).
 ///
@@ -677,6 +707,15 @@ impl EdgeConfig {
         if self.token.verified_cache_entries > MAX_VERIFIED_CACHE_ENTRIES {
             return bad("token.verified_cache_entries", "at most 16777216 entries");
         }
+        if self.outcomes.max_sessions == 0 || self.outcomes.max_sessions > MAX_TRACKED_SESSIONS {
+            return bad("outcomes.max_sessions", "must be between 1 and 16777216");
+        }
+        if self.outcomes.max_segments == 0 || self.outcomes.max_segments > MAX_TRACKED_SESSIONS {
+            return bad("outcomes.max_segments", "must be between 1 and 16777216");
+        }
+        if !(10..=3_600_000).contains(&self.outcomes.sweep_interval_ms) {
+            return bad("outcomes.sweep_interval_ms", "must be between 10 and 3600000");
+        }
         if !is_token_name(&self.cookie.name) {
             return bad("cookie.name", "must be a non-empty name of [A-Za-z0-9_-]");
         }
@@ -931,6 +970,11 @@ mod tests {
         assert_eq!(c.origin.effective_pools()[0].servers[0].address, "127.0.0.1:8000");
         assert!(c.tls.listen.is_empty() && c.tls.http2);
         assert!(c.validation.enabled, "validation is on unless explicitly turned off");
+        assert!(c.outcomes.enabled);
+        assert_eq!(
+            (c.outcomes.max_sessions, c.outcomes.max_segments, c.outcomes.sweep_interval_ms),
+            (100_000, 65_536, 5_000)
+        );
     }
 
     #[test]
@@ -957,6 +1001,9 @@ mod tests {
             ("[cors]\nallowed_origins = ['https://a.example/']\n[state]\nfile='x'", "cors.allowed_origins"),
             ("[cors]\nexpose_headers = ['a b']\n[state]\nfile='x'", "cors.expose_headers"),
             ("[cookie]\nsecure = false\nsame_site = 'None'\n[state]\nfile='x'", "cookie.same_site"),
+            ("[outcomes]\nmax_sessions = 0\n[state]\nfile='x'", "outcomes.max_sessions"),
+            ("[outcomes]\nmax_segments = 99999999\n[state]\nfile='x'", "outcomes.max_segments"),
+            ("[outcomes]\nsweep_interval_ms = 1\n[state]\nfile='x'", "outcomes.sweep_interval_ms"),
             ("typo = 1\n[state]\nfile='x'", "unknown field"),
             ("[token]\nunknown_country = 'maybe'\n[state]\nfile='x'", "unknown variant"),
             ("[validation]\nenabled = false\n[state]\nfile='x'", "validation.enabled"),

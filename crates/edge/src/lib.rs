@@ -19,6 +19,7 @@
 //! - `tap.rs` — the request line as the client sent it (a tap on each HTTP/1 connection);
 //! - `intake.rs` — the proxy service behind the tap, and the requests Pingora refuses;
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
+//! - [`playback`] — per-share playback outcomes: the bounded session tracker and VOD segment positions;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
 //!   with the `test-util` feature, `sync::EmbeddedSync` runs it without the proxy (the fleet simulator);
@@ -51,6 +52,7 @@ mod intake;
 mod metrics;
 pub mod mpd;
 mod origin;
+pub mod playback;
 pub mod playlist;
 mod proxy;
 mod reload;
@@ -67,10 +69,11 @@ pub mod verified;
 pub use cache::{CacheConfig, TtlConfig};
 pub use config::{
     AccessLogConfig, CertificateConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig, DiagnosticsConfig,
-    EdgeConfig, HealthCheckConfig, OriginConfig, PassiveHealthConfig, PlaylistConfig, PoolConfig, RetryConfig,
-    SameSite, ServerConfig, StalePolicy, StateConfig, TlsConfig, TlsVersion, TokenConfig, UnknownCountryConfig,
-    ValidationConfig,
+    EdgeConfig, HealthCheckConfig, OriginConfig, OutcomesConfig, PassiveHealthConfig, PlaylistConfig, PoolConfig,
+    RetryConfig, SameSite, ServerConfig, StalePolicy, StateConfig, TlsConfig, TlsVersion, TokenConfig,
+    UnknownCountryConfig, ValidationConfig,
 };
 pub use geo::GeoError;
+pub use metrics::Metrics;
 pub use server::{Edge, StartError, StartOptions};
 pub use tls::{CertError, TlsError};

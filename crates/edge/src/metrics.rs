@@ -36,11 +36,13 @@ pub struct Metrics {
     sessions: IntCounterVec,
     /// `stile_edge_foreign_requests_total{format,result}` (other vendors' links).
     foreign: IntCounterVec,
+    /// Per-channel playback outcomes ([`crate::playback`]).
+    playback: PlaybackVecs,
     /// `requests` series of requests without a channel, with a capped-out channel, and of
     /// each channel seen: handles resolved once, so counting a request hashes no label.
-    no_channel: ChannelCounters,
-    other_channel: ChannelCounters,
-    channels: RwLock<HashMap<Box<str>, Arc<ChannelCounters>>>,
+    no_channel: Channel,
+    other_channel: Channel,
+    channels: RwLock<HashMap<Box<str>, Channel>>,
     /// `upstream_responses` and `upstream_duration` by status class, in [`STATUS_CLASSES`] order.
     upstream_by_class: [(IntCounter, Histogram); STATUS_CLASSES.len()],
 }
@@ -67,22 +69,113 @@ impl SessionEvent {
     }
 }
 
+/// Why a playback session ended (`cause` label, `session.ended` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndCause {
+    /// No request carried it for its policy's `idle_secs` (found by the sweep).
+    Idle,
+    /// A request carried a credential past its lifetime (`session_expired`).
+    Expired,
+    /// A request carrying it was denied `revoked` (a revocation matching its link).
+    Revoked,
+    /// Its hard maximum passed (`session_max`, or found by the sweep).
+    Max,
+}
+
+impl EndCause {
+    /// Every cause, in label order.
+    pub const ALL: [EndCause; 4] = [EndCause::Idle, EndCause::Expired, EndCause::Revoked, EndCause::Max];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndCause::Idle => "idle",
+            EndCause::Expired => "expired",
+            EndCause::Revoked => "revoked",
+            EndCause::Max => "max",
+        }
+    }
+
+    /// The cause a denial of a (MAC-verified) session credential ends it with.
+    pub const fn of_denial(reason: Reason) -> Option<EndCause> {
+        match reason {
+            Reason::SessionExpired => Some(EndCause::Expired),
+            Reason::Revoked => Some(EndCause::Revoked),
+            Reason::SessionMax => Some(EndCause::Max),
+            _ => None,
+        }
+    }
+}
+
 /// Decisions of `stile_edge_requests_total`: allowed, or denied for one of [`Reason::ALL`].
 const OUTCOMES: usize = Reason::ALL.len() + 1;
 const KINDS: [ObjectKind; 3] = [ObjectKind::Manifest, ObjectKind::Segment, ObjectKind::Other];
 const SLOTS: usize = OUTCOMES * Transport::ALL.len() * KINDS.len();
 
+/// One channel's label value and metric handles (shared by the request counters and
+/// the playback tracker's entries).
+pub(crate) type Channel = Arc<ChannelCounters>;
+
 /// One channel's `stile_edge_requests_total` handles, by (outcome, transport, kind), each
-/// created on its first request (so only series that happened are exported).
+/// created on its first request (so only series that happened are exported), and its
+/// playback outcome handles, created on the channel's first playback.
 #[derive(Debug)]
-struct ChannelCounters {
+pub(crate) struct ChannelCounters {
     label: Box<str>,
     slots: [OnceLock<IntCounter>; SLOTS],
+    playback: OnceLock<PlaybackCounters>,
+}
+
+/// The playback series of one channel.
+#[derive(Debug)]
+pub(crate) struct PlaybackCounters {
+    /// `stile_edge_playback_starts_total{channel}`.
+    pub(crate) starts: IntCounter,
+    /// `stile_edge_playback_renewals_total{channel}`.
+    pub(crate) renewals: IntCounter,
+    /// `stile_edge_playback_ended_total{channel,cause}`, in [`EndCause::ALL`] order.
+    pub(crate) ended: [IntCounter; 4],
+    /// `stile_edge_playback_completion_ratio{channel}`.
+    pub(crate) completion: Histogram,
+}
+
+/// The playback metric families (`docs/edge.md`, "Metrics").
+#[derive(Debug)]
+struct PlaybackVecs {
+    starts: IntCounterVec,
+    renewals: IntCounterVec,
+    ended: IntCounterVec,
+    completion: HistogramVec,
+    tracked: IntGauge,
+    untracked: IntCounter,
 }
 
 impl ChannelCounters {
     fn new(label: &str) -> ChannelCounters {
-        ChannelCounters { label: label.into(), slots: std::array::from_fn(|_| OnceLock::new()) }
+        ChannelCounters {
+            label: label.into(),
+            slots: std::array::from_fn(|_| OnceLock::new()),
+            playback: OnceLock::new(),
+        }
+    }
+
+    /// The label value (`none`, `other`, or the channel).
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// This channel's playback handles.
+    pub(crate) fn playback(&self, m: &Metrics) -> &PlaybackCounters {
+        self.playback.get_or_init(|| {
+            let p = &m.playback;
+            let l = &*self.label;
+            PlaybackCounters {
+                starts: p.starts.with_label_values(&[l]),
+                renewals: p.renewals.with_label_values(&[l]),
+                ended: EndCause::ALL.map(|c| p.ended.with_label_values(&[l, c.as_str()])),
+                completion: p.completion.with_label_values(&[l]),
+            }
+        })
     }
 
     fn inc(&self, vec: &IntCounterVec, reason: Option<Reason>, transport: Transport, kind: ObjectKind) {
@@ -250,6 +343,57 @@ impl Metrics {
                 &["format", "result"],
             ),
         );
+        let playback = PlaybackVecs {
+            starts: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "stile_edge_playback_starts_total",
+                        "Playback sessions started by this edge, by share channel.",
+                    ),
+                    &["channel"],
+                ),
+            ),
+            renewals: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("stile_edge_playback_renewals_total", "Session credentials renewed, by share channel."),
+                    &["channel"],
+                ),
+            ),
+            ended: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "stile_edge_playback_ended_total",
+                        "Tracked playback sessions ended, by share channel and cause (idle, expired, revoked, max).",
+                    ),
+                    &["channel", "cause"],
+                ),
+            ),
+            completion: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "stile_edge_playback_completion_ratio",
+                        "Ended VOD playback sessions by the furthest position reached over the playlist's duration.",
+                    )
+                    .buckets(vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
+                    &["channel"],
+                ),
+            ),
+            tracked: registered(
+                &registry,
+                IntGauge::new("stile_edge_playback_tracked_sessions", "Playback sessions tracked now."),
+            ),
+            untracked: registered(
+                &registry,
+                IntCounter::new(
+                    "stile_edge_playback_untracked_total",
+                    "Playback sessions served but not tracked: the tracker was full (outcomes.max_sessions).",
+                ),
+            ),
+        };
         // Pre-create the common series so dashboards see zeros, not gaps.
         for r in Reason::ALL {
             requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none", "other"]);
@@ -272,8 +416,9 @@ impl Metrics {
             playlists,
             sessions,
             foreign,
-            no_channel: ChannelCounters::new("none"),
-            other_channel: ChannelCounters::new("other"),
+            playback,
+            no_channel: Arc::new(ChannelCounters::new("none")),
+            other_channel: Arc::new(ChannelCounters::new("other")),
             channels: RwLock::new(HashMap::new()),
             upstream_by_class,
         }
@@ -293,6 +438,28 @@ impl Metrics {
             Some(counters) => counters.inc(&self.requests, reason, transport, kind),
             None => self.other_channel.inc(&self.requests, reason, transport, kind),
         }
+    }
+
+    /// The handles of a (MAC-verified) channel: its own while fewer than
+    /// [`MAX_CHANNEL_LABELS`] channels have theirs, else `other`; `none` without one.
+    pub(crate) fn channel(&self, channel: Option<&str>) -> Channel {
+        let Some(c) = channel else { return self.no_channel.clone() };
+        if let Ok(map) = self.channels.read()
+            && let Some(counters) = map.get(c)
+        {
+            return counters.clone();
+        }
+        self.add_channel(c).unwrap_or_else(|| self.other_channel.clone())
+    }
+
+    /// One more (or fewer) tracked playback session.
+    pub(crate) fn playback_tracked(&self, delta: i64) {
+        self.playback.tracked.add(delta);
+    }
+
+    /// One playback session served but not tracked.
+    pub(crate) fn playback_untracked(&self) {
+        self.playback.untracked.inc();
     }
 
     /// Records the time one validation took.

@@ -39,6 +39,7 @@ use crate::foreign::{ForeignGate, ForeignInput};
 use crate::geo::{Geo, client_ip};
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome, SessionEvent};
 use crate::origin::{Attempts, ErrorKind as OriginErrorKind, Failed, Origins};
+use crate::playback::{Segments, Started, Tracker};
 use crate::state::SharedState;
 use crate::tap;
 use crate::tls::Redirect;
@@ -75,6 +76,8 @@ pub(crate) struct EdgeProxy {
     cache: Option<&'static Cache>,
     /// Other vendors' links (`[[foreign]]`), judged when a request has no Stile token.
     foreign: ForeignGate,
+    /// Per-share playback outcomes (`[outcomes]`): the session tracker and VOD segment ends.
+    outcomes: Option<(Arc<Tracker>, Arc<Segments>)>,
     denied: ResponseHeader,
     unauthorized: ResponseHeader,
     bad_request: ResponseHeader,
@@ -152,6 +155,19 @@ pub(crate) struct RequestCtx {
     playback: Option<PlaybackSession>,
     /// The playback session id read or written (access log; never the credential).
     session_id: Option<SessionId>,
+    /// An HLS playlist served under a session, read for its VOD segment ends ([`crate::playback`]).
+    observe: Option<Observe>,
+}
+
+/// A playlist body being read (not changed) for the segment table.
+#[derive(Debug)]
+struct Observe {
+    /// The playlist's canonical path (segment URIs resolve against it).
+    path: String,
+    buf: Vec<u8>,
+    /// Set in `response_filter`: a 200 with an identity body within `playlist.max_bytes`.
+    active: bool,
+    expect: Option<usize>,
 }
 
 /// Session credentials written for one admitted request (`docs/sessions.md`).
@@ -232,6 +248,7 @@ impl EdgeProxy {
             cache: None,
             // `EdgeConfig::validate` checked it already.
             foreign: ForeignGate::new(&config.foreign).unwrap_or_default(),
+            outcomes: None,
             denied: denial_header(403),
             unauthorized: denial_header(401),
             bad_request: denial_header(400),
@@ -242,6 +259,18 @@ impl EdgeProxy {
     pub(crate) fn with_cache(mut self, cache: Option<&'static Cache>) -> EdgeProxy {
         self.cache = cache;
         self
+    }
+
+    /// Tracks playback outcomes in `tracker` and `segments` (`[outcomes] enabled`).
+    pub(crate) fn with_outcomes(mut self, outcomes: Option<(Arc<Tracker>, Arc<Segments>)>) -> EdgeProxy {
+        self.outcomes = outcomes;
+        self
+    }
+
+    /// The canonical path of an admitted request (without its query).
+    fn canonical_path<'a>(session: &'a Session, ctx: &'a RequestCtx) -> &'a [u8] {
+        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
+        &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())]
     }
 
     /// The origin pool that serves this request's canonical path (the cache's namespace:
@@ -491,6 +520,71 @@ impl EdgeProxy {
         Some(SessionCredentials { idle, full, max_at, event: SessionEvent::Started, id })
     }
 
+    /// Playback outcomes of an admitted request: a session started or renewed, a request
+    /// under a session (with the VOD position of a segment), and an HLS playlist under a
+    /// session to read for its segment ends.
+    fn track(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        creds: Option<&SessionCredentials>,
+        tracker: &Tracker,
+        segments: &Segments,
+        now: u64,
+    ) {
+        let channel = ctx.token.as_ref().and_then(Token::channel);
+        if let Some(s) = &ctx.playback {
+            let started = Started {
+                id: s.id(),
+                channel,
+                started_at: s.claims().started_at,
+                idle_secs: s.policy().idle_secs,
+                max_at: s.max_at(),
+            };
+            let position = (ctx.kind == ObjectKind::Segment)
+                .then(|| segments.lookup(Self::canonical_path(session, ctx)))
+                .flatten();
+            tracker.seen(&started, now, position);
+            if creds.is_some_and(|c| c.event == SessionEvent::Renewed) {
+                tracker.renewed(&started);
+            }
+        } else if let Some(c) = creds.filter(|c| c.event == SessionEvent::Started)
+            && let Some(policy) = ctx.token.as_ref().and_then(Token::session_policy)
+        {
+            let started = Started { id: c.id, channel, started_at: now, idle_secs: policy.idle_secs, max_at: c.max_at };
+            tracker.start(&started, now);
+        }
+        let under_session = ctx.playback.is_some() || creds.is_some();
+        if under_session && ctx.kind == ObjectKind::Manifest && session.req_header().method == http::Method::GET {
+            let path = Self::canonical_path(session, ctx);
+            if path.len() > 5 && path[path.len() - 5..].eq_ignore_ascii_case(b".m3u8") {
+                let path = String::from_utf8_lossy(path).into_owned();
+                ctx.observe = Some(Observe { path, buf: Vec::new(), active: false, expect: None });
+            }
+        }
+    }
+
+    /// Reads (without changing) a playlist served under a session, and records its VOD
+    /// segment ends once it is whole.
+    fn observe_body(&self, body: Option<&Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+        let Some(o) = ctx.observe.as_mut().filter(|o| o.active) else { return };
+        if let Some(b) = body {
+            if o.buf.len() + b.len() > self.playlist_max {
+                o.active = false;
+                o.buf = Vec::new();
+                return;
+            }
+            o.buf.extend_from_slice(b);
+        }
+        if end_of_stream || o.expect.is_some_and(|n| o.buf.len() >= n) {
+            if let Some((_, segments)) = &self.outcomes {
+                segments.record_hls(&o.path, &o.buf);
+            }
+            o.active = false;
+            o.buf = Vec::new();
+        }
+    }
+
     /// Path-prefix transport: the same request target with `credential` in place of the token.
     fn path_with(&self, raw: &[u8], credential: &str) -> Option<String> {
         let prefix = &self.validator.names().path_prefix;
@@ -552,6 +646,7 @@ impl ProxyHttp for EdgeProxy {
             foreign: None,
             playback: None,
             session_id: None,
+            observe: None,
         }
     }
 
@@ -622,6 +717,9 @@ impl ProxyHttp for EdgeProxy {
         ctx.token = verdict.token;
         // The session id is logged like the token id: also when denied (it is not secret).
         ctx.session_id = verdict.session.as_ref().map(PlaybackSession::id);
+        if let (Err(reason), Some(id), Some((tracker, _))) = (verdict.result, ctx.session_id, &self.outcomes) {
+            tracker.denied(id, reason, now);
+        }
         if let Err(reason) = verdict.result {
             self.deny(session, ctx, reason, reason.http_status()).await?;
             return Ok(true);
@@ -652,6 +750,9 @@ impl ProxyHttp for EdgeProxy {
         } else {
             None
         };
+        if let Some((tracker, segments)) = &self.outcomes {
+            self.track(session, ctx, creds.as_ref(), tracker, segments, now);
+        }
         if let Some(c) = &creds {
             ctx.session_id = Some(c.id);
             if path_start && let Some(location) = self.path_with(session.req_header().raw_path(), &c.full) {
@@ -922,6 +1023,21 @@ impl ProxyHttp for EdgeProxy {
                 no_store = true;
             }
         }
+        if let Some(o) = ctx.observe.as_mut()
+            && ctx.rewrite.as_ref().is_none_or(|r| !r.active)
+        {
+            let identity = resp
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .is_none_or(|e| e.as_bytes().eq_ignore_ascii_case(b"identity"));
+            let len = resp
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            o.active = status == 200 && identity && len.is_none_or(|l| l <= self.playlist_max);
+            o.expect = len;
+        }
         self.keep_from_shared_caches(resp, ctx, no_store)?;
         if !session.as_downstream().is_http2() {
             // The edge speaks HTTP/1.1 whatever the origin's version (an HTTP/1.0 status line
@@ -942,7 +1058,10 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        let Some(rw) = ctx.rewrite.as_mut().filter(|r| r.active) else { return Ok(None) };
+        let Some(rw) = ctx.rewrite.as_mut().filter(|r| r.active) else {
+            self.observe_body(body.as_ref(), end_of_stream, ctx);
+            return Ok(None);
+        };
         if let Some(b) = body.take() {
             rw.buf.extend_from_slice(&b);
         }
@@ -962,6 +1081,9 @@ impl ProxyHttp for EdgeProxy {
                 Some(vod) if is_vod(rw.format, &rw.buf) => vod,
                 _ => &rw.token,
             };
+            if let (Some(o), Some((_, segments))) = (&ctx.observe, &self.outcomes) {
+                segments.record_hls(&o.path, &rw.buf);
+            }
             let out = match rw.format {
                 Manifest::Hls => playlist::rewrite(&rw.buf, param, token, rw.host.as_deref()),
                 Manifest::Dash => mpd::rewrite(&rw.buf, param, token, rw.host.as_deref(), &rw.query),

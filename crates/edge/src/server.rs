@@ -20,6 +20,7 @@ use crate::geo::{Geo, GeoError};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::origin::{OriginHealth, Origins};
+use crate::playback::{Segments, Sweeper, Tracker};
 use crate::proxy::EdgeProxy;
 use crate::reload::FileReloader;
 use crate::state::{SharedState, StateError, load_file};
@@ -169,6 +170,16 @@ impl Edge {
         let proxy =
             EdgeProxy::new(config, origins.clone(), redirect, shared.clone(), metrics.clone(), geo, clock.clone())
                 .with_cache(objects);
+        let outcomes = config.outcomes.enabled.then(|| {
+            let tracker = Arc::new(Tracker::new(config.outcomes.max_sessions, metrics.clone()));
+            (tracker, Arc::new(Segments::new(config.outcomes.max_segments)))
+        });
+        if let Some((tracker, _)) = &outcomes {
+            let every = Duration::from_millis(config.outcomes.sweep_interval_ms);
+            server
+                .add_service(background_service("stile-playback", Sweeper::new(tracker.clone(), every, clock.clone())));
+        }
+        let proxy = proxy.with_outcomes(outcomes);
         // Behind the request-line tap (`crate::intake`), which Pingora's own service builder lacks,
         // behind `Front`, which runs the TLS handshake on the TLS listeners (TCP sockets to Pingora).
         let refusals = proxy.refusals();

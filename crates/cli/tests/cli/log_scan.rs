@@ -2,7 +2,9 @@
 //! `stile control`, a `stile edge` in sync mode and an origin, then `stile dev` —
 //! at `debug` level (`trace` for Stile's own crates), driven through every token
 //! transport, valid, tampered, out-of-scope and revoked links, a key rotation
-//! and retirement, every kind of revocation and the client commands. Every line
+//! and retirement, every kind of revocation and the client commands (and, under
+//! `stile dev`, a playback session ended by its link's revocation: the
+//! `session.ended` event). Every line
 //! the processes write (stdout and stderr, the dev log file) and the stderr of
 //! every client command is then scanned for any minted token or its signature
 //! (the HMAC tag, as the token's trailing characters, hex or base64), any API
@@ -621,6 +623,8 @@ fn dev_flow() {
     let mut cli = Cli { server, runs: Vec::new() };
     cli.ok(&operator, &["revoke", "--link", &query_url, "--reason", "dev", "--wait", "--deadline", "5s"]);
     assert_eq!(get(edge, &q, &[]).unwrap().status, 403);
+    // Its playback session dies with it, which logs one `session.ended` event (scanned below).
+    assert_eq!(get(edge, &location, &[]).unwrap().status, 403, "the session of a revoked link");
     cli.run(&operator, &["explain", &query_url]);
     until(Duration::from_secs(10), "the dev edge's state file", || {
         let keys = cached_secrets(&d.join("edge-state.json"));
@@ -633,6 +637,11 @@ fn dev_flow() {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let log = read(&d.join("stile-dev.log"));
     assert!(log.contains("DEBUG"), "stile dev did not log at debug level:\n{}", &log[..log.len().min(2000)]);
+    assert!(
+        log.lines().any(|l| l.contains("session.ended") && l.contains("revoked")),
+        "no session.ended event for the revoked session:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
     let mut logs = vec![("stile-dev.log".to_owned(), log), ("dev (stderr)".to_owned(), read(&dev.err))];
     for (cmd, r) in &cli.runs {
         logs.push((format!("{cmd} (stderr)"), r.stderr.clone()));

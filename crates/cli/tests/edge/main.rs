@@ -15,6 +15,7 @@ mod edge_hls;
 mod edge_hostile;
 mod edge_lifecycle;
 mod edge_origins;
+mod edge_outcomes;
 mod edge_paths;
 mod edge_sessions;
 mod edge_tls;
