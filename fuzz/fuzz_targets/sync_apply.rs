@@ -243,7 +243,7 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
             Cm::SnapshotChunk(pb::SnapshotChunk {
                 version,
                 seq: u64::from(b[5] % 3),
-                token_ids,
+                token_ids: token_ids.into(),
                 token_expiry_deltas,
                 revocations: (0..b[4] % 2).map(|_| revocation(version)).collect(),
                 purges: (0..b[6] % 2)

@@ -372,6 +372,7 @@ impl ControlPlane {
             Arc::clone(&self.keys),
             Duration::from_millis(self.config.sync.heartbeat_interval_ms),
         )));
+        tasks.push(tokio::spawn(Arc::clone(&self.sync).keep_live()));
         if self.replicas.is_shared() {
             tasks.push(tokio::spawn(Arc::clone(&self.replicas).publish_loop()));
         }

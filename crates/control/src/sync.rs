@@ -71,7 +71,7 @@ use tracing::Instrument;
 
 use crate::acks::{AckBook, AckVerdict, Received, Violation};
 use crate::auth::Caller;
-use crate::chunks::{ChunkWriter, Chunked};
+use crate::chunks::{Chunked, Live};
 use crate::clock::Clock;
 use crate::config::SyncConfig;
 use crate::convert::edge_key;
@@ -97,7 +97,8 @@ const SEND_BUFFER: usize = 8;
 const LOG_BATCH: usize = 256;
 /// Log reads kept for other sessions ([`SharedTail`]).
 const SHARED_TAIL_READS: usize = 16;
-/// Revocations read from the store at a time while building a snapshot in parts.
+/// Revocations read from the store at a time while bringing the live set
+/// ([`Live`]) up to date.
 const SNAPSHOT_PAGE: usize = 16_384;
 /// How long a snapshot in parts may serve later sessions (see `SyncCtx::snapshot_chunked`).
 const SNAPSHOT_REUSE_SECS: u64 = 30;
@@ -139,6 +140,10 @@ struct SharedSnapshot {
     newest: tokio::sync::Mutex<Option<Arc<BuiltSnapshot>>>,
     /// The same in parts, for edges that take snapshots in parts.
     newest_chunked: tokio::sync::Mutex<Option<Arc<BuiltChunked>>>,
+    /// The revocations in force, packed as a snapshot in parts sends them,
+    /// kept current with the store ([`SyncCtx::keep_live`]): a snapshot in
+    /// parts is built from it without reading the whole set again.
+    live: tokio::sync::Mutex<Live>,
 }
 
 #[derive(Debug)]
@@ -340,9 +345,9 @@ impl SyncCtx {
     /// than `at_least` (the edge's version). With `reuse`, one built within
     /// [`SNAPSHOT_REUSE_SECS`] serves even if older than `latest`, as long as
     /// the deltas after it are well within `sync.max_lag_versions`: the edge
-    /// gets them next, as any edge gets the deltas after its version. At
-    /// millions of revocations a build takes seconds; new edges joining one
-    /// after another share one.
+    /// gets them next, as any edge gets the deltas after its version. It is
+    /// made from the live set ([`Live`]), brought up to the store's version
+    /// first (normally a few revocations, all of them once after a start).
     async fn snapshot_chunked(&self, latest: u64, at_least: u64, reuse: bool) -> Result<Arc<BuiltChunked>, SyncError> {
         let mut newest = self.snapshots.newest_chunked.lock().await;
         let now = self.clock.now_secs();
@@ -356,44 +361,26 @@ impl SyncCtx {
             self.metrics.sync_snapshot(true);
             return Ok(Arc::clone(built));
         }
-        // Drop the previous one before building: one in memory at a time.
-        *newest = None;
         let started = Instant::now();
         let Snapshot { version, keys, purges, purge_floor, .. } = self.store.snapshot_head().await?;
         let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
         let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
-        let mut writer = ChunkWriter::new(version, keys.iter().map(edge_key).collect(), purge_floor);
-        // The revocations a page at a time, up to the head's version: one
-        // committed after it reaches the edge as a delta; one pruned meanwhile
-        // had expired, and the edge would drop it anyway.
-        let mut after = 0;
-        'pages: loop {
-            let page = self.store.revocations(after, SNAPSHOT_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.version;
-            let full = page.len() == SNAPSHOT_PAGE;
-            for r in page {
-                if r.version > version {
-                    break 'pages;
-                }
-                if r.expires_at > now {
-                    writer.revocation(r);
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        for p in retained {
-            writer.purge(p.into());
-        }
-        let chunked = writer.finish();
+        let mut live = self.snapshots.live.lock().await;
+        let caught_up = self.catch_up(&mut live, version).await?;
+        let chunked = live.snapshot(
+            keys.iter().map(edge_key).collect(),
+            purge_floor,
+            retained.into_iter().map(Into::into).collect(),
+            now,
+        );
+        drop(live);
         tracing::info!(
             version,
             token_ids = chunked.begin.token_ids,
             revocations = chunked.begin.revocations,
             chunks = chunked.begin.chunks,
             bytes = chunked.encoded_len(),
+            read = caught_up,
             build_ms = elapsed_ms(started),
             "sync.snapshot_built"
         );
@@ -401,6 +388,67 @@ impl SyncCtx {
         *newest = Some(Arc::clone(&built));
         self.metrics.sync_snapshot(false);
         Ok(built)
+    }
+
+    /// Brings the live set up to `version`: reads the revocations committed
+    /// after its version from the store, a page at a time, keeping those up
+    /// to `version` (one committed later is added next time; one pruned
+    /// meanwhile had expired). A store whose version went back (restored from
+    /// an older backup) starts it over. Returns the revocations read.
+    async fn catch_up(&self, live: &mut Live, version: u64) -> Result<usize, SyncError> {
+        if live.version() > version {
+            tracing::warn!(live = live.version(), store = version, "sync.live_reset: the store's version went back");
+            *live = Live::default();
+        }
+        let mut read = 0;
+        let mut after = live.version();
+        while after < version {
+            let page = self.store.revocations(after, SNAPSHOT_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.version;
+            let full = page.len() == SNAPSHOT_PAGE;
+            read += page.len();
+            for r in page.into_iter().take_while(|r| r.version <= version) {
+                live.add(r);
+            }
+            if !full {
+                break;
+            }
+        }
+        live.reached(version);
+        live.prune(self.clock.now_secs());
+        Ok(read)
+    }
+
+    /// Keeps the live set ([`Live`]) current: brings it up to the newest
+    /// version whenever that moves (at start, the whole set is read once), so
+    /// a snapshot in parts costs a new edge only its transfer. Runs until the
+    /// version watch closes.
+    pub(crate) async fn keep_live(self: Arc<Self>) {
+        let mut versions = self.versions.subscribe();
+        loop {
+            let version = *versions.borrow_and_update();
+            let started = Instant::now();
+            let mut live = self.snapshots.live.lock().await;
+            let from = live.version();
+            match self.catch_up(&mut live, version).await {
+                Ok(read) if read >= SNAPSHOT_PAGE => tracing::info!(
+                    from,
+                    version,
+                    read,
+                    token_ids = live.token_ids(),
+                    bytes = live.heap_bytes(),
+                    ms = elapsed_ms(started),
+                    "sync.live_caught_up"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sync.live_catch_up_failed"),
+            }
+            drop(live);
+            if versions.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Ends every session (the server is stopping).
@@ -905,13 +953,7 @@ impl<'a> Session<'a> {
         if !self.send(pb::control_message::Kind::Snapshot(snapshot)).await? {
             return Ok(Sent::Closed);
         }
-        self.sent = version;
-        self.need = Need::Deltas;
-        self.ctx.fleet.update(self.registration.id, |v| {
-            v.sent = version;
-            v.snapshots += 1;
-        });
-        Ok(Sent::Some)
+        Ok(self.snapshot_sent(version))
     }
 
     /// A snapshot in parts: the begin, then every chunk, with a heartbeat
@@ -946,25 +988,31 @@ impl<'a> Session<'a> {
         }
         let every = Duration::from_millis(self.ctx.cfg.heartbeat_interval_ms);
         let mut beat = Instant::now();
-        for chunk in &built.chunked.chunks {
+        for seq in 0..built.chunked.len() {
             if beat.elapsed() >= every {
                 beat = Instant::now();
                 if !self.heartbeat(latest).await? {
                     return Ok(Sent::Closed);
                 }
             }
-            if !self.send(pb::control_message::Kind::SnapshotChunk(chunk.clone())).await? {
+            // The token ids are shared with the built snapshot, not copied.
+            if !self.send(pb::control_message::Kind::SnapshotChunk(built.chunked.chunk(seq))).await? {
                 return Ok(Sent::Closed);
             }
         }
         drop(built);
+        Ok(self.snapshot_sent(version))
+    }
+
+    /// A whole snapshot of `version` is on the stream: deltas follow it.
+    fn snapshot_sent(&mut self, version: u64) -> Sent {
         self.sent = version;
         self.need = Need::Deltas;
         self.ctx.fleet.update(self.registration.id, |v| {
             v.sent = version;
             v.snapshots += 1;
         });
-        Ok(Sent::Some)
+        Sent::Some
     }
 
     /// Waits for `build` (a snapshot being read from the store, which takes
@@ -1034,6 +1082,8 @@ fn addr(remote: Option<SocketAddr>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::clock::ManualClock;
     use crate::model::{Revocation, Target};
@@ -1094,5 +1144,97 @@ mod tests {
         let later = ctx.snapshot(v2).await.unwrap();
         assert!(!Arc::ptr_eq(&newer, &later));
         assert_eq!((later.message.version, later.message.revocations.len()), (v2, 2));
+    }
+
+    /// A snapshot in parts as the edge decodes it: its version, the token
+    /// ids with their expiries and the other revocations, sorted.
+    fn decode_parts(c: &Chunked) -> (u64, Vec<(u64, u64)>, Vec<pb::Revocation>) {
+        let (mut tokens, mut others) = (Vec::new(), Vec::new());
+        for seq in 0..c.len() {
+            let chunk = c.chunk(seq);
+            // Sharing the token ids changes nothing on the wire: the message
+            // decodes back to itself.
+            let wire = chunk.encode_to_vec();
+            assert_eq!(pb::SnapshotChunk::decode(wire.as_slice()).unwrap(), chunk);
+            assert_eq!(chunk.last, seq + 1 == c.len());
+            let mut expiry = 0;
+            for (id, d) in chunk.token_ids.chunks_exact(8).zip(&chunk.token_expiry_deltas) {
+                expiry += d;
+                tokens.push((u64::from_be_bytes(id.try_into().unwrap()), expiry));
+            }
+            others.extend(chunk.revocations);
+        }
+        tokens.sort_unstable();
+        others.sort_by_key(|r| r.version);
+        assert_eq!(c.begin.token_ids, tokens.len() as u64);
+        (c.begin.version, tokens, others)
+    }
+
+    /// The same from the store's whole snapshot, without what expired at `now`.
+    async fn from_store(store: &dyn Store, now: u64) -> (u64, Vec<(u64, u64)>, Vec<pb::Revocation>) {
+        let snap = store.snapshot().await.unwrap();
+        let (mut tokens, mut others) = (Vec::new(), Vec::new());
+        for r in snap.revocations.into_iter().filter(|r| r.expires_at > now) {
+            match r.target {
+                Target::Token { token_id } => tokens.push((token_id, r.expires_at)),
+                _ => others.push(pb::Revocation::from(r)),
+            }
+        }
+        tokens.sort_unstable();
+        (snap.version, tokens, others)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_in_parts_is_the_store_and_follows_its_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let clock = ManualClock::new(1_000);
+        let ctx = SyncCtx::new(
+            Arc::clone(&store),
+            Fleet::new(),
+            Arc::new(watch::channel(0).0),
+            Arc::new(clock.clone()),
+            Arc::new(Metrics::new()),
+            SyncConfig::default(),
+            false,
+        );
+        // Three chunks of token ids and then some; every fifth expires at 1 001.
+        let n = crate::chunks::TOKENS_PER_CHUNK as u64 * 3 + 17;
+        let writes = (0..n)
+            .map(|i| Write::Append {
+                at: 1_000,
+                actor: "ops".into(),
+                kind: ChangeKind::Revocation(Revocation {
+                    version: 0,
+                    target: match i {
+                        7 => Target::Subject { subject: "alice".into(), issued_before: 999 },
+                        _ => Target::Token { token_id: i.wrapping_mul(0x9e37_79b9_7f4a_7c15) },
+                    },
+                    reason: "test".into(),
+                    actor: "ops".into(),
+                    created_at: 1_000,
+                    expires_at: if i % 5 == 0 { 1_001 } else { 5_000 + i % 300 },
+                }),
+            })
+            .collect();
+        store.commit(Batch { writes, audit: vec![] }).await.unwrap();
+        let v = store.version().await.unwrap();
+        let built = ctx.snapshot_chunked(v, 0, false).await.unwrap();
+        assert_eq!(decode_parts(&built.chunked), from_store(store.as_ref(), 1_000).await);
+        assert!(built.chunked.len() >= 4);
+
+        // Two sessions sending it share the token ids of every chunk.
+        let (a, b) = (built.chunked.chunk(1), built.chunked.chunk(1));
+        assert_eq!(a.token_ids.as_ptr(), b.token_ids.as_ptr());
+
+        // Later commits are added to what is kept, and expired entries leave it.
+        let v2 = revoke(store.as_ref(), 0xdead_beef, 9_000).await;
+        clock.advance(Duration::from_secs(1));
+        let next = ctx.snapshot_chunked(v2, 0, false).await.unwrap();
+        assert_eq!(next.chunked.begin.version, v2);
+        assert_eq!(decode_parts(&next.chunked), from_store(store.as_ref(), 1_001).await);
+        let live = ctx.snapshots.live.lock().await;
+        assert_eq!(live.version(), v2);
+        assert_eq!(live.token_ids() as u64, next.chunked.begin.token_ids);
     }
 }

@@ -37,6 +37,7 @@ both_backends!(
     audit_queries_page_newest_first,
     concurrent_audit_records_are_all_read,
     purges_are_logged_retained_and_floored,
+    expired_revocations_are_pruned_whenever_they_expire,
 );
 
 async fn with_redb<F, Fut>(test: F)
@@ -395,4 +396,19 @@ async fn purges_are_logged_retained_and_floored(store: Arc<dyn Store>) {
     assert_eq!((snap.purge_floor, snap.version), (3, 3), "the floor only rises; versions never change");
     assert_eq!(store.prune(500, retention).await.unwrap().purges, 0);
     assert_eq!(store.snapshot().await.unwrap().purge_floor, 3);
+}
+
+/// A prune that skips reading the revocations while none can have expired
+/// (redb keeps the earliest expiry) still drops each one once it has: also
+/// one committed after a prune with an earlier expiry than every other.
+async fn expired_revocations_are_pruned_whenever_they_expire(store: Arc<dyn Store>) {
+    let retention = Retention { log_entries: 1_000, audit_events: 1_000, audit_max_age_secs: 1_000_000 };
+    commit(&store, vec![revoke(1, 100), revoke(2, 200), revoke(3, 300)]).await.unwrap();
+    assert_eq!(store.prune(150, retention).await.unwrap().revocations, 1);
+    assert_eq!(store.prune(160, retention).await.unwrap().revocations, 0);
+    commit(&store, vec![revoke(4, 170)]).await.unwrap();
+    assert_eq!(store.prune(180, retention).await.unwrap().revocations, 1, "the later one with the earlier expiry");
+    assert_eq!(store.prune(250, retention).await.unwrap().revocations, 1);
+    let left: Vec<u64> = store.snapshot().await.unwrap().revocations.iter().map(|r| r.expires_at).collect();
+    assert_eq!(left, [300]);
 }

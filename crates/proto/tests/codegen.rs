@@ -50,6 +50,9 @@ fn generate(proto_root: &Path, out: &Path) {
         .out_dir(out)
         .file_descriptor_set_path(out.join("stile_descriptor.bin"))
         .emit_rerun_if_changed(false)
+        // A snapshot chunk's packed token ids: `Bytes`, so the control plane
+        // sends one built chunk to every edge without copying it.
+        .bytes(".stile.v1.SnapshotChunk.token_ids")
         .compile_protos(&protos, &[proto_root.to_path_buf()])
         .expect("protoc failed: is protoc installed (apt-get install protobuf-compiler)?");
 }

@@ -37,6 +37,10 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META_VERSION: &str = "log.version";
 /// Highest version of a purge dropped by retention.
 const META_PURGE_FLOOR: &str = "purge.floor";
+/// No stored revocation expires before this (absent: unknown), so a prune
+/// before it need not read the revocations: at millions of them that read is
+/// seconds of JSON decoding, once a `prune_interval_secs`.
+const META_REVOCATION_MIN_EXPIRY: &str = "revocations.min_expiry";
 /// Last audit sequence number handed out.
 const META_AUDIT_SEQ: &str = "audit.seq";
 
@@ -48,6 +52,14 @@ pub(crate) const AUDIT_GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// returning (and fails when the write does): memory stays bounded and a
 /// store that cannot write fails mints instead of dropping their audit trail.
 const AUDIT_QUEUE_MAX: usize = 16_384;
+
+/// redb's page cache (reads, and up to half of it written pages before a
+/// commit). redb's default, 1 GiB, fills up on any scan of a large store
+/// (the live set's read of millions of revocations at start) and stays
+/// resident; the control plane reads mostly the log's tail, the keys and
+/// single records, which this holds, and the operating system caches the
+/// file besides.
+const CACHE_BYTES: usize = 64 << 20;
 
 /// The redb backend.
 #[derive(Clone)]
@@ -108,7 +120,10 @@ impl RedbStore {
     /// Opens (or creates) the database file and its tables. The file is made
     /// readable by its owner only, since it holds signing keys.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path).map_err(|e| failed(format!("opening {}: {e}", path.display())))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| failed(format!("opening {}: {e}", path.display())))?;
         restrict_permissions(path)?;
         let txn = db.begin_write().map_err(backend)?;
         {
@@ -372,13 +387,20 @@ impl Store for RedbStore {
                 let mut pruned = Pruned::default();
                 {
                     let mut revocations = txn.open_table(REVOCATIONS).map_err(backend)?;
-                    retain_unexpired(
-                        &mut revocations,
-                        "revocations",
-                        now,
-                        |r: &Revocation| (r.expires_at, r.version),
-                        |_| pruned.revocations += 1,
-                    )?;
+                    let mut meta_t = txn.open_table(META).map_err(backend)?;
+                    let min = meta_t.get(META_REVOCATION_MIN_EXPIRY).map_err(backend)?.map(|v| v.value());
+                    // Read them only when one may have expired.
+                    if min.is_none_or(|m| m <= now) {
+                        let kept = retain_unexpired(
+                            &mut revocations,
+                            "revocations",
+                            now,
+                            |r: &Revocation| (r.expires_at, r.version),
+                            |_| pruned.revocations += 1,
+                        )?;
+                        meta_t.insert(META_REVOCATION_MIN_EXPIRY, kept).map_err(backend)?;
+                    }
+                    drop(meta_t);
                     let mut purges = txn.open_table(PURGES).map_err(backend)?;
                     let mut floor = 0;
                     retain_unexpired(
@@ -467,6 +489,10 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
                             r.version = version;
                             let mut t = txn.open_table(REVOCATIONS).map_err(backend)?;
                             t.insert(version, encode(r)?.as_slice()).map_err(backend)?;
+                            let min = meta_t.get(META_REVOCATION_MIN_EXPIRY).map_err(backend)?.map(|v| v.value());
+                            if min.is_some_and(|m| r.expires_at < m) {
+                                meta_t.insert(META_REVOCATION_MIN_EXPIRY, r.expires_at).map_err(backend)?;
+                            }
                         }
                         ChangeKind::Purge(p) => {
                             p.version = version;
@@ -510,21 +536,25 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
 }
 
 /// Drops the records of a live set (`version` → JSON) whose expiry is at or
-/// before `now`, calling `dropped` with each one's version.
+/// before `now`, calling `dropped` with each one's version; returns the
+/// earliest expiry kept (`u64::MAX`: none).
 fn retain_unexpired<T: DeserializeOwned>(
     table: &mut redb::Table<'_, u64, &'static [u8]>,
     name: &'static str,
     now: u64,
     expiry: impl Fn(&T) -> (u64, u64),
     mut dropped: impl FnMut(u64),
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut corrupt = None;
+    let mut kept = u64::MAX;
     table
         .retain(|_, v| match serde_json::from_slice::<T>(v) {
             Ok(record) => {
                 let (expires_at, version) = expiry(&record);
                 if expires_at <= now {
                     dropped(version);
+                } else {
+                    kept = kept.min(expires_at);
                 }
                 expires_at > now
             }
@@ -534,7 +564,7 @@ fn retain_unexpired<T: DeserializeOwned>(
             }
         })
         .map_err(backend)?;
-    corrupt.map_or(Ok(()), |message| Err(StoreError::Corrupt { table: name, message }))
+    corrupt.map_or(Ok(kept), |message| Err(StoreError::Corrupt { table: name, message }))
 }
 
 /// Appends `events`, numbering them (their `seq` is set in place).

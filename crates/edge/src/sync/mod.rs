@@ -31,6 +31,7 @@
 mod config;
 #[cfg(feature = "test-util")]
 mod embedded;
+mod image;
 mod journal;
 mod metrics;
 mod model;
@@ -53,6 +54,7 @@ use tracing::Instrument;
 pub use self::config::{KeyError, SyncConfig};
 #[cfg(feature = "test-util")]
 pub use self::embedded::{EmbedError, EmbeddedSync};
+pub use self::image::{CacheImage, decode as decode_cache_image};
 use self::metrics::SyncMetrics;
 pub use self::model::{ApplyError, BatchOutcome, Model, Purge};
 use self::persist::CacheWriter;
@@ -62,7 +64,7 @@ use crate::cache::Cache;
 pub use crate::cache::PurgeTarget;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
-use crate::state::{Liveness, SharedState, StateFile};
+use crate::state::{Liveness, SharedState};
 
 /// What a [`SyncClient`] is built from (assembled once, in `server`).
 #[derive(Debug)]
@@ -371,8 +373,8 @@ impl SyncClient {
     }
 
     /// The cache file form of the applied state.
-    fn cache_file(&self) -> StateFile {
-        self.lock_model().to_file(self.shared.load().fresh_at_now())
+    fn cache_file(&self) -> CacheImage {
+        self.lock_model().to_image(self.shared.load().fresh_at_now())
     }
 
     fn observe_age(&self) {

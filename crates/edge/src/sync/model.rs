@@ -26,6 +26,7 @@ use stile_proto::v1 as pb;
 use stile_proto::v1::control_message::Kind as Cm;
 use stile_token::{Ed25519Public, KeyId, KeyRing, SecretKey, TokenId, VerifyKey};
 
+use super::image::CacheImage;
 use crate::cache::PurgeTarget;
 use crate::revocation::{RevocationsBuilder, TokenIds};
 use crate::state::{
@@ -532,14 +533,18 @@ impl Model {
 
     /// The cache file form (the static state-file format).
     pub fn to_file(&self, generated_at: u64) -> StateFile {
-        let mut tokens: Vec<(TokenId, u64)> = self.tokens.iter().collect();
-        tokens.sort_unstable_by_key(|(id, _)| id.as_u64());
-        let tokens = tokens.into_iter().map(|(id, expires_at)| RevocationEntry {
-            kind: RevocationKind::TokenId,
-            value: id.to_string(),
-            issued_before: None,
-            expires_at,
-        });
+        self.to_image(generated_at).into_file()
+    }
+
+    /// The cache's binary form ([`CacheImage`]): the keys and the other
+    /// revocations as a state file, the token ids apart (the table itself,
+    /// shared: no copy of millions of entries on the receive loop).
+    pub fn to_image(&self, generated_at: u64) -> CacheImage {
+        CacheImage { head: self.head_file(generated_at), tokens: self.tokens.clone() }
+    }
+
+    /// The state file without the token-id revocations.
+    fn head_file(&self, generated_at: u64) -> StateFile {
         let others = self.revocations.iter().map(|((kind, value), e)| RevocationEntry {
             kind: *kind,
             value: value.clone(),
@@ -550,7 +555,7 @@ impl Model {
             version: self.version,
             generated_at: Some(generated_at),
             keys: self.keys.iter().map(|(id, k)| KeyEntry::new(*id, k)).collect(),
-            revocations: tokens.chain(others).collect(),
+            revocations: others.collect(),
             foreign_keys: Vec::new(),
         }
     }
@@ -563,6 +568,18 @@ impl Model {
         for r in decoded.revocations {
             m.merge(r.kind, r.value, Entry { issued_before: r.issued_before, expires_at: r.expires_at });
         }
+        Ok(m)
+    }
+
+    /// The model of a binary cache's head (no token ids in it) with these
+    /// token ids.
+    pub(crate) fn from_image(head: &StateFile, tokens: TokenIds, path: &Path) -> Result<Model, StateError> {
+        let mut m = Model::from_file(head, path)?;
+        if !m.tokens.is_empty() {
+            let message = "sync cache: token ids in the head".to_owned();
+            return Err(StateError::Invalid { path: path.to_owned(), message });
+        }
+        m.tokens = tokens;
         Ok(m)
     }
 
@@ -1106,7 +1123,7 @@ mod tests {
         // Ids and expiries that do not pair up.
         let mut msgs = parts(9, &tokens, 4);
         let mut c = chunk(&mut msgs, 1);
-        c.token_ids.pop();
+        c.token_ids.truncate(c.token_ids.len() - 1);
         msgs[1] = msg(Cm::SnapshotChunk(c));
         check(msgs, ApplyError::Packing { ids: 31, expiries: 4 });
         // An expiry past u64.

@@ -12,7 +12,7 @@
 //! [`CacheWriter`] is the receive loop's side; [`WriteLane`] performs the full
 //! writes, in order, one at a time, on the blocking pool.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,7 @@ use std::time::Duration;
 use stile_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
+use super::image::{self, CacheImage};
 use super::journal::{self, Journal};
 use super::metrics::SyncMetrics;
 use super::model::Model;
@@ -57,10 +58,7 @@ pub(crate) fn load_cache(path: Option<&Path>) -> Initial {
     if !path.exists() {
         return empty(liveness);
     }
-    let loaded = StateFile::read(path).and_then(|file| {
-        let model = Model::from_file(&file, path)?;
-        Ok((model, file.generated_at.unwrap_or(0)))
-    });
+    let loaded = read_cache(path);
     match loaded {
         Ok((mut model, fresh_at)) => {
             let replayed = journal::replay(path, &mut model);
@@ -76,6 +74,24 @@ pub(crate) fn load_cache(path: Option<&Path>) -> Initial {
             empty(liveness)
         }
     }
+}
+
+/// The model a cache file holds and when it was generated: the binary form
+/// ([`image`]) or, written by an older edge, the state-file JSON.
+fn read_cache(path: &Path) -> Result<(Model, u64), StateError> {
+    let io = |source| StateError::Read { path: path.to_owned(), source };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut magic = [0u8; image::MAGIC.len()];
+    let binary = std::io::Read::read_exact(&mut f, &mut magic).is_ok() && &magic == image::MAGIC;
+    drop(f);
+    if binary {
+        let f = std::fs::File::open(path).map_err(io)?;
+        return image::read(std::io::BufReader::with_capacity(1 << 20, f), len, path);
+    }
+    let file = StateFile::read(path)?;
+    let model = Model::from_file(&file, path)?;
+    Ok((model, file.generated_at.unwrap_or(0)))
 }
 
 /// Why persisting failed.
@@ -156,7 +172,7 @@ impl CacheWriter {
     /// Makes an applied snapshot survive the process before it is ACKed: the
     /// whole file (`file` builds it), through the write lane so it stays in
     /// order with the periodic writes; it also covers the journal so far.
-    pub(crate) async fn persist_snapshot(&mut self, file: impl FnOnce() -> StateFile) {
+    pub(crate) async fn persist_snapshot(&mut self, file: impl FnOnce() -> CacheImage) {
         if self.path.is_none() {
             return;
         }
@@ -173,7 +189,7 @@ impl CacheWriter {
 
     /// Starts a full (fsync'd) write when the state changed since the last one,
     /// the interval has passed and none is running; does not wait for it.
-    pub(crate) async fn flush_due(&mut self, file: impl FnOnce() -> StateFile) {
+    pub(crate) async fn flush_due(&mut self, file: impl FnOnce() -> CacheImage) {
         if self.path.is_none() || !self.take_dirty() {
             return;
         }
@@ -184,7 +200,7 @@ impl CacheWriter {
     }
 
     /// Writes the state now, when it changed, and waits for it (at shutdown).
-    pub(crate) async fn flush_now(&mut self, file: impl FnOnce() -> StateFile) {
+    pub(crate) async fn flush_now(&mut self, file: impl FnOnce() -> CacheImage) {
         if self.path.is_none() || !self.take_dirty() {
             return;
         }
@@ -203,7 +219,7 @@ impl CacheWriter {
 
     async fn start_full_write(
         &mut self,
-        file: StateFile,
+        file: CacheImage,
         wait: bool,
     ) -> Option<oneshot::Receiver<Result<(), PersistError>>> {
         let through = self.journal.as_mut().map_or(0, Journal::rotate);
@@ -238,11 +254,11 @@ impl WriteLane {
     pub(crate) async fn run(mut self) {
         let Some(path) = self.path else { return };
         while let Some(w) = self.queue.recv().await {
-            let version = w.file.version;
+            let version = w.file.version();
             let p = path.clone();
             let (file, durability, through) = (w.file, w.durability, w.through);
             let result = tokio::task::spawn_blocking(move || {
-                write_cache(&p, &file, durability)?;
+                write_cache(&p, file, durability)?;
                 journal::remove_through(&p, through).map_err(PersistError::Segments)
             })
             .await
@@ -289,7 +305,7 @@ enum Durability {
 /// One full write of the cache file.
 #[derive(Debug)]
 struct FullWrite {
-    file: StateFile,
+    file: CacheImage,
     durability: Durability,
     /// Journal segments up to this one are covered and removed afterwards.
     through: u64,
@@ -297,18 +313,24 @@ struct FullWrite {
     done: Option<oneshot::Sender<Result<(), PersistError>>>,
 }
 
-/// Writes the cache atomically: a 0600 temporary file beside it, fsync (for
-/// [`Durability::Disk`]), rename.
-fn write_cache(path: &Path, file: &StateFile, durability: Durability) -> Result<(), StateError> {
+/// Writes the cache atomically — the binary form ([`image`]) from
+/// [`image::BINARY_FROM_TOKENS`] token ids on, else the state-file JSON: a
+/// 0600 temporary file beside it, fsync (for [`Durability::Disk`]), rename.
+fn write_cache(path: &Path, file: CacheImage, durability: Durability) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_owned(), source };
-    let json = serde_json::to_vec(file).map_err(|e| err(io::Error::other(e)))?;
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(&tmp).map_err(err)?;
-    f.write_all(&json).map_err(err)?;
+    let f = options.open(&tmp).map_err(err)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, f);
+    if file.binary() {
+        file.write_to(&mut w).map_err(err)?;
+    } else {
+        serde_json::to_writer(&mut w, &file.into_file()).map_err(|e| err(io::Error::other(e)))?;
+    }
+    let f = w.into_inner().map_err(|e| err(e.into_error()))?;
     if durability == Durability::Disk {
         f.sync_all().map_err(err)?;
     }
@@ -329,7 +351,7 @@ mod tests {
         let key =
             pb::EdgeKey { key_id: 1, state: pb::KeyState::Active.into(), secret: vec![5; 32], ..Default::default() };
         m.apply_snapshot(&pb::Snapshot { version: 7, keys: vec![key], ..Default::default() }).unwrap();
-        write_cache(&path, &m.to_file(100), Durability::Disk).unwrap();
+        write_cache(&path, m.to_image(100), Durability::Disk).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -341,7 +363,47 @@ mod tests {
         assert!(initial.state.keys.contains(1));
         std::fs::write(&path, "{").unwrap();
         assert!(!load_cache(Some(&path)).from_cache, "a broken cache is ignored");
+        // A binary cache cut short (a full disk, a crash mid-copy) is refused
+        // with what is wrong, and the edge starts empty: a snapshot follows.
+        let whole = m.to_image(100).encode();
+        std::fs::write(&path, &whole[..whole.len() - 2]).unwrap();
+        let err = read_cache(&path).unwrap_err().to_string();
+        assert!(err.contains("sync cache") && err.contains("truncated or damaged"), "{err}");
+        let initial = load_cache(Some(&path));
+        assert!(!initial.from_cache);
+        assert_eq!(initial.model.version, 0, "version 0: the control plane answers with a snapshot");
+        // A cache an older edge wrote (the state-file JSON) still loads.
+        std::fs::write(&path, serde_json::to_vec(&m.to_file(100)).unwrap()).unwrap();
+        let initial = load_cache(Some(&path));
+        assert!(initial.from_cache);
+        assert_eq!(initial.model, m);
         assert!(!load_cache(Some(&dir.path().join("none"))).from_cache);
+    }
+
+    #[test]
+    fn a_large_cache_is_written_in_the_binary_form_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let mut m = Model::default();
+        let n = image::BINARY_FROM_TOKENS as u64;
+        let revocations = (0..n)
+            .map(|i| pb::Revocation {
+                version: i + 1,
+                target: Some(pb::RevocationTarget {
+                    target: Some(pb::revocation_target::Target::TokenId(format!("{:016x}", i * 7_919 + 1))),
+                }),
+                expires_at: 2_000_000_000,
+                ..Default::default()
+            })
+            .collect();
+        m.apply_snapshot(&pb::Snapshot { version: 70, revocations, ..Default::default() }).unwrap();
+        write_cache(&path, m.to_image(5), Durability::Process).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], image::MAGIC);
+        assert!(bytes.len() < image::BINARY_FROM_TOKENS * 13, "{} bytes", bytes.len());
+        let initial = load_cache(Some(&path));
+        assert!(initial.from_cache);
+        assert_eq!((initial.model, initial.state.fresh_at), (m, 5));
     }
 
     #[test]
@@ -349,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The temporary file cannot be created inside a directory that does not exist.
         let path = dir.path().join("missing").join("cache.json");
-        let err = write_cache(&path, &Model::default().to_file(1), Durability::Process).unwrap_err();
+        let err = write_cache(&path, Model::default().to_image(1), Durability::Process).unwrap_err();
         assert!(matches!(err, StateError::Write { .. }), "{err:?}");
         assert!(err.to_string().starts_with("cannot write state file"), "{err}");
     }

@@ -2371,8 +2371,8 @@ pub struct SnapshotChunk {
     pub seq: u64,
     /// Token-id revocations: each id as 8 bytes, big-endian (the 16 hex digits
     /// of RevocationTarget.token_id, decoded).
-    #[prost(bytes = "vec", tag = "3")]
-    pub token_ids: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub token_ids: ::prost::bytes::Bytes,
     /// The expiry (Revocation.expires_at) of each id in `token_ids`, in the same
     /// order: the first as Unix seconds, each next one as the difference from
     /// the one before it (the ids are sent in expiry order, so none is negative).

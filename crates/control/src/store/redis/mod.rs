@@ -123,9 +123,7 @@ struct Settings {
     audit_cap: u64,
 }
 
-/// `GET version`, `HVALS signing_keys`, `HGETALL revocations`, `HGETALL purges`, `GET purge_floor`.
-type SnapshotReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>);
-/// [`SnapshotReply`] without the revocations.
+/// `GET version`, `HVALS signing_keys`, `HGETALL purges`, `GET purge_floor`.
 type SnapshotHeadReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>);
 
 impl std::fmt::Debug for RedisStore {
@@ -380,34 +378,19 @@ impl Store for RedisStore {
 
     fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
         Box::pin(async move {
-            let inner = &self.inner;
-            let k = &inner.keys;
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("GET")
-                .arg(&k.version)
-                .cmd("HVALS")
-                .arg(&k.signing_keys)
-                .cmd("HGETALL")
-                .arg(&k.revocations)
-                .cmd("HGETALL")
-                .arg(&k.purges)
-                .cmd("GET")
-                .arg(&k.purge_floor);
-            let (version, keys, revocations, purges, purge_floor): SnapshotReply = inner.read_pipe(&pipe).await?;
-            let keys = signing_keys(&keys)?.into_iter().filter(|k| k.state != KeyState::Retired).collect();
-            let mut revocations =
-                revocations.into_iter().map(|(v, json)| revocation(v, &json)).collect::<Result<Vec<_>, _>>()?;
+            let mut snapshot = self.snapshot_head().await?;
+            // Read after the head: a revocation committed since has a higher
+            // version and is left out; one pruned since had expired.
+            let revocations: HashMap<u64, Vec<u8>> =
+                self.inner.read(redis::cmd("HGETALL").arg(&self.inner.keys.revocations)).await?;
+            let mut revocations = revocations
+                .into_iter()
+                .filter(|(v, _)| *v <= snapshot.version)
+                .map(|(v, json)| revocation(v, &json))
+                .collect::<Result<Vec<_>, _>>()?;
             revocations.sort_by_key(|r| r.version);
-            let mut purges = purges.into_iter().map(|(v, json)| purge(v, &json)).collect::<Result<Vec<_>, _>>()?;
-            purges.sort_by_key(|p| p.version);
-            Ok(Snapshot {
-                version: version.unwrap_or(0),
-                keys,
-                revocations,
-                purges,
-                purge_floor: purge_floor.unwrap_or(0),
-            })
+            snapshot.revocations = revocations;
+            Ok(snapshot)
         })
     }
 
