@@ -23,6 +23,8 @@ pub struct ControlProc {
     pub admin: u16,
     stile: PathBuf,
     dir: PathBuf,
+    /// `RUST_LOG` it runs with (`warn` unless [`ControlProc::start_logging`]).
+    rust_log: String,
     proc: Option<Proc>,
 }
 
@@ -30,6 +32,17 @@ impl ControlProc {
     /// Writes `root/name/control.toml` (`listen`, `admin_listen`, then `body`)
     /// and starts it; returns once its gRPC port accepts connections.
     pub async fn start(stile: &Path, root: &Path, name: &str, body: &str) -> Result<ControlProc> {
+        ControlProc::start_logging(stile, root, name, body, "warn").await
+    }
+
+    /// As [`ControlProc::start`], logging with this `RUST_LOG` filter.
+    pub async fn start_logging(
+        stile: &Path,
+        root: &Path,
+        name: &str,
+        body: &str,
+        rust_log: &str,
+    ) -> Result<ControlProc> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
         let (port, admin) = (free_port()?, free_port()?);
@@ -37,8 +50,15 @@ impl ControlProc {
             dir.join("control.toml"),
             format!("listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n{body}"),
         )?;
-        let mut c =
-            ControlProc { name: name.to_owned(), port, admin, stile: stile.to_owned(), dir: dir.clone(), proc: None };
+        let mut c = ControlProc {
+            name: name.to_owned(),
+            port,
+            admin,
+            stile: stile.to_owned(),
+            dir: dir.clone(),
+            rust_log: rust_log.to_owned(),
+            proc: None,
+        };
         c.launch().await?;
         Ok(c)
     }
@@ -83,7 +103,7 @@ impl ControlProc {
 
     async fn launch(&mut self) -> Result<()> {
         let mut cmd = Command::new(&self.stile);
-        cmd.args(["control", "--config"]).arg(self.dir.join("control.toml")).env("RUST_LOG", "warn");
+        cmd.args(["control", "--config"]).arg(self.dir.join("control.toml")).env("RUST_LOG", &self.rust_log);
         let mut proc = Proc::spawn(&self.name, cmd, &self.log())?;
         // Opening a large store can take a while.
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -35,6 +35,10 @@
 //!    admit: the snapshot, streamed in parts, enforced whole) and to its ACK
 //!    of the last change (in sync), streams it opened (a snapshot loop shows
 //!    as many), the control plane's and this process's peak memory growth.
+//!    `--cold-cache` gives the cold edge a `state.file` (written whole after
+//!    its snapshot, before the ACK); `--perf DIR` records the control plane
+//!    and this process with `perf record` over each join; the control plane's
+//!    `sync.snapshot_built` lines are printed to stderr.
 //!
 //! Everything started is killed on exit (on drop, on errors) and the whole run
 //! is bounded by `--max-secs` (default 900). `--smoke` runs every scenario at a
@@ -68,6 +72,10 @@ struct Args {
     batch: usize,
     mass_singles: usize,
     cold: Vec<usize>,
+    /// The cold edge keeps a `state.file` (written whole after its snapshot, before the ACK).
+    cold_cache: bool,
+    /// `perf record` the control plane over each cold join, into this directory.
+    perf: Option<PathBuf>,
     max_secs: u64,
 }
 
@@ -80,6 +88,8 @@ fn main() -> Result<()> {
         batch: 50_000,
         mass_singles: 2_000,
         cold: vec![1_000_000, 10_000_000],
+        cold_cache: false,
+        perf: None,
         max_secs: 900,
     };
     parse_flags(|flag, value| {
@@ -93,6 +103,8 @@ fn main() -> Result<()> {
             "--cold" => {
                 a.cold = value()?.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?
             }
+            "--cold-cache" => a.cold_cache = true,
+            "--perf" => a.perf = Some(value()?.into()),
             "--max-secs" => a.max_secs = value()?.parse()?,
             "--smoke" => {
                 (a.edges, a.singles, a.batch, a.mass_singles, a.cold) = (8, 3, 2_000, 50, vec![5_000]);
@@ -477,7 +489,9 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
             out,
             "| live revocations | load time (RevokeBatch × 100000) | bytes to the edge | join → first admit | join → in sync | streams opened | control peak RSS growth | edge (simulator) peak RSS growth |\n|---|---|---|---|---|---|---|---|"
         )?;
-        let cold = ControlProc::start(&a.stile, root.path(), "cold", &control_body(root.path(), "cold")).await?;
+        let body = control_body(root.path(), "cold");
+        let cold =
+            ControlProc::start_logging(&a.stile, root.path(), "cold", &body, "warn,stile_control::sync=info").await?;
         let ch = connect(&cold.url()).await?;
         let cold_addr: std::net::SocketAddr = format!("127.0.0.1:{}", cold.port).parse()?;
         pb::key_service_client::KeyServiceClient::new(ch.clone())
@@ -517,9 +531,10 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
                 id: format!("cold-{k}"),
                 shape: cold_shape(),
                 endpoints: vec![cold_addr],
-                cache: None,
+                cache: a.cold_cache.then(|| root.path().join(format!("cold-{k}.state.json"))),
                 backoff_ms: (100, 10_000),
             };
+            let perf = a.perf.as_deref().map(|dir| perf_record(dir, pid, n)).transpose()?;
             let t0 = Instant::now();
             let edge = start_edge(spec, EDGE_KEY, relay_rt, edge_rt).await?;
             // Changes keep coming while it joins: it must catch up with deltas, not loop.
@@ -546,6 +561,13 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
                 Err(_) => Err(anyhow::anyhow!("no first admit")),
             };
             watch.abort();
+            if let Some(perf) = perf {
+                perf_stop(perf)?;
+            }
+            // The control plane's own account of the build (`sync.snapshot_built`).
+            for line in std::fs::read_to_string(cold.log())?.lines().filter(|l| l.contains("sync.snapshot_built")) {
+                eprintln!("cold {n}: {line}");
+            }
             // How its streams went: a snapshot loop shows as many short-lived streams.
             let streams = edge.log.streams_since(t0);
             let opened = streams.iter().filter(|(_, up)| *up).count();
@@ -581,6 +603,29 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         drop(cold);
     }
     Ok(out)
+}
+
+/// Starts `perf record` on the control plane and this process (the joining
+/// edge: threads `fleet-edge-*`; call graphs, 499 Hz) into `dir`.
+fn perf_record(dir: &std::path::Path, pid: u32, n: usize) -> Result<std::process::Child> {
+    std::fs::create_dir_all(dir)?;
+    let out = dir.join(format!("cold-{n}.perf.data"));
+    let child = std::process::Command::new("perf")
+        .args(["record", "-F", "499", "-g", "-p", &format!("{pid},{}", procfs::own_pid()), "-o"])
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("perf record (--perf)")?;
+    // Give it time to attach.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
+
+/// Stops a `perf record` (SIGINT: it writes its file) and waits for it.
+fn perf_stop(mut child: std::process::Child) -> Result<()> {
+    std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status()?;
+    child.wait()?;
+    Ok(())
 }
 
 /// Writes what is measured so far to `--out`, so a run cut short keeps it.
