@@ -362,10 +362,12 @@ impl SyncCtx {
             return Ok(Arc::clone(built));
         }
         let started = Instant::now();
+        // Taken before the head is read: the background catch-up cannot move
+        // the live set past the head's version meanwhile.
+        let mut live = self.snapshots.live.lock().await;
         let Snapshot { version, keys, purges, purge_floor, .. } = self.store.snapshot_head().await?;
         let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
         let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
-        let mut live = self.snapshots.live.lock().await;
         let caught_up = self.catch_up(&mut live, version).await?;
         let chunked = live.snapshot(
             keys.iter().map(edge_key).collect(),
