@@ -433,7 +433,11 @@ impl SyncCtx {
             let started = Instant::now();
             let mut live = self.snapshots.live.lock().await;
             let from = live.version();
-            match self.catch_up(&mut live, version).await {
+            // The watch may trail the store's head a snapshot build read:
+            // nothing to do then (only a head below the live set means the
+            // store went back).
+            let caught_up = if version > from { self.catch_up(&mut live, version).await } else { Ok(0) };
+            match caught_up {
                 Ok(read) if read >= SNAPSHOT_PAGE => tracing::info!(
                     from,
                     version,
