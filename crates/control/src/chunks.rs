@@ -385,7 +385,7 @@ mod tests {
         let mut live = Live::default();
         let n = TOKENS_PER_CHUNK as u64 * 3 + 10;
         // Expiries 1000.. spread over the parts; every third expires at 1500.
-        let expiry = |i: u64| if i % 3 == 0 { 1_500 } else { 2_000 + i };
+        let expiry = |i: u64| if i.is_multiple_of(3) { 1_500 } else { 2_000 + i };
         for i in 0..n {
             live.add(token(i, expiry(i)));
         }
@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(a.token_ids.as_ptr(), b.token_ids.as_ptr(), "a chunk's token ids are shared, not copied");
         assert_eq!(decoded(&all), (0..n).map(|i| (i, expiry(i))).collect::<Vec<_>>());
         let later = live.snapshot(vec![], 0, vec![], 1_500);
-        let want: Vec<(u64, u64)> = (0..n).filter(|i| i % 3 != 0).map(|i| (i, expiry(i))).collect();
+        let want: Vec<(u64, u64)> = (0..n).filter(|i| !i.is_multiple_of(3)).map(|i| (i, expiry(i))).collect();
         assert_eq!(decoded(&later), want);
         assert_eq!(later.begin.token_ids, want.len() as u64);
         assert_eq!(live.token_ids(), want.len());

@@ -1219,7 +1219,7 @@ mod tests {
                     reason: "test".into(),
                     actor: "ops".into(),
                     created_at: 1_000,
-                    expires_at: if i % 5 == 0 { 1_001 } else { 5_000 + i % 300 },
+                    expires_at: if i.is_multiple_of(5) { 1_001 } else { 5_000 + i % 300 },
                 }),
             })
             .collect();
