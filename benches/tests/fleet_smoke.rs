@@ -19,24 +19,41 @@ use tokio::time::Instant;
 const OPERATOR: &str = "stk_smoke-operator-key-0123456789";
 const EDGE_KEY: &str = "stk_smoke-edge-key-0123456789";
 
+/// An in-process control plane on redb in `dir`, serving on a loopback port.
+struct Plane {
+    addr: std::net::SocketAddr,
+    channel: tonic::transport::Channel,
+    /// Send to stop it; then await `server`.
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), stile_control::ServeError>>,
+}
+
+impl Plane {
+    /// Starts one with the operator and edge keys and `extra` TOML after `[store]`.
+    async fn start(dir: &tempfile::TempDir, extra: &str) -> Plane {
+        let toml = format!(
+            "[store]\npath = \"{}/control.redb\"\n{extra}{}{}",
+            dir.path().display(),
+            auth_key_toml("ops", "operator", OPERATOR),
+            auth_key_toml("edges", "edge", EDGE_KEY)
+        );
+        let config = Config::from_toml(&toml).expect("config");
+        let plane = ControlPlane::open(config, Arc::new(SystemClock)).await.expect("control plane");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(plane.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let channel = stile_benches::connect(&format!("http://{addr}")).await.unwrap();
+        Plane { addr, channel, stop, server }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_edges_follow_a_control_plane_and_confirm_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[store]\npath = \"{}/control.redb\"\n{}{}",
-        dir.path().display(),
-        auth_key_toml("ops", "operator", OPERATOR),
-        auth_key_toml("edges", "edge", EDGE_KEY)
-    );
-    let config = Config::from_toml(&toml).expect("config");
-    let plane = ControlPlane::open(config, Arc::new(SystemClock)).await.expect("control plane");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_cp, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(plane.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let channel = stile_benches::connect(&format!("http://{addr}")).await.unwrap();
+    let Plane { addr, channel, stop: stop_cp, server } = Plane::start(&dir, "").await;
 
     let ms = Duration::from_millis;
     let shapes = [
@@ -116,21 +133,8 @@ async fn simulated_edges_follow_a_control_plane_and_confirm_a_batch() {
 async fn a_new_edge_on_a_slow_link_takes_a_large_snapshot_in_parts() {
     const N: u64 = 20_000;
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[store]\npath = \"{}/control.redb\"\n[revocations]\nmax_batch = {N}\n{}{}",
-        dir.path().display(),
-        auth_key_toml("ops", "operator", OPERATOR),
-        auth_key_toml("edges", "edge", EDGE_KEY)
-    );
-    let config = Config::from_toml(&toml).expect("config");
-    let plane = ControlPlane::open(config, Arc::new(SystemClock)).await.expect("control plane");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_cp, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(plane.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let channel = stile_benches::connect(&format!("http://{addr}")).await.unwrap();
+    let Plane { addr, channel, stop: stop_cp, server } =
+        Plane::start(&dir, &format!("[revocations]\nmax_batch = {N}\n")).await;
     let mut revocations = pb::revocation_service_client::RevocationServiceClient::new(channel.clone())
         .max_encoding_message_size(16 << 20);
     let targets: Vec<_> = (0..N)
