@@ -8,9 +8,10 @@
 //! 100-byte message, with the public key prepared once as a verifier holds it.
 //!
 //! `session/*` compares a playback session credential's check (`verify_session`:
-//! the link's MAC, the session tag over link + session part, the session's times,
-//! scope, IP, country, client binding) with the same link's own `verify`, and
-//! the cost of renewing a session (`docs/sessions.md`).
+//! the link's key, the session tag over link + session part — which stands for an
+//! HMAC link's own MAC —, the session's times, scope, IP, country, client binding)
+//! with the same link's own `verify`, the two parses, and the cost of renewing a
+//! session (`docs/sessions.md`).
 //!
 //! Run: `cargo bench -p stile-benches --bench token`
 
@@ -115,6 +116,7 @@ fn bench_session(c: &mut Criterion) {
     let mut g = c.benchmark_group("session");
     g.bench_function("link_verify", |b| b.iter(|| verify(black_box(&link), &ring, black_box(&req), &p)));
     g.bench_function("session_verify", |b| b.iter(|| verify_session(black_box(&session), &ring, black_box(&req), &p)));
+    g.bench_function("link_parse", |b| b.iter(|| Token::parse(black_box(&link))));
     g.bench_function("session_parse", |b| b.iter(|| Session::parse(black_box(&session))));
     let s = Session::parse(&session).unwrap();
     g.bench_function("session_tag", |b| b.iter(|| black_box(&s).verify_mac(&ring)));

@@ -91,10 +91,13 @@ pub enum Check {
     Format,
     /// Its key is in the ring (`unknown_key`; `revoked` for a retired key whose revocation is in force).
     Key,
-    /// Its MAC or Ed25519 signature verifies (`bad_signature`). Not run when the key is unknown.
+    /// Its MAC or Ed25519 signature verifies (`bad_signature`). Not run when the key is
+    /// unknown. For a session credential on an HMAC link this is the session tag, which
+    /// covers the link's bytes and MAC (`unknown_key` without a session secret,
+    /// `bad_signature`), and [`Check::Session`] is not run.
     Signature,
-    /// Session credentials only: the session tag verifies with the session secret of the
-    /// link's key (`unknown_key` without one, `bad_signature`).
+    /// Session credentials on Ed25519 links: the session tag verifies with the session
+    /// secret of the link's key (`unknown_key` without one, `bad_signature`).
     Session,
     /// The validity window, with leeway (`expired`, `not_yet_valid`); for a session
     /// credential the session's times instead (`expired`, `not_yet_valid` for its start
@@ -301,10 +304,25 @@ impl Validator {
                 }
             };
         }
-        match self.verified.verify(token, &state.keys) {
+        // An HMAC link under a session: its MAC is left to the session tag, which covers
+        // every byte of it (`Session::tag_covers_link`, token-format § 9.4) — one MAC per
+        // request, as for a link.
+        let tag_covers_link = session.is_some_and(Session::tag_covers_link);
+        let link_check = match session {
+            Some(s) if tag_covers_link => s.verify_link(&state.keys),
+            _ => self.verified.verify(token, &state.keys),
+        };
+        match link_check {
             Ok(()) => {
                 step!(Check::Key, Ok(()));
-                step!(Check::Signature, Ok(()));
+                match session {
+                    Some(s) if tag_covers_link => {
+                        step!(Check::Signature, s.verify_mac(&state.keys));
+                    }
+                    _ => {
+                        step!(Check::Signature, Ok(()));
+                    }
+                }
             }
             // A retired key has left the ring, but its revocation is still in force:
             // say `revoked`, which is what happened (support's `explain` relies on it).
@@ -327,7 +345,9 @@ impl Validator {
                 && let Some(s) = session
             {
                 // The session's tag and times replace the link's own window.
-                step!(Check::Session, s.verify_mac(&state.keys));
+                if !tag_covers_link {
+                    step!(Check::Session, s.verify_mac(&state.keys));
+                }
                 step!(Check::Time, s.check_time(input.now, &self.policy));
                 continue;
             }

@@ -705,8 +705,14 @@ fn sessions(ring: &KeyRing) -> Vec<Value> {
     flipped.push(if last == 'A' { 'Q' } else { 'A' });
     let mut longer_ttl = decode(&part);
     longer_ttl[29] = 0xff;
-    let mut bad_link = decode(&l1);
-    bad_link[20] ^= 1; // issued_at changed: the link's own MAC fails
+    // An Ed25519 link with issued_at changed: its signature fails, whatever the session tag
+    // (tagged over the altered link with the session secret) says. (For an HMAC link such a
+    // credential is left out: § 9.4 lets a verifier leave the link's MAC to the session tag.)
+    let mut bad_link = decode(&l3);
+    bad_link[20] ^= 1;
+    // An HMAC link with issued_at changed under a session part tagged over the original.
+    let mut altered_l1 = decode(&l1);
+    altered_l1[20] ^= 1;
     let mut unknown = decode(&l1);
     unknown[2..6].copy_from_slice(&9u32.to_be_bytes());
     let mut unknown_plain = decode(&plain_link);
@@ -736,7 +742,8 @@ fn sessions(ring: &KeyRing) -> Vec<Value> {
         ("session tagged with another key's session secret", c(&l1, &good, &s2), seg, client, None, NOW, "bad_signature", None),
         ("session tagged with the link's own secret instead of its session secret", c(&l1, &good, &KEY1), seg, client, None, NOW, "bad_signature", None),
         ("session extended by editing its ttl (tag unchanged)", format!("{l1}.{}", encode(&longer_ttl)), seg, client, None, NOW, "bad_signature", None),
-        ("session on a link whose MAC fails", c(&encode(&bad_link), &good, &s1), seg, client, None, NOW, "bad_signature", None),
+        ("session on an Ed25519 link whose signature fails, tagged over it", c(&encode(&bad_link), &good, &s3), seg, client, None, NOW, "bad_signature", None),
+        ("session part kept under an altered HMAC link", format!("{}.{part}", encode(&altered_l1)), seg, client, None, NOW, "bad_signature", None),
         ("session on a link of an unknown key", c(&encode(&unknown), &good, &s1), seg, client, None, NOW, "unknown_key", None),
         // The link's claims still apply.
         ("session: path outside the link's scope", cred.clone(), "/live/ch2/seg.ts", client, None, NOW + 40, "scope", None),

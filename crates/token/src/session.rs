@@ -17,7 +17,9 @@
 //!
 //! The link must carry a session policy ([`SessionPolicy`]). Verifying a session
 //! verifies the link as usual (key, signature, scope, IP, country; the edge adds its
-//! revocations) except the link's expiry, which is replaced by the session's checks:
+//! revocations) except two things: an HMAC link's MAC, which the session tag covers
+//! ([`Session::tag_covers_link`]), and the link's expiry, which is replaced by the
+//! session's checks:
 //! the session started while the link was valid, it is within the policy's hard
 //! maximum from that start, within its own ttl (renewed by the edge while the viewer
 //! keeps fetching), and the client is in its binding.
@@ -27,7 +29,7 @@ use std::net::IpAddr;
 
 use crate::b64;
 use crate::claims::{ClaimsError, IpBinding, SessionPolicy, unmap};
-use crate::keys::{KeyRing, TAG_LEN};
+use crate::keys::{Algorithm, KeyRing, TAG_LEN};
 use crate::reason::Reason;
 use crate::wire::{Cursor, MAX_RAW_LEN, MAX_TOKEN_LEN, Token, parse_ip, write_ip};
 use crate::{Policy, Request};
@@ -245,12 +247,36 @@ impl Session {
         }
     }
 
+    /// Whether the link's own MAC is left to the session tag (`docs/token-format.md`
+    /// § 9.4): true for a version-1 (HMAC) link. The session tag covers every byte of
+    /// the link, its MAC included, and its secret derives from the link's HMAC secret,
+    /// so whoever can tag a session over a link could have signed that link. An
+    /// Ed25519 link's signature is always checked: its session secret is not its
+    /// private key.
+    pub fn tag_covers_link(&self) -> bool {
+        self.link.algorithm() == Algorithm::HmacSha256
+    }
+
+    /// The link's key and, unless [`Session::tag_covers_link`], its signature:
+    /// `unknown_key` when the ring holds no key of the link's id and algorithm,
+    /// `bad_signature` when an Ed25519 link's signature fails.
+    pub fn verify_link(&self, ring: &KeyRing) -> Result<(), Reason> {
+        if !self.tag_covers_link() {
+            return self.link.verify_signature(ring);
+        }
+        match ring.algorithm(self.link.key_id()) {
+            Some(a) if a == self.link.algorithm() => Ok(()),
+            _ => Err(Reason::UnknownKey),
+        }
+    }
+
     /// Every check of a session credential that the token crate can make, in
-    /// order: link key and signature, session tag, session times, the link's
-    /// scope, IP and country, the session's client binding. The edge adds its
-    /// revocations (which match the link) and its staleness rule.
+    /// order: the link's key and signature ([`Session::verify_link`]), session
+    /// tag, session times, the link's scope, IP and country, the session's client
+    /// binding. The edge adds its revocations (which match the link) and its
+    /// staleness rule.
     pub fn check(&self, ring: &KeyRing, req: &Request<'_>, policy: &Policy) -> Result<(), Reason> {
-        self.link.verify_signature(ring)?;
+        self.verify_link(ring)?;
         self.verify_mac(ring)?;
         self.check_time(req.now, policy)?;
         for check in [crate::ClaimCheck::Scope, crate::ClaimCheck::Ip, crate::ClaimCheck::Country] {
@@ -504,6 +530,57 @@ mod tests {
         // Out of scope: the link's scope still applies.
         let off = Request { path: "/live/ch2/x.ts", ..req(now, CLIENT) };
         assert_eq!(verify_session(&cred, &edge, &off, &p).unwrap_err(), Reason::Scope);
+    }
+
+    /// An HMAC link's MAC is left to the session tag, which covers every byte of the link:
+    /// any change to the link under a session part is refused. Only a holder of the
+    /// session secret, derived from the link's HMAC secret, can tag a session over a
+    /// link whose MAC fails — who could sign that link too. An Ed25519 link's signature
+    /// is checked whatever the session tag says.
+    #[test]
+    fn the_session_tag_stands_for_an_hmac_links_mac_not_for_an_ed25519_signature() {
+        let (minter, edge) = rings();
+        let p = Policy::default();
+        let now = T0 + 50;
+        for key_id in [1, 2] {
+            let link = link(key_id, &minter);
+            let cred = start(&link, SessionId(7), T0 + 1, 60, CLIENT.parse().ok(), &edge).unwrap();
+            assert!(verify_session(&cred, &edge, &req(now, CLIENT), &p).is_ok());
+            let (l, part) = cred.split_once('.').unwrap();
+            let bytes = link.as_bytes().to_vec();
+            assert_eq!(b64::decode_into(l.as_bytes(), &mut [0u8; MAX_RAW_LEN]), Some(bytes.len()));
+            // Every bit of the link flipped, the session part kept: never admitted.
+            for i in 0..bytes.len() {
+                for bit in 0..8 {
+                    let mut bad = bytes.clone();
+                    bad[i] ^= 1 << bit;
+                    let mut s = String::new();
+                    b64::encode_into(&bad, &mut s);
+                    s.push('.');
+                    s.push_str(part);
+                    assert!(
+                        verify_session(&s, &edge, &req(now, CLIENT), &p).is_err(),
+                        "key {key_id}: byte {i} bit {bit}"
+                    );
+                }
+            }
+            // The link's MAC or signature altered, the session tagged over it with the session secret.
+            let mut altered = bytes.clone();
+            *altered.last_mut().unwrap() ^= 1;
+            let mut text = String::new();
+            b64::encode_into(&altered, &mut text);
+            let altered = Token::parse(&text).unwrap();
+            assert_eq!(altered.verify_signature(&edge), Err(Reason::BadSignature));
+            let c = SessionClaims { id: SessionId(7), started_at: T0 + 1, issued_at: T0 + 1, ttl: 60, bind: None };
+            let tagged =
+                issue(&altered, &SessionClaims { bind: Session::parse(&cred).unwrap().claims().bind, ..c }, &edge)
+                    .unwrap();
+            let verdict = verify_session(&tagged, &edge, &req(now, CLIENT), &p).map(|s| s.tag_covers_link());
+            match key_id {
+                1 => assert_eq!(verdict, Ok(true), "HMAC: the session tag stands for the link's MAC"),
+                _ => assert_eq!(verdict, Err(Reason::BadSignature), "Ed25519: the signature is checked"),
+            }
+        }
     }
 
     #[test]

@@ -661,7 +661,20 @@ impl Render<'_> {
                     push("signature", self.unchecked_signature());
                 }
             }
-            (Check::Signature, outcome, Some(t)) => push("signature", self.signature(t, outcome)),
+            (Check::Signature, outcome, Some(t)) => match self.session {
+                // An HMAC link under a session: the edge's signature step is the session tag.
+                Some(s) if s.tag_covers_link() => {
+                    push(
+                        "signature",
+                        (
+                            Status::NotApplicable,
+                            "not checked on its own: the session tag covers the link and its MAC (an HMAC link)".into(),
+                        ),
+                    );
+                    push("session", self.session_tag(t, outcome));
+                }
+                _ => push("signature", self.signature(t, outcome)),
+            },
             (Check::Session, outcome, Some(t)) => push("session", self.session_tag(t, outcome)),
             (Check::Time, outcome, Some(t)) => match self.session {
                 Some(s) => push("time", self.session_time(s, outcome)),
