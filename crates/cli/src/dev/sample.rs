@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The cache entry's name: change it whenever the command below changes.
-const NAME: &str = "dev-sample-h264-aac-180s-v1";
+const NAME: &str = "dev-sample-h264-aac-180s-v2";
 /// Seconds of media.
 pub(crate) const DURATION_SECS: u32 = 180;
 /// Segment duration, seconds.
@@ -109,8 +109,12 @@ fn generate(dir: &Path) -> Result<(), String> {
     let mut cmd = Command::new("ffmpeg");
     cmd.current_dir(dir).args(["-v", "error", "-nostdin", "-y"]);
     cmd.args(["-f", "lavfi", "-i"]).arg(format!("testsrc=size=640x360:rate=10:duration={DURATION_SECS}"));
+    // The audio stops 50 ms before the picture: AAC frames (1024 samples) do not divide
+    // 180 s, so a track of exactly DURATION_SECS spills its last frame into a 22 ms
+    // 91st segment, and hls.js 1.7 never signals the end of that audio stream — the
+    // player stalled at 179.87 s instead of ending.
     cmd.args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=330:beep_factor=4:sample_rate=44100:duration={DURATION_SECS}"));
+        .arg(format!("sine=frequency=330:beep_factor=4:sample_rate=44100:duration={}.95", DURATION_SECS - 1));
     cmd.args(["-filter_complex", &graph]);
     for i in 0..n {
         cmd.args(["-map", &format!("[v{i}]")]);
