@@ -12,8 +12,16 @@
 //   screenshot  PNG path
 //   stile, server, operator   for `revoke`: the binary, control plane URL, operator key
 //   chromium    default /usr/bin/chromium
-//   play_secs   how far playback must get (default 5)
-//   ttl         for `play`: ask the sample backend for links of this many seconds
+//   play_secs   how far playback must get (default 5); `to_end`: until the video ends
+//   ttl         ask the sample backend for links of this many seconds
+//   buffer      the embed kit's forward buffer cap, seconds (the page's `buffer`)
+//   rate        playback rate once playing (default 1)
+//   by          for `revoke`: token (default), subject (the page backend's
+//               `web-viewer`) or key (rotate, then revoke the link's key 1)
+//   revoke_after for `revoke`: seconds of playback before the revocation (default 3)
+//   then_revoke for `play`: after playing, revoke the link and fetch the last
+//               segment the player fetched again, with its credential (reported:
+//               status and x-stile-reason)
 
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -29,6 +37,7 @@ function pageUrl(extra = {}) {
   u.searchParams.set('format', args.format);
   u.searchParams.set('transport', args.transport);
   if (args.ttl) u.searchParams.set('ttl', String(args.ttl));
+  if (args.buffer) u.searchParams.set('buffer', String(args.buffer));
   for (const [k, v] of Object.entries(extra)) u.searchParams.set(k, v);
   return u.toString();
 }
@@ -47,6 +56,8 @@ async function snapshot(page) {
       errors: window.stileErrors || [],
       link: window.stileLink || null,
       mediaError: v.error ? v.error.code : null,
+      ended: v.ended,
+      duration: Number.isFinite(v.duration) ? v.duration : null,
     };
   });
 }
@@ -79,6 +90,25 @@ async function until(page, secs, done) {
   return { s, ms: Date.now() - start };
 }
 
+/** Sets the playback rate (`args.rate`) on the video element. */
+async function setRate(page) {
+  if (args.rate) await page.evaluate((r) => { document.querySelector('video').playbackRate = r; }, args.rate);
+}
+
+/** The last media segment URL the page fetched (from the resource timing entries), with its credential. */
+async function lastSegment(page) {
+  return page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name)
+    .filter((u) => /\/seg-[^/]*\.m4s$/.test(new URL(u).pathname))
+    .at(-1) || null);
+}
+
+/** The Cookie header the browser context would send to `url`. */
+async function cookieHeader(context, url) {
+  return (await context.cookies(url)).map((c) => `${c.name}=${c.value}`).join('; ');
+}
+
+const stile = (cli) => promisify(execFile)(args.stile, [...cli, '--server', args.server, '--api-key', args.operator]);
+
 const fatal = (s) => s.state === 'error' || s.state === 'stopped' || s.errors.some((e) => e.fatal);
 
 const browser = await chromium.launch({
@@ -99,6 +129,8 @@ try {
   // A fresh context per scenario: its own cookies.
   const context = await browser.newContext({ viewport: { width: 720, height: 640 } });
   const page = await context.newPage();
+  // Room for every request of a whole film in the resource timing entries (default 250).
+  await page.addInitScript(() => performance.setResourceTimingBufferSize(10000));
   page.on('console', (m) => browserLog.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => browserLog.push(`pageerror: ${e.message}`));
   page.on('requestfailed', (r) => browserLog.push(`requestfailed: ${r.url().replace(/st=[^&]*/, 'st=…')} ${r.failure()?.errorText}`));
@@ -107,19 +139,51 @@ try {
     await page.goto(pageUrl(), { waitUntil: 'load' });
     const { s: first } = await until(page, 40, (s) => s.state === 'playing' || fatal(s));
     out.first_link = first.link;
-    const { s } = await until(page, 40 + playSecs, (s) => s.currentTime >= playSecs || fatal(s));
+    await setRate(page);
+    const reached = args.play_secs === 'to_end' ? (s) => s.ended : (s) => s.currentTime >= playSecs;
+    const budget = args.play_secs === 'to_end' ? 300 : 40 + playSecs;
+    const { s, ms } = await until(page, budget, (s) => reached(s) || fatal(s));
     out.played = s;
+    out.played_ms = ms;
     out.picture_colours = await pictureColours(page);
+    if (args.then_revoke && first.link) {
+      const segment = await lastSegment(page);
+      out.last_segment = segment ? new URL(segment).pathname : null;
+      await stile(['revoke', '--token-id', first.link.token_id, '--reason', 'browser test', '--wait']);
+      if (segment) {
+        const r = await fetch(segment, { headers: args.transport === 'cookie' ? { cookie: await cookieHeader(context, segment) } : {} });
+        out.refetch = { status: r.status, reason: r.headers.get('x-stile-reason') };
+      }
+    }
   } else if (args.scenario === 'revoke') {
     await page.goto(pageUrl(), { waitUntil: 'load' });
-    const { s: before } = await until(page, 40, (s) => s.currentTime >= 3 || fatal(s));
+    const after = args.revoke_after ?? 3;
+    await until(page, 40, (s) => s.state === 'playing' || fatal(s));
+    await setRate(page);
+    const { s: before } = await until(page, 40 + after, (s) => s.currentTime >= after || fatal(s));
     out.before = before;
-    if (before.currentTime >= 3 && before.link) {
-      const run = promisify(execFile);
-      await run(args.stile, [
-        'revoke', '--server', args.server, '--api-key', args.operator,
-        '--token-id', before.link.token_id, '--reason', 'browser test', '--wait',
-      ]);
+    if (before.currentTime >= after && before.link) {
+      const by = args.by || 'token';
+      if (by === 'token') {
+        await stile(['revoke', '--token-id', before.link.token_id, '--reason', 'browser test', '--wait']);
+      } else if (by === 'subject') {
+        await stile(['revoke', '--subject', 'web-viewer', '--reason', 'browser test', '--wait']);
+      } else if (by === 'key') {
+        // The link is signed with `stile dev`'s first key: rotate, then revoke (retire) it.
+        // (The new key becomes active once the fleet has it; until then key 1 cannot be retired.)
+        await stile(['keys', 'rotate', '--reason', 'browser test']);
+        for (let tries = 0; ; tries++) {
+          try {
+            await stile(['revoke', '--key-id', '1', '--reason', 'browser test', '--wait']);
+            break;
+          } catch (e) {
+            if (tries >= 50) throw e;
+            await page.waitForTimeout(200);
+          }
+        }
+      } else {
+        throw new Error(`unknown revocation kind ${by}`);
+      }
       // From the moment every edge enforces it to the player saying so.
       const { s, ms } = await until(page, 20, (s) => s.state === 'stopped' || s.state === 'error');
       out.after = s;

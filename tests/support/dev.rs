@@ -131,6 +131,14 @@ impl Dev {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }
 
+    /// `stile dev`'s log file (`stile-dev.log` in the state directory its banner names):
+    /// every event at `info`, the edge's `session.ended` among them.
+    pub fn log(&self) -> String {
+        let state = self.banner.split("state in ").nth(1).and_then(|r| r.split_whitespace().next());
+        let state = state.unwrap_or_else(|| panic!("no state directory in the banner:\n{}", self.banner));
+        std::fs::read_to_string(Path::new(state).join("stile-dev.log")).unwrap_or_default()
+    }
+
     /// The target (path and query) of one of the printed URLs.
     pub fn target(url: &str) -> String {
         let rest = url.split("://").nth(1).unwrap();

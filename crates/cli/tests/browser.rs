@@ -10,6 +10,9 @@
 //! - a revocation mid-playback is reported as `revoked` within one segment duration
 //!   plus one request;
 //! - a forged link shows its reason to the viewer, and error reports carry no token;
+//! - playback sessions: a 10-second link plays on past its expiry, and revoking its
+//!   subject or its key stops it within a segment; a 30-second link plays the 3-minute
+//!   film to its end, and the edge counts one start and one session at completion 1.0;
 //! - a page on another site (`localhost` against the edge's `127.0.0.1`) plays query
 //!   links through CORS, and its cookie-mode link fails with `missing` (a cookie is
 //!   not sent across sites).
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stile_tests::dev::Dev;
+use stile_tests::net;
 use stile_tests::process::wait_bounded;
 
 /// The sample's segment duration (crates/cli/src/dev/sample.rs).
@@ -76,7 +80,12 @@ fn artefact(name: &str) -> PathBuf {
 }
 
 /// Runs one scenario (`tests/browser/run.mjs`), bounded to two minutes; its JSON report.
-fn scenario(dev: &Dev, name: &str, mut args: Value) -> Value {
+fn scenario(dev: &Dev, name: &str, args: Value) -> Value {
+    scenario_bounded(dev, name, args, Duration::from_secs(120))
+}
+
+/// [`scenario`] with its own bound.
+fn scenario_bounded(dev: &Dev, name: &str, mut args: Value, bound: Duration) -> Value {
     let shot = artefact(name);
     let _ = std::fs::remove_file(&shot);
     args["screenshot"] = json!(shot);
@@ -98,7 +107,7 @@ fn scenario(dev: &Dev, name: &str, mut args: Value) -> Value {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .expect("node runs");
-    let status = wait_bounded(&mut child, Duration::from_secs(120), name);
+    let status = wait_bounded(&mut child, bound, name);
     let out = std::fs::read_to_string(&out_path).unwrap_or_default();
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(status.success(), "{name}: node failed ({status}): {err}\n{out}");
@@ -167,16 +176,22 @@ fn dash_cookie_link_plays_on_the_same_site() {
 
 /// Revokes the playing link; the player must say `revoked` within one segment plus one request.
 fn revoke_is_reported(format: &str) {
+    revoked_by(format, "token", json!({}));
+}
+
+/// Revokes `by` the link's token id, its subject or its key while it plays (`extra`:
+/// more scenario arguments); the player must say `revoked` within one segment plus one
+/// request.
+fn revoked_by(format: &str, by: &str, extra: Value) {
     if !ready() {
         return;
     }
     let dev = start_dev();
-    let r = scenario(
-        &dev,
-        &format!("{format}-revoked"),
-        json!({"scenario": "revoke", "format": format, "transport": "query"}),
-    );
-    assert!(r["before"]["currentTime"].as_f64().unwrap() >= 3.0, "did not play before the revocation: {r:#}");
+    let mut args = json!({"scenario": "revoke", "format": format, "transport": "query", "by": by});
+    args.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let after = args["revoke_after"].as_f64().unwrap_or(3.0);
+    let r = scenario(&dev, &format!("{format}-revoked-by-{by}"), args);
+    assert!(r["before"]["currentTime"].as_f64().unwrap() >= after, "did not play before the revocation: {r:#}");
     let after = &r["after"];
     assert_eq!((&after["state"], &after["reason"]), (&json!("stopped"), &json!("revoked")), "{r:#}");
     assert_eq!(after["message"], "This link was revoked.", "{r:#}");
@@ -196,6 +211,19 @@ fn hls_revocation_mid_playback_is_reported_within_a_segment() {
 #[test]
 fn dash_revocation_mid_playback_is_reported_within_a_segment() {
     revoke_is_reported("dash");
+}
+
+/// Sessions die with every revocation that matches their link: a 10-second link plays
+/// past its expiry on its session (query transport), then its subject, or its key, is
+/// revoked; the player stops within a segment.
+#[test]
+fn a_session_past_its_link_ends_when_the_subject_is_revoked() {
+    revoked_by("hls", "subject", json!({"ttl": 10, "revoke_after": 18}));
+}
+
+#[test]
+fn a_session_past_its_link_ends_when_its_key_is_revoked() {
+    revoked_by("hls", "key", json!({"ttl": 10, "revoke_after": 18}));
 }
 
 #[test]
@@ -274,4 +302,52 @@ fn a_page_on_another_site_plays_through_cors_but_cannot_use_cookies() {
         json!({"scenario": "play", "page": page, "format": "hls", "transport": "cookie"}),
     );
     assert_eq!((&r["played"]["state"], &r["played"]["reason"]), (&json!("stopped"), &json!("missing")), "{r:#}");
+}
+
+/// The case: a 30-second link plays the 3-minute sample to the end in Chromium
+/// with a 6 s forward buffer (at twice the normal rate, so the film takes 90 s — 55 s
+/// past the link's expiry and leeway), on its playback session, with no new link and no
+/// denial. Then what the edge counted matches what the browser did: one start on the
+/// page's channel and, once the link is revoked and the last segment the player fetched
+/// is asked for again with its credential, one session ended `revoked` at completion 1.0,
+/// logged once as `session.ended`.
+#[test]
+fn a_30_second_link_plays_the_whole_film_and_the_edge_counts_one_complete_playback() {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    let args = json!({
+        "scenario": "play", "format": "hls", "transport": "query",
+        "ttl": 30, "buffer": 6, "rate": 2, "play_secs": "to_end", "then_revoke": true,
+    });
+    let r = scenario_bounded(&dev, "hls-30s-link-whole-film", args, Duration::from_secs(240));
+    let p = &r["played"];
+    assert_eq!(p["ended"], true, "the film did not play to the end: {r:#}");
+    assert!(p["currentTime"].as_f64().unwrap() >= 178.0, "{r:#}");
+    assert_eq!(p["errors"], json!([]), "a denial reached the player: {r:#}");
+    let (first, last) = (r["first_link"]["token_id"].as_str().unwrap(), p["link"]["token_id"].as_str().unwrap());
+    assert_eq!(first, last, "the page had to fetch a new link: {r:#}");
+    assert!(
+        r["first_link"]["expires_at"].as_u64().unwrap() + 5 < stile_tests::token::now(),
+        "the link did not expire during the film: {r:#}"
+    );
+    assert_eq!(r["refetch"], json!({"status": 403, "reason": "revoked"}), "{r:#}");
+
+    let admin = dev.base + 2;
+    let channel = "channel=\"embed:dev-page\"";
+    let metric = |series: &str| net::metric(admin, series).unwrap_or_else(|| panic!("no {series}"));
+    assert_eq!(metric(&format!("stile_edge_playback_starts_total{{{channel}}}")), 1.0);
+    assert_eq!(metric(&format!("stile_edge_playback_ended_total{{cause=\"revoked\",{channel}}}")), 1.0);
+    assert_eq!(metric(&format!("stile_edge_playback_completion_ratio_count{{{channel}}}")), 1.0);
+    let completion = metric(&format!("stile_edge_playback_completion_ratio_sum{{{channel}}}"));
+    assert!(completion > 0.98, "completion {completion}, the browser played to the end");
+    let events = dev.log();
+    let ended: Vec<&str> = events.lines().filter(|l| l.contains("session.ended")).collect();
+    assert_eq!(ended.len(), 1, "one session.ended event: {ended:?}");
+    assert!(ended[0].contains("revoked") && ended[0].contains("embed:dev-page"), "{}", ended[0]);
+    assert!(ended[0].contains("completion=1"), "{}", ended[0]);
+    let log = dev.stderr();
+    assert!(!log.contains(&format!("deny expired (query, token {first})")), "{log}");
+    assert!(!log.contains(&format!("deny session_expired (query, token {first})")), "{log}");
 }
