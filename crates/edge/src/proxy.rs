@@ -3,7 +3,7 @@
 //! | phase | what the edge does |
 //! |---|---|
 //! | (before any phase) | `Front` ([`crate::tls`]) runs the TLS handshake on TLS listeners; [`crate::intake`] keeps an HTTP/1 request line as sent; requests Pingora refuses are logged there |
-//! | `request_filter` | HTTPS redirect (plain listeners, `tls.redirect_http`); request line as sent = as parsed, else 400; CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
+//! | `request_filter` | HTTPS redirect (plain listeners, `tls.redirect_http`); request line as sent = as parsed, else 400; CORS preflight; player beacons ([`crate::beacon`]: answered here, never proxied); validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
 //! | cache hooks | admitted `GET`/`HEAD` only: token-free key, lookup, lock, freshness ([`crate::cache`]); a miss then goes to `upstream_peer` |
 //! | `upstream_peer` | the pool for the canonical path, then an origin of it ([`crate::origin`]): pre-resolved address, TLS, timeouts |
 //! | `upstream_request_filter` | canonical, token-free target; the origin's `Host`; our cookie and tokenised `Referer` removed |
