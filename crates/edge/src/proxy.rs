@@ -583,9 +583,22 @@ impl EdgeProxy {
 
     /// The answer to a request judged by a `[[foreign]]` entry.
     async fn after_foreign(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.beacon {
+            ctx.kind = ObjectKind::Beacon;
+        }
         if let Some(Err(reason)) = ctx.result {
             self.deny(session, ctx, reason, reason.http_status()).await?;
             return Ok(true);
+        }
+        if !ctx.beacon
+            && beacon::is_beacon_path(Self::canonical_path(session, ctx))
+            && self.beacon_gate(session, ctx).await?
+        {
+            return Ok(true);
+        }
+        if ctx.beacon {
+            // A vendor's link: no session, no channel; the edge-wide bucket only.
+            return self.beacon(session, ctx, None).await;
         }
         ctx.admitted_at = Some(Instant::now());
         Ok(false)

@@ -150,6 +150,10 @@ fn a_sessions_beacons_count_on_its_channel_and_renew_nothing() {
     let other = format!("/vod/abc/_stile_beacon?st={}", link("web", 0x0b03, false));
     let big = send(edge.port, "POST", &other, &[("Content-Length", "5000")], b"").expect("edge answers");
     assert_eq!(big.status, 413, "{big:?}");
+    // A chunked body is cut off as soon as it passes 1 KiB.
+    let chunked = format!("{:x}\r\n{}\r\n0\r\n\r\n", 1100, "x".repeat(1100));
+    let big = send(edge.port, "POST", &other, &[("Transfer-Encoding", "chunked")], chunked.as_bytes());
+    assert_eq!(big.expect("edge answers").status, 413);
     // Only a POST is a beacon; other methods are not proxied either.
     let r = edge.get(&at, &[]);
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")), "{r:?}");
@@ -159,7 +163,7 @@ fn a_sessions_beacons_count_on_its_channel_and_renew_nothing() {
         (r#"stile_edge_player_errors_total{channel="web",error="unplayable"}"#, 1.0),
         (r#"stile_edge_player_beacons_total{result="accepted"}"#, 3.0),
         (r#"stile_edge_player_beacons_total{result="malformed"}"#, 1.0),
-        (r#"stile_edge_player_beacons_total{result="too_large"}"#, 1.0),
+        (r#"stile_edge_player_beacons_total{result="too_large"}"#, 2.0),
         (r#"stile_edge_player_beacons_total{result="rate_limited"}"#, 1.0),
         (r#"stile_edge_player_beacons_total{result="method_not_allowed"}"#, 1.0),
         (r#"stile_edge_player_rebuffers_total{channel="web"}"#, 0.0),
@@ -174,11 +178,20 @@ fn a_sessions_beacons_count_on_its_channel_and_renew_nothing() {
 
     // The access log: decision `beacon` with the result, never a credential.
     let logged = beacon_lines(&edge);
-    assert_eq!(logged.len(), 7, "{logged:?}");
+    assert_eq!(logged.len(), 8, "{logged:?}");
     let results: Vec<&str> = logged.iter().filter_map(|l| l["beacon"].as_str()).collect();
     assert_eq!(
         results,
-        ["accepted", "accepted", "rate_limited", "accepted", "malformed", "too_large", "method_not_allowed"]
+        [
+            "accepted",
+            "accepted",
+            "rate_limited",
+            "accepted",
+            "malformed",
+            "too_large",
+            "too_large",
+            "method_not_allowed"
+        ]
     );
     for l in &logged {
         assert_eq!(l["decision"], "beacon", "{l}");
@@ -260,4 +273,28 @@ fn the_edge_wide_bucket_refuses_a_flood_before_any_check() {
     let m = metrics(&edge);
     assert_eq!(sample(&m, r#"stile_edge_player_beacons_total{result="rate_limited"}"#), 3.0, "{m}");
     assert_eq!(sample(&m, r#"stile_edge_player_beacons_total{result="accepted"}"#), 3.0, "{m}");
+}
+
+#[test]
+fn a_foreign_links_beacon_is_answered_not_proxied() {
+    let content = content();
+    let origin = Origin::start(content.path());
+    let config = "[diagnostics]\nreason_header = true\n[[foreign]]\nformat = \"bunny\"\nhosts = [\"127.0.0.1\"]\n\
+                  path_prefixes = [\"/vod/\"]\n";
+    let mut state: Value = serde_json::from_str(&state_json(1, serde_json::json!([]), None)).unwrap();
+    state["foreign_keys"] = serde_json::json!([{ "format": "bunny", "name": "zone", "key": "bunny-zone-key" }]);
+    let edge = Edge::start(&origin, config, &state.to_string());
+    let claims = stile_foreign::bunny::Claims {
+        path: "/vod/abc/v1/_stile_beacon",
+        expires: now() + 600,
+        token_path: Some("/vod/abc/"),
+        ..Default::default()
+    };
+    let target = stile_foreign::bunny::sign(b"bunny-zone-key", &claims);
+    let r = beacon(&edge, &target, r#"{"rebuffers":1}"#, &[]);
+    assert_eq!(r.status, 204, "{r:?}\n{}", edge.log());
+    let m = metrics(&edge);
+    assert_eq!(sample(&m, r#"stile_edge_player_rebuffers_total{channel="none"}"#), 1.0, "{m}");
+    assert_eq!(sample(&m, r#"stile_edge_foreign_requests_total{format="bunny",result="admitted"}"#), 1.0, "{m}");
+    assert!(origin.request_lines().is_empty(), "{:?}", origin.request_lines());
 }
