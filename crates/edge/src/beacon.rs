@@ -295,6 +295,8 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -384,5 +386,26 @@ mod tests {
         assert_eq!((0..20).filter(|_| l.take_global_at(60_000)).count(), 5);
         // Time going back adds nothing.
         assert!(!l.take_global_at(1_000));
+    }
+
+    proptest! {
+        // The fuzz target's invariants, on beacon-shaped objects with any values.
+        #[test]
+        fn accepted_beacons_stay_within_their_bounds(
+            startup in any::<f64>(), rebuffers in any::<i64>(), ms in any::<u64>(), error in "[a-z_]{0,20}",
+            junk in proptest::collection::vec(any::<u8>(), 0..1200),
+        ) {
+            let body = format!(r#"{{"startup_ms":{startup:?},"rebuffers":{rebuffers},"rebuffer_ms":{ms},"error":"{error}"}}"#);
+            if let Ok(b) = parse(body.as_bytes()) {
+                prop_assert!(startup >= 0.0 && rebuffers >= 0);
+                prop_assert!(b.startup_ms.is_some_and(|v| v <= MAX_STARTUP_MS));
+                prop_assert!(b.rebuffers <= MAX_REBUFFERS && b.rebuffer_ms <= MAX_REBUFFER_MS);
+                prop_assert_eq!(b.error_label().unwrap() == error, ERRORS.contains(&error.as_str()));
+            }
+            match parse(&junk) {
+                Ok(b) => prop_assert!(junk.len() <= MAX_BODY && b.error.is_none_or(|i| i < ERRORS.len())),
+                Err(e) => prop_assert_eq!(junk.len() > MAX_BODY, e == BeaconError::TooLarge),
+            }
+        }
     }
 }
