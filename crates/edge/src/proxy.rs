@@ -400,7 +400,16 @@ impl EdgeProxy {
             return self.answer_beacon(session, ctx, BeaconResult::TooLarge).await;
         }
         let mut body = Vec::with_capacity(declared.map_or(256, |n| n as usize));
-        while let Some(chunk) = session.read_request_body().await? {
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    // Cut short: counted with the bodies that are not beacons.
+                    ctx.beacon_result = Some(BeaconResult::Malformed);
+                    return Err(e);
+                }
+            };
             if body.len() + chunk.len() > beacon::MAX_BODY {
                 return self.answer_beacon(session, ctx, BeaconResult::TooLarge).await;
             }
@@ -1287,14 +1296,16 @@ impl ProxyHttp for EdgeProxy {
         let verified = ctx.token.is_some()
             && !matches!(reason, Some(Reason::Malformed | Reason::UnknownKey | Reason::BadSignature));
         let channel = ctx.token.as_ref().filter(|_| verified).and_then(Token::channel);
-        if !ctx.preflight && !ctx.redirected && !ctx.background {
+        // Beacons answered before their credential was checked count in the beacon results only.
+        let unchecked_beacon = ctx.beacon && ctx.result.is_none();
+        if !ctx.preflight && !ctx.redirected && !ctx.background && !unchecked_beacon {
             self.metrics.request(reason, ctx.transport, channel, ctx.kind);
             if let Some(f) = &ctx.foreign {
                 self.metrics.foreign(f.format, reason);
             }
-            if ctx.beacon {
-                self.metrics.beacon(ctx.beacon_result.unwrap_or(BeaconResult::Denied));
-            }
+        }
+        if ctx.beacon && !ctx.preflight {
+            self.metrics.beacon(ctx.beacon_result.unwrap_or(BeaconResult::Denied));
         }
         let admitted = ctx.admitted_at.is_some();
         if let Some(cache) = self.cache

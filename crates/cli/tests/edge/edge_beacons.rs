@@ -273,6 +273,13 @@ fn the_edge_wide_bucket_refuses_a_flood_before_any_check() {
     let m = metrics(&edge);
     assert_eq!(sample(&m, r#"stile_edge_player_beacons_total{result="rate_limited"}"#), 3.0, "{m}");
     assert_eq!(sample(&m, r#"stile_edge_player_beacons_total{result="accepted"}"#), 3.0, "{m}");
+    // Only the beacons whose credential was checked are requests of the channel.
+    let checked = m.lines().filter(|l| l.starts_with("stile_edge_requests_total{") && l.contains(r#"kind="beacon""#));
+    let checked: Vec<&str> = checked.filter(|l| !l.ends_with(" 0")).collect();
+    assert_eq!(
+        checked,
+        [r#"stile_edge_requests_total{channel="web",decision="allow",kind="beacon",reason="ok",transport="query"} 3"#]
+    );
 }
 
 #[test]
