@@ -22,6 +22,11 @@
 //   revoked.", ... When `source` is a function and the link expired, it first asks
 //   for a fresh link once and resumes where playback stopped (the page's URL stays the
 //   same while the credentials under it rotate).
+// - Player beacons (`beacon`, default true): the kit posts what only the player sees
+//   — startup time (load to first frame), stalls after playback started and their
+//   time, a fatal error kind — to the edge's `_stile_beacon` URL beside the media it
+//   plays, with the same credential (docs/edge.md "Player beacons"). Sent once after
+//   startup, on a fatal error, and when the page is hidden or left (sendBeacon).
 // - Tokens never reach error reporting: `onError` gets a plain object whose URLs and
 //   messages are redacted (query parameter and path-prefix tokens), never the
 //   libraries' own event objects (which carry full URLs); hls.js and dash.js logging
@@ -68,8 +73,29 @@ export function reasonMessage(reason, status) {
 
 const REASON_HEADER = 'x-stile-reason';
 
+/** The last path segment of the edge's beacon URL (docs/edge.md "Player beacons"). */
+export const BEACON_SEGMENT = '_stile_beacon';
+
+/**
+ * The beacon URL for a media or manifest URL: `_stile_beacon` in the same directory,
+ * with the same credential (a path-prefix credential stays in the path; a query one,
+ * `tokenParam`, is copied; cookie mode carries none). `null` for a URL it cannot read.
+ */
+export function beaconUrl(mediaUrl, { tokenParam = 'st' } = {}) {
+  try {
+    const base = new URL(mediaUrl, globalThis.location ? globalThis.location.href : undefined);
+    const url = new URL(BEACON_SEGMENT, base);
+    const token = base.searchParams.get(tokenParam);
+    if (token) url.searchParams.set(tokenParam, token);
+    return url.toString();
+  } catch (_) {
+    return null;
+  }
+}
+
 export class StilePlayer {
   #listener;
+  #pageListener;
 
   /**
    * @param {HTMLVideoElement} video
@@ -81,6 +107,7 @@ export class StilePlayer {
    * @param {boolean} [options.autoplay] default true
    * @param {boolean} [options.refreshOnExpiry] ask `source` again once when the link expires (default true)
    * @param {number} [options.bufferSeconds] forward buffer cap, seconds (default 30)
+   * @param {boolean} [options.beacon] post startup, rebuffering and fatal errors to the edge (default true)
    * @param {string} [options.tokenParam] default 'st' (for redaction)
    * @param {string} [options.pathSegment] default '_st' (for redaction)
    * @param {HTMLElement|null} [options.messageElement] where to show messages (default: a box after the video; null: none)
@@ -92,7 +119,7 @@ export class StilePlayer {
    */
   constructor(video, options = {}) {
     this.video = video;
-    this.options = { autoplay: true, refreshOnExpiry: true, bufferSeconds: 30, tokenParam: 'st', pathSegment: '_st', ...options };
+    this.options = { autoplay: true, refreshOnExpiry: true, bufferSeconds: 30, beacon: true, tokenParam: 'st', pathSegment: '_st', ...options };
     this.messages = { ...MESSAGES, ...(options.messages || {}) };
     this.status = { state: 'idle' };
     this.engine = null;
@@ -107,11 +134,26 @@ export class StilePlayer {
     this.messageElement = options.messageElement === undefined ? this.#defaultMessageElement() : options.messageElement;
     this.#listener = (ev) => this.#onVideo(ev);
     for (const ev of ['playing', 'waiting', 'ended', 'error']) video.addEventListener(ev, this.#listener);
+    this.mediaUrl = null;
+    this.beacon = newBeacon();
+    this.#pageListener = (ev) => {
+      if (ev.type === 'pagehide' || (typeof document !== 'undefined' && document.visibilityState === 'hidden')) this.#sendBeacon();
+    };
+    if (this.options.beacon && typeof addEventListener === 'function') {
+      addEventListener('pagehide', this.#pageListener);
+      if (typeof document !== 'undefined') document.addEventListener('visibilitychange', this.#pageListener);
+    }
   }
 
   /** Resolves the source and starts playing. */
   async load() {
     this.denied = false;
+    // A refresh after expiry continues the same playback (its startup already counted).
+    if (!this.refreshed) {
+      this.#sendBeacon();
+      this.beacon = newBeacon();
+    }
+    this.mediaUrl = null;
     if (this.hidControls) {
       this.hidControls = false;
       this.video.controls = true;
@@ -131,8 +173,11 @@ export class StilePlayer {
 
   /** Stops playback and releases the player library. */
   destroy() {
+    this.#sendBeacon();
     this.#teardown();
     for (const ev of ['playing', 'waiting', 'ended', 'error']) this.video.removeEventListener(ev, this.#listener);
+    if (typeof removeEventListener === 'function') removeEventListener('pagehide', this.#pageListener);
+    if (typeof document !== 'undefined') document.removeEventListener('visibilitychange', this.#pageListener);
   }
 
   // ----------------------------------------------------------------- sources
@@ -179,6 +224,10 @@ export class StilePlayer {
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (_event, data) => this.#onHlsError(hls, data));
       hls.on(Hls.Events.MANIFEST_PARSED, () => this.#autoplay());
+      // The latest media URL carries the session credential the edge issued (beacons reuse it).
+      hls.on(Hls.Events.FRAG_LOADED, (_event, data) => {
+        if (hls === this.hls && data && data.frag && data.frag.url) this.mediaUrl = data.frag.url;
+      });
       hls.loadSource(link.url);
       hls.attachMedia(this.video);
       return;
@@ -239,6 +288,7 @@ export class StilePlayer {
     // Every response passes here first, refused ones included: stop before dash.js retries.
     player.addResponseInterceptor((response) => {
       const status = response && response.status;
+      if (status >= 200 && status < 300 && player === this.dash) this.mediaUrl = response.url || (response.request && response.request.url) || this.mediaUrl;
       if ((status === 401 || status === 403) && player === this.dash && !this.denied) {
         const reason = headerOf(response.headers);
         this.#report({ engine: 'dash.js', type: 'download', details: 'refused', fatal: true, status, reason, url: response.url || (response.request && response.request.url) });
@@ -272,14 +322,34 @@ export class StilePlayer {
       return;
     }
     this.#setStatus({ state: 'stopped', reason: reason || null, status, message: this.#message(reason, status) });
+    // The edge counts its own refusals; a beacon still goes out in case the credential
+    // it carries is accepted (a refusal of another URL, a link since renewed).
+    this.beacon.error = reason || (status === 401 ? 'missing' : 'refused');
+    this.#sendBeacon();
   }
 
   async #onVideo(ev) {
     if (this.denied) return;
     if (ev.type === 'playing') {
       this.refreshed = false;
+      const b = this.beacon;
+      const at = now();
+      if (b.waitingSince !== null) {
+        b.rebufferMs += at - b.waitingSince;
+        b.waitingSince = null;
+      }
       this.#setStatus({ state: 'playing' });
+      if (b.startupMs === null && !b.startupSent) {
+        b.startupMs = at - b.loadAt;
+        this.#sendBeacon();
+      }
     } else if (ev.type === 'waiting') {
+      const b = this.beacon;
+      // A stall after playback started (seeking included); the startup wait is not one.
+      if ((b.startupSent || b.startupMs !== null) && b.waitingSince === null) {
+        b.rebuffers += 1;
+        b.waitingSince = now();
+      }
       this.#setStatus({ state: 'buffering' });
     } else if (ev.type === 'ended') {
       this.#setStatus({ state: 'ended' });
@@ -306,6 +376,43 @@ export class StilePlayer {
     this.#teardown();
     this.#report({ engine: this.engine, type: kind, details, fatal: true });
     this.#setStatus({ state: 'error', reason: null, message: this.messages[kind] || this.messages.network });
+    this.beacon.error = kind;
+    this.#sendBeacon();
+  }
+
+  /**
+   * Posts what happened since the last beacon (nothing when nothing did). Best effort
+   * and silent: no error, URL or token of it reaches onError or the console.
+   */
+  #sendBeacon() {
+    if (!this.options.beacon || !this.link) return;
+    const b = this.beacon;
+    if (b.waitingSince !== null) {
+      const at = now();
+      b.rebufferMs += at - b.waitingSince;
+      b.waitingSince = at;
+    }
+    const body = {};
+    if (b.startupMs !== null && !b.startupSent) body.startup_ms = Math.round(b.startupMs);
+    if (b.rebuffers > 0) body.rebuffers = b.rebuffers;
+    if (b.rebufferMs >= 1) body.rebuffer_ms = Math.round(b.rebufferMs);
+    if (b.error) body.error = b.error;
+    if (Object.keys(body).length === 0) return;
+    const url = beaconUrl(this.mediaUrl || this.link.url, { tokenParam: this.options.tokenParam });
+    if (!url) return;
+    if (body.startup_ms !== undefined) b.startupSent = true;
+    b.rebuffers = 0;
+    b.rebufferMs = 0;
+    b.error = null;
+    const text = JSON.stringify(body);
+    try {
+      // sendBeacon posts text/plain (no preflight) and survives the page going away.
+      if (typeof navigator !== 'undefined' && navigator.sendBeacon && navigator.sendBeacon(url, text)) return;
+      const credentials = this.link.withCredentials ? 'include' : 'same-origin';
+      fetch(url, { method: 'POST', body: text, keepalive: true, credentials, cache: 'no-store' }).catch(() => {});
+    } catch (_) {
+      // Beacons are best effort.
+    }
   }
 
   #teardown() {
@@ -381,6 +488,15 @@ export class StilePlayer {
     this.video.insertAdjacentElement('afterend', el);
     return el;
   }
+}
+
+/** A playback's beacon counters (since the last beacon sent). */
+function newBeacon() {
+  return { loadAt: now(), startupMs: null, startupSent: false, rebuffers: 0, rebufferMs: 0, waitingSince: null, error: null };
+}
+
+function now() {
+  return globalThis.performance && typeof performance.now === 'function' ? performance.now() : Date.now();
 }
 
 /** The reason header from an XMLHttpRequest or a header object (dash.js). */

@@ -39,6 +39,12 @@ pub fn get(port: u16, target: &str, headers: &[(&str, &str)]) -> Option<Response
 
 /// [`get`] with any method; a `HEAD` answer has no body.
 pub fn request(port: u16, method: &str, target: &str, headers: &[(&str, &str)]) -> Option<Response> {
+    send(port, method, target, headers, b"")
+}
+
+/// [`request`] with `body` sent after the head in the same write (`headers` must
+/// frame it: `Content-Length` or `Transfer-Encoding`).
+pub fn send(port: u16, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
@@ -46,7 +52,9 @@ pub fn request(port: u16, method: &str, target: &str, headers: &[(&str, &str)]) 
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).ok()?;
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     parse_response(&raw, method == "HEAD")

@@ -276,16 +276,26 @@ impl H2Client {
         async move {
             send = send.ready().await.unwrap();
             let (resp, _) = send.send_request(req, true).unwrap();
-            let resp = resp.await.unwrap();
-            let (parts, mut body) = resp.into_parts();
-            let mut out = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let chunk = chunk.unwrap();
-                let _ = body.flow_control().release_capacity(chunk.len());
-                out.extend_from_slice(&chunk);
-            }
-            H2Response { status: parts.status.as_u16(), headers: parts.headers, body: out }
+            read_response(resp).await
         }
+    }
+
+    /// `method` with `body` (one DATA frame ending the stream) and `headers`.
+    pub fn send(&self, method: &str, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> H2Response {
+        let uri = format!("https://{}{path_and_query}", self.authority);
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(()).unwrap();
+        let body = Bytes::copy_from_slice(body);
+        let mut send = self.send.clone();
+        self.rt.block_on(async move {
+            send = send.ready().await.unwrap();
+            let (resp, mut stream) = send.send_request(req, false).unwrap();
+            stream.send_data(body, true).unwrap();
+            read_response(resp).await
+        })
     }
 
     /// Runs many requests concurrently on this one connection.
@@ -293,6 +303,19 @@ impl H2Client {
         let futs: Vec<_> = paths.iter().map(|p| self.start("GET", p, &[])).collect();
         self.rt.block_on(futures::future::join_all(futs))
     }
+}
+
+/// The whole answer to one HTTP/2 request.
+async fn read_response(resp: h2::client::ResponseFuture) -> H2Response {
+    let resp = resp.await.unwrap();
+    let (parts, mut body) = resp.into_parts();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    H2Response { status: parts.status.as_u16(), headers: parts.headers, body: out }
 }
 
 // ------------------------------------------------------------------ raw HTTP/2 `:path`

@@ -6,7 +6,7 @@
 //!
 //! - HLS and DASH × query, path and cookie links play (`currentTime` past 5 s, a
 //!   picture decoded, no fatal player error), and the edge admitted them by that
-//!   transport;
+//!   transport, and the kit's startup beacon was accepted by the same transport;
 //! - a revocation mid-playback is reported as `revoked` within one segment duration
 //!   plus one request;
 //! - a forged link shows its reason to the viewer, and error reports carry no token;
@@ -142,6 +142,13 @@ fn plays(format: &str, transport: &str) {
     let seen = format!("({transport}, token {id})");
     let segments = dev.stderr().lines().filter(|l| l.contains(".m4s -> 200 allow") && l.contains(&seen)).count();
     assert!(segments >= 4, "the edge admitted {segments} segments by {transport} for {id}:\n{}", dev.stderr());
+    // The kit's startup beacon reached the edge with the same credential transport and was counted.
+    let beacons = dev
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("/_stile_beacon -> 204 beacon") && l.contains(&format!("({transport}")))
+        .count();
+    assert!(beacons >= 1, "no beacon accepted by {transport}:\n{}", dev.stderr());
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub struct EdgeConfig {
     pub foreign: Vec<crate::foreign::ForeignConfig>,
     /// Per-share playback outcomes: the session tracker (`[outcomes]`, see [`OutcomesConfig`]).
     pub outcomes: OutcomesConfig,
+    /// Player beacons: the embed kit's startup, rebuffering and error reports (`[beacon]`,
+    /// see [`BeaconConfig`]).
+    pub beacon: BeaconConfig,
 }
 
 impl Default for EdgeConfig {
@@ -99,6 +102,7 @@ impl Default for EdgeConfig {
             cache: crate::cache::CacheConfig::default(),
             foreign: Vec::new(),
             outcomes: OutcomesConfig::default(),
+            beacon: BeaconConfig::default(),
         }
     }
 }
@@ -124,6 +128,39 @@ pub struct OutcomesConfig {
 impl Default for OutcomesConfig {
     fn default() -> OutcomesConfig {
         OutcomesConfig { enabled: true, max_sessions: 100_000, max_segments: 65_536, sweep_interval_ms: 5_000 }
+    }
+}
+
+/// Player beacons (`[beacon]`, `docs/edge.md` "Player beacons"): `POST`s to
+/// `<asset directory>/_stile_beacon` carrying the player's credential, counted per
+/// share channel (`stile_edge_player_*`), never proxied.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BeaconConfig {
+    /// Accept beacons. Off: the edge answers beacon URLs `404` itself (never the origin).
+    pub enabled: bool,
+    /// Beacons accepted per playback session (per link, before a session exists) per
+    /// minute; past it, `429`. 0: no per-session budget (the edge-wide one still applies).
+    pub per_session_per_minute: u32,
+    /// Slots of the per-session budget table (8 bytes each, reserved at start).
+    /// Sessions whose slots collide share one budget.
+    pub budget_slots: usize,
+    /// Beacons the whole edge accepts per second (a token bucket taken before the
+    /// credential is checked); past it, `429`.
+    pub rate_per_sec: u32,
+    /// The bucket's size: the most beacons accepted at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for BeaconConfig {
+    fn default() -> BeaconConfig {
+        BeaconConfig {
+            enabled: true,
+            per_session_per_minute: 12,
+            budget_slots: 65_536,
+            rate_per_sec: 1_000,
+            burst: 2_000,
+        }
     }
 }
 
@@ -716,6 +753,15 @@ impl EdgeConfig {
         if !(10..=3_600_000).contains(&self.outcomes.sweep_interval_ms) {
             return bad("outcomes.sweep_interval_ms", "must be between 10 and 3600000");
         }
+        if self.beacon.per_session_per_minute > 600 {
+            return bad("beacon.per_session_per_minute", "must be between 0 and 600");
+        }
+        if self.beacon.budget_slots == 0 || self.beacon.budget_slots > MAX_TRACKED_SESSIONS {
+            return bad("beacon.budget_slots", "must be between 1 and 16777216");
+        }
+        if self.beacon.rate_per_sec == 0 || self.beacon.burst == 0 || self.beacon.burst > 1_000_000 {
+            return bad("beacon.rate_per_sec", "rate_per_sec must be at least 1 and burst between 1 and 1000000");
+        }
         if !is_token_name(&self.cookie.name) {
             return bad("cookie.name", "must be a non-empty name of [A-Za-z0-9_-]");
         }
@@ -975,6 +1021,9 @@ mod tests {
             (c.outcomes.max_sessions, c.outcomes.max_segments, c.outcomes.sweep_interval_ms),
             (100_000, 65_536, 5_000)
         );
+        let b = &c.beacon;
+        assert!(b.enabled);
+        assert_eq!((b.per_session_per_minute, b.budget_slots, b.rate_per_sec, b.burst), (12, 65_536, 1_000, 2_000));
     }
 
     #[test]
@@ -1004,6 +1053,9 @@ mod tests {
             ("[outcomes]\nmax_sessions = 0\n[state]\nfile='x'", "outcomes.max_sessions"),
             ("[outcomes]\nmax_segments = 99999999\n[state]\nfile='x'", "outcomes.max_segments"),
             ("[outcomes]\nsweep_interval_ms = 1\n[state]\nfile='x'", "outcomes.sweep_interval_ms"),
+            ("[beacon]\nper_session_per_minute = 601\n[state]\nfile='x'", "beacon.per_session_per_minute"),
+            ("[beacon]\nbudget_slots = 0\n[state]\nfile='x'", "beacon.budget_slots"),
+            ("[beacon]\nrate_per_sec = 0\n[state]\nfile='x'", "beacon.rate_per_sec"),
             ("typo = 1\n[state]\nfile='x'", "unknown field"),
             ("[token]\nunknown_country = 'maybe'\n[state]\nfile='x'", "unknown variant"),
             ("[validation]\nenabled = false\n[state]\nfile='x'", "validation.enabled"),

@@ -20,6 +20,7 @@
 //! - `intake.rs` — the proxy service behind the tap, and the requests Pingora refuses;
 //! - `proxy.rs` — the Pingora `ProxyHttp` service;
 //! - [`playback`] — per-share playback outcomes: the bounded session tracker and VOD segment positions;
+//! - [`beacon`] — player beacons: the body parser and the edge-wide and per-session limits;
 //! - `admin.rs`, `metrics.rs` — `/healthz`, `/readyz`, `/metrics`;
 //! - [`sync`] — the sync client following the control plane (the only module that sees `stile.v1`);
 //!   with the `test-util` feature, `sync::EmbeddedSync` runs it without the proxy (the fleet simulator);
@@ -36,12 +37,13 @@
 // Public modules are the ones other crates use: `stile explain` (cli) runs the
 // edge's own transport, state, revocation and validation code; the cli and the
 // fault tests embed the edge with an injected clock; the benches and the fuzz
-// targets drive the validator, the revocation set, the playlist and MPD rewriters and
-// the sync model directly; `stile dev` checks `--allow-origin` with `cors`;
+// targets drive the validator, the revocation set, the playlist and MPD rewriters, the
+// beacon parser and the sync model directly; `stile dev` checks `--allow-origin` with `cors`;
 // `foreign` holds the types the public state file and configuration name.
 // Everything else is private, its types re-exported where a public signature
 // needs them.
 mod admin;
+pub mod beacon;
 pub mod cache;
 pub mod clock;
 mod config;
@@ -68,10 +70,10 @@ pub mod verified;
 
 pub use cache::{CacheConfig, TtlConfig};
 pub use config::{
-    AccessLogConfig, CertificateConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig, DiagnosticsConfig,
-    EdgeConfig, HealthCheckConfig, OriginConfig, OutcomesConfig, PassiveHealthConfig, PlaylistConfig, PoolConfig,
-    RetryConfig, SameSite, ServerConfig, StalePolicy, StateConfig, TlsConfig, TlsVersion, TokenConfig,
-    UnknownCountryConfig, ValidationConfig,
+    AccessLogConfig, BeaconConfig, CertificateConfig, ClientConfig, ConfigError, CookieConfig, CorsConfig,
+    DiagnosticsConfig, EdgeConfig, HealthCheckConfig, OriginConfig, OutcomesConfig, PassiveHealthConfig,
+    PlaylistConfig, PoolConfig, RetryConfig, SameSite, ServerConfig, StalePolicy, StateConfig, TlsConfig, TlsVersion,
+    TokenConfig, UnknownCountryConfig, ValidationConfig,
 };
 pub use geo::GeoError;
 pub use metrics::Metrics;

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use stile_token::Reason;
 
+use crate::beacon::{self, Beacon, BeaconResult};
 use crate::state::State;
 use crate::transport::Transport;
 
@@ -38,6 +40,10 @@ pub struct Metrics {
     foreign: IntCounterVec,
     /// Per-channel playback outcomes ([`crate::playback`]).
     playback: PlaybackVecs,
+    /// Per-channel player beacon series ([`crate::beacon`]).
+    player: PlayerVecs,
+    /// `stile_edge_player_beacons_total{result}`, in [`BeaconResult::ALL`] order.
+    beacons: [IntCounter; BeaconResult::ALL.len()],
     /// `requests` series of requests without a channel, with a capped-out channel, and of
     /// each channel seen: handles resolved once, so counting a request hashes no label.
     no_channel: Channel,
@@ -109,7 +115,7 @@ impl EndCause {
 
 /// Decisions of `stile_edge_requests_total`: allowed, or denied for one of [`Reason::ALL`].
 const OUTCOMES: usize = Reason::ALL.len() + 1;
-const KINDS: [ObjectKind; 3] = [ObjectKind::Manifest, ObjectKind::Segment, ObjectKind::Other];
+const KINDS: [ObjectKind; 4] = [ObjectKind::Manifest, ObjectKind::Segment, ObjectKind::Other, ObjectKind::Beacon];
 const SLOTS: usize = OUTCOMES * Transport::ALL.len() * KINDS.len();
 
 /// One channel's label value and metric handles (shared by the request counters and
@@ -124,6 +130,7 @@ pub(crate) struct ChannelCounters {
     label: Box<str>,
     slots: [OnceLock<IntCounter>; SLOTS],
     playback: OnceLock<PlaybackCounters>,
+    player: OnceLock<PlayerCounters>,
 }
 
 /// The playback series of one channel.
@@ -137,6 +144,24 @@ pub(crate) struct PlaybackCounters {
     pub(crate) ended: [IntCounter; 4],
     /// `stile_edge_playback_completion_ratio{channel}`.
     pub(crate) completion: Histogram,
+}
+
+/// The player beacon series of one channel (the `error` series each made on first use).
+#[derive(Debug)]
+pub(crate) struct PlayerCounters {
+    startup: Histogram,
+    rebuffers: IntCounter,
+    rebuffer_secs: Counter,
+    errors: [OnceLock<IntCounter>; beacon::ERRORS.len()],
+}
+
+/// The player beacon metric families (`docs/edge.md`, "Metrics").
+#[derive(Debug)]
+struct PlayerVecs {
+    startup: HistogramVec,
+    rebuffers: IntCounterVec,
+    rebuffer_secs: CounterVec,
+    errors: IntCounterVec,
 }
 
 /// The playback metric families (`docs/edge.md`, "Metrics").
@@ -156,6 +181,7 @@ impl ChannelCounters {
             label: label.into(),
             slots: std::array::from_fn(|_| OnceLock::new()),
             playback: OnceLock::new(),
+            player: OnceLock::new(),
         }
     }
 
@@ -176,6 +202,30 @@ impl ChannelCounters {
                 completion: p.completion.with_label_values(&[l]),
             }
         })
+    }
+
+    /// Counts one accepted beacon on this channel.
+    fn player(&self, m: &Metrics, b: &Beacon) {
+        let p = self.player.get_or_init(|| {
+            let v = &m.player;
+            let l = &*self.label;
+            PlayerCounters {
+                startup: v.startup.with_label_values(&[l]),
+                rebuffers: v.rebuffers.with_label_values(&[l]),
+                rebuffer_secs: v.rebuffer_secs.with_label_values(&[l]),
+                errors: std::array::from_fn(|_| OnceLock::new()),
+            }
+        });
+        if let Some(ms) = b.startup_ms {
+            p.startup.observe(f64::from(ms) / 1e3);
+        }
+        p.rebuffers.inc_by(u64::from(b.rebuffers));
+        if b.rebuffer_ms > 0 {
+            p.rebuffer_secs.inc_by(f64::from(b.rebuffer_ms) / 1e3);
+        }
+        if let Some(i) = b.error {
+            p.errors[i].get_or_init(|| m.player.errors.with_label_values(&[&self.label, beacon::ERRORS[i]])).inc();
+        }
     }
 
     fn inc(&self, vec: &IntCounterVec, reason: Option<Reason>, transport: Transport, kind: ObjectKind) {
@@ -207,6 +257,8 @@ pub enum ObjectKind {
     /// Anything else (keys, images, unparsable paths).
     #[default]
     Other,
+    /// A player beacon (`…/_stile_beacon`, [`crate::beacon`]): answered by the edge.
+    Beacon,
 }
 
 impl ObjectKind {
@@ -232,6 +284,7 @@ impl ObjectKind {
             ObjectKind::Manifest => "manifest",
             ObjectKind::Segment => "segment",
             ObjectKind::Other => "other",
+            ObjectKind::Beacon => "beacon",
         }
     }
 }
@@ -394,6 +447,60 @@ impl Metrics {
                 ),
             ),
         };
+        let player = PlayerVecs {
+            startup: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "stile_edge_player_startup_seconds",
+                        "Player-reported time from load to the first frame played, by share channel.",
+                    )
+                    .buckets(vec![0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0]),
+                    &["channel"],
+                ),
+            ),
+            rebuffers: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "stile_edge_player_rebuffers_total",
+                        "Player-reported stalls after playback started, by share channel.",
+                    ),
+                    &["channel"],
+                ),
+            ),
+            rebuffer_secs: registered(
+                &registry,
+                CounterVec::new(
+                    Opts::new(
+                        "stile_edge_player_rebuffer_seconds_total",
+                        "Player-reported time spent stalled after playback started, by share channel.",
+                    ),
+                    &["channel"],
+                ),
+            ),
+            errors: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "stile_edge_player_errors_total",
+                        "Player-reported fatal errors, by share channel and kind (a reason code, a player kind, or other).",
+                    ),
+                    &["channel", "error"],
+                ),
+            ),
+        };
+        let beacons_vec = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_edge_player_beacons_total",
+                    "Player beacon requests by result (accepted, malformed, too_large, rate_limited, ...).",
+                ),
+                &["result"],
+            ),
+        );
+        let beacons = BeaconResult::ALL.map(|r| beacons_vec.with_label_values(&[r.as_str()]));
         // Pre-create the common series so dashboards see zeros, not gaps.
         for r in Reason::ALL {
             requests.with_label_values(&["deny", r.as_str(), Transport::None.as_str(), "none", "other"]);
@@ -417,6 +524,8 @@ impl Metrics {
             sessions,
             foreign,
             playback,
+            player,
+            beacons,
             no_channel: Arc::new(ChannelCounters::new("none")),
             other_channel: Arc::new(ChannelCounters::new("other")),
             channels: RwLock::new(HashMap::new()),
@@ -455,6 +564,17 @@ impl Metrics {
     /// One more (or fewer) tracked playback session.
     pub(crate) fn playback_tracked(&self, delta: i64) {
         self.playback.tracked.add(delta);
+    }
+
+    /// Counts one accepted beacon on its (MAC-verified) channel.
+    pub(crate) fn player(&self, channel: Option<&str>, b: &Beacon) {
+        self.channel(channel).player(self, b);
+    }
+
+    /// Counts one beacon request's result.
+    pub(crate) fn beacon(&self, result: BeaconResult) {
+        let i = BeaconResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
+        self.beacons[i].inc();
     }
 
     /// One playback session served but not tracked.
@@ -645,6 +765,35 @@ mod tests {
             let line = format!(r#"stile_edge_upstream_responses_total{{class="{class}"}} {n}"#);
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
+    }
+
+    #[test]
+    fn player_series_share_the_channel_handles_and_cap() {
+        let m = Metrics::new();
+        for i in 0..MAX_CHANNEL_LABELS {
+            m.request(None, Transport::Path, Some(&format!("c{i}")), ObjectKind::Segment);
+        }
+        let b = beacon::parse(br#"{"startup_ms":1500,"rebuffers":2,"rebuffer_ms":250,"error":"nope"}"#).unwrap();
+        m.player(Some("c0"), &b);
+        m.player(Some("c0"), &beacon::parse(br#"{"rebuffers":1,"rebuffer_ms":500}"#).unwrap());
+        m.player(Some("one-too-many"), &b);
+        m.beacon(BeaconResult::Accepted);
+        let text = String::from_utf8(m.encode()).unwrap();
+        for line in [
+            r#"stile_edge_player_startup_seconds_sum{channel="c0"} 1.5"#,
+            r#"stile_edge_player_startup_seconds_bucket{channel="c0",le="2"} 1"#,
+            r#"stile_edge_player_rebuffers_total{channel="c0"} 3"#,
+            r#"stile_edge_player_rebuffer_seconds_total{channel="c0"} 0.75"#,
+            r#"stile_edge_player_errors_total{channel="c0",error="other"} 1"#,
+            r#"stile_edge_player_errors_total{channel="other",error="other"} 1"#,
+            r#"stile_edge_player_beacons_total{result="accepted"} 1"#,
+            r#"stile_edge_player_beacons_total{result="rate_limited"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert!(!text.contains("one-too-many"));
+        // Only the error kinds that happened have a series.
+        assert_eq!(text.lines().filter(|l| l.starts_with("stile_edge_player_errors_total{")).count(), 2);
     }
 
     #[test]

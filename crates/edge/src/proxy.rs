@@ -3,7 +3,7 @@
 //! | phase | what the edge does |
 //! |---|---|
 //! | (before any phase) | `Front` ([`crate::tls`]) runs the TLS handshake on TLS listeners; [`crate::intake`] keeps an HTTP/1 request line as sent; requests Pingora refuses are logged there |
-//! | `request_filter` | HTTPS redirect (plain listeners, `tls.redirect_http`); request line as sent = as parsed, else 400; CORS preflight; validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
+//! | `request_filter` | HTTPS redirect (plain listeners, `tls.redirect_http`); request line as sent = as parsed, else 400; CORS preflight; player beacons ([`crate::beacon`]: answered here, never proxied); validation ([`crate::validate`]); 401/403 written here, `Ok(true)` |
 //! | cache hooks | admitted `GET`/`HEAD` only: token-free key, lookup, lock, freshness ([`crate::cache`]); a miss then goes to `upstream_peer` |
 //! | `upstream_peer` | the pool for the canonical path, then an origin of it ([`crate::origin`]): pre-resolved address, TLS, timeouts |
 //! | `upstream_request_filter` | canonical, token-free target; the origin's `Host`; our cookie and tokenised `Referer` removed |
@@ -31,6 +31,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use stile_token::{Reason, Session as PlaybackSession, SessionId, Token};
 
+use crate::beacon::{self, BeaconResult, BudgetKey, Limiter};
 use crate::cache::Cache;
 use crate::clock::SharedClock;
 use crate::config::{CookieConfig, EdgeConfig};
@@ -78,6 +79,10 @@ pub(crate) struct EdgeProxy {
     foreign: ForeignGate,
     /// Per-share playback outcomes (`[outcomes]`): the session tracker and VOD segment ends.
     outcomes: Option<(Arc<Tracker>, Arc<Segments>)>,
+    /// `beacon.enabled`.
+    beacons: bool,
+    /// The beacon limits (`[beacon]`).
+    beacon_limits: Limiter,
     denied: ResponseHeader,
     unauthorized: ResponseHeader,
     bad_request: ResponseHeader,
@@ -157,6 +162,10 @@ pub(crate) struct RequestCtx {
     session_id: Option<SessionId>,
     /// An HLS playlist served under a session, read for its VOD segment ends ([`crate::playback`]).
     observe: Option<Observe>,
+    /// A player beacon (`…/_stile_beacon`): answered here, never proxied.
+    beacon: bool,
+    /// What became of the beacon, once answered (`None` for a credential refused).
+    beacon_result: Option<BeaconResult>,
 }
 
 /// A playlist body being read (not changed) for the segment table.
@@ -249,6 +258,13 @@ impl EdgeProxy {
             // `EdgeConfig::validate` checked it already.
             foreign: ForeignGate::new(&config.foreign).unwrap_or_default(),
             outcomes: None,
+            beacons: config.beacon.enabled,
+            beacon_limits: Limiter::new(
+                config.beacon.per_session_per_minute,
+                if config.beacon.enabled { config.beacon.budget_slots } else { 1 },
+                config.beacon.rate_per_sec,
+                config.beacon.burst,
+            ),
             denied: denial_header(403),
             unauthorized: denial_header(401),
             bad_request: denial_header(400),
@@ -322,7 +338,12 @@ impl EdgeProxy {
     async fn answer_preflight(&self, session: &mut Session, grant: &Grant) -> Result<()> {
         let mut resp = ResponseHeader::build(204, Some(8))?;
         self.add_cors(&mut resp, Some(grant))?;
-        resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")?;
+        let methods = if beacon::is_beacon_path(session.req_header().raw_path()) {
+            "POST, OPTIONS"
+        } else {
+            "GET, HEAD, OPTIONS"
+        };
+        resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, methods)?;
         if let Some(h) = session.req_header().headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned()
             && cors::is_header_list(h.as_bytes())
         {
@@ -331,6 +352,98 @@ impl EdgeProxy {
         resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.cors.max_age())?;
         resp.insert_header(header::CONTENT_LENGTH, "0")?;
         session.write_response_header(Box::new(resp), true).await
+    }
+
+    /// A request to a beacon URL, before its credential is checked: answered here when
+    /// beacons are off (`404`), for any method but `POST` (`405`), and when the edge-wide
+    /// bucket is empty (`429`) — no validation, no body read. `true` when answered.
+    async fn beacon_gate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.beacon = true;
+        ctx.kind = ObjectKind::Beacon;
+        let refused = if !self.beacons {
+            Some(BeaconResult::Disabled)
+        } else if session.req_header().method != http::Method::POST {
+            Some(BeaconResult::Method)
+        } else if !self.beacon_limits.take_global() {
+            Some(BeaconResult::RateLimited)
+        } else {
+            None
+        };
+        match refused {
+            Some(r) => self.answer_beacon(session, ctx, r).await,
+            None => Ok(false),
+        }
+    }
+
+    /// A beacon whose credential was admitted (`session` when a session credential
+    /// was): the session's (or link's) budget, then the body, bounded, parsed and
+    /// counted on the link's channel. Always answered here (`Ok(true)`).
+    async fn beacon(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        playback: Option<&PlaybackSession>,
+    ) -> Result<bool> {
+        let key = playback
+            .map(|s| BudgetKey::Session(s.id().0))
+            .or_else(|| ctx.token.as_ref().map(|t| BudgetKey::Link(t.token_id().as_u64())));
+        if key.is_some_and(|k| !self.beacon_limits.take_key(k, self.clock.now())) {
+            return self.answer_beacon(session, ctx, BeaconResult::RateLimited).await;
+        }
+        let declared = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > beacon::MAX_BODY as u64) {
+            return self.answer_beacon(session, ctx, BeaconResult::TooLarge).await;
+        }
+        let mut body = Vec::with_capacity(declared.map_or(256, |n| n as usize));
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    // Cut short: counted with the bodies that are not beacons.
+                    ctx.beacon_result = Some(BeaconResult::Malformed);
+                    return Err(e);
+                }
+            };
+            if body.len() + chunk.len() > beacon::MAX_BODY {
+                return self.answer_beacon(session, ctx, BeaconResult::TooLarge).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let result = match beacon::parse(&body) {
+            Ok(b) => {
+                self.metrics.player(ctx.token.as_ref().and_then(Token::channel), &b);
+                BeaconResult::Accepted
+            }
+            Err(_) => BeaconResult::Malformed,
+        };
+        self.answer_beacon(session, ctx, result).await
+    }
+
+    /// The edge's answer to a beacon: no body, never stored, the CORS headers media get.
+    /// A body left unread closes the connection (nothing is drained). Returns `true`.
+    async fn answer_beacon(&self, session: &mut Session, ctx: &mut RequestCtx, result: BeaconResult) -> Result<bool> {
+        ctx.beacon_result = Some(result);
+        let status = result.status();
+        let mut resp = ResponseHeader::build(status, Some(6))?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        if status != 204 {
+            resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        }
+        if result == BeaconResult::Method {
+            resp.insert_header(header::ALLOW, "POST")?;
+        }
+        self.add_cors(&mut resp, ctx.cors.as_ref())?;
+        if !matches!(result, BeaconResult::Accepted | BeaconResult::Malformed) {
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
     }
 
     async fn deny(&self, session: &mut Session, ctx: &RequestCtx, reason: Reason, status: u16) -> Result<()> {
@@ -479,9 +592,22 @@ impl EdgeProxy {
 
     /// The answer to a request judged by a `[[foreign]]` entry.
     async fn after_foreign(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.beacon {
+            ctx.kind = ObjectKind::Beacon;
+        }
         if let Some(Err(reason)) = ctx.result {
             self.deny(session, ctx, reason, reason.http_status()).await?;
             return Ok(true);
+        }
+        if !ctx.beacon
+            && beacon::is_beacon_path(Self::canonical_path(session, ctx))
+            && self.beacon_gate(session, ctx).await?
+        {
+            return Ok(true);
+        }
+        if ctx.beacon {
+            // A vendor's link: no session, no channel; the edge-wide bucket only.
+            return self.beacon(session, ctx, None).await;
         }
         ctx.admitted_at = Some(Instant::now());
         Ok(false)
@@ -647,6 +773,8 @@ impl ProxyHttp for EdgeProxy {
             playback: None,
             session_id: None,
             observe: None,
+            beacon: false,
+            beacon_result: None,
         }
     }
 
@@ -686,9 +814,16 @@ impl ProxyHttp for EdgeProxy {
             self.answer_preflight(session, &grant).await?;
             return Ok(true);
         }
+        if beacon::is_beacon_path(req.raw_path()) && self.beacon_gate(session, ctx).await? {
+            return Ok(true);
+        }
+        let req = session.req_header();
         if !self.validate {
             // `validation.enabled = false` (benchmarks only): admit as received.
             ctx.result = Some(Ok(()));
+            if ctx.beacon {
+                return self.beacon(session, ctx, None).await;
+            }
             ctx.admitted_at = Some(Instant::now());
             return Ok(false);
         }
@@ -713,7 +848,11 @@ impl ProxyHttp for EdgeProxy {
         self.metrics.validation_seconds(started.elapsed().as_secs_f64());
         ctx.result = Some(verdict.result);
         ctx.transport = verdict.transport;
-        ctx.kind = ObjectKind::classify(verdict.manifest.is_some(), session.req_header().raw_path());
+        ctx.kind = if ctx.beacon {
+            ObjectKind::Beacon
+        } else {
+            ObjectKind::classify(verdict.manifest.is_some(), session.req_header().raw_path())
+        };
         ctx.token = verdict.token;
         // The session id is logged like the token id: also when denied (it is not secret).
         ctx.session_id = verdict.session.as_ref().map(PlaybackSession::id);
@@ -725,6 +864,17 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         ctx.upstream_target = verdict.upstream_target;
+        // A beacon URL spelt another way (`%5Fstile_beacon`) is a beacon too: never proxied.
+        if !ctx.beacon
+            && beacon::is_beacon_path(Self::canonical_path(session, ctx))
+            && self.beacon_gate(session, ctx).await?
+        {
+            return Ok(true);
+        }
+        if ctx.beacon {
+            // Not playback progress: no tracking, no renewal, no session started.
+            return self.beacon(session, ctx, verdict.session.as_ref()).await;
+        }
         ctx.admitted_at = Some(Instant::now());
         let by_link = matches!(verdict.transport, Transport::Path | Transport::Query);
         ctx.playback = verdict.session;
@@ -1146,11 +1296,16 @@ impl ProxyHttp for EdgeProxy {
         let verified = ctx.token.is_some()
             && !matches!(reason, Some(Reason::Malformed | Reason::UnknownKey | Reason::BadSignature));
         let channel = ctx.token.as_ref().filter(|_| verified).and_then(Token::channel);
-        if !ctx.preflight && !ctx.redirected && !ctx.background {
+        // Beacons answered before their credential was checked count in the beacon results only.
+        let unchecked_beacon = ctx.beacon && ctx.result.is_none();
+        if !ctx.preflight && !ctx.redirected && !ctx.background && !unchecked_beacon {
             self.metrics.request(reason, ctx.transport, channel, ctx.kind);
             if let Some(f) = &ctx.foreign {
                 self.metrics.foreign(f.format, reason);
             }
+        }
+        if ctx.beacon && !ctx.preflight {
+            self.metrics.beacon(ctx.beacon_result.unwrap_or(BeaconResult::Denied));
         }
         let admitted = ctx.admitted_at.is_some();
         if let Some(cache) = self.cache
@@ -1177,6 +1332,7 @@ impl ProxyHttp for EdgeProxy {
         let decision = match (ctx.preflight || ctx.redirected, reason) {
             (true, _) if ctx.redirected => "redirect",
             (true, _) => "preflight",
+            (false, None) if ctx.beacon => "beacon",
             (false, None) if ctx.result.is_some() => "allow",
             (false, None) => "error",
             (false, Some(_)) => "deny",
@@ -1194,6 +1350,7 @@ impl ProxyHttp for EdgeProxy {
             channel,
             transport = ctx.transport.as_str(),
             format = ctx.foreign.as_ref().map(|f| f.format.as_str()),
+            beacon = ctx.beacon_result.map(BeaconResult::as_str),
             foreign.id = ctx.foreign.as_ref().and_then(|f| f.id.as_deref()),
             foreign.key = ctx.foreign.as_ref().and_then(|f| f.key.as_deref()),
             cache = cache_status,

@@ -440,8 +440,20 @@ fn transports_rewriting_cookies_cors_and_diagnostics_over_http2() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains(&format!("v1/index.m3u8?st={t}")));
 
+    // A player beacon: the body read from DATA frames, answered by the edge (never the origin).
+    let beacon = |body: &[u8]| c.send("POST", &format!("/vod/abc/_stile_beacon?st={t}"), &[], body);
+    let r = beacon(br#"{"startup_ms":800,"rebuffers":1}"#);
+    assert_eq!((r.status, r.header("cache-control")), (204, Some("no-store")));
+    assert_eq!(beacon(b"not json").status, 400);
+    assert_eq!(beacon(&[b' '; 1500]).status, 413);
+    let m = get(s.edge.admin, "/metrics", &[]).unwrap();
+    let m = String::from_utf8_lossy(&m.body);
+    assert!(m.contains(r#"stile_edge_player_rebuffers_total{channel="email"} 1"#), "{m}");
+    assert!(m.contains(r#"stile_edge_player_beacons_total{result="too_large"} 1"#), "{m}");
+
     for head in s.origin.requests() {
         assert!(!head.contains(t.as_str()), "token reached the origin: {head}");
+        assert!(!head.contains("_stile_beacon"), "a beacon reached the origin: {head}");
     }
     assert!(!s.edge.log().contains(t.as_str()));
 }

@@ -7,6 +7,7 @@
 //! the `stile-tests` crate (tests/support).
 
 mod edge_audit;
+mod edge_beacons;
 mod edge_cache;
 mod edge_cors;
 mod edge_dash;
