@@ -315,7 +315,7 @@ fn a_page_on_another_site_plays_through_cors_but_cannot_use_cookies() {
 /// with a 6 s forward buffer (at twice the normal rate, so the film takes 90 s — 55 s
 /// past the link's expiry and leeway), on its playback session, with no new link and no
 /// denial. Then what the edge counted matches what the browser did: one start on the
-/// page's channel and, once the link is revoked and the last segment the player fetched
+/// page's channel, one startup time from the kit's beacon and, once the link is revoked and the last segment the player fetched
 /// is asked for again with its credential, one session ended `revoked` at completion 1.0,
 /// logged once as `session.ended`.
 #[test]
@@ -349,6 +349,8 @@ fn a_30_second_link_plays_the_whole_film_and_the_edge_counts_one_complete_playba
     assert_eq!(metric(&format!("stile_edge_playback_completion_ratio_count{{{channel}}}")), 1.0);
     let completion = metric(&format!("stile_edge_playback_completion_ratio_sum{{{channel}}}"));
     assert!(completion > 0.98, "completion {completion}, the browser played to the end");
+    // The kit's beacon: one startup, reported once, on the page's channel.
+    assert_eq!(metric(&format!("stile_edge_player_startup_seconds_count{{{channel}}}")), 1.0);
     let events = dev.log();
     let ended: Vec<&str> = events.lines().filter(|l| l.contains("session.ended")).collect();
     assert_eq!(ended.len(), 1, "one session.ended event: {ended:?}");
