@@ -38,6 +38,7 @@ both_backends!(
     concurrent_audit_records_are_all_read,
     purges_are_logged_retained_and_floored,
     expired_revocations_are_pruned_whenever_they_expire,
+    a_long_log_is_trimmed_to_its_retention,
 );
 
 async fn with_redb<F, Fut>(test: F)
@@ -411,4 +412,24 @@ async fn expired_revocations_are_pruned_whenever_they_expire(store: Arc<dyn Stor
     assert_eq!(store.prune(250, retention).await.unwrap().revocations, 1);
     let left: Vec<u64> = store.snapshot().await.unwrap().revocations.iter().map(|r| r.expires_at).collect();
     assert_eq!(left, [300]);
+}
+
+/// A mass revocation's log, far past its retention, is trimmed whole (redb: in
+/// transactions of at most 10,000 entries, so writers get in between); nothing else moves.
+async fn a_long_log_is_trimmed_to_its_retention(store: Arc<dyn Store>) {
+    let far = 4_000_000_000;
+    for batch in 0..5u64 {
+        let writes = (1..=5_000).map(|i| revoke(batch * 5_000 + i, far)).collect();
+        commit(&store, writes).await.unwrap();
+    }
+    commit(&store, (25_001..=25_003).map(|i| revoke(i, far)).collect()).await.unwrap();
+    let retention = Retention { log_entries: 3, audit_events: 1_000, audit_max_age_secs: 1_000_000 };
+    let pruned = store.prune(1_000, retention).await.unwrap();
+    assert_eq!((pruned.log_entries, pruned.revocations), (25_000, 0));
+    assert_eq!(store.log_since(0, 10).await.unwrap(), LogRead::Compacted { oldest: 25_001 });
+    let LogRead::Changes(tail) = store.log_since(25_000, 10).await.unwrap() else { panic!("the kept tail") };
+    assert_eq!(tail.iter().map(|c| c.version).collect::<Vec<_>>(), [25_001, 25_002, 25_003]);
+    assert_eq!(store.snapshot().await.unwrap().revocations.len(), 25_003);
+    assert_eq!(store.prune(1_000, retention).await.unwrap().log_entries, 0, "nothing left to trim");
+    assert_eq!(commit(&store, vec![revoke(25_004, far)]).await.unwrap()[0].version, 25_004);
 }

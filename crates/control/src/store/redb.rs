@@ -382,8 +382,9 @@ impl Store for RedbStore {
         let queue = Arc::clone(&self.audit);
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(backend)?;
+            let mut log_excess = 0;
             // The queued audit events become durable with this commit.
-            queue.write_with(txn, |txn| {
+            let mut pruned = queue.write_with(txn, |txn| {
                 let mut pruned = Pruned::default();
                 {
                     let mut revocations = txn.open_table(REVOCATIONS).map_err(backend)?;
@@ -420,12 +421,10 @@ impl Store for RedbStore {
                     }
 
                     let mut log = txn.open_table(LOG).map_err(backend)?;
-                    let len = log.len().map_err(backend)?;
-                    let mut excess = len.saturating_sub(retention.log_entries);
-                    while excess > 0 && log.pop_first().map_err(backend)?.is_some() {
-                        excess -= 1;
-                        pruned.log_entries += 1;
-                    }
+                    log_excess = log.len().map_err(backend)?.saturating_sub(retention.log_entries);
+                    let trimmed = trim_log(&mut log, log_excess.min(LOG_TRIM_PER_TXN))?;
+                    log_excess -= trimmed;
+                    pruned.log_entries += trimmed;
 
                     let mut audit = txn.open_table(AUDIT).map_err(backend)?;
                     let min_at = now.saturating_sub(retention.audit_max_age_secs);
@@ -444,9 +443,38 @@ impl Store for RedbStore {
                 }
                 txn.commit().map_err(backend)?;
                 Ok(pruned)
-            })
+            })?;
+            // The rest of the log's excess (a mass revocation's millions of entries) in
+            // transactions of at most LOG_TRIM_PER_TXN entries, so the writes waiting
+            // for the store's one writer (revocations) get in between.
+            while log_excess > 0 {
+                let txn = db.begin_write().map_err(backend)?;
+                let trimmed = {
+                    let mut log = txn.open_table(LOG).map_err(backend)?;
+                    trim_log(&mut log, log_excess.min(LOG_TRIM_PER_TXN))?
+                };
+                txn.commit().map_err(backend)?;
+                if trimmed == 0 {
+                    break;
+                }
+                log_excess -= trimmed;
+                pruned.log_entries += trimmed;
+            }
+            Ok(pruned)
         })
     }
+}
+
+/// Most change-log entries one prune transaction removes.
+const LOG_TRIM_PER_TXN: u64 = 10_000;
+
+/// Removes up to `n` of the oldest change-log entries; how many it removed.
+fn trim_log(log: &mut redb::Table<'_, u64, &[u8]>, n: u64) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    while removed < n && log.pop_first().map_err(backend)?.is_some() {
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// Applies a batch inside a write transaction; any error aborts it.
