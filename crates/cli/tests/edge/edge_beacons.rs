@@ -15,6 +15,8 @@ use stile_tests::process::until;
 use stile_tests::token::*;
 use stile_token::{Claims, SessionPolicy, sign_with_session};
 
+use super::edge_sessions::{cookie, rewritten};
+
 const PAGE: &str = "https://player.example";
 
 /// Two beacons per session per minute; the page's origin may read the edge's answers.
@@ -49,19 +51,6 @@ fn link(channel: &str, token_id: u64, session: bool) -> String {
     c.token_id = stile_token::TokenId::from_u64(token_id);
     let policy = SessionPolicy { idle_secs: 60, max_secs: 600, bind_v4: 32, bind_v6: 64 };
     sign_with_session(&c, session.then_some(&policy), &ring()).unwrap()
-}
-
-/// The `st` value on the first URI line of a rewritten playlist.
-fn rewritten(r: &Response) -> String {
-    let body = String::from_utf8(r.body.clone()).unwrap();
-    let line = body.lines().find(|l| !l.starts_with('#') && l.contains("?st=")).unwrap_or_else(|| panic!("{body}"));
-    line.split_once("?st=").unwrap().1.to_owned()
-}
-
-/// The `stile` cookie's value in a response's `Set-Cookie`.
-fn cookie(r: &Response) -> Option<String> {
-    let v = r.headers.get("set-cookie")?.iter().find(|c| c.starts_with("stile="))?;
-    Some(v["stile=".len()..v.find(';').unwrap_or(v.len())].to_owned())
 }
 
 /// One beacon: `POST target` with `body` as `text/plain` (what `navigator.sendBeacon` sends), from the page.

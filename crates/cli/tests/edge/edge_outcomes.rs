@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stile_tests::edge::*;
-use stile_tests::net::{Response, get};
+use stile_tests::net::get;
 use stile_tests::process::until;
 use stile_tests::token::*;
 use stile_token::session::Session;
 use stile_token::{Claims, SessionPolicy, sign_with_session};
+
+use super::edge_sessions::{cookie, rewritten};
 
 /// Leeway 0 so that times are exact to the second; a 100 ms idle sweep.
 const CONFIG: &str = r#"
@@ -56,19 +58,6 @@ fn link(channel: &str, token_id: u64, idle: u32, max: u32) -> String {
     c.token_id = stile_token::TokenId::from_u64(token_id);
     let policy = SessionPolicy { idle_secs: idle, max_secs: max, bind_v4: 32, bind_v6: 64 };
     sign_with_session(&c, Some(&policy), &ring()).unwrap()
-}
-
-/// The `st` value on the first URI line of a rewritten playlist.
-fn rewritten(r: &Response) -> String {
-    let body = String::from_utf8(r.body.clone()).unwrap();
-    let line = body.lines().find(|l| !l.starts_with('#') && l.contains("?st=")).unwrap_or_else(|| panic!("{body}"));
-    line.split_once("?st=").unwrap().1.to_owned()
-}
-
-/// The `stile` cookie's value in a response's `Set-Cookie`.
-fn cookie(r: &Response) -> Option<String> {
-    let v = r.headers.get("set-cookie")?.iter().find(|c| c.starts_with("stile="))?;
-    Some(v["stile=".len()..v.find(';').unwrap_or(v.len())].to_owned())
 }
 
 fn session_id(credential: &str) -> String {

@@ -62,14 +62,14 @@ fn reason(r: &Response) -> Option<&str> {
     r.header("x-stile-reason")
 }
 
-/// The `stile` cookie's value in a response's `Set-Cookie`.
-fn cookie(r: &Response) -> Option<String> {
+/// The `stile` cookie's value in a response's `Set-Cookie` (shared with the outcome and beacon tests).
+pub(crate) fn cookie(r: &Response) -> Option<String> {
     let v = r.headers.get("set-cookie")?.iter().find(|c| c.starts_with("stile="))?;
     Some(v["stile=".len()..v.find(';').unwrap_or(v.len())].to_owned())
 }
 
-/// The `st` value on the first URI line of a rewritten playlist.
-fn rewritten(r: &Response) -> String {
+/// The `st` value on the first URI line of a rewritten playlist (shared with the outcome and beacon tests).
+pub(crate) fn rewritten(r: &Response) -> String {
     let body = String::from_utf8(r.body.clone()).unwrap();
     let line = body.lines().find(|l| !l.starts_with('#') && l.contains("?st=")).unwrap_or_else(|| panic!("{body}"));
     line.split_once("?st=").unwrap().1.to_owned()
