@@ -659,6 +659,11 @@ impl Render<'_> {
                 if outcome.is_err() {
                     // The edge checks no MAC without the key.
                     push("signature", self.unchecked_signature());
+                    // Nor the session tag that stands for an HMAC link's MAC (an
+                    // Ed25519 link's session tag is a step of its own, below).
+                    if self.session.is_some_and(Session::tag_covers_link) {
+                        push("session", self.session_tag(t, Err(Reason::UnknownKey)));
+                    }
                 }
             }
             (Check::Signature, outcome, Some(t)) => match self.session {
@@ -1399,6 +1404,10 @@ mod tests {
         let input = Input { link: url.replace("TOKEN", &cred), cookie: None, path: None, names: Names::default() };
         let text = explain(&input, &at(NOW + 30), Some(&kf), &none).text();
         assert!(text.contains("session 000000000000feed of the link 0123456789abcdef"), "{text}");
+        // Offline, with no key file: the session tag is a row of its own, not checked.
+        check(url, &cred, &at(NOW + 30), None, &none, "pass", "not checked: key, signature, session, revoked");
+        let text = explain(&input, &at(NOW + 30), None, &none).text();
+        assert!(text.contains("needs the key's session secret"), "{text}");
     }
 
     #[test]
