@@ -2,7 +2,8 @@
 //! URL a player derives from it gets the token too, the way [`crate::playlist`]
 //! does for HLS.
 //!
-//! Rewritten (`param=token` appended, `&amp;`-joined when a query exists):
+//! Rewritten (`param=token` appended, `&amp;`-joined when a query exists; a token that
+//! is a vendor's query pairs, `…&Expires=…&Signature=…`, is XML-escaped the same way):
 //! - `SegmentTemplate@media`, `@initialization`, `@index`, `@bitstreamSwitching`;
 //! - `SegmentURL@media`, `@index`;
 //! - `Initialization@sourceURL`, `RepresentationIndex@sourceURL`, `BitstreamSwitching@sourceURL`;
@@ -37,7 +38,12 @@ pub fn rewrite(mpd: &[u8], param: &str, token: &str, host: Option<&str>, mpd_que
     let rw = Rewriter { param: param.as_bytes(), token: token.as_bytes(), host: host.map(str::as_bytes) };
     let Some(doc) = scan(mpd, &rw) else { return mpd.to_vec() };
     let edits = plan(mpd, &doc, &rw, mpd_query);
-    let per_token = rw.param.len() + rw.token.len() + 6;
+    // `param=token` as XML: a vendor's query pairs (`…&Expires=…&Signature=…`) hold `&`.
+    let mut pair = Vec::with_capacity(rw.param.len() + rw.token.len() + 1);
+    escape_anywhere(rw.param, &mut pair);
+    pair.push(b'=');
+    escape_anywhere(rw.token, &mut pair);
+    let per_token = pair.len() + 5;
     let extra: usize = edits
         .iter()
         .map(|e| match &e.text {
@@ -53,9 +59,7 @@ pub fn rewrite(mpd: &[u8], param: &str, token: &str, host: Option<&str>, mpd_que
             Text::Bytes(v) => out.extend_from_slice(v),
             Text::Token(sep) => {
                 out.extend_from_slice(sep);
-                out.extend_from_slice(rw.param);
-                out.push(b'=');
-                out.extend_from_slice(rw.token);
+                out.extend_from_slice(&pair);
             }
         }
         at = e.end;
@@ -477,6 +481,20 @@ fn decode(raw: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// Escapes `v` for any place a URL may sit (element text, an attribute in either quote).
+fn escape_anywhere(v: &[u8], out: &mut Vec<u8>) {
+    for &c in v {
+        match c {
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'"' => out.extend_from_slice(b"&quot;"),
+            b'\'' => out.extend_from_slice(b"&apos;"),
+            _ => out.push(c),
+        }
+    }
+}
+
 fn escape_into(v: &[u8], place: &Place, out: &mut Vec<u8>) {
     for &c in v {
         match (c, place) {
@@ -500,6 +518,35 @@ mod tests {
 
     fn check(input: &str, expect: &str) {
         assert_eq!(rw(input), expect, "input: {input}");
+    }
+
+    /// A vendor's query pairs (Cloud CDN URL prefixes, Bunny) hold `&`, and a hostile
+    /// query may hold any of XML's special characters: each URL stays well-formed and
+    /// decodes to the URL with the pairs appended, in every place and quoting.
+    #[test]
+    fn carried_query_pairs_are_escaped() {
+        let token = "aHR0cA&Expires=1&KeyName=k'<>\"&Signature=s";
+        let out =
+            |input: &str| String::from_utf8(rewrite(input.as_bytes(), "URLPrefix", token, Some("e.x"), "")).unwrap();
+        let value = |doc: &str, open: &str, close: char| {
+            let start = doc.find(open).unwrap() + open.len();
+            let end = start + doc[start..].find(close).unwrap();
+            decode(&doc.as_bytes()[start..end]).unwrap()
+        };
+        let pairs = "URLPrefix=aHR0cA&amp;Expires=1&amp;KeyName=k&apos;&lt;&gt;&quot;&amp;Signature=s";
+        let double = out(r#"<SegmentURL media="a.m4s"/>"#);
+        assert_eq!(double, format!(r#"<SegmentURL media="a.m4s?{pairs}"/>"#));
+        let single = out("<SegmentURL media='a.m4s'/>");
+        assert_eq!(single, format!("<SegmentURL media='a.m4s?{pairs}'/>"));
+        let text = out("<MPD><BaseURL>v/</BaseURL></MPD>");
+        assert_eq!(text, format!("<MPD><BaseURL>v/?{pairs}</BaseURL></MPD>"));
+        let want = format!("a.m4s?URLPrefix={token}");
+        assert_eq!(value(&double, "media=\"", '"'), want);
+        assert_eq!(value(&single, "media='", '\''), want);
+        assert_eq!(value(&text, "<BaseURL>", '<'), format!("v/?URLPrefix={token}"));
+        // A value with a character reference is decoded, appended to and escaped again.
+        let referenced = out(r#"<SegmentURL media="a.m4s?x=1&amp;y=2"/>"#);
+        assert_eq!(value(&referenced, "media=\"", '"'), format!("a.m4s?x=1&y=2&URLPrefix={token}"));
     }
 
     #[test]

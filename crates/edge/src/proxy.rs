@@ -566,10 +566,9 @@ impl EdgeProxy {
             let max_age = c.expires.map_or(u64::from(u32::MAX), |e| e.saturating_sub(now));
             ctx.set_cookie = Some(self.set_cookie(&c.name, &c.value, &c.path, max_age));
         }
-        // HEAD answers carry no body to rewrite; an MPD is XML, where `&` would need escaping.
+        // HEAD answers carry no body to rewrite (an MPD's rewriter escapes the pairs' `&`).
         if let (true, Some(format), Some((param, token))) = (self.rewrite_playlists, manifest, v.carry_query)
             && req.method == http::Method::GET
-            && !(format == Manifest::Dash && token.bytes().any(|b| matches!(b, b'&' | b'<' | b'"')))
         {
             let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
             let query = ctx.upstream_target.as_deref().and_then(|t| t.splitn(2, |&b| b == b'?').nth(1));

@@ -242,7 +242,8 @@ fn cloud_cdn_prefix(prefix: &str, expires: u64, key: &str) -> String {
 
 #[test]
 fn cloud_cdn_url_prefixes_play_and_are_carried_to_segments() {
-    let (_content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    let (content, origin, edge) = setup("2099-01-01T00:00:00Z");
+    make_dash(content.path());
     let now = now();
     let prefix = format!("http://127.0.0.1:{}/vod/abc/", edge.port);
     let signed = cloud_cdn_prefix(&prefix, now + 600, CLOUD_KEY);
@@ -262,6 +263,13 @@ fn cloud_cdn_url_prefixes_play_and_are_carried_to_segments() {
     assert!(body.contains(&format!("\nv2/index.m3u8?{signed}\n")), "{body}");
     ffmpeg_play(&format!("http://127.0.0.1:{}/vod/abc/master.m3u8?{signed}", edge.port), &[])
         .expect("ffmpeg plays the Cloud-CDN-signed stream");
+    // DASH: the pairs' `&` is `&amp;` in the MPD, and ffmpeg plays it.
+    let mpd = edge.get(&format!("/vod/abc/dash/manifest.mpd?{signed}"), &[]);
+    assert_eq!(reason(&mpd), (200, None));
+    let mpd = String::from_utf8(mpd.body).unwrap();
+    assert!(mpd.contains(&signed.replace('&', "&amp;")), "{mpd}");
+    ffmpeg_play(&format!("http://127.0.0.1:{}/vod/abc/dash/manifest.mpd?{signed}", edge.port), &[])
+        .expect("ffmpeg plays the Cloud-CDN-signed DASH presentation");
     let sig = signed.rsplit("Signature=").next().unwrap();
     assert!(origin.requests().iter().all(|h| !h.contains(sig) && !h.contains("URLPrefix")));
     assert!(!edge.log().contains(sig));
