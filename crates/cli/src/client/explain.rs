@@ -30,7 +30,7 @@ use stile_edge::transport::{Transport, TransportNames, locate};
 use stile_edge::validate::{self, Check, MAX_TARGET_LEN, Validator};
 use stile_proto::v1 as pb;
 use stile_token::{
-    Country, CountryRule, KeyId, KeyRing, Reason, Session, Token, TokenId, VerifyKey, canonicalize_path,
+    Algorithm, Country, CountryRule, KeyId, KeyRing, Reason, Session, Token, TokenId, VerifyKey, canonicalize_path,
 };
 
 use crate::client::output::{duration, parse_duration, parse_time, relative, utc};
@@ -658,7 +658,7 @@ impl Render<'_> {
                 push("key", self.key(t, outcome));
                 if outcome.is_err() {
                     // The edge checks no MAC without the key.
-                    push("signature", self.unchecked_signature());
+                    push("signature", self.unchecked_signature(t));
                     // Nor the session tag that stands for an HMAC link's MAC (an
                     // Ed25519 link's session tag is a step of its own, below).
                     if self.session.is_some_and(Session::tag_covers_link) {
@@ -743,10 +743,16 @@ impl Render<'_> {
         }
     }
 
-    fn unchecked_signature(&self) -> (Status, String) {
-        match self.known.key_file {
-            Some(_) => (Status::NotApplicable, "not checked: the key is missing".into()),
-            None => (
+    fn unchecked_signature(&self, t: &Token) -> (Status, String) {
+        match (self.known.key_file, t.algorithm()) {
+            (Some(_), _) => (Status::NotApplicable, "not checked: the key is missing".into()),
+            (None, Algorithm::Ed25519) => (
+                Status::Unknown,
+                "not checked offline: needs the key's Ed25519 public key (--key-file EDGE_STATE.json, as an edge \
+                 holds it)"
+                    .into(),
+            ),
+            (None, _) => (
                 Status::Unknown,
                 "not checked offline: needs the key's secret (--key-file EDGE_STATE.json); the control plane never \
                  reveals secrets"
@@ -1408,6 +1414,20 @@ mod tests {
         check(url, &cred, &at(NOW + 30), None, &none, "pass", "not checked: key, signature, session, revoked");
         let text = explain(&input, &at(NOW + 30), None, &none).text();
         assert!(text.contains("needs the key's session secret"), "{text}");
+    }
+
+    /// Offline, an Ed25519 link's signature needs the public key an edge holds, not a secret.
+    #[test]
+    fn offline_an_ed25519_link_needs_the_public_key() {
+        let mut ring = KeyRing::new();
+        ring.insert_ed25519_secret(2, &stile_token::Ed25519Secret::from_bytes([7; 32]));
+        let link = stile_token::sign(&Claims { key_id: 2, ..claims() }, &ring).unwrap();
+        let none = ServerView::NotAsked("--offline".into());
+        let link = format!("http://edge/vod/abc/master.m3u8?st={link}");
+        let input = Input { link, cookie: None, path: None, names: Names::default() };
+        let text = explain(&input, &facts(), None, &none).text();
+        assert!(text.contains("needs the key's Ed25519 public key"), "{text}");
+        assert!(!text.contains("needs the key's secret"), "{text}");
     }
 
     #[test]
