@@ -81,6 +81,15 @@ pub(crate) struct Args {
     /// the text itself (bunny, nginx-secure-link). Repeatable, at most 8.
     #[arg(long = "foreign-key", value_name = "NAME=KEY", requires = "format")]
     foreign_keys: Vec<String>,
+    /// One key, written as the vendor writes it (as for --foreign-key; with
+    /// `--format stile`, a Stile key's 32 bytes in base64url, base64 or hex: the
+    /// HMAC secret, or an Ed25519 link's public key). Its name is --key-name, or
+    /// the one the link names (Stile: its key id).
+    #[arg(long, value_name = "KEY", requires = "format")]
+    key: Option<String>,
+    /// The name (Stile: the key id) of --key.
+    #[arg(long, value_name = "NAME", requires = "key")]
+    key_name: Option<String>,
     /// The --format's settings as a TOML table of that format's fields
     /// (docs/migration.md); fields left out keep the vendor's defaults.
     #[arg(long, value_name = "FILE", requires = "format")]
@@ -113,12 +122,13 @@ pub(crate) async fn run(settings: &Settings, a: Args) -> Result<(), Failure> {
         ),
         None => None,
     };
-    if let Some(format) = &a.format {
+    if let Some(format) = a.format.as_deref().filter(|f| *f != "stile") {
         let report = super::foreign::explain(&super::foreign::ForeignInput {
             link: &a.link,
             cookie: a.cookie.as_deref(),
             format,
             keys: &a.foreign_keys,
+            key: a.key.as_deref().map(|k| (k, a.key_name.as_deref())),
             config_file: a.format_config.as_deref(),
             client_ip: a.client_ip,
             country,
@@ -133,15 +143,20 @@ pub(crate) async fn run(settings: &Settings, a: Args) -> Result<(), Failure> {
         }
         return if report.admitted { Ok(()) } else { Err(Failure::negative()) };
     }
-    let key_file = match &a.key_file {
-        Some(p) => Some(KeyFile::load(p).map_err(Failure::usage)?),
-        None => None,
-    };
+    if !a.foreign_keys.is_empty() || a.format_config.is_some() {
+        return Err(Failure::usage("--foreign-key and --format-config are for another vendor's --format"));
+    }
     let input = Input {
         link: a.link.clone(),
         cookie: a.cookie.clone(),
         path: a.path.clone(),
         names: Names { path_segment: a.path_segment, query_param: a.query_param, cookie_name: a.cookie_name },
+    };
+    let key_file = match (&a.key_file, &a.key) {
+        (Some(_), Some(_)) => return Err(Failure::usage("give --key-file or --key, not both")),
+        (Some(p), None) => Some(KeyFile::load(p).map_err(Failure::usage)?),
+        (None, Some(k)) => Some(KeyFile::one_key(&input, k, a.key_name.as_deref()).map_err(Failure::usage)?),
+        (None, None) => None,
     };
     let clock = match (&a.at, &a.skew) {
         (Some(_), _) => EdgeClock::At,
@@ -241,7 +256,34 @@ impl KeyFile {
         KeyFile::decode(path, &file)
     }
 
-    #[cfg(test)]
+    /// `--format stile --key KEY [--key-name ID]`: a key file holding that one key,
+    /// under the id given or the link's own, of the link's algorithm.
+    fn one_key(input: &Input, key: &str, name: Option<&str>) -> Result<KeyFile, String> {
+        use base64::Engine as _;
+        let token = located_token(input).ok().and_then(|t| Token::parse(&t).ok());
+        let id = match name {
+            Some(n) => n.parse::<KeyId>().map_err(|_| format!("--key-name {n:?}: a Stile key id is a number"))?,
+            None => token.as_ref().map_or(1, Token::key_id),
+        };
+        let bytes = if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32).map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap_or(0)).collect()
+        } else {
+            let url = key.trim_end_matches('=').replace('+', "-").replace('/', "_");
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(url)
+                .map_err(|_| "--key: expected a key's 32 bytes in base64url, base64 or hex".to_owned())?
+        };
+        if bytes.len() != 32 {
+            return Err(format!("--key: a Stile key is 32 bytes, this one {}", bytes.len()));
+        }
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        let entry = match token.map(|t| t.algorithm()) {
+            Some(Algorithm::Ed25519) => json!({"id": id, "algorithm": "ed25519", "public_key": b64}),
+            _ => json!({"id": id, "secret": b64}),
+        };
+        KeyFile::parse("--key", &json!({"version": 1, "keys": [entry], "revocations": []}).to_string())
+    }
+
     fn parse(path: &str, text: &str) -> Result<KeyFile, String> {
         let file: StateFile = serde_json::from_str(text).map_err(|e| format!("--key-file {path}: {e}"))?;
         KeyFile::decode(std::path::Path::new(path), &file)
@@ -763,11 +805,15 @@ impl Render<'_> {
 
     fn signature(&self, t: &Token, outcome: Result<(), Reason>) -> (Status, String) {
         let (kid, file) = (t.key_id(), self.known.key_file.map_or("the key file", |k| k.path.as_str()));
+        let what = match t.algorithm() {
+            Algorithm::Ed25519 => "Ed25519 signature",
+            Algorithm::HmacSha256 => "MAC",
+        };
         match outcome {
-            Ok(()) => (Status::Pass, format!("the MAC verifies with key {kid} from {file}")),
+            Ok(()) => (Status::Pass, format!("the {what} verifies with key {kid} from {file}")),
             Err(r) => (
                 Status::Fail(r),
-                format!("the MAC does not match key {kid} from {file}: the token was altered, or the key differs"),
+                format!("the {what} does not match key {kid} from {file}: the token was altered, or the key differs"),
             ),
         }
     }
@@ -1414,6 +1460,30 @@ mod tests {
         check(url, &cred, &at(NOW + 30), None, &none, "pass", "not checked: key, signature, session, revoked");
         let text = explain(&input, &at(NOW + 30), None, &none).text();
         assert!(text.contains("needs the key's session secret"), "{text}");
+    }
+
+    /// `--format stile --key KEY`: the one key, under the link's key id, of its algorithm.
+    #[test]
+    fn one_stile_key_on_the_command_line() {
+        let link = format!("http://edge/vod/abc/master.m3u8?st={}", token(|_| {}));
+        let input = Input { link, cookie: None, path: None, names: Names::default() };
+        let none = ServerView::NotAsked("--offline".into());
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+        let hex: String = SECRET.iter().map(|b| format!("{b:02x}")).collect();
+        let padded = base64::engine::general_purpose::STANDARD.encode(SECRET);
+        for key in [&b64, &hex, &padded] {
+            let kf = KeyFile::one_key(&input, key, None).unwrap();
+            let r = explain(&input, &facts(), Some(&kf), &none);
+            assert!(matches!(r.verdict, Verdict::Pass { .. }), "{key}: {}", r.text());
+        }
+        let other = KeyFile::one_key(&input, &b64, Some("9")).unwrap();
+        let r = explain(&input, &facts(), Some(&other), &none);
+        assert!(matches!(r.verdict, Verdict::Deny(Reason::UnknownKey, _)), "{}", r.text());
+        let wrong = KeyFile::one_key(&input, &"5b".repeat(32), None).unwrap();
+        let r = explain(&input, &facts(), Some(&wrong), &none);
+        assert!(matches!(r.verdict, Verdict::Deny(Reason::BadSignature, _)), "{}", r.text());
+        assert!(KeyFile::one_key(&input, "AAAA", None).unwrap_err().contains("32 bytes"));
+        assert!(KeyFile::one_key(&input, &b64, Some("x")).unwrap_err().contains("key id is a number"));
     }
 
     /// Offline, an Ed25519 link's signature needs the public key an edge holds, not a secret.

@@ -24,6 +24,8 @@ pub(crate) struct ForeignInput<'a> {
     pub(crate) cookie: Option<&'a str>,
     pub(crate) format: &'a str,
     pub(crate) keys: &'a [String],
+    /// `--key KEY [--key-name NAME]`: one more key, named as given or as the link names its key.
+    pub(crate) key: Option<(&'a str, Option<&'a str>)>,
     pub(crate) config_file: Option<&'a Path>,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) country: Option<Country>,
@@ -50,9 +52,21 @@ pub(crate) fn explain(input: &ForeignInput<'_>) -> Result<ForeignReport, Failure
         None => Config::default_for(format),
     };
     config.validate().map_err(|e| Failure::usage(format!("--format-config: {e}")))?;
-    let keys = keys(format, input.keys)?;
     let (scheme, host, target) = split_url(input.link)?;
     let cookies: Vec<&[u8]> = input.cookie.iter().map(|c| c.as_bytes()).collect();
+    let located = config.locate(target.as_bytes(), &cookies);
+    let mut given = input.keys.to_vec();
+    if let Some((key, name)) = input.key {
+        // Unnamed: the name the link gives its key (Google's `KeyName`), or any.
+        let named = located
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .and_then(|f| f.fields().into_iter().find(|(n, _)| *n == "KeyName"));
+        let name = name.map(str::to_owned).or(named.map(|(_, v)| v)).unwrap_or_else(|| "key".into());
+        given.push(format!("{name}={key}"));
+    }
+    let keys = keys(format, &given)?;
     let request = Request {
         scheme,
         host,
@@ -63,7 +77,6 @@ pub(crate) fn explain(input: &ForeignInput<'_>) -> Result<ForeignReport, Failure
         unknown_country: UnknownCountry::Deny,
         headers: &[],
     };
-    let located = config.locate(target.as_bytes(), &cookies);
     let mut text = String::new();
     let mut fields_json = serde_json::Map::new();
     let (verdict, verified_json, outcome) = match &located {
@@ -240,6 +253,7 @@ mod tests {
             cookie: None,
             format,
             keys,
+            key: None,
             config_file: None,
             client_ip: None,
             country: None,
@@ -269,6 +283,26 @@ mod tests {
         let missing = explain(&input("https://h.example/300kb.jpg", "bunny", &keys, 1)).unwrap();
         assert_eq!(missing.json["verdict"]["reason"], "missing");
         assert!(!missing.admitted);
+    }
+
+    /// `--key KEY [--key-name NAME]`: with no name, the key takes the name the link
+    /// gives its key (Google's `KeyName`), or serves a format that names none.
+    #[test]
+    fn one_key_takes_the_name_the_link_gives() {
+        // Google's Cloud CDN sample (python-docs-samples, cdn/snippets_test.py).
+        let url =
+            "http://35.186.234.33/index.html?Expires=1549751401&KeyName=my-key&Signature=CRFqQnVfFyiUyR63OQf-HRUpIwc=";
+        let with = |key, name| ForeignInput { key: Some((key, name)), ..input(url, "cloud-cdn", &[], 1_549_751_000) };
+        let r = explain(&with("nZtRohdNF9m3cKM24IcK4w==", None)).unwrap();
+        assert!(r.admitted, "{}", r.text);
+        let named = explain(&with("nZtRohdNF9m3cKM24IcK4w==", Some("my-key"))).unwrap();
+        assert!(named.admitted, "{}", named.text);
+        let other = explain(&with("nZtRohdNF9m3cKM24IcK4w==", Some("other-key"))).unwrap();
+        assert_eq!(other.json["verdict"]["reason"], "unknown_key", "{}", other.text);
+        let wrong = explain(&with("AAAAAAAAAAAAAAAAAAAAAA==", None)).unwrap();
+        assert_eq!(wrong.json["verdict"]["reason"], "bad_signature", "{}", wrong.text);
+        let bunny = ForeignInput { key: Some(("SecurityKey", None)), ..input(BUNNY, "bunny", &[], 1_598_024_000) };
+        assert!(explain(&bunny).unwrap().admitted);
     }
 
     #[test]

@@ -313,4 +313,34 @@ fn explain_judges_a_vendors_link_offline() {
     );
     let orphan = stile(&["explain", "--foreign-key", key, URL], &[]);
     assert_eq!(orphan.code, 64, "--foreign-key without --format is a usage error: {orphan:?}");
+
+    // One key as `--key`, named by --key-name or not at all.
+    let one =
+        stile(&["explain", "--offline", "--format", "bunny", "--key", "SecurityKey", "--at", "1598024000", URL], &[]);
+    assert_eq!(one.code, 0, "{one:?}");
+    let named = ["explain", "--format", "bunny", "--key", "NotTheKey", "--key-name", "main", "--at", "1598024000", URL];
+    assert_eq!(stile(&named, &[]).code, 4);
+}
+
+/// `stile explain --format stile --key`: a Stile link judged with one key given on the
+/// command line (base64url as state files write it, or hex), exit 0 / 4.
+#[test]
+fn explain_takes_one_stile_key_on_the_command_line() {
+    use base64::Engine as _;
+    let token = stile_tests::token::mint(|_| {});
+    let url = format!("https://edge.example/vod/abc/master.m3u8?st={token}");
+    let secret = stile_tests::token::SECRET;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    for key in [&b64, &hex] {
+        let ok = stile(&["explain", "--offline", "--format", "stile", "--key", key, &url], &[]);
+        assert_eq!(ok.code, 0, "{ok:?}");
+        assert!(ok.stdout.contains("the MAC verifies with key 1 from --key"), "{}", ok.stdout);
+    }
+    let forged = stile(&["explain", "--offline", "--format", "stile", "--key", &"00".repeat(32), &url], &[]);
+    assert_eq!(forged.code, 4, "{forged:?}");
+    assert!(forged.stdout.contains("DENY bad_signature (403)"), "{}", forged.stdout);
+    let short = stile(&["explain", "--offline", "--format", "stile", "--key", "AAAA", &url], &[]);
+    assert_eq!(short.code, 64, "{short:?}");
+    assert!(!forged.stdout.contains(&token) && !forged.stderr.contains(&b64), "neither the token nor the key printed");
 }
