@@ -73,7 +73,8 @@ pub(crate) struct Args {
     offline: bool,
     /// Judge the link as another vendor's signed link instead of a Stile link:
     /// akamai, cloud-cdn, media-cdn, bunny or nginx-secure-link (docs/migration.md).
-    /// Works offline, with the keys given by --foreign-key.
+    /// Works offline, with the keys given by --foreign-key or --key. `stile` (the
+    /// default) is a Stile link.
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
     /// A key for --format, NAME=KEY, written as the vendor writes it: hex (akamai),

@@ -45,7 +45,7 @@ pub(crate) struct ForeignReport {
 pub(crate) fn explain(input: &ForeignInput<'_>) -> Result<ForeignReport, Failure> {
     let format = Format::from_name(input.format).ok_or_else(|| {
         let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-        Failure::usage(format!("--format {:?}: expected one of {}", input.format, names.join(", ")))
+        Failure::usage(format!("--format {:?}: expected stile or one of {}", input.format, names.join(", ")))
     })?;
     let config = match input.config_file {
         Some(path) => settings(format, path)?,

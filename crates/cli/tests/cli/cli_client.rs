@@ -307,7 +307,7 @@ fn explain_judges_a_vendors_link_offline() {
     let unknown = stile(&["explain", "--format", "fastly", "--foreign-key", key, URL], &[]);
     assert_eq!(unknown.code, 64, "{unknown:?}");
     assert!(
-        unknown.stderr.contains("expected one of akamai, cloud-cdn, media-cdn, bunny, nginx-secure-link"),
+        unknown.stderr.contains("expected stile or one of akamai, cloud-cdn, media-cdn, bunny, nginx-secure-link"),
         "{}",
         unknown.stderr
     );
