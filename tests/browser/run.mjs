@@ -19,6 +19,8 @@
 //   by          for `revoke`: token (default), subject (the page backend's
 //               `web-viewer`) or key (rotate, then revoke the link's key 1)
 //   revoke_after for `revoke`: seconds of playback before the revocation (default 3)
+//   src         for `play`: the URL the page plays (its `?src=`) instead of a link
+//               from its backend
 //   then_revoke for `play`: after playing, revoke the link and fetch the last
 //               segment the player fetched again, with its credential (reported:
 //               status and x-stile-reason)
@@ -38,6 +40,7 @@ function pageUrl(extra = {}) {
   u.searchParams.set('transport', args.transport);
   if (args.ttl) u.searchParams.set('ttl', String(args.ttl));
   if (args.buffer) u.searchParams.set('buffer', String(args.buffer));
+  if (args.src) u.searchParams.set('src', args.src);
   for (const [k, v] of Object.entries(extra)) u.searchParams.set(k, v);
   return u.toString();
 }

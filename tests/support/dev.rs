@@ -134,9 +134,14 @@ impl Dev {
     /// `stile dev`'s log file (`stile-dev.log` in the state directory its banner names):
     /// every event at `info`, the edge's `session.ended` among them.
     pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("stile-dev.log")).unwrap_or_default()
+    }
+
+    /// The state directory the banner names (the control plane's store, the edge's
+    /// `edge-state.json`, the log file).
+    pub fn state_dir(&self) -> PathBuf {
         let state = self.banner.split("state in ").nth(1).and_then(|r| r.split_whitespace().next());
-        let state = state.unwrap_or_else(|| panic!("no state directory in the banner:\n{}", self.banner));
-        std::fs::read_to_string(Path::new(state).join("stile-dev.log")).unwrap_or_default()
+        PathBuf::from(state.unwrap_or_else(|| panic!("no state directory in the banner:\n{}", self.banner)))
     }
 
     /// The target (path and query) of one of the printed URLs.

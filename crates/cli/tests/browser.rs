@@ -13,6 +13,8 @@
 //! - playback sessions: a 10-second link plays on past its expiry, and revoking its
 //!   subject or its key stops it within a segment; a 30-second link plays the 3-minute
 //!   film to its end, and the edge counts one start and one session at completion 1.0;
+//! - a session credential issued by the dev edge plays, past its link's expiry, on a
+//!   second edge that holds the same keys (viewers move between edges);
 //! - a page on another site (`localhost` against the edge's `127.0.0.1`) plays query
 //!   links through CORS, and its cookie-mode link fails with `missing` (a cookie is
 //!   not sent across sites).
@@ -371,4 +373,60 @@ fn a_30_second_link_plays_the_whole_film_and_the_edge_counts_one_complete_playba
     let log = dev.stderr();
     assert!(!log.contains(&format!("deny expired (query, token {first})")), "{log}");
     assert!(!log.contains(&format!("deny session_expired (query, token {first})")), "{log}");
+}
+
+/// A session taken to another edge still plays: the dev edge (A) answers a 10-second
+/// link's master playlist with session credentials in its URLs; the browser then plays
+/// that master playlist with its session credential from a second edge (B: another
+/// `stile edge` process with the same sample origin and the dev edge's keys, from its
+/// state file), past the link's expiry, every segment admitted by B under the session,
+/// none fetched from A.
+#[test]
+fn a_session_issued_by_one_edge_plays_on_another() {
+    if !ready() {
+        return;
+    }
+    let dev = start_dev();
+    let page = dev.base + 4;
+    let link = net::get(page, "/api/link?format=hls&transport=query&ttl=10", &[]).expect("the page's backend answers");
+    assert_eq!(link.status, 200, "{link:?}");
+    let link: Value = serde_json::from_slice(&link.body).unwrap();
+    let (token_id, expires_at) = (link["token_id"].as_str().unwrap(), link["expires_at"].as_u64().unwrap());
+    let target = Dev::target(link["url"].as_str().unwrap());
+    let master = net::get(dev.edge_port, &target, &[]).expect("edge A answers");
+    assert_eq!(master.status, 200, "{master:?}");
+    let body = String::from_utf8(master.body).unwrap();
+    let uri = body.lines().find(|l| !l.starts_with('#') && l.contains("st=")).unwrap_or_else(|| panic!("{body}"));
+    let session = uri.split("st=").nth(1).unwrap().split('&').next().unwrap();
+    assert!(stile_token::session::is_session(session), "edge A put a session credential in {uri}");
+
+    let state = std::fs::read_to_string(dev.state_dir().join("edge-state.json")).unwrap();
+    let cors = format!(
+        "[cors]\nallowed_origins = [\"http://127.0.0.1:{page}\"]\nallow_credentials = true\n\
+         [diagnostics]\nreason_header = true\n"
+    );
+    let b = stile_tests::edge::Edge::start(&stile_tests::edge::Origin::external(dev.base + 3), &cors, &state);
+    let path = target.split('?').next().unwrap();
+    let src = format!("http://127.0.0.1:{}{path}?st={session}", b.port);
+    let args = json!({"scenario": "play", "format": "hls", "transport": "query", "src": src, "play_secs": 20});
+    let r = scenario(&dev, "hls-session-on-another-edge", args);
+    let p = &r["played"];
+    assert!(p["currentTime"].as_f64().unwrap() >= 20.0, "playback stopped: {r:#}");
+    assert_eq!(p["state"], "playing", "{r:#}");
+    assert_played_cleanly(&r);
+    assert!(expires_at + 5 < stile_tests::token::now(), "the link did not expire during playback: {r:#}");
+
+    // Edge B admitted the segments under the session of A's link; A served no segment of it.
+    let field = |v: &Value, k: &str| v.get(k).or_else(|| v.get("fields").and_then(|f| f.get(k))).cloned();
+    let on_b = b
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| field(v, "path").is_some_and(|p| p.as_str().is_some_and(|p| p.ends_with(".m4s"))))
+        .filter(|v| field(v, "token.id") == Some(json!(token_id)) && field(v, "status") == Some(json!(200)))
+        .filter(|v| field(v, "session.id").is_some())
+        .count();
+    assert!(on_b >= 8, "edge B admitted {on_b} segments under the session:\n{}", b.log());
+    let on_a = dev.stderr().lines().filter(|l| l.contains(".m4s -> 200") && l.contains(token_id)).count();
+    assert_eq!(on_a, 0, "edge A served segments:\n{}", dev.stderr());
 }
