@@ -53,6 +53,7 @@ mod geo;
 mod intake;
 mod metrics;
 pub mod mpd;
+pub mod mpd_positions;
 mod origin;
 pub mod playback;
 pub mod playlist;

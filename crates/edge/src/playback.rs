@@ -14,9 +14,10 @@
 //!   reason — which counts it by cause, observes its completion, and logs one
 //!   `session.ended` event (session id, channel, cause, duration, completion;
 //!   never a credential).
-//! - [`Segments`]: where each segment of a VOD HLS media playlist ends, and the
-//!   playlist's total duration, keyed by a hash of the segment's canonical path.
-//!   The edge fills it when it reads a VOD media playlist it serves under a
+//! - [`Segments`]: where each segment of a VOD presentation ends (an HLS media
+//!   playlist with `#EXT-X-ENDLIST`, or a static DASH MPD: [`crate::mpd_positions`]),
+//!   and its total duration, keyed by a hash of the segment's canonical path.
+//!   The edge fills it when it reads a VOD playlist or MPD it serves under a
 //!   session; a segment request admitted under a session looks its path up and
 //!   advances the session's furthest position. Direct-mapped, `outcomes.max_segments`
 //!   slots: a colliding segment replaces the older one (that segment then
@@ -255,7 +256,7 @@ fn advance(furthest: &mut Position, p: Position) {
 }
 
 /// Furthest position over total duration, in 0..=1; `None` when nothing is known (live,
-/// DASH, or no segment of a known playlist fetched).
+/// or no segment of a known playlist or MPD fetched).
 fn completion(p: Position) -> Option<f64> {
     (p.total_ms > 0).then(|| (f64::from(p.end_ms) / f64::from(p.total_ms)).min(1.0))
 }
@@ -292,6 +293,31 @@ impl Segments {
         let (h, slot) = self.slot(path);
         let (key, position) = *lock(slot);
         (key == h).then_some(position)
+    }
+
+    /// Records the segments of the manifest served at canonical `path`: a DASH MPD
+    /// ([`Segments::record_dash`]) when the path ends in `.mpd`, else an HLS playlist
+    /// ([`Segments::record_hls`]). Returns the segments recorded.
+    pub fn record_manifest(&self, path: &str, body: &[u8]) -> usize {
+        let mpd = path.len() > 4 && path[path.len() - 4..].eq_ignore_ascii_case(".mpd");
+        if mpd { self.record_dash(path, body) } else { self.record_hls(path, body) }
+    }
+
+    /// Records every segment of a static (VOD) DASH MPD served at canonical `path`:
+    /// each segment's end and the presentation's duration ([`crate::mpd_positions`]),
+    /// at most as many segments as the table has slots. 0 for a dynamic MPD or one
+    /// without a duration.
+    pub fn record_dash(&self, path: &str, body: &[u8]) -> usize {
+        let Some((ends, total_ms)) = crate::mpd_positions::segment_ends(path, body, self.slots.len()) else {
+            return 0;
+        };
+        if total_ms == 0 {
+            return 0;
+        }
+        for (segment, end_ms) in &ends {
+            self.record(segment.as_bytes(), Position { end_ms: *end_ms, total_ms });
+        }
+        ends.len()
     }
 
     /// Records every segment of a VOD HLS media playlist (`#EXT-X-ENDLIST`) served at
@@ -351,7 +377,7 @@ impl Segments {
 
 /// The path of an absolute URI (`http(s)://host/path`, `//host/path`) or of an
 /// absolute-path reference (`/path`); `None` for a relative reference.
-fn uri_path(uri: &str) -> Option<&str> {
+pub(crate) fn uri_path(uri: &str) -> Option<&str> {
     fn after_authority(rest: &str) -> &str {
         rest.find('/').map_or("/", |i| &rest[i..])
     }
@@ -367,7 +393,7 @@ fn uri_path(uri: &str) -> Option<&str> {
 }
 
 /// RFC 3986 § 5.2.4 on an absolute path: `.` segments dropped, `..` removes the one before.
-fn remove_dot_segments(path: &str, out: &mut String) {
+pub(crate) fn remove_dot_segments(path: &str, out: &mut String) {
     out.clear();
     let mut segments = path.split('/').skip(1).peekable();
     while let Some(seg) = segments.next() {

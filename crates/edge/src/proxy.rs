@@ -646,7 +646,7 @@ impl EdgeProxy {
     }
 
     /// Playback outcomes of an admitted request: a session started or renewed, a request
-    /// under a session (with the VOD position of a segment), and an HLS playlist under a
+    /// under a session (with the VOD position of a segment), and an HLS playlist or DASH MPD under a
     /// session to read for its segment ends.
     fn track(
         &self,
@@ -682,7 +682,8 @@ impl EdgeProxy {
         let under_session = ctx.playback.is_some() || creds.is_some();
         if under_session && ctx.kind == ObjectKind::Manifest && session.req_header().method == http::Method::GET {
             let path = Self::canonical_path(session, ctx);
-            if path.len() > 5 && path[path.len() - 5..].eq_ignore_ascii_case(b".m3u8") {
+            let ends = |ext: &[u8]| path.len() > ext.len() && path[path.len() - ext.len()..].eq_ignore_ascii_case(ext);
+            if ends(b".m3u8") || ends(b".mpd") {
                 let path = String::from_utf8_lossy(path).into_owned();
                 ctx.observe = Some(Observe { path, buf: Vec::new(), active: false, expect: None });
             }
@@ -703,7 +704,7 @@ impl EdgeProxy {
         }
         if end_of_stream || o.expect.is_some_and(|n| o.buf.len() >= n) {
             if let Some((_, segments)) = &self.outcomes {
-                segments.record_hls(&o.path, &o.buf);
+                segments.record_manifest(&o.path, &o.buf);
             }
             o.active = false;
             o.buf = Vec::new();
@@ -1231,7 +1232,7 @@ impl ProxyHttp for EdgeProxy {
                 _ => &rw.token,
             };
             if let (Some(o), Some((_, segments))) = (&ctx.observe, &self.outcomes) {
-                segments.record_hls(&o.path, &rw.buf);
+                segments.record_manifest(&o.path, &rw.buf);
             }
             let out = match rw.format {
                 Manifest::Hls => playlist::rewrite(&rw.buf, param, token, rw.host.as_deref()),

@@ -1,6 +1,6 @@
 //! Per-share playback outcomes end to end (`docs/sessions.md`, "Outcomes"): a real
 //! `stile edge` with a short idle sweep, raw HTTP/1.1 requests playing a VOD HLS
-//! stream under playback sessions. Starts and renewals per channel, sessions ended
+//! stream (and a static DASH presentation) under playback sessions. Starts and renewals per channel, sessions ended
 //! by the idle sweep (with the completion the segments fetched reached), by
 //! revocation, by the hard maximum and by an expired credential, and the one
 //! `session.ended` log event per playback, which carries no credential.
@@ -153,6 +153,49 @@ fn vod_sessions_end_idle_with_the_completion_their_segments_reached() {
         let (link, part) = cred.rsplit_once('.').unwrap();
         assert!(!line.contains(link) && !line.contains(part), "{line}");
     }
+}
+
+/// A static DASH presentation: the edge reads the MPD it rewrites under a session
+/// (a `SegmentTemplate` with `$RepresentationID$`, `$Number$` and a duration), and the
+/// segments fetched advance the session's position as HLS segments do.
+#[test]
+fn dash_vod_sessions_count_their_completion_too() {
+    let content = content();
+    let dash = content.path().join("vod/abc/dash");
+    std::fs::create_dir_all(&dash).unwrap();
+    let mpd = r#"<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT8.0S" minBufferTime="PT2S">
+  <Period start="PT0S">
+    <AdaptationSet contentType="video" mimeType="video/mp4">
+      <Representation id="v" bandwidth="200000" codecs="avc1.64001e">
+        <SegmentTemplate timescale="1000" duration="2000" startNumber="1"
+            initialization="init-$RepresentationID$.m4s" media="seg-$RepresentationID$-$Number$.m4s"/>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+    std::fs::write(dash.join("manifest.mpd"), mpd).unwrap();
+    for n in 1..=SEGMENTS {
+        std::fs::write(dash.join(format!("seg-v-{n}.m4s")), [0u8; 64]).unwrap();
+    }
+    let origin = Origin::start(content.path());
+    let edge = Edge::start(&origin, CONFIG, &state_json(1, serde_json::json!([]), None));
+
+    let r = edge.get(&format!("/vod/abc/dash/manifest.mpd?st={}", link("embed", 0x0d01, 2, 600)), &[]);
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8(r.body).unwrap();
+    let media = body.split("media=\"").nth(1).unwrap_or_else(|| panic!("{body}"));
+    let cred = media.split("st=").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    // Three of the four 2-second segments: 6 s of 8 s.
+    for n in 1..SEGMENTS {
+        let r = edge.get(&format!("/vod/abc/dash/seg-v-{n}.m4s?st={cred}"), &[]);
+        assert_eq!((r.status, r.header("x-stile-reason")), (200, None), "seg {n}");
+    }
+    let m = wait_for(&edge, r#"stile_edge_playback_ended_total{cause="idle",channel="embed"}"#, 1.0);
+    assert_eq!(sample(&m, r#"stile_edge_playback_completion_ratio_sum{channel="embed"}"#), 0.75, "{m}");
+    let e = ended_event(&edge, &session_id(&cred));
+    assert_eq!((e["position_secs"].as_f64(), e["total_secs"].as_f64()), (Some(6.0), Some(8.0)), "{e}");
+    assert_eq!(e["completion"].as_f64(), Some(0.75), "{e}");
 }
 
 #[test]
