@@ -370,7 +370,8 @@ impl EdgeProxy {
             None
         };
         match refused {
-            Some(r) => self.answer_beacon(session, ctx, r).await,
+            // The edge-wide bucket refills continuously: a second is enough.
+            Some(r) => self.answer_beacon(session, ctx, r, (r == BeaconResult::RateLimited).then_some(1)).await,
             None => Ok(false),
         }
     }
@@ -387,8 +388,11 @@ impl EdgeProxy {
         let key = playback
             .map(|s| BudgetKey::Session(s.id().0))
             .or_else(|| ctx.token.as_ref().map(|t| BudgetKey::Link(t.token_id().as_u64())));
-        if key.is_some_and(|k| !self.beacon_limits.take_key(k, self.clock.now())) {
-            return self.answer_beacon(session, ctx, BeaconResult::RateLimited).await;
+        let now = self.clock.now();
+        if key.is_some_and(|k| !self.beacon_limits.take_key(k, now)) {
+            // The budget is per clock minute: it refills at the next one.
+            let next_minute = 60 - now % 60;
+            return self.answer_beacon(session, ctx, BeaconResult::RateLimited, Some(next_minute)).await;
         }
         let declared = session
             .req_header()
@@ -397,7 +401,7 @@ impl EdgeProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > beacon::MAX_BODY as u64) {
-            return self.answer_beacon(session, ctx, BeaconResult::TooLarge).await;
+            return self.answer_beacon(session, ctx, BeaconResult::TooLarge, None).await;
         }
         let mut body = Vec::with_capacity(declared.map_or(256, |n| n as usize));
         loop {
@@ -411,7 +415,7 @@ impl EdgeProxy {
                 }
             };
             if body.len() + chunk.len() > beacon::MAX_BODY {
-                return self.answer_beacon(session, ctx, BeaconResult::TooLarge).await;
+                return self.answer_beacon(session, ctx, BeaconResult::TooLarge, None).await;
             }
             body.extend_from_slice(&chunk);
         }
@@ -422,16 +426,26 @@ impl EdgeProxy {
             }
             Err(_) => BeaconResult::Malformed,
         };
-        self.answer_beacon(session, ctx, result).await
+        self.answer_beacon(session, ctx, result, None).await
     }
 
-    /// The edge's answer to a beacon: no body, never stored, the CORS headers media get.
-    /// A body left unread closes the connection (nothing is drained). Returns `true`.
-    async fn answer_beacon(&self, session: &mut Session, ctx: &mut RequestCtx, result: BeaconResult) -> Result<bool> {
+    /// The edge's answer to a beacon: no body, never stored, the CORS headers media get,
+    /// `Retry-After` (seconds) on a `429`. A body left unread closes the connection
+    /// (nothing is drained). Returns `true`.
+    async fn answer_beacon(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        result: BeaconResult,
+        retry_after: Option<u64>,
+    ) -> Result<bool> {
         ctx.beacon_result = Some(result);
         let status = result.status();
-        let mut resp = ResponseHeader::build(status, Some(6))?;
+        let mut resp = ResponseHeader::build(status, Some(7))?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        if let Some(secs) = retry_after {
+            resp.insert_header(header::RETRY_AFTER, secs.to_string())?;
+        }
         if status != 204 {
             resp.insert_header(header::CONTENT_LENGTH, "0")?;
         }

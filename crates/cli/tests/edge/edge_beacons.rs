@@ -128,6 +128,9 @@ fn a_sessions_beacons_count_on_its_channel_and_renew_nothing() {
     let r = beacon(&edge, &url, "{}", &[]);
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(r.header("access-control-allow-origin"), Some(PAGE));
+    // The budget refills at the next clock minute: Retry-After says when.
+    let after: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&after), "{after}");
 
     // A link alone (a player failing before its session exists), channel "web".
     let web = link("web", 0x0b02, false);
@@ -259,6 +262,7 @@ fn the_edge_wide_bucket_refuses_a_flood_before_any_check() {
     assert!(statuses[3..].iter().all(|&s| s == 429), "{statuses:?}");
     let forged = beacon(&edge, "/vod/abc/_stile_beacon?st=AAAA", "{}", &[]);
     assert_eq!(forged.status, 429);
+    assert_eq!(forged.header("retry-after"), Some("1"), "the edge-wide bucket refills continuously");
     let m = metrics(&edge);
     assert_eq!(sample(&m, r#"stile_edge_player_beacons_total{result="rate_limited"}"#), 3.0, "{m}");
     assert_eq!(sample(&m, r#"stile_edge_player_beacons_total{result="accepted"}"#), 3.0, "{m}");
