@@ -5,6 +5,8 @@
 //!   canonicalisation, token parse + MAC + claim checks, revocation lookup and the
 //!   upstream target — against a state holding 100 k revoked token ids plus a few
 //!   subject and prefix revocations (so every revocation kind is probed). Goal ≤ 1 µs.
+//!   `query_session` is the same request carrying a playback session credential
+//!   (session tag, session times, client binding) instead of the link.
 //! - `revocation/*`: how long does the revocation lookup take at 1 M and 10 M revoked
 //!   token ids, for a revoked token (`hit`) and a good one (`miss`)? Each iteration asks
 //!   about a different token (cycling through 4096 parsed tokens with ids spread over
@@ -33,7 +35,9 @@ use stile_edge::EdgeConfig;
 use stile_edge::revocation::{Revocations, RevocationsBuilder};
 use stile_edge::state::{SharedState, State};
 use stile_edge::validate::{Input, Validator};
-use stile_token::{Claims, Country, IpBinding, KEY_LEN, KeyRing, Scope, SecretKey, Token, TokenId};
+use stile_token::{
+    Claims, Country, IpBinding, KEY_LEN, KeyRing, Scope, SecretKey, SessionId, SessionPolicy, Token, TokenId,
+};
 
 const NOW: u64 = 1_800_000_000;
 const PATH: &str = "/vod/4f7c2a9e/1080p/seg_00042.ts";
@@ -96,9 +100,17 @@ fn bench_validation(c: &mut Criterion) {
     let path = format!("/_st/{token}{PATH}");
     let cookie = format!("lang=en; stile={token}");
     let client = Some("203.0.113.9".parse().unwrap());
+    // A playback session credential (docs/sessions.md) on the same claims plus a session
+    // policy binding clients to their /24, as an edge issues it for this client.
+    let policy = SessionPolicy { idle_secs: 120, max_secs: 14_400, bind_v4: 24, bind_v6: 64 };
+    let link = stile_token::sign_with_session(&claims(0x1122_3344_5566_7788), Some(&policy), &ring).unwrap();
+    let link = Token::parse(&link).unwrap();
+    let session = stile_token::session::start(&link, SessionId(7), NOW - 30, 120, client, &ring).unwrap();
+    let query_session = format!("{PATH}?st={session}");
     let mut g = c.benchmark_group("edge_validation");
     for (name, target, cookie) in [
         ("query_token", query.as_str(), None),
+        ("query_session", query_session.as_str(), None),
         ("path_token", path.as_str(), None),
         ("cookie_token", PATH, Some(&cookie)),
     ] {

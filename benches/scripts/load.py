@@ -7,6 +7,10 @@ One origin (nginx, one worker, keep-alive) on loopback serving a 2 KiB object
     edge       `stile edge` with validation (query token, 100 k revoked ids in its state)
     edge-ed25519  the same edge process with an Ed25519 (version 2) link instead of an
                HMAC one (not run unless named in `--variants`; issue 20)
+    edge-session  the same edge process with a playback session credential (an HMAC
+               link with a session policy and the session part an edge issues,
+               docs/sessions.md) instead of a link: the session check and the
+               playback tracker on every request (not run unless named; issue 17)
     edge-off   the same binary and config with `validation.enabled = false`
     nginx-sl   nginx with `secure_link` (expiry + MD5 over expiry, URI and secret),
                proxying to the same origin over a keep-alive upstream pool
@@ -68,7 +72,7 @@ SCENARIO_TEXT = {"2k": "2 KiB (playlist-size)", "2k-close": "2 KiB, new connecti
 NGINX_SECRET = "bench-secret"
 VARIANTS = ["edge", "edge-off", "nginx-sl", "direct"]
 # Run only when named in --variants.
-EXTRA_VARIANTS = ["edge-ed25519"]
+EXTRA_VARIANTS = ["edge-ed25519", "edge-session"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 procs: list[subprocess.Popen] = []
@@ -388,9 +392,14 @@ def run(args, variants: list[str], scenarios: list[str], work: pathlib.Path) -> 
         [args.mint, str(state), "/bench/", OBJECT, str(now), str(args.revoked), "ed25519"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
+    # A session credential on an HMAC link of the same claims plus a session policy.
+    token_session = subprocess.run(
+        [args.mint, str(state), "/bench/", OBJECT, str(now), str(args.revoked), "session"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
     pids = {"direct": origin.pid}
     for name, validation in [("edge", ""), ("edge-off", "[validation]\nenabled = false\nunsafe_acknowledge_open_proxy = true\n")]:
-        if name not in variants and not (name == "edge" and "edge-ed25519" in variants):
+        if name not in variants and not (name == "edge" and {"edge-ed25519", "edge-session"} & set(variants)):
             continue
         conf = work / f"{name}.toml"
         conf.write_text(
@@ -410,8 +419,9 @@ enabled = false
         p = start([args.stile, "edge", "--config", str(conf)], proxy_cpu, work / f"{name}.log")
         wait_port(ports[name], p, name)
         pids[name] = p.pid
-    if "edge-ed25519" in variants:
-        pids["edge-ed25519"] = pids["edge"]
+    for v in ("edge-ed25519", "edge-session"):
+        if v in variants:
+            pids[v] = pids["edge"]
 
     # nginx secure_link, configured like the edge: expiry plus a MAC over the path.
     if "nginx-sl" in variants:
@@ -433,6 +443,8 @@ enabled = false
             return f"http://127.0.0.1:{ports[v]}{path}?st={token}"
         if v == "edge-ed25519":
             return f"http://127.0.0.1:{ports['edge']}{path}?st={token_ed25519}"
+        if v == "edge-session":
+            return f"http://127.0.0.1:{ports['edge']}{path}?st={token_session}"
         if v == "nginx-sl":
             return f"http://127.0.0.1:{ports[v]}{path}?{secure_link_query(path, expires)}"
         return f"http://127.0.0.1:{ports['origin']}{path}"
@@ -441,6 +453,7 @@ enabled = false
     bad = {
         "edge": url("edge", OBJECT).replace(f"st={token}", f"st={token[:-2]}AA"),
         "edge-ed25519": url("edge-ed25519", OBJECT).replace(f"st={token_ed25519}", f"st={token_ed25519[:-2]}AA"),
+        "edge-session": url("edge-session", OBJECT).replace(f"st={token_session}", f"st={token_session[:-2]}AA"),
         "nginx-sl": url("nginx-sl", OBJECT).replace("md5=", "md5=AA", 1),
     }
     for v in variants:
@@ -505,6 +518,7 @@ def table(args, variants: list[str], scenarios: list[str], runs: dict[str, list[
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     label = {"edge": "edge (validating)", "edge-ed25519": "edge (validating), Ed25519 link",
+             "edge-session": "edge (validating), session credential",
              "edge-off": "edge, validation off", "nginx-sl": "nginx `secure_link`",
              "direct": "origin direct (wrk on the same CPU)"}
     for o in scenarios:
@@ -534,6 +548,10 @@ def table(args, variants: list[str], scenarios: list[str], runs: dict[str, list[
             rps, core = per_round_ratios(runs[f"edge-ed25519/{o}"], runs[f"edge/{o}"])
             lines.append(f"| edge, Ed25519 link / HMAC link | {SCENARIO_TEXT[o]} | {rps:.3f} | {core:.3f} | "
                          f"req/s ≥ 0.95 (issue 20) | {verdict(rps, 0.95)} |")
+        if "edge" in variants and "edge-session" in variants:
+            rps, core = per_round_ratios(runs[f"edge-session/{o}"], runs[f"edge/{o}"])
+            lines.append(f"| edge, session credential / link | {SCENARIO_TEXT[o]} | {rps:.3f} | {core:.3f} | "
+                         f"per core ≥ 0.97: no measurable cost (issue 17) | {verdict(core, 0.97)} |")
         if "edge" in variants and "edge-off" in variants:
             rps, core = per_round_ratios(runs[f"edge/{o}"], runs[f"edge-off/{o}"])
             share = statistics.median(1 - y["cpu_us_per_req"] / x["cpu_us_per_req"]

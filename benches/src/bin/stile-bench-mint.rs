@@ -2,7 +2,7 @@
 //! (`scripts/bench-load`).
 //!
 //! ```text
-//! stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED [ALGORITHM]
+//! stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED [ALGORITHM | session]
 //! ```
 //!
 //! Writes `STATE_FILE` (key 1, a fixed benchmark HMAC secret; key 2, the public
@@ -11,14 +11,20 @@
 //! `PATH`, scoped to the prefix `SCOPE`, issued at `NOW` (Unix seconds, given by
 //! the caller: this tool reads no clock) and valid for an hour, signed with key 1
 //! (`ALGORITHM` absent or `hmac-sha256`) or key 2 (`ed25519`). The token binds
-//! no IP or country, like most links. Exit 64 on bad arguments.
+//! no IP or country, like most links. With `session` it prints instead a playback
+//! session credential (`docs/sessions.md`): an HMAC link (key 1) carrying a session
+//! policy (idle 120 s, maximum 4 h, no client binding) and a session part started
+//! at `NOW` with a 4-hour lifetime, as an edge would have issued it. Exit 64 on bad
+//! arguments.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use std::process::ExitCode;
 
-use stile_token::{Algorithm, Claims, Ed25519Secret, KEY_LEN, KeyRing, Scope, SecretKey, TokenId};
+use stile_token::{
+    Algorithm, Claims, Ed25519Secret, KEY_LEN, KeyRing, Scope, SecretKey, SessionId, SessionPolicy, Token, TokenId,
+};
 
 /// The benchmark's signing secret (32 bytes of 0x5a). Never a real key.
 const SECRET: [u8; KEY_LEN] = [0x5a; KEY_LEN];
@@ -29,16 +35,22 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (state_file, scope, path, now, revoked, algorithm) = match &args[..] {
         [_, f, s, p, n, r] => (f, s, p, n, r, Some(Algorithm::HmacSha256)),
-        [_, f, s, p, n, r, a] => (f, s, p, n, r, Algorithm::parse(a)),
+        [_, f, s, p, n, r, a] if a == "session" => (f, s, p, n, r, None),
+        [_, f, s, p, n, r, a] => match Algorithm::parse(a) {
+            Some(a) => (f, s, p, n, r, Some(a)),
+            None => {
+                eprintln!("stile-bench-mint: the last argument must be hmac-sha256, ed25519 or session");
+                return ExitCode::from(64);
+            }
+        },
         _ => {
-            eprintln!("usage: stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED [hmac-sha256|ed25519]");
+            eprintln!("usage: stile-bench-mint STATE_FILE SCOPE PATH NOW REVOKED [hmac-sha256|ed25519|session]");
             return ExitCode::from(64);
         }
     };
-    let Some(algorithm) = algorithm else {
-        eprintln!("stile-bench-mint: ALGORITHM must be hmac-sha256 or ed25519");
-        return ExitCode::from(64);
-    };
+    // `None`: a session credential, on an HMAC link.
+    let session = algorithm.is_none();
+    let algorithm = algorithm.unwrap_or(Algorithm::HmacSha256);
     let (Ok(now), Ok(revoked), Ok(scope)) = (now.parse::<u64>(), revoked.parse::<u64>(), Scope::parse(scope)) else {
         eprintln!("stile-bench-mint: NOW and REVOKED must be integers, SCOPE a canonical path");
         return ExitCode::from(64);
@@ -59,7 +71,15 @@ fn main() -> ExitCode {
         subject: Some("bench-viewer".into()),
         channel: Some("bench".into()),
     };
-    let token = match stile_token::sign(&claims, &ring) {
+    let policy = SessionPolicy { idle_secs: 120, max_secs: 4 * 3600, bind_v4: 0, bind_v6: 0 };
+    let signed = stile_token::sign_with_session(&claims, session.then_some(&policy), &ring).and_then(|link| {
+        if !session {
+            return Ok(link);
+        }
+        let parsed = Token::parse(&link).expect("a link just signed parses");
+        stile_token::session::start(&parsed, SessionId(1), now, policy.max_secs, None, &ring)
+    });
+    let token = match signed {
         Ok(t) => t,
         Err(e) => {
             eprintln!("stile-bench-mint: cannot sign: {e:?}");
