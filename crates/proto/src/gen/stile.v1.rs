@@ -3297,7 +3297,7 @@ pub mod key_service_client {
         }
         /// Adds another vendor's signing key (docs/migration.md, "Foreign keys"),
         /// pushed to every edge; its edges admit that vendor's links signed with it
-        /// where a [foreign](foreign) entry accepts the format. Errors: INVALID_ARGUMENT
+        /// where a foreign entry of their configuration accepts the format. Errors: INVALID_ARGUMENT
         /// (unknown format, bad name, key material the edge could not decode),
         /// ALREADY_EXISTS (the format has a key of that name: remove it first),
         /// FAILED_PRECONDITION (the format holds 8 keys already).
@@ -3426,7 +3426,7 @@ pub mod key_service_server {
         >;
         /// Adds another vendor's signing key (docs/migration.md, "Foreign keys"),
         /// pushed to every edge; its edges admit that vendor's links signed with it
-        /// where a [foreign](foreign) entry accepts the format. Errors: INVALID_ARGUMENT
+        /// where a foreign entry of their configuration accepts the format. Errors: INVALID_ARGUMENT
         /// (unknown format, bad name, key material the edge could not decode),
         /// ALREADY_EXISTS (the format has a key of that name: remove it first),
         /// FAILED_PRECONDITION (the format holds 8 keys already).
