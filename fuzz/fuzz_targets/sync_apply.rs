@@ -11,8 +11,9 @@
 //!   version, gaps, older and `reset` snapshots, purge changes, snapshots with
 //!   retained purges and a purge floor, snapshots in parts: begins and
 //!   chunks in and out of sequence, with packed token ids, counts that match
-//!   or not), so that ordering bugs are reachable without finding valid
-//!   protobuf first.
+//!   or not, foreign keys in snapshots and foreign key changes with good, bad,
+//!   mismatched or missing material), so that ordering bugs are reachable
+//!   without finding valid protobuf first.
 //!
 //! Messages are applied as the sync client applies them, through
 //! `Model::apply_batch` (modes 1 and 2 cut the sequence into batches).
@@ -196,6 +197,21 @@ fn populated() -> Model {
     m
 }
 
+fn foreign_key(format: &str, name: &str, key: &str) -> pb::ForeignKey {
+    pb::ForeignKey { format: format.into(), name: name.into(), key: key.into() }
+}
+
+/// A snapshot's foreign keys from an operation's bytes: none, good ones, or one
+/// the edge cannot load (an unknown format, bad hex).
+fn foreign_keys(b: &[u8; 8]) -> Vec<pb::ForeignKey> {
+    match b[6] % 4 {
+        0 => Vec::new(),
+        1 => vec![foreign_key("bunny", "zone", "security-key"), foreign_key("akamai", "primary", "52a1")],
+        2 => vec![foreign_key("fastly", "k", "x")],
+        _ => vec![foreign_key("akamai", "primary", "zz")],
+    }
+}
+
 /// Mode 2: one operation from 8 bytes.
 fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
     use pb::revocation_target::Target as T;
@@ -219,7 +235,7 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
         let expires_at = if b[6] & 1 == 0 { 0 } else { u64::from(b[6]) * 10 };
         pb::Revocation { version, target: target(t), expires_at, ..Default::default() }
     };
-    let kind = match b[0] % 7 {
+    let kind = match b[0] % 8 {
         5 => Cm::SnapshotBegin(pb::SnapshotBegin {
             version,
             keys: (0..b[5] % 3).map(|i| key(u32::from(i + (b[2] & 1)), b[6] | 1)).collect(),
@@ -229,6 +245,7 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
             revocations: u64::from(b[4] % 2),
             purges: u64::from(b[6] % 2),
             chunks: u64::from(1 + b[5] % 2),
+            foreign_keys: foreign_keys(b),
         }),
         6 => {
             // Token ids from the operation's bytes; sometimes one byte short.
@@ -259,7 +276,16 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
                 .map(|i| purge(version.saturating_sub(u64::from(i)), if b[4] & 1 == 0 { b'p' } else { b'e' }, &value))
                 .collect();
             let purge_floor = version.saturating_sub(u64::from(b[3] % 4));
-            Cm::Snapshot(pb::Snapshot { version, keys, revocations, reset: b[7] & 0x80 != 0, purges, purge_floor })
+            let foreign_keys = foreign_keys(b);
+            Cm::Snapshot(pb::Snapshot {
+                version,
+                keys,
+                revocations,
+                reset: b[7] & 0x80 != 0,
+                purges,
+                purge_floor,
+                foreign_keys,
+            })
         }
         3 => Cm::Delta(pb::Delta {
             change: Some(pb::Change {
@@ -268,6 +294,7 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
                 ..Default::default()
             }),
             key: None,
+            foreign_key: None,
         }),
         1 => Cm::Delta(pb::Delta {
             change: Some(pb::Change {
@@ -276,6 +303,7 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
                 ..Default::default()
             }),
             key: None,
+            foreign_key: None,
         }),
         2 => {
             let id = u32::from(b[5] % 4);
@@ -309,6 +337,27 @@ fn op(model: &Model, b: &[u8; 8]) -> pb::ControlMessage {
                     ..Default::default()
                 }),
                 key: material,
+                foreign_key: None,
+            })
+        }
+        7 => {
+            // A foreign key change: added or removed, with matching, other, bad or no material.
+            let name = ["zone", "other"][usize::from(b[5] & 1)];
+            let change = pb::ForeignKeyChange { format: "bunny".into(), name: name.into(), removed: b[4] & 1 == 1 };
+            let material = match b[7] % 4 {
+                0 => None,
+                1 => Some(foreign_key("bunny", name, "security-key")),
+                2 => Some(foreign_key("bunny", "zone-2", "security-key")),
+                _ => Some(foreign_key("bunny", name, "ed25519:AAAA")),
+            };
+            Cm::Delta(pb::Delta {
+                change: Some(pb::Change {
+                    version,
+                    kind: Some(pb::change::Kind::ForeignKey(change)),
+                    ..Default::default()
+                }),
+                key: None,
+                foreign_key: material,
             })
         }
         _ => Cm::Heartbeat(pb::Heartbeat { cp_time_ms: small, current_version: version, seq: 1, rtt_ms: 1 }),

@@ -47,6 +47,12 @@ pub enum Rpc {
     ListKeys,
     /// KeyService.Retire
     RetireKey,
+    /// KeyService.AddForeign
+    AddForeignKey,
+    /// KeyService.RemoveForeign
+    RemoveForeignKey,
+    /// KeyService.ListForeign
+    ListForeignKeys,
     /// AssetService.Put
     PutAsset,
     /// AssetService.SetState
@@ -86,6 +92,9 @@ impl Rpc {
             | Rpc::RotateKey
             | Rpc::ListKeys
             | Rpc::RetireKey
+            | Rpc::AddForeignKey
+            | Rpc::RemoveForeignKey
+            | Rpc::ListForeignKeys
             | Rpc::PutAsset
             | Rpc::SetAssetState
             | Rpc::ListEdges
@@ -106,6 +115,8 @@ impl Rpc {
                 | Rpc::Revoke
                 | Rpc::RotateKey
                 | Rpc::RetireKey
+                | Rpc::AddForeignKey
+                | Rpc::RemoveForeignKey
                 | Rpc::PutAsset
                 | Rpc::SetAssetState
                 | Rpc::Sync
@@ -127,6 +138,9 @@ impl Rpc {
             Rpc::RotateKey => "KeyService.Rotate",
             Rpc::ListKeys => "KeyService.List",
             Rpc::RetireKey => "KeyService.Retire",
+            Rpc::AddForeignKey => "KeyService.AddForeign",
+            Rpc::RemoveForeignKey => "KeyService.RemoveForeign",
+            Rpc::ListForeignKeys => "KeyService.ListForeign",
             Rpc::PutAsset => "AssetService.Put",
             Rpc::SetAssetState => "AssetService.SetState",
             Rpc::GetAsset => "AssetService.Get",
@@ -372,6 +386,8 @@ mod tests {
             Rpc::RevokeBatch,
             Rpc::RotateKey,
             Rpc::RetireKey,
+            Rpc::AddForeignKey,
+            Rpc::RemoveForeignKey,
             Rpc::PutAsset,
             Rpc::SetAssetState,
             Rpc::Sync,
@@ -390,6 +406,9 @@ mod tests {
             Rpc::RotateKey,
             Rpc::ListKeys,
             Rpc::RetireKey,
+            Rpc::AddForeignKey,
+            Rpc::RemoveForeignKey,
+            Rpc::ListForeignKeys,
             Rpc::PutAsset,
             Rpc::SetAssetState,
             Rpc::GetAsset,

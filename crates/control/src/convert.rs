@@ -6,8 +6,8 @@ use stile_token::{Algorithm, TokenId, VerifyKey};
 use crate::error::ApiError;
 use crate::mint::{CountryLists, MintParams, MintedLink};
 use crate::model::{
-    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, KeyState, Purge, PurgeTarget, Revocation,
-    Role, SigningKey, Target,
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, ForeignKey, KeyState, Purge, PurgeTarget,
+    Revocation, Role, SigningKey, Target,
 };
 
 impl From<AssetState> for pb::AssetState {
@@ -84,6 +84,21 @@ pub(crate) fn key_info(k: &SigningKey) -> pb::KeyInfo {
         activated_at: k.activated_at.unwrap_or(0),
         retired_at: k.retired_at.unwrap_or(0),
         algorithm: key_algorithm(k.algorithm).into(),
+    }
+}
+
+/// A foreign key with its material, for the sync stream only.
+pub(crate) fn edge_foreign_key(k: &ForeignKey) -> pb::ForeignKey {
+    pb::ForeignKey { format: k.format.clone(), name: k.name.clone(), key: k.key.clone() }
+}
+
+/// A foreign key's public facts (never its material).
+pub(crate) fn foreign_key_info(k: &ForeignKey) -> pb::ForeignKeyInfo {
+    pb::ForeignKeyInfo {
+        format: k.format.clone(),
+        name: k.name.clone(),
+        created_at: k.created_at,
+        created_by: k.created_by.clone(),
     }
 }
 
@@ -183,6 +198,9 @@ impl From<Change> for pb::Change {
                 algorithm: key_algorithm(algorithm).into(),
             }),
             ChangeKind::Purge(p) => pb::change::Kind::Purge(p.into()),
+            ChangeKind::ForeignKey { format, name, removed } => {
+                pb::change::Kind::ForeignKey(pb::ForeignKeyChange { format, name, removed })
+            }
         };
         pb::Change { version: c.version, at: c.at, actor: c.actor, kind: Some(kind) }
     }
@@ -206,6 +224,8 @@ impl From<AuditAction> for pb::AuditAction {
             AuditAction::SyncClientCert => pb::AuditAction::SyncClientCert,
             AuditAction::Purge => pb::AuditAction::Purge,
             AuditAction::RevokeBatch => pb::AuditAction::RevokeBatch,
+            AuditAction::ForeignKeyAdd => pb::AuditAction::ForeignKeyAdd,
+            AuditAction::ForeignKeyRemove => pb::AuditAction::ForeignKeyRemove,
         }
     }
 }
@@ -231,6 +251,8 @@ pub(crate) fn audit_action(value: i32) -> Result<Option<AuditAction>, ApiError> 
         pb::AuditAction::SyncClientCert => Some(AuditAction::SyncClientCert),
         pb::AuditAction::Purge => Some(AuditAction::Purge),
         pb::AuditAction::RevokeBatch => Some(AuditAction::RevokeBatch),
+        pb::AuditAction::ForeignKeyAdd => Some(AuditAction::ForeignKeyAdd),
+        pb::AuditAction::ForeignKeyRemove => Some(AuditAction::ForeignKeyRemove),
     })
 }
 

@@ -169,6 +169,46 @@ impl SigningKey {
     }
 }
 
+/// Most foreign keys one format holds, as an edge holds them
+/// (`stile_foreign::MAX_KEYS`); the store refuses a ninth.
+pub const MAX_FOREIGN_KEYS: usize = stile_foreign::MAX_KEYS;
+
+/// Another vendor's signing key (`KeyService.AddForeign`), with its material
+/// as the vendor writes it. Like a signing key's secret, the material leaves
+/// the process only to the storage backend and to edges over the sync
+/// stream; `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// The link format's name (`stile_foreign::Format::as_str`).
+    pub format: String,
+    /// The key's name as the vendor names it (1..=64 visible ASCII bytes).
+    pub name: String,
+    /// The key as the vendor writes it; checked with
+    /// `stile_foreign::Key::parse_as` before it is stored.
+    pub key: String,
+    /// When it was added, Unix seconds.
+    pub created_at: u64,
+    /// The API key that added it.
+    pub created_by: String,
+}
+
+impl ForeignKey {
+    /// Its identity in the stores: `<format> <name>` (a name holds no space).
+    pub fn id(format: &str, name: &str) -> String {
+        format!("{format} {name}")
+    }
+}
+
+impl fmt::Debug for ForeignKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ForeignKey({}, {:?}, <redacted>, {}, {:?})",
+            self.format, self.name, self.created_at, self.created_by
+        )
+    }
+}
+
 /// What a revocation matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -289,6 +329,16 @@ pub enum ChangeKind {
     },
     /// A cache purge.
     Purge(Purge),
+    /// A foreign key added or removed (no material here).
+    ForeignKey {
+        /// The link format's name (`stile_foreign::Format::as_str`).
+        format: String,
+        /// The key's name as the vendor names it.
+        name: String,
+        /// Removed; `false`: added.
+        #[serde(default)]
+        removed: bool,
+    },
 }
 
 /// One change log entry.
@@ -339,6 +389,10 @@ pub enum AuditAction {
     SyncClientCert,
     /// A batch of revocations in one commit (`count` of them).
     RevokeBatch,
+    /// A foreign key added.
+    ForeignKeyAdd,
+    /// A foreign key removed.
+    ForeignKeyRemove,
 }
 
 /// One audit event.

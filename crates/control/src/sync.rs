@@ -74,7 +74,7 @@ use crate::auth::Caller;
 use crate::chunks::{Chunked, Live};
 use crate::clock::Clock;
 use crate::config::SyncConfig;
-use crate::convert::edge_key;
+use crate::convert::{edge_foreign_key, edge_key};
 use crate::error::ApiError;
 use crate::fleet::{Fleet, Registration};
 use crate::identity;
@@ -281,7 +281,7 @@ impl SyncCtx {
             self.metrics.sync_snapshot(true);
             return Ok(Arc::clone(built));
         }
-        let Snapshot { version, keys, revocations, purges, purge_floor } = self.store.snapshot().await?;
+        let Snapshot { version, keys, revocations, purges, purge_floor, foreign_keys } = self.store.snapshot().await?;
         // A purge past its retention that the periodic prune has not dropped yet
         // counts as dropped: the floor covers it.
         let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
@@ -293,6 +293,7 @@ impl SyncCtx {
             reset: false,
             purges: retained.into_iter().map(Into::into).collect(),
             purge_floor,
+            foreign_keys: foreign_keys.iter().map(edge_foreign_key).collect(),
         };
         let built = Arc::new(BuiltSnapshot { at_secs: now, message });
         *newest = Some(Arc::clone(&built));
@@ -315,6 +316,7 @@ impl SyncCtx {
             LogRead::Ahead { current } => return Ok(Tail::Ahead { current }),
         };
         let mut keys = None;
+        let mut foreign = None;
         let mut deltas = Vec::with_capacity(changes.len());
         for change in changes {
             // A key change to a verifying state carries the key's material (unless it is retired or gone by now).
@@ -328,7 +330,18 @@ impl SyncCtx {
                 }
                 _ => None,
             };
-            deltas.push(pb::Delta { change: Some(change.into()), key });
+            // A foreign key addition carries the key's material (unless it is gone by now: its removal follows).
+            let foreign_key = match &change.kind {
+                ChangeKind::ForeignKey { format, name, removed: false } => {
+                    if foreign.is_none() {
+                        foreign = Some(self.store.foreign_keys().await?);
+                    }
+                    let held = foreign.as_deref().unwrap_or_default();
+                    held.iter().find(|k| k.format == *format && k.name == *name).map(edge_foreign_key)
+                }
+                _ => None,
+            };
+            deltas.push(pb::Delta { change: Some(change.into()), key, foreign_key });
         }
         let deltas: Arc<[pb::Delta]> = deltas.into();
         self.metrics.sync_log_read(false);
@@ -365,16 +378,17 @@ impl SyncCtx {
         // Taken before the head is read: the background catch-up cannot move
         // the live set past the head's version meanwhile.
         let mut live = self.snapshots.live.lock().await;
-        let Snapshot { version, keys, purges, purge_floor, .. } = self.store.snapshot_head().await?;
+        let Snapshot { version, keys, purges, purge_floor, foreign_keys, .. } = self.store.snapshot_head().await?;
         let (retained, dropped): (Vec<_>, Vec<_>) = purges.into_iter().partition(|p| p.expires_at > now);
         let purge_floor = dropped.iter().map(|p| p.version).fold(purge_floor, u64::max);
         let caught_up = self.catch_up(&mut live, version).await?;
-        let chunked = live.snapshot(
+        let mut chunked = live.snapshot(
             keys.iter().map(edge_key).collect(),
             purge_floor,
             retained.into_iter().map(Into::into).collect(),
             now,
         );
+        chunked.begin.foreign_keys = foreign_keys.iter().map(edge_foreign_key).collect();
         drop(live);
         tracing::info!(
             version,

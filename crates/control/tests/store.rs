@@ -9,7 +9,8 @@ use std::sync::Arc;
 use stile_control::auth::Role;
 use stile_control::config::RedisConfig;
 use stile_control::model::{
-    ApiKey, Asset, AssetState, AuditAction, AuditEvent, ChangeKind, KeyState, Purge, PurgeTarget, Revocation, Target,
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, ChangeKind, ForeignKey, KeyState, MAX_FOREIGN_KEYS, Purge,
+    PurgeTarget, Revocation, Target,
 };
 use stile_control::store::{
     AssetQuery, AuditQuery, Batch, LogRead, RedbStore, RedisStore, Retention, Store, StoreError, Write,
@@ -39,6 +40,7 @@ both_backends!(
     purges_are_logged_retained_and_floored,
     expired_revocations_are_pruned_whenever_they_expire,
     a_long_log_is_trimmed_to_its_retention,
+    foreign_keys_are_stored_logged_bounded_and_removed,
 );
 
 async fn with_redb<F, Fut>(test: F)
@@ -432,4 +434,96 @@ async fn a_long_log_is_trimmed_to_its_retention(store: Arc<dyn Store>) {
     assert_eq!(store.snapshot().await.unwrap().revocations.len(), 25_003);
     assert_eq!(store.prune(1_000, retention).await.unwrap().log_entries, 0, "nothing left to trim");
     assert_eq!(commit(&store, vec![revoke(25_004, far)]).await.unwrap()[0].version, 25_004);
+}
+
+fn foreign(format: &str, name: &str) -> ForeignKey {
+    ForeignKey {
+        format: format.into(),
+        name: name.into(),
+        key: format!("material-of-{name}"),
+        created_at: 5,
+        created_by: "ops".into(),
+    }
+}
+
+fn foreign_change(format: &str, name: &str, removed: bool) -> Write {
+    Write::Append {
+        at: 5,
+        actor: "ops".into(),
+        kind: ChangeKind::ForeignKey { format: format.into(), name: name.into(), removed },
+    }
+}
+
+/// Foreign keys: added with their change (the material in the store and the
+/// snapshot, never in the log), at most [`MAX_FOREIGN_KEYS`] a format, names
+/// unique within a format, removed with theirs; a refused batch writes nothing.
+async fn foreign_keys_are_stored_logged_bounded_and_removed(store: Arc<dyn Store>) {
+    let add = |format: &str, name: &str| Batch {
+        writes: vec![Write::PutForeignKey(foreign(format, name)), foreign_change(format, name, false)],
+        audit: vec![AuditEvent::new(
+            5,
+            "ops",
+            AuditAction::ForeignKeyAdd,
+            format!("foreign:{format}/{name}"),
+            String::new(),
+        )],
+    };
+    let committed = store.commit(add("bunny", "zone")).await.unwrap();
+    assert_eq!(committed.changes.len(), 1);
+    assert_eq!(
+        committed.changes[0].kind,
+        ChangeKind::ForeignKey { format: "bunny".into(), name: "zone".into(), removed: false }
+    );
+    // The same name in another format is another key.
+    store.commit(add("akamai", "zone")).await.unwrap();
+    assert_eq!(store.foreign_keys().await.unwrap(), vec![foreign("akamai", "zone"), foreign("bunny", "zone")]);
+
+    // A name taken, and a format full: refused, nothing written (the change before it included).
+    let err = store.commit(add("bunny", "zone")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("exists")), "{err:?}");
+    for i in 1..MAX_FOREIGN_KEYS {
+        store.commit(add("bunny", &format!("k{i}"))).await.unwrap();
+    }
+    let version = store.version().await.unwrap();
+    let err = store.commit(add("bunny", "ninth")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("keys already")), "{err:?}");
+    assert_eq!(store.version().await.unwrap(), version);
+    assert_eq!(store.foreign_keys().await.unwrap().len(), MAX_FOREIGN_KEYS + 1);
+
+    // The snapshot holds them with their material; the log never does.
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.version, version);
+    assert_eq!(snapshot.foreign_keys, store.foreign_keys().await.unwrap());
+    assert_eq!(store.snapshot_head().await.unwrap().foreign_keys.len(), MAX_FOREIGN_KEYS + 1);
+    let LogRead::Changes(log) = store.log_since(0, 100).await.unwrap() else { panic!("log") };
+    assert!(!format!("{log:?}").contains("material-of"), "{log:?}");
+
+    // Removal: it must exist; a batch whose second removal fails removes nothing.
+    let remove = |format: &str, name: &str| {
+        vec![Write::DeleteForeignKey { format: format.into(), name: name.into() }, foreign_change(format, name, true)]
+    };
+    let mut writes = remove("bunny", "zone");
+    writes.extend(remove("bunny", "absent"));
+    let err = store.commit(Batch { writes, audit: vec![] }).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("does not exist")), "{err:?}");
+    assert_eq!(store.foreign_keys().await.unwrap().len(), MAX_FOREIGN_KEYS + 1);
+    let committed = store.commit(Batch { writes: remove("bunny", "zone"), audit: vec![] }).await.unwrap();
+    assert_eq!(committed.changes[0].version, version + 1);
+    let held = store.foreign_keys().await.unwrap();
+    assert!(!held.iter().any(|k| k.format == "bunny" && k.name == "zone"), "{held:?}");
+    // A freed slot takes a new key.
+    store.commit(add("bunny", "ninth")).await.unwrap();
+    let LogRead::Changes(log) = store.log_since(version, 10).await.unwrap() else { panic!("log") };
+    let kinds: Vec<_> = log.into_iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ChangeKind::ForeignKey { format: "bunny".into(), name: "zone".into(), removed: true },
+            ChangeKind::ForeignKey { format: "bunny".into(), name: "ninth".into(), removed: false },
+        ]
+    );
+    let audit = store.audit(AuditQuery { action: Some(AuditAction::ForeignKeyAdd), limit: 100, ..Default::default() });
+    let audit = audit.await.unwrap();
+    assert_eq!(audit.len(), MAX_FOREIGN_KEYS + 2);
+    assert!(!format!("{audit:?}").contains("material-of"), "{audit:?}");
 }

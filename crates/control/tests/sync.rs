@@ -561,3 +561,76 @@ async fn a_bad_hello_is_refused() {
     assert!(err.message().contains("edge_id"), "{}", err.message());
     server.stop().await;
 }
+
+/// Foreign keys on the push path: a live addition's delta carries the key, a
+/// removal's does not; a snapshot (whole or in parts) carries every key; an
+/// addition first read after its key was removed carries no material; the service
+/// refuses bad material, a taken name and a missing key with their codes,
+/// and an operator key may call it.
+#[tokio::test]
+async fn foreign_keys_reach_edges_in_deltas_and_snapshots() {
+    let server = Server::start().await;
+    let add = |name: &str, key: &str| pb::AddForeignKeyRequest {
+        format: "akamai".into(),
+        name: name.into(),
+        key: key.into(),
+        reason: String::new(),
+    };
+    let rm =
+        |name: &str| pb::RemoveForeignKeyRequest { format: "akamai".into(), name: name.into(), reason: String::new() };
+    let mut keys = server.keys().await;
+    let start = server.store_version().await;
+    // Added and removed before any edge read the log: the addition's delta
+    // carries no material (the key is gone), the removal follows.
+    let early = keys.add_foreign(auth(add("early", "00"), OPERATOR)).await.unwrap().into_inner().version;
+    let gone = keys.remove_foreign(auth(rm("early"), OPERATOR)).await.unwrap().into_inner().version;
+    let mut late = FakeEdge::connect(&server, "edge-0", start).await;
+    let replayed = [late.delta().await, late.delta().await];
+    assert_eq!(replayed.iter().map(delta_version).collect::<Vec<_>>(), [early, gone]);
+    assert!(replayed.iter().all(|d| d.foreign_key.is_none()), "{replayed:?}");
+
+    let mut edge = FakeEdge::connect(&server, "edge-1", gone).await;
+    // Caught up: nothing until the addition.
+    let added = keys.add_foreign(auth(add("primary", "52a152a1"), OPERATOR)).await.unwrap().into_inner();
+    let d = edge.delta().await;
+    assert_eq!(delta_version(&d), added.version);
+    let change = pb::ForeignKeyChange { format: "akamai".into(), name: "primary".into(), removed: false };
+    assert_eq!(d.change.as_ref().unwrap().kind, Some(pb::change::Kind::ForeignKey(change)));
+    let material = pb::ForeignKey { format: "akamai".into(), name: "primary".into(), key: "52a152a1".into() };
+    assert_eq!(d.foreign_key, Some(material.clone()));
+    edge.ack(added.version).await;
+
+    // Refusals, each with its code; nothing is written.
+    assert_status(
+        keys.add_foreign(auth(add("bad", "zz"), OPERATOR)).await,
+        tonic::Code::InvalidArgument,
+        "not valid hex",
+    );
+    let mut fastly = add("k", "00");
+    fastly.format = "fastly".into();
+    assert_status(keys.add_foreign(auth(fastly, OPERATOR)).await, tonic::Code::InvalidArgument, "one of akamai");
+    assert_status(keys.add_foreign(auth(add("primary", "00"), OPERATOR)).await, tonic::Code::AlreadyExists, "exists");
+    assert_status(keys.remove_foreign(auth(rm("none"), OPERATOR)).await, tonic::Code::NotFound, "does not exist");
+    assert_status(keys.add_foreign(auth(add("x", "00"), MINTER)).await, tonic::Code::PermissionDenied, "");
+    assert_eq!(server.store_version().await, added.version);
+
+    // A second key, then the first removed: the removal carries no material.
+    keys.add_foreign(auth(add("transition", "0badc0ffee"), OPERATOR)).await.unwrap();
+    assert!(edge.delta().await.foreign_key.is_some());
+    let removed = keys.remove_foreign(auth(rm("primary"), OPERATOR)).await.unwrap().into_inner();
+    let d = edge.delta().await;
+    assert_eq!((delta_version(&d), d.foreign_key.is_none()), (removed.version, true));
+
+    // Snapshots, whole and in parts, carry the one key left.
+    let left = vec![pb::ForeignKey { format: "akamai".into(), name: "transition".into(), key: "0badc0ffee".into() }];
+    let mut fresh = FakeEdge::connect(&server, "edge-3", 0).await;
+    assert_eq!(fresh.snapshot().await.foreign_keys, left);
+    let mut parts = FakeEdge::connect_with(server.channel().await, "edge-4", 0, true).await;
+    let Cm::SnapshotBegin(begin) = parts.next().await else { panic!("expected a SnapshotBegin") };
+    assert_eq!(begin.foreign_keys, left);
+
+    // Listed without material.
+    let listed = keys.list_foreign(auth(pb::ListForeignKeysRequest {}, OPERATOR)).await.unwrap().into_inner();
+    assert_eq!(listed.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["transition"]);
+    assert!(!format!("{listed:?}").contains("0badc0ffee"));
+}

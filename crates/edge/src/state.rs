@@ -36,7 +36,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
-use stile_foreign::{Format, Key, KeyEncoding, Keys};
+use stile_foreign::{Format, Key, Keys};
 use stile_token::{Algorithm, Ed25519Public, KeyId, KeyRing, SecretKey, TokenId, VerifyKey};
 
 use crate::clock::SharedClock;
@@ -196,7 +196,8 @@ pub struct StateFile {
     /// Revocations.
     #[serde(default)]
     pub revocations: Vec<RevocationEntry>,
-    /// Keys of other vendors' link formats, as the vendor writes them (file mode only).
+    /// Keys of other vendors' link formats, as the vendor writes them (in a
+    /// synced edge's cache: those the control plane pushed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_keys: Vec<ForeignKeyEntry>,
 }
@@ -549,17 +550,7 @@ impl std::fmt::Debug for ForeignKeyEntry {
 impl ForeignKeyEntry {
     fn key(&self) -> Result<Key, String> {
         let format = Format::from_name(&self.format).ok_or("unknown format")?;
-        let encoding = match format {
-            Format::Akamai => KeyEncoding::Hex,
-            Format::CloudCdn | Format::MediaCdn => KeyEncoding::Base64,
-            Format::Bunny | Format::NginxSecureLink => KeyEncoding::Raw,
-        };
-        match self.key.strip_prefix("ed25519:") {
-            Some(public) if format == Format::MediaCdn => Key::parse_ed25519_public(&self.name, public),
-            Some(_) => return Err("ed25519 keys are Media CDN's only".into()),
-            None => Key::parse_secret(&self.name, &self.key, encoding),
-        }
-        .map_err(|e| e.to_string())
+        Key::parse_as(format, &self.name, &self.key).map_err(|e| e.to_string())
     }
 }
 

@@ -8,7 +8,7 @@ use core::fmt;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::util;
+use crate::{Format, util};
 
 /// Most keys one format holds (vendors allow 1–3; formats without a key name
 /// try each key in turn, so the bound also bounds verification cost).
@@ -44,6 +44,9 @@ pub enum KeyError {
     /// Empty, too long, or not visible ASCII.
     #[error("key name {0:?} must be 1..={MAX_KEY_NAME_LEN} visible ASCII bytes")]
     Name(String),
+    /// An `ed25519:` key for a format other than Media CDN.
+    #[error("key {0:?}: ed25519 keys are Media CDN's only")]
+    Ed25519Format(String),
     /// More than [`MAX_KEYS`] keys, or a name given twice.
     #[error("too many keys or duplicate name {0:?}")]
     Set(String),
@@ -93,6 +96,24 @@ impl Key {
     pub fn parse_ed25519_public(name: &str, text: &str) -> Result<Key, KeyError> {
         let bytes = decode(name, text, KeyEncoding::Base64)?;
         Key::ed25519_public(name, &bytes)
+    }
+
+    /// A key of `format` written as that vendor writes it — hex (Akamai),
+    /// base64 or base64url (Cloud CDN; Media CDN HMAC keys), `ed25519:` +
+    /// base64 (a Media CDN public key), the text itself (Bunny, nginx): the
+    /// spelling of a state file's `foreign_keys` entry and of
+    /// `stile keys add-foreign`, decoded the same way by both.
+    pub fn parse_as(format: Format, name: &str, text: &str) -> Result<Key, KeyError> {
+        let encoding = match format {
+            Format::Akamai => KeyEncoding::Hex,
+            Format::CloudCdn | Format::MediaCdn => KeyEncoding::Base64,
+            Format::Bunny | Format::NginxSecureLink => KeyEncoding::Raw,
+        };
+        match text.strip_prefix("ed25519:") {
+            Some(public) if format == Format::MediaCdn => Key::parse_ed25519_public(name, public),
+            Some(_) => Err(KeyError::Ed25519Format(name.into())),
+            None => Key::parse_secret(name, text, encoding),
+        }
     }
 
     /// The key's name.
@@ -215,6 +236,10 @@ mod tests {
         assert_eq!(Key::secret("k", b"").unwrap_err(), KeyError::Length("k".into()));
         assert_eq!(Key::ed25519_public("k", &[0; 31]).unwrap_err(), KeyError::Ed25519("k".into()));
         let dup = vec![Key::secret("a", b"1").unwrap(), Key::secret("a", b"2").unwrap()];
+        assert!(Key::parse_as(Format::Akamai, "p", "52a1").is_ok());
+        assert_eq!(Key::parse_as(Format::Akamai, "p", "zz").unwrap_err(), KeyError::Encoding("p".into(), "hex"));
+        assert_eq!(Key::parse_as(Format::Bunny, "z", "ed25519:AAAA").unwrap_err(), KeyError::Ed25519Format("z".into()));
+        assert_eq!(Key::parse_as(Format::NginxSecureLink, "n", "s3cret").unwrap().secret_bytes(), Some(&b"s3cret"[..]));
         assert_eq!(Keys::new(dup).unwrap_err(), KeyError::Set("a".into()));
     }
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use serde_json::json;
-use stile_foreign::{Config, Format, Key, KeyEncoding, Keys, Request, Scope, UnknownCountry, Verified};
+use stile_foreign::{Config, Format, Key, Keys, Request, Scope, UnknownCountry, Verified};
 use stile_token::{Country, Reason};
 
 use super::Failure;
@@ -146,24 +146,14 @@ fn settings(format: Format, path: &Path) -> Result<Config, Failure> {
 
 /// `NAME=KEY` pairs, each written as the vendor writes it: hex for Akamai,
 /// base64 for Google (`ed25519:` + base64 for a Media CDN public key), the
-/// text itself for Bunny and nginx.
+/// text itself for Bunny and nginx ([`Key::parse_as`], as the edge reads them).
 fn keys(format: Format, given: &[String]) -> Result<Keys, Failure> {
-    let encoding = match format {
-        Format::Akamai => KeyEncoding::Hex,
-        Format::CloudCdn | Format::MediaCdn => KeyEncoding::Base64,
-        Format::Bunny | Format::NginxSecureLink => KeyEncoding::Raw,
-    };
     let mut keys = Vec::with_capacity(given.len());
     for pair in given {
         let (name, text) = pair
             .split_once('=')
             .ok_or_else(|| Failure::usage("--foreign-key: expected NAME=KEY (the key as the vendor writes it)"))?;
-        let key = match text.strip_prefix("ed25519:") {
-            Some(public) if format == Format::MediaCdn => Key::parse_ed25519_public(name, public),
-            Some(_) => return Err(Failure::usage(format!("--foreign-key {name}: ed25519 keys are Media CDN's only"))),
-            None => Key::parse_secret(name, text, encoding),
-        }
-        .map_err(|e| Failure::usage(format!("--foreign-key: {e}")))?;
+        let key = Key::parse_as(format, name, text).map_err(|e| Failure::usage(format!("--foreign-key: {e}")))?;
         keys.push(key);
     }
     Keys::new(keys).map_err(|e| Failure::usage(format!("--foreign-key: {e}")))

@@ -10,6 +10,7 @@
 mod edges;
 pub(crate) mod explain;
 mod foreign;
+mod foreign_keys;
 mod links;
 mod ops;
 pub(crate) mod output;

@@ -13,6 +13,7 @@ use stile_proto::v1::key_service_client::KeyServiceClient;
 use stile_proto::v1::purge_service_client::PurgeServiceClient;
 use stile_proto::v1::revocation_service_client::RevocationServiceClient;
 
+use super::foreign_keys;
 use super::output::{Table, parse_duration, parse_time, relative, rfc3339, utc};
 use super::{Client, Failure, now, print_json, short};
 use crate::settings::Settings;
@@ -597,6 +598,12 @@ pub(crate) enum KeysCmd {
         #[arg(long, required = true)]
         reason: String,
     },
+    /// Add another vendor's signing key, pushed to every edge (docs/migration.md).
+    AddForeign(foreign_keys::AddArgs),
+    /// Remove a foreign key; edges forget it.
+    RmForeign(foreign_keys::RmArgs),
+    /// List foreign keys (format, name, when and by whom added; never the key).
+    LsForeign,
 }
 
 pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure> {
@@ -675,6 +682,9 @@ pub(crate) async fn keys(settings: &Settings, c: KeysCmd) -> Result<(), Failure>
                 println!("key {key_id} retired (version {}); every link it signed is revoked", r.version);
             }
         }
+        KeysCmd::AddForeign(a) => foreign_keys::add(settings, &client, a).await?,
+        KeysCmd::RmForeign(a) => foreign_keys::rm(settings, &client, a).await?,
+        KeysCmd::LsForeign => foreign_keys::ls(settings, &client, now).await?,
     }
     Ok(())
 }
@@ -885,7 +895,7 @@ pub(crate) struct AuditTailArgs {
     follow: bool,
 }
 
-const AUDIT_ACTIONS: [&str; 14] = [
+const AUDIT_ACTIONS: [&str; 16] = [
     "mint",
     "mint_batch",
     "revoke",
@@ -900,6 +910,8 @@ const AUDIT_ACTIONS: [&str; 14] = [
     "sync_replaced",
     "purge",
     "revoke_batch",
+    "foreign_key_add",
+    "foreign_key_remove",
 ];
 
 fn audit_action(s: i32) -> String {

@@ -17,5 +17,6 @@ mod push_trust;
 mod redis_replicas;
 mod sync_ed25519;
 mod sync_failover;
+mod sync_foreign;
 mod sync_restart;
 mod sync_revoke;

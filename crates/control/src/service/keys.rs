@@ -1,5 +1,6 @@
-//! `KeyService`: Rotate, List, Retire; and the key operations the rest of the
-//! server shares (start-up key, key revocation through `Revoke`).
+//! `KeyService`: Rotate, List, Retire, and the foreign keys ([`foreign`]:
+//! AddForeign, RemoveForeign, ListForeign); and the key operations the rest
+//! of the server shares (start-up key, key revocation through `Revoke`).
 //!
 //! Key rollout: Rotate commits the new key as PENDING, which the sync streams
 //! push to every edge (an HMAC key with its secret, an Ed25519 key as its
@@ -12,6 +13,8 @@
 //! been sent. The activation runs in its own task: a caller that
 //! hangs up does not leave the key PENDING, and a PENDING key found at
 //! start-up (crash mid-rollout) is rolled out again.
+
+mod foreign;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,7 @@ use crate::auth::{Authenticator, Rpc};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::confirm::{Expectation, confirm, lagging};
-use crate::convert::{algorithm_from_wire, key_info};
+use crate::convert::{algorithm_from_wire, foreign_key_info, key_info};
 use crate::error::ApiError;
 use crate::fleet::{EdgeView, ReplicaFleet};
 use crate::metrics::Metrics;
@@ -91,6 +94,38 @@ impl KeyService for Keys {
             revocation: Some(revocation.into()),
             version,
         }))
+    }
+
+    async fn add_foreign(
+        &self,
+        request: Request<pb::AddForeignKeyRequest>,
+    ) -> Result<Response<pb::AddForeignKeyResponse>, Status> {
+        let caller = self.auth.check(&request, Rpc::AddForeignKey).await?;
+        let req = request.into_inner();
+        check_reason(&req.reason, false)?;
+        let (key, version) =
+            self.rollout.add_foreign(&caller.name, &req.format, &req.name, &req.key, &req.reason).await?;
+        Ok(Response::new(pb::AddForeignKeyResponse { key: Some(foreign_key_info(&key)), version }))
+    }
+
+    async fn remove_foreign(
+        &self,
+        request: Request<pb::RemoveForeignKeyRequest>,
+    ) -> Result<Response<pb::RemoveForeignKeyResponse>, Status> {
+        let caller = self.auth.check(&request, Rpc::RemoveForeignKey).await?;
+        let req = request.into_inner();
+        check_reason(&req.reason, false)?;
+        let version = self.rollout.remove_foreign(&caller.name, &req.format, &req.name, &req.reason).await?;
+        Ok(Response::new(pb::RemoveForeignKeyResponse { version }))
+    }
+
+    async fn list_foreign(
+        &self,
+        request: Request<pb::ListForeignKeysRequest>,
+    ) -> Result<Response<pb::ListForeignKeysResponse>, Status> {
+        self.auth.check(&request, Rpc::ListForeignKeys).await?;
+        let keys = self.store.foreign_keys().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListForeignKeysResponse { keys: keys.iter().map(foreign_key_info).collect() }))
     }
 }
 
@@ -389,7 +424,7 @@ impl KeyRollout {
             .into_iter()
             .find_map(|c| match c.kind {
                 ChangeKind::Revocation(r) => Some(r),
-                ChangeKind::Key { .. } | ChangeKind::Purge(_) => None,
+                ChangeKind::Key { .. } | ChangeKind::Purge(_) | ChangeKind::ForeignKey { .. } => None,
             })
             .ok_or_else(|| ApiError::Internal("store did not return the key revocation".into()))?;
         tracing::info!(caller = %actor, key.id = key_id, version = revocation.version, "keys.retire");

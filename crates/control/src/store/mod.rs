@@ -26,7 +26,7 @@ use std::pin::Pin;
 pub use self::redb::RedbStore;
 pub use self::redis::{RedisConfig, RedisStore, SentinelConfig};
 use crate::model::{
-    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, Purge, Revocation, SigningKey,
+    ApiKey, Asset, AssetState, AuditAction, AuditEvent, Change, ChangeKind, ForeignKey, Purge, Revocation, SigningKey,
 };
 
 /// The future every store method returns.
@@ -52,6 +52,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Every signing key (retired ones too), by id.
     fn signing_keys(&self) -> StoreFuture<'_, Vec<SigningKey>>;
 
+    /// Every foreign key, by format, then name.
+    fn foreign_keys(&self) -> StoreFuture<'_, Vec<ForeignKey>>;
+
     /// One asset.
     fn asset(&self, id: String) -> StoreFuture<'_, Option<Asset>>;
 
@@ -64,8 +67,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Up to `limit` changes after `version`, in order.
     fn log_since(&self, version: u64, limit: usize) -> StoreFuture<'_, LogRead>;
 
-    /// Every key that verifies, every revocation in force and every retained
-    /// purge, as of one version.
+    /// Every key that verifies, every foreign key, every revocation in force
+    /// and every retained purge, as of one version.
     fn snapshot(&self) -> StoreFuture<'_, Snapshot>;
 
     /// The same without the revocations (`revocations` empty): a snapshot
@@ -152,6 +155,16 @@ pub enum Write {
         /// The name.
         name: String,
     },
+    /// Adds a foreign key: its format and name must be new, and its format
+    /// must hold fewer than [`crate::model::MAX_FOREIGN_KEYS`].
+    PutForeignKey(ForeignKey),
+    /// Deletes a foreign key; it must exist.
+    DeleteForeignKey {
+        /// The link format's name.
+        format: String,
+        /// The key's name.
+        name: String,
+    },
 }
 
 /// What a commit produced.
@@ -192,6 +205,8 @@ pub struct Snapshot {
     pub purges: Vec<Purge>,
     /// The highest version of a purge dropped by retention (0: none).
     pub purge_floor: u64,
+    /// Every foreign key, by format, then name.
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 /// Filters for [`Store::assets`].

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreFuture};
-use crate::model::{ApiKey, Asset, AuditEvent, Revocation, SigningKey};
+use crate::model::{ApiKey, Asset, AuditEvent, ForeignKey, Revocation, SigningKey};
 
 /// The newest committed log version, watched by every sync session.
 pub(crate) type VersionWatch = watch::Sender<u64>;
@@ -82,6 +82,9 @@ impl Store for NotifyingStore {
     }
     fn signing_keys(&self) -> StoreFuture<'_, Vec<SigningKey>> {
         self.inner.signing_keys()
+    }
+    fn foreign_keys(&self) -> StoreFuture<'_, Vec<ForeignKey>> {
+        self.inner.foreign_keys()
     }
     fn asset(&self, id: String) -> StoreFuture<'_, Option<Asset>> {
         self.inner.asset(id)

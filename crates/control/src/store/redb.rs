@@ -21,12 +21,17 @@ use super::{
     Write,
 };
 use crate::locks;
-use crate::model::{ApiKey, Asset, AuditEvent, Change, ChangeKind, KeyState, Purge, Revocation, SigningKey};
+use crate::model::{
+    ApiKey, Asset, AuditEvent, Change, ChangeKind, ForeignKey, KeyState, MAX_FOREIGN_KEYS, Purge, Revocation,
+    SigningKey,
+};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
 const API_KEY_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key_names");
 const SIGNING_KEYS: TableDefinition<u32, &[u8]> = TableDefinition::new("signing_keys");
+/// Foreign keys by `<format> <name>` ([`ForeignKey::id`]).
+const FOREIGN_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("foreign_keys");
 const ASSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("assets");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const REVOCATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("revocations");
@@ -131,6 +136,7 @@ impl RedbStore {
             txn.open_table(API_KEYS).map_err(backend)?;
             txn.open_table(API_KEY_NAMES).map_err(backend)?;
             txn.open_table(SIGNING_KEYS).map_err(backend)?;
+            txn.open_table(FOREIGN_KEYS).map_err(backend)?;
             txn.open_table(ASSETS).map_err(backend)?;
             txn.open_table(LOG).map_err(backend)?;
             txn.open_table(REVOCATIONS).map_err(backend)?;
@@ -155,12 +161,14 @@ impl RedbStore {
             false => Vec::new(),
         };
         let purges = values(&txn.open_table(PURGES).map_err(backend)?, "purges")?;
+        let foreign_keys = values(&txn.open_table(FOREIGN_KEYS).map_err(backend)?, "foreign_keys")?;
         Ok(Snapshot {
             version,
             keys: keys.into_iter().filter(|k| k.state != KeyState::Retired).collect(),
             revocations,
             purges,
             purge_floor,
+            foreign_keys,
         })
     }
 
@@ -268,6 +276,13 @@ impl Store for RedbStore {
         self.blocking(|db| {
             let txn = db.begin_read().map_err(backend)?;
             values(&txn.open_table(SIGNING_KEYS).map_err(backend)?, "signing_keys")
+        })
+    }
+
+    fn foreign_keys(&self) -> StoreFuture<'_, Vec<ForeignKey>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            values(&txn.open_table(FOREIGN_KEYS).map_err(backend)?, "foreign_keys")
         })
     }
 
@@ -527,7 +542,7 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
                             let mut t = txn.open_table(PURGES).map_err(backend)?;
                             t.insert(version, encode(p)?.as_slice()).map_err(backend)?;
                         }
-                        ChangeKind::Key { .. } => {}
+                        ChangeKind::Key { .. } | ChangeKind::ForeignKey { .. } => {}
                     }
                     let change = Change { version, at, actor, kind };
                     let mut t = txn.open_table(LOG).map_err(backend)?;
@@ -553,6 +568,34 @@ fn apply(txn: &redb::WriteTransaction, batch: Batch) -> Result<Committed, StoreE
                         return Err(StoreError::Conflict(format!("API key {name:?} does not exist")));
                     };
                     txn.open_table(API_KEYS).map_err(backend)?.remove(hash.as_slice()).map_err(backend)?;
+                }
+                Write::PutForeignKey(key) => {
+                    let mut t = txn.open_table(FOREIGN_KEYS).map_err(backend)?;
+                    let id = ForeignKey::id(&key.format, &key.name);
+                    if t.get(id.as_str()).map_err(backend)?.is_some() {
+                        return Err(StoreError::Conflict(format!("{} key {:?} already exists", key.format, key.name)));
+                    }
+                    let prefix = ForeignKey::id(&key.format, "");
+                    let mut held = 0;
+                    for entry in t.range(prefix.as_str()..).map_err(backend)? {
+                        if !entry.map_err(backend)?.0.value().starts_with(&prefix) {
+                            break;
+                        }
+                        held += 1;
+                    }
+                    if held >= MAX_FOREIGN_KEYS {
+                        return Err(StoreError::Conflict(format!(
+                            "{} holds {MAX_FOREIGN_KEYS} keys already",
+                            key.format
+                        )));
+                    }
+                    t.insert(id.as_str(), encode(&key)?.as_slice()).map_err(backend)?;
+                }
+                Write::DeleteForeignKey { format, name } => {
+                    let mut t = txn.open_table(FOREIGN_KEYS).map_err(backend)?;
+                    if t.remove(ForeignKey::id(&format, &name).as_str()).map_err(backend)?.is_none() {
+                        return Err(StoreError::Conflict(format!("{format} key {name:?} does not exist")));
+                    }
                 }
             }
         }

@@ -181,7 +181,7 @@ mod tests {
         };
         pb::Delta {
             change: Some(pb::Change { version, kind: Some(pb::change::Kind::Revocation(r)), ..Default::default() }),
-            key: None,
+            ..Default::default()
         }
     }
 

@@ -1,6 +1,7 @@
 //! The edge's copy of the control plane's state, as the sync stream builds it:
-//! verifying keys (HMAC secrets, Ed25519 public keys), revocations with their expiry, and the
-//! applied version. Snapshots replace it, deltas extend it, each message all
+//! verifying keys (HMAC secrets, Ed25519 public keys), foreign keys (other
+//! vendors' keys, as the state file's `foreign_keys` entries), revocations
+//! with their expiry, and the applied version. Snapshots replace it, deltas extend it, each message all
 //! or nothing; [`Model::apply_batch`] applies what arrived together, purely
 //! (no I/O, no clock: the caller passes the time). [`Model::to_state`] turns
 //! it into the immutable [`State`] requests read, and the cache file is its
@@ -30,7 +31,8 @@ use super::image::CacheImage;
 use crate::cache::PurgeTarget;
 use crate::revocation::{RevocationsBuilder, TokenIds};
 use crate::state::{
-    KeyEntry, Liveness, RevocationEntry, RevocationKind, State, StateError, StateFile, add_revocation, key_ring,
+    ForeignKeyEntry, ForeignKeys, KeyEntry, Liveness, RevocationEntry, RevocationKind, State, StateError, StateFile,
+    add_revocation, key_ring,
 };
 
 /// The applied state. Two models are equal when their applied states are
@@ -40,6 +42,10 @@ pub struct Model {
     /// Newest applied version; 0 before the first snapshot.
     pub version: u64,
     keys: BTreeMap<KeyId, VerifyKey>,
+    /// Foreign keys by (format, name), as pushed ...
+    foreign: BTreeMap<(String, String), ForeignKeyEntry>,
+    /// ... and decoded, as the state file's are ([`ForeignKeys::decode`]).
+    foreign_keys: ForeignKeys,
     /// Revocations other than token ids.
     revocations: BTreeMap<(RevocationKind, String), Entry>,
     /// Token-id revocations (shared with the published states).
@@ -52,6 +58,7 @@ impl PartialEq for Model {
     fn eq(&self, other: &Model) -> bool {
         self.version == other.version
             && self.keys == other.keys
+            && self.foreign == other.foreign
             && self.revocations == other.revocations
             && self.tokens == other.tokens
     }
@@ -164,6 +171,10 @@ pub enum ApplyError {
     /// A new key announced without its material.
     #[error("key {0} announced without its material")]
     NoMaterial(KeyId),
+    /// Foreign keys the edge cannot load (unknown format, bad material, more
+    /// than 8 of a format), or a foreign key change carrying another key.
+    #[error("foreign keys: {0}")]
+    Foreign(String),
     /// A key state this edge does not know.
     #[error("key {id}: unknown state {state}")]
     KeyState {
@@ -338,6 +349,7 @@ impl Model {
         for k in &s.keys {
             next.keys.insert(k.key_id, material(k)?);
         }
+        next.set_foreign(foreign_entries(&s.foreign_keys))?;
         next.tokens = TokenIds::with_capacity(s.revocations.len());
         let mut purges = Vec::new();
         for r in &s.revocations {
@@ -375,6 +387,7 @@ impl Model {
         for k in &b.keys {
             next.keys.insert(k.key_id, material(k)?);
         }
+        next.set_foreign(foreign_entries(&b.foreign_keys))?;
         let reserve = b.token_ids.min(RESERVE_MAX);
         next.tokens = TokenIds::with_capacity(usize::try_from(reserve).unwrap_or(0));
         let mut purges = Vec::new();
@@ -499,6 +512,30 @@ impl Model {
                 },
                 _ => return Err(ApplyError::KeyState { id: k.key_id, state: k.state }),
             },
+            pb::change::Kind::ForeignKey(f) => {
+                let mut next = self.foreign.clone();
+                let id = (f.format.clone(), f.name.clone());
+                match &d.foreign_key {
+                    _ if f.removed => {
+                        next.remove(&id);
+                    }
+                    Some(k) if k.format == f.format && k.name == f.name => {
+                        next.insert(
+                            id,
+                            ForeignKeyEntry { format: k.format.clone(), name: k.name.clone(), key: k.key.clone() },
+                        );
+                    }
+                    Some(k) => {
+                        let why = format!("change for {} {:?} carries {} {:?}", f.format, f.name, k.format, k.name);
+                        return Err(ApplyError::Foreign(why));
+                    }
+                    // Removed since: nothing to apply, the removal follows.
+                    None => {
+                        next.remove(&id);
+                    }
+                }
+                self.set_foreign(next)?;
+            }
         }
         self.version = change.version;
         Ok(purge)
@@ -520,14 +557,13 @@ impl Model {
         for ((kind, value), e) in &self.revocations {
             add_revocation(&mut b, *kind, value, e.issued_before, e.expires_at);
         }
-        // Foreign keys are not pushed yet (docs/migration.md): a synced edge holds none.
         State {
             version: self.version,
             keys,
+            foreign_keys: self.foreign_keys.clone(),
             revocations: b.build(0),
             fresh_at,
             live: liveness.clone(),
-            ..State::default()
         }
     }
 
@@ -556,7 +592,7 @@ impl Model {
             generated_at: Some(generated_at),
             keys: self.keys.iter().map(|(id, k)| KeyEntry::new(*id, k)).collect(),
             revocations: others.collect(),
-            foreign_keys: Vec::new(),
+            foreign_keys: self.foreign.values().cloned().collect(),
         }
     }
 
@@ -565,6 +601,8 @@ impl Model {
         let decoded = file.decode(path)?;
         let mut m = Model { version: decoded.version, ..Model::default() };
         m.keys.extend(decoded.keys);
+        m.foreign = foreign_map(file.foreign_keys.iter().cloned());
+        m.foreign_keys = decoded.foreign_keys;
         for r in decoded.revocations {
             m.merge(r.kind, r.value, Entry { issued_before: r.issued_before, expires_at: r.expires_at });
         }
@@ -581,6 +619,14 @@ impl Model {
         }
         m.tokens = tokens;
         Ok(m)
+    }
+
+    /// Replaces the foreign keys, if they decode (else the model is unchanged).
+    fn set_foreign(&mut self, entries: BTreeMap<(String, String), ForeignKeyEntry>) -> Result<(), ApplyError> {
+        let list: Vec<ForeignKeyEntry> = entries.values().cloned().collect();
+        self.foreign_keys = ForeignKeys::decode(&list).map_err(ApplyError::Foreign)?;
+        self.foreign = entries;
+        Ok(())
     }
 
     fn add_revocation(&mut self, r: &pb::Revocation) -> Result<Option<Purge>, ApplyError> {
@@ -674,6 +720,19 @@ fn purge_target(p: &pb::Purge) -> Result<PurgeTarget, ApplyError> {
     }
 }
 
+/// Pushed foreign keys as state-file entries, by (format, name).
+fn foreign_entries(keys: &[pb::ForeignKey]) -> BTreeMap<(String, String), ForeignKeyEntry> {
+    foreign_map(keys.iter().map(|k| ForeignKeyEntry {
+        format: k.format.clone(),
+        name: k.name.clone(),
+        key: k.key.clone(),
+    }))
+}
+
+fn foreign_map(entries: impl Iterator<Item = ForeignKeyEntry>) -> BTreeMap<(String, String), ForeignKeyEntry> {
+    entries.map(|e| ((e.format.clone(), e.name.clone()), e)).collect()
+}
+
 /// The material of a pushed key: an HMAC secret, or an Ed25519 public key
 /// (checked as a ring checks it; a pushed Ed25519 key with a secret is refused).
 fn material(k: &pb::EdgeKey) -> Result<VerifyKey, ApplyError> {
@@ -717,7 +776,11 @@ mod tests {
     }
 
     fn delta(version: u64, kind: pb::change::Kind, key: Option<pb::EdgeKey>) -> pb::Delta {
-        pb::Delta { change: Some(pb::Change { version, kind: Some(kind), ..Default::default() }), key }
+        pb::Delta {
+            change: Some(pb::Change { version, kind: Some(kind), ..Default::default() }),
+            key,
+            foreign_key: None,
+        }
     }
 
     fn key(id: u32) -> pb::EdgeKey {
@@ -996,6 +1059,51 @@ mod tests {
         assert_eq!(back.revocations, m.revocations);
         assert_eq!(back.tokens, m.tokens);
         assert_eq!(back.tokens.len(), 1);
+    }
+
+    fn fkey(format: &str, name: &str, key: &str) -> pb::ForeignKey {
+        pb::ForeignKey { format: format.into(), name: name.into(), key: key.into() }
+    }
+
+    fn fchange(version: u64, name: &str, removed: bool, material: Option<pb::ForeignKey>) -> pb::Delta {
+        let change = pb::ForeignKeyChange { format: "bunny".into(), name: name.into(), removed };
+        pb::Delta { foreign_key: material, ..delta(version, pb::change::Kind::ForeignKey(change), None) }
+    }
+
+    #[test]
+    fn foreign_keys_come_and_go_and_reach_the_state_and_the_cache() {
+        let live = Liveness::default();
+        let mut m = Model::default();
+        let s =
+            pb::Snapshot { version: 1, foreign_keys: vec![fkey("akamai", "primary", "52a1")], ..Default::default() };
+        m.apply_snapshot(&s).unwrap();
+        assert_eq!(m.to_state(0, &live).foreign_keys.len(), 1);
+        // Added with its material; a change carrying another key, or bad material, is refused whole.
+        let wrong = fchange(2, "zone", false, Some(fkey("bunny", "other", "k")));
+        assert!(matches!(m.apply_delta(&wrong), Err(ApplyError::Foreign(_))));
+        let bad = fchange(2, "zone", false, Some(fkey("bunny", "zone", "ed25519:AAAA")));
+        let err = m.apply_delta(&bad).unwrap_err();
+        assert!(err.to_string().contains("Media CDN's only"), "{err}");
+        assert_eq!(m.version, 1);
+        m.apply_delta(&fchange(2, "zone", false, Some(fkey("bunny", "zone", "security-key")))).unwrap();
+        let state = m.to_state(0, &live);
+        assert_eq!(state.foreign_keys.get(stile_foreign::Format::Bunny).len(), 1);
+        assert_eq!(state.foreign_keys.len(), 2);
+        // The cache file keeps them, and reads back to the same model.
+        let file = m.to_file(5);
+        assert_eq!(file.foreign_keys.len(), 2);
+        let json = serde_json::to_string(&file).unwrap();
+        let back = Model::from_file(&serde_json::from_str(&json).unwrap(), Path::new("cache.json")).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.to_state(0, &live).foreign_keys.len(), 2);
+        // Removed; an addition whose key is gone by now (no material) applies nothing.
+        m.apply_delta(&fchange(3, "zone", true, None)).unwrap();
+        m.apply_delta(&fchange(4, "later", false, None)).unwrap();
+        assert_eq!((m.version, m.to_state(0, &live).foreign_keys.len()), (4, 1));
+        // A snapshot replaces them all.
+        m.apply_snapshot(&pb::Snapshot { version: 5, ..Default::default() }).unwrap();
+        assert!(m.to_state(0, &live).foreign_keys.is_empty());
+        assert!(m.to_file(6).foreign_keys.is_empty());
     }
 
     /// A snapshot in parts: a begin, then chunks of packed token ids (sorted by

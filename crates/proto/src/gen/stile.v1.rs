@@ -1392,6 +1392,12 @@ pub enum AuditAction {
     SyncClientCert = 14,
     /// A batch of revocations recorded in one commit (`count` of them).
     RevokeBatch = 15,
+    /// A foreign key added (KeyService.AddForeign). Target
+    /// `foreign:<format>/<name>`; detail: the reason. Never the key material.
+    ForeignKeyAdd = 16,
+    /// A foreign key removed (KeyService.RemoveForeign). Target and detail as
+    /// for FOREIGN_KEY_ADD.
+    ForeignKeyRemove = 17,
 }
 impl AuditAction {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1416,6 +1422,8 @@ impl AuditAction {
             Self::Purge => "AUDIT_ACTION_PURGE",
             Self::SyncClientCert => "AUDIT_ACTION_SYNC_CLIENT_CERT",
             Self::RevokeBatch => "AUDIT_ACTION_REVOKE_BATCH",
+            Self::ForeignKeyAdd => "AUDIT_ACTION_FOREIGN_KEY_ADD",
+            Self::ForeignKeyRemove => "AUDIT_ACTION_FOREIGN_KEY_REMOVE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1437,6 +1445,8 @@ impl AuditAction {
             "AUDIT_ACTION_PURGE" => Some(Self::Purge),
             "AUDIT_ACTION_SYNC_CLIENT_CERT" => Some(Self::SyncClientCert),
             "AUDIT_ACTION_REVOKE_BATCH" => Some(Self::RevokeBatch),
+            "AUDIT_ACTION_FOREIGN_KEY_ADD" => Some(Self::ForeignKeyAdd),
+            "AUDIT_ACTION_FOREIGN_KEY_REMOVE" => Some(Self::ForeignKeyRemove),
             _ => None,
         }
     }
@@ -1840,6 +1850,22 @@ pub struct KeyChange {
     #[prost(enumeration = "KeyAlgorithm", tag = "3")]
     pub algorithm: i32,
 }
+/// Another vendor's signing key (docs/migration.md, "Foreign keys") was added
+/// or removed. The key material is never in the log: a delta carrying an
+/// addition brings it (Delta.foreign_key), as a snapshot does.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ForeignKeyChange {
+    /// The link format: akamai, cloud-cdn, media-cdn, bunny, nginx-secure-link.
+    #[prost(string, tag = "1")]
+    pub format: ::prost::alloc::string::String,
+    /// The key's name as the vendor names it.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// Removed (edges forget it); unset: added.
+    #[prost(bool, tag = "3")]
+    pub removed: bool,
+}
 /// What a purge removes from the edges' caches.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1909,7 +1935,7 @@ pub struct Change {
     #[prost(string, tag = "3")]
     pub actor: ::prost::alloc::string::String,
     /// What changed.
-    #[prost(oneof = "change::Kind", tags = "4, 5, 6")]
+    #[prost(oneof = "change::Kind", tags = "4, 5, 6, 7")]
     pub kind: ::core::option::Option<change::Kind>,
 }
 /// Nested message and enum types in `Change`.
@@ -1928,6 +1954,11 @@ pub mod change {
         /// A cache purge (PurgeService.Purge); revokes nothing.
         #[prost(message, tag = "6")]
         Purge(super::Purge),
+        /// Another vendor's signing key added or removed
+        /// (KeyService.AddForeign / RemoveForeign). An edge that predates it reads
+        /// a change without a kind, NACKs it and is sent a snapshot.
+        #[prost(message, tag = "7")]
+        ForeignKey(super::ForeignKeyChange),
     }
 }
 /// State of a signing key.
@@ -2356,6 +2387,9 @@ pub struct SnapshotBegin {
     /// Chunks that follow, the last one included.
     #[prost(uint64, tag = "8")]
     pub chunks: u64,
+    /// As Snapshot.foreign_keys.
+    #[prost(message, repeated, tag = "9")]
+    pub foreign_keys: ::prost::alloc::vec::Vec<ForeignKey>,
 }
 /// One part of a snapshot: some of its revocations and purges. Token-id
 /// revocations, the bulk of a large fleet's state, are packed: 8 bytes of id
@@ -2421,6 +2455,10 @@ pub struct Snapshot {
     /// edge never goes back in version and NACKs an older snapshot.
     #[prost(bool, tag = "4")]
     pub reset: bool,
+    /// Every foreign key (other vendors' link formats), with its material. An
+    /// edge that predates them ignores the field.
+    #[prost(message, repeated, tag = "7")]
+    pub foreign_keys: ::prost::alloc::vec::Vec<ForeignKey>,
 }
 /// Key material for edges; only ever sent on the Sync stream. An Ed25519 key
 /// travels as its public key only: the private key never leaves the control
@@ -2462,6 +2500,30 @@ pub struct Delta {
     /// key's material, so an edge always holds the secret of a key it is told of.
     #[prost(message, optional, tag = "2")]
     pub key: ::core::option::Option<EdgeKey>,
+    /// For a foreign key addition (change.foreign_key, not removed): the key
+    /// with its material as stored when the delta was read from the log. Unset
+    /// when the key had been removed by then: the edge applies nothing for the
+    /// addition. Either way the removal follows in the log.
+    #[prost(message, optional, tag = "3")]
+    pub foreign_key: ::core::option::Option<ForeignKey>,
+}
+/// Another vendor's signing key; only ever sent on the Sync stream.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ForeignKey {
+    /// The link format: akamai, cloud-cdn, media-cdn, bunny, nginx-secure-link.
+    #[prost(string, tag = "1")]
+    pub format: ::prost::alloc::string::String,
+    /// The key's name as the vendor names it (Google's KeyName; free for the
+    /// others), 1..64 visible ASCII characters.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// The key as the vendor writes it: hex (akamai), base64 or base64url
+    /// (cloud-cdn, media-cdn HMAC keys), "ed25519:" + base64 (a media-cdn public
+    /// key), the text itself (bunny, nginx-secure-link); the state file's
+    /// foreign_keys entry (docs/edge.md).
+    #[prost(string, tag = "3")]
+    pub key: ::prost::alloc::string::String,
 }
 /// Periodic liveness message.
 #[allow(clippy::all)]
@@ -2875,6 +2937,85 @@ pub mod edge_service_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// Public facts about a foreign key (never its material).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ForeignKeyInfo {
+    /// The link format: akamai, cloud-cdn, media-cdn, bunny, nginx-secure-link.
+    #[prost(string, tag = "1")]
+    pub format: ::prost::alloc::string::String,
+    /// The key's name as the vendor names it.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// When it was added, Unix seconds.
+    #[prost(uint64, tag = "3")]
+    pub created_at: u64,
+    /// Name of the API key that added it.
+    #[prost(string, tag = "4")]
+    pub created_by: ::prost::alloc::string::String,
+}
+/// Add a foreign key.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddForeignKeyRequest {
+    /// The link format.
+    #[prost(string, tag = "1")]
+    pub format: ::prost::alloc::string::String,
+    /// The key's name as the vendor names it, 1..64 visible ASCII characters.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// The key as the vendor writes it (ForeignKey.key); at most 1024 bytes.
+    #[prost(string, tag = "3")]
+    pub key: ::prost::alloc::string::String,
+    /// Why, for the audit log; optional, up to 200 characters.
+    #[prost(string, tag = "4")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// The added key.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddForeignKeyResponse {
+    /// Its public facts.
+    #[prost(message, optional, tag = "1")]
+    pub key: ::core::option::Option<ForeignKeyInfo>,
+    /// Change log version that pushes it to the edges.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+}
+/// Remove a foreign key.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveForeignKeyRequest {
+    /// The link format.
+    #[prost(string, tag = "1")]
+    pub format: ::prost::alloc::string::String,
+    /// The key's name.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// Why, for the audit log; optional, up to 200 characters.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// The removal.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveForeignKeyResponse {
+    /// Change log version that removes it from the edges.
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+}
+/// List foreign keys.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListForeignKeysRequest {}
+/// Foreign keys by format, then name.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListForeignKeysResponse {
+    /// Keys.
+    #[prost(message, repeated, tag = "1")]
+    pub keys: ::prost::alloc::vec::Vec<ForeignKeyInfo>,
+}
 /// Public facts about a signing key.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -3154,6 +3295,86 @@ pub mod key_service_client {
                 .insert(GrpcMethod::new("stile.v1.KeyService", "Retire"));
             self.inner.unary(req, path, codec).await
         }
+        /// Adds another vendor's signing key (docs/migration.md, "Foreign keys"),
+        /// pushed to every edge; its edges admit that vendor's links signed with it
+        /// where a foreign entry of their configuration accepts the format. Errors: INVALID_ARGUMENT
+        /// (unknown format, bad name, key material the edge could not decode),
+        /// ALREADY_EXISTS (the format has a key of that name: remove it first),
+        /// FAILED_PRECONDITION (the format holds 8 keys already).
+        pub async fn add_foreign(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AddForeignKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AddForeignKeyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/stile.v1.KeyService/AddForeign",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("stile.v1.KeyService", "AddForeign"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Removes a foreign key; edges forget it. Errors: NOT_FOUND.
+        pub async fn remove_foreign(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveForeignKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveForeignKeyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/stile.v1.KeyService/RemoveForeign",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("stile.v1.KeyService", "RemoveForeign"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Lists foreign keys: format, name and dates only, never the material.
+        pub async fn list_foreign(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListForeignKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListForeignKeysResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/stile.v1.KeyService/ListForeign",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("stile.v1.KeyService", "ListForeign"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3201,6 +3422,35 @@ pub mod key_service_server {
             request: tonic::Request<super::RetireKeyRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RetireKeyResponse>,
+            tonic::Status,
+        >;
+        /// Adds another vendor's signing key (docs/migration.md, "Foreign keys"),
+        /// pushed to every edge; its edges admit that vendor's links signed with it
+        /// where a foreign entry of their configuration accepts the format. Errors: INVALID_ARGUMENT
+        /// (unknown format, bad name, key material the edge could not decode),
+        /// ALREADY_EXISTS (the format has a key of that name: remove it first),
+        /// FAILED_PRECONDITION (the format holds 8 keys already).
+        async fn add_foreign(
+            &self,
+            request: tonic::Request<super::AddForeignKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AddForeignKeyResponse>,
+            tonic::Status,
+        >;
+        /// Removes a foreign key; edges forget it. Errors: NOT_FOUND.
+        async fn remove_foreign(
+            &self,
+            request: tonic::Request<super::RemoveForeignKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveForeignKeyResponse>,
+            tonic::Status,
+        >;
+        /// Lists foreign keys: format, name and dates only, never the material.
+        async fn list_foreign(
+            &self,
+            request: tonic::Request<super::ListForeignKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListForeignKeysResponse>,
             tonic::Status,
         >;
     }
@@ -3403,6 +3653,141 @@ pub mod key_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RetireSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/stile.v1.KeyService/AddForeign" => {
+                    #[allow(non_camel_case_types)]
+                    struct AddForeignSvc<T: KeyService>(pub Arc<T>);
+                    impl<
+                        T: KeyService,
+                    > tonic::server::UnaryService<super::AddForeignKeyRequest>
+                    for AddForeignSvc<T> {
+                        type Response = super::AddForeignKeyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AddForeignKeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as KeyService>::add_foreign(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AddForeignSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/stile.v1.KeyService/RemoveForeign" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveForeignSvc<T: KeyService>(pub Arc<T>);
+                    impl<
+                        T: KeyService,
+                    > tonic::server::UnaryService<super::RemoveForeignKeyRequest>
+                    for RemoveForeignSvc<T> {
+                        type Response = super::RemoveForeignKeyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveForeignKeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as KeyService>::remove_foreign(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveForeignSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/stile.v1.KeyService/ListForeign" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListForeignSvc<T: KeyService>(pub Arc<T>);
+                    impl<
+                        T: KeyService,
+                    > tonic::server::UnaryService<super::ListForeignKeysRequest>
+                    for ListForeignSvc<T> {
+                        type Response = super::ListForeignKeysResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListForeignKeysRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as KeyService>::list_foreign(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListForeignSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -5,7 +5,7 @@ use redis::streams::StreamId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{AuditEvent, Change, ChangeKind, Purge, Revocation, SigningKey};
+use crate::model::{AuditEvent, Change, ChangeKind, ForeignKey, Purge, Revocation, SigningKey};
 use crate::store::StoreError;
 
 /// The number in a `<n>-0` stream entry id (a version or an audit seq).
@@ -34,7 +34,7 @@ pub(super) fn set_version(kind: &mut ChangeKind, version: u64) {
     match kind {
         ChangeKind::Revocation(r) => r.version = version,
         ChangeKind::Purge(p) => p.version = version,
-        ChangeKind::Key { .. } => {}
+        ChangeKind::Key { .. } | ChangeKind::ForeignKey { .. } => {}
     }
 }
 
@@ -59,6 +59,12 @@ pub(super) fn audit_event(e: &StreamId) -> Result<AuditEvent, StoreError> {
 pub(super) fn signing_keys(values: &[Vec<u8>]) -> Result<Vec<SigningKey>, StoreError> {
     let mut keys = values.iter().map(|v| decode("signing_keys", v)).collect::<Result<Vec<SigningKey>, _>>()?;
     keys.sort_by_key(|k| k.id);
+    Ok(keys)
+}
+
+pub(super) fn foreign_keys(values: &[Vec<u8>]) -> Result<Vec<ForeignKey>, StoreError> {
+    let mut keys = values.iter().map(|v| decode("foreign_keys", v)).collect::<Result<Vec<ForeignKey>, _>>()?;
+    keys.sort_by(|a, b| (&a.format, &a.name).cmp(&(&b.format, &b.name)));
     Ok(keys)
 }
 

@@ -18,6 +18,7 @@ pub(super) struct KeyNames {
     pub(super) asset_ids: String,
     pub(super) asset_revisions: String,
     pub(super) signing_keys: String,
+    pub(super) foreign_keys: String,
     pub(super) api_keys: String,
     pub(super) api_key_names: String,
     pub(super) audit: String,
@@ -44,6 +45,7 @@ impl KeyNames {
             asset_ids: k("assets:ids"),
             asset_revisions: k("assets:revision"),
             signing_keys: k("signing_keys"),
+            foreign_keys: k("foreign_keys"),
             api_keys: k("api_keys"),
             api_key_names: k("api_keys:names"),
             audit: k("audit"),
@@ -72,7 +74,7 @@ mod tests {
         // Every field, read from the Debug form so that a new key cannot be left out.
         let names = format!("{:?}", KeyNames::new("stile"));
         let keys: Vec<&str> = names.split('"').filter(|s| s.starts_with("{stile}:")).collect();
-        assert_eq!(keys.len(), 18, "{names}");
+        assert_eq!(keys.len(), 19, "{names}");
         for key in keys {
             // The per-replica view keys are `{stile}:fleet:<replica>`.
             let key = if key.ends_with(':') { format!("{key}<replica>") } else { key.to_owned() };

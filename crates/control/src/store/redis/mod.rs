@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::cache::{Cache, insert};
-use self::codec::{audit_event, change, decode, entry_number, purge, revocation, signing_keys};
+use self::codec::{audit_event, change, decode, entry_number, foreign_keys, purge, revocation, signing_keys};
 use self::conn::{server_version, within};
 use self::layout::KeyNames;
 use self::locate::{Link, Locator, open_link};
@@ -56,7 +56,7 @@ use self::script::Scripts;
 use super::{
     AssetQuery, AuditQuery, Batch, Committed, LogRead, Pruned, Retention, Snapshot, Store, StoreError, StoreFuture,
 };
-use crate::model::{ApiKey, Asset, AuditEvent, KeyState, Revocation, SigningKey};
+use crate::model::{ApiKey, Asset, AuditEvent, ForeignKey, KeyState, Revocation, SigningKey};
 
 mod audit;
 mod cache;
@@ -123,8 +123,9 @@ struct Settings {
     audit_cap: u64,
 }
 
-/// `GET version`, `HVALS signing_keys`, `HGETALL purges`, `GET purge_floor`.
-type SnapshotHeadReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>);
+/// `GET version`, `HVALS signing_keys`, `HGETALL purges`, `GET purge_floor`,
+/// `HVALS foreign_keys`.
+type SnapshotHeadReply = (Option<u64>, Vec<Vec<u8>>, HashMap<u64, Vec<u8>>, Option<u64>, Vec<Vec<u8>>);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -263,6 +264,14 @@ impl Store for RedisStore {
             let inner = &self.inner;
             let values: Vec<Vec<u8>> = inner.read(redis::cmd("HVALS").arg(&inner.keys.signing_keys)).await?;
             signing_keys(&values)
+        })
+    }
+
+    fn foreign_keys(&self) -> StoreFuture<'_, Vec<ForeignKey>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let values: Vec<Vec<u8>> = inner.read(redis::cmd("HVALS").arg(&inner.keys.foreign_keys)).await?;
+            foreign_keys(&values)
         })
     }
 
@@ -407,8 +416,10 @@ impl Store for RedisStore {
                 .cmd("HGETALL")
                 .arg(&k.purges)
                 .cmd("GET")
-                .arg(&k.purge_floor);
-            let (version, keys, purges, purge_floor): SnapshotHeadReply = inner.read_pipe(&pipe).await?;
+                .arg(&k.purge_floor)
+                .cmd("HVALS")
+                .arg(&k.foreign_keys);
+            let (version, keys, purges, purge_floor, foreign): SnapshotHeadReply = inner.read_pipe(&pipe).await?;
             let keys = signing_keys(&keys)?.into_iter().filter(|k| k.state != KeyState::Retired).collect();
             let mut purges = purges.into_iter().map(|(v, json)| purge(v, &json)).collect::<Result<Vec<_>, _>>()?;
             purges.sort_by_key(|p| p.version);
@@ -418,6 +429,7 @@ impl Store for RedisStore {
                 revocations: Vec::new(),
                 purges,
                 purge_floor: purge_floor.unwrap_or(0),
+                foreign_keys: foreign_keys(&foreign)?,
             })
         })
     }

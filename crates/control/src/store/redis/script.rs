@@ -8,7 +8,7 @@ use redis::{Script, ScriptInvocation};
 use super::Inner;
 use super::codec::{corrupt, encode, set_version};
 use super::conn::within;
-use crate::model::{AuditEvent, Change, ChangeKind};
+use crate::model::{AuditEvent, Change, ChangeKind, ForeignKey, MAX_FOREIGN_KEYS};
 use crate::store::{Batch, Committed, Pruned, Retention, StoreError, Write};
 
 /// One commit: preconditions, then writes. See the module documentation.
@@ -16,7 +16,7 @@ use crate::store::{Batch, Committed, Pruned, Retention, StoreError, Write};
 /// KEYS: 1 version, 2 log, 3 revocations, 4 revocations:by_version,
 /// 5 revocations:by_expiry, 6 assets, 7 assets:ids, 8 assets:revision,
 /// 9 signing_keys, 10 api_keys, 11 api_keys:names, 12 audit, 13 audit:seq,
-/// 14 purges, 15 purges:by_expiry. An `append` carries the change, the
+/// 14 purges, 15 purges:by_expiry, 16 foreign_keys. An `append` carries the change, the
 /// record for a live set (a revocation or a purge, or empty), its expiry and
 /// which set (`r` or `p`).
 /// ARGV: audit MAXLEN bound, number of writes, the writes (tag and fixed
@@ -35,12 +35,22 @@ for _ = 1, nwrites do
   elseif tag == 'append' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]}; i = i + 5
   elseif tag == 'apikey' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}; i = i + 4
   elseif tag == 'delapikey' then ops[#ops + 1] = {tag, ARGV[i + 1]}; i = i + 2
+  elseif tag == 'fkey' then ops[#ops + 1] = {tag, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]}; i = i + 5
+  elseif tag == 'delfkey' then ops[#ops + 1] = {tag, ARGV[i + 1]}; i = i + 2
   else return redis.error_reply('ERR stile commit: unknown write ' .. tostring(tag)) end
 end
 
 -- Preconditions, against the state the earlier writes of this batch leave.
-local asset_rev, key_exists, name_hash, hash_taken = {}, {}, {}, {}
+local asset_rev, key_exists, name_hash, hash_taken, fkeys = {}, {}, {}, {}, nil
 local appends = 0
+-- Foreign keys by field, read once and kept current with this batch's writes.
+local function foreign()
+  if fkeys == nil then
+    fkeys = {}
+    for _, f in ipairs(redis.call('HKEYS', KEYS[16])) do fkeys[f] = true end
+  end
+  return fkeys
+end
 for _, op in ipairs(ops) do
   local tag = op[1]
   if tag == 'asset' then
@@ -73,6 +83,19 @@ for _, op in ipairs(ops) do
     if not h then return {'conflict', 'API key "' .. op[2] .. '" does not exist'} end
     name_hash[op[2]] = false
     hash_taken[h] = false
+  elseif tag == 'fkey' then
+    local held = foreign()
+    if held[op[2]] then return {'conflict', op[2] .. ' already exists'} end
+    local n = 0
+    for f, _ in pairs(held) do
+      if string.sub(f, 1, #op[3]) == op[3] then n = n + 1 end
+    end
+    if n >= tonumber(op[4]) then return {'conflict', op[3] .. 'holds ' .. op[4] .. ' keys already'} end
+    held[op[2]] = true
+  elseif tag == 'delfkey' then
+    local held = foreign()
+    if not held[op[2]] then return {'conflict', op[2] .. ' does not exist'} end
+    held[op[2]] = nil
   end
 end
 
@@ -124,6 +147,10 @@ for _, op in ipairs(ops) do
     local h = redis.call('HGET', KEYS[11], op[2])
     redis.call('HDEL', KEYS[11], op[2])
     redis.call('HDEL', KEYS[10], h)
+  elseif tag == 'fkey' then
+    redis.call('HSET', KEYS[16], op[2], op[5])
+  elseif tag == 'delfkey' then
+    redis.call('HDEL', KEYS[16], op[2])
   end
 end
 local seq0 = 0
@@ -254,6 +281,7 @@ impl Inner {
             &k.audit_seq,
             &k.purges,
             &k.purges_by_expiry,
+            &k.foreign_keys,
         ] {
             inv.key(key);
         }
@@ -277,7 +305,7 @@ impl Inner {
                             p.version = 0;
                             (encode(p)?, p.expires_at, "p")
                         }
-                        ChangeKind::Key { .. } => (Vec::new(), 0, ""),
+                        ChangeKind::Key { .. } | ChangeKind::ForeignKey { .. } => (Vec::new(), 0, ""),
                     };
                     let change = Change { version: 0, at, actor, kind };
                     inv.arg("append").arg(encode(&change)?).arg(record).arg(expires_at).arg(set);
@@ -288,6 +316,17 @@ impl Inner {
                 }
                 Write::DeleteApiKey { name } => {
                     inv.arg("delapikey").arg(name);
+                }
+                Write::PutForeignKey(key) => {
+                    // The field, the prefix every key of its format has, the bound, the record.
+                    inv.arg("fkey")
+                        .arg(ForeignKey::id(&key.format, &key.name))
+                        .arg(ForeignKey::id(&key.format, ""))
+                        .arg(MAX_FOREIGN_KEYS)
+                        .arg(encode(&key)?);
+                }
+                Write::DeleteForeignKey { format, name } => {
+                    inv.arg("delfkey").arg(ForeignKey::id(&format, &name));
                 }
             }
         }
