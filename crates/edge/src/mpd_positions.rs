@@ -1,5 +1,5 @@
 //! Where each segment of a static (VOD) DASH presentation ends: the DASH side of
-//! [`crate::playback::Segments`], which HLS fills from `#EXTINF` durations.
+//! the playback module's `Segments`, which HLS fills from `#EXTINF` durations.
 //!
 //! Read from the MPD the edge serves under a playback session (ISO/IEC 23009-1):
 //! `MPD@type` must be `static` with a `mediaPresentationDuration` (the total);
@@ -263,7 +263,7 @@ fn attr<'a>(e: Node<'a, '_>, name: &str) -> Option<&'a str> {
 fn resolve(base: &str, reference: Option<&str>) -> String {
     let Some(r) = reference else { return base.to_owned() };
     let r = &r[..r.find(['?', '#']).unwrap_or(r.len())];
-    match crate::playback::uri_path(r) {
+    match crate::playlist::uri_path(r) {
         Some(path) => path.to_owned(),
         None => format!("{}{r}", &base[..base.rfind('/').map_or(0, |i| i + 1)]),
     }
@@ -272,7 +272,7 @@ fn resolve(base: &str, reference: Option<&str>) -> String {
 /// The canonical request path of an absolute path (dot segments removed first, as players do).
 fn canonical(path: &str) -> Option<String> {
     let mut resolved = String::with_capacity(path.len());
-    crate::playback::remove_dot_segments(path, &mut resolved);
+    crate::playlist::remove_dot_segments(path, &mut resolved);
     stile_token::canonicalize_path(resolved.as_bytes()).ok().map(|c| c.into_owned())
 }
 

@@ -39,6 +39,7 @@ use stile_token::{Reason, SessionId};
 use crate::clock::SharedClock;
 pub use crate::metrics::EndCause;
 use crate::metrics::{Channel, Metrics};
+use crate::playlist::{remove_dot_segments, uri_path};
 
 /// Shards of the session table (each its own lock).
 const SHARDS: usize = 16;
@@ -372,50 +373,6 @@ impl Segments {
             }
         }
         n
-    }
-}
-
-/// The path of an absolute URI (`http(s)://host/path`, `//host/path`) or of an
-/// absolute-path reference (`/path`); `None` for a relative reference.
-pub(crate) fn uri_path(uri: &str) -> Option<&str> {
-    fn after_authority(rest: &str) -> &str {
-        rest.find('/').map_or("/", |i| &rest[i..])
-    }
-    if let Some(rest) = uri.strip_prefix("//") {
-        return Some(after_authority(rest));
-    }
-    for scheme in ["http://", "https://"] {
-        if uri.len() >= scheme.len() && uri[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return Some(after_authority(&uri[scheme.len()..]));
-        }
-    }
-    uri.starts_with('/').then_some(uri)
-}
-
-/// RFC 3986 § 5.2.4 on an absolute path: `.` segments dropped, `..` removes the one before.
-pub(crate) fn remove_dot_segments(path: &str, out: &mut String) {
-    out.clear();
-    let mut segments = path.split('/').skip(1).peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        match seg {
-            "." => {}
-            ".." => {
-                let cut = out.rfind('/').unwrap_or(0);
-                out.truncate(cut);
-            }
-            _ => {
-                out.push('/');
-                out.push_str(seg);
-                continue;
-            }
-        }
-        if last {
-            out.push('/');
-        }
-    }
-    if out.is_empty() {
-        out.push('/');
     }
 }
 
