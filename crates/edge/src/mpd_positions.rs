@@ -434,5 +434,11 @@ mod tests {
 </AdaptationSet></Period></MPD>"#;
         let got: Vec<String> = none(odd).unwrap().0.into_iter().map(|(p, _)| p).collect();
         assert_eq!(got, ["/ok/$1.m4s", "/ok/$2.m4s"]);
+        // Non-ASCII text where a URL scheme would end (found by the fuzz target: a byte
+        // slice inside a character panicked).
+        let text = r#"<MPD type="static" mediaPresentationDuration="PT2S"><Period><AdaptationSet><Representation id="v1">
+  <SegmentTemplate media="$RepresentationID$/t$Time$Ғ˒" duration="2"/></Representation></AdaptationSet></Period></MPD>"#;
+        // Raw non-ASCII is no request path the canonicaliser takes: nothing recorded, no panic.
+        assert!(none(text).unwrap().0.is_empty());
     }
 }

@@ -178,7 +178,8 @@ pub(crate) fn uri_path(uri: &str) -> Option<&str> {
         return Some(after_authority(rest));
     }
     for scheme in ["http://", "https://"] {
-        if uri.len() >= scheme.len() && uri[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compared as bytes: the URI may hold non-ASCII text where a scheme would end.
+        if uri.as_bytes().get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme.as_bytes())) {
             return Some(after_authority(&uri[scheme.len()..]));
         }
     }
