@@ -308,7 +308,8 @@ pub fn parse_duration(v: &str) -> Option<f64> {
     (num.is_empty() && (seen || !days.is_empty()) && secs.is_finite()).then_some(secs)
 }
 
-fn to_ms(secs: f64) -> u32 {
+/// Seconds to whole milliseconds, clamped to `u32` (positions in the segment table).
+pub(crate) fn to_ms(secs: f64) -> u32 {
     (secs * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 

@@ -39,6 +39,7 @@ use stile_token::{Reason, SessionId};
 use crate::clock::SharedClock;
 pub use crate::metrics::EndCause;
 use crate::metrics::{Channel, Metrics};
+use crate::mpd_positions::to_ms;
 use crate::playlist::{remove_dot_segments, uri_path};
 
 /// Shards of the session table (each its own lock).
@@ -374,10 +375,6 @@ impl Segments {
         }
         n
     }
-}
-
-fn to_ms(secs: f64) -> u32 {
-    (secs * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// The periodic idle sweep (`outcomes.sweep_interval_ms`), a Pingora background service.
