@@ -6,7 +6,15 @@
 //!   upstream target — against a state holding 100 k revoked token ids plus a few
 //!   subject and prefix revocations (so every revocation kind is probed). Goal ≤ 1 µs.
 //!   `query_session` is the same request carrying a playback session credential
-//!   (session tag, session times, client binding) instead of the link.
+//!   (session tag, session times, client binding) instead of the link, as a player
+//!   sends it on every segment: from the second request on it is a hit in the
+//!   verified-session cache (parse, key and session tag skipped; times, scope,
+//!   bindings and revocations checked). `query_session_uncached` is the same with
+//!   the cache off (`token.session_cache_entries = 0`), and `query_session_miss` with
+//!   a 64-entry cache sent 4096 different credentials in turn, so nearly every request
+//!   misses and offers its session to the cache: what the first request of each
+//!   credential costs (`query_session_distinct_uncached`: the same 4096 credentials with
+//!   the cache off, so the difference is the cache's own cost on a miss).
 //! - `revocation/*`: how long does the revocation lookup take at 1 M and 10 M revoked
 //!   token ids, for a revoked token (`hit`) and a good one (`miss`)? Each iteration asks
 //!   about a different token (cycling through 4096 parsed tokens with ids spread over
@@ -95,6 +103,10 @@ fn bench_validation(c: &mut Criterion) {
     let mut config = EdgeConfig::default();
     config.cookie.enabled = true;
     let v = Validator::new(&config);
+    let uncached = Validator::new(&EdgeConfig {
+        token: stile_edge::TokenConfig { session_cache_entries: 0, ..config.token.clone() },
+        ..config.clone()
+    });
     let token = stile_token::sign(&claims(0x1122_3344_5566_7788), &ring).unwrap();
     let query = format!("{PATH}?st={token}");
     let path = format!("/_st/{token}{PATH}");
@@ -108,11 +120,12 @@ fn bench_validation(c: &mut Criterion) {
     let session = stile_token::session::start(&link, SessionId(7), NOW - 30, 120, client, &ring).unwrap();
     let query_session = format!("{PATH}?st={session}");
     let mut g = c.benchmark_group("edge_validation");
-    for (name, target, cookie) in [
-        ("query_token", query.as_str(), None),
-        ("query_session", query_session.as_str(), None),
-        ("path_token", path.as_str(), None),
-        ("cookie_token", PATH, Some(&cookie)),
+    for (name, v, target, cookie) in [
+        ("query_token", &v, query.as_str(), None),
+        ("query_session", &v, query_session.as_str(), None),
+        ("query_session_uncached", &uncached, query_session.as_str(), None),
+        ("path_token", &v, path.as_str(), None),
+        ("cookie_token", &v, PATH, Some(&cookie)),
     ] {
         let input = Input { target: target.as_bytes(), client_ip: client, now: NOW };
         let check = v.validate(&state.load(), &input, cookie.map(|c| c.as_bytes()), || None);
@@ -124,6 +137,28 @@ fn bench_validation(c: &mut Criterion) {
             })
         });
     }
+    let small = Validator::new(&EdgeConfig {
+        token: stile_edge::TokenConfig { session_cache_entries: 64, ..config.token.clone() },
+        ..config.clone()
+    });
+    let distinct: Vec<String> = (0..4096)
+        .map(|i| {
+            let s = stile_token::session::start(&link, SessionId(i), NOW - 30, 120, client, &ring).unwrap();
+            format!("{PATH}?st={s}")
+        })
+        .collect();
+    for (name, v) in [("query_session_miss", &small), ("query_session_distinct_uncached", &uncached)] {
+        let mut next = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % distinct.len();
+                let input = Input { target: distinct[next].as_bytes(), client_ip: client, now: NOW };
+                let s = state.load();
+                v.validate(&s, black_box(&input), None, || Country::parse("FR"))
+            })
+        });
+    }
+    assert!(small.session_cache().misses() > 10 * small.session_cache().hits().max(1), "mostly misses");
     g.finish();
 }
 

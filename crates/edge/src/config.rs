@@ -432,10 +432,19 @@ pub struct TokenConfig {
     /// plus the map's bookkeeping (estimated at 150 bytes, not measured); 0 disables the cache.
     /// At most 16,777,216.
     pub verified_cache_entries: usize,
+    /// Entries of the verified-session cache: playback session credentials whose link and
+    /// session tag verified, so a viewer's next segment requests skip the credential's parse,
+    /// key, signature and session tag (the session's times, scope, bindings, revocations and
+    /// staleness are still checked on every request, and the key material must be unchanged).
+    /// Each entry holds the parsed credential and its string, about 1.3 KiB; 0 disables the
+    /// cache. At most 1,048,576.
+    pub session_cache_entries: usize,
 }
 
 /// Largest `token.verified_cache_entries`.
 pub(crate) const MAX_VERIFIED_CACHE_ENTRIES: usize = 1 << 24;
+/// Largest `token.session_cache_entries` (about 1.3 GiB).
+pub(crate) const MAX_SESSION_CACHE_ENTRIES: usize = 1 << 20;
 
 impl Default for TokenConfig {
     fn default() -> TokenConfig {
@@ -445,6 +454,7 @@ impl Default for TokenConfig {
             leeway_secs: stile_token::Policy::DEFAULT_LEEWAY_SECS,
             unknown_country: UnknownCountryConfig::Deny,
             verified_cache_entries: 65_536,
+            session_cache_entries: 16_384,
         }
     }
 }
@@ -743,6 +753,9 @@ impl EdgeConfig {
         }
         if self.token.verified_cache_entries > MAX_VERIFIED_CACHE_ENTRIES {
             return bad("token.verified_cache_entries", "at most 16777216 entries");
+        }
+        if self.token.session_cache_entries > MAX_SESSION_CACHE_ENTRIES {
+            return bad("token.session_cache_entries", "at most 1048576 entries");
         }
         if self.outcomes.max_sessions == 0 || self.outcomes.max_sessions > MAX_TRACKED_SESSIONS {
             return bad("outcomes.max_sessions", "must be between 1 and 16777216");

@@ -639,6 +639,11 @@ impl Metrics {
         registered(&self.registry, Ok(cache.metric()));
     }
 
+    /// Registers `stile_edge_session_cache_lookups_total` (the validator's verified-session cache).
+    pub(crate) fn register_session_cache(&self, cache: &crate::verified::SessionCache) {
+        registered(&self.registry, Ok(cache.metric()));
+    }
+
     /// Counts one state reload.
     pub(crate) fn state_reload(&self, ok: bool) {
         self.state_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();

@@ -157,7 +157,7 @@ pub(crate) struct RequestCtx {
     /// Judged by a `[[foreign]]` entry instead of a Stile token.
     foreign: Option<ForeignCtx>,
     /// The verified session credential that admitted the request, if one did.
-    playback: Option<PlaybackSession>,
+    playback: Option<Arc<PlaybackSession>>,
     /// The playback session id read or written (access log; never the credential).
     session_id: Option<SessionId>,
     /// An HLS playlist served under a session, read for its VOD segment ends ([`crate::playback`]).
@@ -237,6 +237,7 @@ impl EdgeProxy {
     ) -> EdgeProxy {
         let validator = Validator::new(config);
         metrics.register_verified_cache(validator.verified_cache());
+        metrics.register_session_cache(validator.session_cache());
         EdgeProxy {
             validator,
             validate: config.validation.enabled,
@@ -869,7 +870,7 @@ impl ProxyHttp for EdgeProxy {
         };
         ctx.token = verdict.token;
         // The session id is logged like the token id: also when denied (it is not secret).
-        ctx.session_id = verdict.session.as_ref().map(PlaybackSession::id);
+        ctx.session_id = verdict.session.as_deref().map(PlaybackSession::id);
         if let (Err(reason), Some(id), Some((tracker, _))) = (verdict.result, ctx.session_id, &self.outcomes) {
             tracker.denied(id, reason, now);
         }
@@ -887,7 +888,7 @@ impl ProxyHttp for EdgeProxy {
         }
         if ctx.beacon {
             // Not playback progress: no tracking, no renewal, no session started.
-            return self.beacon(session, ctx, verdict.session.as_ref()).await;
+            return self.beacon(session, ctx, verdict.session.as_deref()).await;
         }
         ctx.admitted_at = Some(Instant::now());
         let by_link = matches!(verdict.transport, Transport::Path | Transport::Query);

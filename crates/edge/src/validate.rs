@@ -11,7 +11,10 @@
 //! A session credential (`<link>.<session part>`, `docs/sessions.md`) runs the
 //! same pipeline on its link, with the link's time window replaced by the
 //! session tag and the session's times, and the session's client binding
-//! checked after the country; revocations match the link.
+//! checked after the country; revocations match the link. A credential that
+//! verified before under the same key material is taken from the
+//! verified-session cache ([`crate::verified::SessionCache`]): its parse, key,
+//! signature and session tag are not redone; every other check is.
 //!
 //! The upstream target is built from the canonical path, so what was validated
 //! is exactly what the origin serves.
@@ -30,7 +33,7 @@ use stile_token::{ClaimCheck, Country, MAX_PATH_LEN, Policy, Reason, Token, cano
 use crate::config::EdgeConfig;
 use crate::state::State;
 use crate::transport::{Transport, TransportNames, locate, upstream_target};
-use crate::verified::VerifiedCache;
+use crate::verified::{SessionCache, VerifiedCache};
 
 /// Longest request target (path and query) looked at, bytes.
 pub const MAX_TARGET_LEN: usize = MAX_PATH_LEN + MAX_SESSION_LEN + 4096;
@@ -43,6 +46,8 @@ pub struct Validator {
     stale_after: Option<u64>,
     /// Ed25519 tokens whose signature verified (`token.verified_cache_entries`); shared by clones.
     verified: Arc<VerifiedCache>,
+    /// Session credentials that verified (`token.session_cache_entries`); shared by clones.
+    sessions: Arc<SessionCache>,
 }
 
 /// What a request brings to validation.
@@ -68,8 +73,8 @@ pub struct Verdict {
     /// For a session credential, its link.
     pub token: Option<Token>,
     /// The session credential, when the request carried one (verified when
-    /// `result` is `Ok`; its link is `token`).
-    pub session: Option<Session>,
+    /// `result` is `Ok`; its link is `token`). Shared with the verified-session cache.
+    pub session: Option<Arc<Session>>,
     /// The request target to send upstream, when it differs from the received one.
     pub upstream_target: Option<Vec<u8>>,
     /// Whether the canonical path names a manifest (`.m3u8` or `.mpd`).
@@ -154,7 +159,13 @@ impl Validator {
             policy,
             stale_after: config.state.deny_when_older_than(),
             verified: Arc::new(VerifiedCache::new(config.token.verified_cache_entries)),
+            sessions: Arc::new(SessionCache::new(config.token.session_cache_entries)),
         }
+    }
+
+    /// The verified-session cache (its metric, its counters).
+    pub fn session_cache(&self) -> &SessionCache {
+        &self.sessions
     }
 
     /// The verified-signature cache (its metric, its counters).
@@ -248,8 +259,21 @@ impl Validator {
         let raw_token = require!(Check::Token, located.token.ok_or(Reason::Missing));
         // `stile_token::verify`, split so the country is looked up only when needed.
         if is_session(raw_token) {
-            let session = require!(Check::Format, Session::parse(raw_token));
-            v.result = self.check(state, session.link(), Some(&session), &canonical, input, country, obs);
+            // A traced run checks everything itself, so `explain` reports each check's own outcome.
+            let cached = if O::CACHED { self.sessions.get(raw_token, &state.keys) } else { None };
+            let (session, known) = match cached {
+                Some(session) => {
+                    obs.step(Check::Format, Ok(()));
+                    (session, true)
+                }
+                None => (Arc::new(require!(Check::Format, Session::parse(raw_token))), false),
+            };
+            let mut verified = known;
+            let sess = SessionCheck { session: &session, verified: &mut verified };
+            v.result = self.check(state, session.link(), Some(sess), &canonical, input, country, obs);
+            if verified && !known && O::CACHED {
+                self.sessions.insert(raw_token, &session, &state.keys);
+            }
             v.token = Some(session.link().clone());
             v.session = Some(session);
         } else {
@@ -277,7 +301,7 @@ impl Validator {
         &self,
         state: &State,
         token: &Token,
-        session: Option<&Session>,
+        sess: Option<SessionCheck<'_>>,
         path: &str,
         input: &Input<'_>,
         country: G,
@@ -304,11 +328,28 @@ impl Validator {
                 }
             };
         }
+        let (session, mut verified) = match sess {
+            Some(SessionCheck { session, verified }) => (Some(session), Some(verified)),
+            None => (None, None),
+        };
+        // From the verified-session cache: this exact credential's link and session tag
+        // verified under key material equal to what the ring holds now.
+        let known = verified.as_deref().is_some_and(|v| *v);
+        // Tells the caller that the link and the session tag verified (before `step!`,
+        // which may leave): what the cache may remember.
+        macro_rules! mark {
+            ($ok:expr) => {
+                if let Some(v) = verified.as_deref_mut() {
+                    *v = $ok;
+                }
+            };
+        }
         // An HMAC link under a session: its MAC is left to the session tag, which covers
         // every byte of it (`Session::tag_covers_link`, token-format § 9.4) — one MAC per
         // request, as for a link.
         let tag_covers_link = session.is_some_and(Session::tag_covers_link);
         let link_check = match session {
+            _ if known => Ok(()),
             Some(s) if tag_covers_link => s.verify_link(&state.keys),
             _ => self.verified.verify(token, &state.keys),
         };
@@ -316,8 +357,10 @@ impl Validator {
             Ok(()) => {
                 step!(Check::Key, Ok(()));
                 match session {
-                    Some(s) if tag_covers_link => {
-                        step!(Check::Signature, s.verify_mac(&state.keys));
+                    Some(s) if tag_covers_link && !known => {
+                        let mac = s.verify_mac(&state.keys);
+                        mark!(mac.is_ok());
+                        step!(Check::Signature, mac);
                     }
                     _ => {
                         step!(Check::Signature, Ok(()));
@@ -345,8 +388,11 @@ impl Validator {
                 && let Some(s) = session
             {
                 // The session's tag and times replace the link's own window.
-                if !tag_covers_link {
-                    step!(Check::Session, s.verify_mac(&state.keys));
+                // (The link's signature verified, or validation ended above.)
+                if !tag_covers_link && !known {
+                    let mac = s.verify_mac(&state.keys);
+                    mark!(mac.is_ok() && link_check.is_ok());
+                    step!(Check::Session, mac);
                 }
                 step!(Check::Time, s.check_time(input.now, &self.policy));
                 continue;
@@ -371,8 +417,17 @@ impl Validator {
     }
 }
 
+/// A session credential under check: its parse, and whether its link and session
+/// tag are known to verify (in: from the verified-session cache; out: they did).
+struct SessionCheck<'s> {
+    session: &'s Session,
+    verified: &'s mut bool,
+}
+
 /// Sees each check's outcome; says whether validation goes on after a failure.
 trait Observer {
+    /// Whether the run may use (and fill) the verified-session cache.
+    const CACHED: bool;
     fn step(&mut self, check: Check, outcome: Result<(), Reason>) -> bool;
 }
 
@@ -380,6 +435,7 @@ trait Observer {
 struct FirstFailure;
 
 impl Observer for FirstFailure {
+    const CACHED: bool = true;
     #[inline(always)]
     fn step(&mut self, _: Check, _: Result<(), Reason>) -> bool {
         false
@@ -390,6 +446,7 @@ impl Observer for FirstFailure {
 struct EveryCheck<'t>(&'t mut dyn FnMut(Check, Result<(), Reason>));
 
 impl Observer for EveryCheck<'_> {
+    const CACHED: bool = false;
     fn step(&mut self, check: Check, outcome: Result<(), Reason>) -> bool {
         (self.0)(check, outcome);
         true
@@ -566,6 +623,92 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), Reason::ALL.len(), "every reason code is covered");
+    }
+
+    /// The verified-session cache skips only the parse and the crypto: a cached
+    /// credential still meets every per-request check, and any change of the key
+    /// material behind it makes it a miss that is checked in full.
+    #[test]
+    fn a_cached_session_is_checked_on_every_request() {
+        use stile_token::{Ed25519Secret, derive_session_secret};
+        let v = validator(|_| {});
+        let cache = v.session_cache();
+        // Sessions bound to the client's /24 (the run's client is 192.0.2.1).
+        let policy = SessionPolicy { bind_v4: 24, ..POLICY };
+        let link = Token::parse(&stile_token::sign_with_session(&claims(), Some(&policy), &ring()).unwrap()).unwrap();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let session = stile_token::session::start(&link, SessionId(9), NOW, 60, Some(client), &ring()).unwrap();
+        let target = format!("/vod/abc/seg.ts?st={session}");
+        let check = |s: &State, target: &str, ip: &str, now: u64| {
+            let input = Input { target: target.as_bytes(), client_ip: Some(ip.parse().unwrap()), now };
+            v.validate(s, &input, None, || None).result
+        };
+        let ok = state();
+        assert_eq!(check(&ok, &target, "192.0.2.1", NOW), Ok(()));
+        assert_eq!((cache.hits(), cache.misses()), (0, 1));
+        // The traced run (`stile explain`) neither reads nor fills the cache.
+        assert_eq!(run(&v, &ok, &target, None, NOW).result, Ok(()));
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+        // Hits: the per-request checks still run on the cached session.
+        let mut revoked = state();
+        let mut b = RevocationsBuilder::default();
+        b.subject("viewer", NOW);
+        revoked.revocations = b.build(0);
+        assert_eq!(check(&revoked, &target, "192.0.2.1", NOW), Err(Reason::Revoked));
+        assert_eq!(check(&ok, &target, "192.0.3.1", NOW), Err(Reason::Ip));
+        assert_eq!(check(&ok, &target, "192.0.2.7", NOW + 65), Err(Reason::SessionExpired));
+        let elsewhere = format!("/vod/abd/seg.ts?st={session}");
+        assert_eq!(check(&ok, &elsewhere, "192.0.2.1", NOW), Err(Reason::Scope));
+        assert_eq!((cache.hits(), cache.misses()), (5, 1));
+        // Misses, each checked in full: the key retired, its id reissued with other material.
+        let mut retired = state();
+        retired.keys.remove(1);
+        assert_eq!(check(&retired, &target, "192.0.2.1", NOW), Err(Reason::UnknownKey));
+        let mut reissued = state();
+        reissued.keys.insert(1, &SecretKey::from_bytes([8; KEY_LEN]));
+        assert_eq!(check(&reissued, &target, "192.0.2.1", NOW), Err(Reason::BadSignature));
+        assert_eq!((cache.hits(), cache.misses()), (5, 3));
+        // A tampered credential (one tag character) misses and is never inserted.
+        let mut tampered = session.clone().into_bytes();
+        let i = tampered.len() - 1;
+        tampered[i] = if tampered[i] == b'A' { b'Q' } else { b'A' };
+        let tampered = format!("/vod/abc/seg.ts?st={}", String::from_utf8(tampered).unwrap());
+        for _ in 0..2 {
+            assert_eq!(check(&ok, &tampered, "192.0.2.1", NOW), Err(Reason::BadSignature));
+        }
+        assert_eq!((cache.hits(), cache.misses()), (5, 5));
+        // The original still hits under the original key.
+        assert_eq!(check(&ok, &target, "192.0.2.1", NOW), Ok(()));
+        assert_eq!(cache.hits(), 6);
+
+        // An Ed25519 link: the signature and the session tag are both skipped on a hit,
+        // and a key id that names another public key misses.
+        let seed = [3; KEY_LEN];
+        let mut signer = KeyRing::new();
+        signer.insert_ed25519_secret(5, &Ed25519Secret::from_bytes(seed));
+        let edge_ring = |seed: [u8; KEY_LEN]| {
+            let mut r = KeyRing::new();
+            r.insert_ed25519(5, &Ed25519Secret::from_bytes(seed).public()).unwrap();
+            r.set_session_secret(5, &derive_session_secret(&[3; KEY_LEN]));
+            State { version: 1, keys: r, fresh_at: NOW, ..Default::default() }
+        };
+        let link = stile_token::sign_with_session(&Claims { key_id: 5, ..claims() }, Some(&POLICY), &signer).unwrap();
+        let session =
+            stile_token::session::start(&Token::parse(&link).unwrap(), SessionId(2), NOW, 60, None, &signer).unwrap();
+        let target = format!("/vod/abc/seg.ts?st={session}");
+        let (hits, misses) = (cache.hits(), cache.misses());
+        assert_eq!(check(&edge_ring(seed), &target, "192.0.2.1", NOW), Ok(()));
+        assert_eq!(check(&edge_ring(seed), &target, "192.0.2.1", NOW), Ok(()));
+        assert_eq!((cache.hits() - hits, cache.misses() - misses), (1, 1));
+        assert_eq!(check(&edge_ring([4; KEY_LEN]), &target, "192.0.2.1", NOW), Err(Reason::BadSignature));
+        assert_eq!(cache.misses() - misses, 2);
+        // Disabled: nothing is counted, everything is checked.
+        let off = validator(|c| c.token.session_cache_entries = 0);
+        let input = Input { target: target.as_bytes(), client_ip: None, now: NOW };
+        for _ in 0..2 {
+            assert_eq!(off.validate(&edge_ring(seed), &input, None, || None).result, Ok(()));
+        }
+        assert_eq!((off.session_cache().hits(), off.session_cache().misses()), (0, 0));
     }
 
     #[test]

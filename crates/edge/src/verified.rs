@@ -23,32 +23,72 @@
 //!   TinyUFO (TinyLFU admission, S3-FIFO eviction), so memory stays bounded;
 //! - HMAC tokens (version 1) never use the cache: their MAC is cheaper than
 //!   the SHA-256 of the lookup.
+//!
+//! [`SessionCache`], the verified-session cache, does the same for playback
+//! session credentials (`docs/sessions.md`), which a player presents unchanged on
+//! every segment until the edge renews them: a hit skips the parse of the
+//! credential, the link's key and signature check and the session tag — the
+//! crypto and the decoding — and hands back the session parsed before. The
+//! session's times, the link's scope, IP and country, the client binding,
+//! revocations and staleness are checked on every request as before. Safety of a
+//! hit:
+//! - an entry holds the whole credential string and a hit compares it in full,
+//!   byte for byte, so a hit is exactly a credential that verified; the 128-bit
+//!   map key (the credential's last 16 bytes, inside the session tag's encoding)
+//!   is only an index;
+//! - the entry holds the [`SessionBinding`] of the link's key id when it verified
+//!   (algorithm, Ed25519 public key, session secret), and a hit requires the ring
+//!   to hold an equal one now: a retired key, a rotated session secret or a key id
+//!   reissued with other material misses and is checked in full;
+//! - only credentials whose link and session tag verified are inserted, and the
+//!   capacity is fixed (TinyUFO), as above.
+
+use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use sha2::{Digest, Sha256};
-use stile_token::{Algorithm, KeyRing, Reason, Token};
+use stile_token::{Algorithm, KeyRing, Reason, Session, SessionBinding, Token};
 use tinyufo::TinyUfo;
 
 /// One verified token: what a hit must match in full.
 #[derive(Clone, Copy)]
-struct Entry {
+pub struct Entry {
     /// SHA-256 of the decoded token (body and signature).
     digest: [u8; 32],
     /// The public key that verified it.
     public: [u8; 32],
 }
 
-/// A bounded cache of verified Ed25519 signatures. Cheap to share behind an `Arc`.
-pub struct VerifiedCache {
-    map: Option<TinyUfo<u128, Entry>>,
+impl core::fmt::Debug for Entry {
+    /// Nothing of the token.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Entry").finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for SessionEntry {
+    /// The session id only, never the credential.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionEntry").field("session", &self.session.id()).finish_non_exhaustive()
+    }
+}
+
+/// A bounded map of checks that passed, with its lookup counters: the
+/// verified-signature cache ([`VerifiedCache`]) and the verified-session cache
+/// ([`SessionCache`]). Cheap to share behind an `Arc`.
+pub struct CheckCache<V> {
+    map: Option<TinyUfo<u128, V>>,
     lookups: IntCounterVec,
     hits: IntCounter,
     misses: IntCounter,
 }
 
-impl core::fmt::Debug for VerifiedCache {
+/// A bounded cache of verified Ed25519 signatures.
+pub type VerifiedCache = CheckCache<Entry>;
+
+impl<V> core::fmt::Debug for CheckCache<V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("VerifiedCache")
+        f.debug_struct("CheckCache")
             .field("enabled", &self.map.is_some())
             .field("hits", &self.hits.get())
             .field("misses", &self.misses.get())
@@ -56,24 +96,18 @@ impl core::fmt::Debug for VerifiedCache {
     }
 }
 
-impl VerifiedCache {
-    /// A cache of at most `entries` tokens; 0 disables it (every Ed25519 token is verified).
-    pub fn new(entries: usize) -> VerifiedCache {
-        let lookups = IntCounterVec::new(
-            Opts::new(
-                "stile_edge_verified_cache_lookups_total",
-                "Ed25519 signature checks by verified-signature cache result (hit: signature check skipped).",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
+impl<V: Clone + Send + Sync + 'static> CheckCache<V> {
+    /// At most `entries` entries (0 disables the cache), counted in the metric `name`
+    /// with a `result` label.
+    fn with_metric(entries: usize, name: &str, help: &str) -> CheckCache<V> {
+        let lookups = IntCounterVec::new(Opts::new(name, help), &["result"]).expect("valid metric");
         let hits = lookups.with_label_values(&["hit"]);
         let misses = lookups.with_label_values(&["miss"]);
         let map = (entries > 0).then(|| TinyUfo::new(entries, entries));
-        VerifiedCache { map, lookups, hits, misses }
+        CheckCache { map, lookups, hits, misses }
     }
 
-    /// `stile_edge_verified_cache_lookups_total{result}`, for the edge's registry.
+    /// The lookup counter (`…_lookups_total{result}`), for the edge's registry.
     pub fn metric(&self) -> IntCounterVec {
         self.lookups.clone()
     }
@@ -86,6 +120,17 @@ impl VerifiedCache {
     /// Misses so far.
     pub fn misses(&self) -> u64 {
         self.misses.get()
+    }
+}
+
+impl VerifiedCache {
+    /// A cache of at most `entries` tokens; 0 disables it (every Ed25519 token is verified).
+    pub fn new(entries: usize) -> VerifiedCache {
+        CheckCache::with_metric(
+            entries,
+            "stile_edge_verified_cache_lookups_total",
+            "Ed25519 signature checks by verified-signature cache result (hit: signature check skipped).",
+        )
     }
 
     /// [`Token::verify_signature`], skipping the Ed25519 check for a token that
@@ -112,6 +157,72 @@ impl VerifiedCache {
         token.verify_signature(ring)?;
         map.put(index, Entry { digest, public: *public.as_bytes() }, 1);
         Ok(())
+    }
+}
+
+/// One verified session credential: what a hit must match in full, and its parse.
+pub struct SessionEntry {
+    /// The credential string as received.
+    credential: Box<[u8]>,
+    /// What the ring held for the link's key id when it verified.
+    binding: SessionBinding,
+    /// The parsed credential.
+    session: Arc<Session>,
+}
+
+/// A bounded cache of verified session credentials.
+pub type SessionCache = CheckCache<Arc<SessionEntry>>;
+
+/// The map key of a credential: its last 16 bytes (the end of the session tag's
+/// encoding, unpredictable for a credential that verified). `None` when shorter.
+fn session_index(credential: &[u8]) -> Option<u128> {
+    let tail = credential.len().checked_sub(16).map(|start| &credential[start..])?;
+    Some(u128::from_le_bytes(tail.try_into().ok()?))
+}
+
+impl SessionCache {
+    /// A cache of at most `entries` credentials; 0 disables it (every credential is
+    /// parsed and verified).
+    pub fn new(entries: usize) -> SessionCache {
+        CheckCache::with_metric(
+            entries,
+            "stile_edge_session_cache_lookups_total",
+            "Session credential checks by verified-session cache result (hit: parse, key, signature and session tag skipped).",
+        )
+    }
+
+    /// The session parsed from exactly this credential when it verified, if the ring
+    /// still holds an equal binding for its link's key id: its link's key and
+    /// signature and its session tag then hold as they did. `None` (a miss, counted)
+    /// otherwise, and always when the cache is disabled (not counted).
+    #[inline]
+    pub fn get(&self, credential: &str, ring: &KeyRing) -> Option<Arc<Session>> {
+        let map = self.map.as_ref()?;
+        let bytes = credential.as_bytes();
+        if let Some(index) = session_index(bytes)
+            && let Some(entry) = map.get(&index)
+            && *entry.credential == *bytes
+            && ring.session_binding(entry.session.link().key_id()).as_ref() == Some(&entry.binding)
+        {
+            self.hits.inc();
+            return Some(Arc::clone(&entry.session));
+        }
+        self.misses.inc();
+        None
+    }
+
+    /// Remembers a credential whose link (key and signature, or key under the session
+    /// tag) and session tag have just verified against `ring`. Callers insert nothing
+    /// else.
+    pub fn insert(&self, credential: &str, session: &Arc<Session>, ring: &KeyRing) {
+        let (Some(map), Some(index)) = (&self.map, session_index(credential.as_bytes())) else {
+            return;
+        };
+        let Some(binding) = ring.session_binding(session.link().key_id()) else {
+            return;
+        };
+        let entry = SessionEntry { credential: credential.as_bytes().into(), binding, session: Arc::clone(session) };
+        map.put(index, Arc::new(entry), 1);
     }
 }
 
@@ -229,6 +340,33 @@ mod tests {
         for t in &tokens {
             assert_eq!(cache.verify(&parse(t), &ring), Ok(()));
         }
+    }
+
+    /// docs/edge.md's "about 1.3 KiB" per verified-session entry: the parsed
+    /// session, the entry, a typical 256-byte credential string, two `Arc` headers,
+    /// plus TinyUFO's own bookkeeping (estimated at 150 bytes as above).
+    #[test]
+    fn a_session_entry_is_about_1_3_kib() {
+        let bytes = std::mem::size_of::<Session>() + std::mem::size_of::<SessionEntry>() + 256 + 2 * 16 + 150;
+        assert!((1200..=1400).contains(&bytes), "{bytes} bytes: update docs/edge.md and config.rs");
+    }
+
+    /// Unique verified sessions never hold more than the capacity.
+    #[test]
+    fn unique_sessions_stay_within_capacity() {
+        let cache = SessionCache::new(8);
+        let mut ring = KeyRing::new();
+        ring.insert(1, &SecretKey::from_bytes([1; KEY_LEN]));
+        let policy = stile_token::SessionPolicy { idle_secs: 60, max_secs: 600, bind_v4: 0, bind_v6: 0 };
+        let link = Token::parse(&stile_token::sign_with_session(&claims(1, 7), Some(&policy), &ring).unwrap()).unwrap();
+        let creds: Vec<String> = (0..64)
+            .map(|i| stile_token::session::start(&link, stile_token::SessionId(i), 1_500, 60, None, &ring).unwrap())
+            .collect();
+        for c in &creds {
+            cache.insert(c, &Arc::new(Session::parse(c).unwrap()), &ring);
+        }
+        let held = creds.iter().filter(|c| cache.get(c, &ring).is_some()).count();
+        assert!((1..=8).contains(&held), "{held} entries held in a cache of 8");
     }
 
     fn index_of(token: &str) -> u128 {

@@ -504,8 +504,42 @@ impl KeyRing {
         }
     }
 
+    /// What the ring holds for `id` that a session credential's cryptographic checks
+    /// depend on: the key's algorithm, its Ed25519 public key if any, and its session
+    /// secret. `None` without a key or without a session secret (no session verifies).
+    /// Two equal bindings give every session credential of that key id the same result
+    /// for [`crate::Session::verify_link`] and [`crate::Session::verify_mac`], so a
+    /// verifier that remembers a credential's binding can skip both while the ring still
+    /// holds an equal one (the edge's verified-session cache).
+    pub fn session_binding(&self, id: KeyId) -> Option<SessionBinding> {
+        let key = self.get(id)?;
+        let session = self.session_key(id)?;
+        let public = match key {
+            RingKey::Ed25519 { public, .. } => Some(public.to_bytes()),
+            RingKey::Hmac(_) => None,
+        };
+        Some(SessionBinding { algorithm: key.algorithm(), public, inner: session.inner, outer: session.outer })
+    }
+
     pub(crate) fn get(&self, id: KeyId) -> Option<&RingKey> {
         self.keys.iter().find(|(k, _)| *k == id).map(|(_, m)| m)
+    }
+}
+
+/// A key's session-relevant material, from [`KeyRing::session_binding`]: compared,
+/// never shown (it holds the session secret's keyed HMAC states).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionBinding {
+    algorithm: Algorithm,
+    public: Option<[u8; ED25519_KEY_LEN]>,
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+impl fmt::Debug for SessionBinding {
+    /// The algorithm only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionBinding").field("algorithm", &self.algorithm).finish_non_exhaustive()
     }
 }
 

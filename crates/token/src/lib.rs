@@ -51,7 +51,7 @@ pub use claims::{
 };
 pub use keys::{
     Algorithm, ED25519_KEY_LEN, Ed25519Public, Ed25519Secret, KEY_LEN, KeyError, KeyRing, SESSION_SECRET_LABEL,
-    SIGNATURE_LEN, SecretKey, TAG_LEN, VerifyKey, derive_session_secret,
+    SIGNATURE_LEN, SecretKey, SessionBinding, TAG_LEN, VerifyKey, derive_session_secret,
 };
 pub use path::{MAX_PATH_LEN, PathError, canonicalize_path, is_canonical};
 pub use reason::Reason;

@@ -635,7 +635,7 @@ fn explain(input: &Input, req: &RequestFacts, key_file: Option<&KeyFile>, server
         request: &request,
         located: &located,
         token: verdict.token.as_ref(),
-        session: verdict.session.as_ref(),
+        session: verdict.session.as_deref(),
     };
     for (check, outcome) in trace {
         ctx.rows(check, outcome, &mut r.checks);
