@@ -7,14 +7,17 @@
 //!   subject and prefix revocations (so every revocation kind is probed). Goal ≤ 1 µs.
 //!   `query_session` is the same request carrying a playback session credential
 //!   (session tag, session times, client binding) instead of the link, as a player
-//!   sends it on every segment: from the second request on it is a hit in the
+//!   sends it on every segment: from the third request on it is a hit in the
 //!   verified-session cache (parse, key and session tag skipped; times, scope,
 //!   bindings and revocations checked). `query_session_uncached` is the same with
 //!   the cache off (`token.session_cache_entries = 0`), and `query_session_miss` with
 //!   a 64-entry cache sent 4096 different credentials in turn, so nearly every request
 //!   misses and offers its session to the cache: what the first request of each
 //!   credential costs (`query_session_distinct_uncached`: the same 4096 credentials with
-//!   the cache off, so the difference is the cache's own cost on a miss).
+//!   the cache off, so the difference is the cache's own cost on a miss). The cache
+//!   admits a credential on its second request (a doorkeeper remembers the first):
+//!   `query_session_admit_x2` sends each credential twice in a row and times both
+//!   requests, the second of which is admitted and evicts another entry.
 //! - `revocation/*`: how long does the revocation lookup take at 1 M and 10 M revoked
 //!   token ids, for a revoked token (`hit`) and a good one (`miss`)? Each iteration asks
 //!   about a different token (cycling through 4096 parsed tokens with ids spread over
@@ -147,13 +150,22 @@ fn bench_validation(c: &mut Criterion) {
             format!("{PATH}?st={s}")
         })
         .collect();
-    for (name, v) in [("query_session_miss", &small), ("query_session_distinct_uncached", &uncached)] {
+    // Each credential once (`_miss`), or twice in a row so the second is admitted and
+    // evicts another (`_admit`, the time of both requests).
+    for (name, v, repeat) in [
+        ("query_session_miss", &small, 1),
+        ("query_session_distinct_uncached", &uncached, 1),
+        ("query_session_admit_x2", &small, 2),
+    ] {
         let mut next = 0;
         g.bench_function(name, |b| {
             b.iter(|| {
                 next = (next + 1) % distinct.len();
                 let input = Input { target: distinct[next].as_bytes(), client_ip: client, now: NOW };
                 let s = state.load();
+                for _ in 1..repeat {
+                    black_box(v.validate(&s, black_box(&input), None, || Country::parse("FR")));
+                }
                 v.validate(&s, black_box(&input), None, || Country::parse("FR"))
             })
         });

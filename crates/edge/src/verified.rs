@@ -40,10 +40,13 @@
 //!   (algorithm, Ed25519 public key, session secret), and a hit requires the ring
 //!   to hold an equal one now: a retired key, a rotated session secret or a key id
 //!   reissued with other material misses and is checked in full;
-//! - only credentials whose link and session tag verified are inserted, and the
-//!   capacity is fixed (TinyUFO), as above.
+//! - only credentials whose link and session tag verified are inserted, on their
+//!   second request (a doorkeeper of one 8-byte slot per entry remembers the
+//!   first, so credentials used once cost no entry), and the capacity is fixed
+//!   (TinyUFO), as above.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use sha2::{Digest, Sha256};
@@ -78,6 +81,10 @@ impl core::fmt::Debug for SessionEntry {
 /// ([`SessionCache`]). Cheap to share behind an `Arc`.
 pub struct CheckCache<V> {
     map: Option<TinyUfo<u128, V>>,
+    /// The doorkeeper, when entries are admitted on their second sighting only: a
+    /// direct-mapped table of the upper halves of the last map keys offered (empty:
+    /// admitted on the first).
+    seen: Box<[AtomicU64]>,
     lookups: IntCounterVec,
     hits: IntCounter,
     misses: IntCounter,
@@ -99,12 +106,26 @@ impl<V> core::fmt::Debug for CheckCache<V> {
 impl<V: Clone + Send + Sync + 'static> CheckCache<V> {
     /// At most `entries` entries (0 disables the cache), counted in the metric `name`
     /// with a `result` label.
-    fn with_metric(entries: usize, name: &str, help: &str) -> CheckCache<V> {
+    fn with_metric(entries: usize, doorkeeper: bool, name: &str, help: &str) -> CheckCache<V> {
         let lookups = IntCounterVec::new(Opts::new(name, help), &["result"]).expect("valid metric");
         let hits = lookups.with_label_values(&["hit"]);
         let misses = lookups.with_label_values(&["miss"]);
         let map = (entries > 0).then(|| TinyUfo::new(entries, entries));
-        CheckCache { map, lookups, hits, misses }
+        let slots = if doorkeeper && entries > 0 { entries.next_power_of_two() } else { 0 };
+        let seen = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        CheckCache { map, seen, lookups, hits, misses }
+    }
+
+    /// Whether an entry for `index` may be inserted now: always without a
+    /// doorkeeper; with one, when the same index was the last offered in its slot
+    /// (its second sighting); the offer is remembered either way.
+    fn admit(&self, index: u128) -> bool {
+        if self.seen.is_empty() {
+            return true;
+        }
+        let slot = &self.seen[(index as usize) & (self.seen.len() - 1)];
+        let tag = ((index >> 64) as u64) | 1;
+        slot.swap(tag, Ordering::Relaxed) == tag
     }
 
     /// The lookup counter (`…_lookups_total{result}`), for the edge's registry.
@@ -128,6 +149,7 @@ impl VerifiedCache {
     pub fn new(entries: usize) -> VerifiedCache {
         CheckCache::with_metric(
             entries,
+            false,
             "stile_edge_verified_cache_lookups_total",
             "Ed25519 signature checks by verified-signature cache result (hit: signature check skipped).",
         )
@@ -186,6 +208,7 @@ impl SessionCache {
     pub fn new(entries: usize) -> SessionCache {
         CheckCache::with_metric(
             entries,
+            true,
             "stile_edge_session_cache_lookups_total",
             "Session credential checks by verified-session cache result (hit: parse, key, signature and session tag skipped).",
         )
@@ -212,8 +235,9 @@ impl SessionCache {
     }
 
     /// Remembers a credential whose link (key and signature, or key under the session
-    /// tag) and session tag have just verified against `ring`. Callers insert nothing
-    /// else.
+    /// tag) and session tag have just verified against `ring`, the second time it is
+    /// offered: a credential used once (a live playlist's, renewed on every fetch)
+    /// costs the cache one atomic swap, not an entry. Callers insert nothing else.
     pub fn insert(&self, credential: &str, session: &Arc<Session>, ring: &KeyRing) {
         let (Some(map), Some(index)) = (&self.map, session_index(credential.as_bytes())) else {
             return;
@@ -221,6 +245,9 @@ impl SessionCache {
         let Some(binding) = ring.session_binding(session.link().key_id()) else {
             return;
         };
+        if !self.admit(index) {
+            return;
+        }
         let entry = SessionEntry { credential: credential.as_bytes().into(), binding, session: Arc::clone(session) };
         map.put(index, Arc::new(entry), 1);
     }
@@ -343,11 +370,11 @@ mod tests {
     }
 
     /// docs/edge.md's "about 1.3 KiB" per verified-session entry: the parsed
-    /// session, the entry, a typical 256-byte credential string, two `Arc` headers,
+    /// session, the entry, a typical 256-byte credential string, a doorkeeper slot, two `Arc` headers,
     /// plus TinyUFO's own bookkeeping (estimated at 150 bytes as above).
     #[test]
     fn a_session_entry_is_about_1_3_kib() {
-        let bytes = std::mem::size_of::<Session>() + std::mem::size_of::<SessionEntry>() + 256 + 2 * 16 + 150;
+        let bytes = std::mem::size_of::<Session>() + std::mem::size_of::<SessionEntry>() + 256 + 8 + 2 * 16 + 150;
         assert!((1200..=1400).contains(&bytes), "{bytes} bytes: update docs/edge.md and config.rs");
     }
 
@@ -363,7 +390,10 @@ mod tests {
             .map(|i| stile_token::session::start(&link, stile_token::SessionId(i), 1_500, 60, None, &ring).unwrap())
             .collect();
         for c in &creds {
-            cache.insert(c, &Arc::new(Session::parse(c).unwrap()), &ring);
+            let session = Arc::new(Session::parse(c).unwrap());
+            cache.insert(c, &session, &ring);
+            assert!(cache.get(c, &ring).is_none(), "admitted on the second offer only");
+            cache.insert(c, &session, &ring);
         }
         let held = creds.iter().filter(|c| cache.get(c, &ring).is_some()).count();
         assert!((1..=8).contains(&held), "{held} entries held in a cache of 8");
