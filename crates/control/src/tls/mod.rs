@@ -4,13 +4,13 @@
 //! certificates, and the start-up warning about a plaintext listener on a
 //! non-loopback address.
 //!
-//! The handshake is ours, not tonic's: [`accept`] accepts TCP connections and
+//! The handshake is ours, not tonic's: `accept.rs` accepts TCP connections and
 //! runs each handshake in its own task (rustls, ring provider, TLS 1.2 and 1.3,
 //! ALPN `h2`, bounded by `tls.handshake_timeout_ms`), counts it by version or
 //! by cause of failure (`stile_tls::Failure`, the edge's vocabulary), and hands
 //! the TLS stream to tonic. tonic's `Connected` for tokio-rustls streams gives
 //! the services the peer's address and certificates as before. [`ServerTls`]
-//! holds the rustls `ServerConfig` behind an `ArcSwap`: [`reload`] builds a new
+//! holds the rustls `ServerConfig` behind an `ArcSwap`: `reload.rs` builds a new
 //! one on SIGHUP or when a file changes and swaps it in only when it passes the
 //! start-up checks, so new handshakes get the new certificate (and client CA)
 //! while established connections, the edges' sync streams among them, keep the
@@ -125,7 +125,7 @@ impl TlsConfig {
 }
 
 /// A checked `[tls]` in force: the rustls server configuration new handshakes
-/// use, swapped whole by [`ServerTls::reload`].
+/// use, swapped whole by each successful reload (`reload.rs`).
 #[derive(Debug)]
 pub struct ServerTls {
     settings: TlsConfig,
