@@ -109,19 +109,23 @@ fn cli_and_edge_connect_with_the_right_ca() {
     let list = cp.ops().wait_converged(1);
     assert_eq!(list.edges[0].edge_id, "edge-tls");
     assert_eq!(list.edges[0].client_cert, "", "no client certificate was presented");
-    // The push path works over TLS: a minted link passes, then is revoked everywhere.
-    let ops = cp.ops();
+    push_path_works(&cp.ops(), &edge);
+    assert!(!cp.log().contains("control.plaintext_listener"), "TLS on loopback: no warning");
+    // The certificate's notAfter (Pki::leaf: 30 days from now) is exported.
+    let expiry = cp.metric("stile_control_tls_certificate_expiry_timestamp_seconds").unwrap();
+    let month = now() as f64 + 30.0 * 86_400.0;
+    assert!((expiry - month).abs() < 120.0, "expiry {expiry}, want about {month}");
+}
+
+/// The push path works over TLS: a minted link passes on `edge` (the only one), then
+/// is revoked everywhere.
+fn push_path_works(ops: &Ops, edge: &SyncEdge) {
     ops.publish();
     let link = ops.mint();
     assert_eq!(edge.get(&target(&link)).status, 200, "{}", edge.log());
     let r = ops.revoke(&link.token_id, true);
     assert!(r.lagging.is_empty() && r.edges.len() == 1, "{r:?}");
     assert_eq!(edge.get(&target(&link)).header("x-stile-reason"), Some("revoked"));
-    assert!(!cp.log().contains("control.plaintext_listener"), "TLS on loopback: no warning");
-    // The certificate's notAfter (Pki::leaf: 30 days from now) is exported.
-    let expiry = cp.metric("stile_control_tls_certificate_expiry_timestamp_seconds").unwrap();
-    let month = now() as f64 + 30.0 * 86_400.0;
-    assert!((expiry - month).abs() < 120.0, "expiry {expiry}, want about {month}");
 }
 
 trait TapMkdir {
@@ -397,12 +401,7 @@ fn reload_swaps_the_certificate_while_a_sync_stream_keeps_going() {
     let list = ops.list();
     assert_eq!(list.edges.len(), 1, "{list:?}");
     assert_eq!(list.edges[0].connected_at, connected_at, "the stream was not re-established");
-    ops.publish();
-    let link = ops.mint();
-    assert_eq!(edge.get(&target(&link)).status, 200, "{}", edge.log());
-    let r = ops.revoke(&link.token_id, true);
-    assert!(r.lagging.is_empty() && r.edges.len() == 1, "{r:?}");
-    assert_eq!(edge.get(&target(&link)).header("x-stile-reason"), Some("revoked"));
+    push_path_works(&ops, &edge);
     assert_eq!(ops.list().edges[0].connected_at, connected_at);
 }
 
