@@ -2,13 +2,15 @@
 //! every component from the configuration and the store; `serve` runs the
 //! `stile.v1` services plus the standard health and reflection services, the
 //! background tasks (pruning, following other writers' versions, publishing
-//! this replica's fleet view), the admin listener, and the graceful shutdown.
+//! this replica's fleet view, reloading the TLS certificate), the TLS accept
+//! loop, the admin listener, and the graceful shutdown.
 //!
 //! This is the one place that wires components together; each component and
 //! service is handed only the handles it uses.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,7 +42,8 @@ use crate::signing::SigningKeys;
 use crate::store::notify::{NotifyingStore, VersionWatch, raise};
 use crate::store::{RedbStore, RedisStore, ReplicaBus, Retention, Store, StoreError};
 use crate::sync::SyncCtx;
-use crate::tls::{ServerTls, TlsError, warn_if_plaintext};
+use crate::tls::reload as tls_reload;
+use crate::tls::{ServerTls, TlsError, accept, warn_if_plaintext};
 
 /// Longest a graceful shutdown waits for in-flight calls and open connections.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -96,7 +99,7 @@ pub struct ControlPlane {
     rollout: Arc<KeyRollout>,
     sync: Arc<SyncCtx>,
     /// gRPC over TLS (`[tls]`), checked; `None`: plaintext.
-    tls: Option<ServerTls>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl ControlPlane {
@@ -142,11 +145,13 @@ impl ControlPlane {
         clock: Arc<dyn Clock>,
         tls: Option<ServerTls>,
     ) -> Result<ControlPlane, ServeError> {
+        let tls = tls.map(Arc::new);
         let config = Arc::new(config);
         let versions = Arc::new(tokio::sync::watch::channel(0).0);
         let metrics = Arc::new(Metrics::new());
         if let Some(tls) = &tls {
-            metrics.tls_certificate_expiry(tls.not_after);
+            metrics.tls_certificate_expiry(tls.not_after());
+            metrics.tls_serving();
         }
         let store: Arc<dyn Store> = Arc::new(NotifyingStore::new(backend, Arc::clone(&versions), metrics.clone()));
         let auth = Authenticator::new(&config.auth, Arc::clone(&store), Arc::clone(&clock), Arc::clone(&metrics));
@@ -239,24 +244,31 @@ impl ControlPlane {
             }
             Err(e) => tracing::warn!(error = %e, "control.serving"),
         }
-        // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         ready.store(true, Ordering::Relaxed);
         let (stopped, drain_started) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_config(tls.server_config())?;
-        }
-        let serve = builder.layer(RpcLayer(Arc::clone(&self.metrics))).add_routes(routes).serve_with_incoming_shutdown(
-            incoming,
-            async {
-                shutdown.await;
-                ready.store(false, Ordering::Relaxed);
-                // End the sync streams, or the graceful shutdown waits for them.
-                self.sync.stop();
-                let _ = stopped.send(());
-            },
-        );
+        let router = tonic::transport::Server::builder().layer(RpcLayer(Arc::clone(&self.metrics))).add_routes(routes);
+        let signal = async {
+            shutdown.await;
+            ready.store(false, Ordering::Relaxed);
+            // End the sync streams, or the graceful shutdown waits for them.
+            self.sync.stop();
+            let _ = stopped.send(());
+        };
+        // With TLS our own accept loop runs the handshakes (tls/accept.rs); it ends
+        // when tonic drops its stream, and is aborted below in any case.
+        let mut acceptor = None;
+        let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + '_>> = match &self.tls {
+            Some(tls) => {
+                let (incoming, task) = accept::spawn(listener, Arc::clone(tls), Arc::clone(&self.metrics));
+                acceptor = Some(task);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+            None => {
+                // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
         // Draining is bounded: an idle client connection that never answers the
         // GOAWAY would otherwise hold the shutdown forever.
         let drain_limit = async {
@@ -272,6 +284,10 @@ impl ControlPlane {
                 Ok(())
             }
         };
+        if let Some(task) = acceptor {
+            task.abort();
+            let _ = task.await;
+        }
         // Wait for the tasks to drop their handles on the store, so the file can be reopened.
         background.stop().await;
         // A final durable commit flushes buffered (non-durable) mint audit events.
@@ -373,6 +389,15 @@ impl ControlPlane {
             Duration::from_millis(self.config.sync.heartbeat_interval_ms),
         )));
         tasks.push(tokio::spawn(Arc::clone(&self.sync).keep_live()));
+        match &self.tls {
+            Some(tls) => {
+                let triggers = tls_reload::triggers(tls);
+                let (tls, metrics, clock) = (Arc::clone(tls), Arc::clone(&self.metrics), Arc::clone(&self.clock));
+                tasks.push(tokio::spawn(tls_reload::run(triggers, tls, metrics, clock)));
+            }
+            // SIGHUP (`systemctl reload`) must not end a plaintext control plane.
+            None => tasks.push(tokio::spawn(tls_reload::ignore_sighup(stile_tls::ReloadTriggers::new(&[], 0)))),
+        }
         if self.replicas.is_shared() {
             tasks.push(tokio::spawn(Arc::clone(&self.replicas).publish_loop()));
         }

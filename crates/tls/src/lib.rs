@@ -9,6 +9,11 @@
 //! subjectAltName) for logs, fleet state and audit events. Paths may name a file
 //! in systemd's credentials directory as `${CREDENTIALS_DIRECTORY}/NAME`
 //! ([`resolve_path`]).
+//!
+//! Both servers (the edge's viewer TLS and the control plane's gRPC TLS) also
+//! share [`Failure`], the causes of a failed handshake and how they are found
+//! from the error, and [`ReloadTriggers`], when to reload certificates without
+//! a restart (SIGHUP, a changed file).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+mod handshake;
+mod reload;
+
+pub use handshake::{Failure, version_label};
+pub use reload::{FILE_CHANGED, ReloadTriggers, SIGHUP};
 
 /// Why a certificate, key or CA file was refused.
 #[derive(Debug, thiserror::Error)]

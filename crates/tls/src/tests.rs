@@ -92,3 +92,32 @@ fn peer_identity_names_cn_and_sans() {
     assert_eq!(peer_identity(cert.der()).as_deref(), Some("CN=edge-1 SAN=edge-1.example,10.0.0.7"));
     assert_eq!(peer_identity(b"not a certificate"), None);
 }
+
+#[test]
+fn handshake_failures_are_classified_from_rustls_and_io_errors() {
+    use rustls::{CertificateError as C, Error as E};
+    use std::io::{Error as Io, ErrorKind as K};
+    // tokio-rustls wraps the rustls error in an io::Error (InvalidData).
+    let wrapped = |e: E| Io::new(K::InvalidData, e);
+    for (e, want) in [
+        (E::InvalidCertificate(C::UnknownIssuer), Failure::ClientCertificate),
+        (E::InvalidCertificate(C::Expired), Failure::ClientCertificate),
+        (E::InvalidCertificate(C::BadSignature), Failure::ClientCertificate),
+        (E::AlertReceived(rustls::AlertDescription::UnknownCA), Failure::CertificateRejected),
+        (E::InvalidMessage(rustls::InvalidMessage::InvalidContentType), Failure::NotTls),
+        (E::NoApplicationProtocol, Failure::Alpn),
+        (E::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered), Failure::ProtocolVersion),
+    ] {
+        assert_eq!(Failure::from_io(&wrapped(e.clone())), want, "{e}");
+        assert_eq!(Failure::from_rustls(&e), want, "{e}");
+    }
+    assert_eq!(Failure::from_io(&Io::new(K::UnexpectedEof, "tls handshake eof")), Failure::Closed);
+    assert_eq!(Failure::from_io(&Io::from(K::ConnectionReset)), Failure::Closed);
+    assert_eq!(Failure::from_io(&Io::other("something new")), Failure::Other);
+    // Every label is distinct.
+    let labels: std::collections::HashSet<&str> = Failure::ALL.iter().map(|f| f.as_str()).collect();
+    assert_eq!(labels.len(), Failure::ALL.len());
+    assert_eq!(version_label(Some(rustls::ProtocolVersion::TLSv1_3)), "1.3");
+    assert_eq!(version_label(Some(rustls::ProtocolVersion::TLSv1_2)), "1.2");
+    assert_eq!(version_label(None), "other");
+}

@@ -53,6 +53,9 @@ pub(crate) struct Metrics {
     log_version: IntGauge,
     key_pending: IntGauge,
     tls_expiry: IntGauge,
+    tls_handshakes: IntCounterVec,
+    tls_failures: IntCounterVec,
+    tls_reloads: IntCounterVec,
     sync_refused: IntCounterVec,
     sync_snapshots: IntCounterVec,
     sync_log_reads: IntCounterVec,
@@ -162,7 +165,37 @@ impl Metrics {
             r,
             IntGauge::new(
                 "stile_control_tls_certificate_expiry_timestamp_seconds",
-                "notAfter of the gRPC listener's TLS certificate, Unix seconds (0 without [tls]); read at start.",
+                "notAfter of the gRPC listener's TLS certificate in force, Unix seconds (0 without [tls]); set at start and by each reload.",
+            ),
+        );
+        let tls_handshakes = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_tls_handshakes_total",
+                    "Completed TLS handshakes on the gRPC listener, by version.",
+                ),
+                &["version"],
+            ),
+        );
+        let tls_failures = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_tls_handshake_failures_total",
+                    "Failed TLS handshakes on the gRPC listener, by cause.",
+                ),
+                &["cause"],
+            ),
+        );
+        let tls_reloads = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_control_tls_reloads_total",
+                    "Reloads of the gRPC listener's certificate, key and client CA, by result.",
+                ),
+                &["result"],
             ),
         );
         let sync_refused = register(
@@ -249,6 +282,9 @@ impl Metrics {
             log_version,
             key_pending,
             tls_expiry,
+            tls_handshakes,
+            tls_failures,
+            tls_reloads,
             sync_refused,
             sync_snapshots,
             sync_log_reads,
@@ -288,9 +324,35 @@ impl Metrics {
         self.revocations.with_label_values(&[kind]).inc();
     }
 
-    /// Records the gRPC certificate's notAfter (Unix seconds).
+    /// Records the notAfter (Unix seconds) of the gRPC certificate in force.
     pub(crate) fn tls_certificate_expiry(&self, not_after: i64) {
         self.tls_expiry.set(not_after);
+    }
+
+    /// Pre-creates the TLS series a TLS listener can move: every handshake failure
+    /// cause it can see (all but the edge's `unknown_sni`), both reload results.
+    pub(crate) fn tls_serving(&self) {
+        for f in stile_tls::Failure::ALL.into_iter().filter(|f| *f != stile_tls::Failure::UnknownSni) {
+            self.tls_failures.with_label_values(&[f.as_str()]);
+        }
+        for r in ["ok", "error"] {
+            self.tls_reloads.with_label_values(&[r]);
+        }
+    }
+
+    /// Counts one completed TLS handshake (`version`: `1.2`, `1.3`).
+    pub(crate) fn tls_handshake(&self, version: &'static str) {
+        self.tls_handshakes.with_label_values(&[version]).inc();
+    }
+
+    /// Counts one failed TLS handshake.
+    pub(crate) fn tls_handshake_failure(&self, cause: stile_tls::Failure) {
+        self.tls_failures.with_label_values(&[cause.as_str()]).inc();
+    }
+
+    /// Counts one certificate reload.
+    pub(crate) fn tls_reload(&self, ok: bool) {
+        self.tls_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
     }
 
     /// Counts a sync stream refused or ended by the control plane (`reason`: a

@@ -16,7 +16,6 @@ use rustls::SignatureScheme;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 pub use stile_tls::CertError;
-pub(crate) use stile_tls::resolve_path;
 use stile_tls::{covers, normalize};
 
 use crate::config::CertificateConfig;

@@ -13,7 +13,7 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::server::ShutdownWatch;
 
-use super::metrics::{Failure, TlsMetrics};
+use super::metrics::{Failure, TlsMetrics, classify};
 
 /// The TLS listeners of a service and how to handshake on them.
 pub(crate) struct TlsListeners {
@@ -68,7 +68,7 @@ where
         let encrypted = match tokio::time::timeout(tls.timeout, tls.acceptor.tls_handshake(*l4)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                let cause = Failure::classify(&e);
+                let cause = classify(&e);
                 tracing::debug!(cause = cause.as_str(), error = %e, "tls.handshake_failed");
                 tls.metrics.failure(cause);
                 return None;

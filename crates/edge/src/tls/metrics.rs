@@ -6,153 +6,20 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVe
 
 use super::certs::LoadedCert;
 
-/// Why a handshake failed: the `cause` label of `stile_edge_tls_handshake_failures_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// The client offered only protocol versions below TLS 1.2 (or below `min_version`).
-    ProtocolVersion,
-    /// No cipher suite, key-exchange group or signature scheme in common.
-    NoSharedCipher,
-    /// The client offered ALPN protocols, none of them `h2` or `http/1.1`.
-    Alpn,
-    /// `tls.strict_sni` and the SNI names no certificate.
-    UnknownSni,
-    /// The client refused our certificate (a certificate alert: unknown CA, bad or expired certificate).
-    CertificateRejected,
-    /// The client sent another fatal alert.
-    ClientAlert,
-    /// The first bytes were not a TLS record (plain HTTP on the TLS port, a scanner).
-    NotTls,
-    /// Broken or out-of-order TLS messages.
-    Malformed,
-    /// The client closed the connection during the handshake.
-    Closed,
-    /// The handshake took longer than `tls.handshake_timeout_ms`.
-    Timeout,
-    /// Anything else.
-    Other,
+/// Why a handshake failed: the `cause` label of `stile_edge_tls_handshake_failures_total`
+/// (the vocabulary is shared with the control plane, in `stile_tls`).
+pub(crate) use stile_tls::Failure;
+
+/// The causes the edge can see (it asks for no client certificate): its pre-created series.
+fn edge_causes() -> impl Iterator<Item = Failure> {
+    Failure::ALL.into_iter().filter(|f| *f != Failure::ClientCertificate)
 }
 
-impl Failure {
-    /// Every cause, for pre-created series.
-    pub(crate) const ALL: [Failure; 11] = [
-        Failure::ProtocolVersion,
-        Failure::NoSharedCipher,
-        Failure::Alpn,
-        Failure::UnknownSni,
-        Failure::CertificateRejected,
-        Failure::ClientAlert,
-        Failure::NotTls,
-        Failure::Malformed,
-        Failure::Closed,
-        Failure::Timeout,
-        Failure::Other,
-    ];
-
-    /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Failure::ProtocolVersion => "protocol_version",
-            Failure::NoSharedCipher => "no_shared_cipher",
-            Failure::Alpn => "alpn",
-            Failure::UnknownSni => "unknown_sni",
-            Failure::CertificateRejected => "certificate_rejected",
-            Failure::ClientAlert => "client_alert",
-            Failure::NotTls => "not_tls",
-            Failure::Malformed => "malformed",
-            Failure::Closed => "closed",
-            Failure::Timeout => "timeout",
-            Failure::Other => "other",
-        }
-    }
-
-    /// Classifies a failed handshake from Pingora's error. Pingora's rustls acceptor keeps
-    /// only the text of the rustls or I/O error (`explain_err`), so the cause is found by
-    /// matching that text against rustls's own rendering of each error ([`patterns`]),
-    /// not against copied strings: a rustls upgrade that changes them fails the unit tests.
-    pub(crate) fn classify(e: &pingora::Error) -> Failure {
-        let text = e.to_string();
-        patterns().iter().find(|(p, _)| text.contains(p.as_str())).map_or(Failure::Other, |(_, f)| *f)
-    }
-
-    /// The cause of a rustls error (what [`Failure::classify`] recovers from its text).
-    #[cfg(test)]
-    pub(crate) fn from_rustls(e: &rustls::Error) -> Failure {
-        let text = e.to_string();
-        patterns().iter().find(|(p, _)| text.contains(p.as_str())).map_or(Failure::Other, |(_, f)| *f)
-    }
-}
-
-/// `(text, cause)`, most specific first: rustls's rendering of the errors (or of their
-/// fixed prefix) that each cause stands for, and the I/O errors of a peer hanging up.
-fn patterns() -> &'static [(String, Failure)] {
-    use rustls::{AlertDescription as A, Error as E, InvalidMessage as M, PeerIncompatible as P, PeerMisbehaved};
-    static PATTERNS: std::sync::OnceLock<Vec<(String, Failure)>> = std::sync::OnceLock::new();
-    PATTERNS.get_or_init(|| {
-        let mut v: Vec<(String, Failure)> = Vec::new();
-        let mut add = |e: E, f| v.push((e.to_string(), f));
-        // Legacy clients (TLS 1.0/1.1) send no signature_algorithms and no supported_versions.
-        for p in [
-            P::Tls12NotOffered,
-            P::Tls12NotOfferedOrEnabled,
-            P::SupportedVersionsExtensionRequired,
-            P::ServerDoesNotSupportTls12Or13,
-            P::SignatureAlgorithmsExtensionRequired,
-        ] {
-            add(E::PeerIncompatible(p), Failure::ProtocolVersion);
-        }
-        for p in [
-            P::NoCipherSuitesInCommon,
-            P::NoKxGroupsInCommon,
-            P::NoSignatureSchemesInCommon,
-            P::NoEcPointFormatsInCommon,
-            P::UncompressedEcPointsRequired,
-        ] {
-            add(E::PeerIncompatible(p), Failure::NoSharedCipher);
-        }
-        add(E::NoApplicationProtocol, Failure::Alpn);
-        // What rustls says when our resolver has no certificate (strict SNI).
-        add(E::General("no server certificate chain resolved".into()), Failure::UnknownSni);
-        for a in [
-            A::BadCertificate,
-            A::UnsupportedCertificate,
-            A::CertificateRevoked,
-            A::CertificateExpired,
-            A::CertificateUnknown,
-            A::UnknownCA,
-            A::AccessDenied,
-        ] {
-            add(E::AlertReceived(a), Failure::CertificateRejected);
-        }
-        add(E::InvalidMessage(M::InvalidContentType), Failure::NotTls);
-        let prefix = |e: E, variable: String| {
-            let full = e.to_string();
-            full.strip_suffix(&variable).unwrap_or(&full).to_owned()
-        };
-        let alert = format!("{:?}", A::CloseNotify);
-        v.push((prefix(E::AlertReceived(A::CloseNotify), alert), Failure::ClientAlert));
-        let m = format!("{:?}", M::InvalidContentType);
-        v.push((prefix(E::InvalidMessage(M::InvalidContentType), m), Failure::Malformed));
-        let pm = format!("{:?}", PeerMisbehaved::IllegalMiddleboxChangeCipherSpec);
-        v.push((prefix(E::PeerMisbehaved(PeerMisbehaved::IllegalMiddleboxChangeCipherSpec), pm), Failure::Malformed));
-        let p = format!("{:?}", P::NullCompressionRequired);
-        v.push((prefix(E::PeerIncompatible(P::NullCompressionRequired), p), Failure::Other));
-        for e in [
-            E::InappropriateMessage { expect_types: vec![], got_type: rustls::ContentType::Alert },
-            E::InappropriateHandshakeMessage { expect_types: vec![], got_type: rustls::HandshakeType::Finished },
-        ] {
-            let full = e.to_string();
-            let cut = full.find("got ").map_or(full.len(), |i| i + 4);
-            v.push((full[..cut].to_owned(), Failure::Malformed));
-        }
-        v.push((E::DecryptError.to_string(), Failure::Malformed));
-        v.push((E::PeerSentOversizedRecord.to_string(), Failure::Malformed));
-        // tokio-rustls's words for EOF in a handshake, and the OS's for a reset or broken pipe.
-        for closed in ["tls handshake eof", "Connection reset by peer", "Broken pipe"] {
-            v.push((closed.to_owned(), Failure::Closed));
-        }
-        v
-    })
+/// Classifies a failed handshake from Pingora's error. Pingora's rustls acceptor keeps
+/// only the text of the rustls or I/O error (`explain_err`), so the cause is found from
+/// that text ([`Failure::from_text`]).
+pub(crate) fn classify(e: &pingora::Error) -> Failure {
+    Failure::from_text(&e.to_string())
 }
 
 /// Every TLS metric of one edge.
@@ -212,7 +79,7 @@ impl TlsMetrics {
         ] {
             registry.register(c).expect("unique metric names");
         }
-        for f in Failure::ALL {
+        for f in edge_causes() {
             failures.with_label_values(&[f.as_str()]);
         }
         for r in ["ok", "error"] {

@@ -1,17 +1,18 @@
 //! Certificate reload: a Pingora background service that loads every configured
 //! certificate/key pair again on SIGHUP and whenever one of the files changes
-//! (modification time, size or inode, checked every `tls.reload_poll_ms`), and
+//! (modification time, size or inode, checked every `tls.reload_poll_ms`; the
+//! triggers are `stile_tls::ReloadTriggers`, shared with the control plane), and
 //! swaps the new SNI table in only when every pair passes the startup checks.
 //! New handshakes get the new certificates; established connections keep theirs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::crypto::CryptoProvider;
+use stile_tls::ReloadTriggers;
 
 use super::{CertResolver, TlsMetrics, load_all};
 use crate::clock::SharedClock;
@@ -59,41 +60,15 @@ impl CertReloader {
     }
 
     fn files(&self) -> Vec<PathBuf> {
-        let files = self.config.certificates.iter().flat_map(|c| [&c.cert, &c.key]);
-        files.map(|f| super::certs::resolve_path(f).unwrap_or_else(|_| f.clone())).collect()
+        self.config.certificates.iter().flat_map(|c| [c.cert.clone(), c.key.clone()]).collect()
     }
 
     async fn run(&self, mut shutdown: ShutdownWatch) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "tls.no_sighup: relying on file polling");
-                None
-            }
-        };
-        let files = self.files();
-        let mut seen = stamps(&files);
-        // A poll interval of 0 means SIGHUP only: tick once a day, doing nothing.
-        let poll = match self.config.reload_poll_ms {
-            0 => Duration::from_secs(86_400),
-            ms => Duration::from_millis(ms),
-        };
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut triggers = ReloadTriggers::new(&self.files(), self.config.reload_poll_ms);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => if *shutdown.borrow() { return },
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    seen = stamps(&files);
-                    self.reload("sighup");
-                }
-                _ = tick.tick(), if self.config.reload_poll_ms > 0 => {
-                    let now = stamps(&files);
-                    if now != seen {
-                        seen = now;
-                        self.reload("file_changed");
-                    }
-                }
+                trigger = triggers.next() => { self.reload(trigger); }
             }
         }
     }
@@ -104,16 +79,4 @@ impl BackgroundService for CertReloader {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.run(shutdown).await;
     }
-}
-
-type Stamp = Option<(SystemTime, u64, u64)>;
-
-fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
-    files
-        .iter()
-        .map(|f| {
-            let m = std::fs::metadata(f).ok()?;
-            Some((m.modified().ok()?, m.len(), std::os::unix::fs::MetadataExt::ino(&m)))
-        })
-        .collect()
 }

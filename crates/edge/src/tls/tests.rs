@@ -6,7 +6,7 @@ use std::path::Path;
 use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256};
 use rustls::SignatureScheme;
 
-use super::metrics::Failure;
+use super::metrics::{Failure, classify};
 use super::*;
 use crate::config::CertificateConfig;
 
@@ -255,11 +255,11 @@ fn handshake_failures_get_their_cause() {
         (rustls::Error::General("no server certificate chain resolved".into()), Failure::UnknownSni),
         (rustls::Error::DecryptError, Failure::Malformed),
     ] {
-        assert_eq!(Failure::classify(&pingora_like(io(e.clone()))), want, "{e}");
+        assert_eq!(classify(&pingora_like(io(e.clone()))), want, "{e}");
     }
     let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
-    assert_eq!(Failure::classify(&pingora_like(eof.to_string())), Failure::Closed);
+    assert_eq!(classify(&pingora_like(eof.to_string())), Failure::Closed);
     let reset = std::io::Error::from_raw_os_error(104);
-    assert_eq!(Failure::classify(&pingora_like(reset.to_string())), Failure::Closed, "{reset}");
-    assert_eq!(Failure::classify(&pingora_like("something new".into())), Failure::Other);
+    assert_eq!(classify(&pingora_like(reset.to_string())), Failure::Closed, "{reset}");
+    assert_eq!(classify(&pingora_like("something new".into())), Failure::Other);
 }

@@ -1,21 +1,41 @@
 //! gRPC over TLS (`[tls]`, docs/control-plane.md "TLS"): the server certificate
-//! and key, checked at start-up by `stile_tls` (the edge's viewer TLS uses the
-//! same checks), an optional client CA for edges' client certificates, and the
-//! start-up warning about a plaintext listener on a non-loopback address.
+//! and key, checked by `stile_tls` at start-up and on every reload (the edge's
+//! viewer TLS uses the same checks), an optional client CA for edges' client
+//! certificates, and the start-up warning about a plaintext listener on a
+//! non-loopback address.
 //!
-//! The handshake is tonic's (rustls, ring provider, TLS 1.2 and 1.3, ALPN `h2`).
+//! The handshake is ours, not tonic's: `accept.rs` accepts TCP connections and
+//! runs each handshake in its own task (rustls, ring provider, TLS 1.2 and 1.3,
+//! ALPN `h2`, bounded by `tls.handshake_timeout_ms`), counts it by version or
+//! by cause of failure (`stile_tls::Failure`, the edge's vocabulary), and hands
+//! the TLS stream to tonic. tonic's `Connected` for tokio-rustls streams gives
+//! the services the peer's address and certificates as before. [`ServerTls`]
+//! holds the rustls `ServerConfig` behind an `ArcSwap`: `reload.rs` builds a new
+//! one on SIGHUP or when a file changes and swaps it in only when it passes the
+//! start-up checks, so new handshakes get the new certificate (and client CA)
+//! while established connections, the edges' sync streams among them, keep the
+//! session they negotiated.
+//!
 //! With a client CA the handshake asks for a client certificate and verifies
 //! any that is presented, but lets a client without one through: the CLI and
 //! backends need none; only the sync stream may require one
 //! (`tls.require_client_cert`, checked in `service/edges.rs`).
 
+pub(crate) mod accept;
+pub(crate) mod reload;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::SingleCertAndKey;
 use serde::Deserialize;
 use stile_tls::CertError;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// The `[tls]` table: gRPC over TLS. Empty `cert_file`: plaintext gRPC.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -37,6 +57,9 @@ pub struct TlsConfig {
     pub require_client_cert: bool,
     /// Longest a TLS handshake may take, milliseconds. Default 10000.
     pub handshake_timeout_ms: u64,
+    /// How often the certificate, key and client CA files are checked for changes
+    /// (then reloaded, as on SIGHUP), milliseconds. 0: only on SIGHUP. Default 5000.
+    pub reload_poll_ms: u64,
     /// Silences the start-up warning `control.plaintext_listener` about plaintext
     /// gRPC on a non-loopback address (API keys and signing keys cross it in
     /// clear): for a network that encrypts itself, e.g. a service mesh. Default false.
@@ -51,6 +74,7 @@ impl Default for TlsConfig {
             client_ca_file: PathBuf::new(),
             require_client_cert: false,
             handshake_timeout_ms: 10_000,
+            reload_poll_ms: 5_000,
             allow_plaintext: false,
         }
     }
@@ -67,6 +91,12 @@ pub enum TlsError {
         /// What is wrong.
         source: CertError,
     },
+    /// rustls refuses the client CA bundle (no usable trust anchor in it).
+    #[error("tls.client_ca_file: {0}")]
+    ClientCa(String),
+    /// rustls refuses the protocol versions (not with the ring provider).
+    #[error("tls: {0}")]
+    Rustls(String),
 }
 
 impl TlsConfig {
@@ -94,14 +124,22 @@ impl TlsConfig {
     }
 }
 
-/// A checked `[tls]`: what tonic's server needs.
-#[derive(Clone, Debug)]
+/// A checked `[tls]` in force: the rustls server configuration new handshakes
+/// use, swapped whole by each successful reload (`reload.rs`).
+#[derive(Debug)]
 pub struct ServerTls {
-    config: ServerTlsConfig,
+    settings: TlsConfig,
+    current: ArcSwap<ServerConfig>,
+    not_after: AtomicI64,
     /// The sync stream requires a client certificate.
     pub require_client_cert: bool,
-    /// notAfter of the server certificate, Unix seconds.
-    pub not_after: i64,
+}
+
+/// A server configuration built from the files, and the notAfter of its certificate.
+struct Loaded {
+    server: Arc<ServerConfig>,
+    not_after: i64,
+    names: String,
 }
 
 impl ServerTls {
@@ -112,40 +150,89 @@ impl ServerTls {
         if !config.enabled() {
             return Ok(None);
         }
-        let cert_err = |field| move |source| TlsError::Certificate { field, source };
-        let cert_pem = stile_tls::read(&config.cert_file).map_err(cert_err("cert_file"))?;
-        let key_pem = stile_tls::read(&config.key_file).map_err(cert_err("key_file"))?;
-        let pair = stile_tls::check_pair(
-            &config.cert_file,
-            &cert_pem,
-            &config.key_file,
-            &key_pem,
-            &stile_tls::ring_provider(),
-            now,
-        )
+        let loaded = build(config, now)?;
+        tracing::info!(
+            tls.cert = %config.cert_file.display(), tls.names = %loaded.names, tls.not_after = loaded.not_after,
+            tls.client_ca = %config.client_ca_file.display(), tls.require_client_cert = config.require_client_cert,
+            "control.tls"
+        );
+        Ok(Some(ServerTls {
+            settings: config.clone(),
+            current: ArcSwap::new(loaded.server),
+            not_after: AtomicI64::new(loaded.not_after),
+            require_client_cert: config.require_client_cert,
+        }))
+    }
+
+    /// notAfter of the certificate in force, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+
+    /// Loads and checks the files again at time `now` (Unix seconds), as at
+    /// start-up; swaps the new configuration in if they pass, else keeps the one
+    /// in force. Returns the new certificate's notAfter, or why it was refused.
+    pub(crate) fn reload(&self, now: u64) -> Result<(i64, String), TlsError> {
+        let loaded = build(&self.settings, now)?;
+        self.current.store(loaded.server);
+        self.not_after.store(loaded.not_after, Ordering::Relaxed);
+        Ok((loaded.not_after, loaded.names))
+    }
+
+    /// The server configuration for a new handshake.
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Longest a handshake may take.
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.handshake_timeout_ms)
+    }
+
+    /// The files a reload reads (certificate, key, and the client CA if set), and
+    /// how often they are checked for changes (0: SIGHUP only).
+    pub(crate) fn watched(&self) -> (Vec<PathBuf>, u64) {
+        let s = &self.settings;
+        let mut files = vec![s.cert_file.clone(), s.key_file.clone()];
+        if !s.client_ca_file.as_os_str().is_empty() {
+            files.push(s.client_ca_file.clone());
+        }
+        (files, s.reload_poll_ms)
+    }
+}
+
+/// Reads and checks the files of `config` at time `now` and builds rustls's server
+/// configuration: TLS 1.3 and 1.2 on the ring provider, ALPN `h2`, and with a client
+/// CA a verifier that checks a presented client certificate but admits a client
+/// without one.
+fn build(config: &TlsConfig, now: u64) -> Result<Loaded, TlsError> {
+    let cert_err = |field| move |source| TlsError::Certificate { field, source };
+    let cert_pem = stile_tls::read(&config.cert_file).map_err(cert_err("cert_file"))?;
+    let key_pem = stile_tls::read(&config.key_file).map_err(cert_err("key_file"))?;
+    let provider = Arc::new(stile_tls::ring_provider());
+    let pair = stile_tls::check_pair(&config.cert_file, &cert_pem, &config.key_file, &key_pem, &provider, now)
         .map_err(|source| {
             let field = if matches!(source, CertError::Key { .. }) { "key_file" } else { "cert_file" };
             TlsError::Certificate { field, source }
         })?;
-        let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert_pem, key_pem))
-            .timeout(Duration::from_millis(config.handshake_timeout_ms));
-        if !config.client_ca_file.as_os_str().is_empty() {
-            let ca = stile_tls::read_ca(&config.client_ca_file).map_err(cert_err("client_ca_file"))?;
-            tls = tls.client_ca_root(Certificate::from_pem(ca.pem)).client_auth_optional(true);
-        }
-        tracing::info!(
-            tls.cert = %config.cert_file.display(), tls.names = %pair.describe(), tls.not_after = pair.not_after,
-            tls.client_ca = %config.client_ca_file.display(), tls.require_client_cert = config.require_client_cert,
-            "control.tls"
-        );
-        Ok(Some(ServerTls { config: tls, require_client_cert: config.require_client_cert, not_after: pair.not_after }))
-    }
-
-    /// tonic's server configuration.
-    pub(crate) fn server_config(&self) -> ServerTlsConfig {
-        self.config.clone()
-    }
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = if config.client_ca_file.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let ca = stile_tls::read_ca(&config.client_ca_file).map_err(cert_err("client_ca_file"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(ca.certs);
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut server = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(pair.key.clone())));
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Loaded { server: Arc::new(server), not_after: pair.not_after, names: pair.describe() })
 }
 
 /// Warns (`control.plaintext_listener`) when gRPC is plaintext on a non-loopback
