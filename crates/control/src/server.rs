@@ -43,7 +43,7 @@ use crate::store::notify::{NotifyingStore, VersionWatch, raise};
 use crate::store::{RedbStore, RedisStore, ReplicaBus, Retention, Store, StoreError};
 use crate::sync::SyncCtx;
 use crate::tls::reload as tls_reload;
-use crate::tls::{ServerTls, TlsError, accept, warn_if_plaintext};
+use crate::tls::{ServerTls, TlsError, TlsObserver as _, accept, warn_if_plaintext};
 
 /// Longest a graceful shutdown waits for in-flight calls and open connections.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -259,7 +259,7 @@ impl ControlPlane {
         let mut acceptor = None;
         let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + '_>> = match &self.tls {
             Some(tls) => {
-                let (incoming, task) = accept::spawn(listener, Arc::clone(tls), Arc::clone(&self.metrics));
+                let (incoming, task) = accept::spawn(listener, Arc::clone(tls), self.metrics.clone());
                 acceptor = Some(task);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
             }

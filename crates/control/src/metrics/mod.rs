@@ -324,11 +324,6 @@ impl Metrics {
         self.revocations.with_label_values(&[kind]).inc();
     }
 
-    /// Records the notAfter (Unix seconds) of the gRPC certificate in force.
-    pub(crate) fn tls_certificate_expiry(&self, not_after: i64) {
-        self.tls_expiry.set(not_after);
-    }
-
     /// Pre-creates the TLS series a TLS listener can move: every handshake failure
     /// cause it can see (all but the edge's `unknown_sni`), both reload results.
     pub(crate) fn tls_serving(&self) {
@@ -338,21 +333,6 @@ impl Metrics {
         for r in ["ok", "error"] {
             self.tls_reloads.with_label_values(&[r]);
         }
-    }
-
-    /// Counts one completed TLS handshake (`version`: `1.2`, `1.3`).
-    pub(crate) fn tls_handshake(&self, version: &'static str) {
-        self.tls_handshakes.with_label_values(&[version]).inc();
-    }
-
-    /// Counts one failed TLS handshake.
-    pub(crate) fn tls_handshake_failure(&self, cause: stile_tls::Failure) {
-        self.tls_failures.with_label_values(&[cause.as_str()]).inc();
-    }
-
-    /// Counts one certificate reload.
-    pub(crate) fn tls_reload(&self, ok: bool) {
-        self.tls_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
     }
 
     /// Counts a sync stream refused or ended by the control plane (`reason`: a
@@ -511,6 +491,24 @@ fn served_methods() -> HashMap<String, &'static str> {
     add("grpc.reflection.v1", "ServerReflection", "ServerReflectionInfo");
     add("grpc.reflection.v1alpha", "ServerReflection", "ServerReflectionInfo");
     out
+}
+
+impl crate::tls::TlsObserver for Metrics {
+    fn tls_certificate_expiry(&self, not_after: i64) {
+        self.tls_expiry.set(not_after);
+    }
+
+    fn tls_handshake(&self, version: &'static str) {
+        self.tls_handshakes.with_label_values(&[version]).inc();
+    }
+
+    fn tls_handshake_failure(&self, cause: stile_tls::Failure) {
+        self.tls_failures.with_label_values(&[cause.as_str()]).inc();
+    }
+
+    fn tls_reload(&self, ok: bool) {
+        self.tls_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    }
 }
 
 #[cfg(test)]

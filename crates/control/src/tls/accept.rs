@@ -24,8 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::ServerTls;
-use crate::metrics::Metrics;
+use super::{ServerTls, TlsObserver};
 
 /// Most handshakes in progress at once.
 pub(crate) const MAX_HANDSHAKES: usize = 1024;
@@ -36,7 +35,11 @@ pub(crate) type Incoming = ReceiverStream<io::Result<TlsStream<TcpStream>>>;
 /// Starts accepting on `listener`. The task ends when tonic drops the [`Incoming`]
 /// (it stops accepting at shutdown), which closes the listening socket; aborting
 /// it also aborts the handshakes in progress.
-pub(crate) fn spawn(listener: TcpListener, tls: Arc<ServerTls>, metrics: Arc<Metrics>) -> (Incoming, JoinHandle<()>) {
+pub(crate) fn spawn(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    metrics: Arc<dyn TlsObserver>,
+) -> (Incoming, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(accept_loop(listener, tls, metrics, tx));
     (ReceiverStream::new(rx), task)
@@ -44,7 +47,7 @@ pub(crate) fn spawn(listener: TcpListener, tls: Arc<ServerTls>, metrics: Arc<Met
 
 type Sender = mpsc::Sender<io::Result<TlsStream<TcpStream>>>;
 
-async fn accept_loop(listener: TcpListener, tls: Arc<ServerTls>, metrics: Arc<Metrics>, tx: Sender) {
+async fn accept_loop(listener: TcpListener, tls: Arc<ServerTls>, metrics: Arc<dyn TlsObserver>, tx: Sender) {
     let limit = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let mut handshakes = JoinSet::new();
     let mut last_warning: Option<Instant> = None;

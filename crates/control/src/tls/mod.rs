@@ -37,6 +37,21 @@ use rustls::sign::SingleCertAndKey;
 use serde::Deserialize;
 use stile_tls::CertError;
 
+/// Where the TLS listener reports what happens to it: the control plane's
+/// metrics (`crate::metrics::Metrics` implements it), kept behind this trait so
+/// that this module does not depend on the metrics module, which reads the
+/// configuration that holds [`TlsConfig`].
+pub(crate) trait TlsObserver: Send + Sync {
+    /// The notAfter (Unix seconds) of the certificate in force.
+    fn tls_certificate_expiry(&self, not_after: i64);
+    /// One completed handshake (`version`: `1.2`, `1.3`).
+    fn tls_handshake(&self, version: &'static str);
+    /// One failed handshake.
+    fn tls_handshake_failure(&self, cause: stile_tls::Failure);
+    /// One certificate reload, taken (`ok`) or refused.
+    fn tls_reload(&self, ok: bool);
+}
+
 /// The `[tls]` table: gRPC over TLS. Empty `cert_file`: plaintext gRPC.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]

@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use stile_tls::ReloadTriggers;
 
-use super::ServerTls;
+use super::{ServerTls, TlsObserver};
 use crate::clock::Clock;
-use crate::metrics::Metrics;
 
 /// The reload triggers of `tls`'s files. Called while serving, before
 /// [`run`], so SIGHUP is handled from then on.
@@ -26,17 +25,17 @@ pub(crate) fn triggers(tls: &ServerTls) -> ReloadTriggers {
 pub(crate) async fn run(
     mut triggers: ReloadTriggers,
     tls: Arc<ServerTls>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn TlsObserver>,
     clock: Arc<dyn Clock>,
 ) {
     loop {
         let trigger = triggers.next().await;
-        reload(&tls, &metrics, clock.now_secs(), trigger);
+        reload(&tls, metrics.as_ref(), clock.now_secs(), trigger);
     }
 }
 
 /// One reload at time `now` (Unix seconds); whether the new files were taken.
-pub(crate) fn reload(tls: &ServerTls, metrics: &Metrics, now: u64, trigger: &'static str) -> bool {
+pub(crate) fn reload(tls: &ServerTls, metrics: &dyn TlsObserver, now: u64, trigger: &'static str) -> bool {
     match tls.reload(now) {
         Ok((not_after, names)) => {
             metrics.tls_certificate_expiry(not_after);
