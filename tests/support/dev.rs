@@ -15,7 +15,11 @@ pub struct Dev {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub base: u16,
+    /// The control plane's URL, as the banner prints it (`https://` with `--tls`).
     pub server: String,
+    /// With `--tls`: the throwaway CA the banner names, which signed the edge's and
+    /// the control plane's certificates.
+    pub ca_file: Option<String>,
     pub edge_port: u16,
     pub query_url: String,
     pub path_url: String,
@@ -62,7 +66,8 @@ impl Dev {
                 child,
                 dir,
                 base,
-                server: format!("http://127.0.0.1:{base}"),
+                server: String::new(),
+                ca_file: None,
                 edge_port: base + 1,
                 query_url: String::new(),
                 path_url: String::new(),
@@ -112,6 +117,12 @@ impl Dev {
                 })
                 .unwrap_or_else(|| panic!("no {label:?} in the banner:\n{}", self.banner))
         };
+        self.server = field("control plane ");
+        self.ca_file = self
+            .banner
+            .lines()
+            .find_map(|l| l.strip_prefix("TLS: a throwaway CA made for this dev run: "))
+            .map(|ca| ca.trim().to_owned());
         self.query_url = field("query ");
         self.path_url = field("path ");
         self.cookie_url = field("cookie ");
@@ -150,11 +161,52 @@ impl Dev {
         rest[rest.find('/').unwrap()..].to_owned()
     }
 
-    /// Runs a client command against this dev instance with the operator key.
+    /// Runs a client command against this dev instance with the operator key (and,
+    /// with `--tls`, the CA).
     pub fn stile(&self, args: &[&str]) -> Run {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--server", &self.server, "--api-key", &self.operator]);
+        if let Some(ca) = &self.ca_file {
+            all.extend_from_slice(&["--ca-file", ca]);
+        }
         stile(&all, &[])
+    }
+
+    /// The banner's `stile` command that starts with `prefix` (e.g. `stile revoke`),
+    /// split into its arguments as a shell would (single quotes; the trailing
+    /// `# comment` dropped), without the leading `stile`.
+    pub fn printed_command(&self, prefix: &str) -> Vec<String> {
+        let line = self
+            .banner
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} command in the banner:\n{}", self.banner));
+        let (mut words, mut word, mut quoted, mut started) = (Vec::new(), String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '\'' => {
+                    quoted = !quoted;
+                    started = true;
+                }
+                '#' if !quoted && !started => break,
+                c if c.is_whitespace() && !quoted => {
+                    if started {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    started = false;
+                }
+                c => {
+                    word.push(c);
+                    started = true;
+                }
+            }
+        }
+        if started {
+            words.push(word);
+        }
+        assert_eq!(words.first().map(String::as_str), Some("stile"), "{line}");
+        words.split_off(1)
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit.

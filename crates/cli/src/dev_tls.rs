@@ -1,12 +1,16 @@
-//! `stile dev --tls`: the dev edge over HTTPS and HTTP/2.
+//! `stile dev --tls`: TLS everywhere inside the dev installation.
 //!
-//! A throwaway CA and an edge certificate for `localhost` and `127.0.0.1`, made
-//! with rcgen in `DIR/tls/` (`ca.pem` is what a client trusts: `curl --cacert`,
-//! `ffmpeg -ca_file`, or a browser's certificate settings). The CA's key stays in
-//! the directory, so with `--dir` the same CA signs every run's certificate and a
-//! browser that trusts it once keeps trusting it; without `--dir` everything is
-//! removed on exit. The edge's listener becomes an HTTPS one (no plain HTTP), its
-//! cookies `Secure`, and the control plane mints `https://127.0.0.1:PORT` links.
+//! A throwaway CA, made with rcgen in `DIR/tls/` (`ca.pem` is what a client trusts:
+//! `curl --cacert`, `ffmpeg -ca_file`, `stile --ca-file`, or a browser's certificate
+//! settings), signs two server certificates for `localhost`, `127.0.0.1` and `::1`:
+//! the edge's (`edge.pem`) and the control plane's (`control.pem`). The CA's key
+//! stays in the directory, so with `--dir` the same CA signs every run's
+//! certificates and a browser that trusts it once keeps trusting it; without
+//! `--dir` everything is removed on exit. The edge's listener becomes an HTTPS one
+//! (no plain HTTP), its cookies `Secure`, and the control plane mints
+//! `https://127.0.0.1:PORT` links; the control plane serves gRPC over TLS (`[tls]`),
+//! which the edge's sync client (`sync.ca_file`), the player page's backend and the
+//! printed `stile` commands (`--ca-file`) verify against the CA.
 
 use std::path::{Path, PathBuf};
 
@@ -16,22 +20,34 @@ use rcgen::{
 };
 
 /// The host the dev links use: the player page's host too, so the page and the edge
-/// share a site (the certificate also covers `localhost` and `::1`).
+/// share a site (the certificates also cover `localhost` and `::1`).
 pub(crate) const HOST: &str = "127.0.0.1";
+
+/// The names every dev server certificate covers.
+const NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// The dev TLS material, written in `DIR/tls/`.
 #[derive(Debug)]
 pub(crate) struct DevTls {
     /// The CA certificate clients trust.
     pub(crate) ca: PathBuf,
-    /// The edge's certificate chain (leaf, then the CA).
+    /// The edge's certificate and key (`edge.pem`, `edge.key`).
+    pub(crate) edge: Leaf,
+    /// The control plane's certificate and key (`control.pem`, `control.key`).
+    pub(crate) control: Leaf,
+}
+
+/// A server certificate signed by the dev CA.
+#[derive(Debug)]
+pub(crate) struct Leaf {
+    /// The certificate chain (leaf, then the CA).
     pub(crate) cert: PathBuf,
-    /// The edge's key.
+    /// Its key.
     pub(crate) key: PathBuf,
 }
 
-/// Makes (or, in a kept `--dir`, reuses) the CA and makes a fresh edge certificate
-/// valid for 30 days from `now` (Unix seconds).
+/// Makes (or, in a kept `--dir`, reuses) the CA and makes fresh edge and control-plane
+/// certificates valid for 30 days from `now` (Unix seconds).
 pub(crate) fn generate(dir: &Path, now: u64) -> Result<DevTls, String> {
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).map_err(|e| format!("creating {}: {e}", tls.display()))?;
@@ -51,34 +67,52 @@ pub(crate) fn generate(dir: &Path, now: u64) -> Result<DevTls, String> {
     // An issuer needs only the CA's name, key-id method, key usages and key: the same
     // parameters and the stored key chain to the stored `ca.pem`.
     let issuer = Issuer::new(ca_params, ca_signing);
+    let edge = issue(&tls, "edge", "stile dev edge", &issuer, &ca_pem, now)?;
+    let control = issue(&tls, "control", "stile dev control plane", &issuer, &ca_pem, now)?;
+    Ok(DevTls { ca, edge, control })
+}
 
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
-        .map_err(|e| e.to_string())?;
-    leaf.distinguished_name = name("stile dev edge");
+/// A fresh server certificate for [`NAMES`], signed by `issuer`, written as
+/// `DIR/tls/FILE.pem` (with the CA after it) and `DIR/tls/FILE.key`.
+fn issue(
+    tls: &Path,
+    file: &str,
+    common_name: &str,
+    issuer: &Issuer<'_, KeyPair>,
+    ca_pem: &str,
+    now: u64,
+) -> Result<Leaf, String> {
+    let mut leaf = CertificateParams::new(NAMES.map(str::to_owned).to_vec()).map_err(|e| e.to_string())?;
+    leaf.distinguished_name = name(common_name);
     leaf.not_before = at(now.saturating_sub(3600))?;
     leaf.not_after = at(now + 30 * 86_400)?;
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let cert = leaf.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
-    let (cert_path, key_path) = (tls.join("edge.pem"), tls.join("edge.key"));
+    let cert = leaf.signed_by(&key, issuer).map_err(|e| e.to_string())?;
+    let (cert_path, key_path) = (tls.join(format!("{file}.pem")), tls.join(format!("{file}.key")));
     write_private(&key_path, &key.serialize_pem())?;
     write(&cert_path, &format!("{}{ca_pem}", cert.pem()))?;
-    Ok(DevTls { ca, cert: cert_path, key: key_path })
+    Ok(Leaf { cert: cert_path, key: key_path })
 }
 
 impl DevTls {
     /// The generated edge configuration turned into an HTTPS one on `port`: the plain
-    /// listener becomes a TLS listener with this certificate, cookies become `Secure`.
+    /// listener becomes a TLS listener with the edge's certificate, cookies become
+    /// `Secure`, and `[sync]` (whose endpoint is the control plane's `https://` URL)
+    /// verifies the control plane against the CA.
     pub(crate) fn edge_config(&self, plain: &str, port: u16) -> Result<String, String> {
         let mut t: toml::Table = plain.parse().map_err(|e| format!("internal: the dev edge config: {e}"))?;
         t.insert("listen".into(), toml::Value::Array(Vec::new()));
         if let Some(toml::Value::Table(cookie)) = t.get_mut("cookie") {
             cookie.insert("secure".into(), toml::Value::Boolean(true));
         }
+        if let Some(toml::Value::Table(sync)) = t.get_mut("sync") {
+            sync.insert("ca_file".into(), self.ca.display().to_string().into());
+        }
         let mut cert = toml::Table::new();
-        cert.insert("cert".into(), self.cert.display().to_string().into());
-        cert.insert("key".into(), self.key.display().to_string().into());
+        cert.insert("cert".into(), self.edge.cert.display().to_string().into());
+        cert.insert("key".into(), self.edge.key.display().to_string().into());
         let mut tls = toml::Table::new();
         tls.insert("listen".into(), toml::Value::Array(vec![format!("127.0.0.1:{port}").into()]));
         tls.insert("certificates".into(), toml::Value::Array(vec![toml::Value::Table(cert)]));
@@ -87,11 +121,28 @@ impl DevTls {
         Ok(format!("# Generated by `stile dev --tls`; see docs/edge.md.\n{body}"))
     }
 
+    /// The control plane's `[tls]`: gRPC over TLS with its certificate.
+    pub(crate) fn control_tls(&self) -> stile_control::tls::TlsConfig {
+        stile_control::tls::TlsConfig {
+            cert_file: self.control.cert.clone(),
+            key_file: self.control.key.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// What a gRPC client of the dev control plane (the player page's backend, the
+    /// bootstrap) verifies it with: the CA.
+    pub(crate) fn client_tls(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let ca = stile_tls::read_ca(&self.ca).map_err(|e| format!("{}: {e}", self.ca.display()))?;
+        Ok(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca.pem)))
+    }
+
     /// The banner's lines about TLS.
     pub(crate) fn banner(&self) -> Vec<String> {
         vec![
-            format!("TLS: a throwaway CA made for this dev edge: {}", self.ca.display()),
-            "  trust it in curl with --cacert, in ffmpeg with -ca_file, or import it into a browser".into(),
+            format!("TLS: a throwaway CA made for this dev run: {}", self.ca.display()),
+            "  it signed the edge's and the control plane's certificates; trust it in curl with --cacert,".into(),
+            "  in ffmpeg with -ca_file, in stile with --ca-file (or STILE_CA_FILE), or import it into a browser".into(),
         ]
     }
 
@@ -103,6 +154,11 @@ impl DevTls {
     /// `ffmpeg`/`ffplay` options trusting this CA.
     pub(crate) fn ffmpeg_options(&self) -> String {
         format!("-tls_verify 1 -ca_file {}", self.ca.display())
+    }
+
+    /// The `stile` client flags that trust this CA.
+    pub(crate) fn stile_options(&self) -> String {
+        format!("--ca-file {}", self.ca.display())
     }
 }
 
@@ -145,15 +201,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_certificate_chains_to_the_kept_ca_and_the_edge_accepts_the_config() {
+    fn the_certificates_chain_to_the_kept_ca_and_the_edge_and_control_plane_accept_them() {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_800_000_000;
         let first = generate(dir.path(), now).unwrap();
-        let (ca1, cert1) = (std::fs::read(&first.ca).unwrap(), std::fs::read(&first.cert).unwrap());
+        let (ca1, cert1) = (std::fs::read(&first.ca).unwrap(), std::fs::read(&first.edge.cert).unwrap());
+        let control1 = std::fs::read(&first.control.cert).unwrap();
         let second = generate(dir.path(), now + 60).unwrap();
         assert_eq!(std::fs::read(&second.ca).unwrap(), ca1, "a kept directory keeps its CA");
-        assert_ne!(std::fs::read(&second.cert).unwrap(), cert1, "and makes a new edge certificate");
-        // The chain verifies against the CA for both names, with rustls's own verifier.
+        assert_ne!(std::fs::read(&second.edge.cert).unwrap(), cert1, "and makes a new edge certificate");
+        assert_ne!(std::fs::read(&second.control.cert).unwrap(), control1, "and a new control-plane one");
+        // Both chains verify against the CA for both names, with rustls's own verifier.
         use rustls::client::danger::ServerCertVerifier as _;
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -165,15 +223,18 @@ mod tests {
             rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
                 .build()
                 .unwrap();
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(&second.cert).unwrap().collect::<Result<_, _>>().unwrap();
         let when = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now + 120));
-        for host in [HOST, "localhost"] {
-            let name = ServerName::try_from(host).unwrap();
-            verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], when).unwrap();
+        for leaf in [&second.edge, &second.control] {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(&leaf.cert).unwrap().collect::<Result<_, _>>().unwrap();
+            for host in [HOST, "localhost"] {
+                let name = ServerName::try_from(host).unwrap();
+                verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], when).unwrap();
+            }
         }
         let config = format!(
-            "listen = [\"127.0.0.1:7401\"]\n[cookie]\nenabled = true\nsecure = false\n[state]\nfile = \"{}/s.json\"\n",
+            "listen = [\"127.0.0.1:7401\"]\n[cookie]\nenabled = true\nsecure = false\n[state]\nfile = \"{}/s.json\"\n\
+             [sync]\nendpoints = [\"https://127.0.0.1:7400\"]\napi_key = \"k\"\nedge_id = \"dev\"\n",
             dir.path().display()
         );
         let tls = second.edge_config(&config, 7401).unwrap();
@@ -181,5 +242,11 @@ mod tests {
         parsed.validate().unwrap();
         assert!(parsed.listen.is_empty() && parsed.cookie.secure);
         assert_eq!(parsed.tls.listen, vec!["127.0.0.1:7401".to_string()]);
+        let sync = parsed.sync.as_ref().expect("[sync] is kept");
+        assert_eq!(sync.ca_file, second.ca);
+        // The control plane takes its [tls] as `stile control` would check it.
+        let served = stile_control::tls::ServerTls::load(&second.control_tls(), now + 120).unwrap();
+        assert!(served.is_some(), "gRPC over TLS");
+        second.client_tls().unwrap();
     }
 }

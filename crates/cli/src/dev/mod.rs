@@ -21,6 +21,9 @@
 //! production: its `[sync]` client (a Pingora background service) holds the
 //! sync stream to the control plane with an `edge`-role key, so `stile revoke`
 //! (and `--wait`) reaches it within milliseconds and `stile edges ls` lists it.
+//! With `--tls` ([`crate::dev_tls`]) the edge serves HTTPS and the control plane
+//! gRPC over TLS, both with certificates from a throwaway CA that the sync
+//! client, the player page's backend and the printed commands verify against.
 //! Its CORS admits pages on `localhost`, `127.0.0.1` and `[::1]` on any port, with
 //! credentials (cookie mode works for them: one site), plus `--allow-origin`.
 
@@ -55,8 +58,10 @@ pub(crate) struct Args {
     /// Do not print the edge's access log (one line per request) on stderr.
     #[arg(long, short)]
     quiet: bool,
-    /// Serve the edge over HTTPS and HTTP/2, with a throwaway CA made in DIR/tls/
-    /// (`ca.pem` is what clients trust); links become https://127.0.0.1:N+1/….
+    /// Serve the edge over HTTPS and HTTP/2 and the control plane's gRPC over TLS,
+    /// with a throwaway CA made in DIR/tls/ (`ca.pem` is what clients trust: `stile
+    /// --ca-file`, `curl --cacert`); links become https://127.0.0.1:N+1/…, the control
+    /// plane https://127.0.0.1:N.
     #[arg(long)]
     tls: bool,
     /// Also let pages on ORIGIN play through the edge (CORS, with credentials), besides
@@ -197,8 +202,9 @@ fn run_inner(args: Args) -> Result<(), DevError> {
 
     let keys = DevKeys { admin: new_key()?, operator: new_key()?, minter: new_key()?, edge: new_key()? };
     let mut config = control_config(&dir, ports, &keys);
-    if tls.is_some() {
+    if let Some(t) = &tls {
         config.links.default_base_url = format!("https://{}:{}", crate::dev_tls::HOST, ports.edge);
+        config.tls = t.control_tls();
     }
     config
         .validate()
@@ -212,7 +218,8 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         .map_err(|e| rt(format!("cannot start the async runtime: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state_file = dir.join("edge-state.json");
-    let control_url = format!("http://127.0.0.1:{}", ports.control);
+    let control_url = control_url(ports, tls.is_some());
+    let control_endpoint = control_endpoint(&control_url, tls.as_ref())?;
 
     // Control plane and origin; the edge syncs from the control plane ([sync]).
     let control_task = runtime.block_on(async {
@@ -231,9 +238,8 @@ fn run_inner(args: Args) -> Result<(), DevError> {
         let origin = tokio::net::TcpListener::from_std(origin_listener).map_err(rt)?;
         tokio::spawn(serve_http(origin, web::origin(&sample_dir), "sample origin"));
         // The page's backend reaches the control plane like a customer backend: gRPC, a minter key.
-        let control_channel = tonic::transport::Endpoint::from_shared(control_url.clone()).map_err(rt)?.connect_lazy();
         let page = Arc::new(web::Page {
-            control: control_channel,
+            control: control_endpoint.connect_lazy(),
             minter: keys.minter.clone(),
             node_modules: node_modules.clone(),
         });
@@ -243,7 +249,7 @@ fn run_inner(args: Args) -> Result<(), DevError> {
     })?;
 
     // Publish the sample and mint a link through the real API.
-    let link = runtime.block_on(bootstrap(ports, &keys));
+    let link = runtime.block_on(bootstrap(&control_endpoint, &keys));
     let link = match link {
         Ok(l) => l,
         Err(e) => {
@@ -308,6 +314,22 @@ fn req<T>(key: &str, msg: T) -> tonic::Request<T> {
         r.metadata_mut().insert("authorization", v);
     }
     r
+}
+
+/// The control plane's URL: `https://` with `--tls` (gRPC over TLS).
+fn control_url(ports: Ports, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{}", ports.control)
+}
+
+/// How this process's own clients (the bootstrap, the player page's backend) reach
+/// the control plane: with `--tls`, verifying it against the dev CA.
+fn control_endpoint(url: &str, tls: Option<&crate::dev_tls::DevTls>) -> Result<tonic::transport::Endpoint, DevError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(rt)?;
+    match tls {
+        Some(t) => endpoint.tls_config(t.client_tls().map_err(rt)?).map_err(rt),
+        None => Ok(endpoint),
+    }
 }
 
 fn bind(port: u16, what: &str) -> Result<StdListener, DevError> {
@@ -416,14 +438,13 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 // -------------------------------------------------------------- bootstrap
 
 /// Publishes the sample asset (idempotently: `--dir` may hold it already) and mints a link.
-async fn bootstrap(ports: Ports, keys: &DevKeys) -> Result<pb::Link, DevError> {
+async fn bootstrap(control: &tonic::transport::Endpoint, keys: &DevKeys) -> Result<pb::Link, DevError> {
     use stile_proto::v1::asset_service_client::AssetServiceClient;
     use stile_proto::v1::link_service_client::LinkServiceClient;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports.control))
-        .map_err(rt)?
+    let channel = control
         .connect()
         .await
-        .map_err(|e| rt(format!("cannot reach our own control plane: {e}")))?;
+        .map_err(|e| rt(format!("cannot reach our own control plane: {}", crate::client::error_chain(&e))))?;
     let fail = |what: &str, s: tonic::Status| rt(format!("{what}: {:?}: {}", s.code(), s.message()));
     let mut assets = AssetServiceClient::new(channel.clone());
     let put = pb::PutAssetRequest { id: ASSET_ID.into(), path: ASSET_PATH.into(), entry: HLS_ENTRY.into() };
@@ -482,7 +503,13 @@ fn banner(
     tls: Option<&crate::dev_tls::DevTls>,
 ) -> String {
     let exe = std::env::current_exe().map_or_else(|_| "stile".to_owned(), |p| p.display().to_string());
-    let server = format!("http://127.0.0.1:{}", ports.control);
+    let server = control_url(ports, tls.is_some());
+    // With --tls the stile commands verify the control plane against the dev CA.
+    let server_flags = match tls {
+        Some(t) => format!("--server {server} {}", t.stile_options()),
+        None => format!("--server {server}"),
+    };
+    let grpc = if tls.is_some() { "gRPC over TLS" } else { "gRPC" };
     let edge = match tls {
         Some(_) => format!("https://{}:{}", crate::dev_tls::HOST, ports.edge),
         None => format!("http://127.0.0.1:{}", ports.edge),
@@ -510,7 +537,7 @@ fn banner(
         String::new(),
         "Stile is running: control plane, edge, a sample origin and a player page, in this one process.".into(),
         String::new(),
-        format!("  control plane  {server}   gRPC; state in {} ({kept})", dir.display()),
+        format!("  control plane  {server}   {grpc}; state in {} ({kept})", dir.display()),
         format!("  edge           {edge}   admin: http://127.0.0.1:{}/metrics", ports.admin),
         format!(
             "  origin         http://127.0.0.1:{}   the sample stream under {ASSET_PATH} (H.264/AAC, HLS and DASH)",
@@ -543,17 +570,17 @@ fn banner(
         String::new(),
         format!("  {curl_cmd} -s -o /dev/null -D - '{q}' | grep -i x-stile-cache    # miss, then hit: the edge caches"),
         format!(
-            "  stile purge --server {server} --api-key {op} --prefix {ASSET_PATH} --reason 'new encode' \
+            "  stile purge {server_flags} --api-key {op} --prefix {ASSET_PATH} --reason 'new encode' \
              --wait    # purge: the next request is a miss, the link still plays"
         ),
         String::new(),
-        format!("  stile revoke --server {server} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),
+        format!("  stile revoke {server_flags} --api-key {op} --token-id {id} --reason 'trying Stile' --wait"),
         format!("  {curl_cmd} -si '{q}' | grep -i -e '^HTTP' -e x-stile-reason    # 403, revoked"),
-        format!("  stile explain --server {server} --api-key {op} '{q}'"),
+        format!("  stile explain {server_flags} --api-key {op} '{q}'"),
         String::new(),
-        format!("  stile mint {ASSET_ID} --server {server} --api-key {minter} --subject viewer-2    # a fresh link"),
-        format!("  stile edges ls --server {server} --api-key {op}"),
-        format!("  stile audit tail --server {server} --api-key {op}"),
+        format!("  stile mint {ASSET_ID} {server_flags} --api-key {minter} --subject viewer-2    # a fresh link"),
+        format!("  stile edges ls {server_flags} --api-key {op}"),
+        format!("  stile audit tail {server_flags} --api-key {op}"),
         String::new(),
         "The edge logs each request below. Ctrl-C stops everything.".into(),
         String::new(),
