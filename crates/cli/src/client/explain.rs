@@ -830,13 +830,15 @@ impl Render<'_> {
             (Err(Reason::UnknownKey), Some(kf)) => (
                 Status::Fail(Reason::UnknownKey),
                 format!(
-                    "{} holds no session secret for key {kid} (an Ed25519 key needs its session_secret): edges                      without it refuse every session of this key's links",
+                    "{} holds no session secret for key {kid} (an Ed25519 key needs its session_secret): edges \
+                     without it refuse every session of this key's links",
                     kf.path
                 ),
             ),
             (Err(r), _) => (
                 Status::Fail(r),
-                "the session tag does not match: the session part was altered, moved to another link, or issued                  with another secret"
+                "the session tag does not match: the session part was altered, moved to another link, or issued \
+                 with another secret"
                     .into(),
             ),
         }
@@ -1454,6 +1456,13 @@ mod tests {
         forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
         check(url, &forged, &at(NOW + 30), Some(&kf), &none, "bad_signature", "session tag");
+        let forged_input =
+            Input { link: url.replace("TOKEN", &forged), cookie: None, path: None, names: Names::default() };
+        let text = explain(&forged_input, &at(NOW + 30), Some(&kf), &none).text();
+        assert!(
+            text.contains("the session part was altered, moved to another link, or issued with another secret"),
+            "{text}"
+        );
         let input = Input { link: url.replace("TOKEN", &cred), cookie: None, path: None, names: Names::default() };
         let text = explain(&input, &at(NOW + 30), Some(&kf), &none).text();
         assert!(text.contains("session 000000000000feed of the link 0123456789abcdef"), "{text}");
