@@ -24,8 +24,18 @@
 //   then_revoke for `play`: after playing, revoke the link and fetch the last
 //               segment the player fetched again, with its credential (reported:
 //               status and x-stile-reason)
+//   edge_cert   the edge's certificate (PEM, leaf first) for `stile dev --tls`:
+//               Chromium trusts that certificate's public key and nothing else
+//               beyond its own store (--ignore-certificate-errors-spki-list), as
+//               the throwaway CA is not in it
+//   ca_file     for `stile` commands against a control plane serving gRPC over TLS
+//
+// Every media segment response's HTTP version and TLS version, as Chromium's
+// network stack saw them (DevTools protocol), are reported as `segment_protocols`.
 
 import { execFile } from 'node:child_process';
+import { X509Certificate, createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
@@ -110,7 +120,16 @@ async function cookieHeader(context, url) {
   return (await context.cookies(url)).map((c) => `${c.name}=${c.value}`).join('; ');
 }
 
-const stile = (cli) => promisify(execFile)(args.stile, [...cli, '--server', args.server, '--api-key', args.operator]);
+const tlsArgs = args.ca_file ? ['--ca-file', args.ca_file] : [];
+const stile = (cli) => promisify(execFile)(args.stile, [...cli, '--server', args.server, '--api-key', args.operator, ...tlsArgs]);
+
+/** Chromium's flag that trusts the edge certificate's public key (base64 SHA-256 of its SPKI). */
+function pinnedEdge() {
+  if (!args.edge_cert) return [];
+  const cert = new X509Certificate(readFileSync(args.edge_cert));
+  const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+  return [`--ignore-certificate-errors-spki-list=${createHash('sha256').update(spki).digest('base64')}`];
+}
 
 const fatal = (s) => s.state === 'error' || s.state === 'stopped' || s.errors.some((e) => e.fatal);
 
@@ -126,6 +145,7 @@ const browser = await chromium.launch({
     '--disable-component-update',
     '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
+    ...pinnedEdge(),
   ],
 });
 try {
@@ -136,6 +156,17 @@ try {
   await page.addInitScript(() => performance.setResourceTimingBufferSize(10000));
   page.on('console', (m) => browserLog.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => browserLog.push(`pageerror: ${e.message}`));
+  // The HTTP and TLS versions of every media segment response.
+  const segmentProtocols = new Set();
+  out.segment_protocols = [];
+  const cdp = await context.newCDPSession(page);
+  cdp.on('Network.responseReceived', ({ response: r }) => {
+    if (!/\/seg-[^/]*\.m4s$/.test(new URL(r.url).pathname)) return;
+    const entry = `${r.protocol} ${r.securityDetails ? r.securityDetails.protocol : 'no TLS'}`;
+    if (!segmentProtocols.has(entry)) out.segment_protocols.push(entry);
+    segmentProtocols.add(entry);
+  });
+  await cdp.send('Network.enable');
   page.on('requestfailed', (r) => browserLog.push(`requestfailed: ${r.url().replace(/st=[^&]*/, 'st=…')} ${r.failure()?.errorText}`));
 
   if (args.scenario === 'play') {

@@ -17,7 +17,9 @@
 //!   second edge that holds the same keys (viewers move between edges);
 //! - a page on another site (`localhost` against the edge's `127.0.0.1`) plays query
 //!   links through CORS, and its cookie-mode link fails with `missing` (a cookie is
-//!   not sent across sites).
+//!   not sent across sites);
+//! - `stile dev --tls`: HLS and DASH play from the HTTPS edge, every segment over
+//!   HTTP/2 and TLS 1.3 (Chromium trusts the dev edge's certificate by its key).
 //!
 //! A screenshot per scenario goes to `target/browser-artefacts/`. These tests run in
 //! nextest's `browser` group (one at a time, `.config/nextest.toml`). Without Chromium
@@ -95,6 +97,11 @@ fn scenario_bounded(dev: &Dev, name: &str, mut args: Value, bound: Duration) -> 
     args["stile"] = json!(env!("CARGO_BIN_EXE_stile"));
     args["server"] = json!(dev.server);
     args["operator"] = json!(dev.operator);
+    if let Some(ca) = &dev.ca_file {
+        // `stile dev --tls`: the edge's certificate sits beside the CA (DIR/tls/).
+        args["ca_file"] = json!(ca);
+        args["edge_cert"] = json!(Path::new(ca).with_file_name("edge.pem"));
+    }
     if args.get("page").is_none() {
         args["page"] = json!(format!("http://127.0.0.1:{}/", dev.base + 4));
     }
@@ -127,11 +134,12 @@ fn plays(format: &str, transport: &str) {
         return;
     }
     let dev = start_dev();
-    let r = scenario(
-        &dev,
-        &format!("{format}-{transport}"),
-        json!({"scenario": "play", "format": format, "transport": transport}),
-    );
+    plays_on(&dev, &format!("{format}-{transport}"), format, transport);
+}
+
+/// Plays `format` over `transport` on `dev`'s page and checks it really played; the report.
+fn plays_on(dev: &Dev, name: &str, format: &str, transport: &str) -> Value {
+    let r = scenario(dev, name, json!({"scenario": "play", "format": format, "transport": transport}));
     let p = &r["played"];
     assert!(p["currentTime"].as_f64().unwrap() >= 5.0, "playback did not advance 5 s: {r:#}");
     assert_eq!(p["state"], "playing", "{r:#}");
@@ -151,6 +159,24 @@ fn plays(format: &str, transport: &str) {
         .filter(|l| l.contains("/_stile_beacon -> 204 beacon") && l.contains(&format!("({transport}")))
         .count();
     assert!(beacons >= 1, "no beacon accepted by {transport}:\n{}", dev.stderr());
+    r
+}
+
+/// `stile dev --tls`: the page plays the edge's `https://` links in Chromium, HLS and
+/// DASH, every segment over HTTP/2 and TLS 1.3. Chromium trusts only the dev edge's
+/// certificate (its public key, pinned from `DIR/tls/edge.pem`) beyond its own store.
+#[test]
+fn hls_and_dash_play_over_https_and_http2() {
+    if !ready() {
+        return;
+    }
+    let node_modules = repo().join("node_modules");
+    let dev = Dev::start(&["--tls", "--node-modules", node_modules.to_str().unwrap()]);
+    assert!(dev.query_url.starts_with(&format!("https://127.0.0.1:{}/", dev.edge_port)), "{}", dev.banner);
+    for (format, transport) in [("hls", "query"), ("dash", "path")] {
+        let r = plays_on(&dev, &format!("tls-{format}-{transport}"), format, transport);
+        assert_eq!(r["segment_protocols"], json!(["h2 TLS 1.3"]), "{format}: {r:#}");
+    }
 }
 
 /// No fatal player error and no refusal reached the player. A non-fatal one (hls.js's
