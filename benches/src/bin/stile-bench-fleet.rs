@@ -2,7 +2,11 @@
 //! real sync client (`stile_edge::sync::EmbeddedSync`: session, apply, ACKs,
 //! reconnect backoff; no proxy listener) with its own state, behind its own
 //! shaping relay — in this one process, against a real `stile control`
-//! process on embedded redb. `scripts/bench-fleet` builds the release binaries
+//! process on embedded redb — or, with `--redis`, against two `stile control`
+//! replicas sharing one private `redis-server` (edges alternate, four at a time,
+//! between the two as their first endpoint, the other second; revocations go
+//! to the first replica, so half the fleet hears of them through the other
+//! replica's tail of the Redis log). `scripts/bench-fleet` builds the release binaries
 //! and runs this; it writes a markdown body to `--out` for
 //! `benches/scripts/report.py`.
 //!
@@ -28,7 +32,10 @@
 //!    the same port: time until every edge is back and ACKed the newest
 //!    version, reconnect-time histogram (jittered backoff), the new process's
 //!    peak CPU and memory, and whether any edge's state went back meanwhile.
-//! 5. **cold**: a second, fresh control plane is loaded with `--cold` live
+//!    With `--redis` the first replica is the one restarted, and the figures
+//!    are those of the edges it served (they reconnect to either replica); the
+//!    others keep their streams.
+//! 5. **cold** (on redb, with `--redis` too): a second, fresh control plane is loaded with `--cold` live
 //!    revocations (default 1000000,10000000; RevokeBatch calls of 100000) and
 //!    one new edge (80 ms RTT, 4 MiB in flight) joins while 50 more
 //!    revocations are committed: bytes to it, time to its first ACK (first
@@ -53,7 +60,7 @@ use anyhow::{Context, Result, bail, ensure};
 use stile_benches::fleet::procfs;
 use stile_benches::fleet::relay::Shape;
 use stile_benches::fleet::sim::{EdgeSpec, SimEdge, Stages, start_edge};
-use stile_benches::procs::ControlProc;
+use stile_benches::procs::{ControlProc, RedisProc};
 use stile_benches::{auth, auth_key_toml, connect, ms, parse_flags, pct};
 use stile_proto::v1 as pb;
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -77,6 +84,8 @@ struct Args {
     /// `perf record` the control plane over each cold join, into this directory.
     perf: Option<PathBuf>,
     max_secs: u64,
+    /// Two control-plane replicas on one private `redis-server` instead of one on redb.
+    redis: bool,
 }
 
 fn main() -> Result<()> {
@@ -91,6 +100,7 @@ fn main() -> Result<()> {
         cold_cache: false,
         perf: None,
         max_secs: 900,
+        redis: false,
     };
     parse_flags(|flag, value| {
         match flag {
@@ -106,6 +116,7 @@ fn main() -> Result<()> {
             "--cold-cache" => a.cold_cache = true,
             "--perf" => a.perf = Some(value()?.into()),
             "--max-secs" => a.max_secs = value()?.parse()?,
+            "--redis" => a.redis = true,
             "--smoke" => {
                 (a.edges, a.singles, a.batch, a.mass_singles, a.cold) = (8, 3, 2_000, 50, vec![5_000]);
             }
@@ -138,14 +149,24 @@ fn shutdown(edge_rt: Runtime, relay_rt: Runtime) {
     relay_rt.shutdown_timeout(Duration::from_secs(2));
 }
 
-/// The control plane's configuration after `listen`/`admin_listen`.
-fn control_body(root: &std::path::Path, name: &str) -> String {
+/// The control plane's configuration after `listen`/`admin_listen`: its own redb file,
+/// or the shared Redis.
+fn control_body(root: &std::path::Path, name: &str, redis: Option<&RedisProc>) -> String {
+    let store = match redis {
+        Some(r) => format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{}\"\n", r.url()),
+        None => format!("[store]\npath = \"{}/{name}.redb\"\n", root.display()),
+    };
     format!(
-        "[store]\npath = \"{}/{name}.redb\"\n[revocations]\nmax_batch = 100000\n{}{}",
-        root.display(),
+        "{store}[revocations]\nmax_batch = 100000\n{}{}",
         auth_key_toml("admin", "admin", ADMIN),
         auth_key_toml("edges", "edge", EDGE_KEY),
     )
+}
+
+/// Whether fleet edge `i` has the second replica as its first endpoint (`--redis`):
+/// four at a time, so both replicas serve every RTT class.
+fn on_second(i: usize) -> bool {
+    (i / 4) % 2 == 1
 }
 
 /// Revocations committed while the cold edge joins.
@@ -185,9 +206,36 @@ impl Fleet {
 async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     let root = tempfile::tempdir()?;
     let mut out = String::new();
-    let mut cp = ControlProc::start(&a.stile, root.path(), "control", &control_body(root.path(), "control")).await?;
+    let redis = match a.redis {
+        true => Some(RedisProc::start(root.path()).await?),
+        false => None,
+    };
+    let body = |name: &str| control_body(root.path(), name, redis.as_ref());
+    let mut cp = ControlProc::start(&a.stile, root.path(), "control", &body("control")).await?;
+    // `--redis`: the second replica, on the same store.
+    let mut peer = match &redis {
+        Some(_) => Some(ControlProc::start(&a.stile, root.path(), "control-b", &body("control-b")).await?),
+        None => None,
+    };
     let channel = connect(&cp.url()).await?;
     let cp_addr: std::net::SocketAddr = format!("127.0.0.1:{}", cp.port).parse()?;
+    let peer_addr = match &peer {
+        Some(p) => Some(format!("127.0.0.1:{}", p.port).parse::<std::net::SocketAddr>()?),
+        None => None,
+    };
+    let endpoints_of = |i: usize| match peer_addr {
+        Some(b) if on_second(i) => vec![b, cp_addr],
+        Some(b) => vec![cp_addr, b],
+        None => vec![cp_addr],
+    };
+    // The control plane's processes, for CPU and memory (both replicas with `--redis`).
+    let cp_pids = |cp: &ControlProc, peer: &Option<ControlProc>| -> Result<Vec<u32>> {
+        let mut pids = vec![cp.pid().context("control pid")?];
+        if let Some(p) = peer {
+            pids.push(p.pid().context("second replica's pid")?);
+        }
+        Ok(pids)
+    };
     // A key exists before the edges connect, so their first snapshot has it.
     pb::key_service_client::KeyServiceClient::new(channel.clone())
         .rotate(auth(pb::RotateKeyRequest::default(), ADMIN))
@@ -195,7 +243,9 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         .context("rotating the first key")?;
 
     // ---------------------------------------------------------------- connect
-    let (cp_rss0, _) = procfs::rss(cp.pid().context("control pid")?);
+    let pids = cp_pids(&cp, &peer)?;
+    let cp_rss = |pids: &[u32]| pids.iter().map(|p| procfs::rss(*p).0).sum::<u64>();
+    let cp_rss0 = cp_rss(&pids);
     let (own_rss0, _) = procfs::rss(procfs::own_pid());
     let started = Instant::now();
     let mut edges = Vec::with_capacity(a.edges + 2);
@@ -210,7 +260,7 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         let spec = EdgeSpec {
             id: format!("sim-{i:04}"),
             shape,
-            endpoints: vec![cp_addr],
+            endpoints: endpoints_of(i),
             cache: None,
             backoff_ms: (100, 10_000),
         };
@@ -221,16 +271,23 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     let all_in = wait_all(fleet.regular(), latest, Duration::from_secs(120)).await?;
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (cp_rss1, _) = procfs::rss(cp.pid().context("control pid")?);
+    let cp_rss1 = cp_rss(&pids);
     let (own_rss1, _) = procfs::rss(procfs::own_pid());
     let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / fleet.edges.len() as f64 / 1024.0;
     writeln!(out, "### Scale\n")?;
     writeln!(
         out,
         "{} simulated edges (RTT 2 / 20 / 80 / 250 ms, a quarter each) + 1 on a 100 kB/s link + 1 cut every 3 s, \
-         one `stile control` (redb), all on this machine's 2 cores: the control plane, the {} sync clients, \
+         {}, all on this machine's 2 cores: the control plane, the {} sync clients, \
          their relays and the harness share them.\n",
         a.edges,
+        match a.redis {
+            true =>
+                "two `stile control` replicas on one `redis-server` (edges alternate between them, four at a \
+                     time; every revocation is committed through the first), the control plane's CPU and memory \
+                     are both replicas' (not Redis's)",
+            false => "one `stile control` (redb)",
+        },
         fleet.edges.len()
     )?;
     writeln!(out, "### Connect\n")?;
@@ -251,16 +308,16 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     partial(a, &out)?;
 
     // ----------------------------------------------------------------- revoke
-    let cp_pid = cp.pid().context("control pid")?;
-    let idle_from = (Instant::now(), procfs::cpu(cp_pid));
+    let cp_cpu_of = |pids: &[u32]| pids.iter().map(|p| procfs::cpu(*p)).sum::<Duration>();
+    let idle_from = (Instant::now(), cp_cpu_of(&pids));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_rate = procfs::cpu(cp_pid).saturating_sub(idle_from.1).as_secs_f64() / idle_from.0.elapsed().as_secs_f64();
+    let idle_rate = cp_cpu_of(&pids).saturating_sub(idle_from.1).as_secs_f64() / idle_from.0.elapsed().as_secs_f64();
     let mut revocations = pb::revocation_service_client::RevocationServiceClient::new(channel.clone())
         .max_encoding_message_size(16 << 20);
     let mut lat = Vec::new();
     let mut stages = Vec::new();
     let mut slow_lat = Vec::new();
-    let (phase_start, cpu_start) = (Instant::now(), procfs::cpu(cp_pid));
+    let (phase_start, cpu_start) = (Instant::now(), cp_cpu_of(&pids));
     for s in 0..a.singles {
         let t0 = Instant::now();
         let v = revoke_token(&mut revocations, 0x5100_0000 + s as u64).await?;
@@ -277,7 +334,7 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         }
     }
     let phase = phase_start.elapsed().as_secs_f64();
-    let cp_cpu = procfs::cpu(cp_pid).saturating_sub(cpu_start).as_secs_f64() - idle_rate * phase;
+    let cp_cpu = cp_cpu_of(&pids).saturating_sub(cpu_start).as_secs_f64() - idle_rate * phase;
     lat.sort();
     let per_change_edge = cp_cpu.max(0.0) / (a.singles * fleet.edges.len()).max(1) as f64;
     writeln!(out, "### Revoke → every edge ACKed\n")?;
@@ -347,7 +404,7 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         }
         let snaps0 = snapshots(&fleet.edges);
         let bytes0 = fleet.down_bytes();
-        let cpu0 = (procfs::cpu(cp_pid), procfs::threads_cpu("fleet-edge"), procfs::threads_cpu("fleet-relay"));
+        let cpu0 = (cp_cpu_of(&pids), procfs::threads_cpu("fleet-edge"), procfs::threads_cpu("fleet-relay"));
         let t0 = Instant::now();
         let last = if how == "batch" {
             let targets = (0..n as u64).map(|i| token_target(next_token + i)).collect();
@@ -381,7 +438,7 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
             took,
             kib(pct(&per_edge, 0.5)),
             kib(per_edge.last().copied().unwrap_or(0)),
-            cpu(cpu0.0, procfs::cpu(cp_pid)),
+            cpu(cpu0.0, cp_cpu_of(&pids)),
             cpu(cpu0.1, procfs::threads_cpu("fleet-edge")),
             cpu(cpu0.2, procfs::threads_cpu("fleet-relay")),
         )?;
@@ -401,6 +458,9 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     let latest = version(&channel).await?;
     wait_all(fleet.regular(), latest, Duration::from_secs(120)).await?;
     let before: Vec<u64> = fleet.edges.iter().map(|e| e.state().load().version).collect();
+    // The edges the restart cuts off: all of them, or (`--redis`) those the first replica served.
+    let cut: Vec<&SimEdge> =
+        fleet.regular().iter().enumerate().filter(|(i, _)| peer.is_none() || !on_second(*i)).map(|(_, e)| e).collect();
     let stopped_at = Instant::now();
     cp.stop(Duration::from_secs(10)).await?;
     cp.restart().await?;
@@ -424,35 +484,53 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     let went_back = fleet.edges.iter().zip(&before).filter(|(e, v)| e.state().load().version < **v).count();
     let mut back = Vec::new();
     let deadline = up_at + Duration::from_secs(300);
+    // Reconnect times count from the restart, or (`--redis`) from the stop: an edge may
+    // reach the other replica before the first is back.
+    let from = if peer.is_some() { stopped_at } else { up_at };
     loop {
         back.clear();
-        for e in fleet.regular() {
+        for e in &cut {
             let p = e.progress();
             let opened = e.log.streams_since(stopped_at).into_iter().find(|(_, c)| *c).map(|(t, _)| t);
             match opened {
-                Some(t) if p.connected && p.applied >= latest => back.push(t.saturating_duration_since(up_at)),
+                Some(t) if p.connected && p.applied >= latest => back.push(t.saturating_duration_since(from)),
                 _ => break,
             }
         }
-        if back.len() == a.edges || Instant::now() > deadline {
+        if back.len() == cut.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let storm = up_at.elapsed();
-    ensure!(back.len() == a.edges, "only {} of {} edges came back within 300 s", back.len(), a.edges);
+    let storm = from.elapsed();
+    ensure!(back.len() == cut.len(), "only {} of {} edges came back within 300 s", back.len(), cut.len());
     tokio::time::sleep(Duration::from_millis(500)).await;
     sampler.abort();
     let peak_cpu = PEAK.load(std::sync::atomic::Ordering::Relaxed) as f64 / 10.0;
     let (_, hwm) = procfs::rss(new_pid);
     back.sort();
-    writeln!(out, "### Reconnect storm (control plane restarted)\n")?;
+    match peer {
+        Some(_) => writeln!(
+            out,
+            "### Reconnect storm (one of the two replicas restarted)\n\nThe {} edges it served; the other replica \
+             kept its streams.\n",
+            cut.len()
+        )?,
+        None => writeln!(out, "### Reconnect storm (control plane restarted)\n")?,
+    }
     writeln!(out, "| figure | value |\n|---|---|")?;
     writeln!(out, "| stop (SIGTERM, graceful) → process up again | {} |", ms(up_at.duration_since(stopped_at)))?;
-    writeln!(out, "| process up → every regular edge reconnected and ACKed version {latest} | **{}** |", ms(storm))?;
     writeln!(
         out,
-        "| reconnect time after the restart, p50 / p99 / max | {} / {} / {} |",
+        "| {} → every regular edge {} and ACKed version {latest} | **{}** |",
+        if peer.is_some() { "stop" } else { "process up" },
+        if peer.is_some() { "it served reconnected (to either replica)" } else { "reconnected" },
+        ms(storm)
+    )?;
+    writeln!(
+        out,
+        "| reconnect time after the {}, p50 / p99 / max | {} / {} / {} |",
+        if peer.is_some() { "stop" } else { "restart" },
         ms(pct(&back, 0.5)),
         ms(pct(&back, 0.99)),
         ms(back.last().copied().unwrap_or_default())
@@ -463,11 +541,15 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         "| new process: peak CPU (250 ms samples), peak RSS | {peak_cpu:.0} % of a core, {:.1} MiB |\n",
         mib(hwm)
     )?;
-    writeln!(out, "Reconnect-time histogram (edges per 250 ms after the process was up):\n\n```")?;
+    writeln!(
+        out,
+        "Reconnect-time histogram (edges per 250 ms after the {}):\n\n```",
+        if peer.is_some() { "stop" } else { "process was up" }
+    )?;
     let buckets = (back.last().copied().unwrap_or_default().as_millis() / 250 + 1) as usize;
     for b in 0..buckets.min(40) {
         let n = back.iter().filter(|d| (d.as_millis() / 250) as usize == b).count();
-        writeln!(out, "{:>6} ms {:>5} {}", b * 250, n, "#".repeat((n * 60).div_ceil(a.edges.max(1))))?;
+        writeln!(out, "{:>6} ms {:>5} {}", b * 250, n, "#".repeat((n * 60).div_ceil(cut.len().max(1))))?;
     }
     writeln!(out, "```\n")?;
     partial(a, &out)?;
@@ -477,6 +559,9 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
 
     // ------------------------------------------------------------------- cold
     cp.stop(Duration::from_secs(10)).await?;
+    if let Some(p) = peer.as_mut() {
+        p.stop(Duration::from_secs(10)).await?;
+    }
     drop(channel);
     if !a.cold.is_empty() {
         writeln!(out, "### Cold join\n")?;
@@ -489,7 +574,7 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
             out,
             "| live revocations | load time (RevokeBatch × 100000) | bytes to the edge | join → first admit | join → in sync | streams opened | control peak RSS growth | edge (simulator) peak RSS growth |\n|---|---|---|---|---|---|---|---|"
         )?;
-        let body = control_body(root.path(), "cold");
+        let body = control_body(root.path(), "cold", None);
         let cold =
             ControlProc::start_logging(&a.stile, root.path(), "cold", &body, "warn,stile_control::sync=info").await?;
         let ch = connect(&cold.url()).await?;

@@ -300,6 +300,15 @@ pub(crate) struct ReplicaFleet {
     clock: Arc<dyn Clock>,
 }
 
+/// The shortest time between two publications of a replica's fleet view
+/// ([`ReplicaFleet::publish_loop`]). A view holds every edge of the replica
+/// (encoded and sent whole), and one change brings an ACK from each of them: at
+/// 500 edges per replica, publishing on every ACK made a change cost 127 µs of
+/// control-plane CPU per edge, 51 µs with the gap (BENCHMARKS.md, "Fleet
+/// scale"). It also bounds how late another replica's `Revoke --wait` hears of
+/// an ACK here.
+const PUBLISH_GAP: Duration = Duration::from_millis(10);
+
 impl ReplicaFleet {
     /// `fleet` alone, or with the other replicas on `bus`; `interval` is the
     /// sync heartbeat interval.
@@ -335,10 +344,11 @@ impl ReplicaFleet {
     }
 
     /// Publishes this replica's view for the others while the backend is
-    /// shared (returns at once if it is not): at once on every change (an
-    /// ACK, a connect, a disconnect) and at least every interval; each view
-    /// expires after three intervals (at least 1 s), so a replica that died
-    /// drops out of the others' lists.
+    /// shared (returns at once if it is not): on every change (an ACK, a
+    /// connect, a disconnect) — at once after a quiet spell, then at most once
+    /// per [`PUBLISH_GAP`], the changes in between going out together — and at
+    /// least every interval; each view expires after three intervals (at least
+    /// 1 s), so a replica that died drops out of the others' lists.
     pub(crate) async fn publish_loop(self: Arc<Self>) {
         let Some(bus) = &self.bus else { return };
         let ttl_ms = u64::try_from((self.interval * 3).as_millis()).unwrap_or(u64::MAX).max(1000);
@@ -346,6 +356,7 @@ impl ReplicaFleet {
         let mut failing = false;
         loop {
             changed.borrow_and_update();
+            let started = tokio::time::Instant::now();
             let view = serde_json::to_string(&self.fleet.known(self.since_ms())).unwrap_or_else(|_| "[]".into());
             match bus.publish_fleet(self.replica_id.clone(), view, ttl_ms).await {
                 Ok(()) => failing = false,
@@ -359,6 +370,9 @@ impl ReplicaFleet {
                 _ = changed.changed() => {}
                 () = tokio::time::sleep(self.interval) => {}
             }
+            // The ACKs of one change arrive from every edge within a round trip:
+            // gathered for the gap, they cost one view, not one each.
+            tokio::time::sleep_until(started + PUBLISH_GAP).await;
         }
     }
 
