@@ -20,8 +20,9 @@
 //! when it reconnects or the window passes.
 //!
 //! Control-plane replicas sharing a backend (Redis) each publish their view
-//! through the [`ReplicaBus`] ([`ReplicaFleet::publish_loop`]: on every change
-//! and every heartbeat interval, expiring after three) and read the others'
+//! through the [`ReplicaBus`] ([`ReplicaFleet::publish_loop`]: on changes, at
+//! most every [`PUBLISH_GAP`], and every heartbeat interval, expiring after
+//! three) and read the others'
 //! ([`ReplicaFleet::everywhere`]), so `EdgeService.List`,
 //! `RevocationService.Status`, `Revoke` with `wait` and key rollout cover the
 //! edges connected to every replica.
@@ -356,7 +357,7 @@ impl ReplicaFleet {
         let mut failing = false;
         loop {
             changed.borrow_and_update();
-            let started = tokio::time::Instant::now();
+            let started = Instant::now();
             let view = serde_json::to_string(&self.fleet.known(self.since_ms())).unwrap_or_else(|_| "[]".into());
             match bus.publish_fleet(self.replica_id.clone(), view, ttl_ms).await {
                 Ok(()) => failing = false,
