@@ -33,8 +33,10 @@
 //!    version, reconnect-time histogram (jittered backoff), the new process's
 //!    peak CPU and memory, and whether any edge's state went back meanwhile.
 //!    With `--redis` the first replica is the one restarted, and the figures
-//!    are those of the edges it served (they reconnect to either replica); the
-//!    others keep their streams.
+//!    are those of the edges it served when it stopped (a stream open through
+//!    the relay to it, whichever endpoint they list first: an edge that failed
+//!    over earlier stays on the other replica); they reconnect to either
+//!    replica, the others keep their streams.
 //! 5. **cold** (on redb, with `--redis` too): a second, fresh control plane is loaded with `--cold` live
 //!    revocations (default 1000000,10000000; RevokeBatch calls of 100000) and
 //!    one new edge (80 ms RTT, 4 MiB in flight) joins while 50 more
@@ -458,9 +460,18 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     let latest = version(&channel).await?;
     wait_all(fleet.regular(), latest, Duration::from_secs(120)).await?;
     let before: Vec<u64> = fleet.edges.iter().map(|e| e.state().load().version).collect();
-    // The edges the restart cuts off: all of them, or (`--redis`) those the first replica served.
-    let cut: Vec<&SimEdge> =
-        fleet.regular().iter().enumerate().filter(|(i, _)| peer.is_none() || !on_second(*i)).map(|(_, e)| e).collect();
+    // The edges the restart cuts off: all of them, or (`--redis`) those with a stream to
+    // the first replica now — not those listing it first: an edge that failed over to the
+    // second replica earlier (under overload, say) stays there and loses nothing.
+    let on_first = |e: &SimEdge| {
+        e.relays
+            .iter()
+            .zip(&e.spec.endpoints)
+            .any(|(r, a)| *a == cp_addr && r.traffic.open.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    };
+    let cut: Vec<&SimEdge> = fleet.regular().iter().filter(|e| peer.is_none() || on_first(e)).collect();
+    ensure!(!cut.is_empty(), "no edge had a stream to the control plane about to stop");
+    let listing_first = fleet.regular().iter().enumerate().filter(|(i, _)| !on_second(*i)).count();
     let stopped_at = Instant::now();
     cp.stop(Duration::from_secs(10)).await?;
     cp.restart().await?;
@@ -492,9 +503,8 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         for e in &cut {
             let p = e.progress();
             let opened = e.log.streams_since(stopped_at).into_iter().find(|(_, c)| *c).map(|(t, _)| t);
-            match opened {
-                Some(t) if p.connected && p.applied >= latest => back.push(t.saturating_duration_since(from)),
-                _ => break,
+            if let Some(t) = opened.filter(|_| p.connected && p.applied >= latest) {
+                back.push(t.saturating_duration_since(from));
             }
         }
         if back.len() == cut.len() || Instant::now() > deadline {
@@ -503,7 +513,17 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let storm = from.elapsed();
-    ensure!(back.len() == cut.len(), "only {} of {} edges came back within 300 s", back.len(), cut.len());
+    if back.len() != cut.len() {
+        let opened = cut.iter().filter(|e| e.log.streams_since(stopped_at).iter().any(|(_, c)| *c)).count();
+        let connected = cut.iter().filter(|e| e.progress().connected).count();
+        let in_sync = cut.iter().filter(|e| e.progress().applied >= latest).count();
+        bail!(
+            "only {} of {} edges came back within 300 s: {opened} opened a stream after the stop, {connected} are \
+             connected now, {in_sync} ACKed version {latest}",
+            back.len(),
+            cut.len()
+        );
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     sampler.abort();
     let peak_cpu = PEAK.load(std::sync::atomic::Ordering::Relaxed) as f64 / 10.0;
@@ -512,8 +532,8 @@ async fn run(a: &Args, relay_rt: &Handle, edge_rt: &Handle) -> Result<String> {
     match peer {
         Some(_) => writeln!(
             out,
-            "### Reconnect storm (one of the two replicas restarted)\n\nThe {} edges it served; the other replica \
-             kept its streams.\n",
+            "### Reconnect storm (one of the two replicas restarted)\n\nThe {} edges it served when it \
+             stopped ({listing_first} list it first); the other replica kept its streams.\n",
             cut.len()
         )?,
         None => writeln!(out, "### Reconnect storm (control plane restarted)\n")?,

@@ -85,6 +85,8 @@ pub struct Traffic {
     pub connections: AtomicU64,
     /// Connections cut by flapping or [`Relay::cut`].
     pub cut: AtomicU64,
+    /// Connections relayed now (both sides connected, neither closed yet).
+    pub open: AtomicU64,
     /// Recent edge → control plane chunks (newest last).
     up_chunks: Mutex<VecDeque<Chunk>>,
     /// Recent control plane → edge chunks (newest last).
@@ -239,7 +241,9 @@ async fn accept_loop(
             let Ok(cp) = TcpStream::connect(upstream).await else { return };
             let _ = edge.set_nodelay(true);
             let _ = cp.set_nodelay(true);
-            relay(edge, cp, shape, traffic, cut).await;
+            traffic.open.fetch_add(1, Ordering::Relaxed);
+            relay(edge, cp, shape, Arc::clone(&traffic), cut).await;
+            traffic.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
