@@ -289,13 +289,15 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shape: Shape, tra
         async move {
             let mut link_free = Instant::now();
             let mut last_due = Instant::now();
+            // One read buffer; each chunk queued is a copy of what was read (a
+            // small read must not hold, or zero, a whole CHUNK while it waits).
+            let mut read_buf = vec![0u8; CHUNK];
             loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = match from.read(&mut buf).await {
+                let n = match from.read(&mut read_buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                buf.truncate(n);
+                let buf = read_buf[..n].to_vec();
                 // Bounded: wait for room before queueing (and before reading more).
                 let Ok(permit) = room.acquire_many(n as u32).await else { return };
                 permit.forget();
