@@ -38,7 +38,6 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -212,7 +211,7 @@ fn bench_revocation(c: &mut Criterion) {
         drop(set);
     }
     g.finish();
-    write_note("revocation_memory.md", &notes);
+    stile_benches::write_note("revocation_memory.md", &notes);
 }
 
 fn bench_playlist(c: &mut Criterion) {
@@ -327,17 +326,6 @@ fn media_playlist(segments: usize) -> String {
     }
     s.push_str("#EXT-X-ENDLIST\n");
     s
-}
-
-/// Writes a markdown note that `benches/scripts/report.py` appends below the table.
-fn write_note(name: &str, text: &str) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("criterion/notes");
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(name), text)) {
-        eprintln!("cannot write the note {name}: {e}");
-    }
 }
 
 criterion_group!(benches, bench_validation, bench_revocation, bench_playlist, bench_mpd);

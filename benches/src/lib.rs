@@ -117,3 +117,15 @@ pub fn pct<T: Copy + Default>(sorted: &[T], p: f64) -> T {
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
+
+/// Writes a markdown note for a criterion run (`target/criterion/notes/NAME`), which
+/// `benches/scripts/report.py` appends below the table.
+pub fn write_note(name: &str, text: &str) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("criterion/notes");
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(name), text)) {
+        eprintln!("cannot write the note {name}: {e}");
+    }
+}

@@ -166,6 +166,18 @@ pub(crate) struct RequestCtx {
     beacon: bool,
     /// What became of the beacon, once answered (`None` for a credential refused).
     beacon_result: Option<BeaconResult>,
+    /// Answered by the edge itself from a fresh memory-tier object (`direct_hit`).
+    direct: Option<Direct>,
+}
+
+/// A hit the edge answered itself (`EdgeProxy::direct_hit`).
+#[derive(Clone, Copy, Debug)]
+struct Direct {
+    status: u16,
+    /// Body bytes written.
+    bytes: u64,
+    /// The body went out with `sendfile`.
+    zero_copy: bool,
 }
 
 /// A playlist body being read (not changed) for the segment table.
@@ -624,7 +636,63 @@ impl EdgeProxy {
             return self.beacon(session, ctx, None).await;
         }
         ctx.admitted_at = Some(Instant::now());
-        Ok(false)
+        self.direct_hit(session, ctx).await
+    }
+
+    /// Answers an admitted `GET` for a fresh, complete object of the memory tier
+    /// without Pingora's cache machinery: the stored header through the same
+    /// `response_filter` as any hit, then the body — with `sendfile` from its sealed
+    /// memory file over plain HTTP/1.1 (no copy of it through user space), else
+    /// through Pingora's writer. `Ok(false)` for anything else (ranges, conditional
+    /// requests, playlists the edge rewrites or reads, fills in progress, stale or
+    /// absent objects), which Pingora's cache then serves as before.
+    async fn direct_hit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(cache) = self.cache else { return Ok(false) };
+        let req = session.req_header();
+        if req.method != http::Method::GET
+            || ctx.result != Some(Ok(()))
+            || ctx.background
+            || ctx.beacon
+            || ctx.rewrite.is_some()
+            || ctx.observe.is_some()
+            || [header::RANGE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_RANGE]
+                .iter()
+                .any(|h| req.headers.contains_key(h))
+        {
+            return Ok(false);
+        }
+        let Some(pool) = self.cache_pool(session, ctx) else { return Ok(false) };
+        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| req.raw_path());
+        let Some(hit) = cache.direct(self.origins.pool_name(pool), target) else { return Ok(false) };
+        let mut resp = hit.header;
+        let status = resp.status.as_u16();
+        let len = hit.body.len() as u64;
+        ctx.direct = Some(Direct { status, bytes: 0, zero_copy: false });
+        self.response_filter(session, &mut resp, ctx).await?;
+        let down = session.as_downstream();
+        if let Some(c) = hit.sealed.as_ref()
+            && let Some(stream) = tap::untapped(session)
+        {
+            let keepalive = down.get_keepalive().is_some() && down.get_keepalive_reuses_remaining() != Some(0);
+            let idle = down.get_write_timeout().unwrap_or(DIRECT_WRITE_IDLE);
+            let head = h1_head(&resp, keepalive)?;
+            match stile_zerocopy::send_hit(stream, &head, &c.sealed, idle).await {
+                Some(Ok(())) => {
+                    tap::written(session, &head);
+                    ctx.direct = Some(Direct { status, bytes: len, zero_copy: true });
+                    return Ok(true);
+                }
+                Some(Err(e)) => {
+                    return Err(Error::because(ErrorType::WriteError, "sending a cached body", e).into_down());
+                }
+                // TLS or HTTP/2: Pingora's writer below.
+                None => {}
+            }
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(hit.body), true).await?;
+        ctx.direct = Some(Direct { status, bytes: len, zero_copy: false });
+        Ok(true)
     }
 
     /// The session credentials to write for a request admitted by `ctx.token`:
@@ -790,6 +858,7 @@ impl ProxyHttp for EdgeProxy {
             observe: None,
             beacon: false,
             beacon_result: None,
+            direct: None,
         }
     }
 
@@ -840,7 +909,7 @@ impl ProxyHttp for EdgeProxy {
                 return self.beacon(session, ctx, None).await;
             }
             ctx.admitted_at = Some(Instant::now());
-            return Ok(false);
+            return self.direct_hit(session, ctx).await;
         }
         let now = self.clock.now();
         let state = self.shared.load();
@@ -963,7 +1032,7 @@ impl ProxyHttp for EdgeProxy {
                 expect: None,
             });
         }
-        Ok(false)
+        self.direct_hit(session, ctx).await
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -1148,7 +1217,8 @@ impl ProxyHttp for EdgeProxy {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
         if self.reason_header && self.cache.is_some() {
-            resp.insert_header(CACHE_HEADER, Cache::outcome(&session.cache).status)?;
+            let status = if ctx.direct.is_some() { "hit" } else { Cache::outcome(&session.cache).status };
+            resp.insert_header(CACHE_HEADER, status)?;
         }
         self.add_cors(resp, ctx.cors.as_ref())?;
         let mut no_store = false;
@@ -1303,7 +1373,9 @@ impl ProxyHttp for EdgeProxy {
         if let Some(a) = ctx.origin.as_ref() {
             self.origins.end(a);
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status =
+            session.response_written().map(|r| r.status.as_u16()).or(ctx.direct.map(|d| d.status)).unwrap_or(0);
+        let body_bytes = ctx.direct.map_or(session.body_bytes_sent() as u64, |d| d.bytes);
         let proto = if session.is_http2() { "h2" } else { "h1" };
         let tls = session.digest().and_then(tls_version);
         let reason = ctx.result.and_then(Result::err);
@@ -1326,9 +1398,17 @@ impl ProxyHttp for EdgeProxy {
         if let Some(cache) = self.cache
             && admitted
         {
-            cache.record(&session.cache, ctx.kind.as_str(), session.body_bytes_sent() as u64, ctx.background);
+            if let Some(d) = ctx.direct {
+                cache.record_direct(ctx.kind.as_str(), body_bytes, d.zero_copy);
+            } else {
+                cache.record(&session.cache, ctx.kind.as_str(), body_bytes, ctx.background);
+            }
         }
-        let cache_status = if admitted { Cache::outcome(&session.cache).status } else { "bypass" };
+        let cache_status = match (admitted, ctx.direct) {
+            (true, Some(_)) => "hit",
+            (true, None) => Cache::outcome(&session.cache).status,
+            (false, _) => "bypass",
+        };
         let upstream_secs = ctx.admitted_at.map(|t| t.elapsed().as_secs_f64());
         if let Some(secs) = upstream_secs {
             match (e, ctx.upstream_status) {
@@ -1370,7 +1450,7 @@ impl ProxyHttp for EdgeProxy {
             foreign.key = ctx.foreign.as_ref().and_then(|f| f.key.as_deref()),
             cache = cache_status,
             status,
-            bytes = session.body_bytes_sent(),
+            bytes = body_bytes,
             upstream_ms = upstream_secs.map(|s| s * 1e3),
             error = e.map(|e| e.etype().as_str()),
             proto,
@@ -1433,6 +1513,27 @@ fn idempotent(session: &Session) -> bool {
 /// The `tls` access-log field.
 fn tls_version(d: &Digest) -> Option<&'static str> {
     d.ssl_digest.as_ref().map(|s| crate::tls::version_label(&s.version))
+}
+
+/// How long a direct hit waits for a client to take more bytes, unless the
+/// session has a write timeout of its own.
+const DIRECT_WRITE_IDLE: Duration = Duration::from_secs(60);
+
+/// An HTTP/1.1 response head as Pingora writes one (its `Date` and `Connection`
+/// headers included), for a body the edge writes itself.
+fn h1_head(resp: &ResponseHeader, keepalive: bool) -> Result<Vec<u8>> {
+    let mut resp = resp.clone();
+    resp.insert_header(header::DATE, pingora::protocols::http::date::get_cached_date())?;
+    resp.insert_header(header::CONNECTION, if keepalive { "keep-alive" } else { "close" })?;
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(resp.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(resp.get_reason_phrase().unwrap_or_default().as_bytes());
+    head.extend_from_slice(b"\r\n");
+    resp.header_to_h1_wire(&mut head);
+    head.extend_from_slice(b"\r\n");
+    Ok(head)
 }
 
 fn denial_header(status: u16) -> ResponseHeader {

@@ -165,6 +165,21 @@ pub(crate) fn line_matches(sent: &[u8], cut: bool, method: &[u8], target: &[u8])
     version.starts_with(b"HTTP/") && !version.contains(&b' ')
 }
 
+/// The stream under a session's tap (the connection's own stream; the session's
+/// stream when it has no tap), for a response the proxy writes to the socket itself
+/// (`EdgeProxy::direct_hit`); `written` then tells the tap what went out that way.
+pub(crate) fn untapped(session: &Session) -> Option<&Stream> {
+    let stream = session.as_downstream().stream()?;
+    Some((**stream).as_any().downcast_ref::<TapStream>().map_or(stream, |t| &t.inner))
+}
+
+/// Records bytes written to the socket under the tap (see [`untapped`]).
+pub(crate) fn written(session: &Session, bytes: &[u8]) {
+    if let Some(c) = capture(session) {
+        c.observe_write(bytes);
+    }
+}
+
 /// A connection's stream with the tap on it; everything else is passed through.
 #[derive(Debug)]
 pub(crate) struct TapStream {

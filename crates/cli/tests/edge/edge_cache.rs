@@ -501,3 +501,83 @@ fn a_pool_fills_the_cache_from_its_chosen_origin_and_hits_go_out_over_tls_and_h2
     let log = edge.log();
     assert!(log.contains(r#""proto":"h2""#) && log.contains(r#""cache":"hit""#), "{log}");
 }
+
+/// One response with a `Content-Length` body, read off a kept-alive connection;
+/// `pause`: the viewer reads its body slowly (64 KiB, then a pause), so the edge
+/// finds the socket full and waits for it.
+fn read_one(r: &mut std::io::BufReader<std::net::TcpStream>, pause: Duration) -> Response {
+    use std::io::Read;
+    let head = read_head(r).expect("a response head");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(b"\r\n");
+    let mut resp = parse_response(&raw, true).expect("a parsable head");
+    let len: usize = resp.header("content-length").expect("Content-Length").parse().unwrap();
+    let mut body = vec![0; len];
+    let mut at = 0;
+    while at < len {
+        let n = r.read(&mut body[at..len.min(at + (64 << 10))]).expect("body bytes");
+        assert!(n > 0, "the connection ended {at} bytes into a {len}-byte body");
+        at += n;
+        std::thread::sleep(pause);
+    }
+    resp.body = body;
+    resp
+}
+
+#[test]
+fn memory_hits_are_answered_by_the_edge_with_sendfile_on_a_kept_alive_connection() {
+    use std::io::Write;
+    let big = bytes(5 << 20, 7);
+    let small = bytes(2048, 8);
+    let (b, s) = (big.clone(), small.clone());
+    let origin = CountingOrigin::start(move |seen| match seen.path() {
+        "/vod/abc/v1/big.ts" => Reply::ok(b.clone()).header("Cache-Control", "max-age=600"),
+        _ => Reply::ok(s.clone()).header("Cache-Control", "max-age=600"),
+    });
+    let edge = cached_edge(&origin, "");
+    let (big_link, small_link) = (link("/vod/abc/v1/big.ts", 1), link("/vod/abc/v1/small.ts", 2));
+    for l in [&big_link, &small_link] {
+        assert_eq!(cache_status(&edge.get(l, &[])), Some("miss"), "{}", edge.log());
+    }
+    let sent_before = metric(edge.admin, "stile_edge_cache_zero_copy_bytes_total").unwrap_or(0.0);
+
+    // Three hits on one connection: the big one (sent with sendfile), the small one
+    // (through Pingora's writer), the big one again read slowly.
+    let conn = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(conn);
+    for (target, body, pause) in [
+        (&big_link, &big, Duration::ZERO),
+        (&small_link, &small, Duration::ZERO),
+        (&big_link, &big, Duration::from_millis(5)),
+    ] {
+        write!(w, "GET {target} HTTP/1.1\r\nHost: edge.test\r\n\r\n").unwrap();
+        let resp = read_one(&mut r, pause);
+        assert_eq!((resp.status, cache_status(&resp)), (200, Some("hit")), "{}", edge.log());
+        assert!(resp.body == *body, "the bytes differ from the origin's");
+        assert_eq!(resp.header("content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+        assert!(resp.header("age").is_some() && resp.header("date").is_some(), "{:?}", resp.headers);
+        assert_eq!(resp.header("cache-control"), Some("max-age=600"));
+    }
+    let sent = metric(edge.admin, "stile_edge_cache_zero_copy_bytes_total").unwrap() - sent_before;
+    assert_eq!(sent, 2.0 * big.len() as f64, "both big hits went out with sendfile, the small one did not");
+
+    // A viewer that asks to close gets `Connection: close`, then the end of the connection.
+    write!(w, "GET {big_link} HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n").unwrap();
+    let last = read_one(&mut r, Duration::ZERO);
+    assert_eq!((last.status, last.header("connection")), (200, Some("close")));
+    let mut rest = Vec::new();
+    assert_eq!(std::io::Read::read_to_end(&mut r, &mut rest).unwrap(), 0, "closed after the answer");
+    assert_eq!(origin.count("/vod/abc/v1/big.ts"), 1);
+
+    // The access log and the lookups count these hits as any other.
+    let log = edge.log();
+    let hits = log
+        .lines()
+        .filter(|l| l.contains("stile::access") && l.contains("\"cache\":\"hit\"") && l.contains("\"bytes\":5242880"))
+        .count();
+    assert_eq!(hits, 3, "{log}");
+    assert_eq!(metric(edge.admin, r#"stile_edge_cache_lookups_total{kind="segment",status="hit"}"#), Some(4.0));
+}

@@ -12,6 +12,7 @@ pub(crate) const STATUSES: [&str; 6] = ["hit", "miss", "stale", "expired", "reva
 pub(crate) struct CacheMetrics {
     lookups: IntCounterVec,
     served: IntCounterVec,
+    zero_copy: IntCounter,
     origin_fetches: IntCounterVec,
     lock_waits: IntCounter,
     lock_timeouts: IntCounter,
@@ -41,6 +42,13 @@ impl CacheMetrics {
                 "stile_edge_cache_served_bytes_total",
                 "Response body bytes sent to viewers, by where they came from (cache or origin).",
                 &["source"],
+            ),
+            zero_copy: registered(
+                registry,
+                IntCounter::new(
+                    "stile_edge_cache_zero_copy_bytes_total",
+                    "Cached body bytes sent with sendfile from a sealed memory-tier object (plain HTTP/1.1 hits; no copy through user space).",
+                ),
             ),
             origin_fetches: counter(
                 "stile_edge_cache_origin_fetches_total",
@@ -98,6 +106,10 @@ impl CacheMetrics {
 
     pub(crate) fn served(&self, from_cache: bool, bytes: u64) {
         self.served.with_label_values(&[if from_cache { "cache" } else { "origin" }]).inc_by(bytes);
+    }
+
+    pub(crate) fn zero_copy(&self, bytes: u64) {
+        self.zero_copy.inc_by(bytes);
     }
 
     pub(crate) fn origin_fetch(&self, status: &str) {

@@ -52,6 +52,7 @@ pub use self::store::StoreError;
 use self::freshness::{BodyKind, CacheKind, Skip};
 use self::metrics::CacheMetrics;
 use self::purge::PurgeIndex;
+pub(crate) use self::store::DirectHit;
 use self::store::{KeyInfo, Store};
 
 /// Keys remembered as uncacheable per predictor shard.
@@ -120,6 +121,22 @@ impl Cache {
         let path = String::from_utf8_lossy(key::path_of(target));
         k.extensions.insert(KeyInfo { path: Arc::from(path.as_ref()) });
         k
+    }
+
+    /// A fresh, complete memory-tier hit for the proxy to answer itself (see
+    /// `EdgeProxy::direct_hit`); `None` sends the request through Pingora's cache.
+    pub(crate) fn direct(&self, pool: &str, target: &[u8]) -> Option<DirectHit> {
+        self.store.direct(&self.key(pool, target), crate::clock::cache_now())
+    }
+
+    /// Records a hit the proxy answered itself, as `record` records Pingora's
+    /// (`zero_copy`: its body went out with `sendfile`).
+    pub(crate) fn record_direct(&self, kind: &str, body_bytes: u64, zero_copy: bool) {
+        self.metrics.lookup("hit", kind);
+        self.metrics.served(true, body_bytes);
+        if zero_copy {
+            self.metrics.zero_copy(body_bytes);
+        }
     }
 
     /// Whether (and how) an origin response is stored. `target` is the token-free upstream target.

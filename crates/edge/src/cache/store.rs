@@ -39,6 +39,7 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta, HitHandler, MissHandler, Storage};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
+use stile_zerocopy::Sealed;
 use tinyufo::TinyUfo;
 
 use super::config::{CacheConfig, TtlConfig};
@@ -53,6 +54,9 @@ const PAGE: u64 = 4096;
 pub(crate) const MEMORY_OBJECT_CAP: u64 = PAGE * u16::MAX as u64;
 /// Body bytes read from a disk file per `read_body` call.
 const DISK_READ: usize = 16 * BLOCK;
+/// Bodies from this size on go into a sealed memory file (`stile_zerocopy`): below
+/// it, a `sendfile` saves less than the extra system call costs.
+pub(crate) const SEAL_MIN: usize = 64 << 10;
 /// Disk tier shards of Pingora's LRU manager.
 const LRU_SHARDS: usize = 16;
 
@@ -83,7 +87,33 @@ struct Object {
     seq: u64,
     path: Arc<str>,
     meta: Meta,
+    /// The body; for a sealed one, a view of `sealed`'s mapping (no second copy).
     body: Bytes,
+    /// Bodies of at least [`SEAL_MIN`] bytes live in a sealed memory file, which
+    /// plain-HTTP/1.1 hits send with `sendfile` (`stile_zerocopy`).
+    sealed: Option<Arc<Counted>>,
+}
+
+/// A sealed body, counted against the store's cap on open memory files.
+#[derive(Debug)]
+pub(crate) struct Counted {
+    pub(crate) sealed: Arc<Sealed>,
+    count: &'static AtomicU64,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A fresh, complete memory-tier hit the proxy answers itself (`Store::direct`).
+#[derive(Debug)]
+pub(crate) struct DirectHit {
+    /// The stored response header, with `Age` and `Content-Length`.
+    pub(crate) header: ResponseHeader,
+    pub(crate) body: Bytes,
+    pub(crate) sealed: Option<Arc<Counted>>,
 }
 
 /// What a [`CacheMeta`] is rebuilt from on every hit.
@@ -184,6 +214,12 @@ pub(crate) struct Store {
     purges: Arc<PurgeIndex>,
     ttl: TtlConfig,
     metrics: Arc<CacheMetrics>,
+    /// Sealed bodies alive, each an open file descriptor and a mapping, and their cap:
+    /// a quarter of the descriptor limit (raised to its hard maximum at start; the
+    /// rest is left to connections) and half of `vm.max_map_count`. Past it, bodies
+    /// stay in plain memory.
+    sealed_open: &'static AtomicU64,
+    sealed_cap: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -231,7 +267,55 @@ impl Store {
             purges,
             ttl: config.ttl.clone(),
             metrics,
+            sealed_open: Box::leak(Box::new(AtomicU64::new(0))),
+            sealed_cap: (stile_zerocopy::raise_nofile_limit() / 4).min(max_map_count() / 2),
         })
+    }
+
+    /// A body for the memory tier from a fill's chunks: sealed from [`SEAL_MIN`] bytes
+    /// (while under the cap), else one contiguous `Bytes`.
+    fn body_of(&self, chunks: &[Bytes]) -> (Bytes, Option<Arc<Counted>>) {
+        let len = total(chunks);
+        if len >= SEAL_MIN && self.sealed_open.fetch_add(1, Ordering::Relaxed) < self.sealed_cap {
+            let count = self.sealed_open;
+            match Sealed::new(chunks) {
+                Ok(s) => {
+                    let c = Arc::new(Counted { sealed: Arc::new(s), count });
+                    return (c.sealed.bytes(), Some(c));
+                }
+                Err(e) => {
+                    count.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cache.seal_failed");
+                }
+            }
+        } else if len >= SEAL_MIN {
+            self.sealed_open.fetch_sub(1, Ordering::Relaxed);
+        }
+        (concat(chunks), None)
+    }
+
+    /// A fresh, complete object of the memory tier, for the proxy to answer without
+    /// Pingora's cache machinery: `None` for anything else (a fill in progress,
+    /// stale, purged, or not in memory), which then takes the usual lookup.
+    pub(crate) fn direct(&self, key: &CacheKey, now: SystemTime) -> Option<DirectHit> {
+        let k = u128::from_be_bytes(key.combined_bin());
+        if self.fills().by_key.contains_key(&k) {
+            return None;
+        }
+        let obj = self.memory_get(k)?;
+        if now >= obj.meta.fresh_until || self.purges.is_purged(&obj.path, obj.seq) {
+            return None;
+        }
+        if let Some(d) = &self.disk {
+            d.lru.access(&entry(k), obj_weight(&obj), obj.meta.fresh_until);
+        }
+        let mut header = obj.meta.header.clone();
+        let age = now.duration_since(obj.meta.updated).unwrap_or_default().as_secs();
+        header.insert_header(http::header::AGE, age).ok()?;
+        header.remove_header(&http::header::TRANSFER_ENCODING);
+        header.insert_header(http::header::CONTENT_LENGTH, obj.body.len()).ok()?;
+        header.set_version(http::Version::HTTP_11);
+        Some(DirectHit { header, body: obj.body.clone(), sealed: obj.sealed.clone() })
     }
 
     /// The disk tier's eviction manager, which the proxy hands to Pingora.
@@ -327,7 +411,9 @@ impl Store {
             Meta::from_head(&found.head).map_err(|e| Error::because(ErrorType::InternalError, "cache head", e))?;
         match found.body {
             Some(body) => {
-                let obj = Arc::new(Object { key, seq: found.head.seq, path: found.head.path.into(), meta, body });
+                let (body, sealed) = self.body_of(&[body]);
+                let obj =
+                    Arc::new(Object { key, seq: found.head.seq, path: found.head.path.into(), meta, body, sealed });
                 self.memory_put(obj.clone());
                 Ok(Some(self.hit(&obj)))
             }
@@ -457,8 +543,14 @@ impl Storage for Store {
         let k = u128::from_be_bytes(key.combined_bin());
         let new_meta = Meta::from_cache_meta(meta);
         if let Some(obj) = self.memory_get(k) {
-            let updated =
-                Object { key: k, seq: obj.seq, path: obj.path.clone(), meta: new_meta, body: obj.body.clone() };
+            let updated = Object {
+                key: k,
+                seq: obj.seq,
+                path: obj.path.clone(),
+                meta: new_meta,
+                body: obj.body.clone(),
+                sealed: obj.sealed.clone(),
+            };
             let chunks = vec![obj.body.clone()];
             self.install(updated, chunks, Box::new(|| {}));
             return Ok(true);
@@ -470,7 +562,12 @@ impl Storage for Store {
             .map_err(|e| Error::because(ErrorType::InternalError, "cache disk read", e))?;
         match read {
             Ok(Some(Found { head, body: Some(body), .. })) => {
-                let obj = Object { key: k, seq: head.seq, path: head.path.into(), meta: new_meta, body: body.clone() };
+                let (mem, sealed) = if body.len() as u64 <= self.memory_max_object {
+                    self.body_of(std::slice::from_ref(&body))
+                } else {
+                    (body.clone(), None)
+                };
+                let obj = Object { key: k, seq: head.seq, path: head.path.into(), meta: new_meta, body: mem, sealed };
                 self.install(obj, vec![body], Box::new(|| {}));
                 Ok(true)
             }
@@ -726,10 +823,12 @@ impl HandleMiss for FillWriter {
         let fill = &self.fill;
         let len = total(&chunks);
         // Large objects stay in chunks (they go to disk only): no copy of them is made.
-        let body = if len as u64 <= self.store.memory_max_object || fill.from_body.is_some() {
-            concat(&chunks)
+        let (body, sealed) = if len as u64 <= self.store.memory_max_object {
+            self.store.body_of(&chunks)
+        } else if fill.from_body.is_some() {
+            (concat(&chunks), None)
         } else {
-            Bytes::new()
+            (Bytes::new(), None)
         };
         let mut meta = fill.meta.clone();
         let mut keep = !self.store.purges.is_purged(&fill.path, fill.seq);
@@ -741,7 +840,7 @@ impl HandleMiss for FillWriter {
         let size = len + header_bytes(&meta.header) as usize + format::FIXED;
         self.end(FillDone::Complete);
         if keep {
-            let obj = Object { key: fill.key, seq: fill.seq, path: fill.path.clone(), meta, body };
+            let obj = Object { key: fill.key, seq: fill.seq, path: fill.path.clone(), meta, body, sealed };
             // The fill leaves the table once the object is in place: no gap where a lookup finds neither.
             let (store, id, key) = (self.store, fill.id, fill.key);
             self.store.install(obj, chunks, Box::new(move || store.unregister(id, key)));
@@ -1012,6 +1111,12 @@ fn concat(chunks: &[Bytes]) -> Bytes {
             b.freeze()
         }
     }
+}
+
+/// The kernel's limit on a process's memory mappings (`vm.max_map_count`): each
+/// sealed body is one.
+fn max_map_count() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65_530)
 }
 
 fn total(chunks: &[Bytes]) -> usize {
