@@ -86,7 +86,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| segments.record_hls(black_box("/vod/4f7c2a9e/1080p/index.m3u8"), black_box(&body)))
     });
     g.finish();
-    assert_eq!(tracker.len(), SESSIONS as usize);
+    // `start_and_end` leaves nothing behind; sessions whose segments reached the
+    // film's end completed and left (VOD completion ends a session).
+    assert!(tracker.len() <= SESSIONS as usize, "{} sessions tracked", tracker.len());
 }
 
 criterion_group!(benches, bench);
