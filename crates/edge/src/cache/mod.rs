@@ -3,7 +3,7 @@
 //! revalidate in a background subrequest, stale-if-error, 304 revalidation,
 //! ranges from a seekable hit), and this module gives it what it lacks:
 //!
-//! - `store.rs` — the [`Storage`](pingora::cache::Storage): TinyUFO memory tier,
+//! - `store.rs` — the [`Storage`](pingora::cache::Storage): foyer S3-FIFO memory tier,
 //!   file-per-object disk tier (`format.rs`) bounded by Pingora's LRU eviction
 //!   manager, fills that waiters stream from;
 //! - `key.rs` — the token-free cache key;
