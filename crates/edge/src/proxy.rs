@@ -675,7 +675,7 @@ impl EdgeProxy {
         {
             let keepalive = down.get_keepalive().is_some() && down.get_keepalive_reuses_remaining() != Some(0);
             let idle = down.get_write_timeout().unwrap_or(DIRECT_WRITE_IDLE);
-            let head = h1_head(&resp, keepalive)?;
+            let head = h1_head(&mut resp, keepalive)?;
             match stile_zerocopy::send_hit(stream, &head, &c.sealed, idle).await {
                 Some(Ok(())) => {
                     tap::written(session, &head);
@@ -1519,10 +1519,10 @@ fn tls_version(d: &Digest) -> Option<&'static str> {
 /// session has a write timeout of its own.
 const DIRECT_WRITE_IDLE: Duration = Duration::from_secs(60);
 
-/// An HTTP/1.1 response head as Pingora writes one (its `Date` and `Connection`
-/// headers included), for a body the edge writes itself.
-fn h1_head(resp: &ResponseHeader, keepalive: bool) -> Result<Vec<u8>> {
-    let mut resp = resp.clone();
+/// An HTTP/1.1 response head as Pingora writes one, for a body the edge writes
+/// itself: `resp` gets the `Date` and `Connection` headers Pingora would set (and
+/// sets again, the same, if it writes `resp` after all).
+fn h1_head(resp: &mut ResponseHeader, keepalive: bool) -> Result<Vec<u8>> {
     resp.insert_header(header::DATE, pingora::protocols::http::date::get_cached_date())?;
     resp.insert_header(header::CONNECTION, if keepalive { "keep-alive" } else { "close" })?;
     let mut head = Vec::with_capacity(512);

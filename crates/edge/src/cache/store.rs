@@ -104,7 +104,7 @@ struct Object {
 #[derive(Debug)]
 pub(crate) struct Counted {
     pub(crate) sealed: Arc<Sealed>,
-    count: &'static AtomicU64,
+    count: Arc<AtomicU64>,
 }
 
 impl Drop for Counted {
@@ -221,7 +221,7 @@ pub(crate) struct Store {
     /// a quarter of the descriptor limit (raised to its hard maximum at start; the
     /// rest is left to connections) and half of `vm.max_map_count`. Past it, bodies
     /// stay in plain memory.
-    sealed_open: &'static AtomicU64,
+    sealed_open: Arc<AtomicU64>,
     sealed_cap: u64,
 }
 
@@ -277,7 +277,7 @@ impl Store {
             purges,
             ttl: config.ttl.clone(),
             metrics,
-            sealed_open: Box::leak(Box::new(AtomicU64::new(0))),
+            sealed_open: Arc::new(AtomicU64::new(0)),
             sealed_cap: (stile_zerocopy::raise_nofile_limit() / 4).min(max_map_count() / 2),
         })
     }
@@ -285,21 +285,23 @@ impl Store {
     /// A body for the memory tier from a fill's chunks: sealed from [`SEAL_MIN`] bytes
     /// (while under the cap), else one contiguous `Bytes`.
     fn body_of(&self, chunks: &[Bytes]) -> (Bytes, Option<Arc<Counted>>) {
-        let len = total(chunks);
-        if len >= SEAL_MIN && self.sealed_open.fetch_add(1, Ordering::Relaxed) < self.sealed_cap {
-            let count = self.sealed_open;
+        let slot = total(chunks) >= SEAL_MIN
+            && self
+                .sealed_open
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.sealed_cap).then_some(n + 1))
+                .is_ok();
+        if slot {
+            // The slot is taken: `Counted` gives it back when it drops.
             match Sealed::new(chunks) {
                 Ok(s) => {
-                    let c = Arc::new(Counted { sealed: Arc::new(s), count });
+                    let c = Arc::new(Counted { sealed: Arc::new(s), count: self.sealed_open.clone() });
                     return (c.sealed.bytes(), Some(c));
                 }
                 Err(e) => {
-                    count.fetch_sub(1, Ordering::Relaxed);
+                    self.sealed_open.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "cache.seal_failed");
                 }
             }
-        } else if len >= SEAL_MIN {
-            self.sealed_open.fetch_sub(1, Ordering::Relaxed);
         }
         (concat(chunks), None)
     }
