@@ -214,13 +214,9 @@ impl Tracker {
 
     /// Counts and logs one ended session.
     fn end(&self, id: SessionId, e: &Entry, cause: EndCause, now: u64) {
-        self.metrics.playback_tracked(-1);
-        let counters = e.channel.playback(&self.metrics);
-        counters.ended[cause as usize].inc();
         let completion = completion(e.furthest);
-        if let Some(c) = completion {
-            counters.completion.observe(c);
-        }
+        // The event is written before the counts move, so whoever sees a session counted
+        // as ended finds its `session.ended` line already in the log.
         // The end of a session found idle is its last request, not the sweep's time.
         let ended_at = if cause == EndCause::Idle { e.last_seen } else { now };
         tracing::info!(
@@ -234,6 +230,12 @@ impl Tracker {
             total_secs = (e.furthest.total_ms > 0).then(|| f64::from(e.furthest.total_ms) / 1e3),
             "session.ended"
         );
+        self.metrics.playback_tracked(-1);
+        let counters = e.channel.playback(&self.metrics);
+        counters.ended[cause as usize].inc();
+        if let Some(c) = completion {
+            counters.completion.observe(c);
+        }
     }
 
     /// Sessions tracked now.
