@@ -19,6 +19,11 @@ interleaved rounds:
     h2-mix      the same over the viewer mix of mix.py without its preflights (h2load
                 sends GETs only): every 20th request a denial, the rest live playlists
                 (the edge rewrites them) and 1 MiB segments at 1 : 3, from a URI list
+    h1-hit      `h1` against the caching peers, the object cached (filled first):
+    h2-hit      `h2` likewise — a second edge with `[cache]` on and nginx with
+                `proxy_cache` (`proxy_cache_lock`, `sendfile`), the same certificate and
+                cipher, so the keep-alive rows are measured where a video edge's
+                requests are answered, its cache, as well as through the proxy
 
 h2load runs without its own warm-up phase (the warm-up runs above take its place), so the
 proxy CPU measured and the requests counted cover the same seconds. Pinning as in
@@ -41,7 +46,7 @@ import load  # noqa: E402  (the plain harness: processes, nginx configs, wrk par
 import load_mix  # noqa: E402  (tokens and the mix's requests per variant)
 import mix  # noqa: E402  (the viewer mix)
 
-SCENARIOS = ["handshake", "h1", "h2", "h2-mix"]
+SCENARIOS = ["handshake", "h1", "h2", "h2-mix", "h1-hit", "h2-hit"]
 VARIANTS = ["edge-tls", "nginx-tls"]
 HOST = "bench.test"
 CIPHER = "TLS_AES_128_GCM_SHA256"
@@ -77,7 +82,7 @@ def main() -> int:
 
 
 def run(args, scenarios: list[str], work: pathlib.Path) -> int:
-    ports = {v: load.free_port() for v in ["origin", *VARIANTS]}
+    ports = {v: load.free_port() for v in ["origin", *VARIANTS, *[f"{v}-cache" for v in VARIANTS]]}
     now = int(time.time())
     cert, key = work / "cert.pem", work / "key.pem"
     subprocess.run(
@@ -97,20 +102,24 @@ def run(args, scenarios: list[str], work: pathlib.Path) -> int:
     state = work / "state.json"
     token = subprocess.run([args.mint, str(state), "/bench/", load.OBJECT, str(now), str(args.revoked)],
                            check=True, capture_output=True, text=True).stdout.strip()
-    econf = work / "edge-tls.toml"
-    econf.write_text(f"""listen = []
+    def edge_config(name: str, cache: str) -> pathlib.Path:
+        conf = work / f"{name}.toml"
+        conf.write_text(f"""listen = []
 admin_listen = ""
 threads = {args.edge_threads}
-pid_file = "{work}/edge.pid"
-upgrade_sock = "{work}/edge.sock"
+pid_file = "{work}/{name}.pid"
+upgrade_sock = "{work}/{name}.sock"
 [origin]
 address = "127.0.0.1:{ports['origin']}"
 [state]
 file = "{state}"
 [access_log]
 enabled = false
+[diagnostics]
+reason_header = true
+{cache}
 [tls]
-listen = ["127.0.0.1:{ports['edge-tls']}"]
+listen = ["127.0.0.1:{ports[name]}"]
 min_version = "1.3"
 cipher_suites = ["{CIPHER}"]
 session_tickets = false
@@ -119,31 +128,73 @@ session_cache_size = 0
 cert = "{cert}"
 key = "{key}"
 """)
-    edge = load.start([args.stile, "edge", "--config", str(econf)], args.proxy_cpu, work / "edge-tls.log")
-    load.wait_port(ports["edge-tls"], edge, "edge-tls")
+        return conf
+
+    hits = [s for s in scenarios if s.endswith("-hit")]
+    pids = {}
+    for name, cache in [("edge-tls", ""), *([("edge-tls-cache", "[cache]\nenabled = true\n")] if hits else [])]:
+        edge = load.start([args.stile, "edge", "--config", str(edge_config(name, cache))], args.proxy_cpu,
+                          work / f"{name}.log")
+        load.wait_port(ports[name], edge, name)
+        pids[name] = edge.pid
 
     expires = now + 3600
-    body = f"""    upstream origin {{ server 127.0.0.1:{ports['origin']}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{ports['nginx-tls']} ssl http2 backlog=4096;
-        ssl_certificate {cert};
+    tls = f"""        ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.3;
         ssl_conf_command Ciphersuites {CIPHER};
         ssl_ecdh_curve X25519;
         ssl_session_cache off;
-        ssl_session_tickets off;
+        ssl_session_tickets off;"""
+    body = f"""    upstream origin {{ server 127.0.0.1:{ports['origin']}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx-tls']} ssl http2 backlog=4096;
+{tls}
         location / {{
 {load.SECURE_LINK}
 {load.PROXY_PASS}
         }}
     }}"""
     nginx = load.start_nginx(work, "nginx-tls", body, args.proxy_cpu, ports["nginx-tls"])
-    pids = {"edge-tls": edge.pid, "nginx-tls": nginx.pid}
+    pids["nginx-tls"] = nginx.pid
+    if hits:
+        # As load_cache.py's nginx-cache: sendfile on (moot under TLS without kTLS), a cache lock.
+        (work / "nginx-cache").mkdir()
+        body = f"""    sendfile on;
+    tcp_nopush on;
+    proxy_cache_path {work}/nginx-cache/store levels=1:2 keys_zone=video:64m max_size=1g inactive=1h use_temp_path=off;
+    upstream origin {{ server 127.0.0.1:{ports['origin']}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx-tls-cache']} ssl http2 backlog=4096;
+{tls}
+        location / {{
+{load.SECURE_LINK}
+            proxy_cache video;
+            proxy_cache_key $host$uri;
+            proxy_cache_lock on;
+            proxy_cache_valid 200 1h;
+            add_header x-cache-status $upstream_cache_status;
+{load.PROXY_PASS}
+        }}
+    }}"""
+        nginx = load.start_nginx(work, "nginx-tls-cache", body, args.proxy_cpu, ports["nginx-tls-cache"], master=True)
+        pids["nginx-tls-cache"] = nginx.pid
     urls = {
         "edge-tls": f"https://{HOST}:{ports['edge-tls']}{load.OBJECT}?st={token}",
         "nginx-tls": f"https://{HOST}:{ports['nginx-tls']}{load.OBJECT}?{load.secure_link_query(load.OBJECT, expires)}",
     }
+    for v in VARIANTS:
+        urls[f"{v}-cache"] = urls[v].replace(f":{ports[v]}/", f":{ports[v + '-cache']}/")
+
+    # The caching peers answer the object from their cache (the first request fills it).
+    for v in [f"{v}-cache" for v in VARIANTS] if hits else []:
+        for attempt in range(2):
+            out = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(cert), "--resolve",
+                                  f"{HOST}:{ports[v]}:127.0.0.1", "-o", "/dev/null", "-D", "-", urls[v]],
+                                 capture_output=True, text=True, timeout=10)
+        cached = re.search(r"^(x-stile-cache|x-cache-status): *(\S+)", out.stdout, re.M | re.I)
+        if not cached or cached.group(2).lower() != "hit":
+            raise SystemExit(f"bench-load: {v} does not answer from its cache:\n{out.stdout}{out.stderr}")
 
     # Both answer over HTTP/2 with the object, with the same protocol and cipher.
     for v in VARIANTS:
@@ -168,6 +219,8 @@ key = "{key}"
         uri_files[v].write_text("".join(f"https://127.0.0.1:{ports[v]}{u}\n" for u in mix.uri_list(pl, seg, den)))
 
     def one(v: str, scenario: str, seconds: int) -> dict:
+        if scenario.endswith("-hit"):
+            v, scenario = f"{v}-cache", scenario.removesuffix("-hit")
         url = urls[v].replace(HOST, "127.0.0.1")
         if scenario == "h2-mix":
             cmd = ["taskset", "-c", str(args.load_cpu), "h2load", "-c", str(args.connections), "-m", "10",
@@ -223,14 +276,18 @@ def table(args, scenarios: list[str], runs: dict[str, list[dict]]) -> str:
     med = lambda k, f: statistics.median(r[f] for r in runs[k])  # noqa: E731
     what = {"handshake": "new connection per request (full TLS 1.3 handshake), HTTP/1.1",
             "h1": "HTTPS keep-alive, HTTP/1.1", "h2": "HTTPS, HTTP/2, 10 streams per connection",
-            "h2-mix": "viewer mix (5 % denials, playlists : 1 MiB segments 1 : 3), HTTPS, HTTP/2"}
+            "h2-mix": "viewer mix (5 % denials, playlists : 1 MiB segments 1 : 3), HTTPS, HTTP/2",
+            "h1-hit": "cache hit, HTTPS keep-alive, HTTP/1.1", "h2-hit": "cache hit, HTTPS, HTTP/2, 10 streams per connection"}
     tool = {"handshake": f"wrk -t1 -c{args.connections}, `Connection: close`", "h1": f"wrk -t1 -c{args.connections}",
             "h2": f"h2load -t1 -c{args.connections} -m10", "h2-mix": f"h2load -t1 -c{args.connections} -m10 -i"}
+    tool["h1-hit"], tool["h2-hit"] = tool["h1"], tool["h2"]
+    label = lambda v, s: f"{v} + cache" if s.endswith("-hit") else v  # noqa: E731
     lines = [
         f"{args.rounds} interleaved rounds of {args.duration} s; 2 KiB object (h2-mix: the viewer mix, the edge rewriting "
         "playlists, nginx passing them through); same ECDSA P-256 certificate, TLS 1.3 "
         f"`{CIPHER}` with X25519, resumption off on both; proxy pinned to CPU {args.proxy_cpu} (edge threads = "
-        f"{args.edge_threads}, nginx one worker), load generator and origin on CPU {args.load_cpu}; access logs off.",
+        f"{args.edge_threads}, nginx one worker), load generator and origin on CPU {args.load_cpu}; access logs off. "
+        "`+ cache` rows: a second edge with `[cache]` on and nginx with `proxy_cache`, the object cached.",
         "",
         "| scenario | variant | req/s (median) | req/s (min – max) | proxy CPU / req | req per proxy-core-second "
         "| MB/s per core (bytes received) | proxy CPU use |",
@@ -241,7 +298,7 @@ def table(args, scenarios: list[str], runs: dict[str, list[dict]]) -> str:
             k = f"{v}/{s}"
             rps = [r["rps"] for r in runs[k]]
             cpu = med(k, "cpu_us_per_req")
-            lines.append(f"| {what[s]} ({tool[s]}) | {v} | {med(k, 'rps'):,.0f} | {min(rps):,.0f} – {max(rps):,.0f} | "
+            lines.append(f"| {what[s]} ({tool[s]}) | {label(v, s)} | {med(k, 'rps'):,.0f} | {min(rps):,.0f} – {max(rps):,.0f} | "
                          f"{cpu:.1f} µs | {1e6 / cpu:,.0f} | {med(k, 'mb_s_core'):,.0f} | {med(k, 'cpu_util') * 100:.0f} % |")
     lines += ["", "| ratio edge-tls / nginx-tls (median of per-round ratios) | req/s | per proxy core (CPU/req inverse) | goal |",
               "|---|---|---|---|"]

@@ -48,6 +48,7 @@ pub mod cache;
 pub mod clock;
 mod config;
 pub mod cors;
+mod fetch;
 pub mod foreign;
 mod geo;
 mod intake;

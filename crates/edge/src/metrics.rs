@@ -51,6 +51,8 @@ pub struct Metrics {
     channels: RwLock<HashMap<Box<str>, Channel>>,
     /// `upstream_responses` and `upstream_duration` by status class, in [`STATUS_CLASSES`] order.
     upstream_by_class: [(IntCounter, Histogram); STATUS_CLASSES.len()],
+    /// `stile_edge_fast_path_requests_total{outcome}`: `served`, `handed_over`.
+    fast_path: [IntCounter; 2],
 }
 
 /// Status classes of the `class` label.
@@ -508,6 +510,19 @@ impl Metrics {
         for r in ["ok", "error"] {
             state_reloads.with_label_values(&[r]);
         }
+        let fast_path = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stile_edge_fast_path_requests_total",
+                    "Plain GETs taken by the edge's sequential path to the origin (`origin.fast_path`): \
+                     served by it (its errors included), or handed over to Pingora's proxy before anything reached the viewer \
+                     (a pooled connection found closed, a retried connect error or 5xx).",
+                ),
+                &["outcome"],
+            ),
+        );
+        let fast_path = ["served", "handed_over"].map(|o| fast_path.with_label_values(&[o]));
         let upstream_by_class = STATUS_CLASSES
             .map(|c| (upstream_responses.with_label_values(&[c]), upstream_duration.with_label_values(&[c])));
         Metrics {
@@ -530,6 +545,7 @@ impl Metrics {
             other_channel: Arc::new(ChannelCounters::new("other")),
             channels: RwLock::new(HashMap::new()),
             upstream_by_class,
+            fast_path,
         }
     }
 
@@ -592,6 +608,11 @@ impl Metrics {
         let (count, duration) = &self.upstream_by_class[status_class(status)];
         count.inc();
         duration.observe(secs);
+    }
+
+    /// Counts one request taken by the sequential path: `served` by it, or handed over.
+    pub(crate) fn fast_path(&self, served: bool) {
+        self.fast_path[usize::from(!served)].inc();
     }
 
     /// Counts one failed origin exchange.

@@ -36,6 +36,7 @@ use crate::cache::Cache;
 use crate::clock::SharedClock;
 use crate::config::{CookieConfig, EdgeConfig};
 use crate::cors::{self, Cors, Grant};
+use crate::fetch::{self, Fetcher};
 use crate::foreign::{ForeignGate, ForeignInput};
 use crate::geo::{Geo, client_ip};
 use crate::metrics::{Metrics, ObjectKind, PlaylistOutcome, SessionEvent};
@@ -75,6 +76,8 @@ pub(crate) struct EdgeProxy {
     access_log: bool,
     /// The object cache (`[cache] enabled`).
     cache: Option<&'static Cache>,
+    /// The sequential path to the origin for plain `GET`s (`origin.fast_path`).
+    fetch: Option<Fetcher>,
     /// Other vendors' links (`[[foreign]]`), judged when a request has no Stile token.
     foreign: ForeignGate,
     /// Per-share playback outcomes (`[outcomes]`): the session tracker and VOD segment ends.
@@ -168,6 +171,8 @@ pub(crate) struct RequestCtx {
     beacon_result: Option<BeaconResult>,
     /// Answered by the edge itself from a fresh memory-tier object (`direct_hit`).
     direct: Option<Direct>,
+    /// The fast path (`direct_fetch`) failed and logged it.
+    fetch_failed: bool,
 }
 
 /// A hit the edge answered itself (`EdgeProxy::direct_hit`).
@@ -268,6 +273,7 @@ impl EdgeProxy {
             reason_header: config.diagnostics.reason_header,
             access_log: config.access_log.enabled,
             cache: None,
+            fetch: None,
             // `EdgeConfig::validate` checked it already.
             foreign: ForeignGate::new(&config.foreign).unwrap_or_default(),
             outcomes: None,
@@ -287,6 +293,12 @@ impl EdgeProxy {
     /// Caches admitted objects in `cache`.
     pub(crate) fn with_cache(mut self, cache: Option<&'static Cache>) -> EdgeProxy {
         self.cache = cache;
+        self
+    }
+
+    /// Sends plain `GET`s the cache does not take to the origin through `fetch`.
+    pub(crate) fn with_fetch(mut self, fetch: Option<Fetcher>) -> EdgeProxy {
+        self.fetch = fetch;
         self
     }
 
@@ -636,7 +648,16 @@ impl EdgeProxy {
             return self.beacon(session, ctx, None).await;
         }
         ctx.admitted_at = Some(Instant::now());
-        self.direct_hit(session, ctx).await
+        self.admitted(session, ctx).await
+    }
+
+    /// An admitted request: answered here from the memory tier or fetched from the origin
+    /// by the sequential path when it can be (`Ok(true)`), else left to Pingora.
+    async fn admitted(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.direct_hit(session, ctx).await? {
+            return Ok(true);
+        }
+        self.direct_fetch(session, ctx).await
     }
 
     /// Answers an admitted `GET` for a fresh, complete object of the memory tier
@@ -692,6 +713,121 @@ impl EdgeProxy {
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(hit.body), true).await?;
         ctx.direct = Some(Direct { status, bytes: len, zero_copy: false });
+        Ok(true)
+    }
+
+    /// Forwards an admitted plain `GET` that the cache does not take (see [`crate::fetch`])
+    /// in one sequential exchange with the origin over the edge's own keep-alive pool,
+    /// keeping every rule of the proxied path: the same origin choice and accounting, the
+    /// same request and response filters. `Ok(false)` — Pingora's proxy then carries the
+    /// request — for any other request, and for a try that must be made again before
+    /// anything reached the viewer: a pooled connection found closed (the same origin
+    /// again), a connect error or a 5xx that the retry policy retries on another origin.
+    async fn direct_fetch(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(fetcher) = &self.fetch else { return Ok(false) };
+        let taken = self.fetch_plain(fetcher, session, ctx).await;
+        if ctx.origin.is_some() {
+            self.metrics.fast_path(!matches!(taken, Ok(false)));
+        }
+        if let Err(e) = &taken {
+            // Logged as Pingora logs a failed proxied request (its own line is suppressed:
+            // it would call this a failed filter).
+            ctx.fetch_failed = true;
+            tracing::error!(target: "stile::origin", "Fail to proxy: {e}, {}", self.request_summary(session, ctx));
+        }
+        taken
+    }
+
+    /// [`Self::direct_fetch`]'s exchange; `ctx.origin` is set once the request is taken.
+    async fn fetch_plain(&self, fetcher: &Fetcher, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.result != Some(Ok(()))
+            || ctx.background
+            || ctx.beacon
+            || ctx.rewrite.is_some()
+            || ctx.observe.is_some()
+            || ctx.origin.is_some()
+            || (self.cache.is_some() && self.cache_pool(session, ctx).is_some())
+        {
+            return Ok(false);
+        }
+        let Some(mut head) = fetch::upstream_head(session.req_header()) else { return Ok(false) };
+        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
+        let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
+        // No pool for the path: Pingora's answer (404 from `upstream_peer`).
+        let Some(pool) = self.origins.route(path) else { return Ok(false) };
+        ctx.origin = Some(self.origins.begin(pool));
+        let attempts = ctx.origin.as_mut().expect("set above");
+        let (peer, _) = self.origins.pick(attempts);
+        let (mut up, reused) = match fetcher.connector.get_http_session(&*peer).await {
+            Ok(s) => s,
+            Err(e) => {
+                let kind = OriginErrorKind::of(e.etype());
+                return match self.origins.failure(attempts, kind, Failed::Connect, true, false) {
+                    true => Ok(false),
+                    false => Err(e.into_up()),
+                };
+            }
+        };
+        up.read_timeout = peer.options.read_timeout;
+        up.write_timeout = peer.options.write_timeout;
+        self.upstream_request_filter(session, &mut head, ctx).await?;
+        let sent = async {
+            up.write_request_header(Box::new(head)).await?;
+            up.read_response().await?;
+            // Informational answers (`103 Early Hints`) come before the final one.
+            for _ in 0..4 {
+                if up.get_status().is_none_or(|s| !s.is_informational()) {
+                    break;
+                }
+                up.read_response().await?;
+            }
+            Ok::<_, Box<Error>>(())
+        }
+        .await;
+        let attempts = ctx.origin.as_mut().expect("set above");
+        if let Err(e) = sent {
+            if reused {
+                // A pooled connection the origin had closed: the same origin on a fresh one.
+                self.origins.stale_connection(attempts);
+                return Ok(false);
+            }
+            let kind = OriginErrorKind::of(e.etype());
+            return match self.origins.failure(attempts, kind, Failed::BeforeResponse, true, false) {
+                true => Ok(false),
+                false => Err(e.into_up()),
+            };
+        }
+        let mut resp = match up.resp_header() {
+            Some(r) if !r.status.is_informational() => Box::new(r.clone()),
+            _ => {
+                let e = Error::explain(ErrorType::InvalidHTTPHeader, "origin sent only informational answers");
+                self.origins.failure(attempts, OriginErrorKind::of(e.etype()), Failed::BeforeResponse, true, true);
+                return Err(e.into_up());
+            }
+        };
+        if self.origins.response(attempts, resp.status.as_u16(), true) {
+            // A 5xx to retry on another origin: dropped (with its connection) unseen.
+            return Ok(false);
+        }
+        self.response_filter(session, &mut resp, ctx).await?;
+        let mut end = up.is_body_done();
+        session.write_response_header(resp, end).await?;
+        while !end {
+            match up.read_body_bytes().await {
+                Ok(body) => {
+                    end = body.is_none() || up.is_body_done();
+                    session.write_response_body(body, end).await?;
+                }
+                Err(e) => {
+                    let attempts = ctx.origin.as_mut().expect("set above");
+                    let kind = OriginErrorKind::of(e.etype());
+                    self.origins.failure(attempts, kind, Failed::BeforeResponse, true, true);
+                    return Err(e.into_up());
+                }
+            }
+        }
+        // Pooled again when the origin keeps it alive and the body was read to its end.
+        fetcher.connector.release_http_session(up, &*peer, peer.options.idle_timeout).await;
         Ok(true)
     }
 
@@ -859,6 +995,7 @@ impl ProxyHttp for EdgeProxy {
             beacon: false,
             beacon_result: None,
             direct: None,
+            fetch_failed: false,
         }
     }
 
@@ -909,7 +1046,7 @@ impl ProxyHttp for EdgeProxy {
                 return self.beacon(session, ctx, None).await;
             }
             ctx.admitted_at = Some(Instant::now());
-            return self.direct_hit(session, ctx).await;
+            return self.admitted(session, ctx).await;
         }
         let now = self.clock.now();
         let state = self.shared.load();
@@ -1032,7 +1169,7 @@ impl ProxyHttp for EdgeProxy {
                 expect: None,
             });
         }
-        self.direct_hit(session, ctx).await
+        self.admitted(session, ctx).await
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -1362,8 +1499,9 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
-        // A path no pool serves is an answer (404), not an error of the edge.
-        ctx.origin.is_none() && matches!(error.etype(), ErrorType::HTTPStatus(404))
+        // A path no pool serves is an answer (404), not an error of the edge; the fast
+        // path logs its failures itself.
+        ctx.fetch_failed || (ctx.origin.is_none() && matches!(error.etype(), ErrorType::HTTPStatus(404)))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

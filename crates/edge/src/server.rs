@@ -16,6 +16,7 @@ use crate::admin::Admin;
 use crate::cache::{Cache, StoreError};
 use crate::clock::SharedClock;
 use crate::config::{ConfigError, EdgeConfig};
+use crate::fetch::Fetcher;
 use crate::geo::{Geo, GeoError};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -169,7 +170,8 @@ impl Edge {
         };
         let proxy =
             EdgeProxy::new(config, origins.clone(), redirect, shared.clone(), metrics.clone(), geo, clock.clone())
-                .with_cache(objects);
+                .with_cache(objects)
+                .with_fetch(config.origin.fast_path.then(|| Fetcher::new(&server.configuration)));
         let outcomes = config.outcomes.enabled.then(|| {
             let tracker = Arc::new(Tracker::new(config.outcomes.max_sessions, metrics.clone()));
             (tracker, Arc::new(Segments::new(config.outcomes.max_segments)))

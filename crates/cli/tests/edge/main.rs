@@ -11,6 +11,7 @@ mod edge_beacons;
 mod edge_cache;
 mod edge_cors;
 mod edge_dash;
+mod edge_fast_path;
 mod edge_foreign;
 mod edge_hls;
 mod edge_hostile;
