@@ -786,8 +786,9 @@ impl EdgeProxy {
         .await;
         let attempts = ctx.origin.as_mut().expect("set above");
         if let Err(e) = sent {
-            if reused {
-                // A pooled connection the origin had closed: the same origin on a fresh one.
+            if reused && matches!(e.retry, pingora::RetryType::ReusedOnly) {
+                // A pooled connection the origin had closed (Pingora's rule, as in
+                // `error_while_proxy`): the same origin on a fresh one.
                 self.origins.stale_connection(attempts);
                 return Ok(false);
             }

@@ -191,10 +191,12 @@ fn a_closed_pooled_connection_a_retried_5xx_and_a_dead_origin_follow_the_retry_p
     assert!(!bad.seen().is_empty() && good.seen().len() == 4);
     assert!(taken(&two, "served") + taken(&two, "handed_over") == 4.0 && taken(&two, "handed_over") >= 1.0);
 
-    // The only origin dead: the viewer gets 502 and the error is counted once.
-    let gone = CountingOrigin::start(|_| Reply::ok("x"));
-    let dead = edge(gone.port, true, "");
-    gone.stop();
+    // The only origin dead: the viewer gets 502 and the error is counted once. Its port
+    // is held by a socket bound but not listening, so connecting is refused and no
+    // other test's server can take the port meanwhile.
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = edge(hold.local_addr().unwrap().port(), true, "");
     let r = dead.get(&link(SEG), &[]);
     assert_eq!(r.status, 502, "{}", dead.log());
     assert_eq!(taken(&dead, "served"), 1.0);
