@@ -314,11 +314,11 @@ impl EdgeProxy {
         &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())]
     }
 
-    /// The origin pool that serves this request's canonical path (the cache's namespace:
-    /// every origin of a pool serves the same objects, so one fill serves the pool).
-    fn cache_pool(&self, session: &Session, ctx: &RequestCtx) -> Option<usize> {
-        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
-        self.origins.route(&target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())])
+    /// The origin pool that serves this request's canonical path (the raw one with
+    /// validation off), longest prefix first. It is also the cache's namespace: every
+    /// origin of a pool serves the same objects, so one fill serves the pool.
+    fn pool(&self, session: &Session, ctx: &RequestCtx) -> Option<usize> {
+        self.origins.route(Self::canonical_path(session, ctx))
     }
 
     /// What the [`crate::intake`] needs to count and log the requests Pingora refuses.
@@ -682,7 +682,7 @@ impl EdgeProxy {
         {
             return Ok(false);
         }
-        let Some(pool) = self.cache_pool(session, ctx) else { return Ok(false) };
+        let Some(pool) = self.pool(session, ctx) else { return Ok(false) };
         let target = ctx.upstream_target.as_deref().unwrap_or_else(|| req.raw_path());
         let Some(hit) = cache.direct(self.origins.pool_name(pool), target) else { return Ok(false) };
         let mut resp = hit.header;
@@ -746,27 +746,19 @@ impl EdgeProxy {
             || ctx.rewrite.is_some()
             || ctx.observe.is_some()
             || ctx.origin.is_some()
-            || (self.cache.is_some() && self.cache_pool(session, ctx).is_some())
         {
             return Ok(false);
         }
+        // No pool for the path: Pingora's answer (404 from `upstream_peer`); a pool the
+        // cache serves: Pingora's cache.
+        let Some(pool) = self.pool(session, ctx).filter(|_| self.cache.is_none()) else { return Ok(false) };
         let Some(mut head) = fetch::upstream_head(session.req_header()) else { return Ok(false) };
-        let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
-        let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
-        // No pool for the path: Pingora's answer (404 from `upstream_peer`).
-        let Some(pool) = self.origins.route(path) else { return Ok(false) };
         ctx.origin = Some(self.origins.begin(pool));
         let attempts = ctx.origin.as_mut().expect("set above");
         let (peer, _) = self.origins.pick(attempts);
         let (mut up, reused) = match fetcher.connector.get_http_session(&*peer).await {
             Ok(s) => s,
-            Err(e) => {
-                let kind = OriginErrorKind::of(e.etype());
-                return match self.origins.failure(attempts, kind, Failed::Connect, true, false) {
-                    true => Ok(false),
-                    false => Err(e.into_up()),
-                };
-            }
+            Err(e) => return self.failed_try(attempts, e, Failed::Connect),
         };
         up.read_timeout = peer.options.read_timeout;
         up.write_timeout = peer.options.write_timeout;
@@ -792,11 +784,7 @@ impl EdgeProxy {
                 self.origins.stale_connection(attempts);
                 return Ok(false);
             }
-            let kind = OriginErrorKind::of(e.etype());
-            return match self.origins.failure(attempts, kind, Failed::BeforeResponse, true, false) {
-                true => Ok(false),
-                false => Err(e.into_up()),
-            };
+            return self.failed_try(attempts, e, Failed::BeforeResponse);
         }
         let mut resp = match up.resp_header() {
             Some(r) if !r.status.is_informational() => Box::new(r.clone()),
@@ -819,17 +807,23 @@ impl EdgeProxy {
                     end = body.is_none() || up.is_body_done();
                     session.write_response_body(body, end).await?;
                 }
-                Err(e) => {
-                    let attempts = ctx.origin.as_mut().expect("set above");
-                    let kind = OriginErrorKind::of(e.etype());
-                    self.origins.failure(attempts, kind, Failed::BeforeResponse, true, true);
-                    return Err(e.into_up());
-                }
+                // Past the response head: the try was counted with its status, and
+                // nothing is retried once the viewer has part of the answer.
+                Err(e) => return Err(e.into_up()),
             }
         }
         // Pooled again when the origin keeps it alive and the body was read to its end.
         fetcher.connector.release_http_session(up, &*peer, peer.options.idle_timeout).await;
         Ok(true)
+    }
+
+    /// A try of the fast path failed before the response head: counted against its origin;
+    /// `Ok(false)` when the retry policy tries again (through Pingora's proxy), else the error.
+    fn failed_try(&self, attempts: &mut Attempts, e: Box<Error>, failed: Failed) -> Result<bool> {
+        match self.origins.failure(attempts, OriginErrorKind::of(e.etype()), failed, true, false) {
+            true => Ok(false),
+            false => Err(e.into_up()),
+        }
     }
 
     /// The session credentials to write for a request admitted by `ctx.token`:
@@ -1175,10 +1169,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         if ctx.origin.is_none() {
-            // Route by the canonical, token-free path (the raw one with validation off).
-            let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
-            let path = &target[..target.iter().position(|&b| b == b'?').unwrap_or(target.len())];
-            let Some(pool) = self.origins.route(path) else {
+            let Some(pool) = self.pool(session, ctx) else {
                 return Err(Error::explain(ErrorType::HTTPStatus(404), "no origin pool serves this path"));
             };
             ctx.origin = Some(self.origins.begin(pool));
@@ -1194,7 +1185,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(cache) = self.cache
             && ctx.result == Some(Ok(()))
             && (method == http::Method::GET || method == http::Method::HEAD)
-            && self.cache_pool(session, ctx).is_some()
+            && self.pool(session, ctx).is_some()
         {
             cache.enable(&mut session.cache);
         }
@@ -1203,7 +1194,7 @@ impl ProxyHttp for EdgeProxy {
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         let cache = self.cache.ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        let pool = self.cache_pool(session, ctx).ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let pool = self.pool(session, ctx).ok_or_else(|| Error::new(ErrorType::InternalError))?;
         let target = ctx.upstream_target.as_deref().unwrap_or_else(|| session.req_header().raw_path());
         Ok(cache.key(self.origins.pool_name(pool), target))
     }
